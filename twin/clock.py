@@ -1,0 +1,131 @@
+"""One clock for every wait: wall time on a real bench, virtual time on the twin.
+
+The engine, the drivers and the twin's models read time only through
+:class:`Clock`, which reads the running event loop's ``time()``. Which world a
+batch runs in is chosen once, when the loop is made: :class:`VirtualTimeLoop`
+keeps its own time and jumps straight to the next timer whenever no callback is
+ready and no I/O is waiting, so a 10-day expansion is bounded by CPU, not by
+the calendar. Real I/O (Modbus over loopback TCP, ASCII over a
+pseudo-terminal) still flows: before each jump the loop polls every socket and
+pty once, and bytes written on loopback or to a pty are readable at once, so a
+reply is never overtaken by a timeout. Threads are not seen by the loop:
+nothing that runs under it may hand work to a thread and wait for it.
+
+Why our own and not ``looptime``: looptime is a pytest plugin that patches
+loops in tests; the CLI needs the same loop in production (``poc-twin run``
+on the sim bench), and the jump rule must be exactly the one above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+__all__ = ["Clock", "VirtualTimeLoop", "run_batch_loop", "wall_now"]
+
+T = TypeVar("T")
+
+
+def wall_now() -> datetime:
+    """The real UTC wall time: for journal stamps a validator compares with the world."""
+    return datetime.now(UTC)
+
+
+class _JumpingSelector(selectors.BaseSelector):
+    """Wraps the real selector: never blocks while a timer is pending; jumps instead."""
+
+    def __init__(self, real: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._real = real
+        self._loop = loop
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.get_key(fileobj)
+
+    def get_map(self) -> Any:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        events = self._real.select(0)
+        if events or timeout == 0:
+            return events
+        if timeout is None:
+            # Nothing scheduled at all: only the outside world can wake us.
+            return self._real.select(None)
+        self._loop._jump(timeout)
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose time jumps to the next timer when every task waits."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._virtual_now = start
+        self.jumps = 0
+        super().__init__(_JumpingSelector(selectors.DefaultSelector(), self))
+
+    def time(self) -> float:
+        return self._virtual_now
+
+    def _jump(self, seconds: float) -> None:
+        target = self._virtual_now + seconds
+        scheduled = self._scheduled  # type: ignore[attr-defined]
+        if scheduled:
+            # Land exactly on the next timer so float rounding cannot leave it unfired.
+            target = max(target, scheduled[0]._when)
+        self._virtual_now = target
+        self.jumps += 1
+
+
+class Clock:
+    """Batch time in seconds since the clock was started, and every wait the batch makes."""
+
+    def __init__(self) -> None:
+        self._t0 = asyncio.get_running_loop().time()
+        self._wall0 = wall_now()
+
+    def now(self) -> float:
+        """Seconds of batch time since start: the timestamp of every event and model step."""
+        return asyncio.get_running_loop().time() - self._t0
+
+    def batch_datetime(self) -> datetime:
+        """The batch-clock reading as a calendar date, for displays and reports."""
+        return self._wall0 + timedelta(seconds=self.now())
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait on the batch clock (jumps ahead on the twin, really waits on hardware)."""
+        await asyncio.sleep(max(0.0, seconds))
+
+    async def sleep_until(self, t: float) -> None:
+        """Wait until batch time ``t``: periodic loops use this so they never drift."""
+        await asyncio.sleep(max(0.0, t - self.now()))
+
+    def timeout(self, seconds: float) -> asyncio.Timeout:
+        """A deadline on the batch clock for one exchange or one wait."""
+        return asyncio.timeout(seconds)
+
+
+def run_batch_loop(
+    main: Callable[[], Coroutine[Any, Any, T]] | Awaitable[T], *, virtual: bool
+) -> T:
+    """Run ``main`` on a virtual-time loop (the twin) or a real one (a hardware bench)."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = (
+        VirtualTimeLoop if virtual else asyncio.new_event_loop
+    )
+    coro = main() if callable(main) else main
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)  # type: ignore[arg-type]

@@ -1,0 +1,87 @@
+"""The exception tree of poc-twin: one root, so the CLI can turn any of them into one clear sentence.
+
+PocTwinError
+├── InvalidInput            bad recipe or bench file; carries every problem (FILE:LINE:COL)
+├── CommandRefused          an ISA-88 command not valid in the current state
+├── EquipmentError          a device refused, failed or stopped answering
+│   ├── CommunicationError  no (valid) answer within the driver's timeout and retries
+│   └── DeviceRefused       the device answered with an error (Modbus exception, ``?``/ERR reply)
+├── InterlockTripped        an action the safety layer will not allow, whatever the recipe says
+└── JournalError            the journal cannot be written or does not verify
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CommandRefused",
+    "CommunicationError",
+    "DeviceRefused",
+    "EquipmentError",
+    "InterlockTripped",
+    "InvalidInput",
+    "JournalError",
+    "PocTwinError",
+    "Problem",
+]
+
+
+class PocTwinError(Exception):
+    """Root of every error poc-twin raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file, where a text editor can jump to it."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class InvalidInput(PocTwinError):
+    """A recipe or bench that cannot be used; lists all problems at once, nothing started."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class CommandRefused(PocTwinError):
+    """A command not valid in the current state: names the state and the valid commands."""
+
+    def __init__(self, element: str, command: str, state: str, valid: list[str]) -> None:
+        self.element, self.command, self.state, self.valid = element, command, state, valid
+        allowed = ", ".join(valid) if valid else "none"
+        super().__init__(
+            f"{element}: '{command}' is not valid in state {state}; valid commands: {allowed}"
+        )
+
+
+class EquipmentError(PocTwinError):
+    """A device could not do what was asked."""
+
+    def __init__(self, device: str, message: str) -> None:
+        self.device = device
+        super().__init__(f"{device}: {message}")
+
+
+class CommunicationError(EquipmentError):
+    """The device did not answer (or answered garbage) within timeout and retries."""
+
+
+class DeviceRefused(EquipmentError):
+    """The device answered with an explicit error (Modbus exception code, error reply)."""
+
+
+class InterlockTripped(PocTwinError):
+    """A safety interlock refused an action; no recipe can bypass it."""
+
+
+class JournalError(PocTwinError):
+    """The journal could not be written, or does not verify."""
