@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine (Python 3.11+, make; apt for system packages).
+#   make demo   creates .venv, installs poc-twin, runs the CAR-T recipe on the simulated bench
+#   make test   installs what the tests need and runs every test (unit + hardware-in-the-loop)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench-check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/poc-twin run recipes/car_t_autologous.yaml --bench benches/sim.yaml
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: $(STAMP)
+	$(BIN)/ruff check twin drivers tests hil_tests benchmarks
+	$(BIN)/pytest -q tests hil_tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check twin drivers tests hil_tests benchmarks
+	$(BIN)/ruff format --check twin drivers tests hil_tests benchmarks
+
+bench-check: $(STAMP)
+	$(BIN)/poc-twin bench check --bench benches/sim.yaml
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,242 @@
+"""Gas dispenser driver: Alicat-style mass-flow controllers on one serial line.
+
+One unit id per gas line, all on one multi-drop port (docs/devices/gas-dispenser-alicat.md).
+Every setpoint is checked against the setpoint the controller echoes back, and the
+O2 cap is enforced here, below any recipe, as an interlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pydantic
+
+from drivers.serial_line import SerialLine, open_line
+from twin.clock import Clock
+from twin.equipment import DeviceIdentity, Gas, GasDispenserLimits, GasDispenserPV
+from twin.errors import CommunicationError, DeviceRefused, EquipmentError, InterlockTripped
+
+__all__ = ["AlicatFrame", "AlicatGasConfig", "AlicatGasDispenser", "AlicatGasLimits"]
+
+_GAS_KEYS = {"air": Gas.AIR, "o2": Gas.O2, "n2": Gas.N2, "co2": Gas.CO2}
+_FRAME_GAS = {"Air": Gas.AIR, "CO2": Gas.CO2, "N2": Gas.N2, "O2": Gas.O2}
+_SETPOINT_TOLERANCE = 0.011  # the frame carries 2 decimals
+
+
+def _gas_key(name: str) -> str:
+    key = name.lower()
+    if key not in _GAS_KEYS:
+        raise ValueError(f"unknown gas {name!r}; expected one of {', '.join(_GAS_KEYS)}")
+    return key
+
+
+class AlicatGasLimits(pydantic.BaseModel, extra="forbid"):
+    """Full scale of each gas line and the O2 cap (sccm), from the bench file."""
+
+    full_scale_sccm: dict[str, float] = {"air": 500.0, "o2": 200.0, "n2": 500.0, "co2": 50.0}
+    o2_cap_sccm: float = pydantic.Field(default=100.0, ge=0.0)
+
+    @pydantic.field_validator("full_scale_sccm")
+    @classmethod
+    def _known_gases(cls, value: dict[str, float]) -> dict[str, float]:
+        out = {_gas_key(k): v for k, v in value.items()}
+        if any(v <= 0 for v in out.values()):
+            raise ValueError("full scale must be above 0 sccm")
+        return out
+
+
+class AlicatGasConfig(pydantic.BaseModel, extra="forbid"):
+    """Where the controllers are and how patiently to talk to them."""
+
+    port: str
+    baud: int = 19200
+    units: dict[str, str] = {"air": "A", "o2": "B", "n2": "C", "co2": "D"}
+    timeout_s: float = pydantic.Field(default=0.5, gt=0.0)
+    retries: int = pydantic.Field(default=2, ge=0, le=10)
+    limits: AlicatGasLimits = AlicatGasLimits()
+
+    @pydantic.field_validator("units")
+    @classmethod
+    def _unit_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        out = {_gas_key(k): v for k, v in value.items()}
+        for gas, uid in out.items():
+            if len(uid) != 1 or not ("A" <= uid <= "Z"):
+                raise ValueError(f"unit id of {gas} must be one letter A-Z, got {uid!r}")
+        if len(set(out.values())) != len(out):
+            raise ValueError("two gases share one unit id")
+        return out
+
+    @pydantic.model_validator(mode="after")
+    def _full_scale_known(self) -> AlicatGasConfig:
+        missing = set(self.units) - set(self.limits.full_scale_sccm)
+        if missing:
+            raise ValueError(f"no full scale for {', '.join(sorted(missing))}")
+        return self
+
+
+@dataclass(frozen=True)
+class AlicatFrame:
+    """One data frame, as a controller answers a poll or a command."""
+
+    unit_id: str
+    pressure_psia: float
+    temperature_c: float
+    volumetric_flow: float
+    mass_flow_sccm: float
+    setpoint_sccm: float
+    gas: str
+    flags: frozenset[str]
+
+
+class AlicatGasDispenser:
+    """GasDispenser over Alicat-style ASCII: one unit id per gas line, one shared port."""
+
+    def __init__(self, name: str, config: AlicatGasConfig, clock: Clock) -> None:
+        self.name = name
+        self.config = config
+        self._clock = clock
+        self._units = {_GAS_KEYS[k]: uid for k, uid in config.units.items()}
+        self.limits = GasDispenserLimits(
+            full_scale_sccm={_GAS_KEYS[k]: v for k, v in config.limits.full_scale_sccm.items()},
+            o2_cap_sccm=config.limits.o2_cap_sccm,
+        )
+        self._line: SerialLine | None = None
+
+    async def connect(self) -> None:
+        """Open the shared port; make each unit meter the gas the bench says it meters."""
+        if self._line is None:
+            self._line = open_line(self.config.port, baud=self.config.baud, clock=self._clock)
+        for gas, uid in self._units.items():
+            frame = await self.poll(gas)
+            if _FRAME_GAS.get(frame.gas) != gas:
+                frame = _parse_frame(uid, await self._ask(uid, f"G{int(gas)}"), self.name)
+                if _FRAME_GAS.get(frame.gas) != gas:
+                    raise DeviceRefused(
+                        self.name, f"unit {uid} did not select {gas.name}: reports {frame.gas}"
+                    )
+
+    async def close(self) -> None:
+        """Let go of the shared port (closed when its last user lets go)."""
+        if self._line is not None:
+            self._line.release()
+            self._line = None
+
+    async def identify(self) -> DeviceIdentity:
+        """Every unit's identity; model and serial list each unit (``A:...,B:...``)."""
+        ids = []
+        for uid in self._units.values():
+            raw = await self._ask(uid, "??M*", frames=4)
+            lines = [ln for ln in raw.decode("ascii", "replace").split("\r") if ln]
+            fields = [ln.split(" ", 2) for ln in lines]
+            if len(fields) != 4 or any(len(f) != 3 or f[0] != uid for f in fields):
+                raise CommunicationError(self.name, f"unit {uid} garbled identity {raw!r}")
+            ids.append((uid, [f[2] for f in fields]))
+        vendors = sorted({v[0] for _, v in ids})
+        firmwares = sorted({v[3] for _, v in ids})
+        return DeviceIdentity(
+            vendor=",".join(vendors),
+            model=",".join(f"{uid}:{v[1]}" for uid, v in ids),
+            serial=",".join(f"{uid}:{v[2]}" for uid, v in ids),
+            firmware=",".join(firmwares),
+        )
+
+    async def poll(self, gas: Gas) -> AlicatFrame:
+        """One data frame of a gas line."""
+        uid = self._unit(gas)
+        return _parse_frame(uid, await self._ask(uid, ""), self.name)
+
+    async def read(self) -> GasDispenserPV:
+        """Poll every gas line in turn."""
+        flows: dict[Gas, float] = {}
+        setpoints: dict[Gas, float] = {}
+        for gas in self._units:
+            frame = await self.poll(gas)
+            flows[gas] = frame.mass_flow_sccm
+            setpoints[gas] = frame.setpoint_sccm
+        return GasDispenserPV(mass_flow_sccm=flows, setpoint_sccm=setpoints)
+
+    async def set_flow(self, gas: Gas, sccm: float) -> None:
+        """Write a setpoint and check the controller now holds exactly that setpoint."""
+        uid = self._unit(gas)
+        if gas == Gas.O2 and sccm > self.limits.o2_cap_sccm:
+            raise InterlockTripped(
+                f"{self.name}: O2 {sccm:g} sccm exceeds the O2 cap of "
+                f"{self.limits.o2_cap_sccm:g} sccm"
+            )
+        full_scale = self.limits.full_scale_sccm[gas]
+        if not 0.0 <= sccm <= full_scale:
+            raise EquipmentError(
+                self.name, f"{gas.name} {sccm:g} sccm outside 0..{full_scale:g} sccm"
+            )
+        frame = _parse_frame(uid, await self._ask(uid, f"S{sccm:.2f}"), self.name)
+        if abs(frame.setpoint_sccm - sccm) > _SETPOINT_TOLERANCE:
+            raise DeviceRefused(
+                self.name,
+                f"unit {uid} ({gas.name}) setpoint not accepted: sent {sccm:.2f}, "
+                f"reads back {frame.setpoint_sccm:.2f}",
+            )
+
+    async def hold_closed(self, gas: Gas) -> AlicatFrame:
+        """Close a line's valve whatever its setpoint (HLD until cancel_hold)."""
+        uid = self._unit(gas)
+        return _parse_frame(uid, await self._ask(uid, "HC"), self.name)
+
+    async def cancel_hold(self, gas: Gas) -> AlicatFrame:
+        """Release a held valve: the line follows its setpoint again."""
+        uid = self._unit(gas)
+        return _parse_frame(uid, await self._ask(uid, "C"), self.name)
+
+    async def safe_state(self) -> None:
+        """Close O2 and N2, keep air and CO2; tries both, then reports every failure."""
+        failures: list[str] = []
+        for gas in (Gas.O2, Gas.N2):
+            if gas not in self._units:
+                continue
+            try:
+                await self.set_flow(gas, 0.0)
+            except EquipmentError as exc:
+                failures.append(f"{gas.name}: {exc}")
+        if failures:
+            raise EquipmentError(self.name, "safe state incomplete: " + "; ".join(failures))
+
+    def _unit(self, gas: Gas) -> str:
+        try:
+            return self._units[gas]
+        except KeyError:
+            raise EquipmentError(self.name, f"no {gas.name} line on this dispenser") from None
+
+    async def _ask(self, uid: str, command: str, *, frames: int = 1) -> bytes:
+        if self._line is None:
+            raise CommunicationError(self.name, "not connected")
+        reply = await self._line.transact(
+            f"{uid}{command}\r".encode("ascii"),
+            device=f"{self.name} unit {uid}",
+            terminator=b"\r",
+            timeout=self.config.timeout_s,
+            retries=self.config.retries,
+            frames=frames,
+        )
+        if reply.strip() == f"{uid} ?".encode():
+            raise DeviceRefused(self.name, f"unit {uid} refused {uid}{command!s}: replied '?'")
+        return reply
+
+
+def _parse_frame(uid: str, raw: bytes, device: str) -> AlicatFrame:
+    """A data frame, or CommunicationError if it is not one from this unit."""
+    parts = raw.decode("ascii", "replace").split()
+    try:
+        if len(parts) < 7 or parts[0] != uid:
+            raise ValueError
+        numbers = [float(p) for p in parts[1:6]]
+    except ValueError:
+        raise CommunicationError(device, f"unit {uid} sent no data frame: {raw!r}") from None
+    return AlicatFrame(
+        unit_id=uid,
+        pressure_psia=numbers[0],
+        temperature_c=numbers[1],
+        volumetric_flow=numbers[2],
+        mass_flow_sccm=numbers[3],
+        setpoint_sccm=numbers[4],
+        gas=parts[6],
+        flags=frozenset(parts[7:]),
+    )

@@ -1,0 +1,193 @@
+"""Electroporator driver for our ASCII protocol (docs/devices/electroporator-ascii.md).
+
+Pulses are the one thing in the plant that cannot be undone: a program is read
+back before it is trusted, a pulse is ARM then FIRE, FIRE and LOAD are never
+retried automatically (a lost reply does not mean nothing happened), and any
+failure after ARM is followed by a DISARM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pydantic
+
+from drivers.serial_line import SerialLine, open_line
+from twin.clock import Clock
+from twin.equipment import (
+    DeviceIdentity,
+    ElectroporatorLimits,
+    ElectroporatorStatus,
+    PulseProgram,
+    PulseResult,
+)
+from twin.errors import CommunicationError, DeviceRefused, EquipmentError
+
+__all__ = ["AsciiElectroporator", "AsciiElectroporatorConfig", "AsciiElectroporatorLimits"]
+
+
+class AsciiElectroporatorLimits(pydantic.BaseModel, extra="forbid"):
+    """The bench's ranges (may be tighter than the hardware's), checked before a command is sent."""
+
+    voltage_v: tuple[float, float] = (0.0, 3500.0)
+    pulse_width_us: tuple[float, float] = (3.0, 10000.0)
+    pulse_count: tuple[int, int] = (1, 10)
+    chamber_ul: tuple[float, float] = (10.0, 5000.0)
+
+
+class AsciiElectroporatorConfig(pydantic.BaseModel, extra="forbid"):
+    """Where the electroporator is and how patiently to talk to it."""
+
+    port: str
+    baud: int = 9600
+    timeout_s: float = pydantic.Field(default=1.0, gt=0.0)
+    retries: int = pydantic.Field(default=1, ge=0, le=10)  # never applied to FIRE or LOAD
+    limits: AsciiElectroporatorLimits = AsciiElectroporatorLimits()
+
+
+def _check(value: float, bounds: tuple[float, float], what: str, device: str) -> None:
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise EquipmentError(device, f"{what} {value:g} outside {lo:g}..{hi:g}")
+
+
+def _key_values(text: str, device: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for word in text.split():
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise CommunicationError(device, f"garbled reply field {word!r} in {text!r}")
+        out[key] = value
+    return out
+
+
+class AsciiElectroporator:
+    """Electroporator over our ASCII protocol on its own (or a shared) serial port."""
+
+    def __init__(self, name: str, config: AsciiElectroporatorConfig, clock: Clock) -> None:
+        self.name = name
+        self.config = config
+        self._clock = clock
+        lim = config.limits
+        self.limits = ElectroporatorLimits(
+            voltage_v=lim.voltage_v,
+            pulse_width_us=lim.pulse_width_us,
+            pulse_count=lim.pulse_count,
+            chamber_ul=lim.chamber_ul,
+        )
+        self._line: SerialLine | None = None
+
+    async def connect(self) -> None:
+        """Open the port and make sure the device starts disarmed."""
+        if self._line is None:
+            self._line = open_line(self.config.port, baud=self.config.baud, clock=self._clock)
+        await self.safe_state()
+
+    async def close(self) -> None:
+        """Let go of the port."""
+        if self._line is not None:
+            self._line.release()
+            self._line = None
+
+    async def identify(self) -> DeviceIdentity:
+        """``*IDN?``: vendor, model, serial, firmware."""
+        parts = (await self._ask("*IDN?")).split(",")
+        if len(parts) != 4:
+            raise CommunicationError(self.name, f"garbled identity {','.join(parts)!r}")
+        vendor, model, serial, firmware = (p.strip() for p in parts)
+        return DeviceIdentity(vendor=vendor, model=model, serial=serial, firmware=firmware)
+
+    async def status(self) -> ElectroporatorStatus:
+        """``STAT?``: armed, loaded volume, last fault ('' when none)."""
+        text = await self._ask("STAT?")
+        head, sep, fault = text.partition("FAULT=")
+        fields = _key_values(head, self.name)
+        try:
+            armed = fields["ARMED"] == "1"
+            loaded = float(fields["LOADED"])
+        except (KeyError, ValueError):
+            raise CommunicationError(self.name, f"garbled status {text!r}") from None
+        if not sep:
+            raise CommunicationError(self.name, f"garbled status {text!r}")
+        fault = fault.strip()
+        return ElectroporatorStatus(armed=armed, loaded_ul=loaded, fault="" if fault == "NONE" else fault)
+
+    async def load(self, volume_ul: float) -> None:
+        """Draw suspension into the chamber (not retried: cells would move twice)."""
+        _check(volume_ul, self.limits.chamber_ul, "chamber volume (uL)", self.name)
+        await self._ask(f"LOAD {volume_ul:.1f}", retries=0)
+
+    async def unload(self) -> None:
+        """Return the chamber's contents to the bag (idempotent on the device)."""
+        await self._ask("UNLOAD")
+
+    async def program(self, program: PulseProgram) -> None:
+        """Send the program, then read it back and compare field by field."""
+        lim = self.limits
+        _check(program.voltage_v, lim.voltage_v, "voltage (V)", self.name)
+        _check(program.pulse_width_us, lim.pulse_width_us, "pulse width (us)", self.name)
+        _check(program.pulse_count, lim.pulse_count, "pulse count", self.name)
+        await self._ask(
+            f"PROG {program.voltage_v:.1f} {program.pulse_width_us:.1f} "
+            f"{program.pulse_count:d} {program.gap_mm:.2f}"
+        )
+        words = (await self._ask("PROG?")).split()
+        try:
+            if words[0] != "PROG" or len(words) != 5:
+                raise ValueError
+            v, w, n, g = float(words[1]), float(words[2]), int(words[3]), float(words[4])
+        except (ValueError, IndexError):
+            raise CommunicationError(self.name, f"garbled program read-back {words!r}") from None
+        if (
+            abs(v - program.voltage_v) > 0.051
+            or abs(w - program.pulse_width_us) > 0.051
+            or n != program.pulse_count
+            or abs(g - program.gap_mm) > 0.0051
+        ):
+            raise DeviceRefused(
+                self.name, f"program read-back {v:g} V {w:g} us x{n} {g:g} mm differs from {program}"
+            )
+
+    async def pulse(self) -> PulseResult:
+        """ARM then FIRE once; on any failure after ARM, DISARM before raising."""
+        await self._ask("ARM")
+        try:
+            text = await self._ask("FIRE", retries=0)
+            fields = _key_values(text.removeprefix("FIRED"), self.name)
+            return PulseResult(
+                field_v_per_cm=float(fields["FIELD"]),
+                peak_current_a=float(fields["CURRENT"]),
+                pulses_delivered=int(fields["PULSES"]),
+            )
+        except (KeyError, ValueError):
+            with contextlib.suppress(EquipmentError):
+                await self._ask("DISARM")
+            raise CommunicationError(self.name, "garbled FIRE reply") from None
+        except BaseException:
+            with contextlib.suppress(EquipmentError):
+                await self._ask("DISARM")
+            raise
+
+    async def safe_state(self) -> None:
+        """DISARM: no pulse can be fired until a new ARM."""
+        await self._ask("DISARM")
+
+    async def _ask(self, command: str, *, retries: int | None = None) -> str:
+        """One exchange; returns the text after ``OK ``; ``ERR`` becomes DeviceRefused."""
+        if self._line is None:
+            raise CommunicationError(self.name, "not connected")
+        raw = await self._line.transact(
+            f"{command}\r\n".encode("ascii"),
+            device=self.name,
+            terminator=b"\r\n",
+            timeout=self.config.timeout_s,
+            retries=self.config.retries if retries is None else retries,
+        )
+        text = raw.decode("ascii", "replace").strip()
+        if text.startswith("ERR"):
+            raise DeviceRefused(self.name, f"{command.split()[0]} refused: {text}")
+        if text == "OK":
+            return ""
+        if not text.startswith("OK "):
+            raise CommunicationError(self.name, f"unexpected reply {text!r} to {command!r}")
+        return text[3:]

@@ -1,0 +1,305 @@
+"""Bioreactor controller over Modbus TCP, per docs/devices/bioreactor-modbus.md.
+
+The register addresses below are copied from that manual on purpose: the driver
+knows the documented map, not the twin's server, so it works unchanged against
+a real controller that implements the same map.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import pydantic
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
+
+from twin.clock import Clock
+from twin.equipment import BioreactorLimits, BioreactorPV, CellSample, DeviceIdentity, Material
+from twin.errors import CommunicationError, DeviceRefused, EquipmentError
+
+__all__ = ["BioreactorLimitsConfig", "ModbusBioreactor", "ModbusBioreactorConfig"]
+
+# Input registers (FC4)
+IR_PV = 0  # 8 float32 then STATUS (16), HEARTBEAT (17), PUMP_REMAINING (18)
+IR_PV_COUNT = 19
+IR_SAMPLE = 40  # SAMPLE_SEQ, then 5 float32
+IR_SAMPLE_COUNT = 11
+IR_HARVEST_VOLUME = 60
+IR_IDENTITY = 100  # 4 x ascii[8]
+# Holding registers (FC3/6/16)
+HR_TEMP_SP, HR_ROCKING_SP, HR_PERFUSION_SP = 0, 2, 4
+HR_ADD_VOLUME, HR_ADD_MATERIAL, HR_COMMAND = 6, 8, 9
+HR_WORD_ORDER = 99
+CMD_ADD, CMD_SAMPLE, CMD_HARVEST, CMD_SAFE_STATE = 1, 2, 3, 4
+# Status bits
+PUMP_RUNNING, HARVEST_DONE, SAFE_STATE = 1 << 2, 1 << 5, 1 << 6
+
+_EXCEPTION_NAMES = {
+    1: "ILLEGAL FUNCTION",
+    2: "ILLEGAL DATA ADDRESS",
+    3: "ILLEGAL DATA VALUE",
+    4: "SERVER DEVICE FAILURE",
+    5: "ACKNOWLEDGE",
+    6: "SERVER DEVICE BUSY",
+    10: "GATEWAY PATH UNAVAILABLE",
+    11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
+}
+
+Range = tuple[float, float]
+
+
+class BioreactorLimitsConfig(pydantic.BaseModel, extra="forbid", frozen=True):
+    """The bench file's setpoint limits for this bioreactor (fields of BioreactorLimits)."""
+
+    temperature_c: Range = (4.0, 40.0)
+    rocking_rpm: Range = (0.0, 40.0)
+    perfusion_ml_per_day: Range = (0.0, 2000.0)
+    working_volume_ml: Range = (50.0, 1000.0)
+
+    @pydantic.field_validator("*")
+    @classmethod
+    def _ordered(cls, v: Range) -> Range:
+        if v[0] > v[1]:
+            raise ValueError(f"lower limit {v[0]} is above upper limit {v[1]}")
+        return v
+
+    def to_limits(self) -> BioreactorLimits:
+        """The equipment-layer limits object the engine checks recipes against."""
+        return BioreactorLimits(**self.model_dump())
+
+
+class ModbusBioreactorConfig(pydantic.BaseModel, extra="forbid"):
+    """Where the controller answers and how patiently to talk to it (from the bench file)."""
+
+    host: str
+    port: int = pydantic.Field(502, ge=1, le=65535)
+    unit: int = pydantic.Field(1, ge=0, le=255)
+    word_order: Literal["big", "little"] = "big"
+    timeout_s: float = pydantic.Field(1.0, gt=0)
+    retries: int = pydantic.Field(2, ge=0)
+    poll_interval_s: float = pydantic.Field(1.0, gt=0)  # status polls while a command runs
+    command_timeout_s: float = pydantic.Field(3600.0, gt=0)  # longest addition/count/harvest
+    limits: BioreactorLimitsConfig = BioreactorLimitsConfig()
+
+
+class ModbusBioreactor:
+    """A Bioreactor (twin.equipment) reached over Modbus TCP."""
+
+    def __init__(self, name: str, config: ModbusBioreactorConfig, clock: Clock) -> None:
+        self.name = name
+        self.config = config
+        self.limits: BioreactorLimits = config.limits.to_limits()
+        self._clock = clock
+        self._client: AsyncModbusTcpClient | None = None
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connection and check the device's float word order matches the bench."""
+        cfg = self.config
+        if self._client is None:
+            self._client = AsyncModbusTcpClient(
+                cfg.host,
+                port=cfg.port,
+                name=self.name,
+                timeout=cfg.timeout_s,
+                retries=cfg.retries,
+                reconnect_delay=0,  # we reconnect on the next request, never in the background
+            )
+        await self._ensure_connected()
+        (order,) = await self.read_registers("holding", HR_WORD_ORDER, 1)
+        device_order = {0: "big", 1: "little"}.get(order, f"unknown ({order})")
+        if device_order != cfg.word_order:
+            raise EquipmentError(
+                self.name,
+                f"device sends float32 words {device_order}-endian (holding register "
+                f"{HR_WORD_ORDER} = {order}) but the bench says word_order={cfg.word_order!r}: "
+                "every float would be misread",
+            )
+
+    async def close(self) -> None:
+        """Drop the connection (safe to call twice)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def _ensure_connected(self) -> AsyncModbusTcpClient:
+        client = self._client
+        if client is None:
+            raise CommunicationError(self.name, "not connected: call connect() first")
+        if not client.connected and not await client.connect():
+            raise CommunicationError(
+                self.name, f"cannot connect to {self.config.host}:{self.config.port}"
+            )
+        return client
+
+    async def _call(
+        self, what: str, request: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
+    ) -> ModbusPDU:
+        """One exchange: no answer -> CommunicationError; exception reply -> DeviceRefused."""
+        cfg = self.config
+        client = await self._ensure_connected()
+        try:
+            response = await request(client)
+        except (TimeoutError, ModbusException, OSError) as exc:
+            raise CommunicationError(
+                self.name,
+                f"{what}: no valid answer from {cfg.host}:{cfg.port} unit {cfg.unit} "
+                f"within {cfg.timeout_s:g} s x {cfg.retries + 1} tries ({exc})",
+            ) from exc
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            name = _EXCEPTION_NAMES.get(code, "unknown exception")
+            raise DeviceRefused(self.name, f"{what}: Modbus exception {code:#04x} {name}")
+        return response
+
+    async def read_registers(
+        self, table: Literal["input", "holding"], address: int, count: int
+    ) -> list[int]:
+        """Raw register read, for commissioning and diagnostics."""
+        unit = self.config.unit
+        what = f"reading {count} {table} register(s) at {address}"
+        if table == "input":
+            rr = await self._call(
+                what, lambda c: c.read_input_registers(address, count=count, device_id=unit)
+            )
+        else:
+            rr = await self._call(
+                what, lambda c: c.read_holding_registers(address, count=count, device_id=unit)
+            )
+        return list(rr.registers)
+
+    async def _write(self, what: str, address: int, values: list[int]) -> None:
+        unit = self.config.unit
+        await self._call(what, lambda c: c.write_registers(address, values, device_id=unit))
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def _floats(self, regs: list[int]) -> list[float]:
+        """float32 values from registers in the configured word order."""
+        big = self.config.word_order == "big"
+        pairs = [(a, b) if big else (b, a) for a, b in zip(regs[::2], regs[1::2], strict=True)]
+        return [struct.unpack(">f", struct.pack(">HH", *p))[0] for p in pairs]
+
+    def _regs(self, value: float) -> list[int]:
+        hi, lo = struct.unpack(">HH", struct.pack(">f", value))
+        return [hi, lo] if self.config.word_order == "big" else [lo, hi]
+
+    # -- Bioreactor protocol -------------------------------------------------------------------
+
+    async def identify(self) -> DeviceIdentity:
+        """Who answers at this endpoint: checked when a bench is commissioned."""
+        regs = await self.read_registers("input", IR_IDENTITY, 32)
+        raw = b"".join(r.to_bytes(2, "big") for r in regs)
+        fields = [raw[i : i + 16].rstrip(b"\0").decode("ascii", "replace") for i in (0, 16, 32, 48)]
+        return DeviceIdentity(*fields)
+
+    async def read(self) -> BioreactorPV:
+        """One poll of every process value (one FC4 request)."""
+        regs = await self.read_registers("input", IR_PV, IR_PV_COUNT)
+        f = self._floats(regs[:16])
+        return BioreactorPV(
+            temperature_c=f[0],
+            temperature_sp_c=f[1],
+            do_pct=f[2],
+            ph=f[3],
+            volume_ml=f[4],
+            rocking_rpm=f[5],
+            perfusion_ml_per_day=f[6],
+            viable_cells_per_ml=f[7],
+            status=regs[16],
+            heartbeat=regs[17],
+        )
+
+    async def _set_float(self, what: str, address: int, value: float) -> None:
+        """Write a float32 setpoint and read it back: the device's value is the one in force."""
+        if not math.isfinite(value):
+            raise ValueError(f"{self.name}: {what} must be a finite number, not {value}")
+        regs = self._regs(value)
+        await self._write(f"writing {what} {value:g}", address, regs)
+        back = await self.read_registers("holding", address, 2)
+        if back != regs:
+            (got,) = self._floats(back)
+            raise EquipmentError(self.name, f"{what} read back {got:g} after writing {value:g}")
+
+    async def set_temperature(self, celsius: float) -> None:
+        """New temperature setpoint for the controller's own loop."""
+        await self._set_float("temperature setpoint (°C)", HR_TEMP_SP, celsius)
+
+    async def set_rocking(self, rpm: float) -> None:
+        """Rocking rate: sets mixing and oxygen transfer (kLa)."""
+        await self._set_float("rocking setpoint (rpm)", HR_ROCKING_SP, rpm)
+
+    async def set_perfusion(self, ml_per_day: float) -> None:
+        """Fresh-medium perfusion rate (0 stops it)."""
+        await self._set_float("perfusion setpoint (mL/day)", HR_PERFUSION_SP, ml_per_day)
+
+    async def _status(self) -> int:
+        (status,) = await self.read_registers("input", IR_PV + 16, 1)
+        return status
+
+    async def _wait(self, what: str, done: Callable[[], Awaitable[bool]]) -> None:
+        """Poll on the batch clock until ``done``; a device that never finishes is an error."""
+        try:
+            async with self._clock.timeout(self.config.command_timeout_s):
+                while not await done():
+                    await self._clock.sleep(self.config.poll_interval_s)
+        except TimeoutError as exc:
+            raise EquipmentError(
+                self.name, f"{what} not finished after {self.config.command_timeout_s:g} s"
+            ) from exc
+
+    async def add(self, material: Material, volume_ml: float) -> None:
+        """Dose a material through the addition port; returns when the pump has finished."""
+        material = Material(material)
+        what = f"addition of {volume_ml:g} mL {material.name}"
+        values = [*self._regs(volume_ml), int(material), CMD_ADD]
+        await self._write(f"starting {what}", HR_ADD_VOLUME, values)
+        back = await self.read_registers("holding", HR_ADD_VOLUME, 3)
+        if back != values[:3]:
+            raise EquipmentError(self.name, f"{what}: device holds {back}, wrote {values[:3]}")
+
+        async def pump_stopped() -> bool:
+            return not await self._status() & PUMP_RUNNING
+
+        await self._wait(what, pump_stopped)
+
+    async def sample(self) -> CellSample:
+        """Draw and count a sample: waits until the sample counter advances."""
+        (before,) = await self.read_registers("input", IR_SAMPLE, 1)
+        await self._write("starting sample", HR_COMMAND, [CMD_SAMPLE])
+        result: list[int] = []
+
+        async def counted() -> bool:
+            result[:] = await self.read_registers("input", IR_SAMPLE, IR_SAMPLE_COUNT)
+            return result[0] != before
+
+        await self._wait("sample count", counted)
+        return CellSample(*self._floats(result[1:]))
+
+    async def harvest(self) -> float:
+        """Drain the bag to the final-product bag; returns the harvested volume in mL."""
+        await self._write("starting harvest", HR_COMMAND, [CMD_HARVEST])
+
+        async def harvested() -> bool:
+            status = await self._status()
+            return bool(status & HARVEST_DONE) and not status & PUMP_RUNNING
+
+        await self._wait("harvest", harvested)
+        (volume,) = self._floats(await self.read_registers("input", IR_HARVEST_VOLUME, 2))
+        return volume
+
+    async def safe_state(self) -> None:
+        """Hold safe: keep temperature, stop perfusion and additions (checked on the status)."""
+        await self._write("commanding safe state", HR_COMMAND, [CMD_SAFE_STATE])
+        status = await self._status()
+        (perfusion,) = self._floats(await self.read_registers("holding", HR_PERFUSION_SP, 2))
+        if not status & SAFE_STATE or status & PUMP_RUNNING or perfusion != 0.0:
+            raise EquipmentError(
+                self.name,
+                f"safe state not confirmed (status {status:#06x}, perfusion SP {perfusion:g})",
+            )

@@ -1,0 +1,196 @@
+"""The Modbus bioreactor driver against the twin's real pymodbus server over loopback TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pydantic
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.modbus_bioreactor import ModbusBioreactor, ModbusBioreactorConfig
+from twin.clock import Clock
+from twin.equipment import Bioreactor, BioreactorLimits, Material
+from twin.errors import CommunicationError, DeviceRefused, EquipmentError
+from twin.serve.bioreactor_modbus import (
+    DEFAULT_BIOREACTOR_IDENTITY,
+    BioreactorModbusServer,
+    BioreactorStatus,
+)
+
+MakeDriver = Callable[..., Awaitable[ModbusBioreactor]]
+
+
+async def test_implements_the_bioreactor_protocol(bioreactor: ModbusBioreactor) -> None:
+    assert isinstance(bioreactor, Bioreactor)
+    assert bioreactor.limits == BioreactorLimits()
+
+
+async def test_identify(bioreactor: ModbusBioreactor) -> None:
+    assert await bioreactor.identify() == DEFAULT_BIOREACTOR_IDENTITY
+
+
+async def test_read_process_values(bioreactor: ModbusBioreactor, plant: Any, clock: Clock) -> None:
+    await clock.sleep(3600)
+    pv = await bioreactor.read()
+    true = plant.bioreactor.state
+    assert pv.temperature_c == pytest.approx(true.temperature_c, abs=0.5)
+    assert pv.temperature_sp_c == pytest.approx(plant.bioreactor.temperature_sp_c)
+    assert pv.volume_ml == pytest.approx(true.volume_ml, rel=0.05)
+    assert 6.0 < pv.ph < 8.0
+    assert 0.0 <= pv.do_pct <= 150.0
+    assert pv.viable_cells_per_ml > 0
+    assert pv.heartbeat == 3600
+
+
+async def test_set_and_read_back_each_setpoint(bioreactor: ModbusBioreactor, plant: Any) -> None:
+    await bioreactor.set_temperature(36.5)
+    await bioreactor.set_rocking(12.0)
+    await bioreactor.set_perfusion(300.0)
+    model = plant.bioreactor
+    assert (model.temperature_sp_c, model.rocking_rpm, model.perfusion_ml_per_day) == (
+        36.5,
+        12.0,
+        300.0,
+    )
+    pv = await bioreactor.read()
+    assert pv.temperature_sp_c == 36.5
+    assert pv.rocking_rpm == pytest.approx(12.0, abs=0.5)
+
+
+async def test_out_of_limit_setpoint_is_refused_by_the_device(
+    bioreactor: ModbusBioreactor, plant: Any
+) -> None:
+    with pytest.raises(DeviceRefused, match=r"BR-1: .*temperature.*0x03 ILLEGAL DATA VALUE"):
+        await bioreactor.set_temperature(45.0)
+    with pytest.raises(DeviceRefused, match="ILLEGAL DATA VALUE"):
+        await bioreactor.set_rocking(80.0)
+    assert plant.bioreactor.temperature_sp_c != 45.0
+
+
+async def test_unmapped_address_is_refused(bioreactor: ModbusBioreactor) -> None:
+    with pytest.raises(DeviceRefused, match="0x02 ILLEGAL DATA ADDRESS"):
+        await bioreactor.read_registers("holding", 50, 1)
+
+
+async def test_addition_changes_volume_and_waits_for_the_pump(
+    bioreactor: ModbusBioreactor, clock: Clock
+) -> None:
+    before = await bioreactor.read()
+    t0 = clock.now()
+    await bioreactor.add(Material.MEDIUM, 150.0)
+    assert clock.now() - t0 >= 90.0  # 150 mL at 100 mL/min
+    after = await bioreactor.read()
+    assert not after.status & BioreactorStatus.PUMP_RUNNING
+    assert after.volume_ml - before.volume_ml == pytest.approx(150.0, abs=5.0)
+
+
+async def test_addition_that_would_overfill_is_refused(bioreactor: ModbusBioreactor) -> None:
+    with pytest.raises(DeviceRefused, match="ILLEGAL DATA VALUE"):
+        await bioreactor.add(Material.MEDIUM, 999.0)
+
+
+async def test_sample_returns_counted_cells(bioreactor: ModbusBioreactor, clock: Clock) -> None:
+    t0 = clock.now()
+    first = await bioreactor.sample()
+    assert clock.now() - t0 >= 60.0
+    assert first.viable_cells_per_ml > 1e5
+    assert 0.0 < first.viability_pct <= 100.0
+    second = await bioreactor.sample()
+    assert second.viable_cells_per_ml > 1e5
+
+
+async def test_harvest_and_safe_state(bioreactor: ModbusBioreactor, plant: Any) -> None:
+    await bioreactor.set_perfusion(500.0)
+    await bioreactor.safe_state()
+    assert plant.bioreactor.perfusion_ml_per_day == 0.0
+    volume = (await bioreactor.read()).volume_ml
+    assert await bioreactor.harvest() == pytest.approx(volume, rel=0.05)
+    assert (await bioreactor.read()).volume_ml == pytest.approx(0.0, abs=2.0)
+
+
+async def test_heartbeat_advances_with_virtual_time(
+    bioreactor: ModbusBioreactor, clock: Clock
+) -> None:
+    first = (await bioreactor.read()).heartbeat
+    await clock.sleep(5 * 86400)  # five days, in virtual time
+    assert (await bioreactor.read()).heartbeat == (first + 5 * 86400) % 65536
+
+
+@pytest.mark.parametrize("word_order", ["little"])
+async def test_word_order_mismatch(
+    server: BioreactorModbusServer, make_driver: MakeDriver, plant: Any
+) -> None:
+    """The bench says big, the device sends little: refused at connect, and visibly wrong."""
+    plant.bioreactor.temperature_sp_c = 37.0
+    with pytest.raises(EquipmentError, match=r"little-endian.*word_order='big'"):
+        await make_driver(host=server.host, port=server.port, word_order="big")
+    client = AsyncModbusTcpClient(server.host, port=server.port, reconnect_delay=0)
+    await client.connect()
+    regs = (await client.read_input_registers(2, count=2)).registers  # TEMP_SP_ACTIVE
+    client.close()
+    f32 = AsyncModbusTcpClient.DATATYPE.FLOAT32
+    assert AsyncModbusTcpClient.convert_from_registers(regs, f32, word_order="little") == 37.0
+    wrong = AsyncModbusTcpClient.convert_from_registers(regs, f32, word_order="big")
+    assert abs(wrong) < 1e-30  # what a driver without the check would have read
+
+
+async def test_stopped_server_gives_communication_error(
+    server: BioreactorModbusServer, bioreactor: ModbusBioreactor, clock: Clock
+) -> None:
+    await bioreactor.read()
+    await server.stop()
+    t0 = clock.now()
+    with pytest.raises(CommunicationError, match="BR-1"):
+        await bioreactor.read()
+    assert clock.now() - t0 <= bioreactor.config.timeout_s * (bioreactor.config.retries + 1)
+
+
+@pytest.fixture
+async def silent_port() -> AsyncIterator[int]:
+    """A TCP endpoint that accepts and never answers: a hung controller."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while await reader.read(256):
+            pass
+
+    srv = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    yield srv.sockets[0].getsockname()[1]
+    for w in writers:
+        w.close()
+    srv.close()
+    await srv.wait_closed()
+
+
+async def test_silent_device_times_out_on_the_clock(
+    silent_port: int, make_driver: MakeDriver, clock: Clock
+) -> None:
+    driver = await make_driver(
+        host="127.0.0.1", port=silent_port, timeout_s=0.5, retries=2, connect=False
+    )
+    t0 = clock.now()
+    with pytest.raises(CommunicationError, match=r"BR-1: .*no valid answer.*0.5 s x 3 tries"):
+        await driver.connect()
+    assert clock.now() - t0 == pytest.approx(1.5, abs=0.01)
+
+
+async def test_nothing_listening_gives_communication_error(make_driver: MakeDriver) -> None:
+    sock_srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = sock_srv.sockets[0].getsockname()[1]
+    sock_srv.close()
+    await sock_srv.wait_closed()
+    with pytest.raises(CommunicationError, match="BR-1: cannot connect"):
+        await make_driver(host="127.0.0.1", port=port)
+
+
+def test_config_is_strict() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        ModbusBioreactorConfig(host="h", prot=502)  # type: ignore[call-arg]
+    with pytest.raises(pydantic.ValidationError):
+        ModbusBioreactorConfig(host="h", limits={"temperature_c": (40.0, 4.0)})
+    cfg = ModbusBioreactorConfig(host="h", limits={"temperature_c": (30.0, 38.0)})
+    assert cfg.limits.to_limits().temperature_c == (30.0, 38.0)

@@ -1,0 +1,113 @@
+"""SerialLine: one lock per port, timeouts on the clock, bounded retries, stale input dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest_serial import use_poll_selector
+
+from drivers.serial_line import SerialLine, open_line
+from twin.clock import Clock
+from twin.errors import CommunicationError
+from twin.serve.pty import PtyEndpoint
+
+
+class Scripted:
+    """A device that answers each line with a script: the reply, nothing, or two replies."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.replies: dict[bytes, bytes | None] = {}
+
+    async def __call__(self, line: bytes) -> bytes | None:
+        self.received.append(line)
+        return self.replies.get(line, b"ECHO " + line + b"\r")
+
+
+@pytest.fixture
+async def device() -> AsyncIterator[tuple[Scripted, PtyEndpoint]]:
+    use_poll_selector()
+    script = Scripted()
+    endpoint = PtyEndpoint(script, baud=19200, name="scripted")
+    await endpoint.start()
+    yield script, endpoint
+    await endpoint.close()
+
+
+@pytest.fixture
+async def line(device: tuple[Scripted, PtyEndpoint]) -> AsyncIterator[SerialLine]:
+    ln = open_line(device[1].path, baud=19200, clock=Clock())
+    yield ln
+    ln.release()
+
+
+async def test_request_and_reply(line: SerialLine) -> None:
+    assert await line.transact(b"hello\r", device="dev", timeout=0.5) == b"ECHO hello\r"
+
+
+async def test_silence_times_out_after_every_retry(
+    device: tuple[Scripted, PtyEndpoint], line: SerialLine
+) -> None:
+    script, endpoint = device
+    script.replies[b"mute"] = None
+    clock = Clock()
+    t0 = clock.now()
+    with pytest.raises(CommunicationError) as err:
+        await line.transact(b"mute\r", device="MFC-9", timeout=0.5, retries=2)
+    assert clock.now() - t0 == pytest.approx(1.5)  # 3 attempts x 0.5 s of batch time
+    assert script.received == [b"mute"] * 3
+    assert err.value.device == "MFC-9"
+    assert endpoint.path in str(err.value) and "3 attempt(s)" in str(err.value)
+
+
+async def test_late_reply_never_answers_the_next_request(
+    device: tuple[Scripted, PtyEndpoint], line: SerialLine
+) -> None:
+    script, _ = device
+    script.replies[b"slow"] = b"LATE\rLATE2\r"  # two frames; the caller reads one
+    assert await line.transact(b"slow\r", device="dev", timeout=0.5) == b"LATE\r"
+    assert await line.transact(b"next\r", device="dev", timeout=0.5) == b"ECHO next\r"
+
+
+async def test_multi_frame_reply(device: tuple[Scripted, PtyEndpoint], line: SerialLine) -> None:
+    device[0].replies[b"id"] = b"L1\rL2\rL3\r"
+    assert await line.transact(b"id\r", device="dev", timeout=0.5, frames=3) == b"L1\rL2\rL3\r"
+
+
+async def test_concurrent_exchanges_never_interleave(
+    device: tuple[Scripted, PtyEndpoint], line: SerialLine
+) -> None:
+    requests = [f"req{i}".encode() for i in range(40)]
+    replies = await asyncio.gather(
+        *(line.transact(r + b"\r", device="dev", timeout=0.5) for r in requests)
+    )
+    assert replies == [b"ECHO " + r + b"\r" for r in requests]
+
+
+async def test_devices_on_one_port_share_one_line(device: tuple[Scripted, PtyEndpoint]) -> None:
+    clock = Clock()
+    a = open_line(device[1].path, baud=19200, clock=clock)
+    b = open_line(device[1].path, baud=19200, clock=clock)
+    try:
+        assert a is b
+        with pytest.raises(CommunicationError, match="already open at 19200"):
+            open_line(device[1].path, baud=9600, clock=clock)
+    finally:
+        a.release()
+    assert b.is_open  # one user left
+    b.release()
+    assert not b.is_open
+
+
+async def test_missing_port_is_a_communication_error() -> None:
+    with pytest.raises(CommunicationError, match="/dev/does-not-exist"):
+        open_line("/dev/does-not-exist", baud=19200, clock=Clock())
+
+
+async def test_closed_line_refuses(device: tuple[Scripted, PtyEndpoint]) -> None:
+    ln = open_line(device[1].path, baud=19200, clock=Clock())
+    ln.release()
+    with pytest.raises(CommunicationError, match="not open"):
+        await ln.transact(b"x\r", device="dev", timeout=0.5)

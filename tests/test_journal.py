@@ -1,0 +1,115 @@
+"""The journal: hash-chained, durable, and any edit, deletion, insertion or reordering is named."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from twin.errors import JournalError
+from twin.journal import Journal, read_events, verify
+
+
+def write_journal(path: Path, n: int = 10) -> Journal:
+    t = iter(range(1000))
+    journal = Journal(path, lambda: float(next(t)))
+    for i in range(n):
+        journal.append("reading", "bioreactor", {"i": i, "do_pct": 40.0 + i}, durable=i % 3 == 0)
+    journal.commit()
+    return journal
+
+
+def test_intact_journal_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = write_journal(path)
+    journal.close()
+    result = verify(path)
+    assert result.ok and result.events == 10
+    assert result.head == journal.head
+    assert [e.seq for e in read_events(path)] == list(range(1, 11))
+
+
+def test_subscribers_hear_every_event(tmp_path: Path) -> None:
+    heard = []
+    journal = Journal(tmp_path / "j.sqlite", lambda: 0.0)
+    journal.subscribe(heard.append)
+    journal.append("transition", "procedure:x", {"from": "Idle", "to": "Running"})
+    assert [e.kind for e in heard] == ["transition"]
+    journal.close()
+
+
+def tamper(path: Path, sql: str, *args: object) -> None:
+    db = sqlite3.connect(path)
+    db.execute(sql, args)
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "args", "bad_seq"),
+    [
+        ("UPDATE events SET data=? WHERE seq=4", ('{"i":3,"do_pct":99.0}',), 4),
+        ("DELETE FROM events WHERE seq=6", (), 6),
+        ("UPDATE events SET batch_time=? WHERE seq=9", (1.5,), 9),
+        ("UPDATE events SET kind='alarm' WHERE seq=2", (), 2),
+    ],
+    ids=["edited", "deleted", "retimed", "relabelled"],
+)
+def test_tampering_is_named(tmp_path: Path, sql: str, args: tuple, bad_seq: int) -> None:
+    path = tmp_path / "j.sqlite"
+    write_journal(path).close()
+    tamper(path, sql, *args)
+    result = verify(path)
+    assert not result.ok
+    assert result.first_bad_seq == bad_seq
+
+
+def test_inserted_event_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    write_journal(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE events SET seq = -seq WHERE seq >= 5")
+    db.execute("UPDATE events SET seq = 1 - seq WHERE seq < 0")
+    row = db.execute("SELECT * FROM events WHERE seq=4").fetchone()
+    db.execute("INSERT INTO events VALUES (5,?,?,?,?,?,?,?)", row[1:])
+    db.commit()
+    db.close()
+    assert verify(path).first_bad_seq == 5
+
+
+def test_reordered_events_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    write_journal(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE events SET seq = -3 WHERE seq = 3")
+    db.execute("UPDATE events SET seq = 3 WHERE seq = 7")
+    db.execute("UPDATE events SET seq = 7 WHERE seq = -3")
+    db.commit()
+    db.close()
+    assert verify(path).first_bad_seq == 3
+
+
+def test_uncommitted_readings_are_lost_but_chain_stays_intact(tmp_path: Path) -> None:
+    """What was committed survives a process that never commits again (killed)."""
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, lambda: 0.0)
+    journal.append("transition", "procedure:x", {"to": "Running"})
+    journal.append("reading", "bioreactor", {"do_pct": 40.0}, durable=False)
+    # A second connection sees only committed events, as a restarted process would.
+    assert [e.kind for e in read_events(path)] == ["transition"]
+    assert verify(path).ok
+
+
+def test_refuses_to_overwrite_a_batch(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    write_journal(path).close()
+    with pytest.raises(JournalError, match="already holds a batch"):
+        Journal(path, lambda: 0.0)
+
+
+def test_not_a_journal(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    path.write_text("hello, I am not SQLite" * 100)
+    with pytest.raises(JournalError, match="not a readable journal"):
+        verify(path)

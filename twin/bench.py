@@ -1,0 +1,261 @@
+"""Bench files: which device fills each equipment role, through which driver and endpoint.
+
+A bench is the one place where the world is chosen. A bench with a ``twin``
+section starts the twin's simulated devices on loopback ports and
+pseudo-terminals and fills every config value written as ``twin`` with the
+endpoint the twin actually serves; the same drivers then talk to them over
+the same protocols as they would to real devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drivers.registry import DRIVERS, DriverSpec
+from twin.clock import Clock
+from twin.errors import EquipmentError, InvalidInput, Problem
+from twin.sourcemap import SourceMap, load_yaml, problems_from_validation, validate_document
+
+__all__ = [
+    "Bench",
+    "CheckResult",
+    "EquipmentBinding",
+    "LoadedBench",
+    "OpenBench",
+    "check_bench",
+    "load_bench",
+    "open_bench",
+]
+
+TWIN = "twin"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EquipmentBinding(_Strict):
+    """One equipment item of the bench: its kind, its driver and the driver's settings."""
+
+    type: Literal["bioreactor", "gas_dispenser", "electroporator"]
+    driver: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Inoculum(_Strict):
+    """The starting material the twin's bag holds (on a real bench, the patient's cells)."""
+
+    volume_ml: float = Field(100.0, gt=0)
+    viable_cells_per_ml: float = Field(1.0e6, gt=0)
+    viability_pct: float = Field(95.0, gt=0, le=100)
+
+
+class TwinSection(_Strict):
+    """Present on a simulated bench: start the twin and seed its noise."""
+
+    seed: int = 0
+    inoculum: Inoculum = Field(default_factory=Inoculum)
+
+
+class Bench(_Strict):
+    """A bench file."""
+
+    bench: str
+    description: str = ""
+    clock: Literal["virtual", "wall"] = "wall"
+    development: bool = False
+    twin: TwinSection | None = None
+    equipment: dict[str, EquipmentBinding] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class LoadedBench:
+    """A validated bench with its driver settings parsed."""
+
+    path: Path
+    model: Bench
+    source: SourceMap
+    configs: dict[str, BaseModel]
+
+    @property
+    def virtual_clock(self) -> bool:
+        return self.model.clock == "virtual"
+
+    def spec(self, name: str) -> DriverSpec:
+        return DRIVERS[self.model.equipment[name].driver]
+
+
+def _placeholder(config: dict[str, Any], endpoint: dict[str, Any] | None) -> dict[str, Any]:
+    """Fill values written as ``twin``: with the served endpoint, or a stand-in to validate."""
+    filled = {}
+    for key, value in config.items():
+        if value == TWIN:
+            filled[key] = endpoint[key] if endpoint is not None else _STAND_IN.get(key, value)
+        else:
+            filled[key] = value
+    return filled
+
+
+_STAND_IN: dict[str, Any] = {"host": "127.0.0.1", "port": 0}
+
+
+def _parse_configs(
+    model: Bench, source: SourceMap, endpoints: dict[str, dict[str, Any]] | None
+) -> dict[str, BaseModel]:
+    problems: list[Problem] = []
+    configs: dict[str, BaseModel] = {}
+    for name, binding in model.equipment.items():
+        spec = DRIVERS.get(binding.driver)
+        if spec is None:
+            known = ", ".join(sorted(DRIVERS))
+            problems.append(
+                source.problem(
+                    ["equipment", name, "driver"],
+                    f"unknown driver '{binding.driver}' (known: {known})",
+                )
+            )
+            continue
+        if spec.equipment_type != binding.type:
+            problems.append(
+                source.problem(
+                    ["equipment", name, "driver"],
+                    f"driver '{binding.driver}' drives a {spec.equipment_type}, "
+                    f"not a {binding.type}",
+                )
+            )
+            continue
+        uses_twin = TWIN in binding.config.values()
+        if uses_twin and model.twin is None:
+            problems.append(
+                source.problem(
+                    ["equipment", name, "config"],
+                    "config says 'twin' but the bench has no twin section",
+                )
+            )
+            continue
+        endpoint = None if endpoints is None or not uses_twin else endpoints[name]
+        try:
+            configs[name] = spec.config.model_validate(_placeholder(binding.config, endpoint))
+        except ValidationError as exc:
+            inner = problems_from_validation(
+                exc, _Shifted(source, ["equipment", name, "config"]), [spec.config]
+            )
+            problems.extend(inner)
+    if problems:
+        raise InvalidInput(problems)
+    return configs
+
+
+class _Shifted(SourceMap):
+    """A source map for a sub-document (a driver's config block)."""
+
+    def __init__(self, base: SourceMap, prefix: list[str]) -> None:
+        super().__init__(base.file, base.root)
+        self._prefix = prefix
+
+    def position(self, loc: Any, *, key: bool = False) -> tuple[int, int]:
+        return super().position([*self._prefix, *loc], key=key)
+
+
+def load_bench(path: Path | str) -> LoadedBench:
+    """Parse and check a bench file; every problem as FILE:LINE:COL."""
+    path = Path(path)
+    data, source = load_yaml(path)
+    model = validate_document(Bench, data, source, [Bench, EquipmentBinding, TwinSection, Inoculum])
+    return LoadedBench(path, model, source, _parse_configs(model, source, None))
+
+
+@dataclass
+class OpenBench:
+    """A bench whose devices are connected (and, on a twin bench, served)."""
+
+    bench: LoadedBench
+    equipment: dict[str, Any]
+    twin: Any = None  # the running twin (plant and servers) on a simulated bench
+
+
+@contextlib.asynccontextmanager
+async def open_bench(bench: LoadedBench, clock: Clock) -> AsyncIterator[OpenBench]:
+    """Start the twin if the bench has one, connect every driver, close all on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        configs = bench.configs
+        twin = None
+        if bench.model.twin is not None:
+            from twin.serve.bench import TwinBench
+
+            twin = await stack.enter_async_context(TwinBench(bench, clock))
+            configs = _parse_configs(bench.model, bench.source, twin.endpoints)
+        equipment: dict[str, Any] = {}
+        failures: list[str] = []
+        for name, config in configs.items():
+            spec = bench.spec(name)
+            driver = spec.driver(name, config, clock)
+            try:
+                await driver.connect()
+            except EquipmentError as exc:
+                failures.append(str(exc))
+                continue
+            stack.push_async_callback(driver.close)
+            equipment[name] = driver
+        if failures:
+            raise EquipmentError(
+                "bench " + bench.model.bench, "could not connect: " + "; ".join(failures)
+            )
+        yield OpenBench(bench, equipment, twin)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One device's answer to a bench check."""
+
+    name: str
+    ok: bool
+    identity: str = ""
+    reading: str = ""
+    error: str = ""
+
+
+async def _probe(name: str, driver: Any) -> CheckResult:
+    try:
+        await driver.connect()
+        try:
+            ident = await driver.identify()
+            probe = getattr(driver, "read", None) or driver.status
+            reading = await probe()
+        finally:
+            await driver.close()
+    except EquipmentError as exc:
+        return CheckResult(name, False, error=str(exc))
+    who = f"{ident.vendor} {ident.model} s/n {ident.serial} fw {ident.firmware}"
+    return CheckResult(name, True, identity=who, reading=_brief(reading))
+
+
+def _brief(reading: Any) -> str:
+    from twin.engine.context import as_record
+
+    record = as_record(reading)
+    if not isinstance(record, dict):
+        return str(record)
+    return ", ".join(f"{k}={v}" for k, v in record.items())
+
+
+async def check_bench(bench: LoadedBench) -> list[CheckResult]:
+    """Probe every device: identity, then one reading or status (commissioning)."""
+    clock = Clock()
+    async with contextlib.AsyncExitStack() as stack:
+        configs = bench.configs
+        if bench.model.twin is not None:
+            from twin.serve.bench import TwinBench
+
+            twin = await stack.enter_async_context(TwinBench(bench, clock))
+            configs = _parse_configs(bench.model, bench.source, twin.endpoints)
+        results = []
+        for name, config in configs.items():
+            results.append(await _probe(name, bench.spec(name).driver(name, config, clock)))
+        return results

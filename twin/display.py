@@ -1,0 +1,109 @@
+"""The live progress view of a batch: a journal subscriber, like every other consumer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from twin.journal import Event
+
+__all__ = ["BatchDisplay"]
+
+DAY = 86400.0
+
+
+class BatchDisplay:
+    """Shows state, phase, simulated day and key process values, refreshed per batch hour."""
+
+    def __init__(self, console: Console, batch_id: str, refresh_every_s: float = 3600.0) -> None:
+        self.console = console
+        self.batch_id = batch_id
+        self.refresh_every_s = refresh_every_s
+        self.state = "Idle"
+        self.phase = "-"
+        self.batch_time = 0.0
+        self.pv: dict[str, Any] = {}
+        self.gas: dict[str, Any] = {}
+        self.sample: dict[str, Any] = {}
+        self.alarm = ""
+        self._last_refresh = -1e18
+        self._live = Live(self.render(), console=console, auto_refresh=False, transient=False)
+
+    def __enter__(self) -> BatchDisplay:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.update(self.render(), refresh=True)
+        self._live.__exit__(None, None, None)
+
+    def __call__(self, event: Event) -> None:
+        self.batch_time = event.batch_time
+        force = False
+        if event.kind == "transition":
+            if event.source.startswith("procedure:"):
+                self.state = event.data["to"]
+                force = True
+            elif event.source.startswith("phase:") and event.data["to"] == "Running":
+                self.phase = event.source.removeprefix("phase:")
+                force = True
+        elif event.kind == "reading" and event.data.get("what") == "pv":
+            if "do_pct" in event.data["values"]:
+                self.pv = event.data["values"]
+            else:
+                self.gas = event.data["values"]
+        elif event.kind == "sample":
+            self.sample = event.data
+        elif event.kind == "alarm":
+            self.alarm = f"{event.source}: {event.data.get('message', '')}"
+            force = True
+        if force or self.batch_time - self._last_refresh >= self.refresh_every_s:
+            self._last_refresh = self.batch_time
+            self._live.update(self.render(), refresh=True)
+
+    def render(self) -> Panel:
+        day = self.batch_time / DAY
+        head = Text.assemble(
+            ("batch ", "dim"),
+            (self.batch_id, "bold"),
+            ("   state ", "dim"),
+            (self.state, "bold green" if self.state in ("Running", "Complete") else "bold yellow"),
+            ("   day ", "dim"),
+            (f"{day:5.2f}", "bold"),
+        )
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="dim")
+        table.add_column(justify="right")
+        table.add_column(style="dim")
+        table.add_column(justify="right")
+        pv = self.pv
+        sample = self.sample
+
+        def fmt(values: dict[str, Any], key: str, spec: str) -> str:
+            value = values.get(key)
+            return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+        table.add_row(
+            "temperature °C",
+            fmt(pv, "temperature_c", ".2f"),
+            "viable cells /mL",
+            fmt(pv, "viable_cells_per_ml", ".3g"),
+        )
+        table.add_row(
+            "DO % air sat.",
+            fmt(pv, "do_pct", ".1f"),
+            "viability % (sample)",
+            fmt(sample, "viability_pct", ".1f"),
+        )
+        table.add_row("pH", fmt(pv, "ph", ".2f"), "volume mL", fmt(pv, "volume_ml", ".0f"))
+        flows = self.gas.get("mass_flow_sccm", {}) if self.gas else {}
+        table.add_row("O2 sccm", fmt(flows, "o2", ".1f"), "N2 sccm", fmt(flows, "n2", ".1f"))
+        parts: list[Any] = [head, Text(f"phase  {self.phase}"), table]
+        if self.alarm:
+            parts.append(Text(f"alarm  {self.alarm}", style="bold red"))
+        return Panel(Group(*parts), title="poc-twin", border_style="cyan")

@@ -1,0 +1,77 @@
+"""Control modules: a PID loop with anti-windup and bumpless transfer, and the DO cascade.
+
+The DO loop is a cascade across devices: the bioreactor's DO process value sets
+the gas dispenser's O2 and N2 mass-flow setpoints (O2 raises DO above what air
+gives; N2 strips it below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PID", "DOCascade", "GasSplit"]
+
+
+@dataclass
+class PID:
+    """Positional PI(D) with output clamping and conditional integration (anti-windup).
+
+    Gains are in output units per PV unit; ``ti_s``/``td_s`` in seconds.
+    ``track(output)`` makes a later switch to automatic bumpless.
+    """
+
+    kp: float
+    ti_s: float
+    td_s: float = 0.0
+    out_min: float = -1.0
+    out_max: float = 1.0
+    integral: float = 0.0
+    _last_error: float | None = None
+
+    def track(self, output: float) -> None:
+        """Bumpless transfer: align the integral so the next output equals ``output``."""
+        self.integral = min(max(output, self.out_min), self.out_max)
+        self._last_error = None
+
+    def update(self, setpoint: float, pv: float, dt_s: float) -> float:
+        """One loop execution; returns the clamped output."""
+        error = setpoint - pv
+        derivative = 0.0
+        if self.td_s and self._last_error is not None and dt_s > 0:
+            derivative = self.kp * self.td_s * (error - self._last_error) / dt_s
+        self._last_error = error
+        proposed = self.integral + (self.kp * dt_s / self.ti_s) * error if self.ti_s else 0.0
+        unclamped = self.kp * error + proposed + derivative
+        # Integrate only while the output is not saturated in the direction of the error.
+        if (unclamped > self.out_max and error > 0) or (unclamped < self.out_min and error < 0):
+            proposed = self.integral
+        self.integral = min(max(proposed, self.out_min), self.out_max)
+        return min(max(self.kp * error + self.integral + derivative, self.out_min), self.out_max)
+
+
+@dataclass(frozen=True)
+class GasSplit:
+    """The O2 and N2 flows (sccm) one DO controller output asks for."""
+
+    o2_sccm: float
+    n2_sccm: float
+
+
+@dataclass
+class DOCascade:
+    """DO (% air saturation) -> O2/N2 flows. Output > 0 adds O2, < 0 adds N2."""
+
+    o2_max_sccm: float
+    n2_max_sccm: float
+    pid: PID
+
+    @classmethod
+    def default(cls, o2_max_sccm: float, n2_max_sccm: float) -> DOCascade:
+        # Tuned on the twin's rocking bag (kLa 3.5-10 1/h, i.e. a 6-20 min DO time constant).
+        return cls(o2_max_sccm, n2_max_sccm, PID(kp=0.03, ti_s=1800.0))
+
+    def update(self, setpoint_pct: float, do_pct: float, dt_s: float) -> GasSplit:
+        u = self.pid.update(setpoint_pct, do_pct, dt_s)
+        if u >= 0:
+            return GasSplit(o2_sccm=round(u * self.o2_max_sccm, 2), n2_sccm=0.0)
+        return GasSplit(o2_sccm=0.0, n2_sccm=round(-u * self.n2_max_sccm, 2))

@@ -1,0 +1,284 @@
+"""The phase library: the logic behind each phase type a recipe may name.
+
+A phase object keeps its own progress (what it has done, when it ends), so
+that after a hold and restart ``run`` continues where it was instead of
+starting over: a dose is never given twice, a 24 h culture stays 24 h.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twin.engine.context import BatchContext, as_record
+from twin.engine.control import DOCascade
+from twin.equipment import CellSample, Gas, Material
+from twin.errors import PocTwinError
+from twin.recipe import phases as p
+
+__all__ = ["PHASES", "PhaseFailed", "PhaseLogic", "make_phase"]
+
+HOUR = 3600.0
+
+
+class PhaseFailed(PocTwinError):
+    """The phase could not reach its goal (an in-process check missed, a setpoint not reached)."""
+
+
+class PhaseLogic:
+    """Base of every phase: ``run`` is resumable; ``describe`` is the one-line summary."""
+
+    params: Any
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    @property
+    def label(self) -> str:
+        return self.params.name or self.params.phase
+
+    def describe(self) -> str:
+        return self.label
+
+    async def run(self, ctx: BatchContext) -> None:
+        """Do (or continue) the phase's work; return when its logic finishes."""
+
+
+class SetTemperature(PhaseLogic):
+    params: p.SetTemperature
+
+    def describe(self) -> str:
+        return f"temperature to {self.params.setpoint_c:g} °C"
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        await ctx.write(
+            pr.bioreactor,
+            "temperature_sp",
+            pr.setpoint_c,
+            lambda: br.set_temperature(pr.setpoint_c),
+            unit="°C",
+        )
+        deadline = ctx.clock.now() + pr.timeout_min * 60
+        while True:
+            await ctx.safe_point()
+            pv = await ctx.read(pr.bioreactor, "pv", br.read)
+            ctx.journal.commit()
+            if abs(pv.temperature_c - pr.setpoint_c) <= pr.tolerance_c:
+                return
+            if ctx.clock.now() >= deadline:
+                raise PhaseFailed(
+                    f"{pr.bioreactor}: temperature {pv.temperature_c:.2f} °C did not reach "
+                    f"{pr.setpoint_c:g} ± {pr.tolerance_c:g} °C within {pr.timeout_min:g} min"
+                )
+            await ctx.clock.sleep(30.0)
+
+
+class SetGas(PhaseLogic):
+    params: p.SetGas
+
+    def describe(self) -> str:
+        return "gas " + ", ".join(f"{g} {f:g} sccm" for g, f in self.params.flows_sccm.items())
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        gd = ctx.gas_dispenser(pr.gas_dispenser)
+        for name, sccm in pr.flows_sccm.items():
+            gas = Gas[name.upper()]
+            await ctx.write(
+                pr.gas_dispenser,
+                f"{name}_flow_sp",
+                sccm,
+                lambda g=gas, f=sccm: gd.set_flow(g, f),
+                unit="sccm",
+            )
+
+
+class SetRocking(PhaseLogic):
+    params: p.SetRocking
+
+    def describe(self) -> str:
+        return f"rocking {self.params.rpm:g} rpm"
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        await ctx.write(
+            pr.bioreactor, "rocking_sp", pr.rpm, lambda: br.set_rocking(pr.rpm), unit="rpm"
+        )
+
+
+class AddMaterial(PhaseLogic):
+    params: p.AddMaterial
+    dosed: bool = False
+
+    def describe(self) -> str:
+        return f"add {self.params.volume_ml:g} mL {self.params.material}"
+
+    async def run(self, ctx: BatchContext) -> None:
+        if self.dosed:
+            return
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        material = Material[pr.material.upper()]
+        self.dosed = True  # set first: after a hold mid-dose, never dose twice
+        await ctx.write(
+            pr.bioreactor,
+            f"add_{pr.material}",
+            pr.volume_ml,
+            lambda: br.add(material, pr.volume_ml),
+            unit="mL",
+            restorable=False,
+        )
+
+
+async def take_sample(ctx: BatchContext, bioreactor: str) -> CellSample:
+    """Draw and count a sample; journalled as an in-process result."""
+    br = ctx.bioreactor(bioreactor)
+    sample = await br.sample()
+    ctx.latest[f"{bioreactor}.sample"] = sample
+    ctx.journal.append("sample", bioreactor, as_record(sample))
+    return sample
+
+
+class Culture(PhaseLogic):
+    """Hold conditions for a time, polling every device once per ``poll_s``."""
+
+    params: p.Culture
+    end_time: float | None = None
+    next_sample: float | None = None
+    perfusing: bool = False
+    cascade: DOCascade | None = None
+
+    def describe(self) -> str:
+        pr = self.params
+        extra = f", DO {pr.do_setpoint_pct:g}%" if pr.do_setpoint_pct is not None else ""
+        return f"culture {pr.duration_h:g} h{extra}"
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        gd = ctx.gas_dispenser(pr.gas_dispenser)
+        now = ctx.clock.now()
+        if self.end_time is None:
+            self.end_time = now + pr.duration_h * HOUR
+            if pr.sample_every_h:
+                self.next_sample = now + pr.sample_every_h * HOUR
+        if pr.do_setpoint_pct is not None and self.cascade is None:
+            full = gd.limits.full_scale_sccm
+            o2_max = min(full.get(Gas.O2, 0.0), gd.limits.o2_cap_sccm)
+            self.cascade = DOCascade.default(o2_max, full.get(Gas.N2, 0.0))
+        last_split = None
+        next_poll = now
+        while ctx.clock.now() < self.end_time:
+            await ctx.safe_point()
+            pv = await ctx.read(pr.bioreactor, "pv", br.read)
+            await ctx.read(pr.gas_dispenser, "pv", gd.read)
+            ctx.journal.commit()
+            if self.cascade is not None and pr.do_setpoint_pct is not None:
+                split = self.cascade.update(pr.do_setpoint_pct, pv.do_pct, pr.poll_s)
+                if split != last_split:
+                    await ctx.write(
+                        pr.gas_dispenser,
+                        "o2_flow_sp",
+                        split.o2_sccm,
+                        lambda s=split: gd.set_flow(Gas.O2, s.o2_sccm),
+                        unit="sccm",
+                    )
+                    await ctx.write(
+                        pr.gas_dispenser,
+                        "n2_flow_sp",
+                        split.n2_sccm,
+                        lambda s=split: gd.set_flow(Gas.N2, s.n2_sccm),
+                        unit="sccm",
+                    )
+                    last_split = split
+            if (
+                pr.perfusion is not None
+                and not self.perfusing
+                and pv.viable_cells_per_ml >= pr.perfusion.start_at_cells_per_ml
+            ):
+                rate = round(pr.perfusion.volumes_per_day * pv.volume_ml, 1)
+                await ctx.write(
+                    pr.bioreactor,
+                    "perfusion_sp",
+                    rate,
+                    lambda r=rate: br.set_perfusion(r),
+                    unit="mL/d",
+                )
+                self.perfusing = True
+            if self.next_sample is not None and ctx.clock.now() >= self.next_sample:
+                await take_sample(ctx, pr.bioreactor)
+                self.next_sample += (pr.sample_every_h or 0) * HOUR
+            next_poll += pr.poll_s
+            await ctx.clock.sleep_until(min(next_poll, self.end_time))
+
+
+class SampleCheck(PhaseLogic):
+    params: p.SampleCheck
+
+    def describe(self) -> str:
+        return self.params.name or "sample"
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        sample = await take_sample(ctx, pr.bioreactor)
+        misses = []
+        if pr.min_viability_pct is not None and sample.viability_pct < pr.min_viability_pct:
+            misses.append(f"viability {sample.viability_pct:.1f}% < {pr.min_viability_pct:g}%")
+        if (
+            pr.min_viable_cells_per_ml is not None
+            and sample.viable_cells_per_ml < pr.min_viable_cells_per_ml
+        ):
+            misses.append(
+                f"viable cells {sample.viable_cells_per_ml:.3g}/mL < "
+                f"{pr.min_viable_cells_per_ml:.3g}/mL"
+            )
+        if misses:
+            raise PhaseFailed(f"in-process check failed: {'; '.join(misses)}")
+
+
+class Harvest(PhaseLogic):
+    params: p.Harvest
+    harvested: bool = False
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        if self.harvested:
+            return
+        await ctx.write(
+            pr.bioreactor, "perfusion_sp", 0.0, lambda: br.set_perfusion(0.0), unit="mL/d"
+        )
+        ctx.forget(pr.bioreactor, "perfusion_sp")
+        final = await take_sample(ctx, pr.bioreactor)
+        self.harvested = True
+        volume = await ctx.write(pr.bioreactor, "harvest", True, br.harvest, restorable=False)
+        ctx.journal.append(
+            "harvest",
+            pr.bioreactor,
+            {
+                "volume_ml": round(volume, 3),
+                "viable_cells": round(final.viable_cells_per_ml * volume, 0),
+                "viable_cells_per_ml": final.viable_cells_per_ml,
+                "viability_pct": final.viability_pct,
+                "transduced_pct": final.transduced_pct,
+            },
+        )
+
+
+PHASES: dict[str, Callable[[Any], PhaseLogic]] = {
+    "set_temperature": SetTemperature,
+    "set_gas": SetGas,
+    "set_rocking": SetRocking,
+    "add": AddMaterial,
+    "culture": Culture,
+    "sample": SampleCheck,
+    "harvest": Harvest,
+}
+
+
+def make_phase(params: Any) -> PhaseLogic:
+    """Phase logic for one recipe phase; the registry is the only place phase types are named."""
+    return PHASES[params.phase](params)

@@ -1,0 +1,240 @@
+"""The batch journal: an append-only, hash-chained event log in SQLite (WAL).
+
+Every transition, command, setpoint written and reading taken is one event
+with a sequence number, the batch-clock time, the wall-clock time and the
+hash of the previous event. Reports, replay, resume and telemetry read this
+file; nothing keeps a second truth. Subscribers (the live display, telemetry)
+hear each event as it is appended: one stream, many consumers.
+
+Durability: the database runs with ``synchronous=FULL``. Events are committed
+before the engine acts on them (every transition, command and setpoint is
+committed at once; readings are committed at the end of each poll cycle, before
+any control action that follows from them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twin.clock import wall_now
+from twin.errors import JournalError
+
+__all__ = ["GENESIS", "Event", "Journal", "VerifyResult", "read_events", "verify"]
+
+GENESIS = "0" * 64
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY,
+    batch_time REAL    NOT NULL,
+    wall_time  TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,
+    source     TEXT    NOT NULL,
+    data       TEXT    NOT NULL,
+    prev_hash  TEXT    NOT NULL,
+    hash       TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id       INTEGER PRIMARY KEY,
+    issued   TEXT NOT NULL,
+    command  TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    status   TEXT NOT NULL DEFAULT 'pending',
+    reply    TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One journal entry."""
+
+    seq: int
+    batch_time: float
+    wall_time: str
+    kind: str
+    source: str
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def event_hash(
+    prev_hash: str, seq: int, batch_time: float, wall_time: str, kind: str, source: str, data: str
+) -> str:
+    """The chain link: covers the previous hash and every field of the event."""
+    body = _canonical([prev_hash, seq, batch_time, wall_time, kind, source, data])
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+Subscriber = Callable[[Event], None]
+
+
+class Journal:
+    """Appends events to one batch's journal file and tells subscribers."""
+
+    def __init__(self, path: Path | str, batch_time: Callable[[], float]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            existing = sqlite3.connect(self.path)
+            try:
+                (count,) = existing.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name='events'"
+                ).fetchone()
+                has_events = count and existing.execute("SELECT 1 FROM events LIMIT 1").fetchone()
+            finally:
+                existing.close()
+            if has_events:
+                raise JournalError(
+                    f"{self.path} already holds a batch; choose a new journal file "
+                    "(or use 'poc-twin resume' to continue that batch)"
+                )
+        self._db = _connect(self.path)
+        self._db.executescript(_SCHEMA)
+        self._batch_time = batch_time
+        self._seq = 0
+        self._head = GENESIS
+        self._in_tx = False
+        self._subscribers: list[Subscriber] = []
+
+    @property
+    def head(self) -> str:
+        """Hash of the last event: what a site signs and anchors."""
+        return self._head
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Hear every event after it is in the journal."""
+        self._subscribers.append(subscriber)
+
+    def append(
+        self, kind: str, source: str, data: dict[str, Any], *, durable: bool = True
+    ) -> Event:
+        """Add one event; ``durable`` commits it before returning (do so for anything acted on)."""
+        seq = self._seq + 1
+        batch_time = round(self._batch_time(), 6)
+        wall_time = wall_now().isoformat(timespec="microseconds")
+        payload = _canonical(data)
+        digest = event_hash(self._head, seq, batch_time, wall_time, kind, source, payload)
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+        self._db.execute(
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)",
+            (seq, batch_time, wall_time, kind, source, payload, self._head, digest),
+        )
+        event = Event(seq, batch_time, wall_time, kind, source, data, self._head, digest)
+        self._seq, self._head = seq, digest
+        if durable:
+            self.commit()
+        for subscriber in self._subscribers:
+            subscriber(event)
+        return event
+
+    def commit(self) -> None:
+        """Make every appended event durable (fsync through SQLite's WAL)."""
+        if self._in_tx:
+            self._db.execute("COMMIT")
+            self._in_tx = False
+
+    def pending_commands(self) -> list[tuple[int, str, str, str]]:
+        """Operator commands queued by ``poc-twin command`` from another terminal."""
+        rows = self._db.execute(
+            "SELECT id, command, operator, reason FROM commands WHERE status='pending' ORDER BY id"
+        ).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+    def answer_command(self, command_id: int, status: str, reply: str) -> None:
+        """Mark a queued command accepted or refused, with the reason a terminal shows."""
+        self.commit()
+        self._db.execute(
+            "UPDATE commands SET status=?, reply=? WHERE id=?", (status, reply, command_id)
+        )
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+
+def read_events(path: Path | str) -> Iterator[Event]:
+    """Every event in sequence order (read-only; safe while a batch is writing)."""
+    path = Path(path)
+    if not path.exists():
+        raise JournalError(f"{path}: no such journal file")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT seq, batch_time, wall_time, kind, source, data, prev_hash, hash "
+            "FROM events ORDER BY rowid"
+        )
+        for seq, bt, wt, kind, source, data, prev, digest in rows:
+            yield Event(seq, bt, wt, kind, source, json.loads(data), prev, digest)
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"{path}: not a readable journal ({exc})") from None
+    finally:
+        db.close()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of checking a journal's chain."""
+
+    ok: bool
+    events: int
+    head: str
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+def verify(path: Path | str) -> VerifyResult:
+    """Recompute the chain; name the first event that was edited, removed, inserted or moved."""
+    prev = GENESIS
+    expected_seq = 1
+    count = 0
+    path = Path(path)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True) if path.exists() else None
+    if db is None:
+        raise JournalError(f"{path}: no such journal file")
+    try:
+        rows = db.execute(
+            "SELECT seq, batch_time, wall_time, kind, source, data, prev_hash, hash "
+            "FROM events ORDER BY seq"
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"{path}: not a readable journal ({exc})") from None
+    finally:
+        db.close()
+    for seq, bt, wt, kind, source, data, prev_hash, digest in rows:
+        if seq != expected_seq:
+            why = "missing" if seq > expected_seq else "duplicated"
+            return VerifyResult(False, count, prev, expected_seq, f"event {expected_seq} is {why}")
+        if prev_hash != prev:
+            return VerifyResult(False, count, prev, seq, "does not link to the event before it")
+        if event_hash(prev, seq, bt, wt, kind, source, data) != digest:
+            return VerifyResult(False, count, prev, seq, "content does not match its hash")
+        prev = digest
+        expected_seq += 1
+        count += 1
+    return VerifyResult(True, count, prev)

@@ -1,0 +1,121 @@
+"""Check a recipe against the bench it will run on, before anything starts.
+
+Every equipment role the recipe needs must be filled by a bench item of the
+same type, and every setpoint must lie within that item's limits (bioreactor
+4-40 °C, gas full scale and the O2 cap, ...). Problems point at the recipe line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twin.bench import LoadedBench
+from twin.equipment import Gas
+from twin.errors import Problem
+from twin.recipe.loader import LoadedRecipe
+from twin.recipe.phases import Culture, SetGas, SetRocking, SetTemperature
+
+__all__ = ["check_against_bench"]
+
+
+def _limits(bench: LoadedBench, name: str) -> Any:
+    """The equipment limits a bench item's driver enforces (constructing a driver is inert)."""
+    spec = bench.spec(name)
+    return spec.driver(name, bench.configs[name], None).limits
+
+
+def _outside(value: float, span: tuple[float, float]) -> bool:
+    return not span[0] <= value <= span[1]
+
+
+def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Problem]:
+    """Every reason this recipe must not start on this bench."""
+    src = recipe.source
+    problems: list[Problem] = []
+    for role, need in recipe.model.equipment.items():
+        have = bench.model.equipment.get(role)
+        if have is None:
+            problems.append(
+                src.problem(
+                    ["equipment", role],
+                    f"bench '{bench.model.bench}' ({bench.path}) has no equipment '{role}'",
+                    key=True,
+                )
+            )
+        elif have.type != need.type:
+            problems.append(
+                src.problem(
+                    ["equipment", role],
+                    f"bench item '{role}' is a {have.type}, the recipe needs a {need.type}",
+                    key=True,
+                )
+            )
+    if problems:
+        return problems
+    for u, unit in enumerate(recipe.model.procedure):
+        for o, op in enumerate(unit.operations):
+            for i, phase in enumerate(op.phases):
+                loc = ["procedure", u, "operations", o, "phases", i]
+                problems += _check_phase(recipe, bench, phase, loc)
+    return problems
+
+
+def _check_phase(
+    recipe: LoadedRecipe, bench: LoadedBench, phase: Any, loc: list[Any]
+) -> list[Problem]:
+    src = recipe.source
+    out: list[Problem] = []
+    if isinstance(phase, SetTemperature):
+        span = _limits(bench, phase.bioreactor).temperature_c
+        if _outside(phase.setpoint_c, span):
+            out.append(
+                src.problem(
+                    [*loc, "setpoint_c"],
+                    f"temperature setpoint {phase.setpoint_c:g} °C is outside "
+                    f"{phase.bioreactor}'s limits {span[0]:g}-{span[1]:g} °C",
+                )
+            )
+    elif isinstance(phase, SetRocking):
+        span = _limits(bench, phase.bioreactor).rocking_rpm
+        if _outside(phase.rpm, span):
+            out.append(
+                src.problem(
+                    [*loc, "rpm"],
+                    f"rocking {phase.rpm:g} rpm is outside "
+                    f"{phase.bioreactor}'s limits {span[0]:g}-{span[1]:g} rpm",
+                )
+            )
+    elif isinstance(phase, SetGas):
+        limits = _limits(bench, phase.gas_dispenser)
+        for name, sccm in phase.flows_sccm.items():
+            gas = Gas[name.upper()]
+            full = limits.full_scale_sccm.get(gas)
+            where = [*loc, "flows_sccm", name]
+            if full is None:
+                out.append(src.problem(where, f"{phase.gas_dispenser} has no {name} line"))
+            elif sccm > full:
+                out.append(
+                    src.problem(
+                        where,
+                        f"{name} flow {sccm:g} sccm exceeds the "
+                        f"controller's full scale {full:g} sccm",
+                    )
+                )
+            if gas is Gas.O2 and sccm > limits.o2_cap_sccm:
+                out.append(
+                    src.problem(
+                        where,
+                        f"O2 flow {sccm:g} sccm exceeds the O2 cap "
+                        f"{limits.o2_cap_sccm:g} sccm (interlock)",
+                    )
+                )
+    elif isinstance(phase, Culture) and phase.do_setpoint_pct is not None:
+        limits = _limits(bench, phase.gas_dispenser)
+        if Gas.O2 not in limits.full_scale_sccm or Gas.N2 not in limits.full_scale_sccm:
+            out.append(
+                src.problem(
+                    [*loc, "do_setpoint_pct"],
+                    f"DO control needs O2 and N2 lines on {phase.gas_dispenser}",
+                )
+            )
+    return out

@@ -1,0 +1,123 @@
+"""Phase parameters as data: one typed model per phase type of the phase library.
+
+The engine's phase library (``twin.engine.phases``) gives each of these its
+logic; here they are only what a recipe may say, checked before anything runs.
+Field names carry their unit (``_c``, ``_ml``, ``_h``, ``_sccm``, ``_pct``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+
+__all__ = [
+    "AddMaterial",
+    "Culture",
+    "Harvest",
+    "Perfusion",
+    "Phase",
+    "SampleCheck",
+    "SetGas",
+    "SetRocking",
+    "SetTemperature",
+]
+
+GasName = Literal["air", "o2", "n2", "co2"]
+MaterialName = Literal["medium", "activator", "il2", "vector", "base"]
+
+
+class _Phase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = Field(None, description="Label shown in the batch record")
+
+
+class SetTemperature(_Phase):
+    """Write the temperature setpoint and wait until the process value is within tolerance."""
+
+    phase: Literal["set_temperature"]
+    bioreactor: str = "bioreactor"
+    setpoint_c: float
+    tolerance_c: PositiveFloat = 0.5
+    timeout_min: PositiveFloat = 180.0
+
+
+class SetGas(_Phase):
+    """Set fixed mass flows on gas lines (e.g. 5% CO2 in air)."""
+
+    phase: Literal["set_gas"]
+    gas_dispenser: str = "gas"
+    flows_sccm: dict[GasName, Annotated[float, Field(ge=0)]]
+
+
+class SetRocking(_Phase):
+    """Set the rocking rate (mixing and oxygen transfer)."""
+
+    phase: Literal["set_rocking"]
+    bioreactor: str = "bioreactor"
+    rpm: Annotated[float, Field(ge=0)]
+
+
+class AddMaterial(_Phase):
+    """Dose a material through the bioreactor's addition port."""
+
+    phase: Literal["add"]
+    bioreactor: str = "bioreactor"
+    material: MaterialName
+    volume_ml: PositiveFloat
+
+
+class Perfusion(BaseModel):
+    """Start perfusion once the culture is dense enough, at a rate in working volumes per day."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    start_at_cells_per_ml: PositiveFloat
+    volumes_per_day: Annotated[float, Field(gt=0, le=3)]
+
+
+class Culture(_Phase):
+    """Hold culture conditions for a time: DO control on the gas dispenser, perfusion, daily samples."""
+
+    phase: Literal["culture"]
+    bioreactor: str = "bioreactor"
+    gas_dispenser: str = "gas"
+    duration_h: PositiveFloat
+    do_setpoint_pct: Annotated[float, Field(gt=0, le=100)] | None = None
+    perfusion: Perfusion | None = None
+    sample_every_h: PositiveFloat | None = None
+    poll_s: Annotated[float, Field(ge=1, le=600)] = 60.0
+
+
+class SampleCheck(_Phase):
+    """Take and count a sample; fail the phase if it misses the in-process limits."""
+
+    phase: Literal["sample"]
+    bioreactor: str = "bioreactor"
+    min_viability_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    min_viable_cells_per_ml: Annotated[float, Field(ge=0)] | None = None
+
+
+class Harvest(_Phase):
+    """Stop feeds and drain the bag to the final-product bag."""
+
+    phase: Literal["harvest"]
+    bioreactor: str = "bioreactor"
+    gas_dispenser: str = "gas"
+
+
+Phase = Annotated[
+    SetTemperature | SetGas | SetRocking | AddMaterial | Culture | SampleCheck | Harvest,
+    Field(discriminator="phase"),
+]
+
+#: Every phase model, for did-you-mean on unknown keys.
+PHASE_MODELS: tuple[type[BaseModel], ...] = (
+    SetTemperature,
+    SetGas,
+    SetRocking,
+    AddMaterial,
+    Perfusion,
+    Culture,
+    SampleCheck,
+    Harvest,
+)

@@ -1,0 +1,143 @@
+"""Compose a batch: recipe + bench -> connected equipment -> engine -> journal.
+
+The CLI, the HIL suite and the tests all start batches through here, so there
+is one way a batch is run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twin import __version__
+from twin.bench import LoadedBench, open_bench
+from twin.clock import Clock, run_batch_loop
+from twin.engine.batch import Batch
+from twin.engine.states import ProceduralState
+from twin.journal import Event, Journal, read_events
+from twin.recipe import LoadedRecipe
+
+__all__ = ["BatchSummary", "run_batch", "run_batch_async", "summarize"]
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a user sees when a batch ends, read back from the journal (the only truth)."""
+
+    batch_id: str
+    state: str
+    days: float
+    events: int
+    harvested_ml: float | None
+    viable_cells: float | None
+    viability_pct: float | None
+    transduced_pct: float | None
+    fold_expansion: float | None
+    hold_reasons: list[str]
+
+
+def summarize(journal_path: Path | str) -> BatchSummary:
+    """Read a journal and say how its batch ended."""
+    batch_id, state, seeded = "?", "Idle", None
+    days, events = 0.0, 0
+    harvest: dict[str, Any] = {}
+    holds: list[str] = []
+    for event in read_events(journal_path):
+        events += 1
+        days = event.batch_time / 86400.0
+        if event.kind == "batch_started":
+            batch_id = event.data["batch_id"]
+            seeded = event.data.get("seeded_viable_cells")
+        elif event.kind == "transition" and event.source.startswith("procedure:"):
+            state = event.data["to"]
+            if state == "Holding":
+                holds.append(event.data.get("why", ""))
+        elif event.kind == "harvest":
+            harvest = event.data
+    cells = harvest.get("viable_cells")
+    return BatchSummary(
+        batch_id=batch_id,
+        state=state,
+        days=days,
+        events=events,
+        harvested_ml=harvest.get("volume_ml"),
+        viable_cells=cells,
+        viability_pct=harvest.get("viability_pct"),
+        transduced_pct=harvest.get("transduced_pct"),
+        fold_expansion=(cells / seeded) if cells and seeded else None,
+        hold_reasons=holds,
+    )
+
+
+async def run_batch_async(
+    recipe: LoadedRecipe,
+    bench: LoadedBench,
+    journal_path: Path,
+    *,
+    batch_id: str,
+    operator: str,
+    seed: int | None = None,
+    subscribers: list[Callable[[Event], None]] | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+) -> ProceduralState:
+    """Run one batch to its end on an already-running loop (virtual or real)."""
+    if seed is not None and bench.model.twin is not None:
+        twin = bench.model.twin.model_copy(update={"seed": seed})
+        bench = dataclasses.replace(bench, model=bench.model.model_copy(update={"twin": twin}))
+    clock = Clock()
+    journal = Journal(journal_path, clock.now)
+    for subscriber in subscribers or []:
+        journal.subscribe(subscriber)
+    try:
+        async with open_bench(bench, clock) as opened:
+            seeded = None
+            if bench.model.twin is not None:
+                ino = bench.model.twin.inoculum
+                seeded = ino.volume_ml * ino.viable_cells_per_ml
+            journal.append(
+                "batch_started",
+                "batch",
+                {
+                    "batch_id": batch_id,
+                    "operator": operator,
+                    "poc_twin_version": __version__,
+                    "recipe": {
+                        "id": recipe.model.recipe.id,
+                        "version": recipe.model.recipe.version,
+                        "status": recipe.model.recipe.status,
+                        "path": str(recipe.path),
+                        "sha256": recipe.sha256,
+                        "text": recipe.text,
+                    },
+                    "bench": {
+                        "name": bench.model.bench,
+                        "path": str(bench.path),
+                        "text": bench.path.read_text(encoding="utf-8"),
+                        "seed": bench.model.twin.seed if bench.model.twin else None,
+                    },
+                    "seeded_viable_cells": seeded,
+                },
+            )
+            batch = Batch(
+                recipe, opened.equipment, journal, clock, batch_id=batch_id, operator=operator
+            )
+            if on_batch is not None:
+                on_batch(batch)
+            final = await batch.run()
+            journal.append("batch_ended", "batch", {"state": final.label})
+            return final
+    finally:
+        journal.close()
+
+
+def run_batch(
+    recipe: LoadedRecipe, bench: LoadedBench, journal_path: Path, **kwargs: Any
+) -> ProceduralState:
+    """Run one batch on the loop its bench asks for (virtual time on the twin)."""
+    return run_batch_loop(
+        lambda: run_batch_async(recipe, bench, journal_path, **kwargs),
+        virtual=bench.virtual_clock,
+    )

@@ -1,0 +1,140 @@
+"""The twin's gas dispenser on a pty, speaking the Alicat-style ASCII protocol.
+
+Every mass-flow controller of ``plant.gas`` sits on one multi-drop line, as on
+an RS-485 bus: each answers only its own unit id; an id nobody owns gets no
+answer at all. The protocol as served here is docs/devices/gas-dispenser-alicat.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from twin.clock import Clock
+from twin.equipment import Gas
+from twin.serve.pty import PtyEndpoint
+
+__all__ = ["GAS_NAMES", "AlicatServer"]
+
+GAS_NAMES: dict[Gas, str] = {Gas.AIR: "Air", Gas.CO2: "CO2", Gas.N2: "N2", Gas.O2: "O2"}
+"""Gas names as they appear in the data frame."""
+
+VENDOR = "poc-twin"
+FIRMWARE = "10v05-twin"
+
+
+def _num(value: float) -> str:
+    """One data-frame number: sign, 3 integer digits, 2 decimals (``+014.70``)."""
+    return f"{value:+07.2f}"
+
+
+class AlicatServer:
+    """Serves all MFCs of ``plant.gas`` on one pty; the driver opens ``.path``."""
+
+    def __init__(self, plant: Any, clock: Clock, *, baud: int = 19200) -> None:
+        self._plant = plant
+        self._clock = clock
+        self._endpoint = PtyEndpoint(self._handle, baud=baud, name="alicat")
+        # The valve hold lives in the controller, not in the flow model: while a unit
+        # holds, the model sees setpoint 0 and the frame shows the commanded setpoint.
+        self._held: set[str] = set()
+        self._commanded: dict[str, float] = {}
+
+    @property
+    def path(self) -> str:
+        """The pty a driver opens as its serial port."""
+        return self._endpoint.path
+
+    async def start(self) -> None:
+        """Open the pty and answer polls."""
+        await self._endpoint.start()
+
+    async def stop(self) -> None:
+        """Close the pty; the path disappears."""
+        await self._endpoint.close()
+
+    async def _handle(self, line: bytes) -> bytes | None:
+        try:
+            text = line.decode("ascii").strip()
+        except UnicodeDecodeError:
+            return None  # line noise: a real bus drops it
+        if not text:
+            return None
+        uid, command = text[0], text[1:].strip()
+        mfcs = self._plant.gas.mfcs
+        if uid not in mfcs:
+            return None  # multi-drop: nobody owns this id, nobody answers
+        self._plant.advance_to(self._clock.now())
+        mfc = mfcs[uid]
+        upper = command.upper()
+        if upper == "":
+            return self._frame(uid, mfc)
+        if upper.startswith("S"):
+            return self._set_setpoint(uid, mfc, command[1:])
+        if upper.startswith("G"):
+            return self._select_gas(uid, mfc, command[1:])
+        if upper == "HC":
+            if uid not in self._held:
+                self._commanded[uid] = mfc.setpoint_sccm
+                self._held.add(uid)
+                mfc.setpoint_sccm = 0.0
+            return self._frame(uid, mfc)
+        if upper == "C":
+            if uid in self._held:
+                self._held.discard(uid)
+                mfc.setpoint_sccm = self._commanded.pop(uid)
+            return self._frame(uid, mfc)
+        if upper == "??M*":
+            return self._identity(uid, mfc)
+        return f"{uid} ?\r".encode()
+
+    def _set_setpoint(self, uid: str, mfc: Any, arg: str) -> bytes:
+        try:
+            value = float(arg.strip())
+        except ValueError:
+            return f"{uid} ?\r".encode()
+        if not math.isfinite(value):
+            return f"{uid} ?\r".encode()
+        value = min(max(value, 0.0), float(mfc.full_scale_sccm))  # as the contract says: clamp
+        if uid in self._held:
+            self._commanded[uid] = value  # stored; the valve stays held until AC
+        else:
+            mfc.setpoint_sccm = value
+        return self._frame(uid, mfc)
+
+    def _select_gas(self, uid: str, mfc: Any, arg: str) -> bytes:
+        try:
+            gas = Gas(int(arg.strip()))
+        except ValueError:
+            return f"{uid} ?\r".encode()
+        mfc.gas = gas
+        return self._frame(uid, mfc)
+
+    def _frame(self, uid: str, mfc: Any) -> bytes:
+        r = mfc.observe()
+        fs = float(mfc.full_scale_sccm)
+        setpoint = self._commanded[uid] if uid in self._held else float(mfc.setpoint_sccm)
+        flags = []
+        if uid in self._held:
+            flags.append("HLD")
+        if r.mass_flow > fs:
+            flags.append("MOV")
+        if r.volumetric_flow > fs:
+            flags.append("VOV")
+        fields = [
+            uid,
+            _num(r.pressure_psia),
+            _num(r.temperature_c),
+            _num(r.volumetric_flow),
+            _num(r.mass_flow),
+            _num(setpoint),
+            GAS_NAMES[Gas(mfc.gas)],
+            *flags,
+        ]
+        return (" ".join(fields) + "\r").encode()
+
+    def _identity(self, uid: str, mfc: Any) -> bytes:
+        model = f"MC-{float(mfc.full_scale_sccm):g}SCCM-D"
+        serial = f"TW{uid}{int(mfc.full_scale_sccm):05d}"
+        lines = [VENDOR, model, serial, FIRMWARE]
+        return "".join(f"{uid} M{i:02d} {v}\r" for i, v in enumerate(lines)).encode()

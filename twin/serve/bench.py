@@ -1,0 +1,95 @@
+"""Start the twin for a simulated bench: one plant, one server per equipment item.
+
+Each equipment item of the bench whose driver settings say ``twin`` gets the
+twin device that speaks that driver's protocol, on a free loopback port or a
+new pseudo-terminal; ``endpoints`` tells the bench what to put in their place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twin.clock import Clock
+from twin.serve.alicat import AlicatServer
+from twin.serve.bioreactor_modbus import BioreactorModbusServer
+from twin.serve.electroporator_ascii import ElectroporatorServer
+from twin.sim import Inoculum, Plant
+
+__all__ = ["SERVERS", "TwinBench"]
+
+ServerFactory = Callable[[Plant, Clock, dict[str, Any]], Any]
+
+
+def _modbus_bioreactor(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
+    return BioreactorModbusServer(
+        plant,
+        clock,
+        host="127.0.0.1",
+        port=0,
+        unit=int(config.get("unit", 1)),
+        word_order=str(config.get("word_order", "big")),
+    )
+
+
+def _alicat(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
+    return AlicatServer(plant, clock, baud=int(config.get("baud", 19200)))
+
+
+def _electroporator(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
+    return ElectroporatorServer(plant, clock)
+
+
+def _tcp_endpoint(server: Any) -> dict[str, Any]:
+    return {"host": server.host, "port": server.port}
+
+
+def _serial_endpoint(server: Any) -> dict[str, Any]:
+    return {"port": server.path}
+
+
+#: For each driver name, the twin device that answers it and where it is reached.
+SERVERS: dict[str, tuple[ServerFactory, Callable[[Any], dict[str, Any]]]] = {
+    "modbus_tcp_bioreactor": (_modbus_bioreactor, _tcp_endpoint),
+    "alicat_gas": (_alicat, _serial_endpoint),
+    "ascii_electroporator": (_electroporator, _serial_endpoint),
+}
+
+
+class TwinBench:
+    """The running twin of a bench: its plant and its device servers."""
+
+    def __init__(self, bench: Any, clock: Clock) -> None:
+        twin = bench.model.twin
+        self.bench = bench
+        self.clock = clock
+        self.plant = Plant(
+            seed=twin.seed,
+            inoculum=Inoculum(
+                volume_ml=twin.inoculum.volume_ml,
+                viable_cells_per_ml=twin.inoculum.viable_cells_per_ml,
+                viability_pct=twin.inoculum.viability_pct,
+            ),
+        )
+        self.servers: dict[str, Any] = {}
+        self.endpoints: dict[str, dict[str, Any]] = {}
+
+    async def __aenter__(self) -> TwinBench:
+        try:
+            for name, binding in self.bench.model.equipment.items():
+                if "twin" not in binding.config.values():
+                    continue
+                factory, endpoint = SERVERS[binding.driver]
+                server = factory(self.plant, self.clock, binding.config)
+                await server.start()
+                self.servers[name] = server
+                self.endpoints[name] = endpoint(server)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for server in reversed(list(self.servers.values())):
+            await server.stop()
+        self.servers.clear()

@@ -1,0 +1,460 @@
+"""The twin's bioreactor controller on the wire: docs/devices/bioreactor-modbus.md over TCP.
+
+The server is passive, like the plant: nothing runs between requests. Every
+request first brings the plant to ``clock.now()`` (finishing pump runs and
+sample counts that fell due on the way), then renders the register block it
+touches from the plant, or validates and applies a write. So the registers are
+never stale and virtual time costs nothing while no client asks.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+from typing import Any, Literal, Protocol
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from twin.clock import Clock
+from twin.equipment import BioreactorLimits, CellSample, DeviceIdentity, Material
+
+__all__ = [
+    "DEFAULT_BIOREACTOR_IDENTITY",
+    "BioreactorCommand",
+    "BioreactorModbusServer",
+    "BioreactorStatus",
+]
+
+WordOrder = Literal["big", "little"]
+
+PUMP_ML_PER_MIN = 100.0  # addition and harvest pump (assumed: a peristaltic pump on a 1 L bag)
+SAMPLE_COUNT_S = 60.0  # off-line count of one sample (assumed)
+MAP_VERSION = 1
+DEFAULT_BIOREACTOR_IDENTITY = DeviceIdentity(
+    vendor="poc-twin", model="RB-1000 twin", serial="TWIN-RB-0001", firmware="1.0.0"
+)
+
+# Input registers (FC4)
+IR_PV_FLOATS = 0  # 8 float32: temp, temp SP, DO, pH, volume, rocking, perfusion, VCD
+IR_STATUS = 16
+IR_HEARTBEAT = 17
+IR_PUMP_REMAINING = 18
+IR_MIRRORS = 20
+IR_SAMPLE_SEQ = 40
+IR_SAMPLE_FLOATS = 41  # 5 float32: VCD, viability, glucose, lactate, transduced
+IR_HARVEST_VOLUME = 60
+IR_IDENTITY = 100  # 4 x ascii[8]: vendor, model, serial, firmware
+IR_MAP_VERSION = 132
+IDENTITY_REGS = 8
+
+# Holding registers (FC3/6/16)
+HR_TEMP_SP = 0
+HR_ROCKING_SP = 2
+HR_PERFUSION_SP = 4
+HR_ADD_VOLUME = 6
+HR_ADD_MATERIAL = 8
+HR_COMMAND = 9
+HR_WORD_ORDER = 99
+HR_FLOATS = (HR_TEMP_SP, HR_ROCKING_SP, HR_PERFUSION_SP, HR_ADD_VOLUME)
+
+
+class BioreactorCommand(IntEnum):
+    """Codes written to the COMMAND holding register."""
+
+    ADD = 1
+    SAMPLE = 2
+    HARVEST = 3
+    SAFE_STATE = 4
+
+
+class BioreactorStatus(IntFlag):
+    """The status word (input register 16, discrete inputs 0-15)."""
+
+    HEATER_ON = 1 << 0
+    AT_SETPOINT = 1 << 1
+    PUMP_RUNNING = 1 << 2
+    SAMPLE_READY = 1 << 3
+    SAMPLING = 1 << 4
+    HARVEST_DONE = 1 << 5
+    SAFE_STATE = 1 << 6
+    ALARM = 1 << 7
+    ALARM_TEMPERATURE = 1 << 8
+    ALARM_DO_LOW = 1 << 9
+    ALARM_OVERFILL = 1 << 10
+
+
+_BUSY_CHECKED = (BioreactorCommand.SAMPLE, BioreactorCommand.HARVEST)
+
+
+class _BioreactorModel(Protocol):
+    temperature_sp_c: float
+    rocking_rpm: float
+    perfusion_ml_per_day: float
+
+    def add(self, material: Material, volume_ml: float) -> None: ...
+    def harvest(self) -> float: ...
+    def sample(self) -> CellSample: ...
+    def observe(self) -> Any: ...
+
+
+class PlantLike(Protocol):
+    """What the server needs of twin.sim.Plant (see /work/notes/plant_api.md)."""
+
+    @property
+    def bioreactor(self) -> _BioreactorModel: ...
+
+    def advance_to(self, t: float) -> None: ...
+
+
+@dataclass
+class _PumpRun:
+    kind: BioreactorCommand  # ADD or HARVEST
+    t_start: float
+    t_end: float
+    material: Material
+    volume_ml: float
+    delivered_ml: float = 0.0
+
+
+def encode_float32(value: float, word_order: WordOrder) -> list[int]:
+    """Two registers of an IEEE float32 in the configured word order."""
+    if math.isfinite(value) and abs(value) > 3.4e38:
+        value = math.copysign(math.inf, value)
+    hi, lo = struct.unpack(">HH", struct.pack(">f", value))
+    return [hi, lo] if word_order == "big" else [lo, hi]
+
+
+def decode_float32(regs: list[int], word_order: WordOrder) -> float:
+    """The float32 held in two registers in the configured word order."""
+    hi, lo = (regs[0], regs[1]) if word_order == "big" else (regs[1], regs[0])
+    return struct.unpack(">f", struct.pack(">HH", hi, lo))[0]
+
+
+def _ascii(text: str, n_regs: int) -> list[int]:
+    raw = text.encode("ascii", "replace")[: 2 * n_regs].ljust(2 * n_regs, b"\0")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+
+
+def _u16(x: float) -> int:
+    return 0 if not math.isfinite(x) else min(0xFFFF, max(0, round(x)))
+
+
+def _i16(x: float) -> int:
+    v = 0 if not math.isfinite(x) else min(0x7FFF, max(-0x8000, round(x)))
+    return v & 0xFFFF
+
+
+def _within(x: float, lo: float, hi: float) -> bool:
+    return math.isfinite(x) and lo <= x <= hi
+
+
+class BioreactorModbusServer:
+    """One simulated bioreactor controller answering Modbus TCP on loopback (or any host)."""
+
+    def __init__(
+        self,
+        plant: PlantLike,
+        clock: Clock,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        unit: int = 1,
+        word_order: WordOrder = "big",
+        identity: DeviceIdentity = DEFAULT_BIOREACTOR_IDENTITY,
+        limits: BioreactorLimits = BioreactorLimits(),  # noqa: B008 (frozen dataclass)
+    ) -> None:
+        if not 1 <= unit <= 247:
+            raise ValueError(f"unit must be 1..247, not {unit}")
+        if word_order not in ("big", "little"):
+            raise ValueError(f"word_order must be 'big' or 'little', not {word_order!r}")
+        self.plant, self.clock = plant, clock
+        self.host, self.port, self.unit = host, port, unit
+        self.word_order: WordOrder = word_order
+        self.identity, self.limits = identity, limits
+        self._server: ModbusTcpServer | None = None
+        self._pump: _PumpRun | None = None
+        self._sample_due: tuple[float, CellSample] | None = None
+        self._sample: CellSample = CellSample(0.0, 0.0, 0.0, 0.0, 0.0)
+        self._sample_seq = 0
+        self._harvest_volume = 0.0
+        self._latched = BioreactorStatus(0)  # SAMPLE_READY, HARVEST_DONE, SAFE_STATE
+        self._add_volume = 0.0
+        self._add_material = Material.MEDIUM
+        self._last_command = 0
+        self._identity_regs = [
+            r
+            for text in (identity.vendor, identity.model, identity.serial, identity.firmware)
+            for r in _ascii(text, IDENTITY_REGS)
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen; afterwards ``port`` is the bound port (the OS picks one when port=0)."""
+        regs = DataType.REGISTERS
+        device = SimDevice(
+            id=self.unit,
+            simdata=(
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],  # coils: refused
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],  # status bits
+                [
+                    SimData(HR_TEMP_SP, count=HR_COMMAND + 1, datatype=regs),
+                    SimData(HR_WORD_ORDER, datatype=regs),
+                ],
+                [
+                    SimData(IR_PV_FLOATS, count=IR_PUMP_REMAINING + 1, datatype=regs),
+                    SimData(IR_MIRRORS, count=8, datatype=regs),
+                    SimData(IR_SAMPLE_SEQ, count=11, datatype=regs),
+                    SimData(IR_HARVEST_VOLUME, count=2, datatype=regs),
+                    SimData(IR_IDENTITY, count=4 * IDENTITY_REGS + 1, datatype=regs),
+                ],
+            ),
+            action=self._action,
+        )
+        # id=0 catches every other unit id: answer 0x0B as a TCP gateway would.
+        other_units = SimDevice(
+            id=0, simdata=[SimData(0, count=65536, datatype=regs)], action=self._other_unit
+        )
+        server = ModbusTcpServer([device, other_units], address=(self.host, self.port))
+        await server.serve_forever(background=True)
+        self._server = server
+        self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        """Close the listener and every client connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        listener = server.transport
+        await server.shutdown()
+        if listener is not None:
+            await listener.wait_closed()  # type: ignore[attr-defined]
+
+    # -- request handling ----------------------------------------------------------------------
+
+    async def _other_unit(self, *_: Any) -> ExcCodes:
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        _count: int,
+        registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        now = self.clock.now()
+        self._service(now)
+        if function_code in (1, 5, 15):
+            return ExcCodes.ILLEGAL_FUNCTION
+        if values is not None and function_code in (6, 16, 23):
+            return self._write(address, [int(v) for v in values], now)
+        if function_code == 2:
+            image = {0: int(self._status())}
+        elif function_code == 4:
+            image = self._input_image(now)
+        else:
+            image = self._holding_image()
+        for addr, value in image.items():
+            if 0 <= addr - start_address < len(registers):
+                registers[addr - start_address] = value
+        return None
+
+    def _service(self, now: float) -> None:
+        """Bring the plant to ``now``, completing what fell due on the way."""
+        model = self.plant.bioreactor
+        run = self._pump
+        if run is not None:
+            if now >= run.t_end:
+                self.plant.advance_to(run.t_end)
+                self._pump = None
+                if run.kind is BioreactorCommand.ADD:
+                    self._dose(run, run.t_end)
+                else:
+                    self._harvest_volume = model.harvest()
+                    self._latched |= BioreactorStatus.HARVEST_DONE
+            elif run.kind is BioreactorCommand.ADD:
+                self.plant.advance_to(now)
+                self._dose(run, now)
+        if self._sample_due is not None and now >= self._sample_due[0]:
+            self._sample = self._sample_due[1]
+            self._sample_due = None
+            self._sample_seq = (self._sample_seq + 1) & 0xFFFF
+            self._latched |= BioreactorStatus.SAMPLE_READY
+        self.plant.advance_to(now)
+
+    def _dose(self, run: _PumpRun, t: float) -> None:
+        """Deliver what the pump has moved by time t (the bag fills while it runs)."""
+        target = min(run.volume_ml, PUMP_ML_PER_MIN / 60.0 * (t - run.t_start))
+        if target > run.delivered_ml:
+            self.plant.bioreactor.add(run.material, target - run.delivered_ml)
+            run.delivered_ml = target
+
+    def _status(self, pv: Any = None) -> BioreactorStatus:
+        pv = pv if pv is not None else self.plant.bioreactor.observe()
+        sp = self.plant.bioreactor.temperature_sp_c
+        s = self._latched
+        if pv.temperature_c < sp - 0.1:
+            s |= BioreactorStatus.HEATER_ON
+        if abs(pv.temperature_c - sp) <= 0.5:
+            s |= BioreactorStatus.AT_SETPOINT
+        if self._pump is not None:
+            s |= BioreactorStatus.PUMP_RUNNING
+        if self._sample_due is not None:
+            s |= BioreactorStatus.SAMPLING
+        t_lo, t_hi = self.limits.temperature_c
+        if not t_lo <= pv.temperature_c <= t_hi:
+            s |= BioreactorStatus.ALARM_TEMPERATURE
+        if pv.do_pct < 10.0:
+            s |= BioreactorStatus.ALARM_DO_LOW
+        if pv.volume_ml > self.limits.working_volume_ml[1]:
+            s |= BioreactorStatus.ALARM_OVERFILL
+        if s & (
+            BioreactorStatus.ALARM_TEMPERATURE
+            | BioreactorStatus.ALARM_DO_LOW
+            | BioreactorStatus.ALARM_OVERFILL
+        ):
+            s |= BioreactorStatus.ALARM
+        return s
+
+    def _input_image(self, now: float) -> dict[int, int]:
+        model = self.plant.bioreactor
+        pv = model.observe()
+        floats = [
+            pv.temperature_c,
+            model.temperature_sp_c,
+            pv.do_pct,
+            pv.ph,
+            pv.volume_ml,
+            pv.rocking_rpm,
+            pv.perfusion_ml_per_day,
+            pv.viable_cells_per_ml,
+        ]
+        regs: list[int] = [r for x in floats for r in encode_float32(x, self.word_order)]
+        remaining = 0 if self._pump is None else math.ceil(self._pump.t_end - now)
+        regs += [int(self._status(pv)), int(now) & 0xFFFF, _u16(remaining)]
+        image = dict(enumerate(regs, IR_PV_FLOATS))
+        mirrors = [
+            _i16(pv.temperature_c * 100),
+            _i16(model.temperature_sp_c * 100),
+            _u16(pv.do_pct * 10),
+            _u16(pv.ph * 100),
+            _u16(pv.volume_ml),
+            _u16(pv.rocking_rpm * 10),
+            _u16(pv.perfusion_ml_per_day),
+            _u16(pv.viable_cells_per_ml / 1e4),
+        ]
+        image.update(enumerate(mirrors, IR_MIRRORS))
+        s = self._sample
+        figures = [s.viable_cells_per_ml, s.viability_pct, s.glucose_mm, s.lactate_mm]
+        figures.append(s.transduced_pct)
+        sample = [self._sample_seq] + [r for x in figures for r in self._f32(x)]
+        image.update(enumerate(sample, IR_SAMPLE_SEQ))
+        image.update(enumerate(self._f32(self._harvest_volume), IR_HARVEST_VOLUME))
+        image.update(enumerate(self._identity_regs, IR_IDENTITY))
+        image[IR_MAP_VERSION] = MAP_VERSION
+        return image
+
+    def _holding_image(self) -> dict[int, int]:
+        model = self.plant.bioreactor
+        floats = [model.temperature_sp_c, model.rocking_rpm, model.perfusion_ml_per_day]
+        floats.append(self._add_volume)
+        regs = [r for x in floats for r in self._f32(x)]
+        regs += [int(self._add_material), self._last_command]
+        image = dict(enumerate(regs, HR_TEMP_SP))
+        image[HR_WORD_ORDER] = 0 if self.word_order == "big" else 1
+        return image
+
+    def _f32(self, x: float) -> list[int]:
+        return encode_float32(x, self.word_order)
+
+    def _write(self, address: int, values: list[int], now: float) -> ExcCodes | None:
+        """Validate every field of one write, then apply them all (COMMAND last)."""
+        w = dict(enumerate(values, address))
+        if any((a in w) != (a + 1 in w) for a in HR_FLOATS):
+            return ExcCodes.ILLEGAL_ADDRESS
+        lim = self.limits
+        setpoints: dict[str, float] = {}
+        for addr, attr, (lo, hi) in (
+            (HR_TEMP_SP, "temperature_sp_c", lim.temperature_c),
+            (HR_ROCKING_SP, "rocking_rpm", lim.rocking_rpm),
+            (HR_PERFUSION_SP, "perfusion_ml_per_day", lim.perfusion_ml_per_day),
+        ):
+            if addr in w:
+                setpoints[attr] = decode_float32([w[addr], w[addr + 1]], self.word_order)
+                if not _within(setpoints[attr], lo, hi):
+                    return ExcCodes.ILLEGAL_VALUE
+        volume, material = self._add_volume, self._add_material
+        if HR_ADD_VOLUME in w:
+            volume = decode_float32([w[HR_ADD_VOLUME], w[HR_ADD_VOLUME + 1]], self.word_order)
+            if not (_within(volume, 0.0, lim.working_volume_ml[1]) and volume > 0):
+                return ExcCodes.ILLEGAL_VALUE
+        if HR_ADD_MATERIAL in w:
+            if w[HR_ADD_MATERIAL] not in Material._value2member_map_:
+                return ExcCodes.ILLEGAL_VALUE
+            material = Material(w[HR_ADD_MATERIAL])
+        if w.get(HR_WORD_ORDER, 0) not in (0, 1):
+            return ExcCodes.ILLEGAL_VALUE
+        command: BioreactorCommand | None = None
+        if HR_COMMAND in w:
+            if w[HR_COMMAND] not in BioreactorCommand._value2member_map_:
+                return ExcCodes.ILLEGAL_VALUE
+            command = BioreactorCommand(w[HR_COMMAND])
+            refused = self._refuse_command(command, volume)
+            if refused is not None:
+                return refused
+        # Everything valid: apply.
+        model = self.plant.bioreactor
+        for attr, value in setpoints.items():
+            setattr(model, attr, value)
+        if setpoints.get("perfusion_ml_per_day", 0.0) > 0.0:
+            self._latched &= ~BioreactorStatus.SAFE_STATE
+        self._add_volume, self._add_material = volume, material
+        if HR_WORD_ORDER in w:
+            self.word_order = "big" if w[HR_WORD_ORDER] == 0 else "little"
+        if command is not None:
+            self._execute(command, now)
+        return None
+
+    def _refuse_command(self, command: BioreactorCommand, volume: float) -> ExcCodes | None:
+        if command is BioreactorCommand.ADD:
+            if self._pump is not None:
+                return ExcCodes.DEVICE_BUSY
+            if volume <= 0.0:
+                return ExcCodes.ILLEGAL_VALUE
+            bag = self.plant.bioreactor.observe().volume_ml
+            if bag + volume > self.limits.working_volume_ml[1]:
+                return ExcCodes.ILLEGAL_VALUE
+            return None
+        busy = self._sample_due if command is BioreactorCommand.SAMPLE else self._pump
+        return ExcCodes.DEVICE_BUSY if busy is not None and command in _BUSY_CHECKED else None
+
+    def _execute(self, command: BioreactorCommand, now: float) -> None:
+        model = self.plant.bioreactor
+        self._last_command = int(command)
+        s_per_ml = 60.0 / PUMP_ML_PER_MIN
+        if command is BioreactorCommand.ADD:
+            duration = self._add_volume * s_per_ml
+            self._pump = _PumpRun(
+                command, now, now + duration, self._add_material, self._add_volume
+            )
+            self._latched &= ~BioreactorStatus.SAFE_STATE
+        elif command is BioreactorCommand.SAMPLE:
+            self._latched &= ~BioreactorStatus.SAMPLE_READY
+            self._sample_due = (now + SAMPLE_COUNT_S, model.sample())
+        elif command is BioreactorCommand.HARVEST:
+            model.perfusion_ml_per_day = 0.0
+            bag = max(0.0, model.observe().volume_ml)
+            self._pump = _PumpRun(command, now, now + bag * s_per_ml, Material.MEDIUM, bag)
+            self._latched &= ~(BioreactorStatus.HARVEST_DONE | BioreactorStatus.SAFE_STATE)
+        else:  # SAFE_STATE: keep temperature and rocking, stop perfusion and the pump
+            model.perfusion_ml_per_day = 0.0
+            if self._pump is not None and self._pump.kind is BioreactorCommand.ADD:
+                self._dose(self._pump, now)
+            self._pump = None
+            self._latched |= BioreactorStatus.SAFE_STATE

@@ -1,0 +1,157 @@
+"""A pseudo-terminal the twin serves a serial device on: drivers open ``.path`` like /dev/ttyUSB0.
+
+The twin holds the master side; the driver opens the slave path with pyserial,
+exactly as it would open a USB-RS485 adapter. The endpoint keeps its own slave
+fd open for its whole life, so a driver closing (or not yet having opened) the
+port never makes the master read EIO. Everything runs on the event loop's
+reader/writer callbacks: no threads, so the virtual clock sees every byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import termios
+import tty
+from collections.abc import Awaitable, Callable
+
+__all__ = ["LineHandler", "PtyEndpoint"]
+
+LineHandler = Callable[[bytes], Awaitable[bytes | None]]
+"""Gets one received line (terminator stripped); returns the reply bytes, or None to stay silent."""
+
+_log = logging.getLogger(__name__)
+
+_MAX_LINE = 1024  # a line longer than this is line noise, not a command: dropped
+
+_BAUDS = {
+    9600: termios.B9600,
+    19200: termios.B19200,
+    38400: termios.B38400,
+    57600: termios.B57600,
+    115200: termios.B115200,
+}
+
+
+class PtyEndpoint:
+    """One pty pair: splits what the driver writes into CR-terminated lines, writes the replies."""
+
+    def __init__(self, handler: LineHandler, *, baud: int = 9600, name: str = "pty") -> None:
+        self._handler = handler
+        self._baud = baud
+        self.name = name
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._path = ""
+        self._inbuf = bytearray()
+        self._outbuf = bytearray()
+        self._lines: asyncio.Queue[bytes] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writing = False
+
+    @property
+    def path(self) -> str:
+        """The slave device path a driver opens (valid between start and close)."""
+        if not self._path:
+            raise RuntimeError(f"{self.name}: pty endpoint not started")
+        return self._path
+
+    async def start(self) -> None:
+        """Open the pty pair in raw mode and start answering lines."""
+        if self._master is not None:
+            return
+        master, slave = os.openpty()
+        try:
+            for fd in (master, slave):
+                tty.setraw(fd)
+                os.set_blocking(fd, False)
+            attrs = termios.tcgetattr(slave)
+            speed = _BAUDS.get(self._baud)
+            if speed is not None:  # cosmetic on a pty, but `stty -F path` shows the right baud
+                attrs[4] = attrs[5] = speed
+                termios.tcsetattr(slave, termios.TCSANOW, attrs)
+            path = os.ttyname(slave)
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        self._master, self._slave, self._path = master, slave, path
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(master, self._on_readable)
+        self._worker = asyncio.create_task(self._serve(), name=f"{self.name}-pty")
+
+    async def close(self) -> None:
+        """Stop answering, close both fds; the path disappears."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        if self._master is not None and self._loop is not None:
+            self._loop.remove_reader(self._master)
+            if self._writing:
+                self._loop.remove_writer(self._master)
+                self._writing = False
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self._master = self._slave = None
+        self._path = ""
+
+    def _on_readable(self) -> None:
+        assert self._master is not None
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # EIO cannot happen while we hold the slave, but be safe
+            if exc.errno != errno.EIO:
+                raise
+            return
+        self._inbuf += data
+        while True:
+            cr = self._inbuf.find(b"\r")
+            if cr < 0:
+                break
+            line = bytes(self._inbuf[:cr]).strip(b"\n")
+            del self._inbuf[: cr + 1]
+            if line:
+                self._lines.put_nowait(line)
+        if len(self._inbuf) > _MAX_LINE:
+            self._inbuf.clear()
+
+    async def _serve(self) -> None:
+        # One worker: commands are answered strictly in the order they arrived.
+        while True:
+            line = await self._lines.get()
+            try:
+                reply = await self._handler(line)
+            except Exception:  # a model bug must not kill the port: log it, stay silent
+                _log.exception("%s: handler failed on %r", self.name, line)
+                continue
+            if reply:
+                self._write(reply)
+
+    def _write(self, data: bytes) -> None:
+        assert self._master is not None and self._loop is not None
+        self._outbuf += data
+        if not self._writing:
+            self._flush_out()
+
+    def _flush_out(self) -> None:
+        assert self._master is not None and self._loop is not None
+        try:
+            n = os.write(self._master, self._outbuf)
+        except BlockingIOError:
+            n = 0
+        del self._outbuf[:n]
+        if self._outbuf and not self._writing:
+            self._loop.add_writer(self._master, self._flush_out)
+            self._writing = True
+        elif not self._outbuf and self._writing:
+            self._loop.remove_writer(self._master)
+            self._writing = False

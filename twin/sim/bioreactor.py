@@ -1,0 +1,299 @@
+"""Rocking-bag bioreactor: heater loop, O2/CO2 transfer, pH, T-cell growth, feeds and sensors.
+
+The true state (:class:`BioreactorState`) evolves only through :meth:`advance`
+(called by the Plant in fixed steps) and the instantaneous operations a device
+server performs (``add``, ``sample``, ``harvest``); what sensors report comes from
+:meth:`observe`, which adds seeded noise and resolution and never touches the state.
+Slow biology is stepped with semi-implicit Euler (positive by construction); the
+fast parts (temperature loop, dissolved O2 and CO2) are integrated analytically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from twin.equipment import CellSample, Gas, Material
+from twin.sim.chemistry import (
+    inlet_fractions,
+    kla_per_h,
+    medium_alkalinity,
+    pco2_mmhg,
+    solve_ph,
+)
+from twin.sim.kinetics import death_rate, growth_rate, temperature_factor
+from twin.sim.noise import Sensor, quantize, sensor_rng
+from twin.sim.params import BioreactorParams
+from twin.sim.population import BioreactorState, CellSuspension, HarvestRecord, Inoculum
+from twin.sim.thermal import heat_capacity_j_per_k, heater_output, step_temperature
+
+__all__ = ["BioreactorModel", "BioreactorReading"]
+
+
+@dataclass(frozen=True)
+class BioreactorReading:
+    """What the bag's sensors report at one poll."""
+
+    temperature_c: float
+    do_pct: float  # % air saturation
+    ph: float
+    volume_ml: float
+    viable_cells_per_ml: float  # in-line capacitance estimate
+    rocking_rpm: float
+    perfusion_ml_per_day: float
+    temperature_sp_c: float
+
+
+class BioreactorModel:
+    """One rocking bag; setpoints are plain attributes the device server writes."""
+
+    def __init__(
+        self,
+        params: BioreactorParams | None = None,
+        *,
+        seed: int = 0,
+        inoculum: Inoculum | None = None,
+    ) -> None:
+        p = params or BioreactorParams()
+        inoc = inoculum or Inoculum()
+        self.params = p
+        self.temperature_sp_c: float = p.initial_setpoint_c
+        self.rocking_rpm: float = 0.0
+        self.perfusion_ml_per_day: float = 0.0
+        self.t: float = 0.0
+        self.harvested: HarvestRecord | None = None
+        self.inlet_o2_fraction, self.inlet_co2_fraction = p.air_o2_fraction, p.air_co2_fraction
+        self._medium_alk = medium_alkalinity(p)
+        self._medium_pco2 = pco2_mmhg(p.medium_reference_co2_fraction, p)
+        viable = inoc.volume_ml * inoc.viable_cells_per_ml
+        viability = min(max(inoc.viability_pct, 1e-6), 100.0) / 100.0
+        self.state = BioreactorState(
+            temperature_c=p.initial_temperature_c,
+            do_um=p.do_sat_air_um,
+            ph=solve_ph(self._medium_alk, self._medium_pco2, 7.4, p),
+            volume_ml=inoc.volume_ml,
+            viable_cells=viable,
+            dead_cells=viable * (1.0 - viability) / viability,
+            glucose_mm=p.medium_glucose_mm,
+            lactate_mm=0.0,
+            alkalinity_mm=self._medium_alk,
+            pco2_mmhg=self._medium_pco2,
+            il2_u_per_ml=0.0,
+            stimulus=0.0,
+            activated=0.0,
+            transduced_fraction=0.0,
+            transduction_target=0.0,
+        )
+        self._temp_sensor = Sensor(seed, "bioreactor/temperature", p.temperature_sensor)
+        self._do_sensor = Sensor(seed, "bioreactor/do", p.do_sensor)
+        self._ph_sensor = Sensor(seed, "bioreactor/ph", p.ph_sensor)
+        self._volume_sensor = Sensor(seed, "bioreactor/volume", p.volume_sensor)
+        self._capacitance_rng = sensor_rng(seed, "bioreactor/capacitance")
+        self._counter_rng = sensor_rng(seed, "bioreactor/cell-counter")
+        self._decay_dt = -1.0
+        self._decay: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+    # ------------------------------------------------------------------ plant coupling
+    def set_inlet(self, flows: dict[Gas, float]) -> None:
+        """Take the gas dispenser's outlet as the sparge/headspace gas."""
+        self.inlet_o2_fraction, self.inlet_co2_fraction = inlet_fractions(flows, self.params)
+
+    def _decays(self, h: float) -> tuple[float, float, float, float]:
+        if h != self._decay_dt:
+            p = self.params
+            self._decay_dt = h
+            self._decay = (
+                math.exp(-h / p.stimulus_tau_h),
+                math.exp(-h / p.activation_tau_h),
+                math.exp(-h / p.transduction_tau_h),
+                math.exp(-h * p.lysis_per_h),
+            )
+        return self._decay
+
+    def advance(self, dt_s: float) -> None:
+        """Integrate the true state over one step of ``dt_s`` seconds (the Plant slices time)."""
+        if dt_s <= 0.0:
+            return
+        p, s = self.params, self.state
+        self.t += dt_s
+        v = s.volume_ml
+        s.temperature_c = step_temperature(s.temperature_c, self.temperature_sp_c, v, dt_s, p)
+        s.heater_output = heater_output(s.temperature_c, self.temperature_sp_c, p)
+        if v <= 1e-9:
+            return
+        h = dt_s / 3600.0
+        stim_decay, act_decay, tx_decay, lysis_decay = self._decays(h)
+        xv, act, glc, lac, do = s.viable_cells, s.activated, s.glucose_mm, s.lactate_mm, s.do_um
+        x = xv / v
+        f_t = temperature_factor(s.temperature_c, p)
+        mu = growth_rate(act, glc, lac, do, s.ph, f_t, s.il2_u_per_ml, p)
+        kd = death_rate(glc, lac, s.ph, p)
+        dil = self.perfusion_ml_per_day / v / 24.0  # perfusion dilution rate, 1/h
+
+        # glucose uptake (Monod-limited, implicit so it never goes negative) and lactic acid
+        q_glc = (p.qglc_resting + act * (p.qglc_activated - p.qglc_resting)) * f_t
+        k_up = q_glc * x * 1e-9 / (p.glucose_uptake_ks_mm + glc)  # 1/h
+        glc_new = (glc + h * dil * p.medium_glucose_mm) / (1.0 + h * (dil + k_up))
+        acid = p.lactate_per_glucose * k_up * glc_new  # mM/h lactic acid
+        s.glucose_mm = glc_new
+        s.lactate_mm = (lac + h * acid) / (1.0 + h * dil)
+        s.alkalinity_mm = (s.alkalinity_mm - h * acid + h * dil * self._medium_alk) / (1.0 + h * dil)
+        s.il2_u_per_ml = (s.il2_u_per_ml + h * dil * p.medium_il2_u_per_ml) / (
+            1.0 + h * (dil + p.il2_consumption_per_h)
+        )
+
+        # dissolved O2: kLa*(C* - C) - uptake, uptake linearised as k_u*C (exact exponential)
+        q_o2 = (p.qo2_resting + act * (p.qo2_activated - p.qo2_resting)) * f_t
+        k_u = q_o2 * x * 1e-6 / (p.do_ks_um + do)  # 1/h
+        kla = kla_per_h(self.rocking_rpm, p)
+        c_star = p.do_sat_air_um * self.inlet_o2_fraction / p.air_o2_fraction
+        k_tot = kla + k_u
+        c_inf = kla * c_star / k_tot
+        s.do_um = c_inf + (do - c_inf) * math.exp(-k_tot * h)
+
+        # dissolved CO2: stripped towards the inlet's pCO2, raised by respiration
+        k_co2 = p.kla_co2_ratio * kla
+        production = p.respiratory_quotient * k_u * s.do_um / (p.co2_solubility_mm_per_mmhg * 1e3)
+        p_inf = pco2_mmhg(self.inlet_co2_fraction, p) + production / k_co2
+        s.pco2_mmhg = p_inf + (s.pco2_mmhg - p_inf) * math.exp(-k_co2 * h)
+        s.ph = solve_ph(s.alkalinity_mm, s.pco2_mmhg, s.ph, p)
+
+        # cells: exponential growth/death over the step; dead cells lyse slowly
+        xv_new = xv * math.exp((mu - kd) * h)
+        s.dead_cells = s.dead_cells * lysis_decay + kd * 0.5 * (xv + xv_new) * h
+        s.viable_cells = xv_new
+        stim = s.stimulus
+        s.stimulus = stim * stim_decay
+        drive = 0.5 * (stim + s.stimulus)
+        s.activated = drive + (act - drive) * act_decay
+        target = s.transduction_target
+        s.transduced_fraction = target + (s.transduced_fraction - target) * tx_decay
+
+    # ------------------------------------------------------------------ operations
+    def _mix_in(self, volume_ml: float, glucose: float, alk: float, il2: float, do: float) -> None:
+        """Blend a room-temperature liquid into the bag (concentrations by volume)."""
+        p, s = self.params, self.state
+        v0, v1 = s.volume_ml, s.volume_ml + volume_ml
+        if v1 <= 0.0:
+            return
+        w0, w1 = v0 / v1, volume_ml / v1
+        c0 = heat_capacity_j_per_k(v0, p)
+        c_add = p.medium_heat_capacity_j_per_k_ml * volume_ml
+        s.temperature_c = (s.temperature_c * c0 + p.ambient_c * c_add) / (c0 + c_add)
+        s.glucose_mm = s.glucose_mm * w0 + glucose * w1
+        s.lactate_mm = s.lactate_mm * w0
+        s.alkalinity_mm = s.alkalinity_mm * w0 + alk * w1
+        s.il2_u_per_ml = s.il2_u_per_ml * w0 + il2 * w1
+        s.do_um = s.do_um * w0 + do * w1
+        s.pco2_mmhg = s.pco2_mmhg * w0 + self._medium_pco2 * w1
+        s.volume_ml = v1
+        s.ph = solve_ph(s.alkalinity_mm, s.pco2_mmhg, s.ph, p)
+
+    def add(self, material: Material, volume_ml: float) -> None:
+        """Dose a material instantly; reagents come diluted in basal medium."""
+        if volume_ml < 0.0 or not math.isfinite(volume_ml):
+            raise ValueError(f"addition volume must be >= 0 mL, got {volume_ml}")
+        if volume_ml == 0.0:
+            return
+        p, s = self.params, self.state
+        material = Material(material)
+        if material is Material.BASE:
+            self._mix_in(volume_ml, 0.0, p.base_stock_mm, 0.0, p.do_sat_air_um)
+            return
+        il2 = {Material.MEDIUM: p.medium_il2_u_per_ml, Material.IL2: p.il2_stock_u_per_ml}
+        self._mix_in(
+            volume_ml, p.medium_glucose_mm, self._medium_alk, il2.get(material, 0.0), p.do_sat_air_um
+        )
+        if material is Material.ACTIVATOR:
+            dose_ul_per_ml = 1000.0 * volume_ml / s.volume_ml
+            s.stimulus = max(s.stimulus, min(1.0, dose_ul_per_ml / p.activator_full_dose_ul_per_ml))
+        elif material is Material.VECTOR and s.viable_cells > 0.0:
+            moi = volume_ml * p.vector_titer_tu_per_ml / s.viable_cells
+            susceptible = p.transduction_resting + (1.0 - p.transduction_resting) * s.activated
+            hit = p.transduction_max * (1.0 - math.exp(-p.transduction_per_moi * moi * susceptible))
+            s.transduction_target += (1.0 - s.transduction_target) * hit
+
+    def withdraw(self, volume_ml: float) -> CellSuspension:
+        """Take well-mixed suspension out of the bag (sample, electroporation load)."""
+        s = self.state
+        vol = min(max(volume_ml, 0.0), s.volume_ml)
+        share = vol / s.volume_ml if s.volume_ml > 0.0 else 0.0
+        taken = CellSuspension(
+            vol, s.viable_cells * share, s.dead_cells * share, s.transduced_fraction
+        )
+        s.viable_cells -= taken.viable_cells
+        s.dead_cells -= taken.dead_cells
+        s.volume_ml -= vol
+        if s.volume_ml <= 1e-9:
+            s.volume_ml, s.viable_cells, s.dead_cells = 0.0, 0.0, 0.0
+        return taken
+
+    def receive(self, suspension: CellSuspension) -> None:
+        """Take cells back (electroporation unload); the liquid counts as bag medium."""
+        s, p = self.state, self.params
+        total = s.viable_cells + suspension.viable_cells
+        if total > 0.0:
+            f_new = suspension.transduced_fraction
+            s.transduced_fraction = (
+                s.transduced_fraction * s.viable_cells + f_new * suspension.viable_cells
+            ) / total
+            s.transduction_target = (
+                s.transduction_target * s.viable_cells + f_new * suspension.viable_cells
+            ) / total
+        c0 = heat_capacity_j_per_k(s.volume_ml, p)
+        c_add = p.medium_heat_capacity_j_per_k_ml * suspension.volume_ml
+        s.temperature_c = (s.temperature_c * c0 + p.ambient_c * c_add) / (c0 + c_add)
+        s.viable_cells = total
+        s.dead_cells += suspension.dead_cells
+        s.volume_ml += suspension.volume_ml
+
+    def sample(self) -> CellSample:
+        """Draw 1 mL and count it: counting noise on density, viability, metabolites, CAR+."""
+        p, s = self.params, self.state
+        glucose, lactate = s.glucose_mm, s.lactate_mm
+        drawn = self.withdraw(p.sample_volume_ml)
+        rng = self._counter_rng
+        if drawn.volume_ml <= 0.0:
+            return CellSample(0.0, 0.0, 0.0, 0.0, 0.0)
+        density = drawn.viable_cells / drawn.volume_ml * (1.0 + rng.gauss(0.0, p.count_rel_sd))
+        total = drawn.viable_cells + drawn.dead_cells
+        viability = 100.0 * drawn.viable_cells / total if total > 0.0 else 0.0
+        viability += rng.gauss(0.0, p.viability_sd_pct)
+        glucose += rng.gauss(0.0, p.metabolite_sd_mm)
+        lactate += rng.gauss(0.0, p.metabolite_sd_mm)
+        car = 100.0 * drawn.transduced_fraction + rng.gauss(0.0, p.flow_cytometry_sd_pct)
+        return CellSample(
+            viable_cells_per_ml=quantize(max(0.0, density), 1e3),
+            viability_pct=quantize(min(100.0, max(0.0, viability)), 0.1),
+            glucose_mm=quantize(max(0.0, glucose), 0.01),
+            lactate_mm=quantize(max(0.0, lactate), 0.01),
+            transduced_pct=quantize(min(100.0, max(0.0, car)), 0.1),
+        )
+
+    def harvest(self) -> float:
+        """Drain the bag into the product bag; keeps the product figures in ``harvested``."""
+        s = self.state
+        drained = self.withdraw(s.volume_ml)
+        self.harvested = HarvestRecord(
+            t_s=self.t,
+            volume_ml=drained.volume_ml,
+            viable_cells=drained.viable_cells,
+            dead_cells=drained.dead_cells,
+            transduced_fraction=drained.transduced_fraction,
+        )
+        return drained.volume_ml
+
+    def observe(self) -> BioreactorReading:
+        """What the sensors report now (noise and resolution on top of the true state)."""
+        p, s = self.params, self.state
+        density = s.viable_cells_per_ml * (1.0 + self._capacitance_rng.gauss(0.0, p.capacitance_rel_sd))
+        return BioreactorReading(
+            temperature_c=self._temp_sensor.read(s.temperature_c),
+            do_pct=max(0.0, self._do_sensor.read(100.0 * s.do_um / p.do_sat_air_um)),
+            ph=self._ph_sensor.read(s.ph),
+            volume_ml=max(0.0, self._volume_sensor.read(s.volume_ml)),
+            viable_cells_per_ml=quantize(max(0.0, density), p.capacitance_resolution),
+            rocking_rpm=self.rocking_rpm,
+            perfusion_ml_per_day=self.perfusion_ml_per_day,
+            temperature_sp_c=self.temperature_sp_c,
+        )
