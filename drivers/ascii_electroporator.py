@@ -9,6 +9,7 @@ failure after ARM is followed by a DISARM.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import pydantic
 
@@ -110,12 +111,22 @@ class AsciiElectroporator:
         if not sep:
             raise CommunicationError(self.name, f"garbled status {text!r}")
         fault = fault.strip()
-        return ElectroporatorStatus(armed=armed, loaded_ul=loaded, fault="" if fault == "NONE" else fault)
+        return ElectroporatorStatus(
+            armed=armed, loaded_ul=loaded, fault="" if fault == "NONE" else fault
+        )
 
     async def load(self, volume_ul: float) -> None:
         """Draw suspension into the chamber (not retried: cells would move twice)."""
         _check(volume_ul, self.limits.chamber_ul, "chamber volume (uL)", self.name)
-        await self._ask(f"LOAD {volume_ul:.1f}", retries=0)
+        words = (await self._ask(f"LOAD {volume_ul:.1f}", retries=0)).split()
+        try:
+            loaded = float(words[1]) if words[0] == "LOADED" and len(words) == 2 else math.nan
+        except (ValueError, IndexError):
+            loaded = math.nan
+        if math.isnan(loaded):
+            raise CommunicationError(self.name, f"garbled LOAD reply {' '.join(words)!r}")
+        if abs(loaded - volume_ul) > 0.051:  # the bag ran short: the chamber is part-filled
+            raise DeviceRefused(self.name, f"loaded {loaded:g} uL of {volume_ul:g} uL asked")
 
     async def unload(self) -> None:
         """Return the chamber's contents to the bag (idempotent on the device)."""
@@ -145,7 +156,8 @@ class AsciiElectroporator:
             or abs(g - program.gap_mm) > 0.0051
         ):
             raise DeviceRefused(
-                self.name, f"program read-back {v:g} V {w:g} us x{n} {g:g} mm differs from {program}"
+                self.name,
+                f"program read-back {v:g} V {w:g} us x{n} {g:g} mm differs from {program}",
             )
 
     async def pulse(self) -> PulseResult:

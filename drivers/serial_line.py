@@ -60,7 +60,7 @@ class SerialLine:
                 parity=serial.PARITY_NONE,
                 stopbits=serial.STOPBITS_ONE,
                 timeout=0,
-                exclusive=False,
+                exclusive=True,  # flock: a second process on the port fails loudly
             )
         except (serial.SerialException, OSError) as exc:
             raise CommunicationError(self.port, f"cannot open serial port: {exc}") from exc
@@ -142,9 +142,7 @@ class SerialLine:
                 try:
                     self._serial.write(request)
                 except (serial.SerialException, OSError) as exc:
-                    raise CommunicationError(
-                        device, f"write to {self.port} failed: {exc}"
-                    ) from exc
+                    raise CommunicationError(device, f"write to {self.port} failed: {exc}") from exc
                 try:
                     async with self._clock.timeout(timeout):
                         return await self._read_frames(terminator, frames)

@@ -91,18 +91,11 @@ class LoadedBench:
         return DRIVERS[self.model.equipment[name].driver]
 
 
-def _placeholder(config: dict[str, Any], endpoint: dict[str, Any] | None) -> dict[str, Any]:
-    """Fill values written as ``twin``: with the served endpoint, or a stand-in to validate."""
-    filled = {}
-    for key, value in config.items():
-        if value == TWIN:
-            filled[key] = endpoint[key] if endpoint is not None else _STAND_IN.get(key, value)
-        else:
-            filled[key] = value
-    return filled
-
-
-_STAND_IN: dict[str, Any] = {"host": "127.0.0.1", "port": 0}
+def _placeholder(config: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any]:
+    """Fill values written as ``twin`` with the endpoint the twin serves (or will serve)."""
+    return {
+        key: endpoint.get(key, value) if value == TWIN else value for key, value in config.items()
+    }
 
 
 def _parse_configs(
@@ -139,7 +132,21 @@ def _parse_configs(
                 )
             )
             continue
-        endpoint = None if endpoints is None or not uses_twin else endpoints[name]
+        endpoint: dict[str, Any] = {}
+        if uses_twin:
+            from twin.serve.bench import SERVERS
+
+            if binding.driver not in SERVERS:
+                problems.append(
+                    source.problem(
+                        ["equipment", name, "driver"],
+                        f"the twin has no device that speaks '{binding.driver}'",
+                    )
+                )
+                continue
+            endpoint = (
+                endpoints[name] if endpoints is not None else SERVERS[binding.driver].stand_in
+            )
         try:
             configs[name] = spec.config.model_validate(_placeholder(binding.config, endpoint))
         except ValidationError as exc:

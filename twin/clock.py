@@ -7,11 +7,11 @@ keeps its own time and jumps straight to the next timer whenever no callback is
 ready and no I/O is waiting, so a 10-day expansion is bounded by CPU, not by
 the calendar. Real I/O (Modbus over loopback TCP, ASCII over a
 pseudo-terminal) still flows: before each jump the loop polls every socket and
-pty once. Loopback TCP delivers within the sending call; a pty hands bytes over
-a little later, so serial endpoints count the bytes they send and receive
-(:func:`note_sent`, :func:`note_received`) and the loop waits, in real time and
-briefly, for bytes in flight before it jumps: a reply is never overtaken by a
-timeout. Threads are not seen by the loop:
+pty once. Loopback TCP delivers within the sending call. A pty hands
+bytes to the other side through a kernel work queue; ``poll()`` on a tty flushes
+that queue before it answers (n_tty_poll), while ``epoll`` does not, so this loop
+polls with ``poll()``: bytes written to a pty are seen by the very next poll, and
+a reply is never overtaken by a timeout. Threads are not seen by the loop:
 nothing that runs under it may hand work to a thread and wait for it.
 
 Why our own and not ``looptime``: looptime is a pytest plugin that patches
@@ -30,8 +30,6 @@ from typing import Any, TypeVar
 
 __all__ = [
     "Clock",
-    "note_received",
-    "note_sent",
     "VirtualTimeLoop",
     "run_batch_loop",
     "wall_monotonic",
@@ -89,12 +87,6 @@ class _JumpingSelector(selectors.BaseSelector):
         if timeout is None:
             # Nothing scheduled at all: only the outside world can wake us.
             return self._real.select(None)
-        if self._loop.in_flight > 0:
-            # Bytes are on their way through a pty: wait for them in real time, briefly.
-            events = self._real.select(min(timeout, self._loop.settle_s))
-            if events:
-                return events
-            self._loop.in_flight = 0  # nobody is reading them: they are lost, as on a wire
         self._loop._jump(timeout)
         return []
 
@@ -102,14 +94,10 @@ class _JumpingSelector(selectors.BaseSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose time jumps to the next timer when every task waits."""
 
-    #: Longest real wait for bytes in flight before they count as lost (seconds).
-    settle_s = 0.05
-
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = start
         self.jumps = 0
-        self.in_flight = 0
-        super().__init__(_JumpingSelector(selectors.DefaultSelector(), self))
+        super().__init__(_JumpingSelector(selectors.PollSelector(), self))
 
     def time(self) -> float:
         return self._virtual_now
@@ -122,25 +110,6 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             target = max(target, scheduled[0]._when)
         self._virtual_now = target
         self.jumps += 1
-
-
-def note_sent(nbytes: int) -> None:
-    """A transport wrote bytes its peer has yet to read: time must not jump past them.
-
-    Serial endpoints call this (and :func:`note_received`) because a pseudo-terminal
-    hands bytes to the other side asynchronously, unlike loopback TCP. On a wall-clock
-    loop both are no-ops.
-    """
-    loop = asyncio.get_running_loop()
-    if isinstance(loop, VirtualTimeLoop):
-        loop.in_flight += nbytes
-
-
-def note_received(nbytes: int) -> None:
-    """A transport read bytes its peer wrote (see :func:`note_sent`)."""
-    loop = asyncio.get_running_loop()
-    if isinstance(loop, VirtualTimeLoop):
-        loop.in_flight = max(0, loop.in_flight - nbytes)
 
 
 class Clock:

@@ -7,7 +7,7 @@ learns which driver, which endpoint, or whether the device is the twin.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
 __all__ = [

@@ -6,8 +6,6 @@ Imported explicitly by tests/drivers/test_alicat_gas.py and friends
 
 from __future__ import annotations
 
-import asyncio
-import selectors
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,39 +16,12 @@ from drivers.ascii_electroporator import AsciiElectroporator, AsciiElectroporato
 from twin.clock import Clock
 from twin.serve.alicat import AlicatServer
 from twin.serve.electroporator_ascii import ElectroporatorServer
-
-try:
-    from twin.sim.plant import Plant
-except ImportError:  # twin.sim not in the tree yet
-    Plant = None  # type: ignore[assignment,misc]
-
-
-def use_poll_selector() -> None:
-    """Make pty bytes visible to the virtual loop before it jumps.
-
-    With epoll, bytes written to a pty reach the other side through a kernel work
-    queue, so epoll_wait(0) right after the write usually reports nothing and
-    VirtualTimeLoop jumps straight to the pending timeout. poll()/select() flush
-    that queue (n_tty_poll) and see the bytes at once. Remove once twin/clock.py
-    builds VirtualTimeLoop on selectors.PollSelector.
-    """
-    loop = asyncio.get_running_loop()
-    jumping = getattr(loop, "_selector", None)
-    real = getattr(jumping, "_real", None)
-    if not isinstance(real, selectors.EpollSelector):
-        return
-    poll = selectors.PollSelector()
-    for key in list(real.get_map().values()):
-        poll.register(key.fileobj, key.events, key.data)
-    jumping._real = poll  # type: ignore[union-attr]
-    real.close()
+from twin.sim.plant import Plant
 
 
 @pytest.fixture
-async def serial_plant() -> Any:
-    use_poll_selector()
-    if Plant is None:
-        pytest.skip("twin.sim.plant.Plant not in the tree yet")
+async def serial_plant() -> Plant:
+    """A fresh plant for the serial devices."""
     return Plant(seed=3)
 
 
@@ -79,7 +50,9 @@ async def make_gas(alicat_server: AlicatServer) -> AsyncIterator[MakeGas]:
     """Build and connect gas dispensers on the twin's pty; all closed at teardown."""
     made: list[AlicatGasDispenser] = []
 
-    async def make(name: str = "GAS-1", *, connect: bool = True, **fields: Any) -> AlicatGasDispenser:
+    async def make(
+        name: str = "GAS-1", *, connect: bool = True, **fields: Any
+    ) -> AlicatGasDispenser:
         fields.setdefault("port", alicat_server.path)
         driver = AlicatGasDispenser(name, AlicatGasConfig(**fields), Clock())
         made.append(driver)

@@ -20,6 +20,8 @@ from twin.serve.bioreactor_modbus import (
     BioreactorStatus,
 )
 
+pytestmark = pytest.mark.usefixtures("no_task_leaks")
+
 MakeDriver = Callable[..., Awaitable[ModbusBioreactor]]
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest_serial import use_poll_selector
 
 from drivers.serial_line import SerialLine, open_line
 from twin.clock import Clock
@@ -28,7 +28,6 @@ class Scripted:
 
 @pytest.fixture
 async def device() -> AsyncIterator[tuple[Scripted, PtyEndpoint]]:
-    use_poll_selector()
     script = Scripted()
     endpoint = PtyEndpoint(script, baud=19200, name="scripted")
     await endpoint.start()
@@ -111,3 +110,15 @@ async def test_closed_line_refuses(device: tuple[Scripted, PtyEndpoint]) -> None
     ln.release()
     with pytest.raises(CommunicationError, match="not open"):
         await ln.transact(b"x\r", device="dev", timeout=0.5)
+
+
+async def test_no_fds_left_behind() -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        endpoint = PtyEndpoint(Scripted(), name="fd-check")
+        await endpoint.start()
+        ln = open_line(endpoint.path, baud=9600, clock=Clock())
+        await ln.transact(b"x\r", device="dev", timeout=0.5)
+        ln.release()
+        await endpoint.close()
+    assert set(os.listdir("/proc/self/fd")) == before

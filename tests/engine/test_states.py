@@ -77,8 +77,11 @@ def test_every_cell(state: S, command: C) -> None:
 
 def test_refusal_names_state_and_valid_commands() -> None:
     machine = StateMachine("procedure:x", initial=S.HELD)
-    with pytest.raises(CommandRefused, match=r"'pause' is not valid in state Held; valid commands: "
-                       r"restart, stop, abort"):
+    with pytest.raises(
+        CommandRefused,
+        match=r"'pause' is not valid in state Held; valid commands: "
+        r"restart, stop, abort",
+    ):
         machine.fire("pause")
 
 

@@ -76,7 +76,9 @@ def test_all_problems_at_once(tmp_path: Path) -> None:
 
 
 def test_undeclared_equipment(tmp_path: Path) -> None:
-    got = problems(tmp_path, HEADER + "          - {phase: set_rocking, bioreactor: bag2, rpm: 5}\n")
+    got = problems(
+        tmp_path, HEADER + "          - {phase: set_rocking, bioreactor: bag2, rpm: 5}\n"
+    )
     assert got == [
         "R:15:46: phase 'set_rocking' uses equipment 'bag2', which the recipe's equipment list "
         "does not declare (declared: bioreactor, gas)"

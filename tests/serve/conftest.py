@@ -23,7 +23,7 @@ async def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 async def no_task_leaks() -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks behind (servers and clients must be closed)."""
     before = asyncio.all_tasks()

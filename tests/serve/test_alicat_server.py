@@ -1,4 +1,4 @@
-"""docs/devices/gas-dispenser-alicat.md is true: checked byte for byte with plain pyserial on the pty."""
+"""docs/devices/gas-dispenser-alicat.md holds: checked byte for byte with plain pyserial."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from serial_terminal import Terminal, make_plant, use_poll_selector
+from serial_terminal import Terminal, make_plant
 
 from twin.clock import Clock
 from twin.equipment import Gas
@@ -23,7 +23,6 @@ FRAME = re.compile(
 
 @pytest.fixture
 async def alicat() -> AsyncIterator[tuple[Any, AlicatServer]]:
-    use_poll_selector()
     plant = make_plant()
     server = AlicatServer(plant, Clock())
     await server.start()
@@ -130,7 +129,6 @@ async def test_terminal_closing_does_not_break_the_port(
 
 
 async def test_stop_removes_the_pty() -> None:
-    use_poll_selector()
     server = AlicatServer(make_plant(), Clock())
     await server.start()
     path = server.path

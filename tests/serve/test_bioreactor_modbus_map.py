@@ -32,6 +32,9 @@ def exc(rr: ModbusPDU) -> int:
     return int(rr.exception_code)  # type: ignore[attr-defined]
 
 
+pytestmark = pytest.mark.usefixtures("no_task_leaks")
+
+
 async def test_bound_port_is_real(server: BioreactorModbusServer) -> None:
     assert server.port != 0
 

@@ -1,4 +1,4 @@
-"""docs/devices/electroporator-ascii.md is true: checked byte for byte with plain pyserial on the pty."""
+"""docs/devices/electroporator-ascii.md holds: checked byte for byte with plain pyserial."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from serial_terminal import Terminal, make_plant, use_poll_selector
+from serial_terminal import Terminal, make_plant
 
 from twin.clock import Clock
 from twin.serve.electroporator_ascii import ARM_TIMEOUT_S, ElectroporatorServer
@@ -15,7 +15,6 @@ from twin.serve.electroporator_ascii import ARM_TIMEOUT_S, ElectroporatorServer
 
 @pytest.fixture
 async def ep() -> AsyncIterator[tuple[Any, ElectroporatorServer]]:
-    use_poll_selector()
     plant = make_plant()
     server = ElectroporatorServer(plant, Clock())
     await server.start()
@@ -55,9 +54,14 @@ async def test_documented_session(ep: tuple[Any, ElectroporatorServer], term: Te
     assert await say(term, "PROG 500 20 1 2") == "OK PROG 500.0 20.0 1 2.00"
     assert await say(term, "PROG?") == "OK PROG 500.0 20.0 1 2.00"
     assert await say(term, "ARM") == "OK ARMED"
-    assert await say(term, "STAT?") == "OK ARMED=1 LOADED=100.0 PROGRAMMED=1 FAULT=E22 no program set"
+    assert (
+        await say(term, "STAT?") == "OK ARMED=1 LOADED=100.0 PROGRAMMED=1 FAULT=E22 no program set"
+    )
     assert await say(term, "PROG 600 20 1 2") == "ERR 23 program locked while armed"
-    assert await say(term, "STAT?") == "OK ARMED=0 LOADED=100.0 PROGRAMMED=1 FAULT=E23 program locked while armed"
+    assert (
+        await say(term, "STAT?")
+        == "OK ARMED=0 LOADED=100.0 PROGRAMMED=1 FAULT=E23 program locked while armed"
+    )
     assert await say(term, "PROG?") == "OK PROG 500.0 20.0 1 2.00"  # unchanged
     assert await say(term, "ARM") == "OK ARMED"
     assert await say(term, "UNLOAD") == "ERR 23 chamber locked while armed"
@@ -113,3 +117,13 @@ async def test_error_disarms_and_arm_lapses(term: Terminal) -> None:
 async def test_bare_cr_is_accepted(term: Terminal) -> None:
     raw = await term.ask(b"DISARM\r", until=b"\r\n")
     assert raw == b"OK DISARMED\r\n"
+
+
+async def test_overcurrent_aborts_and_latches(term: Terminal) -> None:
+    await say(term, "LOAD 5000")
+    await say(term, "PROG 3500 20 1 0.5")
+    assert await say(term, "ARM") == "OK ARMED"
+    reply = await say(term, "FIRE")
+    assert reply.startswith("ERR 31 pulse aborted: overcurrent")
+    stat = await say(term, "STAT?")
+    assert stat.startswith("OK ARMED=0 LOADED=5000.0 PROGRAMMED=1 FAULT=E31 pulse aborted")

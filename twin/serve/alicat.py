@@ -19,6 +19,9 @@ __all__ = ["GAS_NAMES", "AlicatServer"]
 GAS_NAMES: dict[Gas, str] = {Gas.AIR: "Air", Gas.CO2: "CO2", Gas.N2: "N2", Gas.O2: "O2"}
 """Gas names as they appear in the data frame."""
 
+OVER_RANGE = 1.25
+"""MOV/VOV: flow beyond the measurable range, not a noisy reading at full scale."""
+
 VENDOR = "poc-twin"
 FIRMWARE = "10v05-twin"
 
@@ -117,9 +120,9 @@ class AlicatServer:
         flags = []
         if uid in self._held:
             flags.append("HLD")
-        if r.mass_flow > fs:
+        if r.mass_flow > OVER_RANGE * fs:
             flags.append("MOV")
-        if r.volumetric_flow > fs:
+        if r.volumetric_flow > OVER_RANGE * fs:
             flags.append("VOV")
         fields = [
             uid,

@@ -8,6 +8,7 @@ new pseudo-terminal; ``endpoints`` tells the bench what to put in their place.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twin.clock import Clock
@@ -16,7 +17,7 @@ from twin.serve.bioreactor_modbus import BioreactorModbusServer
 from twin.serve.electroporator_ascii import ElectroporatorServer
 from twin.sim import Inoculum, Plant
 
-__all__ = ["SERVERS", "TwinBench"]
+__all__ = ["SERVERS", "TwinBench", "TwinDevice"]
 
 ServerFactory = Callable[[Plant, Clock, dict[str, Any]], Any]
 
@@ -48,11 +49,24 @@ def _serial_endpoint(server: Any) -> dict[str, Any]:
     return {"port": server.path}
 
 
-#: For each driver name, the twin device that answers it and where it is reached.
-SERVERS: dict[str, tuple[ServerFactory, Callable[[Any], dict[str, Any]]]] = {
-    "modbus_tcp_bioreactor": (_modbus_bioreactor, _tcp_endpoint),
-    "alicat_gas": (_alicat, _serial_endpoint),
-    "ascii_electroporator": (_electroporator, _serial_endpoint),
+@dataclass(frozen=True)
+class TwinDevice:
+    """How the twin serves one driver's protocol, and where a driver then finds it."""
+
+    factory: ServerFactory
+    endpoint: Callable[[Any], dict[str, Any]]
+    #: What the endpoint will look like, to validate a bench before the twin runs.
+    stand_in: dict[str, Any]
+
+
+_TCP = {"host": "127.0.0.1", "port": 1}
+_PTY = {"port": "/dev/pts/twin"}
+
+#: For each driver name, the twin device that answers it.
+SERVERS: dict[str, TwinDevice] = {
+    "modbus_tcp_bioreactor": TwinDevice(_modbus_bioreactor, _tcp_endpoint, _TCP),
+    "alicat_gas": TwinDevice(_alicat, _serial_endpoint, _PTY),
+    "ascii_electroporator": TwinDevice(_electroporator, _serial_endpoint, _PTY),
 }
 
 
@@ -79,11 +93,11 @@ class TwinBench:
             for name, binding in self.bench.model.equipment.items():
                 if "twin" not in binding.config.values():
                     continue
-                factory, endpoint = SERVERS[binding.driver]
-                server = factory(self.plant, self.clock, binding.config)
+                device = SERVERS[binding.driver]
+                server = device.factory(self.plant, self.clock, binding.config)
                 await server.start()
                 self.servers[name] = server
-                self.endpoints[name] = endpoint(server)
+                self.endpoints[name] = device.endpoint(server)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise

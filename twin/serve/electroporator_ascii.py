@@ -42,6 +42,7 @@ class ErrorCode:
     CHAMBER_NOT_EMPTY = 24
     ARM_EXPIRED = 25
     DEVICE_FAULT = 30
+    PULSE_ABORTED = 31
 
 
 class _Error(Exception):
@@ -232,6 +233,13 @@ class ElectroporatorServer:
             raise _Error(ErrorCode.NOT_LOADED, "chamber not loaded")
         outcome = self._call(self._model.pulse)
         self._disarm()  # one arm, one shot
+        fault = getattr(outcome, "fault", "")
+        if fault:  # the generator tripped (overcurrent, empty chamber): nothing delivered
+            raise _Error(
+                ErrorCode.PULSE_ABORTED,
+                f"pulse aborted: {fault} (field {outcome.field_v_per_cm:.1f} V/cm, "
+                f"current {outcome.peak_current_a:.2f} A)",
+            )
         return (
             f"OK FIRED FIELD={outcome.field_v_per_cm:.1f} "
             f"CURRENT={outcome.peak_current_a:.2f} PULSES={int(outcome.pulses_delivered)}"

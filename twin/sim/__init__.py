@@ -23,6 +23,7 @@ from twin.sim.params import (
 )
 from twin.sim.plant import Plant
 from twin.sim.population import BioreactorState, CellSuspension, HarvestRecord, Inoculum
+from twin.sim.reference import ReferenceRun, gas_mix, run_reference_process
 
 __all__ = [
     "BioreactorModel",
@@ -42,7 +43,10 @@ __all__ = [
     "Plant",
     "PlantParams",
     "PulseOutcome",
+    "ReferenceRun",
     "SensorSpec",
     "delivery_efficiency",
+    "gas_mix",
     "pulse_survival",
+    "run_reference_process",
 ]

@@ -137,7 +137,9 @@ class BioreactorModel:
         acid = p.lactate_per_glucose * k_up * glc_new  # mM/h lactic acid
         s.glucose_mm = glc_new
         s.lactate_mm = (lac + h * acid) / (1.0 + h * dil)
-        s.alkalinity_mm = (s.alkalinity_mm - h * acid + h * dil * self._medium_alk) / (1.0 + h * dil)
+        s.alkalinity_mm = (s.alkalinity_mm - h * acid + h * dil * self._medium_alk) / (
+            1.0 + h * dil
+        )
         s.il2_u_per_ml = (s.il2_u_per_ml + h * dil * p.medium_il2_u_per_ml) / (
             1.0 + h * (dil + p.il2_consumption_per_h)
         )
@@ -202,7 +204,11 @@ class BioreactorModel:
             return
         il2 = {Material.MEDIUM: p.medium_il2_u_per_ml, Material.IL2: p.il2_stock_u_per_ml}
         self._mix_in(
-            volume_ml, p.medium_glucose_mm, self._medium_alk, il2.get(material, 0.0), p.do_sat_air_um
+            volume_ml,
+            p.medium_glucose_mm,
+            self._medium_alk,
+            il2.get(material, 0.0),
+            p.do_sat_air_um,
         )
         if material is Material.ACTIVATOR:
             dose_ul_per_ml = 1000.0 * volume_ml / s.volume_ml
@@ -286,7 +292,9 @@ class BioreactorModel:
     def observe(self) -> BioreactorReading:
         """What the sensors report now (noise and resolution on top of the true state)."""
         p, s = self.params, self.state
-        density = s.viable_cells_per_ml * (1.0 + self._capacitance_rng.gauss(0.0, p.capacitance_rel_sd))
+        density = s.viable_cells_per_ml * (
+            1.0 + self._capacitance_rng.gauss(0.0, p.capacitance_rel_sd)
+        )
         return BioreactorReading(
             temperature_c=self._temp_sensor.read(s.temperature_c),
             do_pct=max(0.0, self._do_sensor.read(100.0 * s.do_um / p.do_sat_air_um)),

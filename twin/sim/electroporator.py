@@ -101,7 +101,10 @@ class ElectroporatorModel:
         c = self.chamber
         viable = c.viable_cells + drawn.viable_cells
         modified = (
-            (c.transduced_fraction * c.viable_cells + drawn.transduced_fraction * drawn.viable_cells)
+            (
+                c.transduced_fraction * c.viable_cells
+                + drawn.transduced_fraction * drawn.viable_cells
+            )
             / viable
             if viable > 0.0
             else 0.0
@@ -144,9 +147,7 @@ class ElectroporatorModel:
                 c.volume_ml, survivors, c.dead_cells + c.viable_cells - survivors, modified
             )
             measured = current * (1.0 + self._current_rng.gauss(0.0, p.current_noise_rel))
-            outcome = PulseOutcome(
-                field, round(measured, 2), prog.pulse_count, delivery, survival
-            )
+            outcome = PulseOutcome(field, round(measured, 2), prog.pulse_count, delivery, survival)
         self.fault = fault
         self.last_outcome = outcome
         return outcome

@@ -17,6 +17,7 @@ from twin.sim.params import GasParams, MfcSpec
 
 __all__ = ["GasDispenserModel", "MassFlowController", "MfcReading"]
 
+
 @dataclass(frozen=True)
 class MfcReading:
     """One poll of a controller (the fields of an Alicat data frame)."""
@@ -27,12 +28,11 @@ class MfcReading:
     mass_flow: float  # at standard conditions, 25 °C / 14.696 psia (sccm)
     setpoint: float  # sccm
 
+
 class MassFlowController:
     """One mass-flow controller; the device server writes ``setpoint_sccm`` and ``gas``."""
 
-    def __init__(
-        self, spec: MfcSpec, params: GasParams | None = None, *, seed: int = 0
-    ) -> None:
+    def __init__(self, spec: MfcSpec, params: GasParams | None = None, *, seed: int = 0) -> None:
         self.params = params or GasParams()
         self.unit_id: str = spec.unit_id
         self.gas: Gas = spec.gas
@@ -78,6 +78,7 @@ class MassFlowController:
             mass_flow=quantize(mass, res),
             setpoint=quantize(self.setpoint_sccm, res),
         )
+
 
 class GasDispenserModel:
     """The set of controllers feeding the bag; ``outlet_sccm`` is the bag's inlet."""

@@ -91,11 +91,11 @@ class BioreactorParams:
     il2_floor: float = 0.4  # assumed: growth without IL-2 relative to saturating IL-2
     il2_consumption_per_h: float = 0.01  # assumed: ~3 day half-life in culture
     activation_tau_h: float = 24.0  # assumed: blast formation over ~1-2 days after stimulation
-    stimulus_tau_h: float = 110.0  # assumed: stimulation wanes; calibrated to ~30-fold/10 days
+    stimulus_tau_h: float = 180.0  # assumed: stimulation wanes; calibrated to ~30-fold/10 days
 
     # --- metabolism (fmol/cell/h); activated rates scale with activation
     qo2_resting: float = 12.0  # Blood 1966;28:163, resting lymphocytes
-    qo2_activated: float = 50.0  # assumed: activated T cells above resting, below 200
+    qo2_activated: float = 80.0  # assumed: activated T cells above resting, below 200
     qglc_resting: float = 6.2  # Blood 1966, resting lymphocytes
     qglc_activated: float = 60.0  # assumed: activated T cells are glycolytic
     lactate_per_glucose: float = 1.6  # assumed (resting ratio 9.5/6.2 = 1.53, Blood 1966)
@@ -103,7 +103,7 @@ class BioreactorParams:
 
     # --- death (1/h); harvest-hold figures: 250e6/mL, glucose 0.5 mM, pH 6, lactate
     #     55 mM gave 58%/41% viable recovery after 3 h/6 h (TWIN_MODELS, researcher.life)
-    kd_base_per_h: float = 0.003  # assumed: calibrated to 77-96% viability at day 10
+    kd_base_per_h: float = 0.002  # assumed: calibrated to 77-96% viability at day 10
     kd_starvation_per_h: float = 0.04  # assumed: calibrated to the harvest-hold figures
     starvation_ks_mm: float = 0.3  # assumed
     kd_acid_per_h: float = 0.10  # assumed: calibrated to the harvest-hold figures
