@@ -1,1 +1,1 @@
-"""Device drivers: the only layer that knows how a device is reached (Modbus TCP/RTU, serial ASCII)."""
+"""Device drivers: the only layer that knows how a device is reached (Modbus, serial ASCII)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,6 @@ import typer
 from rich.console import Console
 
 from twin.bench import LoadedBench, load_bench
-from twin.clock import wall_monotonic, wall_sleep
 from twin.errors import InvalidInput, PocTwinError
 from twin.journal import verify as verify_journal
 from twin.recipe import LoadedRecipe, load_recipe
@@ -223,9 +221,9 @@ def command(
     action: Annotated[str, typer.Argument(help="pause, resume, hold, restart, stop or abort")],
     operator: Annotated[str, typer.Option(help="Who gives the command")],
     reason: Annotated[str, typer.Option(help="Why (recorded in the batch record)")],
-    wait_s: Annotated[float, typer.Option(help="How long to wait for the batch to answer")] = 30.0,
 ) -> None:
     """Give an operator command to a running batch from another terminal."""
+    from twin.engine.inbox import send_command
     from twin.engine.states import COMMANDS
 
     if action not in {c.value for c in COMMANDS}:
@@ -234,29 +232,15 @@ def command(
     path = Path(batch) if Path(batch).exists() else Path("runs") / f"{batch}.sqlite"
     if not path.exists():
         raise _fail(f"no journal for batch '{batch}' (looked for {path})", EXIT_INVALID)
-    db = sqlite3.connect(path, timeout=10.0)
     try:
-        cur = db.execute(
-            "INSERT INTO commands(issued, command, operator, reason) VALUES (?,?,?,?)",
-            (datetime.now(UTC).isoformat(), action, operator, reason),
-        )
-        db.commit()
-        command_id = cur.lastrowid
-        deadline = wall_monotonic() + wait_s
-        while wall_monotonic() < deadline:
-            status, reply = db.execute(
-                "SELECT status, reply FROM commands WHERE id=?", (command_id,)
-            ).fetchone()
-            if status == "accepted":
-                out.print(f"{action}: accepted — batch is now {reply}")
-                return
-            if status == "refused":
-                err.print(f"{action}: refused — {reply}", highlight=False)
-                raise typer.Exit(EXIT_REFUSED)
-            wall_sleep(0.05)
-    finally:
-        db.close()
-    raise _fail(f"no running batch answered within {wait_s:g} s; is it running?", EXIT_FAIL)
+        reply = asyncio.run(send_command(path, action, operator=operator, reason=reason))
+    except PocTwinError as exc:
+        raise _fail(f"{exc}; is the batch still running?", EXIT_FAIL) from None
+    if reply["status"] == "accepted":
+        out.print(f"{action}: accepted — batch is now {reply['state']}")
+        return
+    err.print(f"{action}: {reply['status']} — {reply['message']}", highlight=False)
+    raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else EXIT_INVALID)
 
 
 @bench_app.command("check")

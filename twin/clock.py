@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -32,22 +31,10 @@ __all__ = [
     "Clock",
     "VirtualTimeLoop",
     "run_batch_loop",
-    "wall_monotonic",
     "wall_now",
-    "wall_sleep",
 ]
 
 T = TypeVar("T")
-
-
-def wall_sleep(seconds: float) -> None:
-    """Block on the wall clock: only for a CLI process waiting on another process."""
-    time.sleep(seconds)
-
-
-def wall_monotonic() -> float:
-    """Wall-clock seconds for a CLI process's own deadline (never batch time)."""
-    return time.monotonic()
 
 
 def wall_now() -> datetime:

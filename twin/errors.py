@@ -1,4 +1,4 @@
-"""The exception tree of poc-twin: one root, so the CLI can turn any of them into one clear sentence.
+"""The exception tree of poc-twin: one root, so the CLI can turn any error into one sentence.
 
 PocTwinError
 ├── InvalidInput            bad recipe or bench file; carries every problem (FILE:LINE:COL)

@@ -7,9 +7,10 @@ file; nothing keeps a second truth. Subscribers (the live display, telemetry)
 hear each event as it is appended: one stream, many consumers.
 
 Durability: the database runs with ``synchronous=FULL``. Events are committed
-before the engine acts on them (every transition, command and setpoint is
-committed at once; readings are committed at the end of each poll cycle, before
-any control action that follows from them).
+before the engine acts on them: every transition, command and setpoint is
+committed at once, and with it every reading before it (so the readings a
+control action followed from are durable before the action). Readings nothing
+acted on are committed within ``READING_COMMIT_S`` of batch time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from twin.errors import JournalError
 __all__ = ["GENESIS", "Event", "Journal", "VerifyResult", "read_events", "verify"]
 
 GENESIS = "0" * 64
+#: Longest batch time a reading nothing acted on may wait for its commit (seconds).
+READING_COMMIT_S = 600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -39,15 +42,6 @@ CREATE TABLE IF NOT EXISTS events (
     data       TEXT    NOT NULL,
     prev_hash  TEXT    NOT NULL,
     hash       TEXT    NOT NULL
-);
-CREATE TABLE IF NOT EXISTS commands (
-    id       INTEGER PRIMARY KEY,
-    issued   TEXT NOT NULL,
-    command  TEXT NOT NULL,
-    operator TEXT NOT NULL,
-    reason   TEXT NOT NULL,
-    status   TEXT NOT NULL DEFAULT 'pending',
-    reply    TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -115,6 +109,7 @@ class Journal:
         self._head = GENESIS
         self._in_tx = False
         self._subscribers: list[Subscriber] = []
+        self._oldest_pending: float | None = None
 
     @property
     def head(self) -> str:
@@ -147,7 +142,9 @@ class Journal:
         )
         event = Event(seq, batch_time, wall_time, kind, source, data, self._head, digest)
         self._seq, self._head = seq, digest
-        if durable:
+        if self._oldest_pending is None:
+            self._oldest_pending = batch_time
+        if durable or batch_time - self._oldest_pending >= READING_COMMIT_S:
             self.commit()
         for subscriber in self._subscribers:
             subscriber(event)
@@ -158,20 +155,7 @@ class Journal:
         if self._in_tx:
             self._db.execute("COMMIT")
             self._in_tx = False
-
-    def pending_commands(self) -> list[tuple[int, str, str, str]]:
-        """Operator commands queued by ``poc-twin command`` from another terminal."""
-        rows = self._db.execute(
-            "SELECT id, command, operator, reason FROM commands WHERE status='pending' ORDER BY id"
-        ).fetchall()
-        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
-
-    def answer_command(self, command_id: int, status: str, reply: str) -> None:
-        """Mark a queued command accepted or refused, with the reason a terminal shows."""
-        self.commit()
-        self._db.execute(
-            "UPDATE commands SET status=?, reply=? WHERE id=?", (status, reply, command_id)
-        )
+        self._oldest_pending = None
 
     def close(self) -> None:
         self.commit()

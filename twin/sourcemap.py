@@ -34,7 +34,7 @@ class SourceMap:
         self.root = root
 
     def position(self, loc: Loc, *, key: bool = False) -> tuple[int, int]:
-        """1-based (line, col) of the value at ``loc`` (or of its key), as near as the file allows."""
+        """1-based (line, col) of the value at ``loc`` (or of its key), as near as the file says."""
         node = self.root
         pos = (1, 1)
         for i, part in enumerate(loc):

@@ -27,6 +27,7 @@ from typing import Any
 
 from twin.clock import Clock
 from twin.engine.context import BatchContext, PhaseInterrupted
+from twin.engine.inbox import serve_commands
 from twin.engine.phases import PhaseLogic, make_phase
 from twin.engine.states import Command, ProceduralState, StateMachine
 from twin.errors import CommandRefused, EquipmentError
@@ -63,7 +64,6 @@ class Batch:
         *,
         batch_id: str,
         operator: str,
-        command_poll_s: float = 5.0,
     ) -> None:
         self.recipe = recipe
         self.equipment = equipment
@@ -71,7 +71,6 @@ class Batch:
         self.clock = clock
         self.batch_id = batch_id
         self.operator = operator
-        self.command_poll_s = command_poll_s
         self.procedure = self._machine(f"procedure:{recipe.model.recipe.id}")
         self.steps = list(self._build_steps())
         self.position = 0
@@ -192,18 +191,6 @@ class Batch:
             else:
                 raise PhaseInterrupted(f"batch is {state.label}")
 
-    async def _inbox(self) -> None:
-        """Serve commands queued by ``poc-twin command`` from another terminal."""
-        while True:
-            for command_id, command, operator, reason in self.journal.pending_commands():
-                try:
-                    self.command(command, who=operator, why=reason)
-                except (CommandRefused, ValueError) as exc:
-                    self.journal.answer_command(command_id, "refused", str(exc))
-                else:
-                    self.journal.answer_command(command_id, "accepted", self.state.label)
-            await self.clock.sleep(self.command_poll_s)
-
     # -- equipment safety ------------------------------------------------------------
 
     async def _drive_safe(self, why: str) -> None:
@@ -265,7 +252,7 @@ class Batch:
 
     async def run(self) -> ProceduralState:
         """Execute the procedure until it ends Complete, Stopped or Aborted."""
-        inbox = asyncio.create_task(self._inbox(), name="command-inbox")
+        inbox = await serve_commands(self, self.journal.path)
         try:
             self.procedure.fire(Command.START, who=self.operator, why="batch started")
             while not self.state.is_final:
@@ -295,7 +282,6 @@ class Batch:
                     self._finish()
             return self.state
         finally:
-            inbox.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await inbox
+            inbox.close()
+            await inbox.wait_closed()
             self.journal.commit()

@@ -28,7 +28,7 @@ class PhaseInterrupted(PocTwinError):
 def as_record(value: Any) -> Any:
     """A reading as plain JSON-able data for the journal."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: as_record(v) for k, v in dataclasses.asdict(value).items()}
+        return {f.name: as_record(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {
             (k.name.lower() if hasattr(k, "name") else str(k)): as_record(v)
@@ -95,7 +95,7 @@ class BatchContext:
         return result
 
     async def read(self, equipment: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Take a reading and journal it (committed with the poll cycle)."""
+        """Take a reading and journal it (made durable with the next setpoint or transition)."""
         value = await action()
         record = as_record(value)
         self.latest[f"{equipment}.{what}"] = value

@@ -56,6 +56,15 @@ class GasSplit:
     o2_sccm: float
     n2_sccm: float
 
+    def differs(self, other: GasSplit, deadband_sccm: float) -> bool:
+        """Whether this split is far enough from ``other`` to be worth writing."""
+        return (
+            abs(self.o2_sccm - other.o2_sccm) >= deadband_sccm
+            or abs(self.n2_sccm - other.n2_sccm) >= deadband_sccm
+            or (self.o2_sccm == 0.0) != (other.o2_sccm == 0.0)
+            or (self.n2_sccm == 0.0) != (other.n2_sccm == 0.0)
+        )
+
 
 @dataclass
 class DOCascade:
@@ -67,8 +76,10 @@ class DOCascade:
 
     @classmethod
     def default(cls, o2_max_sccm: float, n2_max_sccm: float) -> DOCascade:
-        # Tuned on the twin's rocking bag (kLa 3.5-10 1/h, i.e. a 6-20 min DO time constant).
-        return cls(o2_max_sccm, n2_max_sccm, PID(kp=0.03, ti_s=1800.0))
+        # Lambda tuning on a rocking bag: DO time constant ~10 min (kLa 3.5-10 1/h), process
+        # gain ~60 % air sat. per unit output, closed-loop lambda 30 min -> Kp 0.006, Ti 900 s.
+        # Low gain keeps the sensor's noise (~0.3 %) from churning the flow setpoints.
+        return cls(o2_max_sccm, n2_max_sccm, PID(kp=0.006, ti_s=900.0))
 
     def update(self, setpoint_pct: float, do_pct: float, dt_s: float) -> GasSplit:
         u = self.pid.update(setpoint_pct, do_pct, dt_s)

@@ -19,6 +19,8 @@ from twin.recipe import phases as p
 __all__ = ["PHASES", "PhaseFailed", "PhaseLogic", "make_phase"]
 
 HOUR = 3600.0
+#: Smallest flow change worth a setpoint write (controllers warn against needless writes).
+FLOW_DEADBAND_SCCM = 1.0
 
 
 class PhaseFailed(PocTwinError):
@@ -64,7 +66,6 @@ class SetTemperature(PhaseLogic):
         while True:
             await ctx.safe_point()
             pv = await ctx.read(pr.bioreactor, "pv", br.read)
-            ctx.journal.commit()
             if abs(pv.temperature_c - pr.setpoint_c) <= pr.tolerance_c:
                 return
             if ctx.clock.now() >= deadline:
@@ -175,10 +176,9 @@ class Culture(PhaseLogic):
             await ctx.safe_point()
             pv = await ctx.read(pr.bioreactor, "pv", br.read)
             await ctx.read(pr.gas_dispenser, "pv", gd.read)
-            ctx.journal.commit()
             if self.cascade is not None and pr.do_setpoint_pct is not None:
                 split = self.cascade.update(pr.do_setpoint_pct, pv.do_pct, pr.poll_s)
-                if split != last_split:
+                if last_split is None or split.differs(last_split, FLOW_DEADBAND_SCCM):
                     await ctx.write(
                         pr.gas_dispenser,
                         "o2_flow_sp",

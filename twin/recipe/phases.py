@@ -76,7 +76,7 @@ class Perfusion(BaseModel):
 
 
 class Culture(_Phase):
-    """Hold culture conditions for a time: DO control on the gas dispenser, perfusion, daily samples."""
+    """Hold culture conditions for a time: DO control, perfusion, daily samples."""
 
     phase: Literal["culture"]
     bioreactor: str = "bioreactor"
