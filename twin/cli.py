@@ -35,7 +35,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(twin_app, name="twin")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one problem, one line: editors parse them
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID, EXIT_ENDED, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4, 5
 DEFAULT_BENCH = Path("benches/sim.yaml")
@@ -168,6 +168,7 @@ def run(
             f"interrupted; the journal {journal_path} holds every event up to here", EXIT_FAIL
         ) from None
     summary = summarize(journal_path)
+    out.print()
     _print_summary(summary, journal_path)
     if final.label == "Complete":
         raise typer.Exit(EXIT_OK)
@@ -193,8 +194,9 @@ def _print_summary(summary: Any, journal_path: Path) -> None:
         table.add_row("harvest volume", f"{summary.harvested_ml:.0f} mL")
     for reason in summary.hold_reasons:
         table.add_row("held", reason)
-    table.add_row("journal", f"{journal_path} ({summary.events} events)")
+    table.add_row("events", str(summary.events))
     out.print(table)
+    out.print(f"journal: {journal_path}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -98,7 +98,7 @@ def problems_from_validation(
         kind = err["type"]
         if kind == "extra_forbidden":
             name = str(loc[-1])
-            close = difflib.get_close_matches(name, sorted(vocabulary), n=1, cutoff=0.7)
+            close = difflib.get_close_matches(name, sorted(vocabulary), n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             problems.append(source.problem(loc, f"unknown key '{name}'{hint}", key=True))
         elif kind == "missing":

@@ -144,13 +144,17 @@ async def take_sample(ctx: BatchContext, bioreactor: str) -> CellSample:
 
 
 class Culture(PhaseLogic):
-    """Hold conditions for a time, polling every device once per ``poll_s``."""
+    """Hold conditions for a time, polling every device once per ``poll_s``.
+
+    The phase's clock is time spent Running: a hold or pause does not count
+    towards ``duration_h`` (as a batch system's phase timers pause when held).
+    """
 
     params: p.Culture
-    end_time: float | None = None
-    next_sample: float | None = None
+    elapsed_s: float = 0.0
     perfusing: bool = False
     cascade: DOCascade | None = None
+    samples_taken: int = 0
 
     def describe(self) -> str:
         pr = self.params
@@ -161,19 +165,15 @@ class Culture(PhaseLogic):
         pr = self.params
         br = ctx.bioreactor(pr.bioreactor)
         gd = ctx.gas_dispenser(pr.gas_dispenser)
-        now = ctx.clock.now()
-        if self.end_time is None:
-            self.end_time = now + pr.duration_h * HOUR
-            if pr.sample_every_h:
-                self.next_sample = now + pr.sample_every_h * HOUR
+        duration = pr.duration_h * HOUR
         if pr.do_setpoint_pct is not None and self.cascade is None:
             full = gd.limits.full_scale_sccm
             o2_max = min(full.get(Gas.O2, 0.0), gd.limits.o2_cap_sccm)
             self.cascade = DOCascade.default(o2_max, full.get(Gas.N2, 0.0))
         last_split = None
-        next_poll = now
-        while ctx.clock.now() < self.end_time:
+        while self.elapsed_s < duration:
             await ctx.safe_point()
+            started = ctx.clock.now()
             pv = await ctx.read(pr.bioreactor, "pv", br.read)
             await ctx.read(pr.gas_dispenser, "pv", gd.read)
             if self.cascade is not None and pr.do_setpoint_pct is not None:
@@ -208,11 +208,15 @@ class Culture(PhaseLogic):
                     unit="mL/d",
                 )
                 self.perfusing = True
-            if self.next_sample is not None and ctx.clock.now() >= self.next_sample:
+            if (
+                pr.sample_every_h
+                and self.elapsed_s >= (self.samples_taken + 1) * pr.sample_every_h * HOUR
+            ):
                 await take_sample(ctx, pr.bioreactor)
-                self.next_sample += (pr.sample_every_h or 0) * HOUR
-            next_poll += pr.poll_s
-            await ctx.clock.sleep_until(min(next_poll, self.end_time))
+                self.samples_taken += 1
+            step = min(pr.poll_s, duration - self.elapsed_s)
+            await ctx.clock.sleep_until(started + step)
+            self.elapsed_s += step
 
 
 class SampleCheck(PhaseLogic):

@@ -1,0 +1,42 @@
+"""Hardware-in-the-loop suite: the same tests against the twin or a bench of real devices.
+
+    pytest hil_tests                           # the simulated bench (benches/sim.yaml)
+    pytest hil_tests --bench benches/lab.yaml  # a real bench
+
+Nothing in the tests knows which: the bench file says whether to start the twin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twin.bench import LoadedBench, load_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("poc-twin hardware-in-the-loop")
+    group.addoption("--bench", default=str(ROOT / "benches" / "sim.yaml"),
+                    help="bench file to run the HIL suite against (default: the simulated bench)")
+    group.addoption("--seed", type=int, default=None,
+                    help="seed of the twin's noise (printed for every run, to replay a failure)")
+
+
+@pytest.fixture(scope="session")
+def bench(request: pytest.FixtureRequest) -> LoadedBench:
+    return load_bench(request.config.getoption("--bench"))
+
+
+@pytest.fixture(scope="session")
+def seed(request: pytest.FixtureRequest, bench: LoadedBench) -> int | None:
+    value = request.config.getoption("--seed")
+    if value is None and bench.model.twin is not None:
+        value = bench.model.twin.seed
+    return value
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [f"poc-twin bench: {config.getoption('--bench')}  seed: {config.getoption('--seed')}"]

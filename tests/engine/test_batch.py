@@ -1,0 +1,223 @@
+"""The ISA-88 engine against the twin over the wire: complete, hold/restart, pause, stop, abort,
+refusals, a device that stops answering, and a failed in-process check. All on virtual time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twin.bench import OpenBench, load_bench, open_bench
+from twin.clock import Clock
+from twin.engine.batch import Batch
+from twin.engine.inbox import send_command
+from twin.engine.states import ProceduralState
+from twin.equipment import Gas
+from twin.errors import CommandRefused
+from twin.journal import Event, Journal, read_events, verify
+from twin.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+S = ProceduralState
+HOUR = 3600.0
+
+
+@dataclass
+class Running:
+    batch: Batch
+    bench: OpenBench
+    journal: Journal
+    clock: Clock
+    events: list[Event]
+
+    async def until(self, predicate: Callable[[Event], bool]) -> Event:
+        """Wait (in batch time) for the first event that matches."""
+        while True:
+            for event in self.events:
+                if predicate(event):
+                    return event
+            await self.clock.sleep(1.0)
+
+    async def until_state(self, state: S) -> None:
+        while self.batch.state is not state:
+            await self.clock.sleep(1.0)
+
+    def kinds(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e.kind == kind]
+
+    def procedure_states(self) -> list[str]:
+        return [
+            e.data["to"]
+            for e in self.events
+            if e.kind == "transition" and e.source.startswith("procedure:")
+        ]
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
+    """Start a batch of a shipped recipe on the sim bench; yields a factory taking the recipe."""
+    started: list[tuple[asyncio.Task[Any], Any]] = []
+
+    async def start(recipe: str = "smoke.yaml", text: str | None = None) -> Running:
+        path = ROOT / "recipes" / recipe
+        if text is not None:
+            path = tmp_path / recipe
+            path.write_text(text)
+        loaded = load_recipe(path)
+        bench = load_bench(ROOT / "benches" / "sim.yaml")
+        clock = Clock()
+        journal = Journal(tmp_path / f"{len(started)}.sqlite", clock.now)
+        events: list[Event] = []
+        journal.subscribe(events.append)
+        ctx = open_bench(bench, clock)
+        opened = await ctx.__aenter__()
+        batch = Batch(loaded, opened.equipment, journal, clock, batch_id="B1", operator="alice")
+        task = asyncio.create_task(batch.run())
+        started.append((task, ctx))
+        return Running(batch, opened, journal, clock, events)
+
+    yield start
+    for task, ctx in started:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ctx.__aexit__(None, None, None)
+
+
+async def finished(run: Running) -> S:
+    """Wait for the batch to end (at most 30 batch days)."""
+    async with run.clock.timeout(30 * 86400):
+        while not run.batch.state.is_final:
+            await run.clock.sleep(60.0)
+    return run.batch.state
+
+
+async def test_smoke_recipe_completes_and_journal_verifies(running: Any) -> None:
+    run = await running()
+    assert await finished(run) is S.COMPLETE
+    run.journal.commit()
+    assert verify(run.journal.path).ok
+    phases_done = [
+        e for e in run.kinds("transition")
+        if e.source.startswith("phase:") and e.data["to"] == "Complete"
+    ]
+    assert len(phases_done) == len(run.batch.steps) == 7
+    assert run.procedure_states() == ["Running", "Complete"]
+    harvest = run.kinds("harvest")[0].data
+    assert harvest["volume_ml"] > 90 and harvest["viability_pct"] > 80
+    # Every setpoint written is in the journal, and the device holds it.
+    assert any(e.data["parameter"] == "temperature_sp" for e in run.kinds("setpoint"))
+
+
+async def test_hold_drives_safe_state_and_restart_continues_where_it_was(running: Any) -> None:
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "culture/2:culture" in e.source
+                    and e.data["to"] == "Running")
+    await run.clock.sleep(2 * HOUR)
+    held_at = run.clock.now()
+    run.batch.command("hold", who="bob", why="bag inspection")
+    await run.until_state(S.HELD)
+    gas = run.bench.twin.plant.gas
+    assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+    assert {e.source for e in run.kinds("safe_state")} == {"bioreactor", "gas", "electroporator"}
+    await run.clock.sleep(3 * HOUR)  # held for 3 h
+    run.batch.command("restart", who="bob", why="inspection done")
+    assert await finished(run) is S.COMPLETE
+    assert run.procedure_states() == [
+        "Running", "Holding", "Held", "Restarting", "Running", "Complete"
+    ]
+    restored = [e for e in run.kinds("setpoint") if e.data.get("restored")]
+    assert {e.data["parameter"] for e in restored} >= {"temperature_sp", "rocking_sp", "co2_flow_sp"}
+    # The 6 h culture stayed 6 h: it ended 4 h after the restart, not 6 h.
+    culture_done = await run.until(lambda e: e.kind == "transition"
+                                   and "culture/2:culture" in e.source
+                                   and e.data["to"] == "Complete")
+    assert culture_done.batch_time == pytest.approx(held_at + 3 * HOUR + 4 * HOUR, abs=120)
+    hold = [e for e in run.kinds("command") if e.data["command"] == "hold"][0]
+    assert hold.data["operator"] == "bob" and hold.data["reason"] == "bag inspection"
+
+
+async def test_pause_takes_effect_at_the_next_safe_point(running: Any) -> None:
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source
+                    and e.data["to"] == "Running")
+    run.batch.command("pause", who="bob", why="shift change")
+    assert run.batch.state is S.PAUSING
+    await run.until_state(S.PAUSED)
+    paused_at = run.clock.now()
+    readings_before = len(run.kinds("reading"))
+    await run.clock.sleep(HOUR)
+    assert len(run.kinds("reading")) == readings_before  # logic waits while paused
+    run.batch.command("resume", who="bob", why="back")
+    assert await finished(run) is S.COMPLETE
+    assert paused_at - run.kinds("command")[0].batch_time <= 60  # within one poll
+    assert "Pausing" in run.procedure_states() and "Paused" in run.procedure_states()
+
+
+@pytest.mark.parametrize(("command", "final"), [("stop", S.STOPPED), ("abort", S.ABORTED)])
+async def test_stop_and_abort_end_the_batch_safely(running: Any, command: str, final: S) -> None:
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)
+    run.batch.command(command, who="bob", why="test")
+    assert await finished(run) is final
+    assert run.kinds("safe_state")
+    assert not run.kinds("harvest")
+
+
+async def test_refused_command_names_state_and_valid_commands(running: Any) -> None:
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and e.data["to"] == "Running")
+    with pytest.raises(CommandRefused, match=r"not valid in state Running; valid commands: "
+                       r"pause, hold, stop, abort"):
+        run.batch.command("restart", who="bob", why="oops")
+    refused = run.kinds("command")[-1].data
+    assert refused["accepted"] is False and refused["command"] == "restart"
+    assert run.batch.state is S.RUNNING
+
+
+async def test_commands_from_another_terminal(running: Any) -> None:
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)
+    path = run.journal.path
+    refused = await send_command(path, "resume", operator="carol", reason="try")
+    assert refused["status"] == "refused" and refused["state"] == "Running"
+    accepted = await send_command(path, "hold", operator="carol", reason="alarm check")
+    assert accepted == {"status": "accepted", "state": "Holding"}
+    await run.until_state(S.HELD)
+    await send_command(path, "abort", operator="carol", reason="contaminated")
+    assert await finished(run) is S.ABORTED
+
+
+async def test_device_that_stops_answering_holds_the_batch_naming_it(running: Any) -> None:
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source
+                    and e.data["to"] == "Running")
+    server = run.bench.twin.servers["bioreactor"]
+    await server.stop()
+    await run.until_state(S.HELD)
+    alarm = run.kinds("alarm")[0]
+    assert alarm.source == "bioreactor" and alarm.data["alarm"] == "communication"
+    assert run.batch.hold_reason.startswith("bioreactor")
+    detected = alarm.batch_time - run.kinds("transition")[-1].batch_time
+    await server.start()  # the device is back on the same port
+    run.batch.command("restart", who="bob", why="bioreactor cable reseated")
+    assert await finished(run) is S.COMPLETE
+    assert detected <= 60
+
+
+async def test_failed_in_process_check_holds_the_batch(running: Any) -> None:
+    text = (ROOT / "recipes" / "smoke.yaml").read_text().replace(
+        "min_viability_pct: 50", "min_viability_pct: 99.5"
+    )
+    run = await running("strict.yaml", text)
+    await run.until_state(S.HELD)
+    alarm = run.kinds("alarm")[0]
+    assert alarm.data["alarm"] == "phase_failure"
+    assert "in-process check failed: viability" in alarm.data["message"]
+    run.batch.command("stop", who="qa", why="out of specification")
+    assert await finished(run) is S.STOPPED
+    events = list(read_events(run.journal.path))
+    assert events[-1].kind == "transition" and events[-1].data["to"] == "Stopped"

@@ -1,0 +1,151 @@
+"""The command line as users and CI call it: exit codes and messages of CLI.md."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twin.cli import app
+from twin.journal import read_events
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "recipes" / "smoke.yaml")
+SIM = str(ROOT / "benches" / "sim.yaml")
+cli = CliRunner()
+
+
+def test_validate_shipped_recipe() -> None:
+    result = cli.invoke(app, ["validate", str(ROOT / "recipes" / "car_t_autologous.yaml"),
+                              "--bench", SIM])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output and "sha256" in result.output
+
+
+def test_validate_reports_every_problem_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        Path(SMOKE).read_text()
+        .replace("setpoint_c: 37.0", "setpoint_c: 45.0")
+        .replace("{air: 190, co2: 10}", "{air: 190, co2: 10, o2: 150}")
+        .replace("rpm: 10", "rmp: 10")
+    )
+    result = cli.invoke(app, ["validate", str(bad), "--bench", SIM])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert any(":18:34: unknown key 'rmp' (did you mean 'rpm'?)" in line
+               for line in lines), lines
+
+
+def test_out_of_limit_setpoints_refused_before_start(tmp_path: Path) -> None:
+    bad = tmp_path / "hot.yaml"
+    bad.write_text(
+        Path(SMOKE).read_text()
+        .replace("setpoint_c: 37.0", "setpoint_c: 45.0")
+        .replace("{air: 190, co2: 10}", "{air: 190, co2: 10, o2: 150}")
+    )
+    result = cli.invoke(app, ["run", str(bad), "--bench", SIM, "--journal",
+                              str(tmp_path / "j.sqlite"), "-q"])
+    assert result.exit_code == 2
+    text = result.stderr
+    assert f"{bad}:20:50: temperature setpoint 45 °C is outside bioreactor's limits 4-40" in text
+    assert f"{bad}:19:66: O2 flow 150 sccm exceeds the O2 cap 100 sccm" in text
+    assert not (tmp_path / "j.sqlite").exists()  # nothing started
+
+
+def test_run_smoke_then_verify_then_tamper(tmp_path: Path) -> None:
+    journal = tmp_path / "smoke.sqlite"
+    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal),
+                              "--batch-id", "S-1", "--operator", "alice", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "Complete" in result.output and str(journal) in result.output
+    first = next(read_events(journal))
+    assert first.kind == "batch_started" and first.data["operator"] == "alice"
+    assert cli.invoke(app, ["verify", str(journal)]).exit_code == 0
+    db = sqlite3.connect(journal)
+    db.execute("UPDATE events SET data = replace(data, 'alice', 'mallory') WHERE seq = 1")
+    db.commit()
+    db.close()
+    broken = cli.invoke(app, ["verify", str(journal)])
+    assert broken.exit_code == 1
+    assert "BROKEN at event 1" in broken.stderr
+
+
+def test_same_seed_same_journal(tmp_path: Path) -> None:
+    def run(name: str, seed: int) -> list[tuple[str, str, str]]:
+        path = tmp_path / f"{name}.sqlite"
+        result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(path),
+                                  "--seed", str(seed), "--batch-id", "S", "-q"])
+        assert result.exit_code == 0
+        return [(e.kind, e.source, str(e.data)) for e in read_events(path)
+                if e.kind != "batch_started"] + [(str(e.batch_time), "", "")
+                                                 for e in read_events(path)]
+
+    assert run("a", 7) == run("b", 7)
+    assert run("c", 8) != run("a2", 7)
+
+
+def test_command_without_a_running_batch(tmp_path: Path) -> None:
+    journal = tmp_path / "smoke.sqlite"
+    cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), "-q"])
+    result = cli.invoke(app, ["command", str(journal), "hold", "--operator", "bob",
+                              "--reason", "test"])
+    assert result.exit_code == 1
+    assert "no running batch" in result.stderr
+
+
+def test_bench_check_sim() -> None:
+    result = cli.invoke(app, ["bench", "check", "--bench", SIM])
+    assert result.exit_code == 0, result.output
+    for name in ("bioreactor", "gas", "electroporator"):
+        assert name in result.output
+
+
+def _poc_twin(*args: str, **kw: object) -> subprocess.Popen[str]:
+    exe = Path(sys.executable).with_name("poc-twin")
+    return subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "120"}, **kw)
+
+
+def _command(journal: Path, action: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("poc-twin")
+    return subprocess.run([str(exe), "command", str(journal), action, "--operator", "bob",
+                           "--reason", f"{action} from test"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_operator_commands_from_another_process(tmp_path: Path) -> None:
+    """Two real processes: a 10-day batch, and an operator's terminal holding then stopping it."""
+    journal = tmp_path / "cart.sqlite"
+    batch = _poc_twin("run", "recipes/car_t_autologous.yaml", "--journal", str(journal), "-q")
+    try:
+        for _ in range(200):  # until the batch listens (a few hundred ms)
+            hold = _command(journal, "hold")
+            if hold.returncode not in (1, 2):  # no journal yet, or not listening yet
+                break
+        assert hold.returncode == 0, hold.stderr
+        assert "accepted" in hold.stdout
+        refused = _command(journal, "pause")
+        assert refused.returncode == 4
+        assert "not valid in state" in refused.stderr and "restart, stop, abort" in refused.stderr
+        stop = _command(journal, "stop")
+        assert stop.returncode == 0
+        out, err = batch.communicate(timeout=60)
+    finally:
+        batch.kill()
+    assert batch.returncode == 3, err
+    assert "Stopped" in out
+    commands = [e.data for e in read_events(journal) if e.kind == "command"]
+    assert [(c["command"], c["accepted"], c["operator"]) for c in commands] == [
+        ("hold", True, "bob"), ("pause", False, "bob"), ("stop", True, "bob")
+    ]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["command", "--help"]])
+def test_help(args: list[str]) -> None:
+    assert cli.invoke(app, args).exit_code == 0
