@@ -19,10 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("poc-twin hardware-in-the-loop")
-    group.addoption("--bench", default=str(ROOT / "benches" / "sim.yaml"),
-                    help="bench file to run the HIL suite against (default: the simulated bench)")
-    group.addoption("--seed", type=int, default=None,
-                    help="seed of the twin's noise (printed for every run, to replay a failure)")
+    group.addoption(
+        "--bench",
+        default=str(ROOT / "benches" / "sim.yaml"),
+        help="bench file to run the HIL suite against (default: the simulated bench)",
+    )
+    group.addoption(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the twin's noise (printed for every run, to replay a failure)",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,9 @@ cli = CliRunner()
 
 
 def test_validate_shipped_recipe() -> None:
-    result = cli.invoke(app, ["validate", str(ROOT / "recipes" / "car_t_autologous.yaml"),
-                              "--bench", SIM])
+    result = cli.invoke(
+        app, ["validate", str(ROOT / "recipes" / "car_t_autologous.yaml"), "--bench", SIM]
+    )
     assert result.exit_code == 0, result.output
     assert "valid" in result.output and "sha256" in result.output
 
@@ -30,7 +31,8 @@ def test_validate_shipped_recipe() -> None:
 def test_validate_reports_every_problem_with_its_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        Path(SMOKE).read_text()
+        Path(SMOKE)
+        .read_text()
         .replace("setpoint_c: 37.0", "setpoint_c: 45.0")
         .replace("{air: 190, co2: 10}", "{air: 190, co2: 10, o2: 150}")
         .replace("rpm: 10", "rmp: 10")
@@ -38,19 +40,20 @@ def test_validate_reports_every_problem_with_its_line(tmp_path: Path) -> None:
     result = cli.invoke(app, ["validate", str(bad), "--bench", SIM])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert any(":18:34: unknown key 'rmp' (did you mean 'rpm'?)" in line
-               for line in lines), lines
+    assert any(":18:34: unknown key 'rmp' (did you mean 'rpm'?)" in line for line in lines), lines
 
 
 def test_out_of_limit_setpoints_refused_before_start(tmp_path: Path) -> None:
     bad = tmp_path / "hot.yaml"
     bad.write_text(
-        Path(SMOKE).read_text()
+        Path(SMOKE)
+        .read_text()
         .replace("setpoint_c: 37.0", "setpoint_c: 45.0")
         .replace("{air: 190, co2: 10}", "{air: 190, co2: 10, o2: 150}")
     )
-    result = cli.invoke(app, ["run", str(bad), "--bench", SIM, "--journal",
-                              str(tmp_path / "j.sqlite"), "-q"])
+    result = cli.invoke(
+        app, ["run", str(bad), "--bench", SIM, "--journal", str(tmp_path / "j.sqlite"), "-q"]
+    )
     assert result.exit_code == 2
     text = result.stderr
     assert f"{bad}:20:50: temperature setpoint 45 °C is outside bioreactor's limits 4-40" in text
@@ -60,8 +63,22 @@ def test_out_of_limit_setpoints_refused_before_start(tmp_path: Path) -> None:
 
 def test_run_smoke_then_verify_then_tamper(tmp_path: Path) -> None:
     journal = tmp_path / "smoke.sqlite"
-    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal),
-                              "--batch-id", "S-1", "--operator", "alice", "-q"])
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            SMOKE,
+            "--bench",
+            SIM,
+            "--journal",
+            str(journal),
+            "--batch-id",
+            "S-1",
+            "--operator",
+            "alice",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Complete" in result.output and str(journal) in result.output
     first = next(read_events(journal))
@@ -79,12 +96,26 @@ def test_run_smoke_then_verify_then_tamper(tmp_path: Path) -> None:
 def test_same_seed_same_journal(tmp_path: Path) -> None:
     def run(name: str, seed: int) -> list[tuple[str, str, str]]:
         path = tmp_path / f"{name}.sqlite"
-        result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(path),
-                                  "--seed", str(seed), "--batch-id", "S", "-q"])
+        result = cli.invoke(
+            app,
+            [
+                "run",
+                SMOKE,
+                "--bench",
+                SIM,
+                "--journal",
+                str(path),
+                "--seed",
+                str(seed),
+                "--batch-id",
+                "S",
+                "-q",
+            ],
+        )
         assert result.exit_code == 0
-        return [(e.kind, e.source, str(e.data)) for e in read_events(path)
-                if e.kind != "batch_started"] + [(str(e.batch_time), "", "")
-                                                 for e in read_events(path)]
+        return [
+            (e.kind, e.source, str(e.data)) for e in read_events(path) if e.kind != "batch_started"
+        ] + [(str(e.batch_time), "", "") for e in read_events(path)]
 
     assert run("a", 7) == run("b", 7)
     assert run("c", 8) != run("a2", 7)
@@ -93,8 +124,9 @@ def test_same_seed_same_journal(tmp_path: Path) -> None:
 def test_command_without_a_running_batch(tmp_path: Path) -> None:
     journal = tmp_path / "smoke.sqlite"
     cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), "-q"])
-    result = cli.invoke(app, ["command", str(journal), "hold", "--operator", "bob",
-                              "--reason", "test"])
+    result = cli.invoke(
+        app, ["command", str(journal), "hold", "--operator", "bob", "--reason", "test"]
+    )
     assert result.exit_code == 1
     assert "no running batch" in result.stderr
 
@@ -108,15 +140,34 @@ def test_bench_check_sim() -> None:
 
 def _poc_twin(*args: str, **kw: object) -> subprocess.Popen[str]:
     exe = Path(sys.executable).with_name("poc-twin")
-    return subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "120"}, **kw)
+    return subprocess.Popen(
+        [str(exe), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "120"},
+        **kw,
+    )
 
 
 def _command(journal: Path, action: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("poc-twin")
-    return subprocess.run([str(exe), "command", str(journal), action, "--operator", "bob",
-                           "--reason", f"{action} from test"],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [
+            str(exe),
+            "command",
+            str(journal),
+            action,
+            "--operator",
+            "bob",
+            "--reason",
+            f"{action} from test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_operator_commands_from_another_process(tmp_path: Path) -> None:
@@ -142,7 +193,9 @@ def test_operator_commands_from_another_process(tmp_path: Path) -> None:
     assert "Stopped" in out
     commands = [e.data for e in read_events(journal) if e.kind == "command"]
     assert [(c["command"], c["accepted"], c["operator"]) for c in commands] == [
-        ("hold", True, "bob"), ("pause", False, "bob"), ("stop", True, "bob")
+        ("hold", True, "bob"),
+        ("pause", False, "bob"),
+        ("stop", True, "bob"),
     ]
 
 

@@ -101,7 +101,8 @@ async def test_smoke_recipe_completes_and_journal_verifies(running: Any) -> None
     run.journal.commit()
     assert verify(run.journal.path).ok
     phases_done = [
-        e for e in run.kinds("transition")
+        e
+        for e in run.kinds("transition")
         if e.source.startswith("phase:") and e.data["to"] == "Complete"
     ]
     assert len(phases_done) == len(run.batch.steps) == 7
@@ -114,8 +115,11 @@ async def test_smoke_recipe_completes_and_journal_verifies(running: Any) -> None
 
 async def test_hold_drives_safe_state_and_restart_continues_where_it_was(running: Any) -> None:
     run = await running()
-    await run.until(lambda e: e.kind == "transition" and "culture/2:culture" in e.source
-                    and e.data["to"] == "Running")
+    await run.until(
+        lambda e: (
+            e.kind == "transition" and "culture/2:culture" in e.source and e.data["to"] == "Running"
+        )
+    )
     await run.clock.sleep(2 * HOUR)
     held_at = run.clock.now()
     run.batch.command("hold", who="bob", why="bag inspection")
@@ -127,23 +131,37 @@ async def test_hold_drives_safe_state_and_restart_continues_where_it_was(running
     run.batch.command("restart", who="bob", why="inspection done")
     assert await finished(run) is S.COMPLETE
     assert run.procedure_states() == [
-        "Running", "Holding", "Held", "Restarting", "Running", "Complete"
+        "Running",
+        "Holding",
+        "Held",
+        "Restarting",
+        "Running",
+        "Complete",
     ]
     restored = [e for e in run.kinds("setpoint") if e.data.get("restored")]
-    assert {e.data["parameter"] for e in restored} >= {"temperature_sp", "rocking_sp", "co2_flow_sp"}
+    assert {e.data["parameter"] for e in restored} >= {
+        "temperature_sp",
+        "rocking_sp",
+        "co2_flow_sp",
+    }
     # The 6 h culture stayed 6 h: it ended 4 h after the restart, not 6 h.
-    culture_done = await run.until(lambda e: e.kind == "transition"
-                                   and "culture/2:culture" in e.source
-                                   and e.data["to"] == "Complete")
+    culture_done = await run.until(
+        lambda e: (
+            e.kind == "transition"
+            and "culture/2:culture" in e.source
+            and e.data["to"] == "Complete"
+        )
+    )
     assert culture_done.batch_time == pytest.approx(held_at + 3 * HOUR + 4 * HOUR, abs=120)
-    hold = [e for e in run.kinds("command") if e.data["command"] == "hold"][0]
+    hold = next(e for e in run.kinds("command") if e.data["command"] == "hold")
     assert hold.data["operator"] == "bob" and hold.data["reason"] == "bag inspection"
 
 
 async def test_pause_takes_effect_at_the_next_safe_point(running: Any) -> None:
     run = await running()
-    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source
-                    and e.data["to"] == "Running")
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
     run.batch.command("pause", who="bob", why="shift change")
     assert run.batch.state is S.PAUSING
     await run.until_state(S.PAUSED)
@@ -170,8 +188,11 @@ async def test_stop_and_abort_end_the_batch_safely(running: Any, command: str, f
 async def test_refused_command_names_state_and_valid_commands(running: Any) -> None:
     run = await running()
     await run.until(lambda e: e.kind == "transition" and e.data["to"] == "Running")
-    with pytest.raises(CommandRefused, match=r"not valid in state Running; valid commands: "
-                       r"pause, hold, stop, abort"):
+    with pytest.raises(
+        CommandRefused,
+        match=r"not valid in state Running; valid commands: "
+        r"pause, hold, stop, abort",
+    ):
         run.batch.command("restart", who="bob", why="oops")
     refused = run.kinds("command")[-1].data
     assert refused["accepted"] is False and refused["command"] == "restart"
@@ -193,8 +214,9 @@ async def test_commands_from_another_terminal(running: Any) -> None:
 
 async def test_device_that_stops_answering_holds_the_batch_naming_it(running: Any) -> None:
     run = await running()
-    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source
-                    and e.data["to"] == "Running")
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
     server = run.bench.twin.servers["bioreactor"]
     await server.stop()
     await run.until_state(S.HELD)
@@ -209,8 +231,10 @@ async def test_device_that_stops_answering_holds_the_batch_naming_it(running: An
 
 
 async def test_failed_in_process_check_holds_the_batch(running: Any) -> None:
-    text = (ROOT / "recipes" / "smoke.yaml").read_text().replace(
-        "min_viability_pct: 50", "min_viability_pct: 99.5"
+    text = (
+        (ROOT / "recipes" / "smoke.yaml")
+        .read_text()
+        .replace("min_viability_pct: 50", "min_viability_pct: 99.5")
     )
     run = await running("strict.yaml", text)
     await run.until_state(S.HELD)
