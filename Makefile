@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench-check clean
+.PHONY: demo test lint bench-check clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/poc-twin run recipes/car_t_autologous.yaml --bench benches/sim.yaml
 
+# What the telemetry/control-site tests start as real servers: a broker, a database, a browser.
+# Installs only what is missing (apt, as root or with sudo); `make demo` needs none of it.
+SYSTEM_BINS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients chromium:chromium
+system-deps:
+	@missing=""; \
+	for pair in $(SYSTEM_BINS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "installing:$$missing"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
+	fi
+
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(BIN)/ruff check twin drivers tests hil_tests benchmarks
 	$(BIN)/pytest -q tests hil_tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc

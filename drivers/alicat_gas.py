@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import pydantic
 
+from drivers.modbus_link import LinkCounters
 from drivers.serial_line import SerialLine, open_line
+from drivers.settings import BusClaim
 from twin.clock import Clock
 from twin.equipment import DeviceIdentity, Gas, GasDispenserLimits, GasDispenserPV
 from twin.errors import CommunicationError, DeviceRefused, EquipmentError, InterlockTripped
@@ -66,6 +68,11 @@ class AlicatGasConfig(pydantic.BaseModel, extra="forbid"):
             raise ValueError("two gases share one unit id")
         return out
 
+    def claims(self) -> list[BusClaim]:
+        """Every unit id on the port (for the bench validator)."""
+        line = ("ascii", self.baud, "N", 1, 8)
+        return [BusClaim(self.port, line, uid, ("units", gas)) for gas, uid in self.units.items()]
+
     @pydantic.model_validator(mode="after")
     def _full_scale_known(self) -> AlicatGasConfig:
         missing = set(self.units) - set(self.limits.full_scale_sccm)
@@ -101,6 +108,7 @@ class AlicatGasDispenser:
             o2_cap_sccm=config.limits.o2_cap_sccm,
         )
         self._line: SerialLine | None = None
+        self.counters = LinkCounters()  # this device's share of the line's traffic
 
     async def connect(self) -> None:
         """Open the shared port; make each unit meter the gas the bench says it meters."""
@@ -215,10 +223,29 @@ class AlicatGasDispenser:
             timeout=self.config.timeout_s,
             retries=self.config.retries,
             frames=frames,
+            accept=lambda raw: _well_formed(uid, raw, frames),
+            counters=self.counters,
         )
         if reply.strip() == f"{uid} ?".encode():
             raise DeviceRefused(self.name, f"unit {uid} refused {uid}{command!s}: replied '?'")
         return reply
+
+
+def _well_formed(uid: str, raw: bytes, frames: int) -> bool:
+    """A reply this unit can send: its data frame, its ``?``, or its identity lines."""
+    try:
+        lines = [ln for ln in raw.decode("ascii").split("\r") if ln]
+    except UnicodeDecodeError:
+        return False
+    if frames > 1:
+        return len(lines) == frames and all(ln.startswith(f"{uid} M") for ln in lines)
+    if raw.strip() == f"{uid} ?".encode():
+        return True
+    try:
+        _parse_frame(uid, raw, "")
+    except CommunicationError:
+        return False
+    return True
 
 
 def _parse_frame(uid: str, raw: bytes, device: str) -> AlicatFrame:

@@ -13,7 +13,9 @@ import math
 
 import pydantic
 
+from drivers.modbus_link import LinkCounters
 from drivers.serial_line import SerialLine, open_line
+from drivers.settings import BusClaim
 from twin.clock import Clock
 from twin.equipment import (
     DeviceIdentity,
@@ -44,6 +46,19 @@ class AsciiElectroporatorConfig(pydantic.BaseModel, extra="forbid"):
     timeout_s: float = pydantic.Field(default=1.0, gt=0.0)
     retries: int = pydantic.Field(default=1, ge=0, le=10)  # never applied to FIRE or LOAD
     limits: AsciiElectroporatorLimits = AsciiElectroporatorLimits()
+
+    def claims(self) -> list[BusClaim]:
+        """The whole port: our ASCII protocol has no unit ids (for the bench validator)."""
+        return [BusClaim(self.port, ("ascii", self.baud, "N", 1, 8), None, ("port",))]
+
+
+def _well_formed(raw: bytes) -> bool:
+    """A reply the protocol can produce: printable ASCII starting OK or ERR (else: line noise)."""
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return False
+    return text.isprintable() and (text == "OK" or text.startswith(("OK ", "ERR")))
 
 
 def _check(value: float, bounds: tuple[float, float], what: str, device: str) -> None:
@@ -77,6 +92,7 @@ class AsciiElectroporator:
             chamber_ul=lim.chamber_ul,
         )
         self._line: SerialLine | None = None
+        self.counters = LinkCounters()  # this device's share of the line's traffic
 
     async def connect(self) -> None:
         """Open the port and make sure the device starts disarmed."""
@@ -194,6 +210,8 @@ class AsciiElectroporator:
             terminator=b"\r\n",
             timeout=self.config.timeout_s,
             retries=self.config.retries if retries is None else retries,
+            accept=_well_formed,
+            counters=self.counters,
         )
         text = raw.decode("ascii", "replace").strip()
         if text.startswith("ERR"):

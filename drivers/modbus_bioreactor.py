@@ -1,8 +1,9 @@
-"""Bioreactor controller over Modbus TCP, per docs/devices/bioreactor-modbus.md.
+"""Bioreactor controller over Modbus TCP or Modbus RTU, per docs/devices/bioreactor-modbus.md.
 
 The register addresses below are copied from that manual on purpose: the driver
 knows the documented map, not the twin's server, so it works unchanged against
-a real controller that implements the same map.
+a real controller that implements the same map. Which wire (TCP or an RS-485
+port) is only a matter of config: both go through drivers.modbus_link.
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import pydantic
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from drivers.modbus_link import LinkCounters, ModbusLink, Request, open_modbus_link
+from drivers.settings import BusClaim, LinkSettings, SerialPortSettings, TcpSettings
 from twin.clock import Clock
 from twin.equipment import BioreactorLimits, BioreactorPV, CellSample, DeviceIdentity, Material
-from twin.errors import CommunicationError, DeviceRefused, EquipmentError
+from twin.errors import CommunicationError, EquipmentError
 
-__all__ = ["BioreactorLimitsConfig", "ModbusBioreactor", "ModbusBioreactorConfig"]
+__all__ = [
+    "BioreactorLimitsConfig",
+    "ModbusBioreactor",
+    "ModbusBioreactorConfig",
+    "ModbusRtuBioreactorConfig",
+]
 
 # Input registers (FC4)
 IR_PV = 0  # 8 float32 then STATUS (16), HEARTBEAT (17), PUMP_REMAINING (18)
@@ -37,17 +43,6 @@ HR_WORD_ORDER = 99
 CMD_ADD, CMD_SAMPLE, CMD_HARVEST, CMD_SAFE_STATE = 1, 2, 3, 4
 # Status bits
 PUMP_RUNNING, HARVEST_DONE, SAFE_STATE = 1 << 2, 1 << 5, 1 << 6
-
-_EXCEPTION_NAMES = {
-    1: "ILLEGAL FUNCTION",
-    2: "ILLEGAL DATA ADDRESS",
-    3: "ILLEGAL DATA VALUE",
-    4: "SERVER DEVICE FAILURE",
-    5: "ACKNOWLEDGE",
-    6: "SERVER DEVICE BUSY",
-    10: "GATEWAY PATH UNAVAILABLE",
-    11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
-}
 
 Range = tuple[float, float]
 
@@ -72,45 +67,52 @@ class BioreactorLimitsConfig(pydantic.BaseModel, extra="forbid", frozen=True):
         return BioreactorLimits(**self.model_dump())
 
 
-class ModbusBioreactorConfig(pydantic.BaseModel, extra="forbid"):
-    """Where the controller answers and how patiently to talk to it (from the bench file)."""
+class _BioreactorOptions(LinkSettings):
+    """What every bioreactor driver reads besides its endpoint."""
 
-    host: str
-    port: int = pydantic.Field(502, ge=1, le=65535)
-    unit: int = pydantic.Field(1, ge=0, le=255)
     word_order: Literal["big", "little"] = "big"
-    timeout_s: float = pydantic.Field(1.0, gt=0)
-    retries: int = pydantic.Field(2, ge=0)
-    poll_interval_s: float = pydantic.Field(1.0, gt=0)  # status polls while a command runs
     command_timeout_s: float = pydantic.Field(3600.0, gt=0)  # longest addition/count/harvest
     limits: BioreactorLimitsConfig = BioreactorLimitsConfig()
 
+    def claims(self) -> list[BusClaim]:
+        """This controller's unit on its bus (for the bench validator)."""
+        ep = self  # the subclasses are endpoints too
+        return [BusClaim(ep.bus_key(), ep.line_settings(), self.unit, ("unit",))]  # type: ignore[attr-defined]
+
+
+class ModbusBioreactorConfig(TcpSettings, _BioreactorOptions, extra="forbid"):
+    """A controller on Modbus TCP (host:port, unit id): settings from the bench file."""
+
+
+class ModbusRtuBioreactorConfig(SerialPortSettings, _BioreactorOptions, extra="forbid"):
+    """A controller on an RS-485 bus (port, baud, parity, stop bits, unit id)."""
+
+    timeout_s: float = pydantic.Field(0.5, gt=0)
+
 
 class ModbusBioreactor:
-    """A Bioreactor (twin.equipment) reached over Modbus TCP."""
+    """A Bioreactor (twin.equipment) reached over Modbus TCP or RTU."""
 
-    def __init__(self, name: str, config: ModbusBioreactorConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ModbusBioreactorConfig | ModbusRtuBioreactorConfig,
+        clock: Clock,
+    ) -> None:
         self.name = name
         self.config = config
         self.limits: BioreactorLimits = config.limits.to_limits()
+        self.counters = LinkCounters()
         self._clock = clock
-        self._client: AsyncModbusTcpClient | None = None
+        self._link: ModbusLink | None = None
 
     # -- connection --------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the connection and check the device's float word order matches the bench."""
+        """Join the endpoint's link and check the device's float word order matches the bench."""
         cfg = self.config
-        if self._client is None:
-            self._client = AsyncModbusTcpClient(
-                cfg.host,
-                port=cfg.port,
-                name=self.name,
-                timeout=cfg.timeout_s,
-                retries=cfg.retries,
-                reconnect_delay=0,  # we reconnect on the next request, never in the background
-            )
-        await self._ensure_connected()
+        if self._link is None:
+            self._link = open_modbus_link(cfg, self._clock, device=self.name)
         (order,) = await self.read_registers("holding", HR_WORD_ORDER, 1)
         device_order = {0: "big", 1: "little"}.get(order, f"unknown ({order})")
         if device_order != cfg.word_order:
@@ -122,40 +124,20 @@ class ModbusBioreactor:
             )
 
     async def close(self) -> None:
-        """Drop the connection (safe to call twice)."""
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    async def _ensure_connected(self) -> AsyncModbusTcpClient:
-        client = self._client
-        if client is None:
-            raise CommunicationError(self.name, "not connected: call connect() first")
-        if not client.connected and not await client.connect():
-            raise CommunicationError(
-                self.name, f"cannot connect to {self.config.host}:{self.config.port}"
-            )
-        return client
+        """Let go of the link (closed when its last device lets go; safe to call twice)."""
+        link, self._link = self._link, None
+        if link is not None:
+            link.release()
 
     async def _call(
-        self, what: str, request: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
+        self, what: str, request: Request, check: Callable[[ModbusPDU], bool] | None = None
     ) -> ModbusPDU:
         """One exchange: no answer -> CommunicationError; exception reply -> DeviceRefused."""
-        cfg = self.config
-        client = await self._ensure_connected()
-        try:
-            response = await request(client)
-        except (TimeoutError, ModbusException, OSError) as exc:
-            raise CommunicationError(
-                self.name,
-                f"{what}: no valid answer from {cfg.host}:{cfg.port} unit {cfg.unit} "
-                f"within {cfg.timeout_s:g} s x {cfg.retries + 1} tries ({exc})",
-            ) from exc
-        if response.isError():
-            code = int(getattr(response, "exception_code", 0))
-            name = _EXCEPTION_NAMES.get(code, "unknown exception")
-            raise DeviceRefused(self.name, f"{what}: Modbus exception {code:#04x} {name}")
-        return response
+        if self._link is None:
+            raise CommunicationError(self.name, "not connected: call connect() first")
+        return await self._link.transact(
+            self.name, self.config, self.counters, what, request, check
+        )
 
     async def read_registers(
         self, table: Literal["input", "holding"], address: int, count: int
@@ -163,19 +145,34 @@ class ModbusBioreactor:
         """Raw register read, for commissioning and diagnostics."""
         unit = self.config.unit
         what = f"reading {count} {table} register(s) at {address}"
+        fc = 4 if table == "input" else 3
+
+        def answers(rr: ModbusPDU) -> bool:
+            return rr.function_code == fc and len(rr.registers) == count
+
         if table == "input":
             rr = await self._call(
-                what, lambda c: c.read_input_registers(address, count=count, device_id=unit)
+                what,
+                lambda c: c.read_input_registers(address, count=count, device_id=unit),
+                answers,
             )
         else:
             rr = await self._call(
-                what, lambda c: c.read_holding_registers(address, count=count, device_id=unit)
+                what,
+                lambda c: c.read_holding_registers(address, count=count, device_id=unit),
+                answers,
             )
         return list(rr.registers)
 
     async def _write(self, what: str, address: int, values: list[int]) -> None:
         unit = self.config.unit
-        await self._call(what, lambda c: c.write_registers(address, values, device_id=unit))
+
+        def answers(rr: ModbusPDU) -> bool:
+            return rr.function_code == 16 and rr.address == address
+
+        await self._call(
+            what, lambda c: c.write_registers(address, values, device_id=unit), answers
+        )
 
     # -- encoding ----------------------------------------------------------------------------
 

@@ -9,7 +9,12 @@ from pydantic import BaseModel
 
 from drivers.alicat_gas import AlicatGasConfig, AlicatGasDispenser
 from drivers.ascii_electroporator import AsciiElectroporator, AsciiElectroporatorConfig
-from drivers.modbus_bioreactor import ModbusBioreactor, ModbusBioreactorConfig
+from drivers.bronkhorst_gas import BronkhorstGasConfig, BronkhorstGasDispenser
+from drivers.modbus_bioreactor import (
+    ModbusBioreactor,
+    ModbusBioreactorConfig,
+    ModbusRtuBioreactorConfig,
+)
 
 __all__ = ["DRIVERS", "DriverSpec"]
 
@@ -25,6 +30,8 @@ class DriverSpec:
 
 DRIVERS: dict[str, DriverSpec] = {
     "modbus_tcp_bioreactor": DriverSpec(ModbusBioreactor, ModbusBioreactorConfig, "bioreactor"),
+    "modbus_rtu_bioreactor": DriverSpec(ModbusBioreactor, ModbusRtuBioreactorConfig, "bioreactor"),
+    "bronkhorst_gas": DriverSpec(BronkhorstGasDispenser, BronkhorstGasConfig, "gas_dispenser"),
     "alicat_gas": DriverSpec(AlicatGasDispenser, AlicatGasConfig, "gas_dispenser"),
     "ascii_electroporator": DriverSpec(
         AsciiElectroporator, AsciiElectroporatorConfig, "electroporator"

@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import os
 import termios
+from collections.abc import Callable
 
 import serial
 
+from drivers.modbus_link import LinkCounters
 from twin.clock import Clock
 from twin.errors import CommunicationError
 
@@ -127,15 +129,21 @@ class SerialLine:
         timeout: float,
         retries: int = 0,
         frames: int = 1,
+        accept: Callable[[bytes], bool] | None = None,
+        counters: LinkCounters | None = None,
     ) -> bytes:
         """Send one request, return its reply (``frames`` terminated frames, terminators kept).
 
-        ``retries`` extra attempts follow a timeout; pass 0 for anything that must not
-        happen twice (a FIRE). Raises CommunicationError naming device and port.
+        ``retries`` extra attempts follow a timeout or a reply ``accept`` rejects (garbled);
+        pass 0 for anything that must not happen twice (a FIRE). Raises CommunicationError
+        naming device and port.
         """
+        c = counters if counters is not None else LinkCounters()
         async with self._lock:
             last = "no reply"
-            for _attempt in range(retries + 1):
+            for attempt in range(retries + 1):
+                if attempt:
+                    c.retries += 1
                 if self._serial is None:
                     raise CommunicationError(device, f"serial port {self.port} is not open")
                 self._flush_input()
@@ -145,14 +153,23 @@ class SerialLine:
                     raise CommunicationError(device, f"write to {self.port} failed: {exc}") from exc
                 try:
                     async with self._clock.timeout(timeout):
-                        return await self._read_frames(terminator, frames)
+                        reply = await self._read_frames(terminator, frames)
                 except TimeoutError:
+                    c.timeouts += 1
                     partial = bytes(self._buffer)
                     last = f"no reply within {timeout:g} s" + (
                         f" (partial {partial!r})" if partial else ""
                     )
                 except ConnectionError:
+                    c.failures += 1
                     raise CommunicationError(device, f"serial port {self.port} closed") from None
+                else:
+                    if accept is None or accept(reply):
+                        c.transactions += 1
+                        return reply
+                    c.crc_errors += 1
+                    last = f"garbled reply {reply!r}"
+            c.failures += 1
             raise CommunicationError(
                 device,
                 f"{last} on {self.port} to {request!r} after {retries + 1} attempt(s)",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,9 +154,55 @@ def _parse_configs(
                 exc, _Shifted(source, ["equipment", name, "config"]), [spec.config]
             )
             problems.extend(inner)
+    if not problems:
+        problems.extend(_bus_problems(model, source, configs))
     if problems:
         raise InvalidInput(problems)
     return configs
+
+
+def _bus_problems(model: Bench, source: SourceMap, configs: dict[str, BaseModel]) -> list[Problem]:
+    """Two devices on one unit id of one bus, or one port opened with two line settings."""
+    problems: list[Problem] = []
+    seen: dict[str, tuple[str, tuple[object, ...]]] = {}  # bus -> (first user, line settings)
+    units: dict[str, dict[object, str]] = {}  # bus -> unit -> its first user
+    for name, config in configs.items():
+        if TWIN in model.equipment[name].config.values():
+            continue  # the twin serves every such device on an endpoint of its own
+        claims = getattr(config, "claims", lambda: [])()
+        for claim in claims:
+            where = ["equipment", name, "config", *claim.loc]
+            first = seen.setdefault(claim.bus, (name, claim.line))
+            if first[1] != claim.line:
+                problems.append(
+                    source.problem(
+                        ["equipment", name, "config"],
+                        f"{claim.bus} is also used by '{first[0]}' with other line settings "
+                        f"({_line(first[1])} here {_line(claim.line)}): one port, one setting",
+                    )
+                )
+                break
+            users = units.setdefault(claim.bus, {})
+            if claim.unit is None:  # the device owns the whole port
+                others = {n for n in users.values() if n != name}
+            elif None in users:
+                others = {users[None]} - {name}
+            else:
+                others = {users[claim.unit]} - {name} if claim.unit in users else set()
+            if others:
+                what = "the whole port" if claim.unit is None else f"unit {claim.unit}"
+                problems.append(
+                    source.problem(
+                        where, f"{what} on {claim.bus} is already taken by '{min(others)}'"
+                    )
+                )
+                continue
+            users[claim.unit] = name
+    return problems
+
+
+def _line(line: tuple[object, ...]) -> str:
+    return " ".join(str(x) for x in line)
 
 
 class _Shifted(SourceMap):
@@ -224,23 +270,37 @@ class CheckResult:
     name: str
     ok: bool
     identity: str = ""
+    status: str = ""
     reading: str = ""
     error: str = ""
+    counters: dict[str, int] = field(default_factory=dict)  # the link's traffic during the check
 
 
 async def _probe(name: str, driver: Any) -> CheckResult:
+    def counters() -> dict[str, int]:
+        c = getattr(driver, "counters", None)
+        return c.as_dict() if c is not None else {}
+
     try:
         await driver.connect()
         try:
             ident = await driver.identify()
-            probe = getattr(driver, "read", None) or driver.status
-            reading = await probe()
+            status = getattr(driver, "status", None)
+            state = _brief(await status()) if status is not None else "answering"
+            reading = await driver.read() if hasattr(driver, "read") else None
         finally:
             await driver.close()
     except EquipmentError as exc:
-        return CheckResult(name, False, error=str(exc))
+        return CheckResult(name, False, status="no answer", error=str(exc), counters=counters())
     who = f"{ident.vendor} {ident.model} s/n {ident.serial} fw {ident.firmware}"
-    return CheckResult(name, True, identity=who, reading=_brief(reading))
+    return CheckResult(
+        name,
+        True,
+        identity=who,
+        status=state,
+        reading=_brief(reading) if reading is not None else "",
+        counters=counters(),
+    )
 
 
 def _brief(reading: Any) -> str:

@@ -11,6 +11,12 @@ before the engine acts on them: every transition, command and setpoint is
 committed at once, and with it every reading before it (so the readings a
 control action followed from are durable before the action). Readings nothing
 acted on are committed within ``READING_COMMIT_S`` of batch time.
+
+Signed checkpoints: with a site key (``signer``, or ``POC_TWIN_SITE_KEY`` in the
+environment) the journal appends a ``checkpoint`` event every
+``CHECKPOINT_EVERY`` events and when it is closed, carrying an Ed25519
+signature over the chain head before it (see :mod:`twin.signing` and
+docs/journal.md for what that does and does not protect against).
 """
 
 from __future__ import annotations
@@ -21,16 +27,29 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twin.clock import wall_now
 from twin.errors import JournalError
 
-__all__ = ["GENESIS", "Event", "Journal", "VerifyResult", "read_events", "verify"]
+__all__ = [
+    "CHECKPOINT",
+    "GENESIS",
+    "Event",
+    "HeadSigner",
+    "Journal",
+    "VerifyResult",
+    "read_events",
+    "verify",
+]
 
 GENESIS = "0" * 64
 #: Longest batch time a reading nothing acted on may wait for its commit (seconds).
 READING_COMMIT_S = 600.0
+#: Kind of the event that carries a signature over the chain head before it.
+CHECKPOINT = "checkpoint"
+#: Events between signed checkpoints (about 6 h of batch time on the reference process).
+CHECKPOINT_EVERY = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -82,10 +101,47 @@ def _connect(path: Path) -> sqlite3.Connection:
 Subscriber = Callable[[Event], None]
 
 
+class HeadSigner(Protocol):
+    """Signs a chain head for a checkpoint event (a site key, see :mod:`twin.signing`)."""
+
+    @property
+    def source(self) -> str:
+        """The checkpoint event's source, e.g. ``site:<name>``."""
+        ...
+
+    def checkpoint(self, seq: int, head: str) -> dict[str, Any]:
+        """The checkpoint event's data: which head, signed by whom, the signature."""
+        ...
+
+
+class _FromEnvironment:
+    """Default signer: the site key named by ``POC_TWIN_SITE_KEY``, if any."""
+
+
+FROM_ENVIRONMENT: Any = _FromEnvironment()
+
+
+def _resolve_signer(signer: HeadSigner | _FromEnvironment | None) -> HeadSigner | None:
+    if isinstance(signer, _FromEnvironment):
+        from twin.signing import site_key_from_env
+
+        return site_key_from_env()
+    return signer
+
+
 class Journal:
     """Appends events to one batch's journal file and tells subscribers."""
 
-    def __init__(self, path: Path | str, batch_time: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        batch_time: Callable[[], float],
+        *,
+        signer: HeadSigner | None = FROM_ENVIRONMENT,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+    ) -> None:
+        self.signer = _resolve_signer(signer)
+        self.checkpoint_every = checkpoint_every
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -110,6 +166,7 @@ class Journal:
         self._in_tx = False
         self._subscribers: list[Subscriber] = []
         self._oldest_pending: float | None = None
+        self._last_kind = ""
 
     @property
     def head(self) -> str:
@@ -146,9 +203,19 @@ class Journal:
             self._oldest_pending = batch_time
         if durable or batch_time - self._oldest_pending >= READING_COMMIT_S:
             self.commit()
+        self._last_kind = kind
         for subscriber in self._subscribers:
             subscriber(event)
+        if kind != CHECKPOINT and self.signer is not None and seq % self.checkpoint_every == 0:
+            self.sign_head()
         return event
+
+    def sign_head(self) -> Event | None:
+        """Append a signed checkpoint over the current head (committed); None without a key."""
+        if self.signer is None or self._seq == 0 or self._last_kind == CHECKPOINT:
+            return None
+        data = self.signer.checkpoint(self._seq, self._head)
+        return self.append(CHECKPOINT, self.signer.source, data, durable=True)
 
     def commit(self) -> None:
         """Make every appended event durable (fsync through SQLite's WAL)."""
@@ -158,6 +225,8 @@ class Journal:
         self._oldest_pending = None
 
     def close(self) -> None:
+        """Sign the final head (when a site key is set), commit and close."""
+        self.sign_head()
         self.commit()
         self._db.close()
 

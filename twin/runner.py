@@ -80,6 +80,8 @@ async def run_batch_async(
     batch_id: str,
     operator: str,
     seed: int | None = None,
+    patient_id: str | None = None,
+    bag_id: str | None = None,
     subscribers: list[Callable[[Event], None]] | None = None,
     on_batch: Callable[[Batch], None] | None = None,
 ) -> ProceduralState:
@@ -103,6 +105,8 @@ async def run_batch_async(
                 {
                     "batch_id": batch_id,
                     "operator": operator,
+                    "patient_id": patient_id,
+                    "bag_id": bag_id,
                     "poc_twin_version": __version__,
                     "recipe": {
                         "id": recipe.model.recipe.id,
@@ -111,6 +115,7 @@ async def run_batch_async(
                         "path": str(recipe.path),
                         "sha256": recipe.sha256,
                         "text": recipe.text,
+                        "parameters": recipe.parameters,
                     },
                     "bench": {
                         "name": bench.model.bench,
@@ -122,7 +127,14 @@ async def run_batch_async(
                 },
             )
             batch = Batch(
-                recipe, opened.equipment, journal, clock, batch_id=batch_id, operator=operator
+                recipe,
+                opened.equipment,
+                journal,
+                clock,
+                batch_id=batch_id,
+                operator=operator,
+                patient_id=patient_id,
+                bag_id=bag_id,
             )
             if on_batch is not None:
                 on_batch(batch)

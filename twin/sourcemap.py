@@ -94,7 +94,7 @@ def problems_from_validation(
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-        where = ".".join(str(p) for p in loc) or "(top)"
+        where = str(loc[-1]) if loc else "(top)"
         kind = err["type"]
         if kind == "extra_forbidden":
             name = str(loc[-1])
@@ -111,7 +111,8 @@ def problems_from_validation(
             hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {known}"
             problems.append(source.problem(loc, f"unknown phase type '{tag}'{hint}"))
         else:
-            problems.append(source.problem(loc, f"{where}: {err['msg']}"))
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(source.problem(loc, f"{where}: {message}"))
     return sorted(set(problems), key=lambda p: (p.line, p.col, p.message))
 
 

@@ -108,7 +108,7 @@ async def test_silent_unit_is_a_communication_error(make_gas: MakeGas, alicat_se
     t0 = clock.now()
     with pytest.raises(CommunicationError) as err:
         await make_gas(units={"air": "A", "co2": "Q"}, timeout_s=0.25, retries=2)
-    assert clock.now() - t0 == pytest.approx(0.75, abs=0.01)  # A answered at once; Q x3
+    assert 0.75 <= clock.now() - t0 <= 0.8  # Q x3 timeouts, plus A's few ms on the wire
     assert "unit Q" in str(err.value) and alicat_server.path in str(err.value)
 
 
@@ -118,6 +118,7 @@ async def test_hold_and_cancel(make_gas: MakeGas, serial_plant: Any) -> None:
     frame = await gas.hold_closed(Gas.AIR)
     assert "HLD" in frame.flags and frame.setpoint_sccm == 100.0
     await Clock().sleep(1.0)
+    assert (await gas.poll(Gas.AIR)).mass_flow_sccm == 0.0  # the poll brings the plant to now
     assert serial_plant.gas.outlet_sccm()[Gas.AIR] == pytest.approx(0.0, abs=1e-6)
     frame = await gas.cancel_hold(Gas.AIR)
     assert "HLD" not in frame.flags

@@ -154,7 +154,7 @@ async def test_fire_is_never_retried_and_disarms_after(
     t0 = clock.now()
     with pytest.raises(CommunicationError, match="1 attempt"):
         await ep.pulse()
-    assert clock.now() - t0 == pytest.approx(1.0)
+    assert 1.0 <= clock.now() - t0 <= 1.1  # one 1 s timeout (plus ARM/DISARM on the wire)
     assert device.received == [b"ARM", b"FIRE", b"DISARM"]
 
 

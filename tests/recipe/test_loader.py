@@ -72,7 +72,7 @@ def test_all_problems_at_once(tmp_path: Path) -> None:
     assert len(got) == 3
     assert got[0].startswith("R:15:") and "material" in got[0]
     assert got[1].startswith("R:16:") and "greater than 0" in got[1]
-    assert got[2].startswith("R:17:") and "valid number" in got[2]
+    assert got[2] == "R:17:39: rpm: expected a rotation such as '12 rpm', got 'fast'"
 
 
 def test_undeclared_equipment(tmp_path: Path) -> None:
@@ -103,3 +103,61 @@ def test_content_hash_pins_the_text(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"nope.yaml:1:1: cannot read file"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_values_with_units_are_converted(tmp_path: Path) -> None:
+    path = tmp_path / "u.yaml"
+    path.write_text(
+        HEADER + "          - {phase: culture, duration_h: 2 d, poll_s: 1 min}\n"
+        "          - {phase: add, material: il2, volume_ml: 500 uL}\n"
+    )
+    phases = load_recipe(path).model.procedure[0].operations[0].phases
+    assert phases[0].duration_h == 48.0 and phases[0].poll_s == 60.0
+    assert phases[1].volume_ml == 0.5
+
+
+def test_wrong_unit_is_named(tmp_path: Path) -> None:
+    got = problems(tmp_path, HEADER + "          - {phase: set_temperature, setpoint_c: 37 h}\n")
+    assert got == ["R:15:50: setpoint_c: '37 h' is a time; expected a temperature in °C, degC, C"]
+
+
+PARAMS = HEADER.replace(
+    "equipment:",
+    """parameters:
+  culture_temp: {value: 37 °C, min: 36 °C, max: 38 °C}
+  vector: {min: 1 mL, max: 10 mL, description: lentiviral vector volume for MOI 5}
+equipment:""",
+)
+
+
+def test_parameters_are_substituted_and_range_checked(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        PARAMS + "          - {phase: set_temperature, setpoint_c: $culture_temp}\n"
+        "          - {phase: add, material: vector, volume_ml: $vector}\n"
+    )
+    loaded = load_recipe(path, {"vector": "6 mL"})
+    phases = loaded.model.procedure[0].operations[0].phases
+    assert phases[0].setpoint_c == 37.0 and phases[1].volume_ml == 6.0
+    assert loaded.parameters == {"culture_temp": "37 °C", "vector": "6 mL"}
+    with pytest.raises(
+        InvalidInput,
+        match=r"p.yaml:9:3: missing parameter 'vector': give it "
+        r"with --param vector=VALUE",
+    ):
+        load_recipe(path)
+    with pytest.raises(
+        InvalidInput, match=r"parameter 'vector' = 20 mL is above the maximum 10 mL"
+    ):
+        load_recipe(path, {"vector": "20 mL"})
+    with pytest.raises(InvalidInput, match=r"--param volume: the recipe has no such parameter"):
+        load_recipe(path, {"vector": "6 mL", "volume": "1"})
+
+
+def test_unknown_parameter_reference(tmp_path: Path) -> None:
+    got = problems(
+        tmp_path,
+        PARAMS.replace("  vector: {min", "  vector: {value: 5 mL, min")
+        + "          - {phase: set_temperature, setpoint_c: $culture_temperature}\n",
+    )
+    assert got == ["R:18:50: unknown parameter 'culture_temperature' (known: culture_temp, vector)"]

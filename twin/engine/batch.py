@@ -1,20 +1,24 @@
 """The batch: a recipe's procedure executed under the ISA-88 state model.
 
 The procedure, each unit procedure, operation and phase has its own
-:class:`StateMachine`; an operator command is checked against the procedure's
-state (refused with the valid commands otherwise) and mirrored down the chain
-of active elements. Only the '-ing' states run logic:
+:class:`StateMachine`. A command goes to the active element at a level
+(procedure, unit, operation, phase), is checked against that element's state
+(refused with the valid commands otherwise) and mirrored down the chain of
+active elements below it. Only the '-ing' states run logic:
 
 - Running runs the current phase; between phases, and wherever a phase calls
   ``safe_point``, a pending pause takes effect.
-- Holding cancels the phase's logic and drives every equipment item to its safe
-  state; Held waits for restart, stop or abort.
+- Holding cancels the phase's logic and drives equipment to its safe state:
+  every item for a procedure or unit hold, the phase's own items for a phase
+  hold. Held waits for restart (or, at procedure level, stop or abort).
 - Restarting re-establishes every setpoint written so far, then the phase
   continues where it was (phases keep their own progress).
 - Stopping and Aborting drive equipment safe and end the batch.
 
-A phase that fails (a device stops answering, a check is missed) holds the
-batch and the journal says why; an operator decides what happens next.
+Alarms (limits with deadband and delay, recipe-wide or per phase) and phase
+failures react as the recipe declares: hold the phase, the unit, the whole
+procedure, or abort. A device that stops answering always holds the procedure,
+naming the device. Every command, transition and alarm is a journal event.
 """
 
 from __future__ import annotations
@@ -26,17 +30,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from twin.clock import Clock
+from twin.engine.alarms import Alarms
 from twin.engine.context import BatchContext, PhaseInterrupted
 from twin.engine.inbox import serve_commands
 from twin.engine.phases import PhaseLogic, make_phase
 from twin.engine.states import Command, ProceduralState, StateMachine
-from twin.errors import CommandRefused, EquipmentError
+from twin.errors import CommandRefused, CommunicationError, EquipmentError, InterlockTripped
 from twin.journal import Journal
 from twin.recipe import LoadedRecipe
+from twin.recipe.monitors import Monitor
 
 __all__ = ["Batch", "PhaseStep"]
 
 S = ProceduralState
+
+#: Procedural levels, outermost first: the chain of active elements has one of each.
+LEVELS = ("procedure", "unit", "operation", "phase")
+#: Which level a monitor's or a failure's reaction holds (or aborts).
+REACTION_LEVEL = {
+    "hold_phase": "phase",
+    "hold_unit": "unit",
+    "hold": "procedure",
+    "abort": "procedure",
+    "none": "procedure",
+}
 
 
 @dataclass
@@ -64,6 +81,8 @@ class Batch:
         *,
         batch_id: str,
         operator: str,
+        patient_id: str | None = None,
+        bag_id: str | None = None,
     ) -> None:
         self.recipe = recipe
         self.equipment = equipment
@@ -76,7 +95,12 @@ class Batch:
         self.position = 0
         self.hold_reason = ""
         self._waiters: list[asyncio.Future[None]] = []
-        self.ctx = BatchContext(clock, journal, equipment, safe_point=self._safe_point)
+        self.alarms = Alarms(journal, self._on_alarm)
+        self.ctx = BatchContext(
+            clock, journal, equipment, safe_point=self._safe_point, alarms=self.alarms
+        )
+        if patient_id and bag_id:
+            self.ctx.ordered_identity = (patient_id, bag_id)
 
     # -- structure -----------------------------------------------------------------
 
@@ -130,49 +154,76 @@ class Batch:
             element,
             {"from": src.label, "to": dst.label, "command": cmd.value, "who": who, "why": why},
         )
-        if element == self.procedure.element:
-            waiters, self._waiters = self._waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     async def _wait_change(self) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         await fut
 
-    def _mirror(self, command: Command, who: str, why: str) -> None:
-        """Apply a command to every active element below the procedure that accepts it."""
-        for machine in self._chain()[1:]:
+    def _below(self, machine: StateMachine) -> list[StateMachine]:
+        chain = self._chain()
+        return chain[chain.index(machine) + 1 :] if machine in chain else []
+
+    def _mirror(
+        self, command: Command, who: str, why: str, top: StateMachine | None = None
+    ) -> None:
+        """Apply a command to every active element below ``top`` that accepts it."""
+        for machine in self._below(top or self.procedure):
             if machine.can(command):
                 machine.fire(command, who=who, why=why)
 
+    def _element(self, level: str) -> StateMachine:
+        chain = self._chain()
+        index = LEVELS.index(level)
+        if index >= len(chain):
+            raise CommandRefused(level, "command", "Idle", [])
+        return chain[index]
+
     # -- commands ------------------------------------------------------------------
 
-    def command(self, command: Command | str, *, who: str, why: str) -> None:
-        """An operator (or engine) command: checked, recorded, applied down the chain."""
+    def command(
+        self, command: Command | str, *, who: str, why: str, level: str = "procedure"
+    ) -> None:
+        """An operator (or engine) command to the active element at ``level``.
+
+        Hold and restart act at any level; stop, abort, pause and resume act on the
+        whole procedure (a stopped phase would leave the procedure with no next step).
+        """
         cmd = Command(command)
-        if cmd is Command.FINISH:
-            raise CommandRefused(
-                self.procedure.element, cmd.value, self.state.label, self.procedure.valid_commands()
-            )
-        accepted = self.procedure.can(cmd)
+        if level not in LEVELS:
+            raise ValueError(f"unknown level '{level}'; levels: {', '.join(LEVELS)}")
+        if cmd not in (Command.HOLD, Command.RESTART):
+            level = "procedure"
+        target = self._element(level)
+        valid = target.valid_commands()
+        accepted = cmd is not Command.FINISH and target.can(cmd)
         self.journal.append(
             "command",
-            self.procedure.element,
+            target.element,
             {
                 "command": cmd.value,
+                "level": level,
                 "operator": who,
                 "reason": why,
-                "meaning": f"operator requests {cmd.value}",
+                "meaning": f"{who} requests {cmd.value} of {target.element}",
                 "accepted": accepted,
-                "state": self.state.label,
+                "state": target.state.label,
             },
         )
-        self.procedure.fire(cmd, who=who, why=why)  # raises CommandRefused when not accepted
+        if not accepted:
+            raise CommandRefused(target.element, cmd.value, target.state.label, valid)
+        target.fire(cmd, who=who, why=why)
         if cmd is Command.HOLD:
             self.hold_reason = why
-        self._mirror(cmd, who, why)
+        self._mirror(cmd, who, why, top=target)
+
+    def present_identity(self, patient_id: str, bag_id: str, *, who: str, why: str) -> None:
+        """An operator's identity scan, handed to the confirm_identity phase."""
+        self.ctx.present_identity(patient_id, bag_id, who, why)
 
     def _finish(self, who: str = "engine", why: str = "") -> None:
         """The '-ing' state's logic is done: procedure and active elements move on."""
@@ -182,6 +233,9 @@ class Batch:
     async def _safe_point(self) -> None:
         while True:
             state = self.state
+            step = self.current
+            if step is not None and step.phase.state is not S.RUNNING and state is S.RUNNING:
+                raise PhaseInterrupted(f"phase is {step.phase.state.label}")
             if state is S.RUNNING:
                 return
             if state is S.PAUSING:
@@ -191,12 +245,23 @@ class Batch:
             else:
                 raise PhaseInterrupted(f"batch is {state.label}")
 
-    # -- equipment safety ------------------------------------------------------------
+    # -- alarms and failures -----------------------------------------------------------
 
-    async def _drive_safe(self, why: str) -> None:
-        for name, item in self.equipment.items():
+    def _on_alarm(self, monitor: Monitor, message: str) -> None:
+        """Apply a monitor's configured reaction when its alarm is raised."""
+        reaction = monitor.reaction
+        if reaction == "none":
+            return
+        command = Command.ABORT if reaction == "abort" else Command.HOLD
+        level = REACTION_LEVEL[reaction]
+        # Already held or ending: the alarm is in the journal all the same.
+        with contextlib.suppress(CommandRefused):
+            self.command(command, who=f"alarm:{monitor.label}", why=message, level=level)
+
+    async def _drive_safe(self, why: str, equipment: list[str] | None = None) -> None:
+        for name in equipment if equipment is not None else list(self.equipment):
             try:
-                await item.safe_state()
+                await self.equipment[name].safe_state()
             except EquipmentError as exc:
                 self.journal.append(
                     "alarm", name, {"alarm": "safe_state_failed", "message": str(exc)}
@@ -204,25 +269,34 @@ class Batch:
             else:
                 self.journal.append("safe_state", name, {"why": why})
 
-    def _fail_into_hold(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        """A phase failed: alarm naming the device or phase, then the recipe's reaction."""
         step = self.current
         where = step.path if step else "procedure"
         device = getattr(exc, "device", None)
-        kind = "communication" if device else "phase_failure"
-        message = str(exc) or type(exc).__name__
-        self.journal.append(
-            "alarm", device or where, {"alarm": kind, "message": message, "phase": where}
+        kind = (
+            "communication"
+            if isinstance(exc, CommunicationError)
+            else "interlock"
+            if isinstance(exc, InterlockTripped)
+            else "device"
+            if device
+            else "phase_failure"
         )
-        self.hold_reason = message
-        self.procedure.fire(Command.HOLD, who="engine", why=message)
-        self._mirror(Command.HOLD, "engine", message)
+        message = str(exc) or type(exc).__name__
+        reaction = "hold" if kind == "communication" or step is None else step.logic.on_failure
+        self.journal.append(
+            "alarm",
+            device or where,
+            {"alarm": kind, "message": message, "phase": where, "reaction": reaction},
+        )
+        command = Command.ABORT if reaction == "abort" else Command.HOLD
+        self.command(command, who="engine", why=message, level=REACTION_LEVEL[reaction])
 
     # -- the run -------------------------------------------------------------------
 
-    async def _run_step(self, step: PhaseStep) -> None:
-        for machine in (step.unit, step.operation, step.phase):
-            if machine.state is S.IDLE:
-                machine.fire(Command.START, who=self.operator, why=step.logic.describe())
+    async def _supervise(self, step: PhaseStep) -> str:
+        """Run the phase's logic once; say why it stopped: done, lower (a held element), or up."""
         task = asyncio.create_task(step.logic.run(self.ctx), name=step.path)
         while True:
             change = asyncio.create_task(self._wait_change())
@@ -233,28 +307,65 @@ class Batch:
                 if exc is None:
                     step.phase.fire(Command.FINISH, why="phase logic finished")
                     if step.phase.state is S.COMPLETE:
+                        self.alarms.deactivate(step.path)
                         if step.last_of_operation:
                             step.operation.fire(Command.FINISH)
                         if step.last_of_unit:
                             step.unit.fire(Command.FINISH)
                         self.position += 1
-                elif isinstance(exc, PhaseInterrupted):
-                    pass  # the state change that caused it is handled by the caller
-                else:
-                    self._fail_into_hold(exc)
-                return
-            if self.state in (S.HOLDING, S.STOPPING, S.ABORTING):
+                    return "done"
+                if not isinstance(exc, PhaseInterrupted):
+                    self._fail(exc)
+                return "lower" if self.state is S.RUNNING else "up"
+            held_below = any(m.state is S.HOLDING for m in self._chain()[1:])
+            if self.state in (S.HOLDING, S.STOPPING, S.ABORTING) or held_below:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                return
+                return "lower" if self.state is S.RUNNING else "up"
             # Pausing, Paused or Running again: the phase goes on to its next safe point.
+
+    async def _hold_below(self, step: PhaseStep) -> bool:
+        """A hold at unit, operation or phase level; True when the phase may run again."""
+        chain = self._chain()[1:]
+        holding = [m for m in chain if m.state is S.HOLDING]
+        if holding:
+            scope = holding[0]
+            equipment = step.logic.equipment if scope is step.phase else None
+            await self._drive_safe(f"hold of {scope.element}: {self.hold_reason}", equipment)
+            for machine in reversed(holding):
+                machine.fire(Command.FINISH, why=self.hold_reason)
+        while self.state is S.RUNNING:
+            if any(m.state is S.RESTARTING for m in chain):
+                try:
+                    await self.ctx.restore_setpoints()
+                except EquipmentError as exc:
+                    self._fail(exc)
+                    continue
+                for machine in chain:
+                    if machine.state is S.RESTARTING:
+                        machine.fire(Command.FINISH, why="setpoints re-established")
+            if all(m.state is S.RUNNING for m in chain):
+                return True
+            await self._wait_change()
+        return False
+
+    async def _run_step(self, step: PhaseStep) -> None:
+        for machine in (step.unit, step.operation, step.phase):
+            if machine.state is S.IDLE:
+                machine.fire(Command.START, who=self.operator, why=step.logic.describe())
+                if machine is step.phase:
+                    self.alarms.activate(step.path, step.logic.monitors)
+        while await self._supervise(step) == "lower":
+            if not await self._hold_below(step):
+                return
 
     async def run(self) -> ProceduralState:
         """Execute the procedure until it ends Complete, Stopped or Aborted."""
         inbox = await serve_commands(self, self.journal.path)
         try:
             self.procedure.fire(Command.START, who=self.operator, why="batch started")
+            self.alarms.activate("recipe", self.recipe.model.monitors)
             while not self.state.is_final:
                 state = self.state
                 if state is S.RUNNING:
@@ -274,7 +385,7 @@ class Batch:
                     try:
                         await self.ctx.restore_setpoints()
                     except EquipmentError as exc:
-                        self._fail_into_hold(exc)
+                        self._fail(exc)
                     else:
                         self._finish(why="setpoints re-established")
                 elif state in (S.STOPPING, S.ABORTING):

@@ -7,11 +7,14 @@ so a restart after a hold can re-establish them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from twin.clock import Clock
+from twin.engine.alarms import Alarms
+from twin.engine.interlocks import check_write
 from twin.equipment import Bioreactor, Electroporator, GasDispenser
 from twin.errors import PocTwinError
 from twin.journal import Journal
@@ -52,11 +55,18 @@ class BatchContext:
         equipment: dict[str, Any],
         *,
         safe_point: Callable[[], Awaitable[None]],
+        alarms: Alarms,
     ) -> None:
         self.clock = clock
         self.journal = journal
         self.equipment = equipment
         self._safe_point = safe_point
+        self.alarms = alarms
+        #: The batch's ordered identity (patient id, bag id), from the batch record.
+        self.ordered_identity: tuple[str, str] | None = None
+        #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
+        self.identity: tuple[str, str] | None = None
+        self._scans: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue()
         self._restore: dict[tuple[str, str], Restorer] = {}
         self.latest: dict[str, Any] = {}
 
@@ -83,7 +93,14 @@ class BatchContext:
         unit: str = "",
         restorable: bool = True,
     ) -> T:
-        """Journal a setpoint (committed), then write it; remember it for a restart."""
+        """Check interlocks, journal the setpoint (committed), write it; remember for restart."""
+        check_write(
+            equipment,
+            self.equipment[equipment],
+            parameter,
+            value,
+            identity_confirmed=self.identity is not None,
+        )
         self.journal.append(
             "setpoint",
             equipment,
@@ -100,7 +117,17 @@ class BatchContext:
         record = as_record(value)
         self.latest[f"{equipment}.{what}"] = value
         self.journal.append("reading", equipment, {"what": what, "values": record}, durable=False)
+        if isinstance(record, dict):
+            self.alarms.evaluate(equipment, record, self.clock.now())
         return value
+
+    def present_identity(self, patient_id: str, bag_id: str, operator: str, reason: str) -> None:
+        """An operator's scan of the patient wristband and bag label (from another terminal)."""
+        self._scans.put_nowait((patient_id, bag_id, operator, reason))
+
+    async def next_scan(self) -> tuple[str, str, str, str]:
+        """Wait for the next identity scan."""
+        return await self._scans.get()
 
     def forget(self, equipment: str, parameter: str) -> None:
         """A setpoint no longer to be restored (e.g. perfusion after harvest)."""

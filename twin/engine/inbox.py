@@ -28,7 +28,9 @@ class NoRunningBatch(PocTwinError):
 class CommandTarget(Protocol):
     """What the inbox hands commands to (the Batch)."""
 
-    def command(self, command: str, *, who: str, why: str) -> None: ...
+    def command(self, command: str, *, who: str, why: str, level: str = "procedure") -> None: ...
+
+    def present_identity(self, patient_id: str, bag_id: str, *, who: str, why: str) -> None: ...
 
     @property
     def state(self) -> Any: ...
@@ -47,12 +49,19 @@ def _answer(target: CommandTarget, request: dict[str, Any]) -> dict[str, Any]:
         return {"status": "invalid", "message": "need command, operator and reason"}
     if not str(operator).strip() or not str(reason).strip():
         return {"status": "invalid", "message": "operator and reason must not be empty"}
+    if command == "confirm-identity":
+        patient, bag = request.get("patient_id"), request.get("bag_id")
+        if not patient or not bag:
+            return {"status": "invalid", "message": "confirm-identity needs patient_id and bag_id"}
+        target.present_identity(str(patient), str(bag), who=str(operator), why=str(reason))
+        return {"status": "accepted", "state": target.state.label}
     try:
-        target.command(str(command), who=str(operator), why=str(reason))
+        level = str(request.get("level", "procedure"))
+        target.command(str(command), who=str(operator), why=str(reason), level=level)
     except CommandRefused as exc:
         return {"status": "refused", "message": str(exc), "state": exc.state, "valid": exc.valid}
-    except ValueError:
-        return {"status": "invalid", "message": f"unknown command '{command}'"}
+    except ValueError as exc:
+        return {"status": "invalid", "message": str(exc) or f"unknown command '{command}'"}
     return {"status": "accepted", "state": target.state.label}
 
 
@@ -84,7 +93,13 @@ async def serve_commands(target: CommandTarget, journal_path: Path | str) -> asy
 
 
 async def send_command(
-    journal_path: Path | str, command: str, *, operator: str, reason: str
+    journal_path: Path | str,
+    command: str,
+    *,
+    operator: str,
+    reason: str,
+    level: str = "procedure",
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send one command to the batch writing ``journal_path`` and return its answer."""
     try:
@@ -92,7 +107,13 @@ async def send_command(
     except (ConnectionRefusedError, FileNotFoundError):
         raise NoRunningBatch(f"no running batch is writing {journal_path}") from None
     try:
-        request = {"command": command, "operator": operator, "reason": reason}
+        request = {
+            "command": command,
+            "operator": operator,
+            "reason": reason,
+            "level": level,
+            **(extra or {}),
+        }
         writer.write(json.dumps(request).encode() + b"\n")
         await writer.drain()
         line = await reader.readline()

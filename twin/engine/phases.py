@@ -12,9 +12,10 @@ from typing import Any
 
 from twin.engine.context import BatchContext, as_record
 from twin.engine.control import DOCascade
-from twin.equipment import CellSample, Gas, Material
+from twin.equipment import CellSample, Gas, Material, PulseProgram
 from twin.errors import PocTwinError
 from twin.recipe import phases as p
+from twin.recipe.monitors import Monitor
 
 __all__ = ["PHASES", "PhaseFailed", "PhaseLogic", "make_phase"]
 
@@ -38,6 +39,25 @@ class PhaseLogic:
     @property
     def label(self) -> str:
         return self.params.name or self.params.phase
+
+    @property
+    def monitors(self) -> list[Monitor]:
+        """Alarms active while this phase runs."""
+        return list(self.params.monitors)
+
+    @property
+    def on_failure(self) -> str:
+        """How far a failure of this phase propagates."""
+        return str(self.params.on_failure)
+
+    @property
+    def equipment(self) -> list[str]:
+        """The equipment items this phase drives (what a phase-level hold makes safe)."""
+        return [
+            getattr(self.params, f)
+            for f in ("bioreactor", "gas_dispenser", "electroporator")
+            if getattr(self.params, f, None)
+        ]
 
     def describe(self) -> str:
         return self.label
@@ -139,7 +159,9 @@ async def take_sample(ctx: BatchContext, bioreactor: str) -> CellSample:
     br = ctx.bioreactor(bioreactor)
     sample = await br.sample()
     ctx.latest[f"{bioreactor}.sample"] = sample
-    ctx.journal.append("sample", bioreactor, as_record(sample))
+    record = as_record(sample)
+    ctx.journal.append("sample", bioreactor, record)
+    ctx.alarms.evaluate(bioreactor, record, ctx.clock.now())
     return sample
 
 
@@ -243,6 +265,82 @@ class SampleCheck(PhaseLogic):
             raise PhaseFailed(f"in-process check failed: {'; '.join(misses)}")
 
 
+class ConfirmIdentity(PhaseLogic):
+    """Wait for an operator's scan; a match confirms the chain of identity, a mismatch fails."""
+
+    params: p.ConfirmIdentity
+
+    def describe(self) -> str:
+        return "confirm chain of identity"
+
+    async def run(self, ctx: BatchContext) -> None:
+        ordered = ctx.ordered_identity
+        if ordered is None:
+            raise PhaseFailed("the batch was started without --patient-id and --bag-id")
+        if ctx.identity == ordered:
+            return
+        ctx.journal.append(
+            "identity_requested", "batch", {"patient_id": ordered[0], "bag_id": ordered[1]}
+        )
+        patient, bag, operator, reason = await ctx.next_scan()
+        match = (patient, bag) == ordered
+        ctx.journal.append(
+            "identity_confirmation",
+            "batch",
+            {
+                "patient_id": patient,
+                "bag_id": bag,
+                "operator": operator,
+                "reason": reason,
+                "meaning": "chain of identity verified" if match else "identity mismatch",
+                "match": match,
+            },
+        )
+        if not match:
+            raise PhaseFailed(
+                f"identity mismatch: scanned patient {patient} / bag {bag}, "
+                f"batch is for patient {ordered[0]} / bag {ordered[1]}"
+            )
+        ctx.identity = ordered
+
+
+class Electroporate(PhaseLogic):
+    """Portion by portion: load the chamber from the bag, program, pulse, return the cells."""
+
+    params: p.Electroporate
+    done_ml: float = 0.0
+
+    def describe(self) -> str:
+        pr = self.params
+        return f"electroporate {pr.volume_ml:g} mL at {pr.voltage_v:g} V / {pr.gap_mm:g} mm"
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        ep = ctx.electroporator(pr.electroporator)
+        program = PulseProgram(pr.voltage_v, pr.pulse_width_us, pr.pulse_count, pr.gap_mm)
+        await ctx.write(
+            pr.electroporator, "program", program, lambda: ep.program(program), restorable=False
+        )
+        status = await ep.status()
+        if status.loaded_ul > 0:  # a portion left in the chamber by a hold: return it first
+            await ep.unload()
+        while self.done_ml < pr.volume_ml - 1e-9:
+            await ctx.safe_point()
+            portion_ul = min(pr.chamber_ul, (pr.volume_ml - self.done_ml) * 1000.0)
+            await ctx.write(
+                pr.electroporator,
+                "load",
+                portion_ul,
+                lambda v=portion_ul: ep.load(v),
+                unit="uL",
+                restorable=False,
+            )
+            result = await ctx.write(pr.electroporator, "pulse", True, ep.pulse, restorable=False)
+            ctx.journal.append("pulse", pr.electroporator, as_record(result))
+            await ctx.write(pr.electroporator, "unload", True, ep.unload, restorable=False)
+            self.done_ml += portion_ul / 1000.0
+
+
 class Harvest(PhaseLogic):
     params: p.Harvest
     harvested: bool = False
@@ -279,6 +377,8 @@ PHASES: dict[str, Callable[[Any], PhaseLogic]] = {
     "add": AddMaterial,
     "culture": Culture,
     "sample": SampleCheck,
+    "confirm_identity": ConfirmIdentity,
+    "electroporate": Electroporate,
     "harvest": Harvest,
 }
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from twin.errors import InvalidInput, Problem
 from twin.recipe.model import ALL_MODELS, Recipe
+from twin.recipe.parameters import resolve_parameters
 from twin.sourcemap import SourceMap, load_yaml, validate_document
 
 __all__ = ["LoadedRecipe", "content_hash", "load_recipe"]
@@ -29,6 +31,7 @@ class LoadedRecipe:
     source: SourceMap
     text: str
     sha256: str
+    parameters: dict[str, Any]
 
 
 def content_hash(text: str) -> str:
@@ -73,13 +76,26 @@ def _check_references(recipe: Recipe, source: SourceMap) -> list[Problem]:
     return problems
 
 
-def load_recipe(path: Path | str) -> LoadedRecipe:
-    """Parse and check a recipe; raises InvalidInput listing every problem."""
+def load_recipe(path: Path | str, parameters: dict[str, str] | None = None) -> LoadedRecipe:
+    """Parse and check a recipe; raises InvalidInput listing every problem.
+
+    ``parameters`` are the batch's values for recipe parameters (``--param``).
+    """
     path = Path(path)
     data, source = load_yaml(path)
+    values, problems = resolve_parameters(data, source, parameters)
+    if problems:
+        raise InvalidInput(problems)
     model = validate_document(Recipe, data, source, ALL_MODELS)
     problems = _check_references(model, source)
     if problems:
         raise InvalidInput(problems)
     text = path.read_text(encoding="utf-8")
-    return LoadedRecipe(path=path, model=model, source=source, text=text, sha256=content_hash(text))
+    return LoadedRecipe(
+        path=path,
+        model=model,
+        source=source,
+        text=text,
+        sha256=content_hash(text),
+        parameters=values,
+    )

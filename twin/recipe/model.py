@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from twin.recipe.monitors import Monitor
+from twin.recipe.parameters import Parameter
 from twin.recipe.phases import PHASE_MODELS, Phase
 
 __all__ = [
@@ -62,7 +64,11 @@ class Recipe(_Strict):
     """A whole master recipe as the process engineer wrote it."""
 
     recipe: Header
+    #: Named values with units and ranges, used in phases as ``$name`` (resolved at load).
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
     equipment: dict[str, EquipmentRequirement] = Field(min_length=1)
+    #: Monitors active for the whole batch (each phase may add its own).
+    monitors: list[Monitor] = Field(default_factory=list)
     procedure: list[UnitProcedure] = Field(min_length=1)
 
 
@@ -72,5 +78,6 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Operation,
     UnitProcedure,
     Recipe,
+    Parameter,
     *PHASE_MODELS,
 )

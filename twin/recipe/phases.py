@@ -2,18 +2,36 @@
 
 The engine's phase library (``twin.engine.phases``) gives each of these its
 logic; here they are only what a recipe may say, checked before anything runs.
-Field names carry their unit (``_c``, ``_ml``, ``_h``, ``_sccm``, ``_pct``).
+Field names carry their unit (``_c``, ``_ml``, ``_h``, ``_sccm``, ``_pct``); a value
+may also be written with a unit (``"2 d"``, ``"500 uL"``), see ``twin.recipe.units``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field
+
+from twin.recipe.monitors import Monitor
+from twin.recipe.units import (
+    CellDensity,
+    Flow,
+    Hours,
+    Minutes,
+    Percent,
+    Rpm,
+    Seconds,
+    Temperature,
+    TemperatureDelta,
+    Volume,
+    VolumesPerDay,
+)
 
 __all__ = [
     "AddMaterial",
+    "ConfirmIdentity",
     "Culture",
+    "Electroporate",
     "Harvest",
     "Perfusion",
     "Phase",
@@ -30,6 +48,9 @@ MaterialName = Literal["medium", "activator", "il2", "vector", "base"]
 class _Phase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str | None = Field(None, description="Label shown in the batch record")
+    monitors: list[Monitor] = Field(default_factory=list)
+    #: How far a failure of this phase propagates (a lost device always holds the batch).
+    on_failure: Literal["hold_phase", "hold_unit", "hold", "abort"] = "hold"
 
 
 class SetTemperature(_Phase):
@@ -37,9 +58,9 @@ class SetTemperature(_Phase):
 
     phase: Literal["set_temperature"]
     bioreactor: str = "bioreactor"
-    setpoint_c: float
-    tolerance_c: PositiveFloat = 0.5
-    timeout_min: PositiveFloat = 180.0
+    setpoint_c: Temperature
+    tolerance_c: Annotated[TemperatureDelta, Field(gt=0)] = 0.5
+    timeout_min: Annotated[Minutes, Field(gt=0)] = 180.0
 
 
 class SetGas(_Phase):
@@ -47,7 +68,7 @@ class SetGas(_Phase):
 
     phase: Literal["set_gas"]
     gas_dispenser: str = "gas"
-    flows_sccm: dict[GasName, Annotated[float, Field(ge=0)]]
+    flows_sccm: dict[GasName, Annotated[Flow, Field(ge=0)]]
 
 
 class SetRocking(_Phase):
@@ -55,7 +76,7 @@ class SetRocking(_Phase):
 
     phase: Literal["set_rocking"]
     bioreactor: str = "bioreactor"
-    rpm: Annotated[float, Field(ge=0)]
+    rpm: Annotated[Rpm, Field(ge=0)]
 
 
 class AddMaterial(_Phase):
@@ -64,15 +85,15 @@ class AddMaterial(_Phase):
     phase: Literal["add"]
     bioreactor: str = "bioreactor"
     material: MaterialName
-    volume_ml: PositiveFloat
+    volume_ml: Annotated[Volume, Field(gt=0)]
 
 
 class Perfusion(BaseModel):
     """Start perfusion once the culture is dense enough, at a rate in working volumes per day."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    start_at_cells_per_ml: PositiveFloat
-    volumes_per_day: Annotated[float, Field(gt=0, le=3)]
+    start_at_cells_per_ml: Annotated[CellDensity, Field(gt=0)]
+    volumes_per_day: Annotated[VolumesPerDay, Field(gt=0, le=3)]
 
 
 class Culture(_Phase):
@@ -81,11 +102,11 @@ class Culture(_Phase):
     phase: Literal["culture"]
     bioreactor: str = "bioreactor"
     gas_dispenser: str = "gas"
-    duration_h: PositiveFloat
-    do_setpoint_pct: Annotated[float, Field(gt=0, le=100)] | None = None
+    duration_h: Annotated[Hours, Field(gt=0)]
+    do_setpoint_pct: Annotated[Percent, Field(gt=0, le=100)] | None = None
     perfusion: Perfusion | None = None
-    sample_every_h: PositiveFloat | None = None
-    poll_s: Annotated[float, Field(ge=1, le=600)] = 60.0
+    sample_every_h: Annotated[Hours, Field(gt=0)] | None = None
+    poll_s: Annotated[Seconds, Field(ge=1, le=600)] = 60.0
 
 
 class SampleCheck(_Phase):
@@ -93,8 +114,28 @@ class SampleCheck(_Phase):
 
     phase: Literal["sample"]
     bioreactor: str = "bioreactor"
-    min_viability_pct: Annotated[float, Field(ge=0, le=100)] | None = None
-    min_viable_cells_per_ml: Annotated[float, Field(ge=0)] | None = None
+    min_viability_pct: Annotated[Percent, Field(ge=0, le=100)] | None = None
+    min_viable_cells_per_ml: Annotated[CellDensity, Field(ge=0)] | None = None
+
+
+class ConfirmIdentity(_Phase):
+    """Chain of identity: an operator scans patient and bag ids; both must match the batch's."""
+
+    phase: Literal["confirm_identity"]
+
+
+class Electroporate(_Phase):
+    """Move the culture through the electroporator chamber, portion by portion, and pulse each."""
+
+    phase: Literal["electroporate"]
+    bioreactor: str = "bioreactor"
+    electroporator: str = "electroporator"
+    volume_ml: Annotated[Volume, Field(gt=0)]
+    chamber_ul: Annotated[float, Field(gt=0)] = 5000.0
+    voltage_v: Annotated[float, Field(gt=0)]
+    pulse_width_us: Annotated[float, Field(gt=0)]
+    pulse_count: Annotated[int, Field(ge=1)] = 1
+    gap_mm: Annotated[float, Field(gt=0)] = 2.0
 
 
 class Harvest(_Phase):
@@ -106,7 +147,15 @@ class Harvest(_Phase):
 
 
 Phase = Annotated[
-    SetTemperature | SetGas | SetRocking | AddMaterial | Culture | SampleCheck | Harvest,
+    SetTemperature
+    | SetGas
+    | SetRocking
+    | AddMaterial
+    | Culture
+    | SampleCheck
+    | ConfirmIdentity
+    | Electroporate
+    | Harvest,
     Field(discriminator="phase"),
 ]
 
@@ -119,5 +168,8 @@ PHASE_MODELS: tuple[type[BaseModel], ...] = (
     Perfusion,
     Culture,
     SampleCheck,
+    ConfirmIdentity,
+    Electroporate,
     Harvest,
+    Monitor,
 )

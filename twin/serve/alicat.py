@@ -12,6 +12,7 @@ from typing import Any
 
 from twin.clock import Clock
 from twin.equipment import Gas
+from twin.serve.faults import LinkFaults
 from twin.serve.pty import PtyEndpoint
 
 __all__ = ["GAS_NAMES", "AlicatServer"]
@@ -34,10 +35,15 @@ def _num(value: float) -> str:
 class AlicatServer:
     """Serves all MFCs of ``plant.gas`` on one pty; the driver opens ``.path``."""
 
-    def __init__(self, plant: Any, clock: Clock, *, baud: int = 19200) -> None:
+    def __init__(
+        self, plant: Any, clock: Clock, *, baud: int = 19200, framing: str = "8N1"
+    ) -> None:
         self._plant = plant
         self._clock = clock
-        self._endpoint = PtyEndpoint(self._handle, baud=baud, name="alicat")
+        self._endpoint = PtyEndpoint(
+            self._handle, baud=baud, name="alicat", framing=framing, clock=clock
+        )
+        self.link: LinkFaults = self._endpoint.link
         # The valve hold lives in the controller, not in the flow model: while a unit
         # holds, the model sees setpoint 0 and the frame shows the commanded setpoint.
         self._held: set[str] = set()
@@ -124,6 +130,8 @@ class AlicatServer:
             flags.append("MOV")
         if r.volumetric_flow > OVER_RANGE * fs:
             flags.append("VOV")
+        if getattr(mfc, "valve_thermal_management", False):
+            flags.append("VTM")  # setpoint held, no flow: the gas supply is gone
         fields = [
             uid,
             _num(r.pressure_psia),

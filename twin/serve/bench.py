@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from twin.clock import Clock
+from twin.equipment import Gas
 from twin.serve.alicat import AlicatServer
 from twin.serve.bioreactor_modbus import BioreactorModbusServer
+from twin.serve.bioreactor_rtu import BioreactorRtuServer
+from twin.serve.bronkhorst_mfc import BronkhorstServer
 from twin.serve.electroporator_ascii import ElectroporatorServer
 from twin.sim import Inoculum, Plant
 
@@ -31,6 +34,31 @@ def _modbus_bioreactor(plant: Plant, clock: Clock, config: dict[str, Any]) -> An
         unit=int(config.get("unit", 1)),
         word_order=str(config.get("word_order", "big")),
     )
+
+
+def _line(config: dict[str, Any]) -> dict[str, Any]:
+    """The serial line settings the bench asks for (the twin's port answers with the same)."""
+    return {
+        "baud": int(config.get("baud", 19200)),
+        "parity": str(config.get("parity", "N")),
+        "stopbits": int(config.get("stopbits", 1)),
+    }
+
+
+def _rtu_bioreactor(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
+    return BioreactorRtuServer(
+        plant,
+        clock,
+        unit=int(config.get("unit", 1)),
+        word_order=str(config.get("word_order", "big")),  # type: ignore[arg-type]
+        **_line(config),
+    )
+
+
+def _bronkhorst(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
+    units = config.get("units") or {"air": 1, "o2": 2, "n2": 3, "co2": 4}
+    mapped = {plant.gas.mfc_for(Gas[str(g).upper()]).unit_id: int(u) for g, u in units.items()}
+    return BronkhorstServer(plant, clock, units=mapped, **_line(config))
 
 
 def _alicat(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
@@ -65,6 +93,8 @@ _PTY = {"port": "/dev/pts/twin"}
 #: For each driver name, the twin device that answers it.
 SERVERS: dict[str, TwinDevice] = {
     "modbus_tcp_bioreactor": TwinDevice(_modbus_bioreactor, _tcp_endpoint, _TCP),
+    "modbus_rtu_bioreactor": TwinDevice(_rtu_bioreactor, _serial_endpoint, _PTY),
+    "bronkhorst_gas": TwinDevice(_bronkhorst, _serial_endpoint, _PTY),
     "alicat_gas": TwinDevice(_alicat, _serial_endpoint, _PTY),
     "ascii_electroporator": TwinDevice(_electroporator, _serial_endpoint, _PTY),
 }

@@ -16,11 +16,11 @@ from enum import IntEnum, IntFlag
 from typing import Any, Literal, Protocol
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from twin.clock import Clock
 from twin.equipment import BioreactorLimits, CellSample, DeviceIdentity, Material
+from twin.serve.faults import LinkFaults
+from twin.serve.modbus_server import COILS, DISCRETE, HOLDING, INPUT, TwinModbusTcpServer
 
 __all__ = [
     "DEFAULT_BIOREACTOR_IDENTITY",
@@ -85,6 +85,7 @@ class BioreactorStatus(IntFlag):
     ALARM_TEMPERATURE = 1 << 8
     ALARM_DO_LOW = 1 << 9
     ALARM_OVERFILL = 1 << 10
+    ALARM_HEATER = 1 << 11  # heater driven, no heater current (load failure)
 
 
 _BUSY_CHECKED = (BioreactorCommand.SAMPLE, BioreactorCommand.HARVEST)
@@ -148,6 +149,30 @@ def _i16(x: float) -> int:
     return v & 0xFFFF
 
 
+_BLOCKS: dict[str, tuple[tuple[int, int], ...]] = {
+    DISCRETE: ((0, 16),),
+    HOLDING: ((HR_TEMP_SP, HR_COMMAND + 1), (HR_WORD_ORDER, HR_WORD_ORDER + 1)),
+    INPUT: (
+        (IR_PV_FLOATS, IR_PUMP_REMAINING + 1),
+        (IR_MIRRORS, IR_MIRRORS + 8),
+        (IR_SAMPLE_SEQ, IR_SAMPLE_SEQ + 11),
+        (IR_HARVEST_VOLUME, IR_HARVEST_VOLUME + 2),
+        (IR_IDENTITY, IR_MAP_VERSION + 1),
+    ),
+}
+"""The mapped blocks of each table; a request must lie inside one of them."""
+
+
+def _block(table: str, address: int, count: int) -> int | ExcCodes:
+    """Start of the mapped block holding ``address .. address+count-1``, or why not."""
+    if table == COILS:
+        return ExcCodes.ILLEGAL_FUNCTION
+    for lo, hi in _BLOCKS[table]:
+        if lo <= address and address + count <= hi:
+            return lo
+    return ExcCodes.ILLEGAL_ADDRESS
+
+
 def _within(x: float, lo: float, hi: float) -> bool:
     return math.isfinite(x) and lo <= x <= hi
 
@@ -175,7 +200,8 @@ class BioreactorModbusServer:
         self.host, self.port, self.unit = host, port, unit
         self.word_order: WordOrder = word_order
         self.identity, self.limits = identity, limits
-        self._server: ModbusTcpServer | None = None
+        self._server: TwinModbusTcpServer | None = None
+        self.link = LinkFaults()  # faults this controller shows on the wire
         self._pump: _PumpRun | None = None
         self._sample_due: tuple[float, CellSample] | None = None
         self._sample: CellSample = CellSample(0.0, 0.0, 0.0, 0.0, 0.0)
@@ -195,31 +221,7 @@ class BioreactorModbusServer:
 
     async def start(self) -> None:
         """Listen; afterwards ``port`` is the bound port (the OS picks one when port=0)."""
-        regs = DataType.REGISTERS
-        device = SimDevice(
-            id=self.unit,
-            simdata=(
-                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],  # coils: refused
-                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],  # status bits
-                [
-                    SimData(HR_TEMP_SP, count=HR_COMMAND + 1, datatype=regs),
-                    SimData(HR_WORD_ORDER, datatype=regs),
-                ],
-                [
-                    SimData(IR_PV_FLOATS, count=IR_PUMP_REMAINING + 1, datatype=regs),
-                    SimData(IR_MIRRORS, count=8, datatype=regs),
-                    SimData(IR_SAMPLE_SEQ, count=11, datatype=regs),
-                    SimData(IR_HARVEST_VOLUME, count=2, datatype=regs),
-                    SimData(IR_IDENTITY, count=4 * IDENTITY_REGS + 1, datatype=regs),
-                ],
-            ),
-            action=self._action,
-        )
-        # id=0 catches every other unit id: answer 0x0B as a TCP gateway would.
-        other_units = SimDevice(
-            id=0, simdata=[SimData(0, count=65536, datatype=regs)], action=self._other_unit
-        )
-        server = ModbusTcpServer([device, other_units], address=(self.host, self.port))
+        server = TwinModbusTcpServer(self, address=(self.host, self.port))
         await server.serve_forever(background=True)
         self._server = server
         self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
@@ -234,36 +236,31 @@ class BioreactorModbusServer:
         if listener is not None:
             await listener.wait_closed()  # type: ignore[attr-defined]
 
-    # -- request handling ----------------------------------------------------------------------
+    # -- request handling (called by twin.serve.modbus_server) --------------------------------
 
-    async def _other_unit(self, *_: Any) -> ExcCodes:
-        return ExcCodes.GATEWAY_NO_RESPONSE
-
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        _count: int,
-        registers: list[int],
-        values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
+    def read(self, table: str, address: int, count: int) -> list[int] | list[bool] | ExcCodes:
+        """The registers of one read, rendered from the plant as of now."""
+        block = _block(table, address, count)
+        if isinstance(block, ExcCodes):
+            return block
         now = self.clock.now()
         self._service(now)
-        if function_code in (1, 5, 15):
+        if table == DISCRETE:
+            word = int(self._status())
+            return [bool(word >> i & 1) for i in range(address, address + count)]
+        image = self._holding_image() if table == HOLDING else self._input_block(block, now)
+        return [image[a] for a in range(address, address + count)]
+
+    def write(self, table: str, address: int, values: list[int]) -> ExcCodes | None:
+        """Validate and apply one write to the holding registers."""
+        if table != HOLDING:
             return ExcCodes.ILLEGAL_FUNCTION
-        if values is not None and function_code in (6, 16, 23):
-            return self._write(address, [int(v) for v in values], now)
-        if function_code == 2:
-            image = {0: int(self._status())}
-        elif function_code == 4:
-            image = self._input_image(now)
-        else:
-            image = self._holding_image()
-        for addr, value in image.items():
-            if 0 <= addr - start_address < len(registers):
-                registers[addr - start_address] = value
-        return None
+        block = _block(table, address, len(values))
+        if isinstance(block, ExcCodes):
+            return block
+        now = self.clock.now()
+        self._service(now)
+        return self._write(address, values, now)
 
     def _service(self, now: float) -> None:
         """Bring the plant to ``now``, completing what fell due on the way."""
@@ -314,17 +311,45 @@ class BioreactorModbusServer:
             s |= BioreactorStatus.ALARM_DO_LOW
         if pv.volume_ml > self.limits.working_volume_ml[1]:
             s |= BioreactorStatus.ALARM_OVERFILL
+        if getattr(pv, "heater_fault", False):
+            s |= BioreactorStatus.ALARM_HEATER
         if s & (
             BioreactorStatus.ALARM_TEMPERATURE
             | BioreactorStatus.ALARM_DO_LOW
             | BioreactorStatus.ALARM_OVERFILL
+            | BioreactorStatus.ALARM_HEATER
         ):
             s |= BioreactorStatus.ALARM
         return s
 
-    def _input_image(self, now: float) -> dict[int, int]:
+    def _input_block(self, start: int, now: float) -> dict[int, int]:
+        """One mapped block of input registers (only the block a read touches is rendered)."""
+        if start == IR_IDENTITY:
+            image = dict(enumerate(self._identity_regs, IR_IDENTITY))
+            image[IR_MAP_VERSION] = MAP_VERSION
+            return image
+        if start == IR_SAMPLE_SEQ:
+            s = self._sample
+            figures = [s.viable_cells_per_ml, s.viability_pct, s.glucose_mm, s.lactate_mm]
+            figures.append(s.transduced_pct)
+            sample = [self._sample_seq] + [r for x in figures for r in self._f32(x)]
+            return dict(enumerate(sample, IR_SAMPLE_SEQ))
+        if start == IR_HARVEST_VOLUME:
+            return dict(enumerate(self._f32(self._harvest_volume), IR_HARVEST_VOLUME))
         model = self.plant.bioreactor
         pv = model.observe()
+        if start == IR_MIRRORS:
+            mirrors = [
+                _i16(pv.temperature_c * 100),
+                _i16(model.temperature_sp_c * 100),
+                _u16(pv.do_pct * 10),
+                _u16(pv.ph * 100),
+                _u16(pv.volume_ml),
+                _u16(pv.rocking_rpm * 10),
+                _u16(pv.perfusion_ml_per_day),
+                _u16(pv.viable_cells_per_ml / 1e4),
+            ]
+            return dict(enumerate(mirrors, IR_MIRRORS))
         floats = [
             pv.temperature_c,
             model.temperature_sp_c,
@@ -338,27 +363,7 @@ class BioreactorModbusServer:
         regs: list[int] = [r for x in floats for r in encode_float32(x, self.word_order)]
         remaining = 0 if self._pump is None else math.ceil(self._pump.t_end - now)
         regs += [int(self._status(pv)), int(now) & 0xFFFF, _u16(remaining)]
-        image = dict(enumerate(regs, IR_PV_FLOATS))
-        mirrors = [
-            _i16(pv.temperature_c * 100),
-            _i16(model.temperature_sp_c * 100),
-            _u16(pv.do_pct * 10),
-            _u16(pv.ph * 100),
-            _u16(pv.volume_ml),
-            _u16(pv.rocking_rpm * 10),
-            _u16(pv.perfusion_ml_per_day),
-            _u16(pv.viable_cells_per_ml / 1e4),
-        ]
-        image.update(enumerate(mirrors, IR_MIRRORS))
-        s = self._sample
-        figures = [s.viable_cells_per_ml, s.viability_pct, s.glucose_mm, s.lactate_mm]
-        figures.append(s.transduced_pct)
-        sample = [self._sample_seq] + [r for x in figures for r in self._f32(x)]
-        image.update(enumerate(sample, IR_SAMPLE_SEQ))
-        image.update(enumerate(self._f32(self._harvest_volume), IR_HARVEST_VOLUME))
-        image.update(enumerate(self._identity_regs, IR_IDENTITY))
-        image[IR_MAP_VERSION] = MAP_VERSION
-        return image
+        return dict(enumerate(regs, IR_PV_FLOATS))
 
     def _holding_image(self) -> dict[int, int]:
         model = self.plant.bioreactor

@@ -14,6 +14,7 @@ from typing import Any
 
 from twin.clock import Clock
 from twin.equipment import ElectroporatorLimits
+from twin.serve.faults import LinkFaults
 from twin.serve.pty import PtyEndpoint
 
 __all__ = ["ARM_TIMEOUT_S", "GAP_MM", "ElectroporatorServer", "ErrorCode"]
@@ -76,12 +77,16 @@ class ElectroporatorServer:
         clock: Clock,
         *,
         baud: int = 9600,
+        framing: str = "8N1",
         limits: ElectroporatorLimits | None = None,
     ) -> None:
         self._plant = plant
         self._clock = clock
         self._limits = limits or ElectroporatorLimits()
-        self._endpoint = PtyEndpoint(self._handle, baud=baud, name="electroporator")
+        self._endpoint = PtyEndpoint(
+            self._handle, baud=baud, name="electroporator", framing=framing, clock=clock
+        )
+        self.link: LinkFaults = self._endpoint.link
         self._program: tuple[float, float, int, float] | None = None
         self._armed_at: float | None = None
         self._fault = "NONE"

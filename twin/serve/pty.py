@@ -5,6 +5,14 @@ exactly as it would open a USB-RS485 adapter. The endpoint keeps its own slave
 fd open for its whole life, so a driver closing (or not yet having opened) the
 port never makes the master read EIO. Everything runs on the event loop's
 reader/writer callbacks: no threads, so the virtual clock sees every byte.
+
+A pty moves bytes instantly whatever its baud, so the endpoint charges every
+exchange its real time on the line (twin/serve/wire.py): a reply becomes
+readable only after the request and the reply have each taken their character
+time at the configured baud and framing (plus any ``link.delay_s``). The device
+answers with its values as of the moment the request arrived. The endpoint
+also applies its :class:`LinkFaults` (``link``): a silent device reads and
+ignores requests, a corrupting one garbles every Nth reply.
 """
 
 from __future__ import annotations
@@ -17,6 +25,10 @@ import os
 import termios
 import tty
 from collections.abc import Awaitable, Callable
+
+from twin.clock import Clock
+from twin.serve.faults import LinkFaults, garble_ascii
+from twin.serve.wire import bits_per_char, char_time_s
 
 __all__ = ["LineHandler", "PtyEndpoint"]
 
@@ -39,16 +51,30 @@ _BAUDS = {
 class PtyEndpoint:
     """One pty pair: splits what the driver writes into CR-terminated lines, writes the replies."""
 
-    def __init__(self, handler: LineHandler, *, baud: int = 9600, name: str = "pty") -> None:
+    def __init__(
+        self,
+        handler: LineHandler,
+        *,
+        baud: int = 9600,
+        name: str = "pty",
+        framing: str = "8N1",
+        link: LinkFaults | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self._handler = handler
         self._baud = baud
         self.name = name
+        self.framing = framing
+        self.char_s = char_time_s(baud, bits_per_char(framing))
+        self.link = link if link is not None else LinkFaults()
+        self._sleep = clock.sleep if clock is not None else asyncio.sleep
+        self.wire_s_total = 0.0  # batch seconds this line has been busy (for benchmarks)
         self._master: int | None = None
         self._slave: int | None = None
         self._path = ""
         self._inbuf = bytearray()
         self._outbuf = bytearray()
-        self._lines: asyncio.Queue[bytes] = asyncio.Queue()
+        self._lines: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
@@ -120,20 +146,33 @@ class PtyEndpoint:
             line = bytes(self._inbuf[:cr]).strip(b"\n")
             del self._inbuf[: cr + 1]
             if line:
-                self._lines.put_nowait(line)
+                self._lines.put_nowait((line, cr + 1))
         if len(self._inbuf) > _MAX_LINE:
             self._inbuf.clear()
 
     async def _serve(self) -> None:
         # One worker: commands are answered strictly in the order they arrived.
+        # The wire time is one sleep per exchange (request + reply), not two: the
+        # device samples its values as the request starts to arrive, ms early.
         while True:
-            line = await self._lines.get()
+            line, n_in = await self._lines.get()
+            link = self.link
+            if link.silent:  # dead device or cut cable: the request goes nowhere
+                self.wire_s_total += n_in * self.char_s
+                continue
             try:
                 reply = await self._handler(line)
             except Exception:  # a model bug must not kill the port: log it, stay silent
                 _log.exception("%s: handler failed on %r", self.name, line)
                 continue
-            if reply:
+            if not reply:
+                continue
+            if link.corrupt_next():
+                reply = garble_ascii(reply)
+            wire = (n_in + len(reply)) * self.char_s
+            self.wire_s_total += wire
+            await self._sleep(wire + max(0.0, link.delay_s))
+            if self._master is not None:
                 self._write(reply)
 
     def _write(self, data: bytes) -> None:

@@ -21,6 +21,7 @@ from twin.sim.chemistry import (
     pco2_mmhg,
     solve_ph,
 )
+from twin.sim.faults import SensorFault, contamination_rates
 from twin.sim.kinetics import death_rate, growth_rate, temperature_factor
 from twin.sim.noise import Sensor, quantize, sensor_rng
 from twin.sim.params import BioreactorParams
@@ -42,6 +43,7 @@ class BioreactorReading:
     rocking_rpm: float
     perfusion_ml_per_day: float
     temperature_sp_c: float
+    heater_fault: bool = False  # the controller drives the heater and measures no current
 
 
 class BioreactorModel:
@@ -90,6 +92,8 @@ class BioreactorModel:
         self._volume_sensor = Sensor(seed, "bioreactor/volume", p.volume_sensor)
         self._capacitance_rng = sensor_rng(seed, "bioreactor/capacitance")
         self._counter_rng = sensor_rng(seed, "bioreactor/cell-counter")
+        self.heater_failed = False  # fault: the heater gives no heat, whatever the duty
+        self.sensor_faults: dict[str, SensorFault] = {}  # fault: sensor name -> stuck/drift
         self._decay_dt = -1.0
         self._decay: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
 
@@ -117,7 +121,11 @@ class BioreactorModel:
         p, s = self.params, self.state
         self.t += dt_s
         v = s.volume_ml
-        s.temperature_c = step_temperature(s.temperature_c, self.temperature_sp_c, v, dt_s, p)
+        if self.heater_failed:  # only losses: cools towards ambient
+            tau = heat_capacity_j_per_k(v, p) / p.loss_ua_w_per_k
+            s.temperature_c = p.ambient_c + (s.temperature_c - p.ambient_c) * math.exp(-dt_s / tau)
+        else:
+            s.temperature_c = step_temperature(s.temperature_c, self.temperature_sp_c, v, dt_s, p)
         s.heater_output = heater_output(s.temperature_c, self.temperature_sp_c, p)
         if v <= 1e-9:
             return
@@ -129,15 +137,22 @@ class BioreactorModel:
         mu = growth_rate(act, glc, lac, do, s.ph, f_t, s.il2_u_per_ml, p)
         kd = death_rate(glc, lac, s.ph, p)
         dil = self.perfusion_ml_per_day / v / 24.0  # perfusion dilution rate, 1/h
+        bact = s.contaminant_cells
+        if bact > 0.0:
+            mu_b, kb_glc, kb_o2, kill = contamination_rates(bact / v, glc, do, p)
+            kd += kill
+        else:
+            mu_b = kb_glc = kb_o2 = 0.0
 
         # glucose uptake (Monod-limited, implicit so it never goes negative) and lactic acid
         q_glc = (p.qglc_resting + act * (p.qglc_activated - p.qglc_resting)) * f_t
         k_up = q_glc * x * 1e-9 / (p.glucose_uptake_ks_mm + glc)  # 1/h
-        glc_new = (glc + h * dil * p.medium_glucose_mm) / (1.0 + h * (dil + k_up))
+        glc_new = (glc + h * dil * p.medium_glucose_mm) / (1.0 + h * (dil + k_up + kb_glc))
         acid = p.lactate_per_glucose * k_up * glc_new  # mM/h lactic acid
+        acid_b = p.contaminant_acid_per_glucose * kb_glc * glc_new  # bacterial acids
         s.glucose_mm = glc_new
         s.lactate_mm = (lac + h * acid) / (1.0 + h * dil)
-        s.alkalinity_mm = (s.alkalinity_mm - h * acid + h * dil * self._medium_alk) / (
+        s.alkalinity_mm = (s.alkalinity_mm - h * (acid + acid_b) + h * dil * self._medium_alk) / (
             1.0 + h * dil
         )
         s.il2_u_per_ml = (s.il2_u_per_ml + h * dil * p.medium_il2_u_per_ml) / (
@@ -146,7 +161,7 @@ class BioreactorModel:
 
         # dissolved O2: kLa*(C* - C) - uptake, uptake linearised as k_u*C (exact exponential)
         q_o2 = (p.qo2_resting + act * (p.qo2_activated - p.qo2_resting)) * f_t
-        k_u = q_o2 * x * 1e-6 / (p.do_ks_um + do)  # 1/h
+        k_u = q_o2 * x * 1e-6 / (p.do_ks_um + do) + kb_o2  # 1/h
         kla = kla_per_h(self.rocking_rpm, p)
         c_star = p.do_sat_air_um * self.inlet_o2_fraction / p.air_o2_fraction
         k_tot = kla + k_u
@@ -164,6 +179,8 @@ class BioreactorModel:
         xv_new = xv * math.exp((mu - kd) * h)
         s.dead_cells = s.dead_cells * lysis_decay + kd * 0.5 * (xv + xv_new) * h
         s.viable_cells = xv_new
+        if bact > 0.0:  # bacteria grow (logistic) and wash out with the perfusion
+            s.contaminant_cells = bact * math.exp((mu_b - dil) * h)
         stim = s.stimulus
         s.stimulus = stim * stim_decay
         drive = 0.5 * (stim + s.stimulus)
@@ -295,13 +312,39 @@ class BioreactorModel:
         density = s.viable_cells_per_ml * (
             1.0 + self._capacitance_rng.gauss(0.0, p.capacitance_rel_sd)
         )
+        values = {
+            "temperature": self._temp_sensor.read(s.temperature_c),
+            "do": max(0.0, self._do_sensor.read(100.0 * s.do_um / p.do_sat_air_um)),
+            "ph": self._ph_sensor.read(s.ph),
+            "volume": max(0.0, self._volume_sensor.read(s.volume_ml)),
+            "vcd": quantize(max(0.0, density), p.capacitance_resolution),
+        }
+        for name, fault in self.sensor_faults.items():
+            values[name] = fault.apply(values[name], self.t)
         return BioreactorReading(
-            temperature_c=self._temp_sensor.read(s.temperature_c),
-            do_pct=max(0.0, self._do_sensor.read(100.0 * s.do_um / p.do_sat_air_um)),
-            ph=self._ph_sensor.read(s.ph),
-            volume_ml=max(0.0, self._volume_sensor.read(s.volume_ml)),
-            viable_cells_per_ml=quantize(max(0.0, density), p.capacitance_resolution),
+            temperature_c=values["temperature"],
+            do_pct=values["do"],
+            ph=values["ph"],
+            volume_ml=values["volume"],
+            viable_cells_per_ml=values["vcd"],
             rocking_rpm=self.rocking_rpm,
             perfusion_ml_per_day=self.perfusion_ml_per_day,
             temperature_sp_c=self.temperature_sp_c,
+            heater_fault=self.heater_failed and s.heater_output > p.heater_fault_duty,
         )
+
+    # ------------------------------------------------------------------ faults
+    def set_sensor_fault(self, sensor: str, fault: SensorFault | None) -> None:
+        """Make one sensor stick or drift (None: it reads true again)."""
+        if sensor not in ("temperature", "do", "ph", "volume", "vcd"):
+            raise ValueError(f"no sensor {sensor!r} on the bag")
+        if fault is None:
+            self.sensor_faults.pop(sensor, None)
+        else:
+            self.sensor_faults[sensor] = fault
+
+    def contaminate(self, cells_per_ml: float) -> None:
+        """A contamination event: bacteria enter the bag at this density (cells/mL)."""
+        if not cells_per_ml > 0.0 or not math.isfinite(cells_per_ml):
+            raise ValueError(f"contamination must be > 0 cells/mL, got {cells_per_ml}")
+        self.state.contaminant_cells += cells_per_ml * self.state.volume_ml

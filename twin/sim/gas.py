@@ -39,6 +39,8 @@ class MassFlowController:
         self.full_scale_sccm: float = spec.full_scale_sccm
         self.setpoint_sccm: float = 0.0
         self.flow_sccm: float = 0.0  # true mass flow
+        self.supply_available = True  # fault: False when the cylinder or house line is empty
+        self.starved_s = 0.0  # how long a setpoint has seen no flow (valve thermal management)
         name = f"gas/{spec.unit_id}"
         p = self.params
         self._flow_rng = sensor_rng(seed, name + "/flow")
@@ -49,9 +51,20 @@ class MassFlowController:
         """Follow the setpoint for ``dt_s`` seconds: exact first-order response."""
         if dt_s <= 0.0:
             return
-        top = self.params.over_range * self.full_scale_sccm
-        target = min(top, max(0.0, self.setpoint_sccm))
-        self.flow_sccm = target + (self.flow_sccm - target) * math.exp(-dt_s / self.params.tau_s)
+        p = self.params
+        top = p.over_range * self.full_scale_sccm
+        target = min(top, max(0.0, self.setpoint_sccm)) if self.supply_available else 0.0
+        self.flow_sccm = target + (self.flow_sccm - target) * math.exp(-dt_s / p.tau_s)
+        band = p.zero_band_fs * self.full_scale_sccm
+        if self.setpoint_sccm > band and self.flow_sccm < band:
+            self.starved_s += dt_s
+        else:
+            self.starved_s = 0.0
+
+    @property
+    def valve_thermal_management(self) -> bool:
+        """VTM: the valve has been driven open with no flow for a while (Alicat BC manual)."""
+        return self.starved_s >= self.params.vtm_after_s
 
     def observe(self) -> MfcReading:
         """What the controller reports now."""

@@ -113,6 +113,19 @@ class BioreactorParams:
     lactate_toxic_mm: float = 20.0  # assumed
     lysis_per_h: float = 0.005  # assumed: dead cells disintegrate over ~6 days
 
+    # --- contamination (a bacterial population; only present after a contamination event)
+    contaminant_mu_max_per_h: float = 0.6  # assumed: ~70 min doubling in cell-culture medium
+    contaminant_max_per_ml: float = 1.0e9  # assumed: a turbid overnight bacterial culture
+    contaminant_glucose_ks_mm: float = 0.1  # assumed
+    contaminant_qo2: float = 6.0  # fmol/cell/h; assumed: ~20 mmol O2/gDW/h x 0.3 pg DW/cell
+    contaminant_qglc: float = 3.0  # fmol/cell/h; assumed: ~10 mmol/gDW/h x 0.3 pg DW/cell
+    contaminant_acid_per_glucose: float = 1.5  # assumed: mixed-acid fermentation (acetate etc.)
+    contaminant_kill_per_h: float = 0.25  # assumed: toxins and competition at high density
+    contaminant_kill_half_per_ml: float = 1.0e7  # assumed: half the kill rate at 1e7/mL
+
+    # --- heater fault
+    heater_fault_duty: float = 0.2  # assumed: controller flags "load failure" above this duty
+
     # --- sensors (noise sd, resolution)
     temperature_sensor: SensorSpec = SensorSpec(0.02, 0.01)  # assumed Pt100
     do_sensor: SensorSpec = SensorSpec(0.3, 0.1)  # assumed optical DO, % air saturation
@@ -152,6 +165,8 @@ class GasParams:
 
     mfcs: tuple[MfcSpec, ...] = field(default_factory=_default_mfcs)
     tau_s: float = 0.007  # TWIN_MODELS: 63% of a step in ~7 ms (laminar dP)
+    vtm_after_s: float = 10.0  # assumed delay; Alicat BC manual: valve thermal management
+    #                            starts when a setpoint sees no flow "for a certain amount of time"
     over_range: float = 1.31  # TWIN_MODELS: measured flow clamps at 1.31 x full scale
     flow_noise_fs: float = 0.001  # assumed: 0.1% of full scale, 1 sd
     zero_band_fs: float = 0.0025  # assumed: readings below 0.25% FS show as zero

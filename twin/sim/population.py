@@ -40,6 +40,7 @@ class BioreactorState:
     transduced_fraction: float  # fraction of viable cells carrying the transgene
     transduction_target: float  # fraction the current vector doses will reach
     heater_output: float = 0.0  # 0..1 duty of the heater
+    contaminant_cells: float = 0.0  # bacteria in the bag (only after a contamination event)
 
     @property
     def viable_cells_per_ml(self) -> float:

@@ -1,0 +1,95 @@
+"""A batch of a shipped recipe running on the sim bench, for engine tests (virtual time)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twin.bench import OpenBench, load_bench, open_bench
+from twin.clock import Clock
+from twin.engine.batch import Batch
+from twin.engine.states import ProceduralState
+from twin.journal import Event, Journal
+from twin.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+S = ProceduralState
+HOUR = 3600.0
+
+
+@dataclass
+class Running:
+    batch: Batch
+    bench: OpenBench
+    journal: Journal
+    clock: Clock
+    events: list[Event]
+
+    async def until(self, predicate: Callable[[Event], bool]) -> Event:
+        """Wait (in batch time) for the first event that matches."""
+        while True:
+            for event in self.events:
+                if predicate(event):
+                    return event
+            await self.clock.sleep(1.0)
+
+    async def until_state(self, state: S) -> None:
+        while self.batch.state is not state:
+            await self.clock.sleep(1.0)
+
+    def kinds(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e.kind == kind]
+
+    def procedure_states(self) -> list[str]:
+        return [
+            e.data["to"]
+            for e in self.events
+            if e.kind == "transition" and e.source.startswith("procedure:")
+        ]
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
+    """Start a batch of a shipped recipe on the sim bench; yields a factory taking the recipe."""
+    started: list[tuple[asyncio.Task[Any], Any]] = []
+
+    async def start(
+        recipe: str = "smoke.yaml", text: str | None = None, **batch_args: Any
+    ) -> Running:
+        path = ROOT / "recipes" / recipe
+        if text is not None:
+            path = tmp_path / recipe
+            path.write_text(text)
+        loaded = load_recipe(path)
+        bench = load_bench(ROOT / "benches" / "sim.yaml")
+        clock = Clock()
+        journal = Journal(tmp_path / f"{len(started)}.sqlite", clock.now)
+        events: list[Event] = []
+        journal.subscribe(events.append)
+        ctx = open_bench(bench, clock)
+        opened = await ctx.__aenter__()
+        batch = Batch(
+            loaded, opened.equipment, journal, clock, batch_id="B1", operator="alice", **batch_args
+        )
+        task = asyncio.create_task(batch.run())
+        started.append((task, ctx))
+        return Running(batch, opened, journal, clock, events)
+
+    yield start
+    for task, ctx in started:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ctx.__aexit__(None, None, None)
+
+
+async def finished(run: Running) -> S:
+    """Wait for the batch to end (at most 30 batch days)."""
+    async with run.clock.timeout(30 * 86400):
+        while not run.batch.state.is_final:
+            await run.clock.sleep(60.0)
+    return run.batch.state

@@ -1,0 +1,102 @@
+"""Chain of identity and electroporation: the scan must match before any pulse, and the cells
+really go through the chamber (twin over the electroporator's serial protocol)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from batch_harness import ROOT, S, finished
+
+from twin.engine.interlocks import check_write
+from twin.equipment import BioreactorLimits, GasDispenserLimits
+from twin.errors import InterlockTripped
+
+NONVIRAL = (ROOT / "recipes" / "car_t_nonviral.yaml").read_text()
+
+
+def short(text: str) -> str:
+    """The non-viral recipe with hours instead of days of culture, to keep the test quick."""
+    return (
+        text.replace("value: 7 d, min: 5 d", "value: 2 h, min: 1 h")
+        .replace("duration_h: 2 d", "duration_h: 6 h")
+        .replace("duration_h: 1 d", "duration_h: 2 h")
+    )
+
+
+async def test_matching_scan_unlocks_electroporation(running: Any) -> None:
+    run = await running("nv.yaml", short(NONVIRAL), patient_id="P-0042", bag_id="BAG-7781")
+    await run.until(lambda e: e.kind == "identity_requested")
+    assert not run.kinds("pulse")
+    run.batch.present_identity("P-0042", "BAG-7781", who="nurse.kim", why="scanned at the bag")
+    assert await finished(run) is S.COMPLETE
+    confirmation = run.kinds("identity_confirmation")[0].data
+    assert confirmation["match"] and confirmation["operator"] == "nurse.kim"
+    pulses = run.kinds("pulse")
+    assert len(pulses) == 45  # 90 mL in 2 mL portions
+    assert all(p.data["field_v_per_cm"] == pytest.approx(2500, rel=0.01) for p in pulses)
+    assert run.kinds("identity_confirmation")[0].seq < pulses[0].seq
+    check = next(e for e in run.kinds("sample") if e.batch_time > pulses[-1].batch_time)
+    assert check.data["transduced_pct"] > 30  # a stable-expression fraction, as non-viral gives
+    assert 50 < check.data["viability_pct"] < 95
+
+
+async def test_mismatched_scan_aborts_before_any_pulse(running: Any) -> None:
+    run = await running("nv.yaml", short(NONVIRAL), patient_id="P-0042", bag_id="BAG-7781")
+    await run.until(lambda e: e.kind == "identity_requested")
+    run.batch.present_identity("P-0042", "BAG-0001", who="nurse.kim", why="scanned at the bag")
+    assert await finished(run) is S.ABORTED  # the recipe says: on_failure abort
+    alarm = run.kinds("alarm")[0].data
+    assert "identity mismatch" in alarm["message"] and "BAG-0001" in alarm["message"]
+    assert not run.kinds("pulse")
+
+
+async def test_no_recipe_can_pulse_before_identity(running: Any) -> None:
+    text = short(NONVIRAL).replace("          - {phase: confirm_identity, on_failure: abort}\n", "")
+    run = await running("nv.yaml", text, patient_id="P-0042", bag_id="BAG-7781")
+    await run.until_state(S.HELD)
+    alarm = run.kinds("alarm")[0].data
+    assert alarm["alarm"] == "interlock"
+    assert "no electroporation before the chain of identity is confirmed" in alarm["message"]
+    assert not run.kinds("pulse")
+    run.batch.command("abort", who="qa", why="recipe error")
+    assert await finished(run) is S.ABORTED
+
+
+class _Bag:
+    limits = BioreactorLimits()
+
+
+class _Gas:
+    limits = GasDispenserLimits()
+
+
+@pytest.mark.parametrize(
+    ("item", "parameter", "value", "message"),
+    [
+        (_Bag(), "temperature_sp", 41.0, "outside 4-40 °C"),
+        (_Bag(), "temperature_sp", 3.0, "outside 4-40 °C"),
+        (_Gas(), "o2_flow_sp", 150.0, "above the O2 cap 100 sccm"),
+        (_Gas(), "n2_flow_sp", 900.0, "full scale 500"),
+        (object(), "pulse", True, "chain of identity"),
+    ],
+)
+def test_interlocks_refuse_unsafe_writes(
+    item: Any, parameter: str, value: Any, message: str
+) -> None:
+    with pytest.raises(InterlockTripped, match=message):
+        check_write("x", item, parameter, value, identity_confirmed=False)
+
+
+def test_interlocks_allow_safe_writes() -> None:
+    check_write("x", _Bag(), "temperature_sp", 37.0, identity_confirmed=False)
+    check_write("x", _Gas(), "o2_flow_sp", 100.0, identity_confirmed=False)
+    check_write("x", object(), "pulse", True, identity_confirmed=True)
+
+
+def test_shipped_nonviral_recipe_validates() -> None:
+    from twin.recipe import load_recipe
+
+    loaded = load_recipe(Path(ROOT / "recipes" / "car_t_nonviral.yaml"))
+    assert loaded.parameters["pulse_voltage"] == 750

@@ -1,0 +1,206 @@
+"""The batch record: what a QA reviewer sees, from a real batch and from a troubled one."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twin.cli import app
+from twin.journal import Journal
+from twin.report import build_record, render_html
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = (ROOT / "recipes" / "smoke.yaml").read_text(encoding="utf-8")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def smoke_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real batch of the smoke recipe on the twin (about 2 s)."""
+    path = tmp_path_factory.mktemp("report") / "smoke-report.sqlite"
+    result = runner.invoke(
+        app,
+        [
+            *("run", str(ROOT / "recipes/smoke.yaml"), "--bench", str(ROOT / "benches/sim.yaml")),
+            *("--journal", str(path), "--batch-id", "smoke-report", "--quiet"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def troubled_journal(path: Path) -> Path:
+    """A batch with a hold, an alarm, a refused command and a harvest that fails release."""
+    clock = iter(float(t) for t in range(0, 100000, 60))
+    j = Journal(path, lambda: next(clock), signer=None)
+    recipe = {"id": "smoke", "version": "1.0.0", "status": "draft", "sha256": "ab" * 32}
+    j.append(
+        "batch_started",
+        "batch",
+        {
+            "batch_id": "B-7",
+            "operator": "alice",
+            "patient_id": "P-0042",
+            "recipe": {**recipe, "text": SMOKE},
+        },
+    )
+    j.append("transition", "procedure:smoke", {"from": "Idle", "to": "Running", "who": "alice"})
+    j.append("setpoint", "bioreactor", {"parameter": "temperature_sp", "value": 37.0, "unit": "°C"})
+    for i in range(20):
+        temp = 37.0 if i < 10 else 39.5
+        j.append(
+            "reading",
+            "bioreactor",
+            {"what": "pv", "values": {"temperature_c": temp}},
+            durable=False,
+        )
+    j.append(
+        "alarm", "bioreactor", {"alarm": "temperature high", "message": "temperature 39.5 > 38"}
+    )
+    j.append(
+        "command",
+        "procedure:smoke",
+        {
+            "command": "hold",
+            "operator": "bob",
+            "accepted": True,
+            "reason": "bag inspection",
+            "meaning": "bob requests hold",
+            "state": "Running",
+        },
+    )
+    j.append(
+        "transition",
+        "procedure:smoke",
+        {"from": "Running", "to": "Holding", "who": "bob", "why": "bag inspection"},
+    )
+    j.append("transition", "procedure:smoke", {"from": "Holding", "to": "Held", "who": "engine"})
+    j.append(
+        "command",
+        "procedure:smoke",
+        {
+            "command": "pause",
+            "operator": "carol",
+            "accepted": False,
+            "reason": "try",
+            "state": "Held",
+            "meaning": "carol requests pause",
+        },
+    )
+    j.append("transition", "procedure:smoke", {"from": "Held", "to": "Running", "who": "bob"})
+    j.append(
+        "harvest",
+        "bioreactor",
+        {"volume_ml": 98.0, "viable_cells": 1e8, "viability_pct": 65.0, "transduced_pct": 31.0},
+    )
+    j.append(
+        "transition", "procedure:smoke", {"from": "Running", "to": "Complete", "who": "engine"}
+    )
+    j.append("batch_ended", "batch", {"state": "Complete"})
+    j.close()
+    return path
+
+
+def test_troubled_batch_puts_every_exception_on_top(tmp_path: Path) -> None:
+    record = build_record(troubled_journal(tmp_path / "t.sqlite"))
+    exceptions = "\n".join(f"{sev}: {text}" for sev, text in record.exceptions)
+    assert record.exceptions[0][0] == "critical"
+    assert "critical: Viability: 65.0 % fails ≥ 70 %" in exceptions
+    assert "major: 1 hold(s): bag inspection" in exceptions
+    assert "major: 1 alarm(s) raised: temperature 39.5 > 38" in exceptions
+    assert "major: 1 operator command(s) refused" in exceptions
+    assert "Recipe status is 'draft'" in exceptions
+    html = render_html(record)
+    assert "P-0042" in html and "bob requests hold" in html and "bag inspection" in html
+    assert html.index("Review by exception") < html.index("Batch identification")
+    temp = next(s for s in record.series if s.key == "bioreactor.temperature_c")
+    assert temp.setpoint == [(120.0, 37.0)] and len(temp.points) == 20
+    assert record.holds and record.holds[0][1] is not None  # hold span closed at restart
+    assert html.count('class="alarm"') == 1
+
+
+def test_tampered_journal_report_is_written_marked_and_exits_1(tmp_path: Path) -> None:
+    path = troubled_journal(tmp_path / "t.sqlite")
+    db = sqlite3.connect(path)
+    db.execute("UPDATE events SET data=replace(data, '65.0', '85.0') WHERE kind='harvest'")
+    db.commit()
+    db.close()
+    out = tmp_path / "t.html"
+    result = runner.invoke(app, ["report", str(path), "-o", str(out)])
+    assert result.exit_code == 1
+    html = out.read_text(encoding="utf-8")
+    assert "JOURNAL DOES NOT VERIFY" in html and "Journal does NOT verify" in html
+
+
+def test_real_batch_report_is_self_contained_and_complete(smoke_journal: Path) -> None:
+    out = smoke_journal.with_suffix(".html")
+    result = runner.invoke(app, ["report", str(smoke_journal), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "no external resources"
+    assert "<script" not in html
+    for heading in (
+        "Review by exception",
+        "Batch identification",
+        "Timeline of states",
+        "Trends",
+        "Operator actions",
+        "Deviations",
+        "In-process results",
+        "Release results",
+        "Journal integrity",
+    ):
+        assert heading in html
+    assert "Commissioning smoke test" in html  # product from the recipe recorded at start
+    assert html.count("<svg") >= 8  # temperature, DO, pH, rocking, perfusion, VCD, volume, gases
+    assert "Journal verified" in html
+    # The smoke batch has no gene transfer: the record must say it is not releasable.
+    record = build_record(smoke_journal)
+    verdicts = {r.name: r.verdict for r in record.release}
+    assert verdicts["Viability"] == "pass" and verdicts["CAR+ (transduced)"] == "fail"
+    severity, text = record.exceptions[0]
+    assert (
+        severity == "critical" and text.startswith("CAR+ (transduced)") and "fails ≥ 20 %" in text
+    )
+
+
+def _png_is_drawn(png: bytes) -> bool:
+    """A rendered page has many distinct pixel bytes; a blank one has a handful."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind = png[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            idat += png[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return len(set(zlib.decompress(idat))) > 50
+
+
+def test_report_renders_in_a_real_headless_browser(smoke_journal: Path, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip(
+            "chromium not installed (Debian: apt-get install -y chromium fonts-dejavu-core)"
+        )
+    html = tmp_path / "record.html"
+    assert runner.invoke(app, ["report", str(smoke_journal), "-o", str(html)]).exit_code == 0
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1100,3000"]
+    shot = tmp_path / "record.png"
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", html.as_uri()], capture_output=True, timeout=60
+    )
+    assert shot.exists(), "chromium wrote no screenshot"
+    assert _png_is_drawn(shot.read_bytes())
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "Review by exception" in dom and dom.count("<polyline") >= 8

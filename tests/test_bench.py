@@ -1,0 +1,76 @@
+"""Bench files are validated like recipes: every problem at FILE:LINE:COL, nothing opened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twin.bench import check_bench, load_bench
+from twin.errors import InvalidInput
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEAD = "bench: t\nclock: wall\nequipment:\n"
+
+
+def problems(tmp_path: Path, body: str) -> list[str]:
+    path = tmp_path / "b.yaml"
+    path.write_text(HEAD + body)
+    with pytest.raises(InvalidInput) as err:
+        load_bench(path)
+    return [str(p).replace(str(path), "B") for p in err.value.problems]
+
+
+def test_shipped_benches_validate() -> None:
+    for name in ("sim.yaml", "sim-rtu.yaml", "example-lab.yaml"):
+        load_bench(ROOT / "benches" / name)
+    lab = load_bench(ROOT / "benches" / "example-lab.yaml")
+    assert lab.model.twin is None and not lab.virtual_clock
+
+
+def test_unknown_driver(tmp_path: Path) -> None:
+    got = problems(tmp_path, "  gas: {type: gas_dispenser, driver: mks_gas, config: {}}\n")
+    assert got[0].startswith("B:4:") and "unknown driver 'mks_gas'" in got[0]
+
+
+def test_missing_endpoint(tmp_path: Path) -> None:
+    got = problems(
+        tmp_path,
+        "  br:\n    type: bioreactor\n    driver: modbus_rtu_bioreactor\n"
+        "    config: {baud: 19200}\n",
+    )
+    assert any(p.startswith("B:7:") and "port" in p for p in got), got
+
+
+def test_duplicate_unit_on_one_bus(tmp_path: Path) -> None:
+    got = problems(
+        tmp_path,
+        "  br:\n    type: bioreactor\n    driver: modbus_rtu_bioreactor\n"
+        "    config: {port: /dev/ttyUSB0, unit: 3}\n"
+        "  gas:\n    type: gas_dispenser\n    driver: bronkhorst_gas\n"
+        "    config: {port: /dev/ttyUSB0, units: {air: 3, o2: 4},\n"
+        "             limits: {full_scale_sccm: {air: 500, o2: 200}}}\n",
+    )
+    assert len(got) == 1 and got[0].startswith("B:11:")
+    assert "unit 3 on /dev/ttyUSB0 is already taken by 'br'" in got[0]
+
+
+def test_one_port_two_line_settings(tmp_path: Path) -> None:
+    got = problems(
+        tmp_path,
+        "  br:\n    type: bioreactor\n    driver: modbus_rtu_bioreactor\n"
+        "    config: {port: /dev/ttyUSB0, unit: 1, parity: E}\n"
+        "  ep:\n    type: electroporator\n    driver: ascii_electroporator\n"
+        "    config: {port: /dev/ttyUSB0}\n",
+    )
+    assert len(got) == 1 and got[0].startswith("B:11:") and "other line settings" in got[0]
+
+
+async def test_bench_check_reports_identity_status_reading_and_link_counters() -> None:
+    results = await check_bench(load_bench(ROOT / "benches" / "sim-rtu.yaml"))
+    assert [r.name for r in results] == ["bioreactor", "gas", "electroporator"]
+    assert all(r.ok for r in results), results
+    gas = results[1]
+    assert "F-201CV-500SCCM" in gas.identity and "mass_flow_sccm" in gas.reading
+    assert gas.counters["transactions"] > 0 and gas.counters["failures"] == 0

@@ -1,0 +1,197 @@
+"""The dashboard's HTML: plain server-rendered pages, inline SVG trends, no CDN, no script.
+
+A control room may be offline from the internet; every page is one response
+with its own styles, readable in any browser and in a headless one under test.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from html import escape
+from typing import Any
+
+from twin.control_site.store import Store
+
+__all__ = ["batch_page", "overview_page", "overview_rows", "svg_trend"]
+
+_STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}
+.bad{color:#b00;font-weight:bold}.warn{color:#a60}.ok{color:#080}
+.attention{background:#fff3f0}svg{background:#fafafa;border:1px solid #ddd;margin:4px}"""
+_ATTENTION_STATES = {"Held", "Holding", "Stopped", "Aborted", "Stopping", "Aborting"}
+PV_LABELS = {
+    "temperature_c": "temperature °C",
+    "do_pct": "DO % air sat.",
+    "ph": "pH",
+    "viable_cells_per_ml": "viable cells /mL",
+    "volume_ml": "volume mL",
+}
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) >= 1e4 else f"{value:.2f}"
+    return "-" if value is None else escape(str(value))
+
+
+def overview_rows(store: Store) -> list[dict[str, Any]]:
+    """Every site's batches with what needs attention: the dashboard's (and the API's) data."""
+    flags: dict[tuple[str, str], list[str]] = {}
+    for site, batch, seq, reason in store.query(
+        "SELECT site, batch, seq, reason FROM chain_flags ORDER BY at"
+    ):
+        flags.setdefault((site, batch), []).append(f"event {seq}: {reason}")
+    suspended = {
+        row[0]: (row[1], row[2])
+        for row in store.query("SELECT site, operator, reason FROM sites WHERE suspended=1")
+    }
+    rows = []
+    for site, batch, unit, state_json, online, updated in store.query(
+        "SELECT site, batch, unit, state, online, updated_at FROM batches ORDER BY site, batch"
+    ):
+        state = json.loads(state_json)
+        chain = flags.get((site, batch), [])
+        reasons = []
+        if state.get("state") in _ATTENTION_STATES:
+            reasons.append(f"{state['state']}: {state.get('hold_reason') or '-'}")
+        if state.get("alarms"):
+            reasons.append(
+                f"{len(state['alarms'])} alarm(s), last: {state['alarms'][-1]['message']}"
+            )
+        if not online and not state.get("ended"):
+            reasons.append("site offline")
+        reasons += [f"chain: {c}" for c in chain]
+        rows.append(
+            {
+                "site": site,
+                "unit": unit,
+                "batch": batch,
+                "state": state.get("state"),
+                "phase": state.get("phase"),
+                "day": state.get("day"),
+                "pv": state.get("pv", {}),
+                "online": bool(online),
+                "seq": state.get("seq"),
+                "attention": reasons,
+                "chain_ok": not chain,
+                "site_suspended": site in suspended,
+                "updated_at": updated,
+            }
+        )
+    return rows
+
+
+def overview_page(store: Store) -> str:
+    rows = overview_rows(store)
+    sites = store.query("SELECT site, suspended, operator, reason FROM sites ORDER BY site")
+    head = "".join(f"<th>{escape(label)}</th>" for label in PV_LABELS.values())
+    lines = []
+    for r in rows:
+        cls = " class='attention'" if r["attention"] else ""
+        link = f"/batch/{escape(r['site'])}/{escape(r['batch'])}"
+        pvs = "".join(f"<td>{_fmt(r['pv'].get(k))}</td>" for k in PV_LABELS)
+        attention = "<br>".join(escape(a) for a in r["attention"]) or "<span class='ok'>ok</span>"
+        lines.append(
+            f"<tr{cls} data-site='{escape(r['site'])}' data-batch='{escape(r['batch'])}'>"
+            f"<td>{escape(r['site'])}</td><td>{escape(r['unit'])}</td>"
+            f"<td><a href='{link}'>{escape(r['batch'])}</a></td>"
+            f"<td class='state'>{_fmt(r['state'])}</td><td>{_fmt(r['phase'])}</td>"
+            f"<td>{_fmt(r['day'])}</td>{pvs}<td class='attention-cell'>{attention}</td></tr>"
+        )
+    suspended = "".join(
+        f"<li class='bad'>site {escape(s)} suspended by {escape(op)}: {escape(why)}</li>"
+        for s, flag, op, why in sites
+        if flag
+    )
+    body = (
+        f"<h1>poc-twin control site</h1><p>{len(rows)} batches at "
+        f"{len({r['site'] for r in rows})} sites — {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"
+        f"<ul id='suspended'>{suspended}</ul>"
+        f"<table id='batches'><tr><th>site</th><th>unit</th><th>batch</th><th>state</th>"
+        f"<th>phase</th><th>day</th>{head}<th>needs attention</th></tr>{''.join(lines)}</table>"
+    )
+    return _page("poc-twin control site", body)
+
+
+def svg_trend(points: list[tuple[float, float]], label: str, width: int = 640) -> str:
+    """One process value over batch days as an inline SVG polyline."""
+    height, pad = 160, 36
+    if not points:
+        return f"<p>{escape(label)}: no readings yet</p>"
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) or 1.0
+    y0, y1 = min(ys), max(ys)
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 1, y1 + 1
+    sx = (width - 2 * pad) / ((x1 - x0) or 1.0)
+    sy = (height - 2 * pad) / (y1 - y0)
+    path = " ".join(
+        f"{pad + (x - x0) * sx:.1f},{height - pad - (y - y0) * sy:.1f}" for x, y in points
+    )
+    return (
+        f"<svg class='trend' data-pv='{escape(label)}' width='{width}' height='{height}' "
+        f"xmlns='http://www.w3.org/2000/svg'><text x='{pad}' y='16'>{escape(label)}</text>"
+        f"<text x='2' y='{pad + 4}' font-size='10'>{_fmt(y1)}</text>"
+        f"<text x='2' y='{height - pad}' font-size='10'>{_fmt(y0)}</text>"
+        f"<text x='{width - pad - 40}' y='{height - 8}' font-size='10'>day {x1:.2f}</text>"
+        f"<polyline fill='none' stroke='#06c' stroke-width='1.5' points='{path}'/></svg>"
+    )
+
+
+def _trends(store: Store, site: str, batch: str, max_points: int = 400) -> dict[str, list]:
+    rows = store.query(
+        "SELECT batch_time, data FROM events WHERE site=? AND batch=? AND kind='reading' "
+        "ORDER BY seq",
+        (site, batch),
+    )
+    series: dict[str, list[tuple[float, float]]] = {k: [] for k in PV_LABELS}
+    step = max(1, len(rows) // (max_points * 2))
+    for batch_time, data in rows[::step]:
+        values = json.loads(data).get("values", {})
+        if "do_pct" not in values:
+            continue
+        for key in PV_LABELS:
+            if isinstance(values.get(key), int | float):
+                series[key].append((batch_time / 86400.0, float(values[key])))
+    return series
+
+
+def batch_page(store: Store, site: str, batch: str) -> str | None:
+    found = [r for r in overview_rows(store) if r["site"] == site and r["batch"] == batch]
+    if not found:
+        return None
+    r = found[0]
+    trends = _trends(store, site, batch)
+    svgs = "".join(svg_trend(trends[k], PV_LABELS[k]) for k in PV_LABELS)
+    notable = store.query(
+        "SELECT seq, batch_time, kind, source, data FROM events WHERE site=? AND batch=? AND "
+        "kind IN ('alarm','command') ORDER BY seq",
+        (site, batch),
+    )
+    events = "".join(
+        f"<tr><td>{seq}</td><td>{bt / 86400:.3f}</td><td>{escape(kind)}</td>"
+        f"<td>{escape(src)}</td><td>{escape(data)}</td></tr>"
+        for seq, bt, kind, src, data in notable
+    )
+    attention = "".join(f"<li class='bad'>{escape(a)}</li>" for a in r["attention"])
+    form = (
+        f"<form method='post' action='/batch/{escape(site)}/{escape(batch)}/hold'>"
+        "<input name='reason' placeholder='reason' required> <button>request hold</button></form>"
+    )
+    body = (
+        f"<p><a href='/'>all sites</a></p><h1>{escape(batch)}</h1>"
+        f"<p>site {escape(site)}, unit {escape(r['unit'])} — state <b id='state'>"
+        f"{_fmt(r['state'])}</b>, phase {_fmt(r['phase'])}, day {_fmt(r['day'])}, "
+        f"event {_fmt(r['seq'])}, {'online' if r['online'] else 'offline'}</p>"
+        f"<ul id='attention'>{attention}</ul>{form}<h2>Trends</h2>{svgs}"
+        f"<h2>Alarms and operator commands</h2><table id='notable'>{events}</table>"
+    )
+    return _page(f"{batch} at {site}", body)

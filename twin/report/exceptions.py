@@ -1,0 +1,89 @@
+"""Review by exception: what a QA reviewer must look at, worst first.
+
+A clean batch reads "no exceptions" and the reviewer signs; anything else is
+listed here with its severity, so nothing needing judgement hides in the detail.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twin.report.record import BatchRecord
+
+__all__ = ["SEVERITIES", "review_by_exception"]
+
+#: critical: the record cannot support release; major: needs an investigation; minor: note.
+SEVERITIES = ("critical", "major", "minor")
+
+
+def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
+    """(severity, sentence) for each exception, critical first."""
+    found: list[tuple[str, str]] = []
+    chain = r.chain
+    if not chain.ok:
+        found.append(
+            (
+                "critical",
+                f"Journal does NOT verify: event {chain.first_bad_seq} {chain.reason}; "
+                f"only events 1-{chain.events} can be trusted.",
+            )
+        )
+    sig = r.signatures
+    if sig is not None and not sig.ok:
+        found.append(
+            ("critical", f"Signature check failed at event {sig.first_bad_seq}: {sig.reason}.")
+        )
+    if not r.ended:
+        found.append(
+            (
+                "critical",
+                f"The batch has no end in the journal (last state {r.final_state}): "
+                "the process died or is still running.",
+            )
+        )
+    elif r.final_state != "Complete":
+        found.append(("critical", f"Batch ended {r.final_state}, not Complete."))
+    for res in r.in_process + r.release:
+        if res.verdict == "fail":
+            found.append(("critical", f"{res.name}: {res.value} fails {res.criterion}."))
+    holds = [d for d in r.deviations if d.kind == "hold"]
+    if holds:
+        found.append(("major", f"{len(holds)} hold(s): " + "; ".join(d.text for d in holds[:3])))
+    if r.alarms:
+        found.append(
+            (
+                "major",
+                f"{len(r.alarms)} alarm(s) raised: " + "; ".join(a.text for a in r.alarms[:3]),
+            )
+        )
+    refused = [d for d in r.deviations if d.kind == "refused command"]
+    if refused:
+        found.append(("major", f"{len(refused)} operator command(s) refused."))
+    if r.header.get("recipe_status") not in (None, "approved"):
+        found.append(
+            ("major", f"Recipe status is '{r.header.get('recipe_status')}', not approved.")
+        )
+    pending = [res.name for res in r.release if res.verdict == "pending"]
+    if pending:
+        found.append(("minor", "QC results not in the journal: " + ", ".join(pending) + "."))
+    if sig is not None and sig.checkpoints == 0:
+        found.append(("minor", "Journal is not signed by a site key (hash chain only)."))
+    elif sig is not None and sig.verified == 0 and sig.checkpoints:
+        found.append(
+            (
+                "minor",
+                f"{sig.checkpoints} signed checkpoint(s) present but not checked "
+                "(no public key given).",
+            )
+        )
+    if r.actions or r.operators:
+        found.append(
+            (
+                "minor",
+                "Operator identities are as recorded by the batch system, "
+                "not authenticated e-signatures.",
+            )
+        )
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    return sorted(found, key=lambda f: order[f[0]])

@@ -1,0 +1,394 @@
+"""The batch record read from the journal: header, states, trends, actions, deviations, results.
+
+One pass over the events builds everything the report shows, so the report can
+never disagree with the journal (there is no second truth to disagree with).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twin.errors import PocTwinError
+from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
+from twin.report.criteria import Result, judge_release
+from twin.signing import Anchor, SignatureCheck, check_signatures
+
+__all__ = ["Action", "BatchRecord", "Deviation", "Series", "build_record", "flatten_values"]
+
+#: Process value -> the setpoint parameter journalled for it (PV vs SP trends).
+SETPOINT_OF = {
+    "temperature_c": "temperature_sp",
+    "rocking_rpm": "rocking_sp",
+    "perfusion_ml_per_day": "perfusion_sp",
+}
+#: Read-backs and housekeeping values that are not process values.
+NOT_PV = {"heartbeat", "status", "temperature_sp_c"}
+UNITS = {"_pct": "%", "_c": "°C", "_rpm": "rpm", "_per_ml": "cells/mL", "_ml": "mL"}
+UNITS_EXACT = {"do_pct": "% air sat.", "ph": "pH", "perfusion_ml_per_day": "mL/d"}
+HOLD_STATES = {"Holding", "Held", "Restarting"}
+ENDING = {"Stopping": "stop", "Aborting": "abort"}
+
+
+@dataclass
+class Series:
+    """One process value over batch time, with its setpoint as a step line (None: no SP)."""
+
+    key: str
+    unit: str
+    points: list[tuple[float, float]] = field(default_factory=list)
+    setpoint: list[tuple[float, float | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Action:
+    """An operator action as its electronic-signature record: who, when, what it meant, why."""
+
+    seq: int
+    batch_time: float
+    wall_time: str
+    who: str
+    action: str
+    meaning: str
+    reason: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """Something a reviewer must look at: hold, alarm, refused command, failed safe state."""
+
+    seq: int
+    batch_time: float
+    kind: str
+    source: str
+    text: str
+
+
+@dataclass
+class BatchRecord:
+    """Everything the batch record shows, read from one journal."""
+
+    journal: Path
+    chain: VerifyResult
+    signatures: SignatureCheck | None
+    header: dict[str, Any] = field(default_factory=dict)
+    operators: list[str] = field(default_factory=list)
+    final_state: str = "not ended"
+    ended: bool = False
+    end_time: float = 0.0
+    events: int = 0
+    states: list[tuple[float, str, str, str, str]] = field(default_factory=list)
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    holds: list[tuple[float, float | None]] = field(default_factory=list)
+    alarms: list[Deviation] = field(default_factory=list)
+    series: list[Series] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    deviations: list[Deviation] = field(default_factory=list)
+    samples: list[tuple[float, dict[str, Any], str]] = field(default_factory=list)
+    in_process: list[Result] = field(default_factory=list)
+    release: list[Result] = field(default_factory=list)
+    harvest: dict[str, Any] | None = None
+    exceptions: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return self.chain.ok and (self.signatures is None or self.signatures.ok)
+
+
+def flatten_values(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric process values of a reading, nested dicts as ``outer.inner``."""
+    flat: dict[str, float] = {}
+    for key, value in values.items():
+        if key in NOT_PV or key == "setpoint_sccm":
+            continue
+        if isinstance(value, dict):
+            flat.update(flatten_values(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def unit_of(key: str) -> str:
+    """A display unit from the field name (fields carry their unit by convention)."""
+    name = key.split(".")[-1] if key.count(".") > 1 else key.split(".", 1)[-1]
+    if name in UNITS_EXACT:
+        return UNITS_EXACT[name]
+    if "sccm" in key:
+        return "sccm"
+    return next((u for suffix, u in UNITS.items() if name.endswith(suffix)), "")
+
+
+def setpoint_param(pv_key: str) -> str | None:
+    """Name of the setpoint journalled for a PV key ``equipment.value[.sub]``."""
+    _, _, name = pv_key.partition(".")
+    if name.startswith("mass_flow_sccm."):
+        return f"{name.split('.')[-1]}_flow_sp"
+    return SETPOINT_OF.get(name)
+
+
+def _recipe_phases(started: dict[str, Any]) -> dict[str, Any]:
+    """Phase parameters by path, from the recipe text recorded at batch start (best effort)."""
+    recipe = started.get("recipe") or {}
+    text = recipe.get("text")
+    if not text:
+        return {}
+    from twin.recipe import load_recipe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recipe.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            params = recipe.get("parameters") or {}
+            model = load_recipe(path, {k: str(v) for k, v in params.items()} or None).model
+        except (PocTwinError, TypeError, ValueError):
+            return {}
+    phases: dict[str, Any] = {}
+    for unit in model.procedure:
+        for op in unit.operations:
+            for i, ph in enumerate(op.phases):
+                label = ph.name or ph.phase
+                phases[f"{unit.unit_procedure}/{op.operation}/{i + 1}:{label}"] = ph
+    return phases
+
+
+class _Builder:
+    def __init__(self, record: BatchRecord) -> None:
+        self.r = record
+        self.series: dict[str, Series] = {}
+        self.setpoints: dict[str, list[tuple[float, float | None]]] = {}
+        self.recipe_phases: dict[str, Any] = {}
+        self.phase_open: dict[str, dict[str, Any]] = {}
+        self.running_phase: str | None = None
+
+    def started(self, e: Event) -> None:
+        d = e.data
+        recipe = d.get("recipe") or {}
+        self.recipe_phases = _recipe_phases(d)
+        header = _recipe_header(recipe.get("text", ""))
+        self.r.header = {
+            "batch_id": d.get("batch_id", "?"),
+            "product": header.get("product", recipe.get("id", "?")),
+            "recipe_id": recipe.get("id", "?"),
+            "recipe_version": recipe.get("version", "?"),
+            "recipe_status": recipe.get("status", "?"),
+            "recipe_sha256": recipe.get("sha256", "?"),
+            "approved_by": header.get("approved_by"),
+            "approved_on": header.get("approved_on"),
+            "patient_id": d.get("patient_id"),
+            "bag_id": d.get("bag_id"),
+            "site": d.get("site"),
+            "bench": (d.get("bench") or {}).get("name"),
+            "seed": (d.get("bench") or {}).get("seed"),
+            "software": d.get("poc_twin_version"),
+            "started_wall": e.wall_time,
+        }
+        self._operator(d.get("operator"))
+
+    def _operator(self, who: Any) -> None:
+        if who and who != "engine" and who not in self.r.operators:
+            self.r.operators.append(str(who))
+
+    def transition(self, e: Event) -> None:
+        d, t = e.data, e.batch_time
+        if e.source.startswith("procedure:"):
+            self.r.states.append(
+                (t, d.get("from", ""), d.get("to", ""), d.get("who", ""), d.get("why", ""))
+            )
+            to = d.get("to")
+            self.r.final_state = to or self.r.final_state
+            if to == "Holding":
+                self.r.holds.append((t, None))
+                self.r.deviations.append(
+                    Deviation(e.seq, t, "hold", d.get("who", ""), d.get("why", ""))
+                )
+            elif to not in HOLD_STATES and self.r.holds and self.r.holds[-1][1] is None:
+                self.r.holds[-1] = (self.r.holds[-1][0], t)
+            if to in ENDING:
+                why = d.get("why", "")
+                self.r.deviations.append(Deviation(e.seq, t, ENDING[to], d.get("who", ""), why))
+        elif e.source.startswith("phase:"):
+            path = e.source.removeprefix("phase:")
+            to = d.get("to")
+            if path not in self.phase_open:
+                self.phase_open[path] = {"path": path, "start": t, "end": None, "state": to}
+                self.r.phases.append(self.phase_open[path])
+            self.phase_open[path]["state"] = to
+            if to in ("Complete", "Stopped", "Aborted"):
+                self.phase_open[path]["end"] = t
+            params = self.recipe_phases.get(path)
+            do_sp = getattr(params, "do_setpoint_pct", None)
+            if to == "Running":
+                self.running_phase = path
+                if do_sp is not None:
+                    self.setpoints.setdefault("bioreactor.do_pct", []).append((t, float(do_sp)))
+            elif self.running_phase == path:
+                self.running_phase = None
+                if do_sp is not None:
+                    self.setpoints.setdefault("bioreactor.do_pct", []).append((t, None))
+
+    def command(self, e: Event) -> None:
+        d = e.data
+        accepted = d.get("accepted", True)
+        self._operator(d.get("operator"))
+        self.r.actions.append(
+            Action(
+                e.seq,
+                e.batch_time,
+                e.wall_time,
+                str(d.get("operator", "?")),
+                str(d.get("command", "?")),
+                str(d.get("meaning", "")),
+                str(d.get("reason", "")),
+                "accepted" if accepted else f"refused (state {d.get('state', '?')})",
+            )
+        )
+        if not accepted:
+            who, state = d.get("operator"), d.get("state")
+            text = f"{d.get('command')} by {who} refused in {state}: {d.get('reason', '')}"
+            self.r.deviations.append(
+                Deviation(e.seq, e.batch_time, "refused command", e.source, text)
+            )
+
+    def signed_action(self, e: Event) -> None:
+        """Any other event carrying who and meaning (e.g. identity confirmation) is an action."""
+        d = e.data
+        who = d.get("operator") or d.get("who")
+        if not who or "meaning" not in d:
+            return
+        self._operator(who)
+        ok = d.get("match", d.get("accepted", True))
+        detail = ", ".join(f"{k} {d[k]}" for k in ("patient_id", "bag_id") if d.get(k))
+        self.r.actions.append(
+            Action(
+                e.seq,
+                e.batch_time,
+                e.wall_time,
+                str(who),
+                e.kind.replace("_", " ") + (f" ({detail})" if detail else ""),
+                str(d["meaning"]),
+                str(d.get("reason", "")),
+                "ok" if ok else "MISMATCH",
+            )
+        )
+        if not ok:
+            self.r.deviations.append(
+                Deviation(
+                    e.seq, e.batch_time, e.kind.replace("_", " "), e.source, str(d["meaning"])
+                )
+            )
+
+    def reading(self, e: Event) -> None:
+        values = e.data.get("values")
+        if not isinstance(values, dict):
+            return
+        for key, value in flatten_values(values).items():
+            full = f"{e.source}.{key}"
+            s = self.series.get(full)
+            if s is None:
+                s = self.series[full] = Series(full, unit_of(full))
+            s.points.append((e.batch_time, value))
+
+    def setpoint(self, e: Event) -> None:
+        value = e.data.get("value")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            key = f"{e.source}.{e.data.get('parameter')}"
+            self.setpoints.setdefault(key, []).append((e.batch_time, float(value)))
+
+    def alarm(self, e: Event) -> None:
+        d = e.data
+        text = str(d.get("message") or d.get("alarm") or "alarm")
+        dev = Deviation(e.seq, e.batch_time, "alarm", e.source, text)
+        self.r.alarms.append(dev)
+        self.r.deviations.append(dev)
+
+    def sample(self, e: Event) -> None:
+        phase = self.running_phase or ""
+        self.r.samples.append((e.batch_time, e.data, phase))
+        params = self.recipe_phases.get(phase)
+        if getattr(params, "phase", None) != "sample":
+            return
+        checks = [
+            ("viability_pct", "min_viability_pct", "%", "Viability"),
+            ("viable_cells_per_ml", "min_viable_cells_per_ml", "cells/mL", "Viable cell density"),
+        ]
+        for key, limit_name, unit, label in checks:
+            limit = getattr(params, limit_name, None)
+            if limit is None or key not in e.data:
+                continue
+            value = float(e.data[key])
+            self.r.in_process.append(
+                Result(
+                    f"{label} ({phase.split(':')[-1]})",
+                    f"{value:.4g} {unit}",
+                    f"≥ {float(limit):g} {unit}",
+                    "pass" if value >= float(limit) else "fail",
+                    f"event {e.seq}",
+                )
+            )
+
+    def finish(self) -> None:
+        for key, s in sorted(self.series.items()):
+            param = setpoint_param(key)
+            equipment = key.split(".", 1)[0]
+            if key in self.setpoints:
+                s.setpoint = self.setpoints[key]
+            elif param is not None:
+                s.setpoint = self.setpoints.get(f"{equipment}.{param}", [])
+            self.r.series.append(s)
+
+
+def _recipe_header(text: str) -> dict[str, Any]:
+    from ruamel.yaml import YAML
+
+    with contextlib.suppress(Exception):
+        data = YAML(typ="safe").load(text) or {}
+        header = data.get("recipe") or {}
+        return {k: str(v) for k, v in header.items() if v is not None}
+    return {}
+
+
+def build_record(
+    path: Path | str, public_key: Any = None, anchors: list[Anchor] | None = None
+) -> BatchRecord:
+    """Read and check a journal and gather the batch record from it."""
+    path = Path(path)
+    chain = verify(path)
+    events = list(read_events(path))
+    signatures = check_signatures(events, public_key, anchors or ()) if chain.ok else None
+    record = BatchRecord(path, chain, signatures, events=len(events))
+    b = _Builder(record)
+    handlers = {
+        "batch_started": b.started,
+        "transition": b.transition,
+        "command": b.command,
+        "reading": b.reading,
+        "setpoint": b.setpoint,
+        "alarm": b.alarm,
+        "sample": b.sample,
+    }
+    for e in events:
+        record.end_time = max(record.end_time, e.batch_time)
+        handler = handlers.get(e.kind)
+        if handler is not None:
+            handler(e)
+        elif e.kind == "harvest":
+            record.harvest = e.data
+        elif e.kind == "batch_ended":
+            record.ended = True
+            record.final_state = e.data.get("state", record.final_state)
+        elif e.kind == CHECKPOINT:
+            record.header["site"] = record.header.get("site") or e.data.get("site")
+        else:
+            b.signed_action(e)
+    b.finish()
+    record.release = judge_release(record.harvest)
+    if record.holds and record.holds[-1][1] is None:
+        record.holds[-1] = (record.holds[-1][0], record.end_time)
+    from twin.report.exceptions import review_by_exception
+
+    record.exceptions = review_by_exception(record)
+    return record

@@ -1,0 +1,145 @@
+"""Inline SVG trend plots: a process value against its setpoint, holds shaded, alarms marked.
+
+Plain SVG text, no plotting library and no script, so the batch record is one
+self-contained file that renders the same in any browser and prints well.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from html import escape
+
+__all__ = ["downsample", "trend_svg"]
+
+W, H = 860, 210
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 14, 30
+#: Setpoint changes beyond which a setpoint is drawn as a (downsampled) line, not steps.
+MAX_STEPS = 400
+
+
+def downsample(
+    points: Sequence[tuple[float, float]], buckets: int = 400
+) -> list[tuple[float, float]]:
+    """At most ~2 points per time bucket (its min and max, in time order): spikes survive."""
+    if len(points) <= 2 * buckets:
+        return list(points)
+    t0, t1 = points[0][0], points[-1][0]
+    span = (t1 - t0) or 1.0
+    out: list[tuple[float, float]] = []
+    group: list[tuple[float, float]] = []
+    current = 0
+    for p in points:
+        b = min(buckets - 1, int((p[0] - t0) / span * buckets))
+        if b != current and group:
+            out.extend(_extremes(group))
+            group = []
+        current = b
+        group.append(p)
+    out.extend(_extremes(group))
+    return out
+
+
+def _extremes(group: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    lo = min(group, key=lambda p: p[1])
+    hi = max(group, key=lambda p: p[1])
+    return sorted({lo, hi})
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step) + 1)]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
+
+
+def trend_svg(
+    title: str,
+    unit: str,
+    points: Sequence[tuple[float, float]],
+    setpoint: Sequence[tuple[float, float | None]],
+    *,
+    end_time: float,
+    holds: Sequence[tuple[float, float | None]] = (),
+    alarms: Sequence[tuple[float, str]] = (),
+) -> str:
+    """One trend as an ``<svg>`` element; time axis in hours or days of batch time."""
+    pv = downsample(points)
+    t_end = max(end_time, pv[-1][0] if pv else 0.0, 1.0)
+    days = t_end > 2 * 86400
+    scale, x_unit = (86400.0, "day") if days else (3600.0, "h")
+    values = [v for _, v in pv] + [v for _, v in setpoint if v is not None]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
+    lo, hi = lo - pad, hi + pad
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def x(t: float) -> float:
+        return LEFT + pw * t / t_end
+
+    def y(v: float) -> float:
+        return TOP + ph * (1 - (v - lo) / (hi - lo))
+
+    parts = [
+        f'<svg class="trend" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-size="11" '
+        f'role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>',
+    ]
+    for start, end in holds:
+        x0, x1 = x(start), x(end if end is not None else t_end)
+        parts.append(
+            f'<rect class="hold" x="{x0:.1f}" y="{TOP}" width="{max(x1 - x0, 1.5):.1f}" '
+            f'height="{ph}" fill="#f6d7a7" opacity="0.7"><title>hold</title></rect>'
+        )
+    for v in _nice_ticks(lo, hi):
+        parts.append(
+            f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
+            f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_fmt(v)}</text>'
+        )
+    for t in _nice_ticks(0.0, t_end / scale, 8):
+        parts.append(f'<text x="{x(t * scale):.1f}" y="{H - 12}" text-anchor="middle">{t:g}</text>')
+    mid = TOP + ph / 2
+    parts.append(
+        f'<text x="{LEFT + pw}" y="{H - 1}" text-anchor="end">batch time ({x_unit})</text>'
+        f'<text x="12" y="{mid:.0f}" transform="rotate(-90 12 {mid:.0f})" text-anchor="middle">'
+        f"{escape(unit)}</text>"
+    )
+    if pv:
+        coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pv)
+        parts.append(f'<polyline class="pv" points="{coords}" fill="none" stroke="#1f5fa8"/>')
+    if setpoint:
+        parts.append(_step_path(setpoint, t_end, x, y))
+    for t, text in alarms:
+        parts.append(
+            f'<g class="alarm"><line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{TOP}" y2="{TOP + ph}" '
+            f'stroke="#c0392b" stroke-width="1.5"/><path d="M{x(t) - 5:.1f},{TOP} h10 l-5,8 z" '
+            f'fill="#c0392b"/><title>{escape(text)}</title></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _step_path(setpoint: Sequence[tuple[float, float | None]], t_end: float, x, y) -> str:  # type: ignore[no-untyped-def]
+    if len(setpoint) > MAX_STEPS:  # a loop's output (e.g. DO cascade flows): draw it as a line
+        line = downsample([(t, v) for t, v in setpoint if v is not None])
+        setpoint = [(t, v) for t, v in line]
+    segments = []
+    for i, (t, v) in enumerate(setpoint):
+        if v is None:
+            continue
+        t_next = setpoint[i + 1][0] if i + 1 < len(setpoint) else t_end
+        segments.append(f"M{x(t):.1f},{y(v):.1f} H{x(t_next):.1f}")
+        if i + 1 < len(setpoint) and setpoint[i + 1][1] is not None:
+            segments.append(f"V{y(setpoint[i + 1][1]):.1f}")  # type: ignore[arg-type]
+    return (
+        f'<path class="sp" d="{" ".join(segments)}" fill="none" stroke="#27ae60" '
+        f'stroke-width="1.5" stroke-dasharray="6 3"/>'
+    )

@@ -1,0 +1,317 @@
+"""Site side: tail a batch journal and publish every event to the broker, store-and-forward.
+
+Runs on its own real-time asyncio loop, in its own process (``python -m
+twin.telemetry forward``, started by ``poc-twin run --broker``): the batch's
+virtual-time loop would turn reconnect back-off into no wait at all, and the
+forwarder only needs the journal file, which SQLite's WAL lets it read while
+the batch writes. The last event the broker acknowledged is kept in a side
+file (``<journal>.telemetry.json``), so a forwarder that restarts, or a broker
+that was away, resumes where delivery stopped. Events go out in sequence order
+on one connection with QoS 1; a duplicate after a reconnect is harmless because
+the control site keys every event by (site, batch, seq).
+
+Real waits here (the only ones): polling the journal for new events
+(``poll_s``) and the back-off between reconnect attempts. Both wait on the
+world (a batch writing, a broker coming back), not on batch time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from twin.clock import wall_now
+from twin.engine.inbox import NoRunningBatch, send_command
+from twin.journal import Event
+from twin.telemetry.site import SiteRecord
+from twin.telemetry.state import BatchState
+from twin.telemetry.topics import BrokerURL, decode, encode, topic
+
+__all__ = ["AckFile", "Forwarder"]
+
+_COLUMNS = "seq, batch_time, wall_time, kind, source, data, prev_hash, hash"
+
+
+class AckFile:
+    """The last sequence number the broker acknowledged, beside the journal (atomic rename)."""
+
+    def __init__(self, journal_path: Path | str) -> None:
+        self.path = Path(f"{journal_path}.telemetry.json")
+
+    def load(self, first_hash: str) -> int:
+        """The acked seq, if the file belongs to this journal (same first event)."""
+        try:
+            body = json.loads(self.path.read_text())
+            return int(body["acked_seq"]) if body.get("first_hash") == first_hash else 0
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def save(self, seq: int, first_hash: str) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        body = {"acked_seq": seq, "first_hash": first_hash, "at": wall_now().isoformat()}
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, self.path)
+
+
+class Forwarder:
+    """Publishes one batch journal to the broker and carries control requests back."""
+
+    def __init__(
+        self,
+        journal_path: Path | str,
+        broker: BrokerURL,
+        *,
+        poll_s: float = 0.2,
+        chunk: int = 500,
+        backoff_max_s: float = 5.0,
+        record: SiteRecord | None = None,
+    ) -> None:
+        self.journal_path = Path(journal_path)
+        self.broker = broker
+        self.poll_s = poll_s
+        self.chunk = chunk
+        self.backoff_max_s = backoff_max_s
+        self.ack = AckFile(journal_path)
+        self.acked = 0
+        self.first_hash = ""
+        self.record = record
+        self.batch: str | None = None
+        self.state: BatchState | None = None
+        self.head: tuple[int, str] = (0, "")
+        self.ended_seq: int | None = None
+        self.connected = asyncio.Event()
+        self._control_ack_seen = False
+        self.sessions = 0
+        self._db: sqlite3.Connection | None = None
+
+    # -- journal ------------------------------------------------------------------
+
+    def _rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
+        if self._db is None:
+            if not self.journal_path.exists():
+                return []
+            self._db = sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True)
+        try:
+            return self._db.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # the batch has not created its tables yet
+
+    def _prime(self) -> None:
+        """Learn the batch id and rebuild the state fold up to the acknowledged event."""
+        if self.batch is not None:
+            return
+        first = self._rows(0, 1)
+        if not first:
+            return
+        data = json.loads(first[0][5])
+        self.first_hash = first[0][7]
+        self.acked = self.ack.load(self.first_hash)
+        self.batch = str(data.get("batch_id", self.journal_path.stem))
+        self.state = BatchState(self.batch)
+        done = 0
+        while done < self.acked:
+            rows = self._rows(done, min(self.chunk * 10, self.acked - done))
+            if not rows:
+                break
+            self._fold(rows)
+            done = rows[-1][0]
+
+    def _fold(self, rows: list[tuple[Any, ...]]) -> None:
+        assert self.state is not None
+        last_reading = None
+        for row in rows:
+            if row[3] == "reading":
+                if '"do_pct"' in row[5]:  # the bioreactor's PVs: only the latest counts
+                    last_reading = row
+                continue
+            self.state.apply(Event(*row[:5], json.loads(row[5]), row[6], row[7]))  # type: ignore[arg-type]
+            if row[3] == "batch_ended":
+                self.ended_seq = row[0]
+        if last_reading is not None:
+            row = last_reading
+            self.state.apply(Event(*row[:5], json.loads(row[5]), row[6], row[7]))  # type: ignore[arg-type]
+        self.state.seq, self.head = rows[-1][0], (rows[-1][0], rows[-1][7])
+
+    # -- wire ---------------------------------------------------------------------
+
+    def _topic(self, kind: str, batch: str | None = None) -> str:
+        return topic(self.broker.site, self.broker.unit, batch or self.batch or "-", kind)
+
+    def _event_payload(self, row: tuple[Any, ...]) -> bytes:
+        seq, bt, wt, kind, source, data, prev, digest = row
+        head = json.dumps(
+            {
+                "v": 1,
+                "site": self.broker.site,
+                "unit": self.broker.unit,
+                "batch": self.batch,
+                "seq": seq,
+                "batch_time": bt,
+                "wall_time": wt,
+                "kind": kind,
+                "source": source,
+                "prev_hash": prev,
+                "hash": digest,
+            },
+            separators=(",", ":"),
+        )
+        # The data column is already canonical JSON (what the hash covers): splice it in.
+        return f'{head[:-1]},"data":{data}}}'.encode()
+
+    def _client(self) -> aiomqtt.Client:
+        assert self.batch is not None
+        will = aiomqtt.Will(
+            self._topic("status"),
+            encode("status", {"online": False, "why": "connection lost", "batch": self.batch}),
+            qos=1,
+            retain=True,
+        )
+        client = aiomqtt.Client(
+            **self.broker.client_kwargs(),
+            identifier=f"poc-twin-{self.broker.site}-{self.broker.unit}-{self.batch}"[:128],
+            clean_session=False,
+            will=will,
+            keepalive=10,
+            timeout=10,
+            max_inflight_messages=200,
+        )
+        client.pending_calls_threshold = self.chunk + 10  # a chunk in flight is the design
+        return client
+
+    async def _publish_rows(self, client: aiomqtt.Client, rows: list[tuple[Any, ...]]) -> None:
+        event_topic = self._topic("event")
+        await asyncio.gather(
+            *(client.publish(event_topic, self._event_payload(r), qos=1) for r in rows)
+        )
+        self._fold(rows)
+        assert self.state is not None
+        await client.publish(
+            self._topic("state"), encode("state", self.state.as_payload()), 1, True
+        )
+        head = {"seq": self.head[0], "hash": self.head[1], "signature": None, "batch": self.batch}
+        await client.publish(self._topic("head"), encode("head", head), qos=1, retain=True)
+        self.acked = rows[-1][0]
+        self.ack.save(self.acked, self.first_hash)
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        """Control requests for this batch and this site: hold, suspension, the control ack."""
+        async for message in client.messages:
+            body = decode(message.payload)
+            if body is None:
+                continue
+            kind = str(message.topic).rsplit("/", 1)[-1]
+            if kind == "ack" and not self._control_ack_seen:
+                self._control_ack_seen = True
+                # The control site's own ack is the end-to-end truth: resend what it lacks.
+                self.acked = min(self.acked, int(body.get("seq", 0)))
+            elif kind == "command":
+                await self._forward_command(body)
+            elif kind == "suspension" and self.record is not None:
+                action = "suspend" if body.get("suspended") else "reinstate"
+                self.record.record(
+                    self.broker.site,
+                    action,
+                    str(body.get("operator", "?")),
+                    str(body.get("reason", "")),
+                    request_id=str(body.get("id", body.get("at", ""))),
+                    outcome="recorded",
+                )
+
+    async def _forward_command(self, body: dict[str, Any]) -> None:
+        """A hold from the control site goes to the running batch like an operator command."""
+        command = str(body.get("command", ""))
+        who = f"control-site:{body.get('operator', '?')}"
+        reason = str(body.get("reason", "")) or "requested by the control site"
+        if command != "hold":
+            outcome = f"refused: the control site may only request hold, not '{command}'"
+        else:
+            try:
+                reply = await send_command(self.journal_path, "hold", operator=who, reason=reason)
+                outcome = str(reply.get("status"))
+            except NoRunningBatch as exc:
+                outcome = f"not delivered: {exc}"
+        if self.record is not None:
+            rid = str(body.get("id", ""))
+            self.record.record(
+                self.broker.site, command, who, reason, request_id=rid, outcome=outcome
+            )
+
+    # -- the loop -----------------------------------------------------------------
+
+    def _finished(self, until_ended: bool, parent_pid: int | None) -> bool:
+        if self.ended_seq is not None and self.acked >= self.ended_seq and until_ended:
+            return True
+        parent_gone = parent_pid is not None and os.getppid() != parent_pid
+        return (not until_ended or parent_gone) and not self._rows(self.acked, 1)
+
+    async def _session(self, until_ended: bool, parent_pid: int | None) -> bool:
+        """One connection: publish until done (True) or the connection drops (raises)."""
+        async with self._client() as client:
+            self._control_ack_seen = False
+            online = {"online": True, "batch": self.batch, "at": wall_now().isoformat()}
+            await client.publish(self._topic("status"), encode("status", online), 1, True)
+            await client.subscribe(self._topic("command"), qos=1)
+            await client.subscribe(self._topic("ack"), qos=1)
+            await client.subscribe(topic(self.broker.site, "-", "-", "suspension"), qos=1)
+            listener = asyncio.create_task(self._listen(client))
+            self.connected.set()
+            self.sessions += 1
+            try:
+                while True:
+                    if listener.done():
+                        listener.result()  # re-raise why the connection ended
+                    rows = self._rows(self.acked, self.chunk)
+                    if rows:
+                        await self._publish_rows(client, rows)
+                        continue
+                    if self._finished(until_ended, parent_pid):
+                        gone = {"online": False, "why": "batch ended", "batch": self.batch}
+                        await client.publish(self._topic("status"), encode("status", gone), 1, True)
+                        return True
+                    await asyncio.sleep(self.poll_s)  # real time: waiting for the batch to write
+            finally:
+                self.connected.clear()
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await listener
+
+    async def run(
+        self, *, until_ended: bool = True, parent_pid: int | None = None, give_up_s: float = 0
+    ) -> bool:
+        """Forward until the batch ended and all is delivered; False if it gave up offline."""
+        while self.batch is None:
+            self._prime()
+            if self.batch is None:
+                if parent_pid is not None and os.getppid() != parent_pid:
+                    return False
+                await asyncio.sleep(self.poll_s)  # real time: the batch has not begun yet
+        backoff, offline_since = 0.2, None
+        try:
+            while True:
+                sessions = self.sessions
+                try:
+                    if await self._session(until_ended, parent_pid):
+                        return True
+                except aiomqtt.MqttError:
+                    pass
+                if self.sessions != sessions:
+                    backoff, offline_since = 0.2, None
+                offline_since = offline_since or time.monotonic()
+                if give_up_s and time.monotonic() - offline_since > give_up_s:
+                    return False
+                await asyncio.sleep(backoff)  # real time: the broker is away, try again later
+                backoff = min(backoff * 2, self.backoff_max_s)
+        finally:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -1,0 +1,121 @@
+"""How ``poc-twin run --broker`` uses telemetry: check the site may start, then forward.
+
+The forwarder runs as a child process on a real-time loop (see forwarder.py);
+the batch's own process and loop are untouched, so a site with a broker runs
+its batch exactly as one without. When the batch ends, ``finish`` waits a
+little for delivery; if the broker is away the forwarder stays behind, detached,
+and delivers when the broker returns (the ack file remembers where it was).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from twin.telemetry.site import SiteRecord, Suspension
+from twin.telemetry.topics import BrokerURL, decode, encode, topic
+
+__all__ = ["SiteTelemetry", "fetch_suspension"]
+
+
+async def fetch_suspension(broker: BrokerURL, timeout_s: float = 5.0) -> Suspension | None:
+    """The control site's retained suspension for this site, or None if the broker is away.
+
+    Deterministic, no guessing wait: after subscribing we publish a probe to our own
+    status topic; the broker delivers retained messages before the probe comes back.
+    """
+    probe = secrets.token_hex(8)
+    suspension_topic = topic(broker.site, "-", "-", "suspension")
+    probe_topic = topic(broker.site, broker.unit, "-", "status")
+    found: Suspension = Suspension(False)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with aiomqtt.Client(**broker.client_kwargs(), timeout=timeout_s) as client:
+                await client.subscribe(suspension_topic, qos=1)
+                await client.subscribe(probe_topic, qos=1)
+                await client.publish(probe_topic, encode("status", {"probe": probe}), qos=1)
+                async for message in client.messages:
+                    body = decode(message.payload) or {}
+                    if message.topic.matches(suspension_topic):
+                        found = Suspension.from_payload(body)
+                    elif body.get("probe") == probe:
+                        return found
+    except (aiomqtt.MqttError, TimeoutError, OSError):
+        return None
+    return None
+
+
+class SiteTelemetry:
+    """The telemetry of one batch run: suspension check, forwarder child, final delivery."""
+
+    def __init__(self, broker_url: str, journal_path: Path) -> None:
+        self.broker_url = broker_url
+        self.broker = BrokerURL.parse(broker_url)
+        self.journal_path = Path(journal_path)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.live = True
+
+    def suspension(self) -> tuple[Suspension, bool]:
+        """(suspension, heard from the broker); offline, the site's own record decides."""
+        record = SiteRecord.beside(self.journal_path)
+        try:
+            live = asyncio.run(fetch_suspension(self.broker))
+            if live is not None:
+                action = "suspend" if live.suspended else "reinstate"
+                if live.suspended or record.suspension(self.broker.site).suspended:
+                    rid = f"{action}:{live.at}"
+                    record.record(
+                        self.broker.site,
+                        action,
+                        live.operator,
+                        live.reason,
+                        request_id=rid,
+                        outcome="recorded",
+                    )
+                return live, True
+            self.live = False
+            return record.suspension(self.broker.site), False
+        finally:
+            record.close()
+
+    def start(self) -> None:
+        """Start the forwarder child; the URL (with its password) travels in the environment."""
+        env = {**os.environ, "POC_TWIN_BROKER": self.broker_url}
+        with Path(f"{self.journal_path}.telemetry.log").open("ab") as log:
+            self.proc = self._spawn(env, log)
+
+    def _spawn(self, env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "twin.telemetry",
+                "forward",
+                str(self.journal_path),
+                "--parent-pid",
+                str(os.getpid()),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # survives Ctrl-C of the batch: it still has to deliver
+        )
+
+    def finish(self, wait_s: float = 15.0) -> bool:
+        """Wait (real time) for delivery of the whole journal; False if it is still pending."""
+        if self.proc is None:
+            return True
+        if not self.live:
+            wait_s = min(wait_s, 2.0)  # the broker was away at start: do not hold the operator
+        try:
+            return self.proc.wait(wait_s) == 0
+        except subprocess.TimeoutExpired:
+            return False
