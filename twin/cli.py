@@ -34,7 +34,7 @@ twin_app = typer.Typer(help="The digital twin's devices.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(twin_app, name="twin")
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # one problem, one line: editors parse them
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID, EXIT_ENDED, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4, 5

@@ -12,6 +12,7 @@ from typing import Any
 from twin.bench import LoadedBench
 from twin.equipment import Gas
 from twin.errors import Problem
+from twin.recipe.approval import REGISTER_NAME, check_approval
 from twin.recipe.loader import LoadedRecipe
 from twin.recipe.phases import Culture, SetGas, SetRocking, SetTemperature
 
@@ -31,7 +32,8 @@ def _outside(value: float, span: tuple[float, float]) -> bool:
 def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Problem]:
     """Every reason this recipe must not start on this bench."""
     src = recipe.source
-    problems: list[Problem] = []
+    register = bench.path.parent / REGISTER_NAME
+    problems: list[Problem] = check_approval(recipe, bench.model.development, register)
     for role, need in recipe.model.equipment.items():
         have = bench.model.equipment.get(role)
         if have is None:
