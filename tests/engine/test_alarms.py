@@ -138,3 +138,27 @@ async def test_failure_propagates_as_declared(running: Any) -> None:
     assert run.batch.state is S.RUNNING
     run.batch.command("stop", who="qa", why="out of specification")
     assert await finished(run) is S.STOPPED
+
+
+async def test_wait_until_condition_and_timeout(running: Any) -> None:
+    text = SMOKE.replace(
+        "          - {phase: add, material: activator, volume_ml: 2.0}\n",
+        "          - {phase: add, material: activator, volume_ml: 2.0}\n"
+        "          - {phase: wait, until: {pv: temperature_c, above: 36.5}, timeout_h: 12}\n"
+        "          - {phase: wait, duration_h: 30 min}\n",
+    )
+    run = await running("wait.yaml", text)
+    assert await finished(run) is S.COMPLETE
+    done = [
+        e for e in run.kinds("transition") if ":wait" in e.source and e.data["to"] == "Complete"
+    ]
+    assert len(done) == 2
+    assert done[1].batch_time - done[0].batch_time == pytest.approx(1800, abs=61)
+
+    never = SMOKE.replace(
+        "          - {phase: add, material: activator, volume_ml: 2.0}\n",
+        "          - {phase: wait, until: {pv: ph, below: 5}, timeout_h: 2, on_failure: abort}\n",
+    )
+    run2 = await running("never.yaml", never)
+    assert await finished(run2) is S.ABORTED
+    assert "not reached within 2 h" in run2.kinds("alarm")[0].data["message"]

@@ -265,6 +265,42 @@ class SampleCheck(PhaseLogic):
             raise PhaseFailed(f"in-process check failed: {'; '.join(misses)}")
 
 
+class Wait(PhaseLogic):
+    """Wait for a time (Running time only) or until a process value crosses a threshold."""
+
+    params: p.Wait
+    elapsed_s: float = 0.0
+
+    def describe(self) -> str:
+        pr = self.params
+        if pr.until is not None:
+            op, value = (
+                ("above", pr.until.above)
+                if pr.until.above is not None
+                else ("below", pr.until.below)
+            )
+            return f"wait until {pr.until.pv} {op} {value:g}"
+        return f"wait {pr.duration_h:g} h"
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        limit = (pr.duration_h if pr.duration_h is not None else pr.timeout_h) * HOUR
+        while True:
+            await ctx.safe_point()
+            started = ctx.clock.now()
+            pv = await ctx.read(pr.bioreactor, "pv", br.read)
+            if pr.until is not None and pr.until.met(float(getattr(pv, pr.until.pv))):
+                return
+            if self.elapsed_s >= limit:
+                if pr.until is None:
+                    return
+                raise PhaseFailed(f"{self.describe()}: not reached within {pr.timeout_h:g} h")
+            step = min(pr.poll_s, limit - self.elapsed_s) or pr.poll_s
+            await ctx.clock.sleep_until(started + step)
+            self.elapsed_s += step
+
+
 class ConfirmIdentity(PhaseLogic):
     """Wait for an operator's scan; a match confirms the chain of identity, a mismatch fails."""
 
@@ -377,6 +413,7 @@ PHASES: dict[str, Callable[[Any], PhaseLogic]] = {
     "add": AddMaterial,
     "culture": Culture,
     "sample": SampleCheck,
+    "wait": Wait,
     "confirm_identity": ConfirmIdentity,
     "electroporate": Electroporate,
     "harvest": Harvest,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from twin.recipe.monitors import Monitor
 from twin.recipe.units import (
@@ -29,6 +29,7 @@ from twin.recipe.units import (
 
 __all__ = [
     "AddMaterial",
+    "Condition",
     "ConfirmIdentity",
     "Culture",
     "Electroporate",
@@ -39,6 +40,7 @@ __all__ = [
     "SetGas",
     "SetRocking",
     "SetTemperature",
+    "Wait",
 ]
 
 GasName = Literal["air", "o2", "n2", "co2"]
@@ -118,6 +120,41 @@ class SampleCheck(_Phase):
     min_viable_cells_per_ml: Annotated[CellDensity, Field(ge=0)] | None = None
 
 
+class Condition(BaseModel):
+    """A process value crossing a threshold, e.g. density above 2e6 cells/mL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    pv: Literal["temperature_c", "do_pct", "ph", "volume_ml", "viable_cells_per_ml"]
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Condition:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of 'above' or 'below'")
+        return self
+
+    def met(self, value: float) -> bool:
+        return value > self.above if self.above is not None else value < float(self.below or 0)
+
+
+class Wait(_Phase):
+    """Wait for a time, or until a condition holds (failing after ``timeout_h``)."""
+
+    phase: Literal["wait"]
+    bioreactor: str = "bioreactor"
+    duration_h: Annotated[Hours, Field(gt=0)] | None = None
+    until: Condition | None = None
+    timeout_h: Annotated[Hours, Field(gt=0)] = 24.0
+    poll_s: Annotated[Seconds, Field(ge=1, le=600)] = 60.0
+
+    @model_validator(mode="after")
+    def _time_or_condition(self) -> Wait:
+        if (self.duration_h is None) == (self.until is None):
+            raise ValueError("give exactly one of 'duration_h' or 'until'")
+        return self
+
+
 class ConfirmIdentity(_Phase):
     """Chain of identity: an operator scans patient and bag ids; both must match the batch's."""
 
@@ -153,6 +190,7 @@ Phase = Annotated[
     | AddMaterial
     | Culture
     | SampleCheck
+    | Wait
     | ConfirmIdentity
     | Electroporate
     | Harvest,
@@ -168,6 +206,8 @@ PHASE_MODELS: tuple[type[BaseModel], ...] = (
     Perfusion,
     Culture,
     SampleCheck,
+    Wait,
+    Condition,
     ConfirmIdentity,
     Electroporate,
     Harvest,
