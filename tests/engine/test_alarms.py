@@ -162,3 +162,18 @@ async def test_wait_until_condition_and_timeout(running: Any) -> None:
     run2 = await running("never.yaml", never)
     assert await finished(run2) is S.ABORTED
     assert "not reached within 2 h" in run2.kinds("alarm")[0].data["message"]
+
+
+async def test_ph_control_by_co2(running: Any) -> None:
+    """pH held at 7.15 by raising CO2 from the 5 % base (bicarbonate buffer, TWIN_MODELS.md)."""
+    text = SMOKE.replace(
+        "            sample_every_h: 2\n",
+        "            sample_every_h: 2\n            ph_setpoint: 7.15\n",
+    )
+    run = await running("ph.yaml", text)
+    assert await finished(run) is S.COMPLETE
+    ph = [e.data["values"]["ph"] for e in run.kinds("reading") if "ph" in e.data["values"]]
+    assert ph[0] > 7.25  # where 5 % CO2 leaves it
+    assert abs(sum(ph[-30:]) / 30 - 7.15) < 0.05  # held at the setpoint by the end
+    co2 = [e.data["value"] for e in run.kinds("setpoint") if e.data["parameter"] == "co2_flow_sp"]
+    assert max(co2) > 10.0  # more CO2 than the 10 sccm set at the start

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PID", "DOCascade", "GasSplit"]
+__all__ = ["PID", "DOCascade", "GasSplit", "PHControl"]
 
 
 @dataclass
@@ -86,3 +86,25 @@ class DOCascade:
         if u >= 0:
             return GasSplit(o2_sccm=round(u * self.o2_max_sccm, 2), n2_sccm=0.0)
         return GasSplit(o2_sccm=0.0, n2_sccm=round(-u * self.n2_max_sccm, 2))
+
+
+@dataclass
+class PHControl:
+    """pH by CO2 in the inlet gas (reverse acting: pH above setpoint -> more CO2), base as backup.
+
+    Lambda tuning on the bicarbonate buffer: ~-0.03 pH per sccm CO2 around 5 % of 200 sccm,
+    CO2 equilibration ~10 min, closed-loop lambda 30 min -> Kc ~11 sccm per pH unit, Ti 600 s.
+    """
+
+    pid: PID
+    co2_max_sccm: float
+
+    @classmethod
+    def default(cls, co2_now_sccm: float, co2_max_sccm: float) -> PHControl:
+        pid = PID(kp=11.0, ti_s=600.0, out_min=0.0, out_max=co2_max_sccm)
+        pid.track(co2_now_sccm)  # bumpless: start from the flow the bag already gets
+        return cls(pid, co2_max_sccm)
+
+    def update(self, setpoint: float, ph: float, dt_s: float) -> float:
+        """The CO2 flow (sccm) for this pH reading."""
+        return round(self.pid.update(ph, setpoint, dt_s), 2)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twin.engine.context import BatchContext, as_record
-from twin.engine.control import DOCascade
+from twin.engine.control import DOCascade, PHControl
 from twin.equipment import CellSample, Gas, Material, PulseProgram
 from twin.errors import PocTwinError
 from twin.recipe import phases as p
@@ -176,6 +176,9 @@ class Culture(PhaseLogic):
     elapsed_s: float = 0.0
     perfusing: bool = False
     cascade: DOCascade | None = None
+    ph_loop: PHControl | None = None
+    last_co2: float | None = None
+    last_base_at: float | None = None
     samples_taken: int = 0
 
     def describe(self) -> str:
@@ -216,6 +219,8 @@ class Culture(PhaseLogic):
                         unit="sccm",
                     )
                     last_split = split
+            if pr.ph_setpoint is not None:
+                await self._control_ph(ctx, pv.ph, gd)
             if (
                 pr.perfusion is not None
                 and not self.perfusing
@@ -239,6 +244,40 @@ class Culture(PhaseLogic):
             step = min(pr.poll_s, duration - self.elapsed_s)
             await ctx.clock.sleep_until(started + step)
             self.elapsed_s += step
+
+    async def _control_ph(self, ctx: BatchContext, ph: float, gd: Any) -> None:
+        pr = self.params
+        assert pr.ph_setpoint is not None
+        if self.ph_loop is None:
+            gas = ctx.latest.get(f"{pr.gas_dispenser}.pv")
+            now_co2 = gas.setpoint_sccm.get(Gas.CO2, 0.0) if gas is not None else 0.0
+            full = gd.limits.full_scale_sccm.get(Gas.CO2, 0.0)
+            self.ph_loop = PHControl.default(now_co2, full)
+            self.last_co2 = now_co2
+        co2 = self.ph_loop.update(pr.ph_setpoint, ph, pr.poll_s)
+        if self.last_co2 is None or abs(co2 - self.last_co2) >= FLOW_DEADBAND_SCCM:
+            await ctx.write(
+                pr.gas_dispenser,
+                "co2_flow_sp",
+                co2,
+                lambda c=co2: gd.set_flow(Gas.CO2, c),
+                unit="sccm",
+            )
+            self.last_co2 = co2
+        now = ctx.clock.now()
+        too_acid = ph < pr.ph_setpoint - pr.ph_deadband
+        due = self.last_base_at is None or now - self.last_base_at >= pr.base_interval_h * HOUR
+        if too_acid and co2 <= FLOW_DEADBAND_SCCM and due:
+            br = ctx.bioreactor(pr.bioreactor)
+            await ctx.write(
+                pr.bioreactor,
+                "add_base",
+                pr.base_dose_ml,
+                lambda: br.add(Material.BASE, pr.base_dose_ml),
+                unit="mL",
+                restorable=False,
+            )
+            self.last_base_at = now
 
 
 class SampleCheck(PhaseLogic):

@@ -107,6 +107,12 @@ class Culture(_Phase):
     duration_h: Annotated[Hours, Field(gt=0)]
     do_setpoint_pct: Annotated[Percent, Field(gt=0, le=100)] | None = None
     perfusion: Perfusion | None = None
+    #: pH control: CO2 in the sparge gas lowers pH (PI loop); below the band with no CO2 left
+    #: to take away, base is dosed (at most every ``base_interval_h``).
+    ph_setpoint: Annotated[float, Field(gt=5.5, lt=8.5)] | None = None
+    ph_deadband: Annotated[float, Field(ge=0, le=0.5)] = 0.05
+    base_dose_ml: Annotated[Volume, Field(gt=0)] = 1.0
+    base_interval_h: Annotated[Hours, Field(gt=0)] = 1.0
     sample_every_h: Annotated[Hours, Field(gt=0)] | None = None
     poll_s: Annotated[Seconds, Field(ge=1, le=600)] = 60.0
 
