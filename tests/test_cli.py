@@ -202,3 +202,33 @@ def test_operator_commands_from_another_process(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["command", "--help"]])
 def test_help(args: list[str]) -> None:
     assert cli.invoke(app, args).exit_code == 0
+
+
+def test_signed_batch_verifies_against_the_site_key(tmp_path: Path) -> None:
+    assert cli.invoke(app, ["site", "keygen", "cleanroom-2", "--dir", str(tmp_path)]).exit_code == 0
+    journal = tmp_path / "signed.sqlite"
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            SMOKE,
+            "--bench",
+            SIM,
+            "--journal",
+            str(journal),
+            "-q",
+            "--site-key",
+            str(tmp_path / "cleanroom-2.key"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    started = next(read_events(journal))
+    assert started.data["site"] == "cleanroom-2" and started.data["site_key_id"]
+    assert any(e.kind == "checkpoint" for e in read_events(journal))
+    good = cli.invoke(
+        app, ["verify", str(journal), "--public-key", str(tmp_path / "cleanroom-2.pub")]
+    )
+    assert good.exit_code == 0, good.output
+    assert cli.invoke(app, ["site", "keygen", "other", "--dir", str(tmp_path)]).exit_code == 0
+    wrong = cli.invoke(app, ["verify", str(journal), "--public-key", str(tmp_path / "other.pub")])
+    assert wrong.exit_code == 1

@@ -136,6 +136,11 @@ def run(
         str | None, typer.Option(envvar="POC_TWIN_BROKER", help="MQTT broker URL for telemetry")
     ] = None,
     param: ParamOpt = None,
+    site: Annotated[str, typer.Option(envvar="POC_TWIN_SITE", help="This site's name")] = "local",
+    site_key: Annotated[
+        Path | None,
+        typer.Option(envvar="POC_TWIN_SITE_KEY", help="Site Ed25519 key: signs the journal"),
+    ] = None,
     patient_id: Annotated[
         str | None, typer.Option("--patient-id", help="Patient the batch is made for")
     ] = None,
@@ -174,6 +179,8 @@ def run(
                 subscribers=subscribers,
                 patient_id=patient_id,
                 bag_id=bag_id,
+                site=site,
+                site_key=site_key,
             )
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None

@@ -19,6 +19,7 @@ from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
 from twin.journal import Event, Journal, read_events
 from twin.recipe import LoadedRecipe
+from twin.signing import load_site_key
 
 __all__ = ["BatchSummary", "run_batch", "run_batch_async", "summarize"]
 
@@ -82,6 +83,8 @@ async def run_batch_async(
     seed: int | None = None,
     patient_id: str | None = None,
     bag_id: str | None = None,
+    site: str = "local",
+    site_key: Path | None = None,
     subscribers: list[Callable[[Event], None]] | None = None,
     on_batch: Callable[[Batch], None] | None = None,
 ) -> ProceduralState:
@@ -90,7 +93,10 @@ async def run_batch_async(
         twin = bench.model.twin.model_copy(update={"seed": seed})
         bench = dataclasses.replace(bench, model=bench.model.model_copy(update={"twin": twin}))
     clock = Clock()
-    journal = Journal(journal_path, clock.now)
+    signer = load_site_key(site_key) if site_key is not None else None
+    if signer is not None:
+        site = signer.site
+    journal = Journal(journal_path, clock.now, signer=signer)
     for subscriber in subscribers or []:
         journal.subscribe(subscriber)
     try:
@@ -105,6 +111,8 @@ async def run_batch_async(
                 {
                     "batch_id": batch_id,
                     "operator": operator,
+                    "site": site,
+                    "site_key_id": signer.key_id if signer is not None else None,
                     "patient_id": patient_id,
                     "bag_id": bag_id,
                     "poc_twin_version": __version__,

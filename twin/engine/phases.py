@@ -7,6 +7,7 @@ starting over: a dose is never given twice, a 24 h culture stays 24 h.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ class PhaseFailed(PocTwinError):
     """The phase could not reach its goal (an in-process check missed, a setpoint not reached)."""
 
 
-class PhaseLogic:
+class PhaseLogic(ABC):
     """Base of every phase: ``run`` is resumable; ``describe`` is the one-line summary."""
 
     params: Any
@@ -62,6 +63,7 @@ class PhaseLogic:
     def describe(self) -> str:
         return self.label
 
+    @abstractmethod
     async def run(self, ctx: BatchContext) -> None:
         """Do (or continue) the phase's work; return when its logic finishes."""
 
@@ -191,6 +193,17 @@ class Culture(PhaseLogic):
         br = ctx.bioreactor(pr.bioreactor)
         gd = ctx.gas_dispenser(pr.gas_dispenser)
         duration = pr.duration_h * HOUR
+        if self.elapsed_s == 0.0:
+            for loop, value, unit in (
+                ("do_sp", pr.do_setpoint_pct, "%"),
+                ("ph_sp", pr.ph_setpoint, ""),
+            ):
+                if value is not None:  # the control loop's setpoint, for trends and the record
+                    ctx.journal.append(
+                        "setpoint",
+                        pr.bioreactor,
+                        {"parameter": loop, "value": value, "unit": unit, "control_loop": True},
+                    )
         if pr.do_setpoint_pct is not None and self.cascade is None:
             full = gd.limits.full_scale_sccm
             o2_max = min(full.get(Gas.O2, 0.0), gd.limits.o2_cap_sccm)
