@@ -234,18 +234,14 @@ class AlicatGasDispenser:
 def _well_formed(uid: str, raw: bytes, frames: int) -> bool:
     """A reply this unit can send: its data frame, its ``?``, or its identity lines."""
     try:
-        lines = [ln for ln in raw.decode("ascii").split("\r") if ln]
-    except UnicodeDecodeError:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:  # line noise sets bit 7: never sent by a controller
         return False
     if frames > 1:
+        lines = [ln for ln in text.split("\r") if ln]
         return len(lines) == frames and all(ln.startswith(f"{uid} M") for ln in lines)
-    if raw.strip() == f"{uid} ?".encode():
-        return True
-    try:
-        _parse_frame(uid, raw, "")
-    except CommunicationError:
-        return False
-    return True
+    parts = text.split()
+    return bool(parts) and parts[0] == uid and (parts[1:] == ["?"] or len(parts) >= 7)
 
 
 def _parse_frame(uid: str, raw: bytes, device: str) -> AlicatFrame:

@@ -8,8 +8,9 @@ lock), and each exchange on it is bounded, retried and counted:
 - each attempt has its own timeout on the batch clock; ``retries`` more follow;
 - a reply with a bad CRC (RTU) or one that does not answer the request is
   counted and retried at once, not waited out;
-- a lost connection (port gone, socket reset) is reopened, with a backoff on
-  the batch clock that doubles up to ``reconnect_max_s``;
+- a lost connection (port gone, socket reset) is reopened: the first attempt
+  of each call tries at once, further opens in the call back off on the batch
+  clock (doubling up to ``reconnect_max_s``, failing fast beyond one timeout);
 - a Modbus exception reply is the device's answer: :class:`DeviceRefused`,
   never retried;
 - the whole call, waiting for the bus included, ends within the device's
@@ -197,6 +198,10 @@ class ModbusLink:
     ) -> ModbusPDU:
         last = "no attempt"
         async with self._lock:
+            # Each new call may try to reconnect at once (a device that is back is used at
+            # once); within a call, failed opens back off, and the backoff keeps growing
+            # across calls, so a dead endpoint costs one connect per call.
+            self._next_open = min(self._next_open, self._clock.now())
             for attempt in range(tries):
                 if attempt:
                     counters.retries += 1

@@ -74,3 +74,20 @@ async def test_replies_later_than_the_timeout_never_give_a_wrong_answer(rig: Rig
     await clock.sleep(5.0)  # the stragglers arrive and are dropped
     assert await rig.driver.identify() == expected
     await rig.probe()
+
+
+async def test_controller_restarted_is_reconnected_on_the_next_call() -> None:
+    clock = Clock()
+    rig = await build("bioreactor-tcp", Plant(seed=5), clock)
+    try:
+        await rig.probe()
+        await rig.server.stop()
+        t0 = clock.now()
+        with pytest.raises(CommunicationError, match="BR-TCP"):
+            await rig.probe()
+        assert clock.now() - t0 <= 2 * 0.5 * 3
+        await rig.server.start()  # same port: the controller rebooted
+        await rig.probe()
+        assert rig.driver.counters.reconnects == 1
+    finally:
+        await rig.close()
