@@ -10,17 +10,23 @@ usage: python journal_crash_child.py RECIPE BENCH JOURNAL
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from twin.bench import load_bench
-from twin.journal import Event
+from twin.journal import Event, Journal
 from twin.recipe import load_recipe
 from twin.runner import run_batch
+
+#: Checkpoint often so that most kills land after a signed checkpoint (production: 1000).
+CHECKPOINT_EVERY = 100
 
 
 def main() -> None:
     recipe, bench, journal = sys.argv[1:4]
+    assert Journal.__init__.__kwdefaults__ is not None
+    Journal.__init__.__kwdefaults__["checkpoint_every"] = CHECKPOINT_EVERY
     out = sys.stdout
 
     def acknowledge(event: Event) -> None:
@@ -34,6 +40,7 @@ def main() -> None:
         Path(journal),
         batch_id=Path(journal).stem,
         operator="crash-test",
+        site_key=Path(os.environ["POC_TWIN_SITE_KEY"]),
         subscribers=[acknowledge],
     )
 

@@ -128,5 +128,4 @@ def test_signed_checkpoints_survive_the_kills(kills: list[Kill]) -> None:
             check = check_journal_signatures(k.journal, public)
             assert check.ok, f"kill {k.n}: {check.reason}"
             signed += 1
-    if signed == 0:
-        pytest.skip("no kill landed after the first checkpoint (event 1000) with this seed")
+    assert signed >= KILLS // 2, "most kills must land after a signed checkpoint"
