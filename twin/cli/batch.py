@@ -1,0 +1,251 @@
+"""Commands that run a batch and talk to a running one: validate, run, command, confirm-identity."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from twin.cli.common import (
+    EXIT_ENDED,
+    EXIT_FAIL,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_REFUSED,
+    BenchOpt,
+    DebugOpt,
+    ParamOpt,
+    _fail,
+    _load,
+    _params,
+    _print_problems,
+    app,
+    err,
+    out,
+)
+from twin.errors import InvalidInput, PocTwinError
+
+
+@app.command()
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file")],
+    bench: BenchOpt = None,
+    param: ParamOpt = None,
+) -> None:
+    """Check a recipe (and its setpoints against the bench's equipment limits) without running."""
+    try:
+        loaded, _ = _load(recipe, bench, _params(param))
+    except InvalidInput as exc:
+        _print_problems(exc)
+        raise typer.Exit(EXIT_INVALID) from None
+    header = loaded.model.recipe
+    out.print(
+        f"{recipe}: valid — {header.product} v{header.version} ({header.status}), "
+        f"sha256 {loaded.sha256[:16]}…",
+        highlight=False,
+    )
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file")],
+    bench: BenchOpt = None,
+    journal: Annotated[
+        Path | None, typer.Option(help="Journal file (default runs/<batch-id>.sqlite)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the twin's noise (sim bench)")] = None,
+    batch_id: Annotated[str | None, typer.Option("--batch-id", help="Batch identifier")] = None,
+    operator: Annotated[str, typer.Option(help="Operator starting the batch")] = "operator",
+    broker: Annotated[
+        str | None, typer.Option(envvar="POC_TWIN_BROKER", help="MQTT broker URL for telemetry")
+    ] = None,
+    param: ParamOpt = None,
+    site: Annotated[str, typer.Option(envvar="POC_TWIN_SITE", help="This site's name")] = "local",
+    site_key: Annotated[
+        Path | None,
+        typer.Option(envvar="POC_TWIN_SITE_KEY", help="Site Ed25519 key: signs the journal"),
+    ] = None,
+    patient_id: Annotated[
+        str | None, typer.Option("--patient-id", help="Patient the batch is made for")
+    ] = None,
+    bag_id: Annotated[
+        str | None, typer.Option("--bag-id", help="Label of the patient's starting-material bag")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Validate, then execute a batch, with live progress and a batch summary."""
+    from twin.display import BatchDisplay
+    from twin.runner import run_batch, summarize
+
+    try:
+        loaded_recipe, loaded_bench = _load(recipe, bench, _params(param))
+    except InvalidInput as exc:
+        _print_problems(exc)
+        raise typer.Exit(EXIT_INVALID) from None
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    batch_id = batch_id or f"{loaded_recipe.model.recipe.id}-{stamp}"
+    journal_path = journal or Path("runs") / f"{batch_id}.sqlite"
+    telemetry = _start_telemetry(broker, journal_path) if broker else None
+    subscribers: list[Any] = []
+    display = None if quiet else BatchDisplay(out, batch_id)
+    if display is not None:
+        subscribers.append(display)
+    try:
+        with display if display is not None else contextlib.nullcontext():
+            final = run_batch(
+                loaded_recipe,
+                loaded_bench,
+                journal_path,
+                batch_id=batch_id,
+                operator=operator,
+                seed=seed,
+                subscribers=subscribers,
+                patient_id=patient_id,
+                bag_id=bag_id,
+                site=site,
+                site_key=site_key,
+            )
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL, debug) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            f"interrupted; the journal {journal_path} holds every event up to here", EXIT_FAIL
+        ) from None
+    summary = summarize(journal_path)
+    out.print()
+    _print_summary(summary, journal_path)
+    if telemetry is not None:
+        _finish_telemetry(telemetry)
+    if final.label == "Complete":
+        raise typer.Exit(EXIT_OK)
+    raise typer.Exit(EXIT_ENDED if final.is_final else EXIT_REFUSED)
+
+
+def _start_telemetry(broker: str, journal_path: Path) -> Any:
+    """Telemetry for this batch: refuse to start at a suspended site, else forward the journal."""
+    from twin.telemetry.launch import SiteTelemetry
+    from twin.telemetry.topics import TelemetryError
+
+    try:
+        telemetry = SiteTelemetry(broker, journal_path)
+    except TelemetryError as exc:
+        raise _fail(str(exc), EXIT_INVALID) from None
+    suspension, live = telemetry.suspension()
+    if suspension.suspended:
+        raise _fail(
+            f"site {telemetry.broker.site} is suspended by the control site "
+            f"({suspension.operator}: {suspension.reason}); no new batch may start until it is "
+            "reinstated",
+            EXIT_INVALID,
+        )
+    if not live:
+        err.print(
+            f"note: broker {telemetry.broker.host}:{telemetry.broker.port} unreachable; the batch "
+            "runs and its journal is forwarded when the broker is back",
+            highlight=False,
+        )
+    telemetry.start()
+    return telemetry
+
+
+def _finish_telemetry(telemetry: Any) -> None:
+    if telemetry.finish():
+        out.print("telemetry: every event delivered to the broker")
+    else:
+        err.print(
+            "note: telemetry still pending (broker unreachable?); a background forwarder keeps "
+            f"trying; or later: python -m twin.telemetry forward {telemetry.journal_path} --once",
+            highlight=False,
+        )
+
+
+def _print_summary(summary: Any, journal_path: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Batch {summary.batch_id}", show_header=False, title_justify="left")
+    table.add_column(style="dim")
+    table.add_column()
+    style = "bold green" if summary.state == "Complete" else "bold red"
+    table.add_row("state", f"[{style}]{summary.state}[/]")
+    table.add_row("duration", f"{summary.days:.2f} days (batch clock)")
+    if summary.viable_cells is not None:
+        table.add_row("viable cells", f"{summary.viable_cells:.3g}")
+        table.add_row(
+            "fold expansion", f"{summary.fold_expansion:.1f}x" if summary.fold_expansion else "-"
+        )
+        table.add_row("viability", f"{summary.viability_pct:.1f} %")
+        table.add_row("transduced (CAR+)", f"{summary.transduced_pct:.1f} %")
+        table.add_row("harvest volume", f"{summary.harvested_ml:.0f} mL")
+    for reason in summary.hold_reasons:
+        table.add_row("held", reason)
+    table.add_row("events", str(summary.events))
+    out.print(table)
+    out.print(f"journal: {journal_path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def command(
+    batch: Annotated[str, typer.Argument(help="Batch id (runs/<id>.sqlite) or journal file")],
+    action: Annotated[str, typer.Argument(help="pause, resume, hold, restart, stop or abort")],
+    operator: Annotated[str, typer.Option(help="Who gives the command")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the batch record)")],
+    level: Annotated[
+        str, typer.Option(help="procedure, unit, operation or phase (hold/restart only)")
+    ] = "procedure",
+) -> None:
+    """Give an operator command to a running batch from another terminal."""
+    from twin.engine.inbox import send_command
+    from twin.engine.states import COMMANDS
+
+    if action not in {c.value for c in COMMANDS}:
+        valid = ", ".join(c.value for c in COMMANDS)
+        raise _fail(f"unknown command '{action}'; valid: {valid}", EXIT_INVALID)
+    path = Path(batch) if Path(batch).exists() else Path("runs") / f"{batch}.sqlite"
+    if not path.exists():
+        raise _fail(f"no journal for batch '{batch}' (looked for {path})", EXIT_INVALID)
+    try:
+        reply = asyncio.run(
+            send_command(path, action, operator=operator, reason=reason, level=level)
+        )
+    except PocTwinError as exc:
+        raise _fail(f"{exc}; is the batch still running?", EXIT_FAIL) from None
+    if reply["status"] == "accepted":
+        out.print(f"{action}: accepted — batch is now {reply['state']}")
+        return
+    err.print(f"{action}: {reply['status']} — {reply['message']}", highlight=False)
+    raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else EXIT_INVALID)
+
+
+@app.command("confirm-identity")
+def confirm_identity(
+    batch: Annotated[str, typer.Argument(help="Batch id (runs/<id>.sqlite) or journal file")],
+    patient_id: Annotated[str, typer.Option("--patient-id", help="Scanned from the wristband")],
+    bag_id: Annotated[str, typer.Option("--bag-id", help="Scanned from the bag label")],
+    operator: Annotated[str, typer.Option(help="Who scanned (electronic signature)")],
+    reason: Annotated[str, typer.Option(help="Meaning, e.g. 'verified before gene transfer'")],
+) -> None:
+    """Scan patient and bag ids for the chain of identity; the batch compares them to its own."""
+    from twin.engine.inbox import send_command
+
+    path = Path(batch) if Path(batch).exists() else Path("runs") / f"{batch}.sqlite"
+    try:
+        reply = asyncio.run(
+            send_command(
+                path,
+                "confirm-identity",
+                operator=operator,
+                reason=reason,
+                extra={"patient_id": patient_id, "bag_id": bag_id},
+            )
+        )
+    except PocTwinError as exc:
+        raise _fail(f"{exc}; is the batch still running?", EXIT_FAIL) from None
+    if reply["status"] != "accepted":
+        err.print(f"confirm-identity: {reply['status']} — {reply['message']}", highlight=False)
+        raise typer.Exit(EXIT_REFUSED)
+    out.print("scan handed to the batch; it records whether it matches")

@@ -1,0 +1,92 @@
+"""The `poc-twin` app, its sub-command groups, consoles, exit codes and shared helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from twin.bench import LoadedBench, load_bench
+from twin.errors import InvalidInput
+from twin.recipe import LoadedRecipe, load_recipe
+
+app = typer.Typer(
+    name="poc-twin",
+    help="Run, verify and supervise point-of-care cell-therapy batches on a real or twin bench.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Commission and inspect benches.", no_args_is_help=True)
+twin_app = typer.Typer(help="The digital twin's devices.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+app.add_typer(twin_app, name="twin")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)  # one problem, one line: editors parse them
+
+EXIT_OK, EXIT_FAIL, EXIT_INVALID, EXIT_ENDED, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4, 5
+DEFAULT_BENCH = Path("benches/sim.yaml")
+_REPO_BENCH = Path(__file__).resolve().parents[2] / "benches" / "sim.yaml"
+
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="Recipe parameter for this batch, NAME=VALUE (repeatable)"),
+]
+BenchOpt = Annotated[
+    Path | None, typer.Option("--bench", help="Bench file (default: benches/sim.yaml)")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks")]
+
+
+def _fail(message: str, code: int, debug: bool = False) -> typer.Exit:
+    if debug:
+        raise
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _bench_path(bench: Path | None) -> Path:
+    if bench is not None:
+        return bench
+    return DEFAULT_BENCH if DEFAULT_BENCH.exists() else _REPO_BENCH
+
+
+def _params(values: list[str] | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"'{item}': write --param NAME=VALUE (e.g. vector=6mL)")
+        params[name.strip()] = value.strip()
+    return params
+
+
+def _load(
+    recipe: Path, bench: Path | None, params: dict[str, str] | None = None
+) -> tuple[LoadedRecipe, LoadedBench]:
+    problems = []
+    loaded_recipe = loaded_bench = None
+    try:
+        loaded_recipe = load_recipe(recipe, params)
+    except InvalidInput as exc:
+        problems += exc.problems
+    try:
+        loaded_bench = load_bench(_bench_path(bench))
+    except InvalidInput as exc:
+        problems += exc.problems
+    if loaded_recipe is not None and loaded_bench is not None:
+        from twin.recipe.limits import check_against_bench
+
+        problems += check_against_bench(loaded_recipe, loaded_bench)
+    if problems:
+        raise InvalidInput(problems)
+    assert loaded_recipe is not None and loaded_bench is not None
+    return loaded_recipe, loaded_bench
+
+
+def _print_problems(exc: InvalidInput) -> None:
+    for problem in exc.problems:
+        err.print(str(problem), highlight=False, markup=False)

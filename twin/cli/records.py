@@ -1,0 +1,179 @@
+"""Commands on batch records: verify, report, export, and the site's signing key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from twin.cli.common import (
+    EXIT_FAIL,
+    EXIT_INVALID,
+    _fail,
+    app,
+    err,
+    out,
+)
+from twin.errors import PocTwinError
+from twin.journal import verify as verify_journal
+
+PublicKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--public-key", help="Site public key (PEM): check the signed checkpoints"),
+]
+AnchorOpt = Annotated[
+    Path | None,
+    typer.Option("--anchor", help="Heads held elsewhere (JSON lines seq, head): expose rewrites"),
+]
+
+
+def _signature_inputs(public_key: Path | None, anchor: Path | None) -> tuple[Any, list[Any]]:
+    from twin.signing import load_public_key, read_anchors
+
+    key = load_public_key(public_key) if public_key is not None else None
+    return key, (read_anchors(anchor) if anchor is not None else [])
+
+
+@app.command()
+def verify(
+    journal: Annotated[Path, typer.Argument(help="Journal file")],
+    public_key: PublicKeyOpt = None,
+    anchor: AnchorOpt = None,
+) -> None:
+    """Check the hash chain and event sequence, and the site's signed checkpoints."""
+    from twin.signing import check_journal_signatures
+
+    try:
+        key, anchors = _signature_inputs(public_key, anchor)
+        result = verify_journal(journal)
+        sig = check_journal_signatures(journal, key, anchors) if result.ok else None
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL) from None
+    if not result.ok:
+        err.print(
+            f"{journal}: BROKEN at event {result.first_bad_seq}: {result.reason} "
+            f"({result.events} events verified before it)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_FAIL)
+    assert sig is not None
+    if not sig.ok:
+        err.print(f"{journal}: SIGNATURE CHECK FAILED at event {sig.first_bad_seq}: {sig.reason}")
+        raise typer.Exit(EXIT_FAIL)
+    out.print(f"{journal}: intact — {result.events} events, head {result.head[:16]}…")
+    guarded = "edited, deleted, inserted or reordered events"
+    if sig.verified:
+        ids = ", ".join(sorted(sig.key_ids))
+        out.print(
+            f"signatures: {sig.verified} checkpoints verified (key {ids}), signed through event "
+            f"{sig.signed_through}; {sig.unsigned_tail} events after it are chained but unsigned",
+            soft_wrap=True,
+        )
+        guarded += f"; a rewrite of events 1-{sig.signed_through} by anyone without the site key"
+    elif sig.checkpoints:
+        out.print(f"signatures: {sig.checkpoints} checkpoints present, not checked (--public-key)")
+    else:
+        out.print("signatures: none (journal written without a site key)")
+    if anchors:
+        out.print(f"anchors: {sig.anchors_matched} anchored heads match the journal")
+        guarded += "; any rewrite or truncation of the anchored events, even with the site key"
+    out.print(f"detects: {guarded}.", highlight=False, soft_wrap=True)
+    if not sig.verified:
+        missed = "a rewrite of the whole chain with recomputed hashes (needs a site key)"
+    elif not anchors:
+        missed = "a rewrite re-signed with the site key, or a cut tail, unless --anchor is given"
+    else:
+        missed = "changes to events after the last anchored head"
+    out.print(f"does not detect: {missed}; see docs/journal.md", highlight=False, soft_wrap=True)
+
+
+site_app = typer.Typer(help="A site's signing key for its journals.", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+
+
+@site_app.command("keygen")
+def site_keygen(
+    site: Annotated[str, typer.Argument(help="Site name (one word), e.g. lyon-huc")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to write the keys (default ~/.config/...)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key")] = False,
+) -> None:
+    """Create a site's Ed25519 key pair; the private key signs journal heads, kept apart."""
+    from twin.signing import ENV_KEY, default_key_dir, generate_site_key
+
+    try:
+        private, public = generate_site_key(site, directory or default_key_dir(), overwrite=force)
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_INVALID) from None
+    out.print(f"private key: {private} (mode 0600; keep it off shared storage)", highlight=False)
+    out.print(f"public key:  {public} (give it to QA and the control site)", highlight=False)
+    out.print(f"sign journals: export {ENV_KEY}={private}", highlight=False)
+
+
+@site_app.command("anchor")
+def site_anchor(journal: Annotated[Path, typer.Argument(help="Journal file")]) -> None:
+    """Print the journal's signed heads as JSON lines, to be held elsewhere (anchors)."""
+    import json
+
+    from twin.signing import anchors_of
+
+    try:
+        for record in anchors_of(journal):
+            print(json.dumps(record, sort_keys=True))
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL) from None
+
+
+@app.command()
+def report(
+    journal: Annotated[Path, typer.Argument(help="Journal file")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="HTML file (default: JOURNAL.html)")
+    ] = None,
+    public_key: PublicKeyOpt = None,
+    anchor: AnchorOpt = None,
+) -> None:
+    """Write the self-contained HTML batch record; exit 1 if the journal does not verify."""
+    from twin.report import write_report
+
+    target = output or journal.with_suffix(".html")
+    try:
+        key, anchors = _signature_inputs(public_key, anchor)
+        record = write_report(journal, target, key, anchors)
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL) from None
+    worst = record.exceptions[0][0] if record.exceptions else "none"
+    out.print(
+        f"batch record: {target} — {len(record.exceptions)} exceptions (worst: {worst})",
+        highlight=False,
+    )
+    if not record.verified:
+        err.print(f"{journal}: does not verify; the report is written and marked as such")
+        raise typer.Exit(EXIT_FAIL)
+
+
+@app.command()
+def export(
+    journal: Annotated[Path, typer.Argument(help="Journal file")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json, csv or trends-csv")] = "json",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: JOURNAL.json/.csv)")
+    ] = None,
+) -> None:
+    """Export a batch for other tools; exit 1 if the journal does not verify (still written)."""
+    from twin.export import FORMATS, export_journal
+
+    if fmt not in FORMATS:
+        raise _fail(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}", EXIT_INVALID)
+    suffix = ".json" if fmt == "json" else (".trends.csv" if fmt == "trends-csv" else ".csv")
+    target = output or journal.with_suffix(suffix)
+    try:
+        ok = export_journal(journal, fmt, target)
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL) from None
+    out.print(f"exported {journal} as {fmt}: {target}", highlight=False)
+    if not ok:
+        err.print(f"{journal}: does not verify; the export says so in its verification field")
+        raise typer.Exit(EXIT_FAIL)
