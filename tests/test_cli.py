@@ -232,3 +232,21 @@ def test_signed_batch_verifies_against_the_site_key(tmp_path: Path) -> None:
     assert cli.invoke(app, ["site", "keygen", "other", "--dir", str(tmp_path)]).exit_code == 0
     wrong = cli.invoke(app, ["verify", str(journal), "--public-key", str(tmp_path / "other.pub")])
     assert wrong.exit_code == 1
+
+
+def test_media_exchange_faster_than_the_perfusion_pump_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "mx.yaml"
+    bad.write_text(
+        Path(SMOKE)
+        .read_text()
+        .replace(
+            "          - {phase: add, material: activator, volume_ml: 2.0}\n",
+            "          - {phase: add, material: activator, volume_ml: 2.0}\n"
+            "          - {phase: media_exchange, volume_ml: 100, rate_ml_per_h: 100}\n",
+        )
+    )
+    result = cli.invoke(app, ["validate", str(bad), "--bench", SIM])
+    assert result.exit_code == 2
+    assert (
+        "exchange rate 100 mL/h is outside bioreactor's perfusion limits 0-83.3333" in result.stderr
+    )

@@ -177,3 +177,29 @@ async def test_ph_control_by_co2(running: Any) -> None:
     assert abs(sum(ph[-30:]) / 30 - 7.15) < 0.05  # held at the setpoint by the end
     co2 = [e.data["value"] for e in run.kinds("setpoint") if e.data["parameter"] == "co2_flow_sp"]
     assert max(co2) > 10.0  # more CO2 than the 10 sccm set at the start
+
+
+async def test_media_exchange_through_the_perfusion_line(running: Any) -> None:
+    text = SMOKE.replace(
+        "          - {phase: sample, name: in-process check, min_viability_pct: 50}\n",
+        "          - {phase: media_exchange, volume_ml: 50, rate_ml_per_h: 60}\n"
+        "          - {phase: sample, name: in-process check, min_viability_pct: 50}\n",
+    )
+    run = await running("mx.yaml", text)
+    assert await finished(run) is S.COMPLETE
+    perfusion = [
+        e.data["value"] for e in run.kinds("setpoint") if e.data["parameter"] == "perfusion_sp"
+    ]
+    assert 1440.0 in perfusion  # 60 mL/h while exchanging
+    start = next(
+        e
+        for e in run.kinds("transition")
+        if "media_exchange" in e.source and e.data["to"] == "Running"
+    )
+    end = next(
+        e
+        for e in run.kinds("transition")
+        if "media_exchange" in e.source and e.data["to"] == "Complete"
+    )
+    assert end.batch_time - start.batch_time == pytest.approx(3000, abs=90)  # 50 mL at 60 mL/h
+    assert perfusion[perfusion.index(1440.0) + 1] != 1440.0  # the previous rate is restored

@@ -317,6 +317,38 @@ class SampleCheck(PhaseLogic):
             raise PhaseFailed(f"in-process check failed: {'; '.join(misses)}")
 
 
+class MediaExchange(PhaseLogic):
+    """Run the perfusion line fast for as long as the volume takes, then restore its rate."""
+
+    params: p.MediaExchange
+    exchanged_ml: float = 0.0
+    previous_ml_per_day: float | None = None
+
+    def describe(self) -> str:
+        return f"media exchange {self.params.volume_ml:g} mL"
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        if self.previous_ml_per_day is None:
+            pv = await ctx.read(pr.bioreactor, "pv", br.read)
+            self.previous_ml_per_day = pv.perfusion_ml_per_day
+        rate = pr.rate_ml_per_h * 24.0
+        await ctx.write(
+            pr.bioreactor, "perfusion_sp", rate, lambda: br.set_perfusion(rate), unit="mL/d"
+        )
+        while self.exchanged_ml < pr.volume_ml - 1e-9:
+            await ctx.safe_point()
+            step_h = min(60.0 / 3600.0, (pr.volume_ml - self.exchanged_ml) / pr.rate_ml_per_h)
+            await ctx.clock.sleep(step_h * HOUR)
+            self.exchanged_ml += step_h * pr.rate_ml_per_h
+            await ctx.read(pr.bioreactor, "pv", br.read)
+        previous = self.previous_ml_per_day
+        await ctx.write(
+            pr.bioreactor, "perfusion_sp", previous, lambda: br.set_perfusion(previous), unit="mL/d"
+        )
+
+
 class Wait(PhaseLogic):
     """Wait for a time (Running time only) or until a process value crosses a threshold."""
 
@@ -466,6 +498,7 @@ PHASES: dict[str, Callable[[Any], PhaseLogic]] = {
     "culture": Culture,
     "sample": SampleCheck,
     "wait": Wait,
+    "media_exchange": MediaExchange,
     "confirm_identity": ConfirmIdentity,
     "electroporate": Electroporate,
     "harvest": Harvest,

@@ -14,7 +14,7 @@ from twin.equipment import Gas
 from twin.errors import Problem
 from twin.recipe.approval import REGISTER_NAME, check_approval
 from twin.recipe.loader import LoadedRecipe
-from twin.recipe.phases import Culture, SetGas, SetRocking, SetTemperature
+from twin.recipe.phases import Culture, MediaExchange, SetGas, SetRocking, SetTemperature
 
 __all__ = ["check_against_bench"]
 
@@ -111,6 +111,17 @@ def _check_phase(
                         f"{limits.o2_cap_sccm:g} sccm (interlock)",
                     )
                 )
+    elif isinstance(phase, MediaExchange):
+        span = _limits(bench, phase.bioreactor).perfusion_ml_per_day
+        if _outside(phase.rate_ml_per_h * 24.0, span):
+            out.append(
+                src.problem(
+                    [*loc, "rate_ml_per_h"],
+                    f"exchange rate {phase.rate_ml_per_h:g} mL/h is outside "
+                    f"{phase.bioreactor}'s perfusion limits "
+                    f"{span[0] / 24:g}-{span[1] / 24:g} mL/h",
+                )
+            )
     elif isinstance(phase, Culture) and phase.do_setpoint_pct is not None:
         limits = _limits(bench, phase.gas_dispenser)
         if Gas.O2 not in limits.full_scale_sccm or Gas.N2 not in limits.full_scale_sccm:

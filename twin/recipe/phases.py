@@ -34,6 +34,7 @@ __all__ = [
     "Culture",
     "Electroporate",
     "Harvest",
+    "MediaExchange",
     "Perfusion",
     "Phase",
     "SampleCheck",
@@ -126,6 +127,15 @@ class SampleCheck(_Phase):
     min_viable_cells_per_ml: Annotated[CellDensity, Field(ge=0)] | None = None
 
 
+class MediaExchange(_Phase):
+    """Exchange spent medium for fresh through the perfusion line (cells retained)."""
+
+    phase: Literal["media_exchange"]
+    bioreactor: str = "bioreactor"
+    volume_ml: Annotated[Volume, Field(gt=0)]
+    rate_ml_per_h: Annotated[float, Field(gt=0, le=2000)] = 100.0
+
+
 class Condition(BaseModel):
     """A process value crossing a threshold, e.g. density above 2e6 cells/mL."""
 
@@ -196,6 +206,7 @@ Phase = Annotated[
     | AddMaterial
     | Culture
     | SampleCheck
+    | MediaExchange
     | Wait
     | ConfirmIdentity
     | Electroporate
@@ -212,6 +223,7 @@ PHASE_MODELS: tuple[type[BaseModel], ...] = (
     Perfusion,
     Culture,
     SampleCheck,
+    MediaExchange,
     Wait,
     Condition,
     ConfirmIdentity,
