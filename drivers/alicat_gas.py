@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pydantic
 
+from drivers.gas_lines import GAS_KEYS, GasLimitsConfig, gas_key
 from drivers.modbus_link import LinkCounters
 from drivers.serial_line import SerialLine, open_line
 from drivers.settings import BusClaim
@@ -20,31 +21,11 @@ from twin.errors import CommunicationError, DeviceRefused, EquipmentError, Inter
 
 __all__ = ["AlicatFrame", "AlicatGasConfig", "AlicatGasDispenser", "AlicatGasLimits"]
 
-_GAS_KEYS = {"air": Gas.AIR, "o2": Gas.O2, "n2": Gas.N2, "co2": Gas.CO2}
 _FRAME_GAS = {"Air": Gas.AIR, "CO2": Gas.CO2, "N2": Gas.N2, "O2": Gas.O2}
 _SETPOINT_TOLERANCE = 0.011  # the frame carries 2 decimals
 
 
-def _gas_key(name: str) -> str:
-    key = name.lower()
-    if key not in _GAS_KEYS:
-        raise ValueError(f"unknown gas {name!r}; expected one of {', '.join(_GAS_KEYS)}")
-    return key
-
-
-class AlicatGasLimits(pydantic.BaseModel, extra="forbid"):
-    """Full scale of each gas line and the O2 cap (sccm), from the bench file."""
-
-    full_scale_sccm: dict[str, float] = {"air": 500.0, "o2": 200.0, "n2": 500.0, "co2": 50.0}
-    o2_cap_sccm: float = pydantic.Field(default=100.0, ge=0.0)
-
-    @pydantic.field_validator("full_scale_sccm")
-    @classmethod
-    def _known_gases(cls, value: dict[str, float]) -> dict[str, float]:
-        out = {_gas_key(k): v for k, v in value.items()}
-        if any(v <= 0 for v in out.values()):
-            raise ValueError("full scale must be above 0 sccm")
-        return out
+AlicatGasLimits = GasLimitsConfig  # the bench-file name this driver has always used
 
 
 class AlicatGasConfig(pydantic.BaseModel, extra="forbid"):
@@ -60,7 +41,7 @@ class AlicatGasConfig(pydantic.BaseModel, extra="forbid"):
     @pydantic.field_validator("units")
     @classmethod
     def _unit_ids(cls, value: dict[str, str]) -> dict[str, str]:
-        out = {_gas_key(k): v for k, v in value.items()}
+        out = {gas_key(k): v for k, v in value.items()}
         for gas, uid in out.items():
             if len(uid) != 1 or not ("A" <= uid <= "Z"):
                 raise ValueError(f"unit id of {gas} must be one letter A-Z, got {uid!r}")
@@ -102,9 +83,9 @@ class AlicatGasDispenser:
         self.name = name
         self.config = config
         self._clock = clock
-        self._units = {_GAS_KEYS[k]: uid for k, uid in config.units.items()}
+        self._units = {GAS_KEYS[k]: uid for k, uid in config.units.items()}
         self.limits = GasDispenserLimits(
-            full_scale_sccm={_GAS_KEYS[k]: v for k, v in config.limits.full_scale_sccm.items()},
+            full_scale_sccm={GAS_KEYS[k]: v for k, v in config.limits.full_scale_sccm.items()},
             o2_cap_sccm=config.limits.o2_cap_sccm,
         )
         self._line: SerialLine | None = None

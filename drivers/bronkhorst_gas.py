@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pydantic
 from pymodbus.pdu import ModbusPDU
 
+from drivers.gas_lines import GAS_KEYS, GasLimitsConfig, gas_key
 from drivers.modbus_link import LinkCounters, ModbusLink, Request, open_modbus_link
 from drivers.settings import BusClaim, LinkSettings, SerialPortSettings
 from twin.clock import Clock
@@ -27,29 +28,8 @@ HR_MEASURE, HR_SETPOINT, HR_FLUID = 0x0020, 0x0021, 0x0022
 HR_FMEASURE, HR_CAPACITY = 0xA100, 0xA128
 HR_IDENTITY = 0xF000  # 4 x ascii[8]: vendor, model, serial, firmware
 
-_GAS_KEYS = {"air": Gas.AIR, "o2": Gas.O2, "n2": Gas.N2, "co2": Gas.CO2}
 
-
-def _gas_key(name: str) -> str:
-    key = name.lower()
-    if key not in _GAS_KEYS:
-        raise ValueError(f"unknown gas {name!r}; expected one of {', '.join(_GAS_KEYS)}")
-    return key
-
-
-class BronkhorstGasLimits(pydantic.BaseModel, extra="forbid"):
-    """Capacity (full scale) of each gas line and the O2 cap (sccm), from the bench file."""
-
-    full_scale_sccm: dict[str, float] = {"air": 500.0, "o2": 200.0, "n2": 500.0, "co2": 50.0}
-    o2_cap_sccm: float = pydantic.Field(default=100.0, ge=0.0)
-
-    @pydantic.field_validator("full_scale_sccm")
-    @classmethod
-    def _known_gases(cls, value: dict[str, float]) -> dict[str, float]:
-        out = {_gas_key(k): v for k, v in value.items()}
-        if any(v <= 0 for v in out.values()):
-            raise ValueError("full scale must be above 0 sccm")
-        return out
+BronkhorstGasLimits = GasLimitsConfig  # the bench-file name this driver has always used
 
 
 class BronkhorstGasConfig(SerialPortSettings, LinkSettings, extra="forbid"):
@@ -67,7 +47,7 @@ class BronkhorstGasConfig(SerialPortSettings, LinkSettings, extra="forbid"):
     @pydantic.field_validator("units")
     @classmethod
     def _unit_ids(cls, value: dict[str, int]) -> dict[str, int]:
-        out = {_gas_key(k): v for k, v in value.items()}
+        out = {gas_key(k): v for k, v in value.items()}
         for gas, uid in out.items():
             if not 1 <= uid <= 247:
                 raise ValueError(f"unit id of {gas} must be 1..247, got {uid}")
@@ -95,8 +75,8 @@ class BronkhorstGasDispenser:
         self.name = name
         self.config = config
         self._clock = clock
-        self._units = {_GAS_KEYS[k]: uid for k, uid in config.units.items()}
-        self._fs = {_GAS_KEYS[k]: v for k, v in config.limits.full_scale_sccm.items()}
+        self._units = {GAS_KEYS[k]: uid for k, uid in config.units.items()}
+        self._fs = {GAS_KEYS[k]: v for k, v in config.limits.full_scale_sccm.items()}
         self.limits = GasDispenserLimits(
             full_scale_sccm=dict(self._fs), o2_cap_sccm=config.limits.o2_cap_sccm
         )

@@ -1,12 +1,54 @@
-"""Every async test runs on the virtual-time loop: no real sleeps, a 10-day batch in seconds."""
+"""Every async test runs on the virtual-time loop: no real sleeps, a 10-day batch in seconds.
+
+Shared fixtures: a plant, the clock, and the twin's bioreactor served over Modbus TCP."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from twin.clock import VirtualTimeLoop
+import pytest
+
+from twin.clock import Clock, VirtualTimeLoop
+from twin.serve.bioreactor_modbus import BioreactorModbusServer
+from twin.sim import Plant
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Any]:
     return {"virtual": VirtualTimeLoop}
+
+
+@pytest.fixture
+def plant() -> Plant:
+    return Plant(seed=1)
+
+
+@pytest.fixture
+async def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def no_task_leaks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks behind (servers and clients must be closed)."""
+    before = asyncio.all_tasks()
+    yield
+    await asyncio.sleep(0)
+    leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
+    assert not leaked, f"leaked tasks: {leaked}"
+
+
+@pytest.fixture(params=["big", "little"])
+def word_order(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def server(
+    plant: Plant, clock: Clock, word_order: str
+) -> AsyncIterator[BioreactorModbusServer]:
+    srv = BioreactorModbusServer(plant, clock, word_order=word_order)
+    await srv.start()
+    yield srv
+    await srv.stop()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MONITORED_PVS", "Monitor", "Reaction"]
+__all__ = ["MONITORED_PVS", "Monitor", "MonitoredPV", "Reaction"]
 
 #: Process values a monitor may watch: the bioreactor's polled PVs and the last counted sample.
-MONITORED_PVS = (
+MonitoredPV = Literal[
     "temperature_c",
     "do_pct",
     "ph",
@@ -18,7 +18,8 @@ MONITORED_PVS = (
     "viability_pct",
     "glucose_mm",
     "lactate_mm",
-)
+]
+MONITORED_PVS: tuple[str, ...] = get_args(MonitoredPV)
 
 Reaction = Literal["none", "hold_phase", "hold_unit", "hold", "abort"]
 
@@ -29,16 +30,7 @@ class Monitor(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str | None = None
-    pv: Literal[
-        "temperature_c",
-        "do_pct",
-        "ph",
-        "volume_ml",
-        "viable_cells_per_ml",
-        "viability_pct",
-        "glucose_mm",
-        "lactate_mm",
-    ]
+    pv: MonitoredPV
     equipment: str = "bioreactor"
     high: float | None = None
     low: float | None = None
