@@ -87,7 +87,9 @@ def test_undeclared_equipment(tmp_path: Path) -> None:
 
 def test_equipment_of_wrong_type(tmp_path: Path) -> None:
     got = problems(tmp_path, HEADER + "          - {phase: set_rocking, bioreactor: gas, rpm: 5}\n")
-    assert got == ["R:15:46: equipment 'gas' is a gas_dispenser, this phase needs a bioreactor"]
+    assert got == [
+        "R:15:46: equipment 'gas' is a gas_dispenser, phase 'set_rocking' needs a bioreactor"
+    ]
 
 
 def test_content_hash_pins_the_text(tmp_path: Path) -> None:
@@ -161,3 +163,17 @@ def test_unknown_parameter_reference(tmp_path: Path) -> None:
         + "          - {phase: set_temperature, setpoint_c: $culture_temperature}\n",
     )
     assert got == ["R:18:50: unknown parameter 'culture_temperature' (known: culture_temp, vector)"]
+
+
+def test_schema_and_reference_problems_come_together(tmp_path: Path) -> None:
+    got = problems(
+        tmp_path,
+        HEADER
+        + "          - {phase: set_rocking, rpm: fast}\n"
+        + "          - {phase: add, bioreactor: bag9, material: il2, volume_ml: 1}\n"
+        + "          - {phase: sample, monitors: [{pv: ph, low: 6.8, equipment: gas}]}\n",
+    )
+    assert [p.split(":")[1] for p in got] == ["15", "16", "17"]
+    assert "expected a rotation" in got[0]
+    assert "uses equipment 'bag9'" in got[1]
+    assert "equipment 'gas' is a gas_dispenser, this monitor needs a bioreactor" in got[2]
