@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench-check clean system-deps
+.PHONY: demo test hil lint bench-check clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,14 @@ system-deps:
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: system-deps $(STAMP)
 	$(BIN)/ruff check twin drivers tests hil_tests benchmarks
-	$(BIN)/pytest -q tests hil_tests; rc=$$?; \
+	$(BIN)/pytest -q tests hil_tests --junitxml=reports/junit.xml --hil-report=reports/fault-matrix.md; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
+
+# The HIL suite alone, on any bench: make hil BENCH=benches/example-lab.yaml
+BENCH ?= benches/sim.yaml
+hil: $(STAMP)
+	$(BIN)/pytest -q hil_tests --bench $(BENCH) --junitxml=reports/hil-junit.xml \
+	  --hil-report=reports/fault-matrix.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check twin drivers tests hil_tests benchmarks

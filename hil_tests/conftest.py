@@ -9,6 +9,7 @@ Nothing in the tests knows which: the bench file says whether to start the twin.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench",
         default=str(ROOT / "benches" / "sim.yaml"),
         help="bench file to run the HIL suite against (default: the simulated bench)",
+    )
+    group.addoption(
+        "--hil-report",
+        default=None,
+        help="write the fault-matrix summary table (Markdown) to this file",
     )
     group.addoption(
         "--seed",
@@ -47,3 +53,38 @@ def seed(request: pytest.FixtureRequest, bench: LoadedBench) -> int | None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"poc-twin bench: {config.getoption('--bench')}  seed: {config.getoption('--seed')}"]
+
+
+#: One row per fault-matrix scenario run (filled by test_fault_matrix.py).
+MATRIX_RESULTS: list[dict[str, str]] = []
+
+
+@pytest.fixture(scope="session")
+def matrix_results() -> list[dict[str, str]]:
+    return MATRIX_RESULTS
+
+
+def matrix_table(rows: list[dict[str, str]]) -> str:
+    """The fault matrix as a Markdown table: expected vs seen, time to detect and to hold."""
+    lines = [
+        "| scenario | expected (alarm / hold / end) | seen | detect (s) | hold (s) | seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['scenario']} | {r['expected']} | {r['seen']} | {r['detect_s']} | "
+        f"{r['hold_s']} | {r['seed']} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not MATRIX_RESULTS:
+        return
+    table = matrix_table(MATRIX_RESULTS)
+    terminalreporter.write_sep("-", "fault matrix")
+    terminalreporter.write_line(table)
+    report = config.getoption("--hil-report")
+    if report:
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
+        Path(report).write_text(f"# Fault matrix ({config.getoption('--bench')})\n\n{table}\n")

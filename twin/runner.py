@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from twin import __version__
-from twin.bench import LoadedBench, open_bench
+from twin.bench import LoadedBench, OpenBench, open_bench
 from twin.clock import Clock, run_batch_loop
 from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
@@ -87,6 +87,7 @@ async def run_batch_async(
     site_key: Path | None = None,
     subscribers: list[Callable[[Event], None]] | None = None,
     on_batch: Callable[[Batch], None] | None = None,
+    on_bench: Callable[[OpenBench, Clock], None] | None = None,
 ) -> ProceduralState:
     """Run one batch to its end on an already-running loop (virtual or real)."""
     if seed is not None and bench.model.twin is not None:
@@ -101,6 +102,8 @@ async def run_batch_async(
         journal.subscribe(subscriber)
     try:
         async with open_bench(bench, clock) as opened:
+            if on_bench is not None:  # e.g. the HIL suite starting a fault scenario on the twin
+                on_bench(opened, clock)
             seeded = None
             if bench.model.twin is not None:
                 ino = bench.model.twin.inoculum

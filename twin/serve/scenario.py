@@ -24,7 +24,14 @@ from twin.errors import InvalidInput, Problem
 from twin.sim.faults import BIOREACTOR_SENSORS
 from twin.sourcemap import SourceMap, load_yaml, validate_document
 
-__all__ = ["FaultEntry", "LoadedScenario", "Scenario", "load_scenario", "parse_duration"]
+__all__ = [
+    "Expectation",
+    "FaultEntry",
+    "LoadedScenario",
+    "Scenario",
+    "load_scenario",
+    "parse_duration",
+]
 
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(d|h|min|m|s)\s*")
@@ -151,17 +158,45 @@ FAULT_DEVICE_TYPE = {
 """Plant faults act on one kind of equipment; link faults on any device."""
 
 
+class ExpectedAlarm(BaseModel):
+    """The alarm a fault must raise: its kind and the device (or process value) it names."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["communication", "limit", "phase_failure", "interlock", "device"]
+    source: str | None = None
+    pv: str | None = None
+
+
+class Expectation(BaseModel):
+    """What the HIL fault matrix must see when the scenario runs under a recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+    recipe: str
+    alarm: ExpectedAlarm | None = None  # None: the batch must ride through with no alarm
+    within: float | None = None  # from the first fault to the alarm, batch seconds
+    hold: Literal["procedure", "unit", "operation", "phase"] | None = None
+    then: Literal["restart", "stop", "abort"] | None = None  # the operator, once held
+    outcome: Literal["Complete", "Stopped", "Aborted"] = "Complete"
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        return parse_duration(v) if isinstance(v, str | int | float) else v  # type: ignore[arg-type]
+
+
 class Scenario(BaseModel):
-    """A named list of faults."""
+    """A named list of faults, and (for the HIL fault matrix) what must follow."""
 
     model_config = ConfigDict(extra="forbid")
 
     scenario: str
     description: str = ""
     faults: list[FaultEntry] = Field(default_factory=list)
+    expect: Expectation | None = None
 
 
-_MODELS = (Scenario, Silent, Late, Corrupt, SensorStuck, SensorDrift, HeaterFailure)
+_MODELS = (Scenario, Expectation, ExpectedAlarm, Silent, Late, Corrupt, SensorStuck)
+_MODELS += (SensorDrift, HeaterFailure)
 _MODELS += (SupplyOut, Contamination)
 
 
