@@ -8,6 +8,7 @@ O2 cap is enforced here, below any recipe, as an interlock.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pydantic
 
@@ -34,6 +35,8 @@ class AlicatGasConfig(pydantic.BaseModel, extra="forbid"):
     port: str
     baud: int = 19200
     units: dict[str, str] = {"air": "A", "o2": "B", "n2": "C", "co2": "D"}
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
     timeout_s: float = pydantic.Field(default=0.5, gt=0.0)
     retries: int = pydantic.Field(default=2, ge=0, le=10)
     limits: AlicatGasLimits = AlicatGasLimits()
@@ -51,7 +54,7 @@ class AlicatGasConfig(pydantic.BaseModel, extra="forbid"):
 
     def claims(self) -> list[BusClaim]:
         """Every unit id on the port (for the bench validator)."""
-        line = ("ascii", self.baud, "N", 1, 8)
+        line = ("ascii", self.baud, self.parity, self.stopbits, 8)
         return [BusClaim(self.port, line, uid, ("units", gas)) for gas, uid in self.units.items()]
 
     @pydantic.model_validator(mode="after")
@@ -94,7 +97,13 @@ class AlicatGasDispenser:
     async def connect(self) -> None:
         """Open the shared port; make each unit meter the gas the bench says it meters."""
         if self._line is None:
-            self._line = open_line(self.config.port, baud=self.config.baud, clock=self._clock)
+            self._line = open_line(
+                self.config.port,
+                baud=self.config.baud,
+                parity=self.config.parity,
+                stopbits=self.config.stopbits,
+                clock=self._clock,
+            )
         for gas, uid in self._units.items():
             frame = await self.poll(gas)
             if _FRAME_GAS.get(frame.gas) != gas:

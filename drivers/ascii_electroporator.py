@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Literal
 
 import pydantic
 
@@ -43,13 +44,16 @@ class AsciiElectroporatorConfig(pydantic.BaseModel, extra="forbid"):
 
     port: str
     baud: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
     timeout_s: float = pydantic.Field(default=1.0, gt=0.0)
     retries: int = pydantic.Field(default=1, ge=0, le=10)  # never applied to FIRE or LOAD
     limits: AsciiElectroporatorLimits = AsciiElectroporatorLimits()
 
     def claims(self) -> list[BusClaim]:
         """The whole port: our ASCII protocol has no unit ids (for the bench validator)."""
-        return [BusClaim(self.port, ("ascii", self.baud, "N", 1, 8), None, ("port",))]
+        line = ("ascii", self.baud, self.parity, self.stopbits, 8)
+        return [BusClaim(self.port, line, None, ("port",))]
 
 
 def _well_formed(raw: bytes) -> bool:
@@ -97,7 +101,13 @@ class AsciiElectroporator:
     async def connect(self) -> None:
         """Open the port and make sure the device starts disarmed."""
         if self._line is None:
-            self._line = open_line(self.config.port, baud=self.config.baud, clock=self._clock)
+            self._line = open_line(
+                self.config.port,
+                baud=self.config.baud,
+                parity=self.config.parity,
+                stopbits=self.config.stopbits,
+                clock=self._clock,
+            )
         await self.safe_state()
 
     async def close(self) -> None:

@@ -34,9 +34,13 @@ _LINES: dict[tuple[int, str], SerialLine] = {}
 class SerialLine:
     """A port, its input buffer and the lock that serialises every exchange on it."""
 
-    def __init__(self, port: str, *, baud: int, clock: Clock) -> None:
+    def __init__(
+        self, port: str, *, baud: int, clock: Clock, parity: str = "N", stopbits: int = 1
+    ) -> None:
         self.port = port
         self.baud = baud
+        self.parity = parity
+        self.stopbits = stopbits
         self._clock = clock
         self._serial: serial.Serial | None = None
         self._buffer = bytearray()
@@ -51,7 +55,8 @@ class SerialLine:
         return self._serial is not None
 
     def open(self) -> None:
-        """Open the port 8N1 at the configured baud (no thread: the clock must see everything)."""
+        """Open the port (8 data bits, the configured baud, parity and stop bits); no thread:
+        the clock must see everything."""
         if self._serial is not None:
             return
         try:
@@ -59,8 +64,8 @@ class SerialLine:
                 self.port,
                 baudrate=self.baud,
                 bytesize=serial.EIGHTBITS,
-                parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE,
+                parity=self.parity,
+                stopbits=self.stopbits,
                 timeout=0,
                 exclusive=True,  # flock: a second process on the port fails loudly
             )
@@ -185,15 +190,20 @@ class SerialLine:
                 del _LINES[key]
 
 
-def open_line(port: str, *, baud: int, clock: Clock) -> SerialLine:
+def open_line(
+    port: str, *, baud: int, clock: Clock, parity: str = "N", stopbits: int = 1
+) -> SerialLine:
     """The one shared line of ``port`` on this loop (opened on first use); call ``release()``."""
     key = (id(asyncio.get_running_loop()), port)
     line = _LINES.get(key)
     if line is None or not line.is_open:
-        line = SerialLine(port, baud=baud, clock=clock)
+        line = SerialLine(port, baud=baud, clock=clock, parity=parity, stopbits=stopbits)
         line.open()
         _LINES[key] = line
-    elif line.baud != baud:
-        raise CommunicationError(port, f"already open at {line.baud} baud, asked for {baud}")
+    elif (line.baud, line.parity, line.stopbits) != (baud, parity, stopbits):
+        have = f"{line.baud} 8{line.parity}{line.stopbits}"
+        raise CommunicationError(
+            port, f"already open at {have}, asked for {baud} 8{parity}{stopbits}"
+        )
     line._users += 1
     return line

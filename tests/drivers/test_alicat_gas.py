@@ -9,10 +9,12 @@ import pydantic
 import pytest
 from conftest_serial import MakeGas, alicat_server, make_gas, serial_plant
 
-from drivers.alicat_gas import AlicatGasConfig
+from drivers.alicat_gas import AlicatGasConfig, AlicatGasDispenser
 from twin.clock import Clock
 from twin.equipment import Gas, GasDispenser
 from twin.errors import CommunicationError, DeviceRefused, EquipmentError, InterlockTripped
+from twin.serve.alicat import AlicatServer
+from twin.sim import Plant
 
 __all__ = ["alicat_server", "make_gas", "serial_plant"]  # fixtures, imported on purpose
 
@@ -177,3 +179,26 @@ async def test_not_connected_is_a_communication_error() -> None:
     gas = AlicatGasDispenser("GAS-X", AlicatGasConfig(port="/dev/null"), Clock())
     with pytest.raises(CommunicationError, match="not connected"):
         await gas.read()
+
+
+async def test_parity_and_stop_bits_from_the_bench(clock: Clock) -> None:
+    """An 8E1 line is opened 8E1, charged 11 bits per character by the twin, and a second
+    device asking for the same port at 8N1 is refused (one line, one framing)."""
+    plant = Plant(seed=3)
+    server = AlicatServer(plant, clock, baud=19200, framing="8E1")
+    await server.start()
+    gas = AlicatGasDispenser("gas", AlicatGasConfig(port=server.path, parity="E"), clock)
+    other = AlicatGasDispenser("gas2", AlicatGasConfig(port=server.path), clock)
+    try:
+        await gas.connect()
+        assert gas._line is not None and gas._line._serial is not None
+        assert gas._line._serial.parity == "E"
+        with pytest.raises(CommunicationError, match=r"already open at 19200 8E1"):
+            await other.connect()
+        start = clock.now()
+        await gas.read()
+        # 4 polls (request + 49-char frame each) at 11 bits/char, 19200 baud: about 0.13 s
+        assert 0.10 < clock.now() - start < 0.2
+    finally:
+        await gas.close()
+        await server.stop()

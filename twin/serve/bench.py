@@ -61,12 +61,19 @@ def _bronkhorst(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
     return BronkhorstServer(plant, clock, units=mapped, **_line(config))
 
 
+def _framing(config: dict[str, Any]) -> str:
+    """``8N1``-style framing of a bench's serial settings: the twin charges its wire time."""
+    return f"8{config.get('parity', 'N')}{config.get('stopbits', 1)}"
+
+
 def _alicat(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
-    return AlicatServer(plant, clock, baud=int(config.get("baud", 19200)))
+    return AlicatServer(plant, clock, baud=int(config.get("baud", 19200)), framing=_framing(config))
 
 
 def _electroporator(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
-    return ElectroporatorServer(plant, clock)
+    return ElectroporatorServer(
+        plant, clock, baud=int(config.get("baud", 9600)), framing=_framing(config)
+    )
 
 
 def _tcp_endpoint(server: Any) -> dict[str, Any]:
