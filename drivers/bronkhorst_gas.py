@@ -56,6 +56,13 @@ class BronkhorstGasConfig(SerialPortSettings, LinkSettings, extra="forbid"):
         return out
 
     @pydantic.model_validator(mode="after")
+    def _one_unit_per_gas(self) -> BronkhorstGasConfig:
+        # LinkSettings brings a single `unit`; a gas dispenser has one unit per gas line.
+        if "unit" in self.model_fields_set:
+            raise ValueError("a gas dispenser has one unit id per gas: write units: {air: 1, ...}")
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _full_scale_known(self) -> BronkhorstGasConfig:
         missing = set(self.units) - set(self.limits.full_scale_sccm)
         if missing:

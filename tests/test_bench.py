@@ -74,3 +74,15 @@ async def test_bench_check_reports_identity_status_reading_and_link_counters() -
     gas = results[1]
     assert "F-201CV-500SCCM" in gas.identity and "mass_flow_sccm" in gas.reading
     assert gas.counters["transactions"] > 0 and gas.counters["failures"] == 0
+
+
+def test_bronkhorst_single_unit_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """A gas dispenser has a unit id per gas: a lone `unit:` would be silently ignored."""
+    bench = tmp_path / "b.yaml"
+    bench.write_text(
+        "bench: t\nclock: wall\nequipment:\n"
+        "  gas:\n    type: gas_dispenser\n    driver: bronkhorst_gas\n"
+        "    config: {port: /dev/ttyUSB0, unit: 3}\n"
+    )
+    with pytest.raises(InvalidInput, match=r"one unit id per gas: write units: \{air: 1"):
+        load_bench(bench)
