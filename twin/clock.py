@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -31,10 +32,30 @@ __all__ = [
     "Clock",
     "VirtualTimeLoop",
     "run_batch_loop",
+    "wall_monotonic",
     "wall_now",
+    "wall_seconds",
+    "wall_sleep",
 ]
 
 T = TypeVar("T")
+
+
+def wall_seconds() -> float:
+    """Real UTC seconds since the epoch, for services outside any batch (the control site's
+    receipt stamps); a batch never reads it."""
+    return time.time()
+
+
+def wall_monotonic() -> float:
+    """Real monotonic seconds, for a real-time process's own deadlines and back-off
+    (telemetry, starting a broker); a batch never reads it."""
+    return time.monotonic()
+
+
+def wall_sleep(seconds: float) -> None:
+    """Block in real time: only for a real-time process waiting on another process."""
+    time.sleep(seconds)
 
 
 def wall_now() -> datetime:

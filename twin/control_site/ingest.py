@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from typing import Any
 
 import aiomqtt
 
+from twin.clock import wall_seconds
 from twin.control_site.store import Store
 from twin.telemetry.topics import ROOT, BrokerURL, decode, encode, parse_topic, topic
 
@@ -105,7 +105,7 @@ class Ingest:
             "command": "hold",
             "operator": operator,
             "reason": reason,
-            "at": time.time(),
+            "at": wall_seconds(),
         }
         await self._request(site, rows[0][0], batch, "command", body, retain=False)
         await asyncio.to_thread(
@@ -121,7 +121,7 @@ class Ingest:
             "suspended": suspended,
             "operator": operator,
             "reason": reason,
-            "at": time.time(),
+            "at": wall_seconds(),
         }
         await self._request(site, "-", "-", "suspension", body, retain=True)
         action = "suspend" if suspended else "reinstate"

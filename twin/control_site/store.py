@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from twin.clock import wall_seconds
 from twin.journal import event_hash
 
 __all__ = ["Store", "open_store"]
@@ -106,7 +106,7 @@ class Store:
 
     def ingest(self, messages: list[tuple[str, str, str, str, dict[str, Any]]]) -> set[tuple]:
         """Store (site, unit, batch, kind, body) messages; return the batches touched."""
-        now = time.time()
+        now = wall_seconds()
         touched: set[tuple[str, str, str]] = set()
         events: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
         with self._lock:
@@ -257,7 +257,7 @@ class Store:
     def record_request(self, rid: str, site: str, batch: str, action: str, who: str, why: str):
         """The control site's own audit of what its users asked of sites."""
         with self._lock:
-            now = time.time()
+            now = wall_seconds()
             self._x(
                 "INSERT INTO requests VALUES (?,?,?,?,?,?,?)",
                 (rid, site, batch, action, who, why, now),

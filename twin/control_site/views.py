@@ -7,10 +7,10 @@ with its own styles, readable in any browser and in a headless one under test.
 from __future__ import annotations
 
 import json
-import time
 from html import escape
 from typing import Any
 
+from twin.clock import wall_now
 from twin.control_site.store import Store
 
 __all__ = ["batch_page", "overview_page", "overview_rows", "svg_trend"]
@@ -113,7 +113,8 @@ def overview_page(store: Store) -> str:
     )
     body = (
         f"<h1>poc-twin control site</h1><p>{len(rows)} batches at "
-        f"{len({r['site'] for r in rows})} sites — {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"
+        f"{len({r['site'] for r in rows})} sites — "
+        f"{wall_now().strftime('%Y-%m-%d %H:%M:%S UTC')}</p>"
         f"<ul id='suspended'>{suspended}</ul>"
         f"<table id='batches'><tr><th>site</th><th>unit</th><th>batch</th><th>state</th>"
         f"<th>phase</th><th>day</th>{head}<th>needs attention</th></tr>{''.join(lines)}</table>"

@@ -14,10 +14,10 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twin.clock import wall_monotonic, wall_sleep
 from twin.telemetry.topics import ROOT, TelemetryError
 
 __all__ = ["BrokerConfig", "Mosquitto", "free_port", "make_pki"]
@@ -197,8 +197,8 @@ class Mosquitto:
         self.proc = subprocess.Popen(
             ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
+        deadline = wall_monotonic() + wait_s
+        while wall_monotonic() < deadline:
             if self.proc.poll() is not None:
                 why = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise TelemetryError(f"mosquitto exited at start: {why.strip()}")
@@ -206,7 +206,7 @@ class Mosquitto:
                 socket.create_connection((self.config.bind, self.config.port), 0.2).close()
                 return self
             except OSError:
-                time.sleep(0.05)  # real time: waiting for a process we started to listen
+                wall_sleep(0.05)  # real time: waiting for a process we started to listen
         raise TelemetryError(f"mosquitto did not listen on port {self.config.port}")
 
     def stop(self) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twin.clock import wall_monotonic
 from twin.journal import Journal
 from twin.telemetry.forwarder import Forwarder
 from twin.telemetry.topics import BrokerURL
@@ -50,7 +50,7 @@ async def write_journal(
     """Replay ``events`` into a new journal at ``rate`` events/s (0: as fast as possible)."""
     clock = {"t": 0.0}
     journal = Journal(path, lambda: clock["t"])
-    start = time.monotonic()
+    start = wall_monotonic()
     try:
         for i, (bt, kind, src, data) in enumerate(events):
             clock["t"] = bt
@@ -59,7 +59,7 @@ async def write_journal(
             journal.append(kind, src, data, durable=False)
             if rate and i % 20 == 19:
                 journal.commit()
-                await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
+                await asyncio.sleep(max(0.0, start + (i + 1) / rate - wall_monotonic()))
         journal.commit()
     finally:
         journal.close()
@@ -73,7 +73,7 @@ async def run_fleet(
     poll_s: float = 0.05,
 ) -> float:
     """Write and forward every site's journal; seconds until every forwarder delivered all."""
-    start = time.monotonic()
+    start = wall_monotonic()
     forwarders = [Forwarder(s.journal, BrokerURL.parse(s.url), poll_s=poll_s) for s in sites]
     writers = [
         write_journal(s.journal, f"{s.site}-batch", events, rate)
@@ -81,4 +81,4 @@ async def run_fleet(
         if not s.journal.exists()
     ]
     await asyncio.gather(*writers, *(f.run(until_ended=True) for f in forwarders))
-    return time.monotonic() - start
+    return wall_monotonic() - start

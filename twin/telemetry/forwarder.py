@@ -22,13 +22,12 @@ import contextlib
 import json
 import os
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from twin.clock import wall_now
+from twin.clock import wall_monotonic, wall_now
 from twin.engine.inbox import NoRunningBatch, send_command
 from twin.journal import Event
 from twin.telemetry.site import SiteRecord
@@ -306,8 +305,8 @@ class Forwarder:
                     pass
                 if self.sessions != sessions:
                     backoff, offline_since = 0.2, None
-                offline_since = offline_since or time.monotonic()
-                if give_up_s and time.monotonic() - offline_since > give_up_s:
+                offline_since = offline_since or wall_monotonic()
+                if give_up_s and wall_monotonic() - offline_since > give_up_s:
                     return False
                 await asyncio.sleep(backoff)  # real time: the broker is away, try again later
                 backoff = min(backoff * 2, self.backoff_max_s)
