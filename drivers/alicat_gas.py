@@ -12,7 +12,7 @@ from typing import Literal
 
 import pydantic
 
-from drivers.gas_lines import GAS_KEYS, GasLimitsConfig, gas_key
+from drivers.gas_lines import GAS_KEYS, GasLimitsConfig, close_o2_and_n2, gas_key
 from drivers.modbus_link import LinkCounters
 from drivers.serial_line import SerialLine, open_line
 from drivers.settings import BusClaim
@@ -186,16 +186,7 @@ class AlicatGasDispenser:
 
     async def safe_state(self) -> None:
         """Close O2 and N2, keep air and CO2; tries both, then reports every failure."""
-        failures: list[str] = []
-        for gas in (Gas.O2, Gas.N2):
-            if gas not in self._units:
-                continue
-            try:
-                await self.set_flow(gas, 0.0)
-            except EquipmentError as exc:
-                failures.append(f"{gas.name}: {exc}")
-        if failures:
-            raise EquipmentError(self.name, "safe state incomplete: " + "; ".join(failures))
+        await close_o2_and_n2(self.name, self._units, self.set_flow)
 
     def _unit(self, gas: Gas) -> str:
         try:

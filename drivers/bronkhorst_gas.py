@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pydantic
 from pymodbus.pdu import ModbusPDU
 
-from drivers.gas_lines import GAS_KEYS, GasLimitsConfig, gas_key
+from drivers.gas_lines import GAS_KEYS, GasLimitsConfig, close_o2_and_n2, gas_key
 from drivers.modbus_link import LinkCounters, ModbusLink, Request, open_modbus_link
 from drivers.settings import BusClaim, LinkSettings, SerialPortSettings
 from twin.clock import Clock
@@ -181,16 +181,7 @@ class BronkhorstGasDispenser:
 
     async def safe_state(self) -> None:
         """Close O2 and N2, keep air and CO2; tries both, then reports every failure."""
-        failures: list[str] = []
-        for gas in (Gas.O2, Gas.N2):
-            if gas not in self._units:
-                continue
-            try:
-                await self.set_flow(gas, 0.0)
-            except EquipmentError as exc:
-                failures.append(f"{gas.name}: {exc}")
-        if failures:
-            raise EquipmentError(self.name, "safe state incomplete: " + "; ".join(failures))
+        await close_o2_and_n2(self.name, self._units, self.set_flow)
 
     # -- helpers ------------------------------------------------------------------------------
 

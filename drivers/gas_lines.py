@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Container
+
 import pydantic
 
 from twin.equipment import Gas
+from twin.errors import EquipmentError
 
-__all__ = ["GAS_KEYS", "GasLimitsConfig", "gas_key"]
+__all__ = ["GAS_KEYS", "GasLimitsConfig", "close_o2_and_n2", "gas_key"]
 
 #: Gas names as a bench file writes them.
 GAS_KEYS = {"air": Gas.AIR, "o2": Gas.O2, "n2": Gas.N2, "co2": Gas.CO2}
@@ -33,3 +36,20 @@ class GasLimitsConfig(pydantic.BaseModel, extra="forbid"):
         if any(v <= 0 for v in out.values()):
             raise ValueError("full scale must be above 0 sccm")
         return out
+
+
+async def close_o2_and_n2(
+    name: str, lines: Container[Gas], set_flow: Callable[[Gas, float], Awaitable[None]]
+) -> None:
+    """A gas dispenser's safe state: close O2 and N2, keep air and CO2 (the culture keeps its
+    pH); tries both lines, then reports every failure at once."""
+    failures: list[str] = []
+    for gas in (Gas.O2, Gas.N2):
+        if gas not in lines:
+            continue
+        try:
+            await set_flow(gas, 0.0)
+        except EquipmentError as exc:
+            failures.append(f"{gas.name}: {exc}")
+    if failures:
+        raise EquipmentError(name, "safe state incomplete: " + "; ".join(failures))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from twin.cli.common import (
     err,
     out,
 )
+from twin.clock import wall_now
 from twin.errors import InvalidInput, PocTwinError
 
 
@@ -87,7 +87,7 @@ def run(
     except InvalidInput as exc:
         _print_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stamp = wall_now().strftime("%Y%m%d-%H%M%S")
     batch_id = batch_id or f"{loaded_recipe.model.recipe.id}-{stamp}"
     journal_path = journal or Path("runs") / f"{batch_id}.sqlite"
     telemetry = _start_telemetry(broker, journal_path) if broker else None

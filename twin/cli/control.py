@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from twin.cli.common import (
     app,
     out,
 )
+from twin.clock import wall_now
 from twin.errors import PocTwinError
 
 control_app = typer.Typer(
@@ -140,7 +140,6 @@ def control_simulate_fleet(
 ) -> None:
     """Simulate N sites, each writing a journal and publishing it with its own credentials."""
     import json as _json
-    from datetime import UTC as _UTC
 
     from twin.telemetry.fleet import FleetSite, load_events, run_fleet
 
@@ -152,7 +151,7 @@ def control_simulate_fleet(
             f"--site sim-001 ... --site sim-{sites:03d}",
             EXIT_INVALID,
         )
-    run_dir = out_dir / datetime.now(_UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = out_dir / wall_now().strftime("%Y%m%d-%H%M%S")
     fleet = [
         FleetSite(n, f"mqtt://{n}:{known[n]}@{host}:{port}/?unit=sim", run_dir / f"{n}.sqlite")
         for n in names
