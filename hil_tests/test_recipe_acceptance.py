@@ -11,6 +11,7 @@ from twin.engine.batch import Batch
 from twin.journal import Event, read_events, verify
 from twin.recipe import load_recipe
 from twin.recipe.limits import check_against_bench
+from twin.replay import replay
 from twin.runner import run_batch, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +67,7 @@ def test_recipe_reaches_complete(
     assert 9.9 <= summary.days <= 10.5
     started = next(read_events(journal))
     assert started.data["recipe"]["sha256"] == loaded.sha256
+    # A validator's check: the engine re-run on the recorded device I/O takes the same
+    # decisions, event for event (docs/journal.md, "Replay").
+    replayed = replay(journal)
+    assert replayed.identical, replayed.divergence and replayed.divergence.describe()

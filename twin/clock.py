@@ -89,6 +89,8 @@ class _JumpingSelector(selectors.BaseSelector):
         self._real.close()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if self._loop._live_from is not None:
+            return self._real.select(timeout)
         events = self._real.select(0)
         if events or timeout == 0:
             return events
@@ -104,11 +106,30 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = start
+        self._live_from: float | None = None
         self.jumps = 0
         super().__init__(_JumpingSelector(selectors.PollSelector(), self))
 
     def time(self) -> float:
+        if self._live_from is not None:
+            return self._virtual_now + (time.monotonic() - self._live_from)
         return self._virtual_now
+
+    def advance_to(self, when: float) -> None:
+        """Set loop time to ``when`` at once (resume: the batch clock counts the time the
+        process was down); timers due in between fire at the next iteration."""
+        self._virtual_now = max(self.time(), when)
+        if self._live_from is not None:
+            self._live_from = time.monotonic()
+
+    def go_live(self) -> None:
+        """From now on run in real time, continuing from the current virtual time.
+
+        Resume replays a journal at virtual speed, then a real bench runs on in wall time.
+        """
+        if self._live_from is None:
+            self._virtual_now = self.time()
+            self._live_from = time.monotonic()
 
     def _jump(self, seconds: float) -> None:
         target = self._virtual_now + seconds
@@ -120,12 +141,22 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self.jumps += 1
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Clock:
     """Batch time in seconds since the clock was started, and every wait the batch makes."""
 
     def __init__(self) -> None:
         self._t0 = asyncio.get_running_loop().time()
         self._wall0 = wall_now()
+
+    @property
+    def origin(self) -> float:
+        """The loop time at which batch time 0 was."""
+        return self._t0
 
     def now(self) -> float:
         """Seconds of batch time since start: the timestamp of every event and model step."""
@@ -140,8 +171,33 @@ class Clock:
         await asyncio.sleep(max(0.0, seconds))
 
     async def sleep_until(self, t: float) -> None:
-        """Wait until batch time ``t``: periodic loops use this so they never drift."""
-        await asyncio.sleep(max(0.0, t - self.now()))
+        """Wait until batch time ``t``: periodic loops use this so they never drift.
+
+        The timer is set at ``t`` itself, not at now + (t - now), so on the virtual clock
+        the batch time on waking is exactly ``t`` (replay lands on recorded times).
+        """
+        loop = asyncio.get_running_loop()
+        when = self._t0 + t
+        if when <= loop.time():
+            await asyncio.sleep(0)
+            return
+        woken: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_at(when, _wake, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+
+    def call_later(
+        self, seconds: float, callback: Callable[..., object], *args: Any
+    ) -> asyncio.TimerHandle:
+        """Run ``callback(*args)`` after ``seconds`` of batch time, as :meth:`sleep` would wake.
+
+        For a device's reply on the wire: one timer instead of a task sleeping per exchange
+        (cancel the handle to take the reply back).
+        """
+        loop = asyncio.get_running_loop()
+        return loop.call_later(max(0.0, seconds), callback, *args)
 
     def timeout(self, seconds: float) -> asyncio.Timeout:
         """A deadline on the batch clock for one exchange or one wait."""

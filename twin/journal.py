@@ -91,6 +91,15 @@ def event_hash(
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def _has_events(path: Path) -> bool:
+    db = sqlite3.connect(path)
+    try:
+        (count,) = db.execute("SELECT count(*) FROM sqlite_master WHERE name='events'").fetchone()
+        return bool(count and db.execute("SELECT 1 FROM events LIMIT 1").fetchone())
+    finally:
+        db.close()
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -140,24 +149,25 @@ class Journal:
         signer: HeadSigner | None = FROM_ENVIRONMENT,
         checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
-        self.signer = _resolve_signer(signer)
+        path = Path(path)
+        if path.exists() and path.stat().st_size > 0 and _has_events(path):
+            raise JournalError(
+                f"{path} already holds a batch; choose a new journal file "
+                "(or use 'poc-twin resume' to continue that batch)"
+            )
+        self._open(path, batch_time, _resolve_signer(signer), checkpoint_every)
+
+    def _open(
+        self,
+        path: Path,
+        batch_time: Callable[[], float],
+        signer: HeadSigner | None,
+        checkpoint_every: int,
+    ) -> None:
+        self.signer = signer
         self.checkpoint_every = checkpoint_every
-        self.path = Path(path)
+        self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            existing = sqlite3.connect(self.path)
-            try:
-                (count,) = existing.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE name='events'"
-                ).fetchone()
-                has_events = count and existing.execute("SELECT 1 FROM events LIMIT 1").fetchone()
-            finally:
-                existing.close()
-            if has_events:
-                raise JournalError(
-                    f"{self.path} already holds a batch; choose a new journal file "
-                    "(or use 'poc-twin resume' to continue that batch)"
-                )
         self._db = _connect(self.path)
         self._db.executescript(_SCHEMA)
         self._batch_time = batch_time
@@ -167,6 +177,35 @@ class Journal:
         self._subscribers: list[Subscriber] = []
         self._oldest_pending: float | None = None
         self._last_kind = ""
+
+    @classmethod
+    def reopen(
+        cls,
+        path: Path | str,
+        batch_time: Callable[[], float],
+        *,
+        signer: HeadSigner | None = FROM_ENVIRONMENT,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+    ) -> Journal:
+        """Continue an interrupted batch's journal from its last committed event.
+
+        The journal must verify: a batch is never continued on a chain that was
+        tampered with. New events link to the recorded head.
+        """
+        path = Path(path)
+        result = verify(path)
+        if not result.ok:
+            raise JournalError(
+                f"{path} does not verify (event {result.first_bad_seq}: {result.reason}); "
+                "a batch is not continued on a broken journal"
+            )
+        journal = cls.__new__(cls)
+        journal._open(path, batch_time, _resolve_signer(signer), checkpoint_every)
+        row = journal._db.execute("SELECT seq, hash, kind FROM events ORDER BY seq DESC LIMIT 1")
+        last = row.fetchone()
+        if last is not None:
+            journal._seq, journal._head, journal._last_kind = last
+        return journal
 
     @property
     def head(self) -> str:
@@ -182,11 +221,21 @@ class Journal:
         self._subscribers.append(subscriber)
 
     def append(
-        self, kind: str, source: str, data: dict[str, Any], *, durable: bool = True
+        self,
+        kind: str,
+        source: str,
+        data: dict[str, Any],
+        *,
+        durable: bool = True,
+        at: float | None = None,
     ) -> Event:
-        """Add one event; ``durable`` commits it before returning (do so for anything acted on)."""
+        """Add one event; ``durable`` commits it before returning (do so for anything acted on).
+
+        ``at`` stamps a batch time other than now: only for events a resumed batch
+        re-derived for a moment before its interruption.
+        """
         seq = self._seq + 1
-        batch_time = round(self._batch_time(), 6)
+        batch_time = self._batch_time() if at is None else at
         wall_time = wall_now().isoformat(timespec="microseconds")
         payload = _canonical(data)
         digest = event_hash(self._head, seq, batch_time, wall_time, kind, source, payload)

@@ -1,7 +1,8 @@
 """A batch in a child process for the kill tests: prints each acknowledged event after its commit.
 
 An acknowledged event is one the engine acts on (transition, command, setpoint,
-sample, alarm, ...: everything but a reading). The journal commits it before
+sample, alarm, ...: everything but a reading or a device's confirmation, which are
+committed with the next such event). The journal commits it before
 ``append`` returns and tells subscribers only afterwards, so a line on stdout
 means "this event is durable"; a SIGKILL at any point must not lose it.
 
@@ -30,7 +31,7 @@ def main() -> None:
     out = sys.stdout
 
     def acknowledge(event: Event) -> None:
-        if event.kind != "reading":
+        if event.kind not in ("reading", "confirmed"):
             out.write(f"{event.seq} {event.kind} {event.hash}\n")
             out.flush()
 

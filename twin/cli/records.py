@@ -177,3 +177,47 @@ def export(
     if not ok:
         err.print(f"{journal}: does not verify; the export says so in its verification field")
         raise typer.Exit(EXIT_FAIL)
+
+
+@app.command()
+def qc(
+    journal: Annotated[Path, typer.Argument(help="Journal file of the ended batch")],
+    result: Annotated[
+        list[str],
+        typer.Option(
+            "--result", help="TEST=VALUE: viability, car, cd3 (%), endotoxin (EU/mL), vcn"
+        ),
+    ],
+    operator: Annotated[str, typer.Option(help="Who enters the results (electronic signature)")],
+    reason: Annotated[str, typer.Option(help="Meaning, e.g. 'QC lab release testing'")],
+    lab_ref: Annotated[str, typer.Option("--lab-ref", help="The QC lab's report number")] = "",
+    site_key: Annotated[
+        Path | None,
+        typer.Option(envvar="POC_TWIN_SITE_KEY", help="Site Ed25519 key: signs the journal"),
+    ] = None,
+) -> None:
+    """Enter QC lab results into the batch's journal; the batch record judges release by them."""
+    from twin.errors import InvalidInput
+    from twin.report.qc import parse_results, record_qc_results
+    from twin.signing import load_site_key
+
+    try:
+        entries = parse_results(result)
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            err.print(str(problem), highlight=False, markup=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    try:
+        signer = load_site_key(site_key) if site_key is not None else None
+        written = record_qc_results(
+            journal, entries, operator=operator, reason=reason, lab_ref=lab_ref, signer=signer
+        )
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL) from None
+    for data in written:
+        out.print(
+            f"{data['name']}: {data['value']:g} {data['unit']} ({data['criterion']}) "
+            f"— {data['verdict']}",
+            highlight=False,
+        )
+    out.print(f"recorded in {journal}; `poc-twin report {journal}` judges release with them")

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twin.clock import Clock
@@ -83,6 +84,7 @@ class Batch:
         operator: str,
         patient_id: str | None = None,
         bag_id: str | None = None,
+        command_path: Path | None = None,
     ) -> None:
         self.recipe = recipe
         self.equipment = equipment
@@ -94,6 +96,10 @@ class Batch:
         self.steps = list(self._build_steps())
         self.position = 0
         self.hold_reason = ""
+        #: Where operator commands reach this batch (the journal's path unless told otherwise).
+        self.command_path = command_path if command_path is not None else journal.path
+        #: The task running the current phase's logic (None between phases).
+        self.phase_task: asyncio.Task[None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self.alarms = Alarms(journal, self._on_alarm)
         self.ctx = BatchContext(
@@ -298,6 +304,7 @@ class Batch:
     async def _supervise(self, step: PhaseStep) -> str:
         """Run the phase's logic once; say why it stopped: done, lower (a held element), or up."""
         task = asyncio.create_task(step.logic.run(self.ctx), name=step.path)
+        self.phase_task = task
         while True:
             change = asyncio.create_task(self._wait_change())
             done, _ = await asyncio.wait({task, change}, return_when=asyncio.FIRST_COMPLETED)
@@ -362,7 +369,7 @@ class Batch:
 
     async def run(self) -> ProceduralState:
         """Execute the procedure until it ends Complete, Stopped or Aborted."""
-        inbox = await serve_commands(self, self.journal.path)
+        inbox = await serve_commands(self, self.command_path)
         try:
             self.procedure.fire(Command.START, who=self.operator, why="batch started")
             self.alarms.activate("recipe", self.recipe.model.monitors)

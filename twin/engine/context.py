@@ -1,8 +1,11 @@
 """What a running phase may touch: equipment through a journaling facade, the clock, safe points.
 
 Every setpoint a phase writes is journalled (and committed) before it goes to the
-device, every reading after it comes back; the latest setpoints are remembered
-so a restart after a hold can re-establish them.
+device and confirmed after the device took it; every reading is journalled after
+it comes back. The engine acts on values exactly as the journal keeps them (floats
+to six decimals), so its decisions are a function of the journal alone: replay
+feeds the recorded values back and must see the same decisions. The latest
+setpoints are remembered so a restart after a hold can re-establish them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from twin.equipment import Bioreactor, Electroporator, GasDispenser
 from twin.errors import PocTwinError
 from twin.journal import Journal
 
-__all__ = ["BatchContext", "PhaseInterrupted"]
+__all__ = ["CONFIRMED", "BatchContext", "PhaseInterrupted", "as_record", "as_recorded"]
 
 T = TypeVar("T")
 
@@ -41,6 +44,25 @@ def as_record(value: Any) -> Any:
         return round(value, 6)
     return value
 
+
+def as_recorded(value: T) -> T:
+    """The value as the journal will hold it (floats rounded as :func:`as_record` rounds them)."""
+    if isinstance(value, float):
+        return round(value, 6)  # type: ignore[return-value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: as_recorded(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if isinstance(getattr(value, f.name), float | dict)
+        }
+        return dataclasses.replace(value, **changes) if changes else value  # type: ignore[type-var]
+    if isinstance(value, dict):
+        return {k: as_recorded(v) for k, v in value.items()}  # type: ignore[return-value]
+    return value
+
+
+#: Kind of the event that says a device took a setpoint (with what it answered).
+CONFIRMED = "confirmed"
 
 Restorer = tuple[Any, str, Callable[[], Awaitable[Any]]]
 
@@ -93,7 +115,8 @@ class BatchContext:
         unit: str = "",
         restorable: bool = True,
     ) -> T:
-        """Check interlocks, journal the setpoint (committed), write it; remember for restart."""
+        """Check interlocks, journal the setpoint (committed), write it, journal the device's
+        confirmation (with its answer); remember the setpoint for a restart."""
         check_write(
             equipment,
             self.equipment[equipment],
@@ -106,14 +129,26 @@ class BatchContext:
             equipment,
             {"parameter": parameter, "value": as_record(value), "unit": unit},
         )
-        result = await action()
+        result = await self._confirmed(equipment, parameter, action)
         if restorable:
             self._restore[(equipment, parameter)] = (value, unit, action)
         return result
 
+    async def _confirmed(
+        self, equipment: str, parameter: str, action: Callable[[], Awaitable[T]]
+    ) -> T:
+        result = as_recorded(await action())
+        self.journal.append(
+            CONFIRMED,
+            equipment,
+            {"parameter": parameter, "result": as_record(result)},
+            durable=False,
+        )
+        return result
+
     async def read(self, equipment: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Take a reading and journal it (made durable with the next setpoint or transition)."""
-        value = await action()
+        value = as_recorded(await action())
         record = as_record(value)
         self.latest[f"{equipment}.{what}"] = value
         self.journal.append("reading", equipment, {"what": what, "values": record}, durable=False)
@@ -141,4 +176,4 @@ class BatchContext:
                 equipment,
                 {"parameter": parameter, "value": as_record(value), "unit": unit, "restored": True},
             )
-            await action()
+            await self._confirmed(equipment, parameter, action)

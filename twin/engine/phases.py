@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from twin.engine.context import BatchContext, as_record
+from twin.engine.context import BatchContext, as_record, as_recorded
 from twin.engine.control import DOCascade, PHControl
 from twin.equipment import CellSample, Gas, Material, PulseProgram
 from twin.errors import PocTwinError
@@ -159,7 +159,7 @@ class AddMaterial(PhaseLogic):
 async def take_sample(ctx: BatchContext, bioreactor: str) -> CellSample:
     """Draw and count a sample; journalled as an in-process result."""
     br = ctx.bioreactor(bioreactor)
-    sample = await br.sample()
+    sample = as_recorded(await br.sample())
     ctx.latest[f"{bioreactor}.sample"] = sample
     record = as_record(sample)
     ctx.journal.append("sample", bioreactor, record)
@@ -441,9 +441,9 @@ class Electroporate(PhaseLogic):
         await ctx.write(
             pr.electroporator, "program", program, lambda: ep.program(program), restorable=False
         )
-        status = await ep.status()
+        status = await ctx.read(pr.electroporator, "status", ep.status)
         if status.loaded_ul > 0:  # a portion left in the chamber by a hold: return it first
-            await ep.unload()
+            await ctx.write(pr.electroporator, "unload", True, ep.unload, restorable=False)
         while self.done_ml < pr.volume_ml - 1e-9:
             await ctx.safe_point()
             portion_ul = min(pr.chamber_ul, (pr.volume_ml - self.done_ml) * 1000.0)

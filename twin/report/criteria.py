@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RELEASE_CRITERIA", "Criterion", "Result", "judge_release"]
+__all__ = ["CRITERIA_BY_KEY", "RELEASE_CRITERIA", "Criterion", "Result", "judge_release"]
 
 SOURCE = "ARI-0001 specification, PMC6319086 Table 2 (TWIN_MODELS.md)"
 
@@ -22,6 +22,7 @@ SOURCE = "ARI-0001 specification, PMC6319086 Table 2 (TWIN_MODELS.md)"
 class Criterion:
     """One release specification: a measured value compared with a limit."""
 
+    key: str  # what a QC entry names it by (``poc-twin qc ... --result cd3=92``)
     name: str
     unit: str
     op: str  # ">=" or "<="
@@ -45,21 +46,32 @@ class Result:
 
 
 RELEASE_CRITERIA = (
-    Criterion("Viability", "%", ">=", 70.0, "viability_pct"),
-    Criterion("CAR+ (transduced)", "%", ">=", 20.0, "transduced_pct"),
-    Criterion("CD3+", "%", ">=", 70.0, None),
-    Criterion("Endotoxin", "EU/mL", "<=", 0.5, None),
-    Criterion("Vector copy number", "copies/cell", "<=", 10.0, None),
+    Criterion("viability", "Viability", "%", ">=", 70.0, "viability_pct"),
+    Criterion("car", "CAR+ (transduced)", "%", ">=", 20.0, "transduced_pct"),
+    Criterion("cd3", "CD3+", "%", ">=", 70.0, None),
+    Criterion("endotoxin", "Endotoxin", "EU/mL", "<=", 0.5, None),
+    Criterion("vcn", "Vector copy number", "copies/cell", "<=", 10.0, None),
 )
+CRITERIA_BY_KEY = {c.key: c for c in RELEASE_CRITERIA}
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {">=": operator.ge, "<=": operator.le}
 
 
-def judge_release(harvest: dict[str, Any] | None) -> list[Result]:
-    """Each criterion judged from the harvest event (or pending/not reached)."""
+def judge_release(
+    harvest: dict[str, Any] | None, qc: dict[str, tuple[float, int]] | None = None
+) -> list[Result]:
+    """Each criterion judged from the QC lab's result when one is in the journal (the latest
+    entry wins: a re-test supersedes), else from the harvest, else pending/not reached."""
     results = []
+    qc = qc or {}
     for c in RELEASE_CRITERIA:
-        if harvest is None:
+        if c.key in qc:
+            value, seq = qc[c.key]
+            verdict = "pass" if _OPS[c.op](value, c.limit) else "fail"
+            results.append(
+                Result(c.name, f"{value:g} {c.unit}", c.text, verdict, f"QC, event {seq}")
+            )
+        elif harvest is None:
             results.append(Result(c.name, "—", c.text, "not reached", "no harvest in journal"))
         elif c.harvest_key is None or c.harvest_key not in harvest:
             results.append(Result(c.name, "—", c.text, "pending", "QC result not in journal"))

@@ -15,6 +15,7 @@ from typing import Any
 from twin.errors import PocTwinError
 from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
 from twin.report.criteria import Result, judge_release
+from twin.report.qc import QC_RESULT
 from twin.signing import Anchor, SignatureCheck, check_signatures
 
 __all__ = ["Action", "BatchRecord", "Deviation", "Series", "build_record", "flatten_values"]
@@ -281,6 +282,15 @@ class _Builder:
                 )
             )
 
+    def deviation(self, e: Event) -> None:
+        """A recorded deviation (e.g. the process was interrupted and the batch resumed)."""
+        d = e.data
+        text = str(d.get("message", ""))
+        self.r.deviations.append(
+            Deviation(e.seq, e.batch_time, str(d.get("deviation", "deviation")), e.source, text)
+        )
+        self.signed_action(e)
+
     def reading(self, e: Event) -> None:
         values = e.data.get("values")
         if not isinstance(values, dict):
@@ -369,6 +379,7 @@ def build_record(
         "setpoint": b.setpoint,
         "alarm": b.alarm,
         "sample": b.sample,
+        "deviation": b.deviation,
     }
     for e in events:
         record.end_time = max(record.end_time, e.batch_time)
@@ -385,7 +396,10 @@ def build_record(
         else:
             b.signed_action(e)
     b.finish()
-    record.release = judge_release(record.harvest)
+    qc = {
+        str(e.data["test"]): (float(e.data["value"]), e.seq) for e in events if e.kind == QC_RESULT
+    }
+    record.release = judge_release(record.harvest, qc)
     if record.holds and record.holds[-1][1] is None:
         record.holds[-1] = (record.holds[-1][0], record.end_time)
     from twin.report.exceptions import review_by_exception

@@ -1,0 +1,155 @@
+"""QC lab results entered into an ended batch's journal: judged in the batch record, signed,
+on the same chain, refused while the batch still runs, and left out of replay's comparison."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twin.bench import load_bench
+from twin.cli import app
+from twin.engine.inbox import serve_commands
+from twin.journal import read_events, verify
+from twin.recipe import load_recipe
+from twin.replay import replay
+from twin.report.record import build_record
+from twin.runner import run_batch
+from twin.signing import check_journal_signatures, generate_site_key
+
+ROOT = Path(__file__).resolve().parents[2]
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ended(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("qc")
+    journal = tmp / "batch.sqlite"
+    run_batch(
+        load_recipe(ROOT / "recipes" / "smoke.yaml"),
+        load_bench(ROOT / "benches" / "sim.yaml"),
+        journal,
+        batch_id="QC-1",
+        operator="alice",
+    )
+    return journal
+
+
+def release(journal: Path) -> dict[str, tuple[str, str]]:
+    return {r.name: (r.verdict, r.source) for r in build_record(journal).release}
+
+
+def test_results_entered_are_judged_in_the_batch_record(ended: Path, tmp_path: Path) -> None:
+    journal = tmp_path / "b.sqlite"
+    shutil.copy(ended, journal)
+    assert release(journal)["Endotoxin"][0] == "pending"
+    keys = tmp_path / "keys"
+    private, _ = generate_site_key("qc-site", keys)
+    out = cli.invoke(
+        app,
+        [
+            "qc",
+            str(journal),
+            "--result",
+            "cd3=92.5",
+            "--result",
+            "endotoxin=0.8",
+            "--result",
+            "vcn=2.1",
+            "--operator",
+            "qa-kim",
+            "--reason",
+            "QC lab release testing",
+            "--lab-ref",
+            "QC-2026-1187",
+            "--site-key",
+            str(private),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "Endotoxin: 0.8 EU/mL (≤ 0.5 EU/mL) — fail" in out.output
+    verdicts = release(journal)
+    assert verdicts["CD3+"][0] == "pass" and verdicts["Vector copy number"][0] == "pass"
+    assert verdicts["Endotoxin"][0] == "fail" and verdicts["Endotoxin"][1].startswith("QC, event")
+    assert verify(journal).ok and check_journal_signatures(journal).ok
+    record = build_record(journal)
+    assert any(a.who == "qa-kim" for a in record.actions), "entries are signed actions"
+    assert any(sev == "critical" and "Endotoxin" in text for sev, text in record.exceptions)
+    # A re-test supersedes the failed one; both stay on record.
+    out = cli.invoke(
+        app,
+        [
+            "qc",
+            str(journal),
+            "--result",
+            "endotoxin=0.2",
+            "--operator",
+            "qa-kim",
+            "--reason",
+            "re-test of retained sample",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert release(journal)["Endotoxin"][0] == "pass"
+    assert sum(e.kind == "qc_result" for e in read_events(journal)) == 4
+    assert replay(journal).identical, "QC entries are not the engine's decisions"
+
+
+def test_bad_entries_are_refused_and_nothing_is_written(ended: Path, tmp_path: Path) -> None:
+    journal = tmp_path / "b.sqlite"
+    shutil.copy(ended, journal)
+    before = len(list(read_events(journal)))
+    out = cli.invoke(
+        app,
+        [
+            "qc",
+            str(journal),
+            "--result",
+            "cd4=80",
+            "--result",
+            "endotoxin=low",
+            "--result",
+            "vcn",
+            "--operator",
+            "qa",
+            "--reason",
+            "r",
+        ],
+    )
+    assert out.exit_code == 2
+    assert "unknown test 'cd4'" in out.output and "'low' is not a number" in out.output
+    assert "write TEST=VALUE" in out.output
+    assert len(list(read_events(journal))) == before
+
+
+def test_refused_while_a_batch_process_writes_the_journal(ended: Path, tmp_path: Path) -> None:
+    journal = tmp_path / "b.sqlite"
+    shutil.copy(ended, journal)
+    ready, stop = threading.Event(), threading.Event()
+
+    def batch_process() -> None:
+        async def main() -> None:
+            server = await serve_commands(object(), journal)  # type: ignore[arg-type]
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+            server.close()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=batch_process)
+    thread.start()
+    try:
+        assert ready.wait(10)
+        out = cli.invoke(
+            app, ["qc", str(journal), "--result", "cd3=90", "--operator", "q", "--reason", "r"]
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert out.exit_code == 1
+    assert "still writing this journal" in out.output

@@ -1,0 +1,277 @@
+"""Replay and resume on real batches of the twin: identical re-runs, named divergences, and a
+batch brought back after its record was cut short, as an operator would do it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twin.bench import OpenBench, load_bench
+from twin.cli import app
+from twin.clock import Clock, wall_monotonic, wall_sleep
+from twin.engine.batch import Batch
+from twin.engine.states import ProceduralState
+from twin.errors import CommandRefused
+from twin.journal import Event, read_events, verify
+from twin.recipe import load_recipe
+from twin.replay import load_recording, replay
+from twin.replay.resume import ResumeRefused, resume, unconfirmed_setpoints
+from twin.runner import run_batch
+from twin.serve.scenario import load_scenario
+from twin.serve.scheduler import FaultScheduler
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "recipes" / "smoke.yaml"
+BENCH = ROOT / "benches" / "sim.yaml"
+S = ProceduralState
+cli = CliRunner()
+
+
+def run_smoke(journal: Path, **kwargs: object) -> ProceduralState:
+    return run_batch(
+        load_recipe(SMOKE),
+        load_bench(BENCH),
+        journal,
+        batch_id=journal.stem,
+        operator="alice",
+        seed=11,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    journal = tmp_path_factory.mktemp("replay") / "smoke.sqlite"
+    assert run_smoke(journal) is S.COMPLETE
+    return journal
+
+
+@pytest.fixture(scope="module")
+def faulted_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Smoke batch with a silent controller (communication hold), an operator restart while
+    it is still silent (a second hold), a restart that succeeds, and a pause/resume."""
+    tmp = tmp_path_factory.mktemp("replay-faults")
+    scenario_file = tmp / "silent.yaml"
+    scenario_file.write_text(
+        textwrap.dedent(
+            """\
+            scenario: silent-then-back
+            faults:
+              - {at: 1h, device: bioreactor, fault: silent, until: 1h 20m}
+            """
+        )
+    )
+    scenario = load_scenario(scenario_file)
+    batches: list[Batch] = []
+    clocks: list[Clock] = []
+    restarts: list[float] = []
+
+    def start_faults(opened: OpenBench, clock: Clock) -> None:
+        clocks.append(clock)
+        FaultScheduler(
+            scenario.model, plant=opened.twin.plant, servers=opened.twin.servers, clock=clock
+        ).start()
+
+    def command(action: str, why: str) -> None:
+        with contextlib.suppress(CommandRefused):
+            batches[0].command(action, who="bob", why=why)
+
+    def operator(event: Event) -> None:
+        if event.kind != "transition" or not event.source.startswith("procedure:"):
+            return
+        loop = asyncio.get_running_loop()
+        if event.data["to"] == "Held" and len(restarts) < 2:
+            restarts.append(event.batch_time)
+            loop.call_later(600.0, command, "restart", "controller checked")
+        elif event.data["to"] == "Running" and len(restarts) == 2:
+            restarts.append(event.batch_time)
+            loop.call_later(7200.0, command, "pause", "break")
+            loop.call_later(9000.0, command, "resume", "back")
+
+    journal = tmp / "faulted.sqlite"
+    final = run_smoke(
+        journal, subscribers=[operator], on_batch=batches.append, on_bench=start_faults
+    )
+    assert final is S.COMPLETE
+    kinds = [(e.kind, e.data.get("alarm")) for e in read_events(journal)]
+    assert ("alarm", "communication") in kinds
+    return journal
+
+
+def test_a_batch_replays_identically_event_for_event(smoke_journal: Path) -> None:
+    result = replay(smoke_journal)
+    assert result.identical, result.divergence and result.divergence.describe()
+    assert result.reproduced == result.recorded > 1000
+    assert result.record_ended
+    out = cli.invoke(app, ["replay", str(smoke_journal)])
+    assert out.exit_code == 0, out.output
+    assert "identical" in out.output and "the whole batch" in out.output
+
+
+def test_device_faults_holds_and_operator_commands_replay_identically(
+    faulted_journal: Path,
+) -> None:
+    events = list(read_events(faulted_journal))
+    commands = [e.data["command"] for e in events if e.kind == "command"]
+    assert {"hold", "restart", "pause", "resume"} <= set(commands)
+    result = replay(faulted_journal)
+    assert result.identical, result.divergence and result.divergence.describe()
+
+
+def test_a_changed_recipe_names_the_first_divergence(smoke_journal: Path, tmp_path: Path) -> None:
+    changed = tmp_path / "smoke.yaml"
+    changed.write_text(SMOKE.read_text().replace("do_setpoint_pct: 40", "do_setpoint_pct: 45"))
+    assert changed.read_text() != SMOKE.read_text(), "the recipe edit must change something"
+    result = replay(smoke_journal, changed)
+    assert not result.identical and result.divergence is not None
+    recorded = result.divergence.recorded
+    # The first decision the new setpoint changes: the culture phase starts "DO 45%".
+    assert recorded is not None and recorded.kind == "transition"
+    assert "DO 40%" in recorded.data["why"]
+    assert result.divergence.replayed is not None
+    assert "DO 45%" in result.divergence.replayed[2]["why"]
+    out = cli.invoke(app, ["replay", str(smoke_journal), "--recipe", str(changed)])
+    assert out.exit_code == 1
+    assert f"first divergence at event {recorded.seq}" in out.output
+    assert "note: replayed with recipe sha256" in out.output
+
+
+def test_a_changed_engine_names_the_first_divergence(
+    smoke_journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gentler write deadband in the DO loop: the engine now writes flows the record lacks."""
+    import twin.engine.phases as phases
+
+    monkeypatch.setattr(phases, "FLOW_DEADBAND_SCCM", 0.1)
+    result = replay(smoke_journal)
+    assert result.divergence is not None
+    assert result.divergence.replayed is not None
+    assert result.divergence.replayed[0] == "setpoint"
+    assert result.reproduced < result.recorded
+
+
+def test_a_journal_that_does_not_verify_is_not_replayed(
+    smoke_journal: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "edited.sqlite"
+    shutil.copy(smoke_journal, copy)
+    with sqlite3.connect(copy) as db:
+        db.execute("UPDATE events SET data = replace(data, '37.0', '38.0') WHERE seq = 16")
+    out = cli.invoke(app, ["replay", str(copy)])
+    assert out.exit_code == 1
+    assert "does not verify (event 16" in out.output
+
+
+def cut(journal: Path, to: Path, last_seq: int) -> Path:
+    """The record of a process that died after ``last_seq`` (the chain stays whole)."""
+    shutil.copy(journal, to)
+    with sqlite3.connect(to) as db:
+        db.execute("DELETE FROM events WHERE seq > ?", (last_seq,))
+    assert verify(to).ok
+    return to
+
+
+def test_an_interrupted_record_replays_up_to_its_end(smoke_journal: Path, tmp_path: Path) -> None:
+    short = cut(smoke_journal, tmp_path / "short.sqlite", 700)
+    result = replay(short)
+    assert result.identical and not result.record_ended and result.reproduced == 700
+    out = cli.invoke(app, ["replay", str(short)])
+    assert out.exit_code == 0 and "the batch was interrupted there" in out.output
+
+
+def test_resume_with_restart_completes_on_the_same_chain(
+    faulted_journal: Path, tmp_path: Path
+) -> None:
+    events = list(read_events(faulted_journal))
+    # Cut inside the second hold of the faulted batch: it resumes Held, then runs on.
+    cut_at = next(e.seq for e in events if e.kind == "command" and e.data["operator"] == "bob") + 3
+    short = cut(faulted_journal, tmp_path / "resume.sqlite", cut_at)
+    before = [(e.seq, e.hash) for e in read_events(short)]
+    final = resume(short, operator="carol", reason="power restored", restart=True)
+    assert final is S.COMPLETE
+    after = list(read_events(short))
+    assert [(e.seq, e.hash) for e in after[: len(before)]] == before, "history kept as it was"
+    assert verify(short).ok
+    deviation = next(e for e in after if e.kind == "deviation")
+    # Events the engine re-derived past the record's end (same instant) come first.
+    assert deviation.seq == cut_at + 1 + deviation.data["derived_events"]
+    assert deviation.data["last_seq"] == cut_at and deviation.data["operator"] == "carol"
+    following = after[deviation.seq : deviation.seq + 12]
+    assert [e.kind for e in following[:3]] == ["reading", "reading", "reading"], "re-read"
+    assert not any(e.kind == "setpoint" and not e.data.get("restored") for e in following), (
+        "no phase command before the operator's restart"
+    )
+    restart = next(
+        e for e in after[cut_at:] if e.kind == "command" and e.data["operator"] == "carol"
+    )
+    assert restart.data["command"] == "restart" and restart.data["accepted"]
+    assert replay(short).identical, "a resumed batch replays like any other"
+
+
+def test_resume_refuses_an_ended_batch(smoke_journal: Path) -> None:
+    with pytest.raises(ResumeRefused, match="already ended Complete"):
+        resume(smoke_journal, operator="carol", reason="why not")
+
+
+def test_unconfirmed_setpoints_are_named(smoke_journal: Path, tmp_path: Path) -> None:
+    events = list(read_events(smoke_journal))
+    setpoint = next(e for e in events if e.kind == "setpoint" and "add_" in e.data["parameter"])
+    short = cut(smoke_journal, tmp_path / "dose.sqlite", setpoint.seq)
+    missing = unconfirmed_setpoints(list(read_events(short)))
+    assert [m["parameter"] for m in missing] == [setpoint.data["parameter"]]
+    assert load_recording(short).events[-1].seq == setpoint.seq
+
+
+def test_resume_from_the_command_line_waits_held_for_the_operator(
+    smoke_journal: Path, tmp_path: Path
+) -> None:
+    """``poc-twin resume`` without --restart: Held until ``poc-twin command ... restart``."""
+    short = cut(smoke_journal, tmp_path / "held.sqlite", 900)
+    exe = [sys.executable, "-m", "twin.cli"]
+    proc = subprocess.Popen(
+        [*exe, "resume", str(short), "-q", "--operator", "dave", "--reason", "after reboot"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = wall_monotonic() + 120
+        while wall_monotonic() < deadline:
+            held = [
+                e
+                for e in read_events(short)
+                if e.seq > 900
+                and e.kind == "transition"
+                and e.source.startswith("procedure:")
+                and e.data["to"] == "Held"
+            ]
+            if held:
+                break
+            assert proc.poll() is None, proc.communicate()
+            wall_sleep(0.2)
+        assert held, "the resumed batch must reach Held"
+        sent = subprocess.run(
+            [*exe, "command", str(short), "restart", "--operator", "dave", "--reason", "checked"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Complete" in out
+    assert replay(short).identical

@@ -1,0 +1,5 @@
+"""``python -m twin.cli``: the same as the ``poc-twin`` command."""
+
+from twin.cli import main
+
+main()

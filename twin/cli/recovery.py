@@ -1,0 +1,128 @@
+"""Commands that re-run a recorded batch: replay (compare) and resume (continue after a crash)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from twin.cli.common import (
+    EXIT_ENDED,
+    EXIT_FAIL,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_REFUSED,
+    DebugOpt,
+    _fail,
+    app,
+    err,
+    out,
+)
+from twin.errors import InvalidInput, PocTwinError
+
+JournalArg = Annotated[Path, typer.Argument(help="Journal file of the batch")]
+
+
+@app.command()
+def replay(
+    journal: JournalArg,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(help="Replay with this recipe instead of the recorded one (a changed recipe)"),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Re-run a recorded batch against its recorded device I/O; name the first divergence."""
+    from twin.replay import replay as run_replay
+
+    try:
+        result = run_replay(journal, recipe)
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            err.print(str(problem), highlight=False, markup=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL, debug) from None
+    if result.recipe_sha256 != result.recorded_sha256:
+        out.print(
+            f"note: replayed with recipe sha256 {result.recipe_sha256[:16]}…, recorded "
+            f"{result.recorded_sha256[:16]}…",
+            highlight=False,
+        )
+    if result.identical:
+        ending = (
+            "the whole batch"
+            if result.record_ended
+            else "up to the end of the record (the batch was interrupted there)"
+        )
+        out.print(
+            f"{journal}: identical — {result.reproduced} events reproduced, {ending}",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_OK)
+    assert result.divergence is not None
+    err.print(
+        f"{journal}: diverges after {result.reproduced} of {result.recorded} events\n"
+        + result.divergence.describe(),
+        highlight=False,
+        markup=False,
+    )
+    raise typer.Exit(EXIT_FAIL)
+
+
+@app.command()
+def resume(
+    journal: JournalArg,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Also restart the held batch and run on")
+    ] = False,
+    operator: Annotated[str, typer.Option(help="Who resumes (and restarts) the batch")] = "",
+    reason: Annotated[str, typer.Option(help="Why (recorded in the batch record)")] = "",
+    site_key: Annotated[
+        Path | None,
+        typer.Option(envvar="POC_TWIN_SITE_KEY", help="Site Ed25519 key: signs the journal"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Bring back a batch whose process died: replay its record, hold, re-read the equipment."""
+    from twin.display import BatchDisplay
+    from twin.replay.resume import resume as run_resume
+    from twin.runner import summarize
+
+    if not operator or not reason:
+        raise _fail("resume needs --operator and --reason (recorded with the deviation)", 2)
+    summary_before = summarize(journal) if journal.exists() else None
+    batch_id = summary_before.batch_id if summary_before else str(journal)
+    display = None if quiet else BatchDisplay(out, batch_id)
+    subscribers: list[Any] = [display] if display is not None else []
+    try:
+        with display if display is not None else contextlib.nullcontext():
+            final = run_resume(
+                journal,
+                operator=operator,
+                reason=reason,
+                restart=restart,
+                site_key=site_key,
+                subscribers=subscribers,
+            )
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            err.print(str(problem), highlight=False, markup=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL, debug) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            f"interrupted; the batch is left Held; resume it again: poc-twin resume {journal}",
+            EXIT_REFUSED,
+        ) from None
+    from twin.cli.batch import _print_summary
+
+    out.print()
+    _print_summary(summarize(journal), journal)
+    if final.label == "Complete":
+        raise typer.Exit(EXIT_OK)
+    raise typer.Exit(EXIT_ENDED if final.is_final else EXIT_REFUSED)

@@ -1,0 +1,158 @@
+"""One replayed batch: the recorded recipe and bench, the engine, recorded answers and inputs.
+
+Replay and resume both start here. The engine is built exactly as
+:mod:`twin.runner` builds it, but its equipment answers from the record
+(:mod:`twin.replay.devices`), its journal compares (:mod:`twin.replay.journal`),
+and what came from outside the engine (operator commands, identity scans) is
+handed to it again at the point of the record where it arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twin.bench import LoadedBench
+from twin.clock import Clock, VirtualTimeLoop
+from twin.engine.batch import Batch
+from twin.errors import CommandRefused
+from twin.journal import Event
+from twin.recipe import LoadedRecipe
+from twin.replay.devices import Feed, is_interruption, replay_equipment
+from twin.replay.interruption import hold_after_interruption
+from twin.replay.journal import ReplayJournal
+from twin.replay.recording import Recording
+
+__all__ = ["ReplaySession", "is_input"]
+
+#: Grace after an event's recorded batch time before its absence counts as a divergence.
+LATE_S = 1.0
+
+
+def is_input(event: Event) -> bool:
+    """True for what reached the engine from outside: an operator's command or identity scan."""
+    if event.kind == "identity_confirmation":
+        return True
+    if event.kind != "command":
+        return False
+    who = str(event.data.get("operator", ""))
+    return who != "engine" and not who.startswith("alarm:")
+
+
+@dataclass
+class ReplaySession:
+    """The engine re-run against a record, until the record is reproduced or it diverges."""
+
+    recording: Recording
+    recipe: LoadedRecipe
+    bench: LoadedBench
+    command_path: Path
+    beyond_the_record: bool = False
+    clock: Clock = field(init=False)
+    journal: ReplayJournal = field(init=False)
+    feed: Feed = field(init=False)
+    batch: Batch = field(init=False)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.clock = Clock()
+        decisions = self.recording.decisions
+        self.journal = ReplayJournal(
+            decisions,
+            self.clock.now,
+            path=self.command_path,
+            beyond_the_record=self.beyond_the_record,
+        )
+        self.feed = Feed(
+            decisions,
+            set(self.bench.model.equipment),
+            self.clock,
+            cursor=lambda: self.journal.cursor,
+            phase_task=lambda: self.batch.phase_task,
+        )
+        self.feed.on_mismatch = lambda message: self.journal.diverge(None, message)
+        self.kinds = {name: self.bench.spec(name).equipment_type for name in self.bench.configs}
+        header = self.recording.header
+        self.batch = Batch(
+            self.recipe,
+            replay_equipment(self.bench, self.feed),
+            self.journal,
+            self.clock,
+            batch_id=header["batch_id"],
+            operator=header["operator"],
+            patient_id=header.get("patient_id"),
+            bag_id=header.get("bag_id"),
+            command_path=self.command_path,
+        )
+
+    async def start(self) -> asyncio.Task[object]:
+        """Write the recorded header, start the inputs, the watchdog and the engine."""
+        started = self.recording.started
+        await self.clock.sleep_until(started.batch_time)
+        self.journal.append(started.kind, started.source, started.data)
+        self._tasks = [
+            asyncio.create_task(self._inputs(), name="replay inputs"),
+            asyncio.create_task(self._watchdog(), name="replay watchdog"),
+        ]
+        return asyncio.create_task(self.batch.run(), name="replayed batch")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a broken input is the replay's failure, said plainly
+                self.journal.diverge(None, f"{task.get_name()} failed: {exc!r}")
+
+    async def _inputs(self) -> None:
+        """Hand each recorded command and scan to the engine where the record has it."""
+        for index, event in enumerate(self.journal.recorded):
+            if not is_input(event) and not is_interruption(event):
+                continue
+            await self.journal.reached(index)
+            d = event.data
+            if is_interruption(event):
+                loop = asyncio.get_running_loop()
+                assert isinstance(loop, VirtualTimeLoop)
+                loop.advance_to(self.clock.origin + event.batch_time)
+                ends = self.feed.next_boundary(index).index
+                await hold_after_interruption(
+                    self.batch,
+                    d,
+                    self.kinds,
+                    self.feed,
+                    self.feed.boundary(index),
+                    recorded_on=lambda ends=ends: self.journal.cursor < ends,
+                )
+                continue
+            await self.clock.sleep_until(event.batch_time)
+            if event.kind == "command":
+                with contextlib.suppress(CommandRefused, ValueError):
+                    self.batch.command(
+                        d["command"],
+                        who=d["operator"],
+                        why=d.get("reason", ""),
+                        level=d.get("level", "procedure"),
+                    )
+            else:
+                self.batch.present_identity(
+                    d["patient_id"], d["bag_id"], who=d["operator"], why=d.get("reason", "")
+                )
+
+    async def _watchdog(self) -> None:
+        """An engine that waits where the record goes on has diverged: say so, do not hang."""
+        journal = self.journal
+        while not journal.done.done():
+            index = journal.cursor
+            due = journal.recorded[index].batch_time + LATE_S
+            await self.clock.sleep_until(due)
+            if journal.cursor == index and not journal.done.done():
+                journal.diverge(
+                    journal.recorded[index],
+                    "the replayed engine did not produce this event (it waits for something else)",
+                )
