@@ -4,6 +4,8 @@
     pytest hil_tests --bench benches/lab.yaml  # a real bench
 
 Nothing in the tests knows which: the bench file says whether to start the twin.
+At the end of a run the conformance of every device and the fault matrix are
+printed as Markdown tables, and written to ``--hil-report`` for CI to keep.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 
 from twin.bench import LoadedBench, load_bench
+from twin.conformance import ConformanceReport, conformance_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--hil-report",
         default=None,
-        help="write the fault-matrix summary table (Markdown) to this file",
+        help="write the conformance and fault-matrix tables (Markdown) to this file",
     )
     group.addoption(
         "--seed",
@@ -43,25 +46,57 @@ def bench(request: pytest.FixtureRequest) -> LoadedBench:
     return load_bench(request.config.getoption("--bench"))
 
 
-@pytest.fixture(scope="session")
-def seed(request: pytest.FixtureRequest, bench: LoadedBench) -> int | None:
-    value = request.config.getoption("--seed")
-    if value is None and bench.model.twin is not None:
-        value = bench.model.twin.seed
+def shown(path: str) -> str:
+    """A bench path as a reader types it: relative to the project when it lies inside."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
+
+
+def effective_seed(config: pytest.Config) -> int | None:
+    """The seed this run uses: ``--seed``, else the bench's twin seed; None on a real bench."""
+    value: int | None = config.getoption("--seed")
+    if value is None:
+        twin = load_bench(config.getoption("--bench")).model.twin
+        value = twin.seed if twin is not None else None
     return value
 
 
+@pytest.fixture(scope="session")
+def seed(request: pytest.FixtureRequest) -> int | None:
+    return effective_seed(request.config)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"poc-twin bench: {config.getoption('--bench')}  seed: {config.getoption('--seed')}"]
+    try:
+        seed = effective_seed(config)
+    except Exception as exc:  # a broken bench file is reported by the tests, in full
+        return [f"poc-twin bench: {shown(config.getoption('--bench'))} (does not load: {exc})"]
+    return [f"poc-twin bench: {shown(config.getoption('--bench'))}  seed: {seed}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``equipment``: one test per equipment item of the bench, named after it."""
+    if "equipment" in metafunc.fixturenames:
+        names = list(load_bench(metafunc.config.getoption("--bench")).model.equipment)
+        metafunc.parametrize("equipment", names)
 
 
 #: One row per fault-matrix scenario run (filled by test_fault_matrix.py).
 MATRIX_RESULTS: list[dict[str, str]] = []
+#: One report per device the conformance kits ran against (filled by test_conformance.py).
+CONFORMANCE_RESULTS: list[ConformanceReport] = []
 
 
 @pytest.fixture(scope="session")
 def matrix_results() -> list[dict[str, str]]:
     return MATRIX_RESULTS
+
+
+@pytest.fixture(scope="session")
+def conformance_results() -> list[ConformanceReport]:
+    return CONFORMANCE_RESULTS
 
 
 def matrix_table(rows: list[dict[str, str]]) -> str:
@@ -79,12 +114,23 @@ def matrix_table(rows: list[dict[str, str]]) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if not MATRIX_RESULTS:
+    if not (MATRIX_RESULTS or CONFORMANCE_RESULTS):
         return
-    table = matrix_table(MATRIX_RESULTS)
-    terminalreporter.write_sep("-", "fault matrix")
-    terminalreporter.write_line(table)
+    sections = []
+    if CONFORMANCE_RESULTS:
+        sections.append(("conformance", conformance_table(CONFORMANCE_RESULTS)))
+    if MATRIX_RESULTS:
+        sections.append(("fault matrix", matrix_table(MATRIX_RESULTS)))
+    for title, table in sections:
+        terminalreporter.write_sep("-", title)
+        terminalreporter.write_line(table)
     report = config.getoption("--hil-report")
     if report:
+        bench = shown(config.getoption("--bench"))
+        try:
+            seed = effective_seed(config)
+        except Exception:
+            seed = None
+        body = "\n\n".join(f"## {title.capitalize()}\n\n{table}" for title, table in sections)
         Path(report).parent.mkdir(parents=True, exist_ok=True)
-        Path(report).write_text(f"# Fault matrix ({config.getoption('--bench')})\n\n{table}\n")
+        Path(report).write_text(f"# HIL report ({bench}, seed {seed})\n\n{body}\n")
