@@ -16,6 +16,7 @@ from twin.clock import Clock
 from twin.engine.batch import Batch
 from twin.journal import Event
 from twin.recipe import load_recipe
+from twin.replay import replay
 from twin.runner import run_batch
 from twin.serve.scenario import LoadedScenario, load_scenario
 from twin.serve.scheduler import FaultScheduler
@@ -167,3 +168,9 @@ def test_fault_leads_to_expected_outcome(
         assert seen.held_at is None
     else:
         assert outermost(seen.held_levels) == expect.hold
+    # The validator's check on a faulted batch: replayed against its recorded device I/O (the
+    # late, garbled and missing answers included), the engine takes the same decisions. Done
+    # for the short scenarios; the 10-day recipes are replayed by the acceptance tests.
+    if expect.recipe == "smoke.yaml":
+        replayed = replay(journal)
+        assert replayed.identical, replayed.divergence and replayed.divergence.describe()
