@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from site_journals import SignedBatch, poc_twin
 
+from twin.signing import load_site_key
 from twin.telemetry.broker import BrokerConfig, Mosquitto, free_port, make_pki
 
 SITES = ("site-a", "site-b")
@@ -31,3 +33,30 @@ def postgres() -> Iterator[str]:
 
     with TempPostgres() as pg:
         yield pg.url
+
+
+@pytest.fixture(scope="session")
+def signed_batch(tmp_path_factory: pytest.TempPathFactory) -> SignedBatch:
+    """``poc-twin site keygen site-a`` + ``poc-twin run --site-key``: a signed journal."""
+    root = tmp_path_factory.mktemp("signed")
+    keys = root / "keys"
+    made = poc_twin("site", "keygen", "site-a", "--dir", str(keys))
+    assert made.returncode == 0, made.stderr
+    journal = root / "sig1.sqlite"
+    ran = poc_twin(
+        "run",
+        "recipes/smoke.yaml",
+        "--journal",
+        str(journal),
+        "--batch-id",
+        "sig1",
+        "-q",
+        "--site-key",
+        str(keys / "site-a.key"),
+    )
+    assert ran.returncode == 0, ran.stderr
+    private = keys / "site-a.key"
+    public_only = root / "registered"
+    public_only.mkdir()
+    (public_only / "site-a.pub").write_bytes((keys / "site-a.pub").read_bytes())
+    return SignedBatch(journal, public_only, load_site_key(private))

@@ -9,13 +9,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from twin.clock import wall_monotonic
 from twin.control_site.serve import ControlSite
 from twin.control_site.web import Users
 from twin.engine.inbox import send_command
@@ -76,9 +76,9 @@ def post(url: str, reason: str, user: tuple[str, str] | None) -> int:
 
 
 async def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = wall_monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, "timed out"
+        assert wall_monotonic() < deadline, "timed out"
         await asyncio.sleep(0.1)  # real time: waiting for another process
 
 
@@ -260,7 +260,11 @@ def test_a_rewritten_site_journal_is_flagged(broker: BrokerConfig, tmp_path: Pat
             assert await Forwarder(journal, url).run()
             await wait_for(lambda: site.store.query("SELECT 1 FROM heads WHERE batch='chain1'"))
             assert await Forwarder(forged, url).run()
-            await wait_for(lambda: site.store.query("SELECT 1 FROM chain_flags"))
+            await wait_for(
+                lambda: site.store.query(
+                    "SELECT 1 FROM chain_flags WHERE reason LIKE '%anchored head%'"
+                )
+            )
             from twin.control_site.views import overview_rows
 
             return overview_rows(site.store)
@@ -269,4 +273,7 @@ def test_a_rewritten_site_journal_is_flagged(broker: BrokerConfig, tmp_path: Pat
 
     rows = {r["batch"]: r for r in asyncio.run(scenario())}
     assert rows["chain1"]["chain_ok"] is False
-    assert any("no longer extends" in a for a in rows["chain1"]["attention"])
+    attention = rows["chain1"]["attention"]
+    assert "no longer extends its anchored head" in attention[0]  # the head problem first
+    rewritten = [f for f in rows["chain1"]["chain_flags"] if "arrived again with different" in f]
+    assert len(rewritten) == 1 and " events): " in rewritten[0]  # one line, not hundreds

@@ -13,7 +13,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from twin.journal import read_events
+from twin.journal import CHECKPOINT, read_events
+from twin.signing import generate_site_key, head_message, load_public_key
 from twin.telemetry.broker import BrokerConfig, Mosquitto, free_port
 from twin.telemetry.forwarder import Forwarder
 from twin.telemetry.topics import BrokerURL
@@ -35,13 +36,22 @@ def poc_twin(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
     )
 
 
-async def collect(url: str, pattern: str, until: callable, timeout: float = 30) -> list:
-    """Subscribe as a client of ``url`` and gather (topic, body) until ``until(messages)``."""
+async def collect(
+    url: str,
+    pattern: str,
+    until: callable,
+    timeout: float = 30,
+    subscribed: asyncio.Event | None = None,
+) -> list:
+    """Subscribe as a client of ``url`` and gather (topic, body) until ``until(messages)``;
+    ``subscribed`` is set once the broker granted the subscription (no guessing wait)."""
     got: list[tuple[str, dict]] = []
     client = aiomqtt.Client(**BrokerURL.parse(url).client_kwargs())
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout), client as c:
             await c.subscribe(pattern, qos=1)
+            if subscribed is not None:
+                subscribed.set()
             async for message in c.messages:
                 got.append((str(message.topic), json.loads(message.payload)))
                 if until(got):
@@ -56,10 +66,11 @@ def test_batch_with_broker_delivers_every_event_in_order(broker: BrokerConfig, t
         def ended(got: list) -> bool:
             return any(t.endswith("/status") and b.get("why") == "batch ended" for t, b in got)
 
+        subscribed = asyncio.Event()
         listener = asyncio.create_task(
-            collect(broker.url("control"), "poc-twin/site-a/+/a1/#", ended)
+            collect(broker.url("control"), "poc-twin/site-a/+/a1/#", ended, subscribed=subscribed)
         )
-        await asyncio.sleep(0.3)  # real time: let the subscriber attach before the site starts
+        await asyncio.wait_for(subscribed.wait(), 10)
         url = broker.url("site-a", unit="cleanroom-1")
         run = await asyncio.to_thread(
             poc_twin,
@@ -127,13 +138,16 @@ def test_broker_away_then_back_everything_arrives(tmp_path: Path):
 
 def test_a_site_can_neither_read_nor_write_another_sites_topics(broker: BrokerConfig, tmp_path):
     async def scenario() -> tuple[list, list]:
+        ready = [asyncio.Event(), asyncio.Event()]
         spy = asyncio.create_task(
-            collect(broker.url("site-b"), "poc-twin/site-a/#", lambda g: False, timeout=3)
+            collect(
+                broker.url("site-b"), "poc-twin/site-a/#", lambda g: False, 3, subscribed=ready[0]
+            )
         )
         control = asyncio.create_task(
-            collect(broker.url("control"), "poc-twin/site-a/u/x/#", lambda g: False, timeout=3)
+            collect(broker.url("control"), "poc-twin/site-a/u/x/#", lambda g: False, 3, ready[1])
         )
-        await asyncio.sleep(0.3)  # real time: both subscribed
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 10)
         async with aiomqtt.Client(**BrokerURL.parse(broker.url("site-b")).client_kwargs()) as b:
             # forging site-a's event, and lifting site-b's own suspension: both refused
             await b.publish("poc-twin/site-a/u/x/event", b'{"v":1,"seq":1}', qos=1)
@@ -166,3 +180,50 @@ def test_tls_listener_delivers_and_refuses_an_unknown_ca(broker: BrokerConfig, t
 
     with pytest.raises(aiomqtt.MqttError):
         asyncio.run(connect_without_our_ca())
+
+
+def test_the_published_head_is_the_latest_signed_checkpoint(broker: BrokerConfig, tmp_path: Path):
+    """A site with a key publishes heads the control site can verify with its public key."""
+    keys = tmp_path / "keys"
+    private, public = generate_site_key("site-a", keys)
+    journal = tmp_path / "signed.sqlite"
+    run = poc_twin(
+        "run",
+        "recipes/smoke.yaml",
+        "--journal",
+        str(journal),
+        "--batch-id",
+        "signed1",
+        "-q",
+        "--site-key",
+        str(private),
+    )
+    assert run.returncode == 0, run.stderr
+    checkpoints = [e for e in read_events(journal) if e.kind == CHECKPOINT]
+    assert len(checkpoints) >= 2  # one every 1,000 events and one at the end
+
+    async def scenario() -> list:
+        def last_signed(got: list) -> bool:
+            return any(b.get("checkpoint_seq") == checkpoints[-1].seq for _, b in got)
+
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(
+            collect(
+                broker.url("control"),
+                "poc-twin/site-a/+/signed1/head",
+                last_signed,
+                subscribed=subscribed,
+            )
+        )
+        await asyncio.wait_for(subscribed.wait(), 10)
+        assert await Forwarder(journal, BrokerURL.parse(broker.url("site-a"))).run()
+        return await listener
+
+    heads = [body for _, body in asyncio.run(scenario())]
+    signed = [h for h in heads if h["signature"]]
+    assert [h["checkpoint_seq"] for h in signed] == [c.seq for c in checkpoints]
+    assert heads.index(signed[0]) + len(signed) == len(heads)  # once signed, always signed
+    key = load_public_key(public)
+    for head, checkpoint in zip(signed, checkpoints, strict=True):
+        assert (head["seq"], head["hash"]) == (checkpoint.seq - 1, checkpoint.prev_hash)
+        key.verify(bytes.fromhex(head["signature"]), head_message(head["seq"], head["hash"]))

@@ -45,6 +45,17 @@ def control_serve(
     users: Annotated[
         Path | None, typer.Option(help="Users allowed to make requests (control-site add-user)")
     ] = None,
+    site_keys: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--site-keys",
+            help="Sites' public keys: a <site>.pub file or a directory of them (repeatable); "
+            "chain heads are verified against them",
+        ),
+    ] = None,
+    refresh_s: Annotated[
+        float, typer.Option("--refresh-s", help="How often open dashboard pages update")
+    ] = 2.0,
     debug: DebugOpt = False,
 ) -> None:
     """Ingest every site's telemetry into the store and serve the dashboard."""
@@ -53,7 +64,9 @@ def control_serve(
     host, port = _host_port(http, 8080)
     out.print(f"control site: dashboard on http://{host}:{port}/, store {db.split('@')[-1]}")
     try:
-        asyncio.run(serve(broker, db, host, port, users))
+        asyncio.run(
+            serve(broker, db, host, port, users, site_keys=site_keys or [], refresh_s=refresh_s)
+        )
     except KeyboardInterrupt:
         return
     except (PocTwinError, OSError) as exc:
@@ -134,6 +147,12 @@ def control_simulate_fleet(
     journal: Annotated[Path, typer.Option(help="A recorded batch journal every site replays")],
     sites: Annotated[int, typer.Option(help="How many simulated sites")] = 10,
     rate: Annotated[float, typer.Option(help="Events per second per site (0: flat out)")] = 50.0,
+    processes: Annotated[
+        int | None, typer.Option(help="Worker processes the sites are spread over (default: cores)")
+    ] = None,
+    keys: Annotated[
+        Path | None, typer.Option(help="Directory of <site>.key: the sites sign their journals")
+    ] = None,
     host: Annotated[str, typer.Option(help="Broker host")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Broker port")] = 1883,
     out_dir: Annotated[Path, typer.Option(help="Where journals go")] = Path("runs/fleet"),
@@ -141,7 +160,8 @@ def control_simulate_fleet(
     """Simulate N sites, each writing a journal and publishing it with its own credentials."""
     import json as _json
 
-    from twin.telemetry.fleet import FleetSite, load_events, run_fleet
+    from twin.clock import wall_monotonic
+    from twin.telemetry.fleet import FleetProcesses, FleetSite
 
     known = _json.loads((broker_dir / "credentials.json").read_text())
     names = [n for n in known if n.startswith("sim-")][:sites]
@@ -151,12 +171,29 @@ def control_simulate_fleet(
             f"--site sim-001 ... --site sim-{sites:03d}",
             EXIT_INVALID,
         )
-    run_dir = out_dir / wall_now().strftime("%Y%m%d-%H%M%S")
-    fleet = [
-        FleetSite(n, f"mqtt://{n}:{known[n]}@{host}:{port}/?unit=sim", run_dir / f"{n}.sqlite")
+    stamp = wall_now().strftime("%Y%m%d-%H%M%S")
+    run_dir = (out_dir / stamp).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fleet = [  # batch ids carry the run's stamp: a second run is new batches, not a rewrite
+        FleetSite(
+            f"{n}-{stamp}",
+            f"mqtt://{n}:{known[n]}@{host}:{port}/?unit=sim",
+            run_dir / f"{n}.sqlite",
+            (keys / f"{n}.key").resolve() if keys is not None else None,
+        )
         for n in names
     ]
-    events = load_events(journal)
-    seconds = asyncio.run(run_fleet(fleet, events, rate=rate))
-    total = len(events) * len(fleet)
-    out.print(f"{len(fleet)} sites delivered {total} events in {seconds:.1f} s")
+    workers = FleetProcesses(fleet, journal.resolve(), processes=processes, rate=rate)
+    try:
+        workers.start()
+        start = wall_monotonic()
+        workers.go()
+        workers.wait()
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL) from None
+    finally:
+        workers.stop()
+    out.print(
+        f"{len(fleet)} sites in {len(workers.procs)} processes delivered their journals "
+        f"({run_dir}) in {wall_monotonic() - start:.1f} s"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from typing import Any
 
@@ -24,18 +25,29 @@ from twin.telemetry.topics import ROOT, BrokerURL, decode, encode, parse_topic, 
 
 __all__ = ["Ingest"]
 
+log = logging.getLogger(__name__)
+#: How long an ack may wait for its PUBACK behind the incoming flood (seconds).
+ACK_TIMEOUT_S = 60.0
+#: Acks of every batch stored since the last round go out this often (seconds).
+ACK_EVERY_S = 1.0
+
 
 class Ingest:
     """Subscribes to every site; stores de-duplicated; publishes acks and requests."""
 
-    def __init__(self, broker: BrokerURL, store: Store, *, flush_max: int = 5000) -> None:
+    def __init__(
+        self, broker: BrokerURL, store: Store, *, flush_max: int = 5000, keepalive_s: int = 30
+    ) -> None:
         self.broker = broker
+        self.keepalive_s = keepalive_s
         self.store = store
         self.flush_max = flush_max
         self.queue: asyncio.Queue[tuple[str, str, str, str, dict[str, Any]]] = asyncio.Queue()
         self.client: aiomqtt.Client | None = None
         self.ready = asyncio.Event()
         self.stored = 0
+        self.pending: list[tuple[str, str, str, str, dict[str, Any]]] = []
+        self._acks_due: dict[tuple[str, str, str], int] = {}
 
     async def run(self) -> None:
         """Connect (again and again, real-time back-off) and ingest until cancelled."""
@@ -53,14 +65,15 @@ class Ingest:
             **self.broker.client_kwargs(),
             identifier=f"poc-twin-control-{self.broker.username or 'control'}",
             clean_session=False,
-            keepalive=10,
+            keepalive=self.keepalive_s,  # a busy ingest must not miss its own keep-alive
         )
         client.pending_calls_threshold = 10000
         async with client:
             self.client = client
             for kind in ("event", "state", "head", "status"):
                 await client.subscribe(f"{ROOT}/+/+/+/{kind}", qos=1)
-            writer = asyncio.create_task(self._writer(client))
+            writer = asyncio.create_task(self._writer())
+            acker = asyncio.create_task(self._acker(client))
             self.ready.set()
             try:
                 async for message in client.messages:
@@ -68,24 +81,76 @@ class Ingest:
                     body = decode(message.payload)
                     if where is not None and body is not None:
                         self.queue.put_nowait((*where, body))
+                    for task in (writer, acker):
+                        if task.done():
+                            task.result()  # a task that stopped must not go unnoticed
             finally:
                 self.client = None
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+                for task in (writer, acker):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
-    async def _writer(self, client: aiomqtt.Client) -> None:
+    async def _writer(self) -> None:
+        """Store what arrived, in flushes; a flush that fails is kept and tried again.
+
+        The messages were acknowledged to the broker when they arrived, so this
+        queue is their only copy: a store error (PostgreSQL restarting, a full
+        disk) must not drop them. It is logged and the same flush retried.
+        """
+        backoff = 0.5
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.flush_max and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            touched = await asyncio.to_thread(self.store.ingest, batch)
-            self.stored += len(batch)
-            for site, unit, name in touched:
-                seq = await asyncio.to_thread(self.store.contiguous, site, name)
-                await client.publish(
-                    topic(site, unit, name, "ack"), encode("ack", {"seq": seq}), qos=1, retain=True
-                )
+            if not self.pending:
+                self.pending = [await self.queue.get()]
+            while len(self.pending) < self.flush_max and not self.queue.empty():
+                self.pending.append(self.queue.get_nowait())
+            try:
+                touched = await asyncio.to_thread(self._store, self.pending)
+            except Exception:  # the store's driver has its own error types (sqlite3, psycopg)
+                log.exception("storing %d messages failed; retrying", len(self.pending))
+                await asyncio.sleep(backoff)  # real time: waiting for the database
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            self.stored += len(self.pending)
+            self.pending = []
+            for site, unit, name, seq in touched:
+                self._acks_due[(site, unit, name)] = seq
+
+    async def _acker(self, client: aiomqtt.Client) -> None:
+        """Publish each touched batch's gap-free seq (retained), at most every ``ACK_EVERY_S``.
+
+        An ack per batch per flush was 100 publishes per flush at 100 live sites, for
+        a number a site reads only when it reconnects. All due acks go out together;
+        one not confirmed within ``ACK_TIMEOUT_S`` is logged, not fatal: the next round
+        sends it again, and a site that sees an old one only resends what is stored.
+        """
+        while True:
+            await asyncio.sleep(ACK_EVERY_S)  # real time: acks are advisory, batch them
+            due, self._acks_due = self._acks_due, {}
+            results = await asyncio.gather(
+                *(
+                    client.publish(
+                        topic(site, unit, name, "ack"),
+                        encode("ack", {"seq": seq}),
+                        qos=1,
+                        retain=True,
+                        timeout=ACK_TIMEOUT_S,
+                    )
+                    for (site, unit, name), seq in due.items()
+                ),
+                return_exceptions=True,
+            )
+            failed = [key for key, r in zip(due, results, strict=True) if isinstance(r, Exception)]
+            for key in failed:
+                self._acks_due.setdefault(key, due[key])
+            if failed:
+                log.warning("%d of %d acks not confirmed; sent again", len(failed), len(due))
+
+    def _store(self, batch: list[tuple[str, str, str, str, dict[str, Any]]]) -> list[tuple]:
+        """Store a flush; (site, unit, batch, gap-free seq) of every batch it touched."""
+        touched = self.store.ingest(batch)
+        return [(s, u, b, self.store.contiguous(s, b)) for s, u, b in touched]
 
     # -- supervision ----------------------------------------------------------------
 

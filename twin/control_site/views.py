@@ -1,7 +1,10 @@
-"""The dashboard's HTML: plain server-rendered pages, inline SVG trends, no CDN, no script.
+"""The dashboard's HTML: server-rendered pages, inline SVG trends, no CDN.
 
 A control room may be offline from the internet; every page is one response
-with its own styles, readable in any browser and in a headless one under test.
+with its own styles and one small inline script that keeps it current
+(:mod:`twin.control_site.live`), readable in any browser and in a headless one
+under test. Each page's changing part is rendered by one function, used for the
+first view and for every update.
 """
 
 from __future__ import annotations
@@ -11,9 +14,20 @@ from html import escape
 from typing import Any
 
 from twin.clock import wall_now
+from twin.control_site.live import batch_token, live_region, overview_token
 from twin.control_site.store import Store
 
-__all__ = ["batch_page", "overview_page", "overview_rows", "svg_trend"]
+__all__ = [
+    "batch_live",
+    "batch_page",
+    "overview_live",
+    "overview_page",
+    "overview_rows",
+    "svg_trend",
+]
+
+#: Chain flags listed per batch on the overview (the batch page lists them all).
+_FLAGS_SHOWN = 3
 
 _STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}
@@ -42,16 +56,41 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else escape(str(value))
 
 
+def _chain_flags(store: Store) -> dict[tuple[str, str], list[str]]:
+    """Per batch, one line per kind of chain problem: head problems first, then events.
+
+    A rewritten journal arrives as hundreds of events that differ from the stored
+    ones; the control room needs "events 40-1155 differ", not 1,116 lines.
+    """
+    by_reason: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for site, batch, seq, reason in store.query(
+        "SELECT site, batch, seq, reason FROM chain_flags ORDER BY seq"
+    ):
+        by_reason.setdefault((site, batch), {}).setdefault(reason, []).append(int(seq))
+    flags: dict[tuple[str, str], list[str]] = {}
+    for key, reasons in by_reason.items():
+        lines = []
+        for reason, seqs in reasons.items():
+            head = reason.startswith("bad signature") or "anchored head" in reason
+            where = f"event {seqs[0]}" if len(seqs) == 1 else f"events {seqs[0]}-{seqs[-1]}"
+            count = f" ({len(seqs)} events)" if len(seqs) > 1 else ""
+            lines.append((0 if head else 1, seqs[0], f"{where}{count}: {reason}"))
+        flags[key] = [text for *_, text in sorted(lines)]
+    return flags
+
+
 def overview_rows(store: Store) -> list[dict[str, Any]]:
     """Every site's batches with what needs attention: the dashboard's (and the API's) data."""
-    flags: dict[tuple[str, str], list[str]] = {}
-    for site, batch, seq, reason in store.query(
-        "SELECT site, batch, seq, reason FROM chain_flags ORDER BY at"
-    ):
-        flags.setdefault((site, batch), []).append(f"event {seq}: {reason}")
+    flags = _chain_flags(store)
     suspended = {
         row[0]: (row[1], row[2])
         for row in store.query("SELECT site, operator, reason FROM sites WHERE suspended=1")
+    }
+    heads = {
+        (site, batch): {"seq": seq, "signed": bool(sig), "verified": bool(ok), "key_id": kid}
+        for site, batch, seq, sig, ok, kid in store.query(
+            "SELECT site, batch, seq, signature, verified, key_id FROM heads"
+        )
     }
     rows = []
     for site, batch, unit, state_json, online, updated in store.query(
@@ -68,7 +107,9 @@ def overview_rows(store: Store) -> list[dict[str, Any]]:
             )
         if not online and not state.get("ended"):
             reasons.append("site offline")
-        reasons += [f"chain: {c}" for c in chain]
+        reasons += [f"chain: {c}" for c in chain[:_FLAGS_SHOWN]]
+        if len(chain) > _FLAGS_SHOWN:
+            reasons.append(f"chain: and {len(chain) - _FLAGS_SHOWN} more (see the batch page)")
         rows.append(
             {
                 "site": site,
@@ -82,6 +123,8 @@ def overview_rows(store: Store) -> list[dict[str, Any]]:
                 "seq": state.get("seq"),
                 "attention": reasons,
                 "chain_ok": not chain,
+                "chain_flags": chain,
+                "head": heads.get((site, batch)),
                 "site_suspended": site in suspended,
                 "updated_at": updated,
             }
@@ -89,7 +132,22 @@ def overview_rows(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def overview_page(store: Store) -> str:
+def _head_cell(head: dict[str, Any] | None, seq: Any) -> str:
+    """Anchored head: how far the control site holds a chain it checked (and who signed it)."""
+    if head is None:
+        return "<span class='warn'>none yet</span>"
+    of = f" of {seq}" if isinstance(seq, int) and seq != head["seq"] else ""
+    if head["verified"]:
+        return (
+            f"<span class='ok' title='signed with key {escape(str(head['key_id']))}, verified'>"
+            f"event {head['seq']}{of}, signed ✓</span>"
+        )
+    what = "signed, no registered key" if head["signed"] else "unsigned"
+    return f"<span class='warn'>event {head['seq']}{of}, {what}</span>"
+
+
+def overview_live(store: Store) -> str:
+    """The overview's changing part: counts, suspended sites, the table of batches."""
     rows = overview_rows(store)
     sites = store.query("SELECT site, suspended, operator, reason FROM sites ORDER BY site")
     head = "".join(f"<th>{escape(label)}</th>" for label in PV_LABELS.values())
@@ -104,22 +162,28 @@ def overview_page(store: Store) -> str:
             f"<td>{escape(r['site'])}</td><td>{escape(r['unit'])}</td>"
             f"<td><a href='{link}'>{escape(r['batch'])}</a></td>"
             f"<td class='state'>{_fmt(r['state'])}</td><td>{_fmt(r['phase'])}</td>"
-            f"<td>{_fmt(r['day'])}</td>{pvs}<td class='attention-cell'>{attention}</td></tr>"
+            f"<td>{_fmt(r['day'])}</td>{pvs}<td class='head'>{_head_cell(r['head'], r['seq'])}</td>"
+            f"<td class='attention-cell'>{attention}</td></tr>"
         )
     suspended = "".join(
         f"<li class='bad'>site {escape(s)} suspended by {escape(op)}: {escape(why)}</li>"
         for s, flag, op, why in sites
         if flag
     )
-    body = (
-        f"<h1>poc-twin control site</h1><p>{len(rows)} batches at "
-        f"{len({r['site'] for r in rows})} sites — "
-        f"{wall_now().strftime('%Y-%m-%d %H:%M:%S UTC')}</p>"
+    return (
+        f"<p id='counts'>{len(rows)} batches at {len({r['site'] for r in rows})} sites — "
+        f"as of {wall_now().strftime('%Y-%m-%d %H:%M:%S UTC')}</p>"
         f"<ul id='suspended'>{suspended}</ul>"
         f"<table id='batches'><tr><th>site</th><th>unit</th><th>batch</th><th>state</th>"
-        f"<th>phase</th><th>day</th>{head}<th>needs attention</th></tr>{''.join(lines)}</table>"
+        f"<th>phase</th><th>day</th>{head}<th>anchored head</th><th>needs attention</th></tr>"
+        f"{''.join(lines)}</table>"
     )
-    return _page("poc-twin control site", body)
+
+
+def overview_page(store: Store, refresh_s: float = 2.0) -> str:
+    token = overview_token(store)  # before rendering: a change in between shows at next poll
+    live = live_region("/api/overview", token, refresh_s, overview_live(store))
+    return _page("poc-twin control site", f"<h1>poc-twin control site</h1>{live}")
 
 
 def svg_trend(points: list[tuple[float, float]], label: str, width: int = 640) -> str:
@@ -165,7 +229,8 @@ def _trends(store: Store, site: str, batch: str, max_points: int = 400) -> dict[
     return series
 
 
-def batch_page(store: Store, site: str, batch: str) -> str | None:
+def batch_live(store: Store, site: str, batch: str) -> str | None:
+    """One batch's changing part: state line, what needs attention, head, trends, events."""
     found = [r for r in overview_rows(store) if r["site"] == site and r["batch"] == batch]
     if not found:
         return None
@@ -182,17 +247,35 @@ def batch_page(store: Store, site: str, batch: str) -> str | None:
         f"<td>{escape(src)}</td><td>{escape(data)}</td></tr>"
         for seq, bt, kind, src, data in notable
     )
-    attention = "".join(f"<li class='bad'>{escape(a)}</li>" for a in r["attention"])
+    flags = r["chain_flags"]
+    shown = [a for a in r["attention"] if not a.startswith("chain: ")]
+    shown += [f"chain: {c}" for c in flags[:50]]
+    if len(flags) > 50:
+        shown.append(f"chain: and {len(flags) - 50} more")
+    attention = "".join(f"<li class='bad'>{escape(a)}</li>" for a in shown)
+    return (
+        f"<p>site {escape(site)}, unit {escape(r['unit'])} — state <b id='state'>"
+        f"{_fmt(r['state'])}</b>, phase {_fmt(r['phase'])}, day {_fmt(r['day'])}, "
+        f"event <span id='seq'>{_fmt(r['seq'])}</span>, "
+        f"{'online' if r['online'] else 'offline'}</p>"
+        f"<p id='head'>anchored head: {_head_cell(r['head'], r['seq'])}</p>"
+        f"<ul id='attention'>{attention}</ul><h2>Trends</h2>{svgs}"
+        f"<h2>Alarms and operator commands</h2><table id='notable'>{events}</table>"
+    )
+
+
+def batch_page(store: Store, site: str, batch: str, refresh_s: float = 2.0) -> str | None:
+    token = batch_token(store, site, batch)
+    inner = batch_live(store, site, batch)
+    if inner is None:
+        return None
     form = (
         f"<form method='post' action='/batch/{escape(site)}/{escape(batch)}/hold'>"
         "<input name='reason' placeholder='reason' required> <button>request hold</button></form>"
     )
+    api = f"/api/batch/{site}/{batch}"
     body = (
-        f"<p><a href='/'>all sites</a></p><h1>{escape(batch)}</h1>"
-        f"<p>site {escape(site)}, unit {escape(r['unit'])} — state <b id='state'>"
-        f"{_fmt(r['state'])}</b>, phase {_fmt(r['phase'])}, day {_fmt(r['day'])}, "
-        f"event {_fmt(r['seq'])}, {'online' if r['online'] else 'offline'}</p>"
-        f"<ul id='attention'>{attention}</ul>{form}<h2>Trends</h2>{svgs}"
-        f"<h2>Alarms and operator commands</h2><table id='notable'>{events}</table>"
+        f"<p><a href='/'>all sites</a></p><h1>{escape(batch)}</h1>{form}"
+        f"{live_region(api, token, refresh_s, inner)}"
     )
     return _page(f"{batch} at {site}", body)

@@ -8,6 +8,7 @@ same-origin POST, so a page elsewhere cannot make a logged-in browser send one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,7 +18,14 @@ from pathlib import Path
 from aiohttp import web
 
 from twin.control_site.ingest import Ingest
-from twin.control_site.views import batch_page, overview_page, overview_rows
+from twin.control_site.live import batch_token, overview_token
+from twin.control_site.views import (
+    batch_live,
+    batch_page,
+    overview_live,
+    overview_page,
+    overview_rows,
+)
 
 __all__ = ["Users", "make_app"]
 
@@ -56,7 +64,12 @@ class Users:
         return name
 
 
-def make_app(ingest: Ingest, users: Users) -> web.Application:
+def make_app(ingest: Ingest, users: Users, refresh_s: float = 2.0) -> web.Application:
+    """The dashboard: pages, their JSON endpoints and the supervision requests.
+
+    Every read runs in a thread: a query waits for the store's lock while a large
+    flush is written, and must not stall the loop that receives MQTT meanwhile.
+    """
     store = ingest.store
 
     def authorised(request: web.Request) -> str:
@@ -72,16 +85,44 @@ def make_app(ingest: Ingest, users: Users) -> web.Application:
         return user
 
     async def overview(request: web.Request) -> web.Response:
-        return web.Response(text=overview_page(store), content_type="text/html")
+        page = await asyncio.to_thread(overview_page, store, refresh_s)
+        return web.Response(text=page, content_type="text/html")
 
     async def batch(request: web.Request) -> web.Response:
-        page = batch_page(store, request.match_info["site"], request.match_info["batch"])
+        site, name = request.match_info["site"], request.match_info["batch"]
+        page = await asyncio.to_thread(batch_page, store, site, name, refresh_s)
         if page is None:
             raise web.HTTPNotFound(text="no such batch")
         return web.Response(text=page, content_type="text/html")
 
     async def api_batches(request: web.Request) -> web.Response:
-        return web.json_response(overview_rows(store))
+        return web.json_response(await asyncio.to_thread(overview_rows, store))
+
+    def overview_changes(since: str) -> dict[str, object]:
+        token = overview_token(store)
+        if token == since:
+            return {"token": token}
+        return {"token": token, "html": overview_live(store)}
+
+    def batch_changes(site: str, name: str, since: str) -> dict[str, object] | None:
+        token = batch_token(store, site, name)
+        if token == since:
+            return {"token": token}
+        html = batch_live(store, site, name)
+        return None if html is None else {"token": token, "html": html}
+
+    async def api_overview(request: web.Request) -> web.Response:
+        """What changed on the overview since the page's token (the page's script polls it)."""
+        since = request.query.get("since", "")
+        return web.json_response(await asyncio.to_thread(overview_changes, since))
+
+    async def api_batch(request: web.Request) -> web.Response:
+        site, name = request.match_info["site"], request.match_info["batch"]
+        since = request.query.get("since", "")
+        body = await asyncio.to_thread(batch_changes, site, name, since)
+        if body is None:
+            raise web.HTTPNotFound(text="no such batch")
+        return web.json_response(body)
 
     async def reason_of(request: web.Request) -> str:
         form = await request.post()
@@ -114,6 +155,8 @@ def make_app(ingest: Ingest, users: Users) -> web.Application:
         [
             web.get("/", overview),
             web.get("/api/batches", api_batches),
+            web.get("/api/overview", api_overview),
+            web.get("/api/batch/{site}/{batch}", api_batch),
             web.get("/batch/{site}/{batch}", batch),
             web.post("/batch/{site}/{batch}/hold", hold),
             web.post("/site/{site}/{action:suspend|reinstate}", suspension),

@@ -2,6 +2,8 @@
 
 Started by ``poc-twin run --broker``; run it by hand to deliver a journal whose
 forwarder gave up or never ran (it resumes from ``<journal>.telemetry.json``).
+``fleet-worker`` runs a share of a simulated fleet (see twin.telemetry.fleet);
+its sites arrive on stdin.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     fwd.add_argument("--once", action="store_true", help="deliver what is there, then stop")
     give_up = float(os.environ.get("POC_TWIN_TELEMETRY_GIVE_UP_S", "86400"))
     fwd.add_argument("--give-up-s", type=float, default=give_up, help="max time offline")
+    sub.add_parser("fleet-worker", help="simulated sites, given on stdin (twin.telemetry.fleet)")
     args = parser.parse_args(argv)
+    if args.cmd == "fleet-worker":
+        from twin.telemetry.fleet import worker
+
+        return worker(sys.stdin, sys.stdout)
     if not args.broker:
         print("error: no broker: give --broker or set POC_TWIN_BROKER", file=sys.stderr)
         return 2

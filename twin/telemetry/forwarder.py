@@ -10,6 +10,13 @@ that was away, resumes where delivery stopped. Events go out in sequence order
 on one connection with QoS 1; a duplicate after a reconnect is harmless because
 the control site keys every event by (site, batch, seq).
 
+The retained ``head`` is the journal's latest *signed* checkpoint (the journal
+signs one every 1,000 events and at the end when the site has a key): the
+signed sequence number and hash, the signature and the key id, which the
+control site verifies with the site's registered public key before anchoring.
+A journal without any checkpoint (a site without a key, or the first events)
+publishes its plain chain head with ``signature`` null.
+
 Real waits here (the only ones): polling the journal for new events
 (``poll_s``) and the back-off between reconnect attempts. Both wait on the
 world (a batch writing, a broker coming back), not on batch time.
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -29,13 +37,20 @@ import aiomqtt
 
 from twin.clock import wall_monotonic, wall_now
 from twin.engine.inbox import NoRunningBatch, send_command
-from twin.journal import Event
+from twin.journal import CHECKPOINT, Event
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.state import BatchState
 from twin.telemetry.topics import BrokerURL, decode, encode, topic
 
 __all__ = ["AckFile", "Forwarder"]
 
+log = logging.getLogger(__name__)
+
+#: Longest wait for a chunk's PUBACKs before the connection is given up and made again.
+PUBLISH_S = 300.0
+#: Longest wait for CONNACK, SUBACK or a single PUBACK. 10 s was too short for a worker
+#: process that (re)connects 50 simulated sites at once on a loaded machine.
+CONNECT_S = 30.0
 _COLUMNS = "seq, batch_time, wall_time, kind, source, data, prev_hash, hash"
 
 
@@ -71,6 +86,7 @@ class Forwarder:
         poll_s: float = 0.2,
         chunk: int = 500,
         backoff_max_s: float = 5.0,
+        keepalive_s: int = 30,
         record: SiteRecord | None = None,
     ) -> None:
         self.journal_path = Path(journal_path)
@@ -78,6 +94,7 @@ class Forwarder:
         self.poll_s = poll_s
         self.chunk = chunk
         self.backoff_max_s = backoff_max_s
+        self.keepalive_s = keepalive_s
         self.ack = AckFile(journal_path)
         self.acked = 0
         self.first_hash = ""
@@ -85,6 +102,8 @@ class Forwarder:
         self.batch: str | None = None
         self.state: BatchState | None = None
         self.head: tuple[int, str] = (0, "")
+        self.signed_head: dict[str, Any] | None = None
+        self._published_head: dict[str, Any] | None = None
         self.ended_seq: int | None = None
         self.connected = asyncio.Event()
         self._control_ack_seen = False
@@ -133,7 +152,17 @@ class Forwarder:
                 if '"do_pct"' in row[5]:  # the bioreactor's PVs: only the latest counts
                     last_reading = row
                 continue
-            self.state.apply(Event(*row[:5], json.loads(row[5]), row[6], row[7]))  # type: ignore[arg-type]
+            data = json.loads(row[5])
+            self.state.apply(Event(*row[:5], data, row[6], row[7]))  # type: ignore[arg-type]
+            if row[3] == CHECKPOINT:
+                self.signed_head = {
+                    "seq": data.get("signed_seq"),
+                    "hash": data.get("head"),
+                    "signature": data.get("signature"),
+                    "key_id": data.get("key_id"),
+                    "alg": data.get("alg"),
+                    "checkpoint_seq": row[0],
+                }
             if row[3] == "batch_ended":
                 self.ended_seq = row[0]
         if last_reading is not None:
@@ -180,8 +209,8 @@ class Forwarder:
             identifier=f"poc-twin-{self.broker.site}-{self.broker.unit}-{self.batch}"[:128],
             clean_session=False,
             will=will,
-            keepalive=10,
-            timeout=10,
+            keepalive=self.keepalive_s,
+            timeout=CONNECT_S,
             max_inflight_messages=200,
         )
         client.pending_calls_threshold = self.chunk + 10  # a chunk in flight is the design
@@ -189,18 +218,33 @@ class Forwarder:
 
     async def _publish_rows(self, client: aiomqtt.Client, rows: list[tuple[Any, ...]]) -> None:
         event_topic = self._topic("event")
-        await asyncio.gather(
-            *(client.publish(event_topic, self._event_payload(r), qos=1) for r in rows)
-        )
+        # A chunk is queued at once and up to 200 are in flight; the last waits behind all
+        # the others, so its PUBACK may take far longer than a lone message's. A dead link
+        # is caught by the keep-alive, not by this timeout (10 s dropped busy fleets).
+        sends = [
+            client.publish(event_topic, self._event_payload(r), qos=1, timeout=PUBLISH_S)
+            for r in rows
+        ]
+        # State and head go out right behind the events, not after their PUBACKs: same
+        # connection, same order, and the dashboard is one round trip sooner.
         self._fold(rows)
         assert self.state is not None
-        await client.publish(
-            self._topic("state"), encode("state", self.state.as_payload()), 1, True
-        )
-        head = {"seq": self.head[0], "hash": self.head[1], "signature": None, "batch": self.batch}
-        await client.publish(self._topic("head"), encode("head", head), qos=1, retain=True)
+        state = encode("state", self.state.as_payload())
+        sends.append(client.publish(self._topic("state"), state, 1, True, timeout=PUBLISH_S))
+        head = self.head_payload()
+        if head != self._published_head:
+            body = encode("head", head)
+            sends.append(client.publish(self._topic("head"), body, 1, True, timeout=PUBLISH_S))
+        await asyncio.gather(*sends)
+        self._published_head = head
         self.acked = rows[-1][0]
         self.ack.save(self.acked, self.first_hash)
+
+    def head_payload(self) -> dict[str, Any]:
+        """The ``head`` message: the latest signed checkpoint, else the plain chain head."""
+        if self.signed_head is not None:
+            return {"batch": self.batch, **self.signed_head}
+        return {"seq": self.head[0], "hash": self.head[1], "signature": None, "batch": self.batch}
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         """Control requests for this batch and this site: hold, suspension, the control ack."""
@@ -257,6 +301,7 @@ class Forwarder:
         """One connection: publish until done (True) or the connection drops (raises)."""
         async with self._client() as client:
             self._control_ack_seen = False
+            self._published_head = None  # a new session says its head again
             online = {"online": True, "batch": self.batch, "at": wall_now().isoformat()}
             await client.publish(self._topic("status"), encode("status", online), 1, True)
             await client.subscribe(self._topic("command"), qos=1)
@@ -301,8 +346,8 @@ class Forwarder:
                 try:
                     if await self._session(until_ended, parent_pid):
                         return True
-                except aiomqtt.MqttError:
-                    pass
+                except aiomqtt.MqttError as exc:
+                    log.warning("%s: broker connection ended: %s", self.journal_path.name, exc)
                 if self.sessions != sessions:
                     backoff, offline_since = 0.2, None
                 offline_since = offline_since or wall_monotonic()

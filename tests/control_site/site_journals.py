@@ -1,0 +1,83 @@
+"""Site journals for the control-site tests: real batches, and rewrites of them.
+
+A rewrite is what an insider with write access to the site's disk could do:
+change history, recompute every hash after it, and re-sign every checkpoint
+(with the site's own key if they hold it, or with another one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from twin.journal import CHECKPOINT, GENESIS, event_hash
+from twin.signing import SiteKey
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class SignedBatch:
+    """A smoke batch run at site-a with its site key, and that key's files."""
+
+    journal: Path
+    keys: Path
+    key: SiteKey
+
+
+def poc_twin(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process (no forwarder outlives a test)."""
+    env = {**os.environ, "POC_TWIN_TELEMETRY_GIVE_UP_S": "45"}
+    code = "from twin.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+    )
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def rewrite(
+    source: Path,
+    dest: Path,
+    *,
+    key: SiteKey | None = None,
+    edit_seq: int | None = None,
+    batch_id: str | None = None,
+) -> None:
+    """A copy of ``source`` with event ``edit_seq`` changed (and/or a new batch id), the
+    chain recomputed from there on and every checkpoint re-signed with ``key``."""
+    shutil.copy(source, dest)
+    db = sqlite3.connect(dest)
+    prev = GENESIS
+    rows = db.execute(
+        "SELECT seq, batch_time, wall_time, kind, source, data FROM events ORDER BY seq"
+    ).fetchall()
+    for seq, bt, wt, kind, src, data in rows:
+        body = json.loads(data)
+        if seq == edit_seq:
+            body["edited"] = True
+        if kind == "batch_started" and batch_id is not None:
+            body["batch_id"] = batch_id
+        if kind == CHECKPOINT and key is not None:
+            body = key.checkpoint(seq - 1, prev)
+        data = _canonical(body)
+        digest = event_hash(prev, seq, bt, wt, kind, src, data)
+        db.execute(
+            "UPDATE events SET data=?, prev_hash=?, hash=? WHERE seq=?", (data, prev, digest, seq)
+        )
+        prev = digest
+    db.commit()
+    db.close()
