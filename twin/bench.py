@@ -10,6 +10,7 @@ the same protocols as they would to real devices.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,14 @@ def load_bench(path: Path | str) -> LoadedBench:
     return LoadedBench(path, model, source, _parse_configs(model, source, None))
 
 
+def with_seed(bench: LoadedBench, seed: int | None) -> LoadedBench:
+    """The bench with its twin's seed replaced (``run --seed``); unchanged without a twin."""
+    if seed is None or bench.model.twin is None or bench.model.twin.seed == seed:
+        return bench
+    twin = bench.model.twin.model_copy(update={"seed": seed})
+    return dataclasses.replace(bench, model=bench.model.model_copy(update={"twin": twin}))
+
+
 @dataclass
 class OpenBench:
     """A bench whose devices are connected (and, on a twin bench, served)."""
@@ -234,15 +243,23 @@ class OpenBench:
 
 
 @contextlib.asynccontextmanager
-async def open_bench(bench: LoadedBench, clock: Clock) -> AsyncIterator[OpenBench]:
-    """Start the twin if the bench has one, connect every driver, close all on exit."""
+async def open_bench(
+    bench: LoadedBench, clock: Clock, *, twin_keep: Path | None = None, twin_restore: bool = False
+) -> AsyncIterator[OpenBench]:
+    """Start the twin if the bench has one, connect every driver, close all on exit.
+
+    ``twin_keep`` / ``twin_restore``: where the twin keeps its plant, and whether to start
+    from it (a resumed batch); a real bench ignores both, its plant keeps itself.
+    """
     async with contextlib.AsyncExitStack() as stack:
         configs = bench.configs
         twin = None
         if bench.model.twin is not None:
             from twin.serve.bench import TwinBench
 
-            twin = await stack.enter_async_context(TwinBench(bench, clock))
+            twin = await stack.enter_async_context(
+                TwinBench(bench, clock, keep=twin_keep, restore=twin_restore)
+            )
             configs = _parse_configs(bench.model, bench.source, twin.endpoints)
         equipment: dict[str, Any] = {}
         failures: list[str] = []

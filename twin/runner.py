@@ -6,14 +6,13 @@ is one way a batch is run.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twin import __version__
-from twin.bench import LoadedBench, OpenBench, open_bench
+from twin.bench import LoadedBench, OpenBench, open_bench, with_seed
 from twin.clock import Clock, run_batch_loop
 from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
@@ -21,7 +20,7 @@ from twin.journal import Event, Journal, read_events
 from twin.recipe import LoadedRecipe
 from twin.signing import load_site_key
 
-__all__ = ["BatchSummary", "run_batch", "run_batch_async", "summarize"]
+__all__ = ["BatchSummary", "run_batch", "run_batch_async", "summarize", "twin_keep_path"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,11 @@ class BatchSummary:
     transduced_pct: float | None
     fold_expansion: float | None
     hold_reasons: list[str]
+
+
+def twin_keep_path(journal_path: Path) -> Path:
+    """Where a sim bench's twin keeps its plant for this batch (beside the journal)."""
+    return journal_path.with_name(journal_path.name + ".twin")
 
 
 def summarize(journal_path: Path | str) -> BatchSummary:
@@ -90,9 +94,7 @@ async def run_batch_async(
     on_bench: Callable[[OpenBench, Clock], None] | None = None,
 ) -> ProceduralState:
     """Run one batch to its end on an already-running loop (virtual or real)."""
-    if seed is not None and bench.model.twin is not None:
-        twin = bench.model.twin.model_copy(update={"seed": seed})
-        bench = dataclasses.replace(bench, model=bench.model.model_copy(update={"twin": twin}))
+    bench = with_seed(bench, seed)
     clock = Clock()
     signer = load_site_key(site_key) if site_key is not None else None
     if signer is not None:
@@ -101,7 +103,7 @@ async def run_batch_async(
     for subscriber in subscribers or []:
         journal.subscribe(subscriber)
     try:
-        async with open_bench(bench, clock) as opened:
+        async with open_bench(bench, clock, twin_keep=twin_keep_path(journal_path)) as opened:
             if on_bench is not None:  # e.g. the HIL suite starting a fault scenario on the twin
                 on_bench(opened, clock)
             seeded = None

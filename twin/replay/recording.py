@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twin.bench import LoadedBench, load_bench
+from twin.bench import LoadedBench, load_bench, with_seed
 from twin.errors import JournalError
 from twin.journal import CHECKPOINT, Event, read_events, verify
 from twin.recipe import LoadedRecipe, load_recipe
@@ -67,7 +67,7 @@ class Recording:
         """The recorded bench (its recorded text, wherever the file is now)."""
         recorded = self.header["bench"]
         with _as_file(recorded["path"], recorded["text"]) as path:
-            yield load_bench(path)
+            yield with_seed(load_bench(path), recorded.get("seed"))
 
 
 @contextlib.contextmanager

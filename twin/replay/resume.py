@@ -37,6 +37,7 @@ from twin.journal import Event, Journal
 from twin.replay.interruption import hold_after_interruption
 from twin.replay.recording import Recording, load_recording
 from twin.replay.session import ReplaySession
+from twin.runner import twin_keep_path
 from twin.signing import load_site_key
 
 __all__ = ["ResumeRefused", "resume", "resume_async", "unconfirmed_setpoints"]
@@ -126,7 +127,10 @@ async def resume_async(
             async with contextlib.AsyncExitStack() as stack:
 
                 async def open_equipment() -> None:
-                    opened = await stack.enter_async_context(open_bench(bench, clock))
+                    keep = twin_keep_path(recording.path)
+                    opened = await stack.enter_async_context(
+                        open_bench(bench, clock, twin_keep=keep, twin_restore=True)
+                    )
                     if on_bench is not None:
                         on_bench(opened, clock)
                     for name, device in batch.equipment.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twin.clock import Clock
@@ -18,6 +19,7 @@ from twin.serve.bioreactor_modbus import BioreactorModbusServer
 from twin.serve.bioreactor_rtu import BioreactorRtuServer
 from twin.serve.bronkhorst_mfc import BronkhorstServer
 from twin.serve.electroporator_ascii import ElectroporatorServer
+from twin.serve.keeping import PlantKeeper, restore_plant
 from twin.sim import Inoculum, Plant
 
 __all__ = ["SERVERS", "TwinBench", "TwinDevice"]
@@ -110,22 +112,32 @@ SERVERS: dict[str, TwinDevice] = {
 class TwinBench:
     """The running twin of a bench: its plant and its device servers."""
 
-    def __init__(self, bench: Any, clock: Clock) -> None:
+    def __init__(
+        self, bench: Any, clock: Clock, *, keep: Path | None = None, restore: bool = False
+    ) -> None:
+        """``keep``: file the plant is kept in (see :mod:`twin.serve.keeping`); ``restore``:
+        start from it (a resumed batch) instead of from the bench's inoculum."""
         twin = bench.model.twin
         self.bench = bench
         self.clock = clock
-        self.plant = Plant(
-            seed=twin.seed,
-            inoculum=Inoculum(
-                volume_ml=twin.inoculum.volume_ml,
-                viable_cells_per_ml=twin.inoculum.viable_cells_per_ml,
-                viability_pct=twin.inoculum.viability_pct,
-            ),
-        )
+        if restore and keep is not None and keep.exists():
+            self.plant = restore_plant(keep, twin.seed)
+        else:
+            self.plant = Plant(
+                seed=twin.seed,
+                inoculum=Inoculum(
+                    volume_ml=twin.inoculum.volume_ml,
+                    viable_cells_per_ml=twin.inoculum.viable_cells_per_ml,
+                    viability_pct=twin.inoculum.viability_pct,
+                ),
+            )
+        self.keeper = PlantKeeper(self.plant, keep, clock) if keep is not None else None
         self.servers: dict[str, Any] = {}
         self.endpoints: dict[str, dict[str, Any]] = {}
 
     async def __aenter__(self) -> TwinBench:
+        if self.keeper is not None:
+            self.keeper.start()
         try:
             for name, binding in self.bench.model.equipment.items():
                 if "twin" not in binding.config.values():
@@ -144,3 +156,5 @@ class TwinBench:
         for server in reversed(list(self.servers.values())):
             await server.stop()
         self.servers.clear()
+        if self.keeper is not None:
+            await self.keeper.stop()
