@@ -40,6 +40,7 @@ __all__ = [
     "Journal",
     "VerifyResult",
     "read_events",
+    "require_intact",
     "verify",
 ]
 
@@ -193,12 +194,7 @@ class Journal:
         tampered with. New events link to the recorded head.
         """
         path = Path(path)
-        result = verify(path)
-        if not result.ok:
-            raise JournalError(
-                f"{path} does not verify (event {result.first_bad_seq}: {result.reason}); "
-                "a batch is not continued on a broken journal"
-            )
+        require_intact(path, "a batch is not continued on a broken journal")
         journal = cls.__new__(cls)
         journal._open(path, batch_time, _resolve_signer(signer), checkpoint_every)
         row = journal._db.execute("SELECT seq, hash, kind FROM events ORDER BY seq DESC LIMIT 1")
@@ -297,6 +293,17 @@ def read_events(path: Path | str) -> Iterator[Event]:
         raise JournalError(f"{path}: not a readable journal ({exc})") from None
     finally:
         db.close()
+
+
+def require_intact(path: Path | str, consequence: str) -> VerifyResult:
+    """Verify, or raise JournalError naming the first bad event and what is refused."""
+    result = verify(path)
+    if not result.ok:
+        raise JournalError(
+            f"{path} does not verify (event {result.first_bad_seq}: {result.reason}); "
+            + consequence
+        )
+    return result
 
 
 @dataclass(frozen=True)

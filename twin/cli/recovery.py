@@ -16,6 +16,7 @@ from twin.cli.common import (
     EXIT_REFUSED,
     DebugOpt,
     _fail,
+    _print_problems,
     app,
     err,
     out,
@@ -40,8 +41,7 @@ def replay(
     try:
         result = run_replay(journal, recipe)
     except InvalidInput as exc:
-        for problem in exc.problems:
-            err.print(str(problem), highlight=False, markup=False)
+        _print_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None
@@ -109,8 +109,7 @@ def resume(
                 subscribers=subscribers,
             )
     except InvalidInput as exc:
-        for problem in exc.problems:
-            err.print(str(problem), highlight=False, markup=False)
+        _print_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None

@@ -16,7 +16,7 @@ from typing import Any
 
 from twin.bench import LoadedBench, load_bench, with_seed
 from twin.errors import JournalError
-from twin.journal import CHECKPOINT, Event, read_events, verify
+from twin.journal import CHECKPOINT, Event, read_events, require_intact
 from twin.recipe import LoadedRecipe, load_recipe
 
 __all__ = ["NOT_THE_ENGINES", "Recording", "load_recording"]
@@ -87,12 +87,7 @@ def _as_file(original: str, text: str) -> Iterator[Path]:
 def load_recording(path: Path | str) -> Recording:
     """Read a journal for replay or resume; refuse one that does not verify or never started."""
     path = Path(path)
-    result = verify(path)
-    if not result.ok:
-        raise JournalError(
-            f"{path} does not verify (event {result.first_bad_seq}: {result.reason}); "
-            "a broken record is neither replayed nor resumed"
-        )
+    require_intact(path, "a broken record is neither replayed nor resumed")
     events = list(read_events(path))
     if not events or events[0].kind != "batch_started":
         raise JournalError(f"{path}: no batch_started event; nothing to replay or resume")
