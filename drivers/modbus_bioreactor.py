@@ -212,10 +212,20 @@ class ModbusBioreactor:
             heartbeat=regs[17],
         )
 
-    async def _set_float(self, what: str, address: int, value: float) -> None:
-        """Write a float32 setpoint and read it back: the device's value is the one in force."""
+    async def _set_float(
+        self, what: str, address: int, value: float, limits: tuple[float, float]
+    ) -> None:
+        """Write a float32 setpoint and read it back: the device's value is the one in force.
+
+        The bench's limits are checked here, before the wire: a bench may narrow what the
+        controller itself accepts, and no caller (engine, CLI, kit) may write past them."""
         if not math.isfinite(value):
             raise ValueError(f"{self.name}: {what} must be a finite number, not {value}")
+        lo, hi = limits
+        if not lo <= value <= hi:
+            raise EquipmentError(
+                self.name, f"{what} {value:g} outside the bench's limits {lo:g}..{hi:g}"
+            )
         regs = self._regs(value)
         await self._write(f"writing {what} {value:g}", address, regs)
         back = await self.read_registers("holding", address, 2)
@@ -225,15 +235,22 @@ class ModbusBioreactor:
 
     async def set_temperature(self, celsius: float) -> None:
         """New temperature setpoint for the controller's own loop."""
-        await self._set_float("temperature setpoint (°C)", HR_TEMP_SP, celsius)
+        await self._set_float(
+            "temperature setpoint (°C)", HR_TEMP_SP, celsius, self.limits.temperature_c
+        )
 
     async def set_rocking(self, rpm: float) -> None:
         """Rocking rate: sets mixing and oxygen transfer (kLa)."""
-        await self._set_float("rocking setpoint (rpm)", HR_ROCKING_SP, rpm)
+        await self._set_float("rocking setpoint (rpm)", HR_ROCKING_SP, rpm, self.limits.rocking_rpm)
 
     async def set_perfusion(self, ml_per_day: float) -> None:
         """Fresh-medium perfusion rate (0 stops it)."""
-        await self._set_float("perfusion setpoint (mL/day)", HR_PERFUSION_SP, ml_per_day)
+        await self._set_float(
+            "perfusion setpoint (mL/day)",
+            HR_PERFUSION_SP,
+            ml_per_day,
+            self.limits.perfusion_ml_per_day,
+        )
 
     async def _status(self) -> int:
         (status,) = await self.read_registers("input", IR_PV + 16, 1)

@@ -106,12 +106,6 @@ async def test_an_unreachable_device_fails_every_check_and_raises_naming_it() ->
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drivers/modbus_bioreactor.py writes any setpoint the device takes: it does not "
-    "refuse one outside the bench's own (tighter) limits, as the gas and electroporator drivers "
-    "do; only the engine's interlock stops it. Patch proposed with the conformance kits.",
-)
 async def test_bioreactor_refuses_setpoints_beyond_the_bench_limits(tmp_path: Path) -> None:
     """A bench may narrow a controller's range (a cleanroom allows 30-38.5 °C of the device's
     4-40 °C); a driver must then refuse 39 °C itself, whoever asks."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -65,11 +66,26 @@ async def test_set_and_read_back_each_setpoint(bioreactor: ModbusBioreactor, pla
 async def test_out_of_limit_setpoint_is_refused_by_the_device(
     bioreactor: ModbusBioreactor, plant: Any
 ) -> None:
+    # A bench as wide as the wire allows: what is tested is the controller's own refusal.
+    bioreactor.limits = dataclasses.replace(
+        bioreactor.limits, temperature_c=(0.0, 100.0), rocking_rpm=(0.0, 100.0)
+    )
     with pytest.raises(DeviceRefused, match=r"BR-1: .*temperature.*0x03 ILLEGAL DATA VALUE"):
         await bioreactor.set_temperature(45.0)
     with pytest.raises(DeviceRefused, match="ILLEGAL DATA VALUE"):
         await bioreactor.set_rocking(80.0)
     assert plant.bioreactor.temperature_sp_c != 45.0
+
+
+async def test_setpoint_beyond_the_bench_limits_is_refused_before_the_wire(
+    bioreactor: ModbusBioreactor, plant: Any
+) -> None:
+    """A bench may narrow what the controller accepts (example-lab: 30-38.5 °C)."""
+    bioreactor.limits = dataclasses.replace(bioreactor.limits, temperature_c=(30.0, 38.5))
+    before = plant.bioreactor.temperature_sp_c
+    with pytest.raises(EquipmentError, match=r"BR-1: .*39 outside the bench's limits 30..38.5"):
+        await bioreactor.set_temperature(39.0)
+    assert plant.bioreactor.temperature_sp_c == before
 
 
 async def test_unmapped_address_is_refused(bioreactor: ModbusBioreactor) -> None:

@@ -21,7 +21,9 @@ async def test_rtu_bioreactor_reads_writes_and_refuses() -> None:
     clock, plant = Clock(), Plant(seed=2)
     server = BioreactorRtuServer(plant, clock, unit=7)
     await server.start()
-    br = ModbusBioreactor("BR-1", ModbusRtuBioreactorConfig(port=server.path, unit=7), clock)
+    wide = {"temperature_c": (0.0, 100.0)}  # the controller's own refusal is under test
+    config = ModbusRtuBioreactorConfig(port=server.path, unit=7, limits=wide)
+    br = ModbusBioreactor("BR-1", config, clock)
     try:
         await br.connect()
         assert isinstance(br, Bioreactor)
