@@ -100,7 +100,10 @@ class ModbusLink:
     def _make_client(self) -> Client:
         ep = self.endpoint
         common: dict[str, Any] = {
-            "timeout": 3600.0,  # our own per-attempt timeout governs (on the batch clock)
+            # Our own per-attempt timeout governs (on the batch clock); without one of its
+            # own pymodbus awaits the reply future directly instead of through wait_for
+            # (a second timer and two futures per exchange).
+            "timeout": None,
             "retries": 0,
             "reconnect_delay": 0,  # no background reconnect task: we reopen on demand
             "name": self.where,

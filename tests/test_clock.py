@@ -82,6 +82,40 @@ async def test_pty_replies_are_never_overtaken_by_a_timeout() -> None:
         os.close(master)
 
 
+async def test_io_is_seen_while_callbacks_keep_the_loop_busy() -> None:
+    """The loop skips its poll while callbacks are ready, but never for long: a task that
+    spins on sleep(0) (never letting the loop idle) still sees pty bytes arrive."""
+    loop = asyncio.get_running_loop()
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    seen = asyncio.Event()
+    loop.add_reader(master, lambda: (os.read(master, 64), seen.set()))
+    clock = Clock()
+    try:
+        os.write(slave, b"x")
+        spins = 0
+        while not seen.is_set():
+            await asyncio.sleep(0)
+            spins += 1
+            assert spins < 1000, "the spinning task starved the loop's I/O"
+        assert clock.now() == 0.0  # and no time passed: time moves only when the loop idles
+    finally:
+        loop.remove_reader(master)
+        os.close(master)
+        os.close(slave)
+
+
+async def test_clock_call_later_fires_in_batch_time() -> None:
+    clock = Clock()
+    fired: list[float] = []
+    clock.call_later(0.25, lambda: fired.append(clock.now()))
+    cancelled = clock.call_later(0.1, lambda: fired.append(-1.0))
+    cancelled.cancel()
+    await clock.sleep(1.0)
+    assert fired == [0.25]
+
+
 async def test_silent_peer_times_out_at_the_right_batch_time() -> None:
     loop = asyncio.get_running_loop()
     rsock, wsock = __import__("socket").socketpair()

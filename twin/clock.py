@@ -11,7 +11,10 @@ pty once. Loopback TCP delivers within the sending call. A pty hands
 bytes to the other side through a kernel work queue; ``poll()`` on a tty flushes
 that queue before it answers (n_tty_poll), while ``epoll`` does not, so this loop
 polls with ``poll()``: bytes written to a pty are seen by the very next poll, and
-a reply is never overtaken by a timeout. Threads are not seen by the loop:
+a reply is never overtaken by a timeout. While callbacks are ready the loop does
+not poll (time cannot move until they have run, and a poll per iteration is a
+system call per iteration): it polls when they are done, before it would wait or
+jump, and at least every 16 iterations. Threads are not seen by the loop:
 nothing that runs under it may hand work to a thread and wait for it.
 
 Why our own and not ``looptime``: looptime is a pytest plugin that patches
@@ -63,12 +66,18 @@ def wall_now() -> datetime:
     return datetime.now(UTC)
 
 
+_MAX_POLL_SKIPS = 16
+"""Iterations with ready callbacks in a row that may skip polling: a task that spins on
+``sleep(0)`` waiting for I/O still sees it (the loop polls at least this often)."""
+
+
 class _JumpingSelector(selectors.BaseSelector):
     """Wraps the real selector: never blocks while a timer is pending; jumps instead."""
 
     def __init__(self, real: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
         self._real = real
         self._loop = loop
+        self._skipped = 0  # iterations in a row that ran ready callbacks without polling
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
@@ -91,6 +100,12 @@ class _JumpingSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if self._loop._live_from is not None:
             return self._real.select(timeout)
+        if timeout == 0 and self._skipped < _MAX_POLL_SKIPS:
+            # Callbacks are ready and time cannot move until they have run, so polling now
+            # only costs a system call: I/O is taken when the loop would otherwise wait.
+            self._skipped += 1
+            return []
+        self._skipped = 0
         events = self._real.select(0)
         if events or timeout == 0:
             return events

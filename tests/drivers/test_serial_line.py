@@ -122,3 +122,38 @@ async def test_no_fds_left_behind() -> None:
         ln.release()
         await endpoint.close()
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+async def test_reply_in_pieces_is_one_reply(
+    device: tuple[Scripted, PtyEndpoint], line: SerialLine
+) -> None:
+    """The reader completes an exchange only when its whole reply is in."""
+    script, endpoint = device
+    script.replies[b"two"] = b"first part"  # no terminator: the reply is not complete yet
+    clock = Clock()
+
+    async def finish() -> None:
+        await clock.sleep(0.05)
+        endpoint._write(b" and the rest\r")  # the device sends the end of its frame
+
+    finisher = asyncio.create_task(finish())
+    reply = await line.transact(b"two\r", device="dev", timeout=0.5)
+    await finisher
+    assert reply == b"first part and the rest\r"
+
+
+async def test_port_closed_while_waiting_is_a_communication_error(
+    device: tuple[Scripted, PtyEndpoint], line: SerialLine
+) -> None:
+    script, _ = device
+    script.replies[b"mute"] = None
+    clock = Clock()
+
+    async def pull_the_plug() -> None:
+        await clock.sleep(0.1)
+        line.close()
+
+    plug = asyncio.create_task(pull_the_plug())
+    with pytest.raises(CommunicationError, match="closed"):
+        await line.transact(b"mute\r", device="dev", timeout=0.5)
+    await plug

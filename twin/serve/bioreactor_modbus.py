@@ -89,6 +89,16 @@ class BioreactorStatus(IntFlag):
 
 
 _BUSY_CHECKED = (BioreactorCommand.SAMPLE, BioreactorCommand.HARVEST)
+_HEATER_ON = int(BioreactorStatus.HEATER_ON)
+_AT_SETPOINT = int(BioreactorStatus.AT_SETPOINT)
+_PUMP_RUNNING = int(BioreactorStatus.PUMP_RUNNING)
+_SAMPLING = int(BioreactorStatus.SAMPLING)
+_ALARM = int(BioreactorStatus.ALARM)
+_ALARM_TEMPERATURE = int(BioreactorStatus.ALARM_TEMPERATURE)
+_ALARM_DO_LOW = int(BioreactorStatus.ALARM_DO_LOW)
+_ALARM_OVERFILL = int(BioreactorStatus.ALARM_OVERFILL)
+_ALARM_HEATER = int(BioreactorStatus.ALARM_HEATER)
+_ANY_ALARM = _ALARM_TEMPERATURE | _ALARM_DO_LOW | _ALARM_OVERFILL | _ALARM_HEATER
 
 
 class _BioreactorModel(Protocol):
@@ -246,7 +256,7 @@ class BioreactorModbusServer:
         now = self.clock.now()
         self._service(now)
         if table == DISCRETE:
-            word = int(self._status())
+            word = self._status_word()
             return [bool(word >> i & 1) for i in range(address, address + count)]
         image = self._holding_image() if table == HOLDING else self._input_block(block, now)
         return [image[a] for a in range(address, address + count)]
@@ -293,33 +303,35 @@ class BioreactorModbusServer:
             run.delivered_ml = target
 
     def _status(self, pv: Any = None) -> BioreactorStatus:
+        """The status word now (``pv``: the reading it describes, taken if not given)."""
+        return BioreactorStatus(self._status_word(pv))
+
+    def _status_word(self, pv: Any = None) -> int:
+        # Plain int arithmetic on the flag values: IntFlag's operators cost a few µs each and
+        # the word is rendered on every poll.
         pv = pv if pv is not None else self.plant.bioreactor.observe()
         sp = self.plant.bioreactor.temperature_sp_c
-        s = self._latched
-        if pv.temperature_c < sp - 0.1:
-            s |= BioreactorStatus.HEATER_ON
-        if abs(pv.temperature_c - sp) <= 0.5:
-            s |= BioreactorStatus.AT_SETPOINT
+        s = int(self._latched)
+        temperature = pv.temperature_c
+        if temperature < sp - 0.1:
+            s |= _HEATER_ON
+        if abs(temperature - sp) <= 0.5:
+            s |= _AT_SETPOINT
         if self._pump is not None:
-            s |= BioreactorStatus.PUMP_RUNNING
+            s |= _PUMP_RUNNING
         if self._sample_due is not None:
-            s |= BioreactorStatus.SAMPLING
+            s |= _SAMPLING
         t_lo, t_hi = self.limits.temperature_c
-        if not t_lo <= pv.temperature_c <= t_hi:
-            s |= BioreactorStatus.ALARM_TEMPERATURE
+        if not t_lo <= temperature <= t_hi:
+            s |= _ALARM_TEMPERATURE
         if pv.do_pct < 10.0:
-            s |= BioreactorStatus.ALARM_DO_LOW
+            s |= _ALARM_DO_LOW
         if pv.volume_ml > self.limits.working_volume_ml[1]:
-            s |= BioreactorStatus.ALARM_OVERFILL
+            s |= _ALARM_OVERFILL
         if getattr(pv, "heater_fault", False):
-            s |= BioreactorStatus.ALARM_HEATER
-        if s & (
-            BioreactorStatus.ALARM_TEMPERATURE
-            | BioreactorStatus.ALARM_DO_LOW
-            | BioreactorStatus.ALARM_OVERFILL
-            | BioreactorStatus.ALARM_HEATER
-        ):
-            s |= BioreactorStatus.ALARM
+            s |= _ALARM_HEATER
+        if s & _ANY_ALARM:
+            s |= _ALARM
         return s
 
     def _input_block(self, start: int, now: float) -> dict[int, int]:
@@ -362,7 +374,7 @@ class BioreactorModbusServer:
         ]
         regs: list[int] = [r for x in floats for r in encode_float32(x, self.word_order)]
         remaining = 0 if self._pump is None else math.ceil(self._pump.t_end - now)
-        regs += [int(self._status(pv)), int(now) & 0xFFFF, _u16(remaining)]
+        regs += [self._status_word(pv), int(now) & 0xFFFF, _u16(remaining)]
         return dict(enumerate(regs, IR_PV_FLOATS))
 
     def _holding_image(self) -> dict[int, int]:

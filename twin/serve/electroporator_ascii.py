@@ -119,7 +119,7 @@ class ElectroporatorServer:
         if hasattr(self._model, "armed"):
             self._model.armed = False
 
-    async def _handle(self, line: bytes) -> bytes | None:
+    def _handle(self, line: bytes) -> bytes | None:
         self._plant.advance_to(self._clock.now())
         try:
             reply = self._dispatch(line)

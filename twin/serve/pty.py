@@ -13,6 +13,14 @@ time at the configured baud and framing (plus any ``link.delay_s``). The device
 answers with its values as of the moment the request arrived. The endpoint
 also applies its :class:`LinkFaults` (``link``): a silent device reads and
 ignores requests, a corrupting one garbles every Nth reply.
+
+Why no worker task: an exchange is the unit of work of the whole twin (about
+87,000 of them in a 10-day batch), so it takes as few loop iterations as it can.
+A handler that answers at once (a plain function) is called from the reader
+callback, and the reply is written by one timer at the end of its wire time;
+a queue and a task sleeping per exchange cost two extra loop iterations and a
+future each. A handler that must wait (a coroutine, e.g. a scripted test device)
+still works: it runs as a task, and the line stays busy until it answers.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import logging
 import os
 import termios
 import tty
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from twin.clock import Clock
@@ -32,8 +41,11 @@ from twin.serve.wire import bits_per_char, char_time_s
 
 __all__ = ["LineHandler", "PtyEndpoint"]
 
-LineHandler = Callable[[bytes], Awaitable[bytes | None]]
-"""Gets one received line (terminator stripped); returns the reply bytes, or None to stay silent."""
+LineHandler = Callable[[bytes], bytes | Awaitable[bytes | None] | None]
+"""Gets one received line (terminator stripped); returns the reply bytes, or None to stay silent.
+
+A plain function answers within the reader callback (the fast path); a coroutine
+function is awaited in a task (for devices that must wait before they answer)."""
 
 _log = logging.getLogger(__name__)
 
@@ -67,15 +79,18 @@ class PtyEndpoint:
         self.framing = framing
         self.char_s = char_time_s(baud, bits_per_char(framing))
         self.link = link if link is not None else LinkFaults()
-        self._sleep = clock.sleep if clock is not None else asyncio.sleep
+        self._clock = clock
         self.wire_s_total = 0.0  # batch seconds this line has been busy (for benchmarks)
         self._master: int | None = None
         self._slave: int | None = None
         self._path = ""
         self._inbuf = bytearray()
         self._outbuf = bytearray()
-        self._lines: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._lines: deque[tuple[bytes, int]] = deque()
+        # The exchange on the line: a reply on its wire time (a timer) or a handler still
+        # working (a task). While either is set, arriving lines wait their turn.
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending: asyncio.Task[bytes | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
 
@@ -108,15 +123,18 @@ class PtyEndpoint:
         self._master, self._slave, self._path = master, slave, path
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(master, self._on_readable)
-        self._worker = asyncio.create_task(self._serve(), name=f"{self.name}-pty")
 
     async def close(self) -> None:
         """Stop answering, close both fds; the path disappears."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # or its own failure
+                await pending
+        self._lines.clear()
         if self._master is not None and self._loop is not None:
             self._loop.remove_reader(self._master)
             if self._writing:
@@ -138,42 +156,79 @@ class PtyEndpoint:
             if exc.errno != errno.EIO:
                 raise
             return
-        self._inbuf += data
+        inbuf = self._inbuf
+        inbuf += data
         while True:
-            cr = self._inbuf.find(b"\r")
+            cr = inbuf.find(b"\r")
             if cr < 0:
                 break
-            line = bytes(self._inbuf[:cr]).strip(b"\n")
-            del self._inbuf[: cr + 1]
+            line = bytes(inbuf[:cr]).strip(b"\n")
+            del inbuf[: cr + 1]
             if line:
-                self._lines.put_nowait((line, cr + 1))
-        if len(self._inbuf) > _MAX_LINE:
-            self._inbuf.clear()
+                self._lines.append((line, cr + 1))
+        if len(inbuf) > _MAX_LINE:
+            inbuf.clear()
+        self._answer_next()
 
-    async def _serve(self) -> None:
-        # One worker: commands are answered strictly in the order they arrived.
-        # The wire time is one sleep per exchange (request + reply), not two: the
-        # device samples its values as the request starts to arrive, ms early.
-        while True:
-            line, n_in = await self._lines.get()
-            link = self.link
-            if link.silent:  # dead device or cut cable: the request goes nowhere
+    def _answer_next(self) -> None:
+        """Answer waiting lines strictly in arrival order, one exchange on the line at a time.
+
+        The wire time is charged once per exchange (request + reply), not twice: the
+        device samples its values as the request starts to arrive, ms early.
+        """
+        while self._lines and self._timer is None and self._pending is None:
+            line, n_in = self._lines.popleft()
+            if self.link.silent:  # dead device or cut cable: the request goes nowhere
                 self.wire_s_total += n_in * self.char_s
                 continue
             try:
-                reply = await self._handler(line)
+                reply = self._handler(line)
             except Exception:  # a model bug must not kill the port: log it, stay silent
                 _log.exception("%s: handler failed on %r", self.name, line)
                 continue
-            if not reply:
-                continue
-            if link.corrupt_next():
-                reply = garble_ascii(reply)
-            wire = (n_in + len(reply)) * self.char_s
-            self.wire_s_total += wire
-            await self._sleep(wire + max(0.0, link.delay_s))
-            if self._master is not None:
-                self._write(reply)
+            if reply is not None and not isinstance(reply, bytes | bytearray):  # awaitable
+                assert self._loop is not None
+                task = self._loop.create_task(_awaited(reply), name=f"{self.name}-pty")
+                self._pending = task
+                task.add_done_callback(lambda t, n=n_in, ln=line: self._answered(t, n, ln))
+                return
+            self._send_after_wire(reply, n_in)
+
+    def _answered(self, task: asyncio.Task[bytes | None], n_in: int, line: bytes) -> None:
+        """A waiting handler finished: send its reply (or stay silent), then go on."""
+        if self._pending is not task:
+            return  # closed meanwhile
+        self._pending = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            _log.error("%s: handler failed on %r", self.name, line, exc_info=exc)
+        else:
+            self._send_after_wire(task.result(), n_in)
+        self._answer_next()
+
+    def _send_after_wire(self, reply: bytes | None, n_in: int) -> None:
+        """Hold the reply for the exchange's wire time (plus any delay), then write it."""
+        if not reply:
+            return
+        link = self.link
+        if link.corrupt_next():
+            reply = garble_ascii(reply)
+        wire = (n_in + len(reply)) * self.char_s
+        self.wire_s_total += wire
+        delay = wire + max(0.0, link.delay_s)
+        if self._clock is not None:
+            self._timer = self._clock.call_later(delay, self._deliver, reply)
+        else:
+            assert self._loop is not None
+            self._timer = self._loop.call_later(max(0.0, delay), self._deliver, reply)
+
+    def _deliver(self, reply: bytes) -> None:
+        self._timer = None
+        if self._master is not None:
+            self._write(reply)
+            self._answer_next()
 
     def _write(self, data: bytes) -> None:
         assert self._master is not None and self._loop is not None
@@ -194,3 +249,7 @@ class PtyEndpoint:
         elif not self._outbuf and self._writing:
             self._loop.remove_writer(self._master)
             self._writing = False
+
+
+async def _awaited(reply: Awaitable[bytes | None]) -> bytes | None:
+    return await reply

@@ -17,6 +17,8 @@ from twin.sim.params import GasParams, MfcSpec
 
 __all__ = ["GasDispenserModel", "MassFlowController", "MfcReading"]
 
+_GASES = tuple(Gas)  # iterating the enum class itself is slow, and the outlet is built every step
+
 
 @dataclass(frozen=True)
 class MfcReading:
@@ -52,8 +54,13 @@ class MassFlowController:
         if dt_s <= 0.0:
             return
         p = self.params
-        top = p.over_range * self.full_scale_sccm
-        target = min(top, max(0.0, self.setpoint_sccm)) if self.supply_available else 0.0
+        if self.supply_available:  # min(top, max(0.0, setpoint)), as conditionals (hot path)
+            top = p.over_range * self.full_scale_sccm
+            target = self.setpoint_sccm
+            target = target if target > 0.0 else 0.0
+            target = target if target < top else top
+        else:
+            target = 0.0
         self.flow_sccm = target + (self.flow_sccm - target) * math.exp(-dt_s / p.tau_s)
         band = p.zero_band_fs * self.full_scale_sccm
         if self.setpoint_sccm > band and self.flow_sccm < band:
@@ -110,7 +117,7 @@ class GasDispenserModel:
 
     def outlet_sccm(self) -> dict[Gas, float]:
         """True mass flow per gas leaving the dispenser (sums controllers on the same gas)."""
-        out = {gas: 0.0 for gas in Gas}
+        out = dict.fromkeys(_GASES, 0.0)
         for mfc in self.mfcs.values():
             out[mfc.gas] += mfc.flow_sccm
         return out

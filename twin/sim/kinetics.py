@@ -38,7 +38,9 @@ def growth_rate(
     r = lactate_mm / p.lactate_ki_mm
     f_l = 1.0 / (1.0 + r * r)
     do_pct = 100.0 * do_um / p.do_sat_air_um
-    hyper = min(1.0, max(0.0, (do_pct - 30.0) / 70.0))
+    hyper = (do_pct - 30.0) / 70.0  # min(1.0, max(0.0, ...)) as conditionals (every step)
+    hyper = hyper if hyper > 0.0 else 0.0
+    hyper = hyper if hyper < 1.0 else 1.0
     f_do = do_um / (p.do_ks_um + do_um) * (1.0 - p.hyperoxia_penalty * hyper)
     lo, hi = p.ph_optimum
     if ph < lo:
@@ -55,7 +57,9 @@ def death_rate(glucose_mm: float, lactate_mm: float, ph: float, p: BioreactorPar
     """Specific death rate (1/h): a baseline plus starvation, acid and lactate terms."""
     ks2 = p.starvation_ks_mm * p.starvation_ks_mm
     starve = p.kd_starvation_per_h * ks2 / (ks2 + glucose_mm * glucose_mm)
-    z = min(50.0, (ph - p.acid_ph50) / p.acid_ph_width)
+    z = (ph - p.acid_ph50) / p.acid_ph_width
+    z = z if z < 50.0 else 50.0  # min(50.0, z), as a conditional (every step)
     acid = p.kd_acid_per_h / (1.0 + math.exp(z))
-    lac = p.kd_lactate_per_h_mm * max(0.0, lactate_mm - p.lactate_toxic_mm)
+    excess = lactate_mm - p.lactate_toxic_mm
+    lac = p.kd_lactate_per_h_mm * (excess if excess > 0.0 else 0.0)
     return p.kd_base_per_h + starve + acid + lac

@@ -48,9 +48,10 @@ class Plant:
         h = self._step
         gas, bag = self.gas, self.bioreactor
         now = self.t
+        floor = math.floor
         while now < t:
-            grid_next = (math.floor(now / h + 1e-9) + 1.0) * h
-            nxt = min(grid_next, t)
+            grid_next = (floor(now / h + 1e-9) + 1.0) * h
+            nxt = grid_next if grid_next < t else t  # min(grid_next, t)
             dt = nxt - now
             gas.advance(dt)
             bag.set_inlet(gas.outlet_sccm())
