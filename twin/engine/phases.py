@@ -208,7 +208,7 @@ class Culture(PhaseLogic):
             full = gd.limits.full_scale_sccm
             o2_max = min(full.get(Gas.O2, 0.0), gd.limits.o2_cap_sccm)
             self.cascade = DOCascade.default(o2_max, full.get(Gas.N2, 0.0))
-        last_split = None
+        written: dict[Gas, float] = {}
         while self.elapsed_s < duration:
             await ctx.safe_point()
             started = ctx.clock.now()
@@ -216,22 +216,18 @@ class Culture(PhaseLogic):
             await ctx.read(pr.gas_dispenser, "pv", gd.read)
             if self.cascade is not None and pr.do_setpoint_pct is not None:
                 split = self.cascade.update(pr.do_setpoint_pct, pv.do_pct, pr.poll_s)
-                if last_split is None or split.differs(last_split, FLOW_DEADBAND_SCCM):
-                    await ctx.write(
-                        pr.gas_dispenser,
-                        "o2_flow_sp",
-                        split.o2_sccm,
-                        lambda s=split: gd.set_flow(Gas.O2, s.o2_sccm),
-                        unit="sccm",
-                    )
-                    await ctx.write(
-                        pr.gas_dispenser,
-                        "n2_flow_sp",
-                        split.n2_sccm,
-                        lambda s=split: gd.set_flow(Gas.N2, s.n2_sccm),
-                        unit="sccm",
-                    )
-                    last_split = split
+                # Per line: a controller is not rewritten with the flow it already holds.
+                for gas, sccm in ((Gas.O2, split.o2_sccm), (Gas.N2, split.n2_sccm)):
+                    held = written.get(gas)
+                    if held is None or abs(sccm - held) >= FLOW_DEADBAND_SCCM:
+                        await ctx.write(
+                            pr.gas_dispenser,
+                            f"{gas.name.lower()}_flow_sp",
+                            sccm,
+                            lambda g=gas, f=sccm: gd.set_flow(g, f),
+                            unit="sccm",
+                        )
+                        written[gas] = sccm
             if pr.ph_setpoint is not None:
                 await self._control_ph(ctx, pv.ph, gd)
             if (
