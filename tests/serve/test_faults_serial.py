@@ -126,3 +126,26 @@ async def test_garbled_electroporator_reply_is_a_communication_error(
         await ep.status()
     ep_server.link.clear()
     assert not (await ep.status()).armed
+
+
+async def test_one_silent_unit_leaves_the_others_on_the_line_answering(
+    gas: AlicatGasDispenser, gas_server: AlicatServer, clock: Clock
+) -> None:
+    """RS-485 multi-drop: a dead O2 controller (unit B) does not silence air (unit A)."""
+    gas_server.unit_link("B").silent = True
+    assert (await gas.poll(Gas.AIR)).gas == "Air"
+    with pytest.raises(CommunicationError, match=r"no reply within 0\.5 s"):
+        await gas.poll(Gas.O2)
+    gas_server.unit_link("B").clear()
+    assert (await gas.poll(Gas.O2)).gas == "O2"
+
+
+async def test_one_garbling_unit_is_refused_while_the_others_parse(
+    gas: AlicatGasDispenser, gas_server: AlicatServer
+) -> None:
+    gas_server.unit_link("C").corrupt_every = 1
+    with pytest.raises(CommunicationError, match=r"garbled|no data frame"):
+        await gas.poll(Gas.N2)
+    assert (await gas.poll(Gas.CO2)).gas == "CO2"
+    with pytest.raises(KeyError, match="no unit Q on this line"):
+        gas_server.unit_link("Q")

@@ -68,11 +68,13 @@ def test_devices_are_checked_against_the_bench(tmp_path: Path) -> None:
         "scenario: s\nfaults:\n"
         "  - {at: 0, device: bioreactor, fault: supply_out, unit: B}\n"
         "  - {at: 0, device: pump, fault: silent}\n"
+        "  - {at: 0, device: bioreactor, fault: silent, unit: A}\n"
     )
     with pytest.raises(InvalidInput) as err:
         load_scenario(path).check_devices(SIM_DEVICES)
-    assert [p.line for p in err.value.problems] == [3, 4]
+    assert [p.line for p in err.value.problems] == [3, 4, 5]
     assert "needs a gas_dispenser" in str(err.value) and "no device 'pump'" in str(err.value)
+    assert "'unit' names one controller of a gas dispenser's shared line" in str(err.value)
 
 
 @pytest.fixture
@@ -97,6 +99,7 @@ async def test_scenario_strikes_on_the_clock_and_drivers_see_only_the_wire(
         "  - {at: 1h, device: bioreactor, fault: heater_failure, until: 3h}\n"
         "  - {at: 90m, device: gas, fault: supply_out, unit: B, until: 2h}\n"
         "  - {at: 4h, device: bioreactor, fault: silent, until: 4h 5m}\n"
+        "  - {at: 5h, device: gas, fault: silent, unit: B, until: 5h 5m}\n"
     )
     loaded = load_scenario(path)
     loaded.check_devices({"bioreactor": "bioreactor", "gas": "gas_dispenser"})
@@ -132,6 +135,12 @@ async def test_scenario_strikes_on_the_clock_and_drivers_see_only_the_wire(
         pv = await br.read()
         assert not pv.status & BioreactorStatus.ALARM_HEATER
         assert pv.temperature_c == pytest.approx(37.0, abs=0.5)  # heater back since 3 h
+        await clock.sleep_until(5 * 3600 + 60)  # the O2 controller alone is silent
+        with pytest.raises(CommunicationError):
+            await gas.poll(Gas.O2)
+        assert (await gas.poll(Gas.AIR)).gas == "Air"
+        await clock.sleep_until(5 * 3600 + 6 * 60)
+        assert (await gas.poll(Gas.O2)).gas == "O2"
     finally:
         await scheduler.stop()
         await br.close()
@@ -143,4 +152,6 @@ async def test_scenario_strikes_on_the_clock_and_drivers_see_only_the_wire(
         (10800.0, "bioreactor", "heater_failure", "end"),
         (14400.0, "bioreactor", "silent", "start"),
         (14700.0, "bioreactor", "silent", "end"),
+        (18000.0, "gas", "silent", "start"),
+        (18300.0, "gas", "silent", "end"),
     ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from twin.clock import Clock
 from twin.equipment import Gas
-from twin.serve.faults import LinkFaults
+from twin.serve.faults import LinkFaults, garble_ascii
 from twin.serve.pty import PtyEndpoint
 
 __all__ = ["GAS_NAMES", "AlicatServer"]
@@ -43,6 +43,14 @@ class AlicatServer:
         # holds, the model sees setpoint 0 and the frame shows the commanded setpoint.
         self._held: set[str] = set()
         self._commanded: dict[str, float] = {}
+        # Faults of one controller on the multi-drop line: the others still answer.
+        self._unit_faults: dict[str, LinkFaults] = {}
+
+    def unit_link(self, uid: str) -> LinkFaults:
+        """The link faults of one unit id (silent or garbling alone on the shared line)."""
+        if uid not in self._plant.gas.mfcs:
+            raise KeyError(f"no unit {uid} on this line; units: {', '.join(self._plant.gas.mfcs)}")
+        return self._unit_faults.setdefault(uid, LinkFaults())
 
     @property
     def path(self) -> str:
@@ -68,8 +76,16 @@ class AlicatServer:
         mfcs = self._plant.gas.mfcs
         if uid not in mfcs:
             return None  # multi-drop: nobody owns this id, nobody answers
+        unit = self._unit_faults.get(uid)
+        if unit is not None and not unit.healthy:
+            if unit.silent:
+                return None
+            reply = self._answer(uid, mfcs[uid], command)
+            return garble_ascii(reply) if unit.corrupt_next() else reply
+        return self._answer(uid, mfcs[uid], command)
+
+    def _answer(self, uid: str, mfc: Any, command: str) -> bytes:
         self._plant.advance_to(self._clock.now())
-        mfc = mfcs[uid]
         upper = command.upper()
         if upper == "":
             return self._frame(uid, mfc)

@@ -81,9 +81,10 @@ class _Entry(BaseModel):
 
 
 class Silent(_Entry):
-    """The device stops answering."""
+    """The device stops answering (``unit``: only that controller of a multi-drop line)."""
 
     fault: Literal["silent"]
+    unit: str | None = Field(None, pattern=r"^[A-Z]$")
 
 
 class Late(_Entry):
@@ -99,6 +100,7 @@ class Corrupt(_Entry):
     fault: Literal["corrupt"]
     every: int = Field(1, ge=1)
     mode: Literal["garble", "short", "tid"] = "garble"
+    unit: str | None = Field(None, pattern=r"^[A-Z]$")
 
 
 class SensorStuck(_Entry):
@@ -219,6 +221,12 @@ class LoadedScenario:
             elif need is not None and kind != need:
                 message = f"fault '{entry.fault}' needs a {need}, '{entry.device}' is a {kind}"
                 problems.append(self.source.problem(["faults", i, "fault"], message))
+            elif getattr(entry, "unit", None) and kind != "gas_dispenser":
+                message = (
+                    f"'unit' names one controller of a gas dispenser's shared line; "
+                    f"'{entry.device}' is a {kind}"
+                )
+                problems.append(self.source.problem(["faults", i, "unit"], message))
         if problems:
             raise InvalidInput(problems)
 

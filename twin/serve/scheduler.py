@@ -32,7 +32,12 @@ class ScheduledEvent:
     edge: str  # "start" | "end"
 
 
-def _link(server: Any) -> LinkFaults:
+def _link(server: Any, entry: FaultEntry | None = None) -> LinkFaults:
+    unit = getattr(entry, "unit", None)
+    if unit is not None and entry is not None and entry.fault in ("silent", "corrupt"):
+        if not hasattr(server, "unit_link"):
+            raise TypeError(f"{type(server).__name__} has no units on a shared line")
+        return server.unit_link(unit)  # type: ignore[no-any-return]
     link = getattr(server, "link", None)
     if not isinstance(link, LinkFaults):
         raise TypeError(f"{type(server).__name__} has no LinkFaults to inject into")
@@ -45,11 +50,11 @@ def apply_fault(entry: FaultEntry, plant: Any, server: Any, now: float) -> None:
     bag = plant.bioreactor
     match entry.fault:
         case "silent":
-            _link(server).silent = True
+            _link(server, entry).silent = True
         case "late":
             _link(server).delay_s = entry.delay_s  # type: ignore[union-attr]
         case "corrupt":
-            link = _link(server)
+            link = _link(server, entry)
             link.corrupt_every, link.corrupt_mode = entry.every, entry.mode  # type: ignore[union-attr]
         case "sensor_stuck":
             fault = SensorFault("stuck", t0=bag.t, value=entry.value)  # type: ignore[union-attr]
@@ -71,11 +76,11 @@ def clear_fault(entry: FaultEntry, plant: Any, server: Any, now: float) -> None:
     bag = plant.bioreactor
     match entry.fault:
         case "silent":
-            _link(server).silent = False
+            _link(server, entry).silent = False
         case "late":
             _link(server).delay_s = 0.0
         case "corrupt":
-            _link(server).corrupt_every = 0
+            _link(server, entry).corrupt_every = 0
         case "sensor_stuck" | "sensor_drift":
             bag.set_sensor_fault(entry.sensor, None)  # type: ignore[union-attr]
         case "heater_failure":
