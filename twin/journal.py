@@ -80,8 +80,12 @@ class Event:
     hash: str
 
 
+#: The one canonical JSON form (sorted keys, no spaces, no NaN): built once, not per event.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 def event_hash(
