@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from twin.clock import Clock
@@ -21,7 +20,7 @@ from twin.serve import bioreactor_modbus as tcp
 from twin.serve.bioreactor_modbus import BioreactorModbusServer
 from twin.serve.faults import LinkFaults
 from twin.serve.modbus_server import TABLE_OF_FUNCTION
-from twin.serve.rtu_bus import RtuCable, silent_other_units
+from twin.serve.rtu_bus import RtuBus
 
 __all__ = ["BioreactorRtuServer"]
 
@@ -45,15 +44,14 @@ class BioreactorRtuServer(BioreactorModbusServer):
         self.baud, self.parity, self.stopbits = baud, parity, stopbits
         if not hasattr(self, "link"):  # the TCP server grows its own LinkFaults soon
             self.link = LinkFaults()
-        self._cable: RtuCable | None = None
-        self._rtu: ModbusSerialServer | None = None
+        self._bus = RtuBus(clock, self.link, baud=baud, parity=parity, stopbits=stopbits)
 
     @property
     def path(self) -> str:
         """The serial port a driver opens."""
-        if self._cable is None:
+        if self._bus.driver_path is None:
             raise RuntimeError("bioreactor RTU server not started")
-        return self._cable.driver_path
+        return self._bus.driver_path
 
     def _sim_device(self) -> SimDevice:
         """pymodbus's SimDevice over the controller's own ``read``/``write`` (RegisterDevice)."""
@@ -101,31 +99,8 @@ class BioreactorRtuServer(BioreactorModbusServer):
 
     async def start(self) -> None:
         """Open the bus and answer requests for our unit id."""
-        cable = RtuCable(
-            self.clock, self.link, baud=self.baud, parity=self.parity, stopbits=self.stopbits
-        )
-        cable.start()
-        server = ModbusSerialServer(
-            [self._sim_device(), silent_other_units()],
-            port=cable.device_path,
-            baudrate=self.baud,
-            parity=self.parity,
-            stopbits=self.stopbits,
-            ignore_missing_devices=True,
-            reconnect_delay=0,
-        )
-        try:
-            await server.serve_forever(background=True)
-        except BaseException:
-            cable.close()
-            raise
-        self._cable, self._rtu = cable, server
+        await self._bus.start([self._sim_device()])
 
     async def stop(self) -> None:
         """Stop answering and remove the port."""
-        server, self._rtu = self._rtu, None
-        if server is not None:
-            await server.shutdown()
-        cable, self._cable = self._cable, None
-        if cable is not None:
-            cable.close()
+        await self._bus.stop()

@@ -18,12 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from twin.clock import Clock
 from twin.serve.faults import LinkFaults
-from twin.serve.rtu_bus import RtuCable, silent_other_units
+from twin.serve.rtu_bus import RtuBus
 
 __all__ = ["BRONKHORST_TAU_S", "DEFAULT_UNITS", "FULL_SCALE_COUNTS", "BronkhorstServer"]
 
@@ -78,8 +77,7 @@ class BronkhorstServer:
             raise ValueError(f"the plant has no MFC {', '.join(sorted(missing))}")
         self.baud, self.parity, self.stopbits = baud, parity, stopbits
         self.link = LinkFaults()
-        self._cable: RtuCable | None = None
-        self._server: ModbusSerialServer | None = None
+        self._bus = RtuBus(clock, self.link, baud=baud, parity=parity, stopbits=stopbits)
         for uid in self.units:  # a thermal instrument: slower than the laminar-dP default
             mfc = plant.gas.mfcs[uid]
             mfc.params = dataclasses.replace(mfc.params, tau_s=BRONKHORST_TAU_S)
@@ -87,9 +85,9 @@ class BronkhorstServer:
     @property
     def path(self) -> str:
         """The serial port a driver opens (the whole bus)."""
-        if self._cable is None:
+        if self._bus.driver_path is None:
             raise RuntimeError("Bronkhorst bus not started")
-        return self._cable.driver_path
+        return self._bus.driver_path
 
     def _device(self, uid: str, unit: int) -> SimDevice:
         regs = DataType.REGISTERS
@@ -112,36 +110,11 @@ class BronkhorstServer:
 
     async def start(self) -> None:
         """Open the bus: every unit answers its own id, an unknown id gets silence."""
-        cable = RtuCable(
-            self.clock, self.link, baud=self.baud, parity=self.parity, stopbits=self.stopbits
-        )
-        cable.start()
-        devices = [self._device(uid, unit) for uid, unit in self.units.items()]
-        devices.append(silent_other_units())
-        server = ModbusSerialServer(
-            devices,
-            port=cable.device_path,
-            baudrate=self.baud,
-            parity=self.parity,
-            stopbits=self.stopbits,
-            ignore_missing_devices=True,
-            reconnect_delay=0,
-        )
-        try:
-            await server.serve_forever(background=True)
-        except BaseException:
-            cable.close()
-            raise
-        self._cable, self._server = cable, server
+        await self._bus.start([self._device(uid, unit) for uid, unit in self.units.items()])
 
     async def stop(self) -> None:
         """Stop answering; the port disappears."""
-        server, self._server = self._server, None
-        if server is not None:
-            await server.shutdown()
-        cable, self._cable = self._cable, None
-        if cable is not None:
-            cable.close()
+        await self._bus.stop()
 
     def _image(self, uid: str) -> dict[int, int]:
         mfc = self.plant.gas.mfcs[uid]

@@ -18,13 +18,14 @@ import tty
 from collections.abc import Callable
 
 from pymodbus.exceptions import NoSuchIdException
+from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from twin.clock import Clock
 from twin.serve.faults import LinkFaults, bad_crc
 from twin.serve.wire import bits_per_char, frame_time_s
 
-__all__ = ["RtuCable", "silent_other_units"]
+__all__ = ["RtuBus", "RtuCable", "silent_other_units"]
 
 
 async def _nobody(*_: object) -> None:
@@ -157,3 +158,55 @@ class RtuCable:
     def _write(dst: _Pty, data: bytes) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(dst.master, data)
+
+
+class RtuBus:
+    """One simulated RS-485 bus: an :class:`RtuCable` with pymodbus's RTU server behind it.
+
+    Every twin device that speaks Modbus RTU (a bioreactor controller, a string of MFCs)
+    serves its unit ids through one of these; ids nobody owns get silence.
+    """
+
+    def __init__(
+        self, clock: Clock, link: LinkFaults, *, baud: int, parity: str, stopbits: int
+    ) -> None:
+        self.clock, self.link = clock, link
+        self.baud, self.parity, self.stopbits = baud, parity, stopbits
+        self._cable: RtuCable | None = None
+        self._server: ModbusSerialServer | None = None
+
+    @property
+    def driver_path(self) -> str | None:
+        """The port a driver opens; None until started."""
+        return self._cable.driver_path if self._cable is not None else None
+
+    async def start(self, devices: list[SimDevice]) -> None:
+        """Open the cable and answer for ``devices`` (and silence for any other id)."""
+        cable = RtuCable(
+            self.clock, self.link, baud=self.baud, parity=self.parity, stopbits=self.stopbits
+        )
+        cable.start()
+        server = ModbusSerialServer(
+            [*devices, silent_other_units()],
+            port=cable.device_path,
+            baudrate=self.baud,
+            parity=self.parity,
+            stopbits=self.stopbits,
+            ignore_missing_devices=True,
+            reconnect_delay=0,
+        )
+        try:
+            await server.serve_forever(background=True)
+        except BaseException:
+            cable.close()
+            raise
+        self._cable, self._server = cable, server
+
+    async def stop(self) -> None:
+        """Stop answering and remove the port (safe to call twice)."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()
+        cable, self._cable = self._cable, None
+        if cable is not None:
+            cable.close()
