@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -83,9 +84,34 @@ class Event:
 #: The one canonical JSON form (sorted keys, no spaces, no NaN): built once, not per event.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
 
+#: That encoder's C core, made once: ``JSONEncoder.encode`` makes a new one on every call,
+#: twice per event. Same settings, so the same text. It keeps no circular-reference markers
+#: (they would go stale after an error); :func:`_canonical` reports a cycle as before.
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_CANONICAL: Callable[[Any, int], list[str]] | None = (
+    None
+    if _make_encoder is None
+    else _make_encoder(
+        None,  # no circular-reference markers
+        _CANONICAL.default,
+        json.encoder.encode_basestring_ascii,
+        None,  # no indent
+        _CANONICAL.key_separator,
+        _CANONICAL.item_separator,
+        _CANONICAL.sort_keys,
+        _CANONICAL.skipkeys,
+        _CANONICAL.allow_nan,
+    )
+)
+
 
 def _canonical(value: Any) -> str:
-    return _CANONICAL.encode(value)
+    if _C_CANONICAL is None:
+        return _CANONICAL.encode(value)
+    try:
+        return "".join(_C_CANONICAL(value, 0))
+    except RecursionError:
+        return _CANONICAL.encode(value)  # names a cycle (ValueError), or recurses too deep again
 
 
 def event_hash(

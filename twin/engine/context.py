@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import Any, TypeVar
 
 from twin.clock import Clock
@@ -22,7 +24,14 @@ from twin.equipment import Bioreactor, Electroporator, GasDispenser
 from twin.errors import PocTwinError
 from twin.journal import Journal
 
-__all__ = ["CONFIRMED", "BatchContext", "PhaseInterrupted", "as_record", "as_recorded"]
+__all__ = [
+    "CONFIRMED",
+    "BatchContext",
+    "PhaseInterrupted",
+    "as_record",
+    "as_recorded",
+    "recorded_pair",
+]
 
 T = TypeVar("T")
 
@@ -31,15 +40,70 @@ class PhaseInterrupted(PocTwinError):
     """Raised inside a phase at a safe point when the batch must leave Running."""
 
 
+#: Types that both conversions hand back as they are (checked first: most values are these).
+_AS_IS: frozenset[type] = frozenset({int, str, bool, type(None)})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shape:
+    """A dataclass type's fields, worked out once per type rather than on every reading."""
+
+    names: tuple[str, ...]
+    #: ``cls(*values)`` builds what ``dataclasses.replace`` would: a generated ``__init__``
+    #: taking every field positionally, and no ``__post_init__`` that could alter them.
+    rebuild: bool
+
+
+@functools.cache
+def _shape(cls: type) -> _Shape | None:
+    """The fields of instances of ``cls``; None when they are not dataclass instances."""
+    if issubclass(cls, type) or not dataclasses.is_dataclass(cls):
+        return None
+    fields = dataclasses.fields(cls)
+    rebuild = (
+        len(fields) == len(cls.__dataclass_fields__)  # no InitVar or ClassVar pseudo-fields
+        and all(f.init and not f.kw_only for f in fields)
+        and not hasattr(cls, "__post_init__")
+    )
+    return _Shape(tuple(f.name for f in fields), rebuild)
+
+
+#: Journal names of enum dict keys, per enum type: ``Enum.name`` is a slow Python property,
+#: and a table per type keeps apart members of different IntEnums that compare equal.
+_ENUM_NAMES: dict[type, dict[Any, str]] = {}
+
+
+def _key(key: Any) -> str:
+    """A dict key as the journal names it: an enum by its lower-case name, else ``str``."""
+    if type(key) is str:
+        return key
+    names = _ENUM_NAMES.get(type(key))
+    if names is None:
+        if not isinstance(key, Enum):
+            return key.name.lower() if hasattr(key, "name") else str(key)
+        names = _ENUM_NAMES[type(key)] = {}
+    name = names.get(key)
+    if name is None:
+        name = names[key] = key.name.lower()
+    return name
+
+
 def as_record(value: Any) -> Any:
     """A reading as plain JSON-able data for the journal."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: as_record(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    cls = type(value)
+    if cls is float:
+        return round(value, 6)
+    if cls in _AS_IS:
+        return value
+    shape = _shape(cls)
+    if shape is not None:
+        record: dict[str, Any] = {}
+        for name in shape.names:
+            field = getattr(value, name)
+            record[name] = round(field, 6) if type(field) is float else as_record(field)
+        return record
     if isinstance(value, dict):
-        return {
-            (k.name.lower() if hasattr(k, "name") else str(k)): as_record(v)
-            for k, v in value.items()
-        }
+        return {_key(k): as_record(v) for k, v in value.items()}
     if isinstance(value, float):
         return round(value, 6)
     return value
@@ -47,18 +111,71 @@ def as_record(value: Any) -> Any:
 
 def as_recorded(value: T) -> T:
     """The value as the journal will hold it (floats rounded as :func:`as_record` rounds them)."""
+    cls = type(value)
+    if cls in _AS_IS:
+        return value
     if isinstance(value, float):
         return round(value, 6)  # type: ignore[return-value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {
-            f.name: as_recorded(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if isinstance(getattr(value, f.name), float | dict)
-        }
-        return dataclasses.replace(value, **changes) if changes else value  # type: ignore[type-var]
+    shape = _shape(cls)
+    if shape is not None:
+        if not shape.rebuild:
+            changes = {
+                name: as_recorded(getattr(value, name))
+                for name in shape.names
+                if isinstance(getattr(value, name), float | dict)
+            }
+            return dataclasses.replace(value, **changes) if changes else value  # type: ignore[type-var]
+        fields = [getattr(value, name) for name in shape.names]
+        if not any(isinstance(field, float | dict) for field in fields):
+            return value
+        rounded = [as_recorded(f) if isinstance(f, float | dict) else f for f in fields]
+        return cls(*rounded)  # type: ignore[no-any-return]
     if isinstance(value, dict):
         return {k: as_recorded(v) for k, v in value.items()}  # type: ignore[return-value]
     return value
+
+
+def recorded_pair(value: Any) -> tuple[Any, Any]:
+    """``as_recorded(value)`` and that value's :func:`as_record`, in one pass.
+
+    A reading is rounded once and its record built from the same rounded floats (rounding
+    to six decimals again would change nothing: ``round`` is idempotent).
+    """
+    cls = type(value)
+    if cls is float:
+        rounded = round(value, 6)
+        return rounded, rounded
+    if cls in _AS_IS:
+        return value, value
+    shape = _shape(cls)
+    if shape is not None and shape.rebuild:
+        fields: list[Any] = []
+        record: dict[str, Any] = {}
+        changed = False
+        for name in shape.names:
+            field = getattr(value, name)
+            if type(field) is float:
+                field = field_record = round(field, 6)
+                changed = True
+            elif isinstance(field, float | dict):
+                field, field_record = recorded_pair(field)
+                changed = True
+            else:
+                field_record = as_record(field)
+            fields.append(field)
+            record[name] = field_record
+        return (cls(*fields) if changed else value), record
+    if cls is dict:
+        recorded: dict[Any, Any] = {}
+        record = {}
+        for k, v in value.items():
+            if type(v) is float:
+                recorded[k] = record[_key(k)] = round(v, 6)
+            else:
+                recorded[k], record[_key(k)] = recorded_pair(v)
+        return recorded, record
+    rounded_value = as_recorded(value)
+    return rounded_value, as_record(rounded_value)
 
 
 #: Kind of the event that says a device took a setpoint (with what it answered).
@@ -137,19 +254,18 @@ class BatchContext:
     async def _confirmed(
         self, equipment: str, parameter: str, action: Callable[[], Awaitable[T]]
     ) -> T:
-        result = as_recorded(await action())
+        result, record = recorded_pair(await action())
         self.journal.append(
             CONFIRMED,
             equipment,
-            {"parameter": parameter, "result": as_record(result)},
+            {"parameter": parameter, "result": record},
             durable=False,
         )
         return result
 
     async def read(self, equipment: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Take a reading and journal it (made durable with the next setpoint or transition)."""
-        value = as_recorded(await action())
-        record = as_record(value)
+        value, record = recorded_pair(await action())
         self.latest[f"{equipment}.{what}"] = value
         self.journal.append("reading", equipment, {"what": what, "values": record}, durable=False)
         if isinstance(record, dict):
