@@ -8,7 +8,12 @@ Prints, for the shipped reference recipe on benches/sim.yaml:
   no journal (twin.sim.reference, the baseline), and the ratio of the two,
 - the speed-up over real time, events and journal size per batch day, and peak RSS,
 - how often each device was read over the wire per simulated minute (from the journal:
-  the speed must not come from polling less).
+  the speed must not come from polling less),
+- the floor the protocols set: one bare pymodbus read of the bioreactor's 19 PV registers
+  and one bare pyserial poll of each Alicat unit per simulated minute, against the twin's
+  own servers, with no driver layer, engine or journal (benchmarks/drivers_rate.py's bare
+  clients). Whatever the rest costs, no batch polling every device once a simulated minute
+  through these protocol stacks can be faster than the baseline plus this.
 Each measurement runs in its own process so peak memory is its own. With ``--repeat N``
 full and baseline runs alternate, so a shared machine's swings hit both alike, and the
 medians are printed (with the fastest run beside them).
@@ -83,6 +88,46 @@ def _baseline() -> dict[str, float]:
     return {"wall_s": time.perf_counter() - start, "days": DAYS}
 
 
+def _floor(n: int = 2000) -> dict[str, float]:
+    """Wall seconds of one bare Modbus TCP read and one bare Alicat poll (median of 3 x n)."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from drivers_rate import PV_REGS, bare_ascii, rate
+    from pymodbus.client import AsyncModbusTcpClient
+
+    from twin.clock import Clock, VirtualTimeLoop
+    from twin.serve.alicat import AlicatServer
+    from twin.serve.bioreactor_modbus import BioreactorModbusServer
+    from twin.sim import Plant
+
+    async def measure() -> tuple[float, float]:
+        clock, plant = Clock(), Plant(seed=1)
+        tcp = BioreactorModbusServer(plant, clock)
+        await tcp.start()
+        bare = AsyncModbusTcpClient(tcp.host, port=tcp.port, reconnect_delay=0)
+        await bare.connect()
+        modbus = await rate(n, lambda: bare.read_input_registers(0, count=PV_REGS, device_id=1))
+        bare.close()
+        await tcp.stop()
+        alicat = AlicatServer(plant, clock)
+        await alicat.start()
+        poll, close = await bare_ascii(alicat.path)
+        ascii_rate = await rate(n, poll)
+        close()
+        await alicat.stop()
+        return 1.0 / modbus, 1.0 / ascii_rate
+
+    runs = []
+    for _ in range(3):
+        with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+            runs.append(runner.run(measure()))
+    return {
+        "modbus_read_s": statistics.median(r[0] for r in runs),
+        "alicat_poll_s": statistics.median(r[1] for r in runs),
+    }
+
+
 def _child(kind: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind], capture_output=True, text=True, check=True
@@ -93,10 +138,10 @@ def _child(kind: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--child", choices=["full", "baseline"])
+    parser.add_argument("--child", choices=["full", "baseline", "floor"])
     args = parser.parse_args()
     if args.child:
-        result = _full() if args.child == "full" else _baseline()
+        result = {"full": _full, "baseline": _baseline, "floor": _floor}[args.child]()
         result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -105,6 +150,7 @@ def main() -> None:
     for _ in range(args.repeat):
         fulls.append(_child("full"))
         bases.append(_child("baseline"))
+    floor = _child("floor")
     full, base = fulls[-1], bases[-1]
     wall = statistics.median(r["wall_s"] for r in fulls)
     base_wall = statistics.median(r["wall_s"] for r in bases)
@@ -132,6 +178,18 @@ def main() -> None:
     print(
         f"outcome:  fold {full['fold']:.2f}, viability {full['viability_pct']:.1f} %, "
         f"CAR+ {full['car_pct']:.1f} %"
+    )
+    units = 4  # Alicat units on the gas line, each polled once a simulated minute
+    minute_s = floor["modbus_read_s"] + units * floor["alicat_poll_s"]
+    floor_wall = DAYS * 1440 * minute_s
+    print(
+        f"floor:    bare pymodbus read {floor['modbus_read_s'] * 1e6:.0f} us + {units} bare "
+        f"Alicat polls {floor['alicat_poll_s'] * 1e6:.0f} us each per simulated minute = "
+        f"{floor_wall:.1f} s per {DAYS:g} days"
+    )
+    print(
+        f"          -> protocol exchanges alone: {(base_wall + floor_wall) / base_wall:.1f}x "
+        f"the baseline (plant {1e6 * base_wall / (DAYS * 1440):.0f} us per simulated minute)"
     )
     print(f"peak RSS: {full['max_rss_mb']:.0f} MB full, {base['max_rss_mb']:.0f} MB baseline")
 

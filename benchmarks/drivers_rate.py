@@ -42,7 +42,7 @@ from twin.sim import Plant
 PV_REGS = 19  # the bioreactor's one poll: 19 input registers
 
 
-async def _rate(n: int, op: Callable[[], Awaitable[object]]) -> float:
+async def rate(n: int, op: Callable[[], Awaitable[object]]) -> float:
     for _ in range(20):  # warm up
         await op()
     t0 = time.perf_counter()
@@ -51,7 +51,7 @@ async def _rate(n: int, op: Callable[[], Awaitable[object]]) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def _bare_ascii(path: str) -> tuple[Callable[[], Awaitable[bytes]], Callable[[], None]]:
+async def bare_ascii(path: str) -> tuple[Callable[[], Awaitable[bytes]], Callable[[], None]]:
     """A raw pyserial exchange: write a poll, read until CR (loop reader, no thread)."""
     port = serial.Serial(path, 19200, timeout=0)
     loop = asyncio.get_running_loop()
@@ -87,11 +87,11 @@ async def main(n: int) -> list[tuple[str, float, float, str]]:
     await tcp.start()
     bare = AsyncModbusTcpClient(tcp.host, port=tcp.port, reconnect_delay=0)
     await bare.connect()
-    b = await _rate(n, lambda: bare.read_input_registers(0, count=PV_REGS, device_id=1))
+    b = await rate(n, lambda: bare.read_input_registers(0, count=PV_REGS, device_id=1))
     bare.close()
     drv = ModbusBioreactor("BR", ModbusBioreactorConfig(host=tcp.host, port=tcp.port), clock)
     await drv.connect()
-    o = await _rate(n, lambda: drv.read_registers("input", 0, PV_REGS))
+    o = await rate(n, lambda: drv.read_registers("input", 0, PV_REGS))
     await drv.close()
     await tcp.stop()
     rows.append(("bioreactor Modbus TCP (19 regs)", b, o, ""))
@@ -100,11 +100,11 @@ async def main(n: int) -> list[tuple[str, float, float, str]]:
     await rtu.start()
     bare_s = AsyncModbusSerialClient(rtu.path, baudrate=19200, reconnect_delay=0, retries=0)
     await bare_s.connect()
-    b = await _rate(n, lambda: bare_s.read_input_registers(0, count=PV_REGS, device_id=1))
+    b = await rate(n, lambda: bare_s.read_input_registers(0, count=PV_REGS, device_id=1))
     bare_s.close()
     drv = ModbusBioreactor("BR", ModbusRtuBioreactorConfig(port=rtu.path), clock)
     await drv.connect()
-    o = await _rate(n, lambda: drv.read_registers("input", 0, PV_REGS))
+    o = await rate(n, lambda: drv.read_registers("input", 0, PV_REGS))
     await drv.close()
     await rtu.stop()
     wire = 1 / (
@@ -116,11 +116,11 @@ async def main(n: int) -> list[tuple[str, float, float, str]]:
     await bh.start()
     bare_s = AsyncModbusSerialClient(bh.path, baudrate=19200, reconnect_delay=0, retries=0)
     await bare_s.connect()
-    b = await _rate(n, lambda: bare_s.read_holding_registers(HR_MEASURE, count=2, device_id=1))
+    b = await rate(n, lambda: bare_s.read_holding_registers(HR_MEASURE, count=2, device_id=1))
     bare_s.close()
     gas = BronkhorstGasDispenser("GAS", BronkhorstGasConfig(port=bh.path), clock)
     await gas.connect()
-    o = await _rate(n, lambda: gas._read(Gas.AIR, HR_MEASURE, 2))
+    o = await rate(n, lambda: gas._read(Gas.AIR, HR_MEASURE, 2))
     await gas.close()
     await bh.stop()
     wire = 1 / (frame_time_s(8, 19200, 10, rtu=True) + frame_time_s(9, 19200, 10, rtu=True))
@@ -128,12 +128,12 @@ async def main(n: int) -> list[tuple[str, float, float, str]]:
 
     al = AlicatServer(plant, clock)
     await al.start()
-    poll, close = await _bare_ascii(al.path)
-    b = await _rate(n, poll)
+    poll, close = await bare_ascii(al.path)
+    b = await rate(n, poll)
     close()
     ali = AlicatGasDispenser("GAS", AlicatGasConfig(port=al.path), clock)
     await ali.connect()
-    o = await _rate(n, lambda: ali.poll(Gas.AIR))
+    o = await rate(n, lambda: ali.poll(Gas.AIR))
     await ali.close()
     await al.stop()
     rows.append(("Alicat ASCII poll (pyserial bare)", b, o, ""))
