@@ -88,6 +88,9 @@ class AlicatGasDispenser:
         self.config = config
         self._clock = clock
         self._units = {GAS_KEYS[k]: uid for k, uid in config.units.items()}
+        # Per unit, built once rather than on each of ~70,000 exchanges a batch.
+        self._device_names = {uid: f"{name} unit {uid}" for uid in self._units.values()}
+        self._refusals = {uid: f"{uid} ?".encode() for uid in self._units.values()}
         self.limits = GasDispenserLimits(
             full_scale_sccm={GAS_KEYS[k]: v for k, v in config.limits.full_scale_sccm.items()},
             o2_cap_sccm=config.limits.o2_cap_sccm,
@@ -148,8 +151,8 @@ class AlicatGasDispenser:
         """Poll every gas line in turn."""
         flows: dict[Gas, float] = {}
         setpoints: dict[Gas, float] = {}
-        for gas in self._units:
-            frame = await self.poll(gas)
+        for gas, uid in self._units.items():
+            frame = await self._ask_frame(uid, "")  # what poll(gas) does
             flows[gas] = frame.mass_flow_sccm
             setpoints[gas] = frame.setpoint_sccm
         return GasDispenserPV(mass_flow_sccm=flows, setpoint_sccm=setpoints)
@@ -230,7 +233,7 @@ class AlicatGasDispenser:
             raise CommunicationError(self.name, "not connected")
         reply = await self._line.transact(
             f"{uid}{command}\r".encode("ascii"),
-            device=f"{self.name} unit {uid}",
+            device=self._device_names[uid],
             terminator=b"\r",
             timeout=self.config.timeout_s,
             retries=self.config.retries,
@@ -238,7 +241,7 @@ class AlicatGasDispenser:
             accept=accept,
             counters=self.counters,
         )
-        if reply.strip() == f"{uid} ?".encode():
+        if reply.strip() == self._refusals[uid]:
             raise DeviceRefused(self.name, f"unit {uid} refused {uid}{command!s}: replied '?'")
         return reply
 
@@ -268,16 +271,10 @@ def _frame_of(uid: str, parts: list[str]) -> AlicatFrame | None:
     """The data frame in a reply's fields (unit id checked by the caller); None if a number
     does not parse."""
     try:
-        numbers = [float(p) for p in parts[1:6]]
+        pressure, temperature, volumetric, mass, setpoint = [float(p) for p in parts[1:6]]
     except ValueError:
         return None
+    # Positional: a frozen dataclass takes keywords at several times the cost (~70,000 a batch).
     return AlicatFrame(
-        unit_id=uid,
-        pressure_psia=numbers[0],
-        temperature_c=numbers[1],
-        volumetric_flow=numbers[2],
-        mass_flow_sccm=numbers[3],
-        setpoint_sccm=numbers[4],
-        gas=parts[6],
-        flags=frozenset(parts[7:]),
+        uid, pressure, temperature, volumetric, mass, setpoint, parts[6], frozenset(parts[7:])
     )

@@ -157,17 +157,17 @@ class PtyEndpoint:
                 raise
             return
         inbuf = self._inbuf
-        inbuf += data
-        while True:
-            cr = inbuf.find(b"\r")
-            if cr < 0:
-                break
-            line = bytes(inbuf[:cr]).strip(b"\n")
-            del inbuf[: cr + 1]
-            if line:
-                self._lines.append((line, cr + 1))
-        if len(inbuf) > _MAX_LINE:
+        if inbuf:  # the start of a line came with an earlier read
+            inbuf += data
+            data = bytes(inbuf)
             inbuf.clear()
+        *complete, rest = data.split(b"\r")
+        for raw in complete:
+            line = raw.strip(b"\n")
+            if line:
+                self._lines.append((line, len(raw) + 1))  # wire bytes: the line and its CR
+        if len(rest) <= _MAX_LINE:
+            inbuf += rest
         self._answer_next()
 
     def _answer_next(self) -> None:
@@ -186,7 +186,7 @@ class PtyEndpoint:
             except Exception:  # a model bug must not kill the port: log it, stay silent
                 _log.exception("%s: handler failed on %r", self.name, line)
                 continue
-            if reply is not None and not isinstance(reply, bytes | bytearray):  # awaitable
+            if reply is not None and not isinstance(reply, (bytes, bytearray)):  # awaitable
                 assert self._loop is not None
                 task = self._loop.create_task(_awaited(reply), name=f"{self.name}-pty")
                 self._pending = task
@@ -217,12 +217,12 @@ class PtyEndpoint:
             reply = garble_ascii(reply)
         wire = (n_in + len(reply)) * self.char_s
         self.wire_s_total += wire
+        # The loop's own timer at the very time Clock.call_later would set (loop time plus
+        # delay): one call instead of four on the path every exchange takes.
+        loop = self._loop
+        assert loop is not None
         delay = wire + max(0.0, link.delay_s)
-        if self._clock is not None:
-            self._timer = self._clock.call_later(delay, self._deliver, reply)
-        else:
-            assert self._loop is not None
-            self._timer = self._loop.call_later(max(0.0, delay), self._deliver, reply)
+        self._timer = loop.call_at(loop.time() + delay, self._deliver, reply)
 
     def _deliver(self, reply: bytes) -> None:
         self._timer = None
@@ -231,10 +231,19 @@ class PtyEndpoint:
             self._answer_next()
 
     def _write(self, data: bytes) -> None:
+        """Write now if nothing is queued (one system call), else queue behind what is."""
         assert self._master is not None and self._loop is not None
-        self._outbuf += data
-        if not self._writing:
-            self._flush_out()
+        if self._outbuf:
+            self._outbuf += data
+            return
+        try:
+            n = os.write(self._master, data)
+        except BlockingIOError:
+            n = 0
+        if n < len(data):  # the kernel took part of it: the writer callback sends the rest
+            self._outbuf += data[n:]
+            self._loop.add_writer(self._master, self._flush_out)
+            self._writing = True
 
     def _flush_out(self) -> None:
         assert self._master is not None and self._loop is not None

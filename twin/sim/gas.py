@@ -61,7 +61,9 @@ class MassFlowController:
             target = target if target < top else top
         else:
             target = 0.0
-        self.flow_sccm = target + (self.flow_sccm - target) * math.exp(-dt_s / p.tau_s)
+        flow = self.flow_sccm
+        if flow != target:  # settled (the usual case) it stays exactly on target: no exp
+            self.flow_sccm = target + (flow - target) * math.exp(-dt_s / p.tau_s)
         band = p.zero_band_fs * self.full_scale_sccm
         if self.setpoint_sccm > band and self.flow_sccm < band:
             self.starved_s += dt_s
@@ -75,6 +77,14 @@ class MassFlowController:
 
     def observe(self) -> MfcReading:
         """What the controller reports now."""
+        pressure, temperature, volumetric, mass = self.sample()
+        setpoint = quantize(self.setpoint_sccm, self.params.flow_resolution_sccm)
+        # Positional: a frozen dataclass takes keywords at several times the cost.
+        return MfcReading(pressure, temperature, volumetric, mass, setpoint)
+
+    def sample(self) -> tuple[float, float, float, float]:
+        """The measured values of :meth:`observe` (pressure, temperature, volumetric and mass
+        flow), as a plain tuple: the device server builds a frame from them every poll."""
         p, fs = self.params, self.full_scale_sccm
         mass = self.flow_sccm + self._flow_rng.gauss(0.0, p.flow_noise_fs * fs)
         mass = min(p.over_range * fs, max(0.0, mass))
@@ -91,13 +101,7 @@ class MassFlowController:
             / pressure
         )
         res = p.flow_resolution_sccm
-        return MfcReading(
-            pressure_psia=pressure,
-            temperature_c=temperature,
-            volumetric_flow=quantize(volumetric, res),
-            mass_flow=quantize(mass, res),
-            setpoint=quantize(self.setpoint_sccm, res),
-        )
+        return pressure, temperature, quantize(volumetric, res), quantize(mass, res)
 
 
 class GasDispenserModel:
