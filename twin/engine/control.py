@@ -7,6 +7,7 @@ gives; N2 strips it below).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["PID", "DOCascade", "GasSplit", "PHControl"]
@@ -68,21 +69,42 @@ class GasSplit:
 
 @dataclass
 class DOCascade:
-    """DO (% air saturation) -> O2/N2 flows. Output > 0 adds O2, < 0 adds N2."""
+    """DO (% air saturation) -> O2/N2 flows. Output > 0 adds O2, < 0 adds N2.
+
+    The DO process value passes a first-order PV filter before the PI, as a DCS analog
+    input block's filter does: unfiltered, the probe's noise (~0.3 % air saturation) times
+    Kp moved the N2 line by 1-2 sccm every minute, inside the mass-flow controller's own
+    accuracy (Alicat: +-0.8 % of reading +-0.2 % of full scale, +-2.1 sccm at 143 of 500
+    sccm), and every such move was a device write and a committed batch-record entry.
+    """
 
     o2_max_sccm: float
     n2_max_sccm: float
     pid: PID
+    #: PV filter time constant (s); 0 passes the raw reading.
+    pv_filter_s: float = 0.0
+    #: The filtered DO (% air saturation) the PI last acted on.
+    filtered_pct: float | None = None
 
     @classmethod
     def default(cls, o2_max_sccm: float, n2_max_sccm: float) -> DOCascade:
         # Lambda tuning on a rocking bag: DO time constant ~10 min (kLa 3.5-10 1/h), process
         # gain ~60 % air sat. per unit output, closed-loop lambda 30 min -> Kp 0.006, Ti 900 s.
-        # Low gain keeps the sensor's noise (~0.3 %) from churning the flow setpoints.
-        return cls(o2_max_sccm, n2_max_sccm, PID(kp=0.006, ti_s=900.0))
+        # PV filter 5 min: a sixth of lambda, so the loop's response barely changes, while
+        # the noise reaching the flow setpoints falls to about a third.
+        return cls(o2_max_sccm, n2_max_sccm, PID(kp=0.006, ti_s=900.0), pv_filter_s=300.0)
+
+    def filter(self, do_pct: float, dt_s: float) -> float:
+        """The filtered DO: exact first-order lag over ``dt_s``, starting at the first reading."""
+        last = self.filtered_pct
+        if last is None or self.pv_filter_s <= 0.0:
+            self.filtered_pct = do_pct
+        else:
+            self.filtered_pct = last + (1.0 - math.exp(-dt_s / self.pv_filter_s)) * (do_pct - last)
+        return self.filtered_pct
 
     def update(self, setpoint_pct: float, do_pct: float, dt_s: float) -> GasSplit:
-        u = self.pid.update(setpoint_pct, do_pct, dt_s)
+        u = self.pid.update(setpoint_pct, self.filter(do_pct, dt_s), dt_s)
         if u >= 0:
             return GasSplit(o2_sccm=round(u * self.o2_max_sccm, 2), n2_sccm=0.0)
         return GasSplit(o2_sccm=0.0, n2_sccm=round(-u * self.n2_max_sccm, 2))
