@@ -1,12 +1,24 @@
 """Where the 10-day CAR-T batch spends its time on the twin: models, protocol I/O, engine, journal.
 
-    .venv/bin/python benchmarks/twin_breakdown.py
+    .venv/bin/python benchmarks/twin_breakdown.py [--rounds N]
 
-Runs the shipped recipe on benches/sim.yaml twice, each in its own process:
-once plain (wall time, peak RSS, batch-clock seconds each serial line was busy)
-and once under cProfile, whose own time per function is summed by where the
-function lives. The profiled run is slower than the plain one; its shares are
-what to read. Buckets:
+First in wall seconds, by taking parts away (each run in its own process, the
+kinds alternating for ``--rounds`` rounds, medians printed, so a shared machine's
+swings hit all alike):
+
+- full: the shipped recipe on benches/sim.yaml, as ``poc-twin run`` runs it;
+- no journal: the same batch with ``Journal.append`` doing nothing (an ablation
+  for this measurement only: nothing is recorded);
+- polls only: no engine and no journal: the drivers read the bioreactor (one
+  Modbus TCP read) and the gas dispenser (four Alicat polls over the pty) once a
+  simulated minute for the batch's 10 days, against the same twin servers and plant;
+- bare plant: the plant alone, stepped every simulated minute (the baseline).
+
+So journal = full - no journal; engine (recipe, control loops and the setpoint
+writes they make) = no journal - polls only; protocol I/O and device service =
+polls only - bare plant. Then once under cProfile, whose own time per function is
+summed by where the function lives: slower than the plain run, but its shares say
+which code inside each part costs. Buckets:
 
 - models: twin/sim (the plant's ODEs and sensors)
 - protocol I/O: twin/serve, drivers/, pymodbus, pyserial, sockets and ptys
@@ -22,6 +34,7 @@ import cProfile
 import json
 import pstats
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +93,48 @@ def _run(profile: bool) -> dict[str, object]:
     return out
 
 
+async def _polls_only(days: float) -> float:
+    """Wall seconds of the bare polling: each device read once a simulated minute."""
+    from twin.bench import load_bench, open_bench
+    from twin.clock import Clock
+
+    bench = load_bench(ROOT / "benches" / "sim.yaml")
+    clock = Clock()
+    async with open_bench(bench, clock) as opened:
+        bioreactor, gas = opened.equipment["bioreactor"], opened.equipment["gas"]
+        start = time.perf_counter()
+        for minute in range(int(days * 1440)):
+            await bioreactor.read()
+            await gas.read()
+            await clock.sleep_until((minute + 1) * 60.0)
+        return time.perf_counter() - start
+
+
+def _ablation(kind: str) -> dict[str, object]:
+    sys.path.insert(0, str(ROOT))
+    if kind == "polls":
+        from twin.clock import run_batch_loop
+
+        return {"wall_s": run_batch_loop(lambda: _polls_only(10.0), virtual=True)}
+    if kind == "plant":
+        from twin.sim.reference import run_reference_process
+
+        start = time.perf_counter()
+        run_reference_process(seed=42, days=10.0, control_interval_s=60.0)
+        return {"wall_s": time.perf_counter() - start}
+    import twin.journal
+
+    twin.journal.Journal.append = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    return _run(profile=False)
+
+
+ABLATIONS = {
+    "nojournal": "no journal",
+    "polls": "polls only",
+    "plant": "bare plant",
+}
+
+
 def _child(kind: str) -> dict[str, object]:
     cmd = [sys.executable, __file__, "--child", kind]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
@@ -88,16 +143,41 @@ def _child(kind: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", choices=["plain", "profile"])
+    parser.add_argument("--child", choices=["plain", "profile", *ABLATIONS])
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.child in ABLATIONS:
+        print(json.dumps(_ablation(args.child)))
+        return
     if args.child:
         print(json.dumps(_run(args.child == "profile")))
         return
-    plain, prof = _child("plain"), _child("profile")
+    walls: dict[str, list[float]] = {"plain": [], **{k: [] for k in ABLATIONS}}
+    plain: dict[str, object] = {}
+    for _ in range(args.rounds):
+        for kind in walls:
+            result = _child(kind)
+            walls[kind].append(float(result["wall_s"]))  # type: ignore[arg-type]
+            plain = result if kind == "plain" else plain
+    med = {kind: statistics.median(w) for kind, w in walls.items()}
+    parts = (
+        ("journal", med["plain"] - med["nojournal"]),
+        ("engine + setpoint writes", med["nojournal"] - med["polls"]),
+        ("protocol I/O + device service", med["polls"] - med["plant"]),
+        ("plant models", med["plant"]),
+    )
+    print(f"wall seconds, medians of {args.rounds} rounds, kinds alternating:")
+    print(f"  full batch {med['plain']:6.2f} s")
+    for kind, label in ABLATIONS.items():
+        print(f"  {label:10} {med[kind]:6.2f} s")
+    print("  so:")
+    for name, seconds in parts:
+        print(f"    {name:30} {seconds:6.2f} s  {100 * seconds / med['plain']:5.1f} %")
+    prof = _child("profile")
     buckets: dict[str, float] = prof["buckets"]  # type: ignore[assignment]
     total = sum(buckets.values())
     rss = plain["max_rss_mb"]
-    print(f"batch: {plain['state']}, {plain['wall_s']:.2f} s wall, peak RSS {rss:.0f} MB")
+    print(f"batch: {plain['state']}, peak RSS {rss:.0f} MB")
     print(f"profiled run: {prof['wall_s']:.2f} s wall; own time by part:")
     for name, seconds in sorted(buckets.items(), key=lambda kv: -kv[1]):
         print(f"  {name:13} {seconds:7.2f} s  {100 * seconds / total:5.1f} %")
