@@ -111,32 +111,11 @@ def as_record(value: Any) -> Any:
 
 def as_recorded(value: T) -> T:
     """The value as the journal will hold it (floats rounded as :func:`as_record` rounds them)."""
-    cls = type(value)
-    if cls in _AS_IS:
-        return value
-    if isinstance(value, float):
-        return round(value, 6)  # type: ignore[return-value]
-    shape = _shape(cls)
-    if shape is not None:
-        if not shape.rebuild:
-            changes = {
-                name: as_recorded(getattr(value, name))
-                for name in shape.names
-                if isinstance(getattr(value, name), float | dict)
-            }
-            return dataclasses.replace(value, **changes) if changes else value  # type: ignore[type-var]
-        fields = [getattr(value, name) for name in shape.names]
-        if not any(isinstance(field, float | dict) for field in fields):
-            return value
-        rounded = [as_recorded(f) if isinstance(f, float | dict) else f for f in fields]
-        return cls(*rounded)  # type: ignore[no-any-return]
-    if isinstance(value, dict):
-        return {k: as_recorded(v) for k, v in value.items()}  # type: ignore[return-value]
-    return value
+    return recorded_pair(value)[0]  # type: ignore[no-any-return]
 
 
 def recorded_pair(value: Any) -> tuple[Any, Any]:
-    """``as_recorded(value)`` and that value's :func:`as_record`, in one pass.
+    """:func:`as_recorded` of ``value`` and that value's :func:`as_record`, in one pass.
 
     A reading is rounded once and its record built from the same rounded floats (rounding
     to six decimals again would change nothing: ``round`` is idempotent).
@@ -148,34 +127,37 @@ def recorded_pair(value: Any) -> tuple[Any, Any]:
     if cls in _AS_IS:
         return value, value
     shape = _shape(cls)
-    if shape is not None and shape.rebuild:
+    if shape is not None:
         fields: list[Any] = []
+        changes: dict[str, Any] = {}
         record: dict[str, Any] = {}
-        changed = False
         for name in shape.names:
             field = getattr(value, name)
             if type(field) is float:
-                field = field_record = round(field, 6)
-                changed = True
+                field = changes[name] = field_record = round(field, 6)
             elif isinstance(field, float | dict):
                 field, field_record = recorded_pair(field)
-                changed = True
+                changes[name] = field
             else:
                 field_record = as_record(field)
             fields.append(field)
             record[name] = field_record
-        return (cls(*fields) if changed else value), record
-    if cls is dict:
+        if not changes:
+            return value, record
+        if shape.rebuild:
+            return cls(*fields), record
+        rebuilt = dataclasses.replace(value, **changes)  # __post_init__ may change it
+        return rebuilt, as_record(rebuilt)
+    if isinstance(value, dict):
         recorded: dict[Any, Any] = {}
         record = {}
         for k, v in value.items():
-            if type(v) is float:
-                recorded[k] = record[_key(k)] = round(v, 6)
-            else:
-                recorded[k], record[_key(k)] = recorded_pair(v)
+            recorded[k], record[_key(k)] = recorded_pair(v)
         return recorded, record
-    rounded_value = as_recorded(value)
-    return rounded_value, as_record(rounded_value)
+    if isinstance(value, float):  # a float subclass
+        rounded = round(value, 6)
+        return rounded, rounded
+    return value, as_record(value)
 
 
 #: Kind of the event that says a device took a setpoint (with what it answered).
