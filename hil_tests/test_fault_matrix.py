@@ -125,6 +125,7 @@ def test_fault_leads_to_expected_outcome(
         subscribers=[watch],
         on_batch=batches.append,
         on_bench=start_faults,
+        pace=None,  # the scripted operator acts on the batch clock, not a person's
     )
     detect = (
         seen.alarm.batch_time - seen.first_fault

@@ -121,16 +121,6 @@ def test_same_seed_same_journal(tmp_path: Path) -> None:
     assert run("c", 8) != run("a2", 7)
 
 
-def test_command_without_a_running_batch(tmp_path: Path) -> None:
-    journal = tmp_path / "smoke.sqlite"
-    cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), "-q"])
-    result = cli.invoke(
-        app, ["command", str(journal), "hold", "--operator", "bob", "--reason", "test"]
-    )
-    assert result.exit_code == 1
-    assert "no running batch" in result.stderr
-
-
 def test_bench_check_sim() -> None:
     result = cli.invoke(app, ["bench", "check", "--bench", SIM])
     assert result.exit_code == 0, result.output

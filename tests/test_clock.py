@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import threading
+import time
 import tty
+from typing import Any
 
 import pytest
 
@@ -145,3 +149,125 @@ def test_run_batch_loop_chooses_the_world() -> None:
         return type(asyncio.get_running_loop())
 
     assert run_batch_loop(short, virtual=False) is not VirtualTimeLoop
+
+
+@pytest.mark.parametrize("start", [2.0**24 - 0.5, 2.0**24, 400 * 86400.0, 2.0**40])
+def test_timers_fire_past_two_to_the_24_seconds_and_past_a_year(start: float) -> None:
+    """asyncio takes a timer as due only before ``time() + 1e-9``; past 2**24 s that sum
+    rounds back to ``time()``, and a loop that lands exactly on its timers froze there
+    (day 194.25) and spun. Every wake still lands on its grid time past a year."""
+    loop = VirtualTimeLoop(start=start)
+
+    async def minute_polls() -> list[float]:
+        clock = Clock()
+        woke = []
+        for i in range(1, 4 * 24 * 60):  # 4 days of minute polls, each with a short exchange
+            await clock.sleep_until(i * 60.0)
+            woke.append(clock.now())
+            await clock.sleep(0.027)
+        return woke
+
+    # A frozen loop would spin for ever: a wall-clock watchdog stops it (the test then fails).
+    watchdog = threading.Timer(30.0, loop.call_soon_threadsafe, (loop.stop,))
+    watchdog.start()
+    try:
+        woke = loop.run_until_complete(minute_polls())
+    finally:
+        watchdog.cancel()
+        loop.close()
+    assert woke == [pytest.approx(i * 60.0, abs=1e-6) for i in range(1, 4 * 24 * 60)]
+
+
+def test_a_batch_clock_past_one_year_keeps_full_precision() -> None:
+    loop = VirtualTimeLoop()
+
+    async def year() -> float:
+        clock = Clock()
+        await clock.sleep_until(400 * 86400.0)
+        await clock.sleep(0.001)
+        return clock.now()
+
+    try:
+        assert loop.run_until_complete(year()) == pytest.approx(400 * 86400.0 + 0.001, abs=1e-7)
+    finally:
+        loop.close()
+
+
+def wall_seconds_of(loop: VirtualTimeLoop, main: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = loop.run_until_complete(main)
+    return result, time.monotonic() - started
+
+
+def test_waiting_on_a_person_batch_time_follows_the_wall_at_its_pace() -> None:
+    """While a batch waits on a person, time moves no faster than ``pace`` x the wall clock,
+    and still lands exactly on its timers; once the batch runs again it jumps."""
+    loop = VirtualTimeLoop(pace=3600.0)  # an hour a second
+
+    async def held_then_running() -> tuple[list[float], float]:
+        clock = Clock()
+        clock.awaiting_person(True)
+        ticks = []
+        for i in range(1, 31):  # half an hour of minute polls: half a wall second
+            await clock.sleep_until(i * 60.0)
+            ticks.append(clock.now())
+        clock.awaiting_person(False)
+        await clock.sleep(10 * 86400)  # running again: ten days in no time
+        return ticks, clock.now()
+
+    try:
+        (ticks, end), wall = wall_seconds_of(loop, held_then_running())
+    finally:
+        loop.close()
+    assert ticks == [i * 60.0 for i in range(1, 31)]
+    assert end == 1800.0 + 10 * 86400
+    assert 0.45 <= wall <= 1.5, wall
+
+
+def test_a_person_acting_while_time_follows_the_wall_is_seen_at_once() -> None:
+    """A command arriving over a socket while the batch waits is taken when it arrives,
+    stamped with the batch time the wall clock has reached, not at the next timer."""
+    loop = VirtualTimeLoop(pace=60.0)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def waiting() -> tuple[float, float]:
+        clock = Clock()
+        clock.awaiting_person(True)
+        arrived = loop.create_future()
+        loop.add_reader(a.fileno(), lambda: arrived.done() or arrived.set_result(clock.now()))
+        ticker = asyncio.ensure_future(clock.sleep_until(3600.0))  # the next poll: an hour off
+        loop.call_soon(threading.Timer(0.3, lambda: b.send(b"restart")).start)
+        at = await arrived
+        loop.remove_reader(a.fileno())
+        ticker.cancel()
+        return at, clock.now()
+
+    try:
+        (at, _), wall = wall_seconds_of(loop, waiting())
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+    assert wall < 1.0
+    assert 0.25 * 60 <= at <= 1.0 * 60  # about 0.3 s of wall at 60x: ~18 batch seconds
+
+
+def test_pace_none_keeps_jumping_and_a_bad_pace_is_refused() -> None:
+    loop = VirtualTimeLoop()  # scripted runs and replay: no pace
+
+    async def held() -> float:
+        clock = Clock()
+        clock.awaiting_person(True)
+        await clock.sleep(86400.0)
+        return clock.now()
+
+    try:
+        (end, wall) = wall_seconds_of(loop, held())
+    finally:
+        loop.close()
+    assert end == 86400.0 and wall < 0.5
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="pace"):
+            VirtualTimeLoop(pace=bad)

@@ -25,6 +25,7 @@ on the sim bench), and the jump rule must be exactly the one above.
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -32,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 __all__ = [
+    "DEFAULT_PACE",
     "Clock",
     "VirtualTimeLoop",
     "run_batch_loop",
@@ -112,6 +114,13 @@ class _JumpingSelector(selectors.BaseSelector):
         if timeout is None:
             # Nothing scheduled at all: only the outside world can wake us.
             return self._real.select(None)
+        ahead = self._loop._ahead_of_wall(timeout)
+        if ahead > 0.0:
+            # Waiting on a person: batch time may not run ahead of the (paced) wall clock.
+            # Wait for the wall to catch up (or for a person's command to arrive).
+            events = self._real.select(ahead)
+            self._loop._catch_up(timeout)
+            return events
         self._loop._jump(timeout)
         return []
 
@@ -119,11 +128,72 @@ class _JumpingSelector(selectors.BaseSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose time jumps to the next timer when every task waits."""
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, pace: float | None = None) -> None:
         self._virtual_now = start
         self._live_from: float | None = None
+        #: Batch seconds per wall second while a batch waits on a person (None: no limit).
+        self.pace = pace
+        #: (loop time, wall monotonic) when following the wall began; None while free.
+        self._wall_anchor: tuple[float, float] | None = None
         self.jumps = 0
         super().__init__(_JumpingSelector(selectors.PollSelector(), self))
+        if pace is not None and not (math.isfinite(pace) and pace > 0):
+            self.close()
+            raise ValueError(f"pace must be a positive number of batch seconds per second: {pace}")
+
+    # asyncio's _run_once takes a timer as due when ``when < time() + _clock_resolution``
+    # (1e-9). From 2**24 s on, float64 spacing exceeds 2e-9, so ``now + 1e-9 == now``, and
+    # a timer this loop landed on exactly was never run: time froze and the loop spun
+    # (CPython gh-116342, fixed upstream the same way). One float step is never lost.
+    @property
+    def _clock_resolution(self) -> float:
+        return max(1e-9, math.ulp(self.time()))
+
+    @_clock_resolution.setter
+    def _clock_resolution(self, value: float) -> None:
+        """BaseEventLoop.__init__ sets the platform's; the property above decides."""
+
+    @property
+    def following_wall(self) -> bool:
+        """Whether time is now held to the (paced) wall clock."""
+        return self._wall_anchor is not None
+
+    def follow_wall(self, on: bool) -> None:
+        """While a batch can move on only by a person's act, time follows the wall clock
+        (``pace`` batch seconds per wall second) instead of jumping; off, it jumps again.
+
+        Time still lands exactly on timers (readings keep their grid): only a jump that
+        would run ahead of the paced wall clock waits for it, listening for I/O meanwhile.
+        """
+        if not on or self.pace is None:
+            self._wall_anchor = None
+        elif self._wall_anchor is None:
+            self._wall_anchor = (self.time(), time.monotonic())
+
+    def _paced_now(self) -> float:
+        """Where the paced wall clock says loop time may be by now."""
+        assert self._wall_anchor is not None and self.pace is not None
+        since, wall = self._wall_anchor
+        return since + (time.monotonic() - wall) * self.pace
+
+    def _ahead_of_wall(self, seconds: float) -> float:
+        """Wall seconds to wait before a jump of ``seconds`` keeps pace (0: jump now)."""
+        if self._wall_anchor is None or self._live_from is not None:
+            return 0.0
+        target = self._jump_target(seconds)
+        assert self.pace is not None
+        return max(0.0, (target - self._paced_now()) / self.pace)
+
+    def _catch_up(self, seconds: float) -> None:
+        """After waiting on the wall: move time to where the wall is, never past the timer."""
+        if self._wall_anchor is None:
+            return
+        target = self._jump_target(seconds)
+        paced = self._paced_now()
+        if paced >= target:
+            self._jump(seconds)
+        elif paced > self._virtual_now:
+            self._virtual_now = paced
 
     def time(self) -> float:
         if self._live_from is not None:
@@ -146,13 +216,16 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self._virtual_now = self.time()
             self._live_from = time.monotonic()
 
-    def _jump(self, seconds: float) -> None:
+    def _jump_target(self, seconds: float) -> float:
         target = self._virtual_now + seconds
         scheduled = self._scheduled  # type: ignore[attr-defined]
         if scheduled:
             # Land exactly on the next timer so float rounding cannot leave it unfired.
             target = max(target, scheduled[0]._when)
-        self._virtual_now = target
+        return target
+
+    def _jump(self, seconds: float) -> None:
+        self._virtual_now = self._jump_target(seconds)
         self.jumps += 1
 
 
@@ -214,17 +287,39 @@ class Clock:
         loop = asyncio.get_running_loop()
         return loop.call_later(max(0.0, seconds), callback, *args)
 
+    def awaiting_person(self, waiting: bool) -> None:
+        """The batch can (or can no longer) move on only by a person's act.
+
+        A person acts in wall time, so on the twin the batch clock then follows the wall
+        clock at the loop's pace instead of jumping days ahead; on a wall-clock bench time
+        is the wall's anyway, and a replay (no pace) re-runs the record at full speed.
+        """
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, VirtualTimeLoop):
+            loop.follow_wall(waiting)
+
     def timeout(self, seconds: float) -> asyncio.Timeout:
         """A deadline on the batch clock for one exchange or one wait."""
         return asyncio.timeout(seconds)
 
 
+#: Batch seconds per wall second while a batch on the twin waits on a person: real time.
+DEFAULT_PACE = 1.0
+
+
 def run_batch_loop(
-    main: Callable[[], Coroutine[Any, Any, T]] | Awaitable[T], *, virtual: bool
+    main: Callable[[], Coroutine[Any, Any, T]] | Awaitable[T],
+    *,
+    virtual: bool,
+    pace: float | None = DEFAULT_PACE,
 ) -> T:
-    """Run ``main`` on a virtual-time loop (the twin) or a real one (a hardware bench)."""
+    """Run ``main`` on a virtual-time loop (the twin) or a real one (a hardware bench).
+
+    On the virtual loop, ``pace`` is how fast batch time moves while the batch waits on a
+    person (1.0: as the wall clock; more for demos; None: no limit, only for scripted runs).
+    """
     factory: Callable[[], asyncio.AbstractEventLoop] = (
-        VirtualTimeLoop if virtual else asyncio.new_event_loop
+        (lambda: VirtualTimeLoop(pace=pace)) if virtual else asyncio.new_event_loop
     )
     coro = main() if callable(main) else main
     with asyncio.Runner(loop_factory=factory) as runner:

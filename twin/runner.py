@@ -13,7 +13,7 @@ from typing import Any
 
 from twin import __version__
 from twin.bench import LoadedBench, OpenBench, open_bench, with_seed
-from twin.clock import Clock, run_batch_loop
+from twin.clock import DEFAULT_PACE, Clock, run_batch_loop
 from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
 from twin.journal import Event, Journal, read_events
@@ -159,10 +159,19 @@ async def run_batch_async(
 
 
 def run_batch(
-    recipe: LoadedRecipe, bench: LoadedBench, journal_path: Path, **kwargs: Any
+    recipe: LoadedRecipe,
+    bench: LoadedBench,
+    journal_path: Path,
+    *,
+    pace: float | None = DEFAULT_PACE,
+    **kwargs: Any,
 ) -> ProceduralState:
-    """Run one batch on the loop its bench asks for (virtual time on the twin)."""
+    """Run one batch on the loop its bench asks for (virtual time on the twin).
+
+    ``pace``: batch seconds per wall second while the batch waits on a person (twin only).
+    """
     return run_batch_loop(
         lambda: run_batch_async(recipe, bench, journal_path, **kwargs),
         virtual=bench.virtual_clock,
+        pace=pace,
     )

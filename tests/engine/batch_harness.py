@@ -59,14 +59,21 @@ async def running(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
     started: list[tuple[asyncio.Task[Any], Any]] = []
 
     async def start(
-        recipe: str = "smoke.yaml", text: str | None = None, **batch_args: Any
+        recipe: str = "smoke.yaml",
+        text: str | None = None,
+        bench_text: str | None = None,
+        **batch_args: Any,
     ) -> Running:
         path = ROOT / "recipes" / recipe
         if text is not None:
             path = tmp_path / recipe
             path.write_text(text)
         loaded = load_recipe(path)
-        bench = load_bench(ROOT / "benches" / "sim.yaml")
+        bench_path = ROOT / "benches" / "sim.yaml"
+        if bench_text is not None:
+            bench_path = tmp_path / "bench.yaml"
+            bench_path.write_text(bench_text)
+        bench = load_bench(bench_path)
         clock = Clock()
         journal = Journal(tmp_path / f"{len(started)}.sqlite", clock.now)
         events: list[Event] = []

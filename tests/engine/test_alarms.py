@@ -100,7 +100,11 @@ async def test_phase_level_hold_leaves_the_procedure_running(running: Any) -> No
     )
     assert run.batch.state is S.RUNNING  # the procedure runs on; only the phase is held
     assert step.phase.state is S.HELD
-    assert {e.source for e in run.kinds("safe_state")} == {"bioreactor", "gas"}  # the phase's
+    # The phase's items get the hold the recipe declares (defaults): the bag stops its
+    # additions (its own safe state), the gas dispenser stays under DO control.
+    assert {e.source for e in run.kinds("safe_state")} == {"bioreactor"}
+    assert {e.source for e in run.kinds("control_kept")} == {"gas"}
+    assert run.batch.status == f"Running ({step.phase.element} Held)"
     with pytest.raises(Exception, match="not valid in state Held"):
         run.batch.command("hold", who="bob", why="again", level="phase")
     run.batch.command("restart", who="bob", why="DO understood", level="phase")

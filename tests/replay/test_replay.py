@@ -37,6 +37,8 @@ cli = CliRunner()
 
 
 def run_smoke(journal: Path, **kwargs: object) -> ProceduralState:
+    """The smoke batch; its scripted operators act on the batch clock (no wall pace)."""
+    kwargs.setdefault("pace", None)
     return run_batch(
         load_recipe(SMOKE),
         load_bench(BENCH),
@@ -149,9 +151,9 @@ def test_a_changed_engine_names_the_first_divergence(
     smoke_journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A gentler write deadband in the DO loop: the engine now writes flows the record lacks."""
-    import twin.engine.phases as phases
+    import twin.engine.modules as modules
 
-    monkeypatch.setattr(phases, "FLOW_DEADBAND_SCCM", 0.1)
+    monkeypatch.setattr(modules, "FLOW_DEADBAND_SCCM", 0.1)
     result = replay(smoke_journal)
     assert result.divergence is not None
     assert result.divergence.replayed is not None
@@ -164,11 +166,16 @@ def test_a_journal_that_does_not_verify_is_not_replayed(
 ) -> None:
     copy = tmp_path / "edited.sqlite"
     shutil.copy(smoke_journal, copy)
+    seq = next(
+        e.seq
+        for e in read_events(copy)
+        if e.kind == "setpoint" and e.data["parameter"] == "temperature_sp"
+    )
     with sqlite3.connect(copy) as db:
-        db.execute("UPDATE events SET data = replace(data, '37.0', '38.0') WHERE seq = 16")
+        db.execute("UPDATE events SET data = replace(data, '37.0', '38.0') WHERE seq = ?", (seq,))
     out = cli.invoke(app, ["replay", str(copy)])
     assert out.exit_code == 1
-    assert "does not verify (event 16" in out.output
+    assert f"does not verify (event {seq}" in out.output
 
 
 def cut(journal: Path, to: Path, last_seq: int) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,7 @@ from twin.cli.common import (
     EXIT_REFUSED,
     BenchOpt,
     DebugOpt,
+    PaceOpt,
     ParamOpt,
     _fail,
     _load,
@@ -27,7 +28,11 @@ from twin.cli.common import (
     out,
 )
 from twin.clock import wall_now
-from twin.errors import InvalidInput, PocTwinError
+from twin.errors import InvalidInput, JournalError, PocTwinError
+
+if TYPE_CHECKING:
+    from twin.cli.ctrl_c import CtrlC
+    from twin.engine.states import ProceduralState
 
 
 @app.command()
@@ -76,9 +81,15 @@ def run(
         str | None, typer.Option("--bag-id", help="Label of the patient's starting-material bag")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
+    pace: PaceOpt = 1.0,
     debug: DebugOpt = False,
 ) -> None:
-    """Validate, then execute a batch, with live progress and a batch summary."""
+    """Validate, then execute a batch, with live progress and a batch summary.
+
+    Ctrl-C holds the batch (journalled with this --operator) and a second Ctrl-C aborts it:
+    the batch is never killed mid-step, and ends as any other batch does.
+    """
+    from twin.cli.ctrl_c import CtrlC
     from twin.display import BatchDisplay
     from twin.runner import run_batch, summarize
 
@@ -95,6 +106,8 @@ def run(
     display = None if quiet else BatchDisplay(out, batch_id)
     if display is not None:
         subscribers.append(display)
+    ctrl_c = CtrlC(operator, journal_path, err)
+    subscribers.append(ctrl_c)
     try:
         with display if display is not None else contextlib.nullcontext():
             final = run_batch(
@@ -109,21 +122,49 @@ def run(
                 bag_id=bag_id,
                 site=site,
                 site_key=site_key,
+                on_batch=ctrl_c.attach,
+                pace=pace,
             )
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None
     except KeyboardInterrupt:
-        raise _fail(
-            f"interrupted; the journal {journal_path} holds every event up to here", EXIT_FAIL
-        ) from None
-    summary = summarize(journal_path)
-    out.print()
-    _print_summary(summary, journal_path)
-    if telemetry is not None:
-        _finish_telemetry(telemetry)
+        final = _interrupted(ctrl_c, journal_path)
+    with ctrl_c.ended(final):
+        summary = summarize(journal_path)
+        out.print()
+        _print_summary(summary, journal_path)
+        if telemetry is not None:
+            try:
+                with ctrl_c.allow_interrupt():
+                    _finish_telemetry(telemetry)
+            except KeyboardInterrupt:
+                err.print(
+                    "interrupted: telemetry still pending; a background forwarder keeps trying",
+                    highlight=False,
+                )
+        raise typer.Exit(_exit_code(final))
+
+
+def _interrupted(ctrl_c: CtrlC, journal_path: Path) -> ProceduralState:
+    """A Ctrl-C that did not reach the batch as a command: before the batch existed (bench
+    still opening), off the main thread, or just as its loop closed. The batch's final state
+    if it had ended (the summary follows), else one sentence and exit 1."""
+    batch = ctrl_c.batch
+    if batch is not None and batch.state.is_final:
+        return batch.state
+    where = "before the batch began" if batch is None else f"with the batch {batch.state.label}"
+    hint = "" if batch is None else f"; poc-twin resume {journal_path} brings it back"
+    raise _fail(
+        f"interrupted {where}; the journal {journal_path} holds every event up to here{hint}",
+        EXIT_FAIL,
+    ) from None
+
+
+def _exit_code(final: ProceduralState) -> int:
+    """CLI.md: 0 Complete, 3 ended Stopped/Aborted, 4 left waiting (Held)."""
     if final.label == "Complete":
-        raise typer.Exit(EXIT_OK)
-    raise typer.Exit(EXIT_ENDED if final.is_final else EXIT_REFUSED)
+        return EXIT_OK
+    return EXIT_ENDED if final.is_final else EXIT_REFUSED
 
 
 def _start_telemetry(broker: str, journal_path: Path) -> Any:
@@ -199,21 +240,13 @@ def command(
     ] = "procedure",
 ) -> None:
     """Give an operator command to a running batch from another terminal."""
-    from twin.engine.inbox import send_command
     from twin.engine.states import COMMANDS
 
     if action not in {c.value for c in COMMANDS}:
         valid = ", ".join(c.value for c in COMMANDS)
         raise _fail(f"unknown command '{action}'; valid: {valid}", EXIT_INVALID)
-    path = Path(batch) if Path(batch).exists() else Path("runs") / f"{batch}.sqlite"
-    if not path.exists():
-        raise _fail(f"no journal for batch '{batch}' (looked for {path})", EXIT_INVALID)
-    try:
-        reply = asyncio.run(
-            send_command(path, action, operator=operator, reason=reason, level=level)
-        )
-    except PocTwinError as exc:
-        raise _fail(f"{exc}; is the batch still running?", EXIT_FAIL) from None
+    path = _journal_of(batch)
+    reply = _send(path, action, operator=operator, reason=reason, level=level)
     if reply["status"] == "accepted":
         out.print(f"{action}: accepted — batch is now {reply['state']}")
         return
@@ -230,22 +263,46 @@ def confirm_identity(
     reason: Annotated[str, typer.Option(help="Meaning, e.g. 'verified before gene transfer'")],
 ) -> None:
     """Scan patient and bag ids for the chain of identity; the batch compares them to its own."""
-    from twin.engine.inbox import send_command
-
-    path = Path(batch) if Path(batch).exists() else Path("runs") / f"{batch}.sqlite"
-    try:
-        reply = asyncio.run(
-            send_command(
-                path,
-                "confirm-identity",
-                operator=operator,
-                reason=reason,
-                extra={"patient_id": patient_id, "bag_id": bag_id},
-            )
-        )
-    except PocTwinError as exc:
-        raise _fail(f"{exc}; is the batch still running?", EXIT_FAIL) from None
+    path = _journal_of(batch)
+    reply = _send(
+        path,
+        "confirm-identity",
+        operator=operator,
+        reason=reason,
+        extra={"patient_id": patient_id, "bag_id": bag_id},
+    )
     if reply["status"] != "accepted":
         err.print(f"confirm-identity: {reply['status']} — {reply['message']}", highlight=False)
         raise typer.Exit(EXIT_REFUSED)
     out.print("scan handed to the batch; it records whether it matches")
+
+
+def _journal_of(batch: str) -> Path:
+    """A journal file as given, else the batch id's default journal runs/<id>.sqlite."""
+    path = Path(batch) if Path(batch).exists() else Path("runs") / f"{batch}.sqlite"
+    if not path.exists():
+        raise _fail(f"no journal for batch '{batch}' (looked for {path})", EXIT_INVALID)
+    return path
+
+
+def _send(path: Path, action: str, **request: Any) -> dict[str, Any]:
+    """Hand one request to the process running ``path``'s batch and return its reply.
+
+    When no process answers, the journal says why (ended, died, not begun): one sentence,
+    a refusal (exit 4) for a batch that has ended or whose process died.
+    """
+    from twin.cli.recorded import unserved
+    from twin.engine.inbox import NoRunningBatch, send_command
+
+    try:
+        reply: dict[str, Any] = asyncio.run(send_command(path, action, **request))
+    except NoRunningBatch:
+        try:
+            why = unserved(path)
+        except JournalError as exc:
+            raise _fail(f"{exc}; give the journal file of a batch", EXIT_INVALID) from None
+        if not why.refused:
+            raise _fail(why.message, why.code) from None
+        err.print(f"{action}: refused — {why.message}", highlight=False, markup=False)
+        raise typer.Exit(why.code) from None
+    return reply

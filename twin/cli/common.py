@@ -41,6 +41,23 @@ BenchOpt = Annotated[
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks")]
 
 
+def _pace(value: float) -> float:
+    if not (value > 0 and value <= 86400):  # also refuses NaN and inf
+        raise typer.BadParameter("between 0 and 86400 batch seconds per second (1 = real time)")
+    return value
+
+
+PaceOpt = Annotated[
+    float,
+    typer.Option(
+        "--pace",
+        callback=_pace,
+        help="On the twin, batch seconds per wall second while the batch waits on a person "
+        "(held, paused, a scan): 1 = real time; e.g. 60 for a demo",
+    ),
+]
+
+
 def _fail(message: str, code: int, debug: bool = False) -> typer.Exit:
     if debug:
         raise

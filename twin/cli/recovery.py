@@ -15,6 +15,7 @@ from twin.cli.common import (
     EXIT_OK,
     EXIT_REFUSED,
     DebugOpt,
+    PaceOpt,
     _fail,
     _print_problems,
     app,
@@ -85,6 +86,7 @@ def resume(
         typer.Option(envvar="POC_TWIN_SITE_KEY", help="Site Ed25519 key: signs the journal"),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
+    pace: PaceOpt = 1.0,
     debug: DebugOpt = False,
 ) -> None:
     """Bring back a batch whose process died: replay its record, hold, re-read the equipment."""
@@ -107,6 +109,7 @@ def resume(
                 restart=restart,
                 site_key=site_key,
                 subscribers=subscribers,
+                pace=pace,
             )
     except InvalidInput as exc:
         _print_problems(exc)

@@ -34,6 +34,7 @@ from twin.clock import Clock
 from twin.engine.alarms import Alarms
 from twin.engine.context import BatchContext, PhaseInterrupted
 from twin.engine.inbox import serve_commands
+from twin.engine.modules import ControlModules
 from twin.engine.phases import PhaseLogic, make_phase
 from twin.engine.states import Command, ProceduralState, StateMachine
 from twin.errors import CommandRefused, CommunicationError, EquipmentError, InterlockTripped
@@ -107,6 +108,16 @@ class Batch:
         )
         if patient_id and bag_id:
             self.ctx.ordered_identity = (patient_id, bag_id)
+        kinds = {
+            name: need.type for name, need in recipe.model.equipment.items() if name in equipment
+        }
+        #: The unit's basic control: reading, monitors and loops in every procedural state.
+        self.modules = ControlModules(self.ctx, kinds, self._device_failed)
+        self.ctx.control = self.modules
+        self.ctx.on_awaiting_scan = self._awaiting_scan_changed
+        self._awaiting_scan = False
+        #: Whether the batch can now move on only by a person's act (Held, Paused, a scan).
+        self.awaiting_person = False
 
     # -- structure -----------------------------------------------------------------
 
@@ -164,6 +175,41 @@ class Batch:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+        self._update_awaiting_person()
+
+    def _awaiting_scan_changed(self, waiting: bool) -> None:
+        self._awaiting_scan = waiting
+        self._update_awaiting_person()
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _update_awaiting_person(self) -> None:
+        """Tell the clock whether only a person can move the batch on (a person's time is
+        the wall's: on the twin the batch clock then follows it instead of jumping)."""
+        state = self.state
+        waiting = state in (S.HELD, S.PAUSED) or (
+            state is S.RUNNING
+            and (
+                self._awaiting_scan or any(m.state in (S.HELD, S.PAUSED) for m in self._chain()[1:])
+            )
+        )
+        if waiting != self.awaiting_person:
+            self.awaiting_person = waiting
+            self.clock.awaiting_person(waiting)
+
+    @property
+    def status(self) -> str:
+        """The procedure's state, with a lower element's hold or pause made visible."""
+        state = self.state
+        if state is S.RUNNING:
+            for machine in self._chain()[1:]:
+                if machine.state is not S.RUNNING and machine.state is not S.IDLE:
+                    return f"Running ({machine.element} {machine.state.label})"
+            if self._awaiting_scan:
+                return "Running (waiting for the identity scan)"
+        return state.label
 
     async def _wait_change(self) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -237,6 +283,10 @@ class Batch:
         self.procedure.fire(Command.FINISH, who=who, why=why)
 
     async def _safe_point(self) -> None:
+        # One turn of the loop first: a command due at this very batch time (an operator's
+        # timer, or a replayed input) is seen here whichever of the two timers fires first,
+        # so ties on the clock cannot make a replay differ from its record.
+        await asyncio.sleep(0)
         while True:
             state = self.state
             step = self.current
@@ -264,16 +314,60 @@ class Batch:
         with contextlib.suppress(CommandRefused):
             self.command(command, who=f"alarm:{monitor.label}", why=message, level=level)
 
-    async def _drive_safe(self, why: str, equipment: list[str] | None = None) -> None:
-        for name in equipment if equipment is not None else list(self.equipment):
-            try:
-                await self.equipment[name].safe_state()
-            except EquipmentError as exc:
-                self.journal.append(
-                    "alarm", name, {"alarm": "safe_state_failed", "message": str(exc)}
-                )
-            else:
-                self.journal.append("safe_state", name, {"why": why})
+    def _reaction(self, name: str, to: str) -> str:
+        """``control`` or ``safe``: what ``to`` (hold, stop, abort) does to item ``name``."""
+        need = self.recipe.model.equipment.get(name)
+        return need.reaction(to) if need is not None else "safe"
+
+    async def _drive(self, to: str, why: str, equipment: list[str] | None = None) -> None:
+        """Drive each item to what the recipe declares for a hold, stop or abort.
+
+        ``safe``: the device's safe state, and the control loops stop writing to it;
+        ``control``: its control and monitoring go on, additions stop (a bioreactor's own
+        safe state is exactly that: temperature and rocking kept, pumps and perfusion off).
+        """
+        async with self.modules.lock:
+            self.modules.additions = False
+            for name in equipment if equipment is not None else list(self.equipment):
+                reaction = self._reaction(name, to)
+                if reaction == "safe":
+                    self.modules.release(name)
+                elif self.modules.kinds.get(name) != "bioreactor":
+                    self.modules.keep(name)
+                    self.journal.append("control_kept", name, {"why": why, "on": to})
+                    continue
+                try:
+                    await self.equipment[name].safe_state()
+                except EquipmentError as exc:
+                    self.journal.append(
+                        "alarm", name, {"alarm": "safe_state_failed", "message": str(exc)}
+                    )
+                else:
+                    self.journal.append("safe_state", name, {"why": why, "reaction": reaction})
+
+    async def _restore(self) -> None:
+        """Restarting: every remembered setpoint re-established, the loops act on all again."""
+        async with self.modules.lock:
+            await self.ctx.restore_setpoints()
+            self.modules.resume()
+
+    def _device_failed(self, exc: EquipmentError) -> None:
+        """A control module's device stopped answering: alarm, and hold if running."""
+        kind = "communication" if isinstance(exc, CommunicationError) else "device"
+        message = str(exc) or type(exc).__name__
+        step = self.current
+        self.journal.append(
+            "alarm",
+            exc.device,
+            {
+                "alarm": kind,
+                "message": message,
+                "phase": step.path if step else "procedure",
+                "reaction": "hold",
+            },
+        )
+        if self.procedure.can(Command.HOLD):
+            self.command(Command.HOLD, who="engine", why=message)
 
     def _fail(self, exc: BaseException) -> None:
         """A phase failed: alarm naming the device or phase, then the recipe's reaction."""
@@ -325,6 +419,8 @@ class Batch:
                     self._fail(exc)
                 return "lower" if self.state is S.RUNNING else "up"
             held_below = any(m.state is S.HOLDING for m in self._chain()[1:])
+            if self.state is S.STOPPING and not self._awaiting_scan:
+                continue  # a controlled stop: the phase shuts down at its next safe point
             if self.state in (S.HOLDING, S.STOPPING, S.ABORTING) or held_below:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -339,13 +435,13 @@ class Batch:
         if holding:
             scope = holding[0]
             equipment = step.logic.equipment if scope is step.phase else None
-            await self._drive_safe(f"hold of {scope.element}: {self.hold_reason}", equipment)
+            await self._drive("hold", f"hold of {scope.element}: {self.hold_reason}", equipment)
             for machine in reversed(holding):
                 machine.fire(Command.FINISH, why=self.hold_reason)
         while self.state is S.RUNNING:
             if any(m.state is S.RESTARTING for m in chain):
                 try:
-                    await self.ctx.restore_setpoints()
+                    await self._restore()
                 except EquipmentError as exc:
                     self._fail(exc)
                     continue
@@ -373,6 +469,7 @@ class Batch:
         try:
             self.procedure.fire(Command.START, who=self.operator, why="batch started")
             self.alarms.activate("recipe", self.recipe.model.monitors)
+            self.modules.start()
             while not self.state.is_final:
                 state = self.state
                 if state is S.RUNNING:
@@ -386,20 +483,23 @@ class Batch:
                 elif state in (S.PAUSED, S.HELD):
                     await self._wait_change()
                 elif state is S.HOLDING:
-                    await self._drive_safe(f"hold: {self.hold_reason}")
+                    await self._drive("hold", f"hold: {self.hold_reason}")
                     self._finish(why=self.hold_reason)
                 elif state is S.RESTARTING:
                     try:
-                        await self.ctx.restore_setpoints()
+                        await self._restore()
                     except EquipmentError as exc:
                         self._fail(exc)
                     else:
                         self._finish(why="setpoints re-established")
                 elif state in (S.STOPPING, S.ABORTING):
-                    await self._drive_safe(state.label.lower())
+                    to = "stop" if state is S.STOPPING else "abort"
+                    await self._drive(to, state.label.lower())
                     self._finish()
             return self.state
         finally:
+            await self.modules.stop()
+            self.clock.awaiting_person(False)
             inbox.close()
             await inbox.wait_closed()
             self.journal.commit()

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twin.clock import Clock
 from twin.engine.alarms import Alarms
@@ -23,6 +23,9 @@ from twin.engine.interlocks import check_write
 from twin.equipment import Bioreactor, Electroporator, GasDispenser
 from twin.errors import PocTwinError
 from twin.journal import Journal
+
+if TYPE_CHECKING:
+    from twin.engine.modules import ControlModules
 
 __all__ = [
     "CONFIRMED",
@@ -190,6 +193,10 @@ class BatchContext:
         self._scans: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue()
         self._restore: dict[tuple[str, str], Restorer] = {}
         self.latest: dict[str, Any] = {}
+        #: The unit's control modules (set by the batch): phases engage loops on them.
+        self.control: ControlModules = None  # type: ignore[assignment]
+        #: Told when the batch starts or stops waiting for an operator's scan.
+        self.on_awaiting_scan: Callable[[bool], None] = lambda waiting: None
 
     def bioreactor(self, name: str) -> Bioreactor:
         return self.equipment[name]  # type: ignore[no-any-return]
@@ -259,8 +266,14 @@ class BatchContext:
         self._scans.put_nowait((patient_id, bag_id, operator, reason))
 
     async def next_scan(self) -> tuple[str, str, str, str]:
-        """Wait for the next identity scan."""
-        return await self._scans.get()
+        """Wait for the next identity scan: the batch now waits on a person."""
+        if not self._scans.empty():
+            return self._scans.get_nowait()
+        self.on_awaiting_scan(True)
+        try:
+            return await self._scans.get()
+        finally:
+            self.on_awaiting_scan(False)
 
     def forget(self, equipment: str, parameter: str) -> None:
         """A setpoint no longer to be restored (e.g. perfusion after harvest)."""

@@ -35,6 +35,9 @@ class CommandTarget(Protocol):
     @property
     def state(self) -> Any: ...
 
+    @property
+    def status(self) -> str: ...
+
 
 def command_address(journal_path: Path | str) -> str:
     """The abstract socket name of the batch writing ``journal_path``."""
@@ -54,7 +57,7 @@ def _answer(target: CommandTarget, request: dict[str, Any]) -> dict[str, Any]:
         if not patient or not bag:
             return {"status": "invalid", "message": "confirm-identity needs patient_id and bag_id"}
         target.present_identity(str(patient), str(bag), who=str(operator), why=str(reason))
-        return {"status": "accepted", "state": target.state.label}
+        return {"status": "accepted", "state": target.status}
     try:
         level = str(request.get("level", "procedure"))
         target.command(str(command), who=str(operator), why=str(reason), level=level)
@@ -62,7 +65,7 @@ def _answer(target: CommandTarget, request: dict[str, Any]) -> dict[str, Any]:
         return {"status": "refused", "message": str(exc), "state": exc.state, "valid": exc.valid}
     except ValueError as exc:
         return {"status": "invalid", "message": str(exc) or f"unknown command '{command}'"}
-    return {"status": "accepted", "state": target.state.label}
+    return {"status": "accepted", "state": target.status}
 
 
 async def serve_commands(target: CommandTarget, journal_path: Path | str) -> asyncio.Server:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twin.engine.context import BatchContext, as_record, as_recorded
-from twin.engine.control import DOCascade, PHControl
+from twin.engine.modules import PerfusionLoop, PHLoop
 from twin.equipment import CellSample, Gas, Material, PulseProgram
 from twin.errors import PocTwinError
 from twin.recipe import phases as p
@@ -21,8 +21,6 @@ from twin.recipe.monitors import Monitor
 __all__ = ["PHASES", "PhaseFailed", "PhaseLogic", "make_phase"]
 
 HOUR = 3600.0
-#: Smallest flow change worth a setpoint write (controllers warn against needless writes).
-FLOW_DEADBAND_SCCM = 1.0
 
 
 class PhaseFailed(PocTwinError):
@@ -168,19 +166,17 @@ async def take_sample(ctx: BatchContext, bioreactor: str) -> CellSample:
 
 
 class Culture(PhaseLogic):
-    """Hold conditions for a time, polling every device once per ``poll_s``.
+    """Hold conditions for a time: engages the unit's control loops, samples on schedule.
 
-    The phase's clock is time spent Running: a hold or pause does not count
-    towards ``duration_h`` (as a batch system's phase timers pause when held).
+    Reading, monitors and the DO, pH and perfusion loops are the unit's control
+    modules (:mod:`twin.engine.modules`), which go on in every procedural state; the
+    phase sets their setpoints and counts its time. The phase's clock is time spent
+    Running: a hold or pause does not count towards ``duration_h`` (as a batch
+    system's phase timers pause when held).
     """
 
     params: p.Culture
     elapsed_s: float = 0.0
-    perfusing: bool = False
-    cascade: DOCascade | None = None
-    ph_loop: PHControl | None = None
-    last_co2: float | None = None
-    last_base_at: float | None = None
     samples_taken: int = 0
 
     def describe(self) -> str:
@@ -188,10 +184,35 @@ class Culture(PhaseLogic):
         extra = f", DO {pr.do_setpoint_pct:g}%" if pr.do_setpoint_pct is not None else ""
         return f"culture {pr.duration_h:g} h{extra}"
 
+    def engage(self, ctx: BatchContext) -> None:
+        """Hand the culture's setpoints to the unit's control modules."""
+        pr = self.params
+        control = ctx.control
+        control.period_s = pr.poll_s
+        if pr.do_setpoint_pct is not None:
+            control.engage_do(pr.bioreactor, pr.gas_dispenser, pr.do_setpoint_pct)
+        if pr.ph_setpoint is not None:
+            control.engage_ph(
+                PHLoop(
+                    pr.bioreactor,
+                    pr.gas_dispenser,
+                    pr.ph_setpoint,
+                    pr.ph_deadband,
+                    pr.base_dose_ml,
+                    pr.base_interval_h * HOUR,
+                )
+            )
+        if pr.perfusion is not None:
+            control.engage_perfusion(
+                PerfusionLoop(
+                    pr.bioreactor,
+                    pr.perfusion.start_at_cells_per_ml,
+                    pr.perfusion.volumes_per_day,
+                )
+            )
+
     async def run(self, ctx: BatchContext) -> None:
         pr = self.params
-        br = ctx.bioreactor(pr.bioreactor)
-        gd = ctx.gas_dispenser(pr.gas_dispenser)
         duration = pr.duration_h * HOUR
         if self.elapsed_s == 0.0:
             for loop, value, unit in (
@@ -204,89 +225,19 @@ class Culture(PhaseLogic):
                         pr.bioreactor,
                         {"parameter": loop, "value": value, "unit": unit, "control_loop": True},
                     )
-        if pr.do_setpoint_pct is not None and self.cascade is None:
-            full = gd.limits.full_scale_sccm
-            o2_max = min(full.get(Gas.O2, 0.0), gd.limits.o2_cap_sccm)
-            self.cascade = DOCascade.default(o2_max, full.get(Gas.N2, 0.0))
-        written: dict[Gas, float] = {}
+            self.engage(ctx)
         while self.elapsed_s < duration:
             await ctx.safe_point()
             started = ctx.clock.now()
-            pv = await ctx.read(pr.bioreactor, "pv", br.read)
-            await ctx.read(pr.gas_dispenser, "pv", gd.read)
-            if self.cascade is not None and pr.do_setpoint_pct is not None:
-                split = self.cascade.update(pr.do_setpoint_pct, pv.do_pct, pr.poll_s)
-                # Per line: a controller is not rewritten with the flow it already holds.
-                for gas, sccm in ((Gas.O2, split.o2_sccm), (Gas.N2, split.n2_sccm)):
-                    held = written.get(gas)
-                    if held is None or abs(sccm - held) >= FLOW_DEADBAND_SCCM:
-                        await ctx.write(
-                            pr.gas_dispenser,
-                            f"{gas.name.lower()}_flow_sp",
-                            sccm,
-                            lambda g=gas, f=sccm: gd.set_flow(g, f),
-                            unit="sccm",
-                        )
-                        written[gas] = sccm
-            if pr.ph_setpoint is not None:
-                await self._control_ph(ctx, pv.ph, gd)
-            if (
-                pr.perfusion is not None
-                and not self.perfusing
-                and pv.viable_cells_per_ml >= pr.perfusion.start_at_cells_per_ml
-            ):
-                rate = round(pr.perfusion.volumes_per_day * pv.volume_ml, 1)
-                await ctx.write(
-                    pr.bioreactor,
-                    "perfusion_sp",
-                    rate,
-                    lambda r=rate: br.set_perfusion(r),
-                    unit="mL/d",
-                )
-                self.perfusing = True
+            step = min(pr.poll_s, duration - self.elapsed_s)
             if (
                 pr.sample_every_h
                 and self.elapsed_s >= (self.samples_taken + 1) * pr.sample_every_h * HOUR
             ):
+                self.samples_taken += 1  # first: after a hold mid-sample, not drawn twice
                 await take_sample(ctx, pr.bioreactor)
-                self.samples_taken += 1
-            step = min(pr.poll_s, duration - self.elapsed_s)
             await ctx.clock.sleep_until(started + step)
             self.elapsed_s += step
-
-    async def _control_ph(self, ctx: BatchContext, ph: float, gd: Any) -> None:
-        pr = self.params
-        assert pr.ph_setpoint is not None
-        if self.ph_loop is None:
-            gas = ctx.latest.get(f"{pr.gas_dispenser}.pv")
-            now_co2 = gas.setpoint_sccm.get(Gas.CO2, 0.0) if gas is not None else 0.0
-            full = gd.limits.full_scale_sccm.get(Gas.CO2, 0.0)
-            self.ph_loop = PHControl.default(now_co2, full)
-            self.last_co2 = now_co2
-        co2 = self.ph_loop.update(pr.ph_setpoint, ph, pr.poll_s)
-        if self.last_co2 is None or abs(co2 - self.last_co2) >= FLOW_DEADBAND_SCCM:
-            await ctx.write(
-                pr.gas_dispenser,
-                "co2_flow_sp",
-                co2,
-                lambda c=co2: gd.set_flow(Gas.CO2, c),
-                unit="sccm",
-            )
-            self.last_co2 = co2
-        now = ctx.clock.now()
-        too_acid = ph < pr.ph_setpoint - pr.ph_deadband
-        due = self.last_base_at is None or now - self.last_base_at >= pr.base_interval_h * HOUR
-        if too_acid and co2 <= FLOW_DEADBAND_SCCM and due:
-            br = ctx.bioreactor(pr.bioreactor)
-            await ctx.write(
-                pr.bioreactor,
-                "add_base",
-                pr.base_dose_ml,
-                lambda: br.add(Material.BASE, pr.base_dose_ml),
-                unit="mL",
-                restorable=False,
-            )
-            self.last_base_at = now
 
 
 class SampleCheck(PhaseLogic):
@@ -470,6 +421,7 @@ class Harvest(PhaseLogic):
             pr.bioreactor, "perfusion_sp", 0.0, lambda: br.set_perfusion(0.0), unit="mL/d"
         )
         ctx.forget(pr.bioreactor, "perfusion_sp")
+        ctx.control.disengage(pr.bioreactor)
         final = await take_sample(ctx, pr.bioreactor)
         self.harvested = True
         volume = await ctx.write(pr.bioreactor, "harvest", True, br.harvest, restorable=False)

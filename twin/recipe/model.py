@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from twin.recipe.monitors import Monitor
 from twin.recipe.parameters import Parameter
@@ -13,6 +13,8 @@ from twin.recipe.phases import PHASE_MODELS, Phase
 
 __all__ = [
     "ALL_MODELS",
+    "DEFAULT_REACTIONS",
+    "EquipmentReaction",
     "EquipmentRequirement",
     "Header",
     "Operation",
@@ -40,10 +42,41 @@ class Header(_Strict):
     description: str = ""
 
 
+#: What a hold or a stop does to one equipment item (an abort always makes it safe):
+#: ``control`` keeps its regulatory control and monitoring going (temperature, DO and pH)
+#: and stops additions (perfusion, pumps, base); ``safe`` drives it to its safe state and
+#: its control loops stop writing to it (monitoring goes on).
+EquipmentReaction = Literal["control", "safe"]
+
+#: The defaults by equipment type: a held culture is kept alive, an idle chamber disarmed.
+DEFAULT_REACTIONS: dict[str, dict[str, str]] = {
+    "bioreactor": {"hold": "control", "stop": "safe"},
+    "gas_dispenser": {"hold": "control", "stop": "safe"},
+    "electroporator": {"hold": "safe", "stop": "safe"},
+}
+
+
 class EquipmentRequirement(_Strict):
     """A piece of equipment the recipe needs; the bench says which device fills it."""
 
     type: EquipmentType
+    #: What a hold does to this item (default by type: DEFAULT_REACTIONS).
+    on_hold: EquipmentReaction | None = None
+    #: What a controlled stop does to it once the current phase has shut down.
+    on_stop: EquipmentReaction | None = None
+
+    @model_validator(mode="after")
+    def _electroporator_is_made_safe(self) -> EquipmentRequirement:
+        if self.type == "electroporator" and "control" in (self.on_hold, self.on_stop):
+            raise ValueError("an electroporator has no control loop to keep: use 'safe'")
+        return self
+
+    def reaction(self, to: str) -> str:
+        """``control`` or ``safe``: what a ``hold``, ``stop`` or ``abort`` does to this item."""
+        if to == "abort":
+            return "safe"
+        declared = self.on_hold if to == "hold" else self.on_stop
+        return declared or DEFAULT_REACTIONS[self.type][to]
 
 
 class Operation(_Strict):

@@ -33,10 +33,16 @@ from twin.equipment import (
     PulseProgram,
     PulseResult,
 )
-from twin.errors import CommunicationError, EquipmentError, PocTwinError
+from twin.errors import CommunicationError, EquipmentError
 from twin.journal import Event
 
-__all__ = ["Boundary", "Feed", "NoRecordedAnswer", "is_interruption", "replay_equipment"]
+__all__ = [
+    "NO_ANSWER",
+    "Boundary",
+    "Feed",
+    "is_interruption",
+    "replay_equipment",
+]
 
 #: What kind of recorded event answers each kind of call.
 ANSWERS = {"read": "reading", "sample": "sample", "write": CONFIRMED, "safe_state": "safe_state"}
@@ -44,8 +50,12 @@ ANSWERS = {"read": "reading", "sample": "sample", "write": CONFIRMED, "safe_stat
 FAILURES = {"communication", "device", "safe_state_failed"}
 
 
-class NoRecordedAnswer(PocTwinError):
-    """The engine asked a device for something the record does not hold."""
+#: A read that failed again while its device's communication alarm stood (not a new alarm).
+NO_ANSWER = "no_answer"
+
+
+def _is_failure(event: Event) -> bool:
+    return event.kind == NO_ANSWER or event.kind == "alarm"
 
 
 def _is_answer(event: Event, equipment: set[str]) -> bool:
@@ -53,12 +63,13 @@ def _is_answer(event: Event, equipment: set[str]) -> bool:
         return False
     if event.kind == "alarm":
         return event.data.get("alarm") in FAILURES
-    return event.kind in ANSWERS.values()
+    return event.kind == NO_ANSWER or event.kind in ANSWERS.values()
 
 
 def _recorded_error(event: Event) -> EquipmentError:
     """The error the original call raised, with its message exactly as recorded."""
-    kind = CommunicationError if event.data.get("alarm") == "communication" else EquipmentError
+    communication = event.data.get("alarm") == "communication" or event.kind == NO_ANSWER
+    kind = CommunicationError if communication else EquipmentError
     error = kind(event.source, "")
     error.args = (event.data.get("message", ""),)
     return error
@@ -102,8 +113,6 @@ class Feed:
                 self.queues[event.source].append((index, event))
         self.boundaries = [Boundary(i) for i, e in enumerate(events) if is_interruption(e)]
         self.boundaries.append(Boundary(len(events)))
-        #: Told when the engine asks for something other than the record's next answer.
-        self.on_mismatch: Callable[[str], None] | None = None
         #: The task enacting an interruption, and its boundary (see :meth:`gate`).
         self.enacting: tuple[asyncio.Task[Any], Boundary] | None = None
 
@@ -137,38 +146,56 @@ class Feed:
 
     async def answer(self, device: str, call: str, what: str = "") -> Event | None:
         """The recorded answer to this call at its recorded time; None once the boundary
-        it waited at is passed (the caller then goes live, or asks again)."""
+        it waited at is passed (the caller then goes live, or asks again).
+
+        The unit's control modules and a phase may both have a call in flight to one
+        device; their answers are recorded in the order the device gave them. So a call
+        takes the first recorded answer of its own kind (a failure answers any call), not
+        only the very next one: each call's answer is still the same, and the journal's
+        comparison of every event still catches a divergence.
+        """
         queue = self.queues[device]
         while True:
             cursor = self.cursor()
             ahead = next(b for b in self.boundaries if b.index >= cursor and not b.passed.is_set())
-            if not queue or queue[0][0] > ahead.index:
+            event = _first_answer(queue, ahead.index, call, what)
+            if event is None:
+                # Nothing of this kind before the boundary: the call was in flight when the
+                # process died (or the engine diverged: then the journal's comparison and the
+                # watchdog name the first event it does not reproduce).
                 await ahead.passed.wait()
                 self._interrupted_if_phase()
                 return None
-            event = queue[0][1]
-            if event.kind != "alarm" and (
-                event.kind != ANSWERS[call] or (what and event.data.get("what") != what)
-            ):
-                return await self._mismatch(device, call, what, event)
             await self.clock.sleep_until(event.batch_time)
-            if queue and queue[0][1] is event:
+            if _take(queue, event):
                 break  # still ours: no other call took it while we waited
-        queue.popleft()
-        if event.kind == "alarm":
+        if _is_failure(event):
             raise _recorded_error(event)
         return event
 
-    async def _mismatch(self, device: str, call: str, what: str, event: Event) -> None:
-        message = (
-            f"engine called {device} {call} {what}".rstrip()
-            + f" at batch time {self.clock.now():.3f} s; the record's next answer from "
-            f"{device} is event {event.seq} ({event.kind} at {event.batch_time:.3f} s)"
-        )
-        if self.on_mismatch is not None:
-            self.on_mismatch(message)
-            await asyncio.Future()  # diverged: the replay ends around us
-        raise NoRecordedAnswer(message)
+
+def _first_answer(
+    queue: deque[tuple[int, Event]], before: int, call: str, what: str
+) -> Event | None:
+    """The first queued answer (up to index ``before``) that can answer this call."""
+    kind = ANSWERS[call]
+    for index, event in queue:
+        if index > before:
+            return None
+        if _is_failure(event) or (
+            event.kind == kind and (not what or event.data.get("what") == what)
+        ):
+            return event
+    return None
+
+
+def _take(queue: deque[tuple[int, Event]], event: Event) -> bool:
+    """Take ``event`` out of the queue; False if another call took it meanwhile."""
+    for i, (_, queued) in enumerate(queue):
+        if queued is event:
+            del queue[i]
+            return True
+    return False
 
 
 class _ReplayDevice:

@@ -82,4 +82,4 @@ async def replay_async(recording: Recording, recipe: Path | None = None) -> Repl
 def replay(path: Path | str, recipe: Path | None = None) -> ReplayResult:
     """Replay the batch recorded in ``path`` (always in virtual time: the record sets the pace)."""
     recording = load_recording(path)
-    return run_batch_loop(lambda: replay_async(recording, recipe), virtual=True)
+    return run_batch_loop(lambda: replay_async(recording, recipe), virtual=True, pace=None)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.bench import OpenBench, open_bench
-from twin.clock import Clock, VirtualTimeLoop, run_batch_loop, wall_now
+from twin.clock import DEFAULT_PACE, Clock, VirtualTimeLoop, run_batch_loop, wall_now
 from twin.engine.batch import Batch
 from twin.engine.context import CONFIRMED
 from twin.engine.inbox import serve_commands
@@ -88,8 +88,13 @@ async def resume_async(
     subscribers: list[Callable[[Event], None]] | None = None,
     on_bench: Callable[[OpenBench, Clock], None] | None = None,
     on_batch: Callable[[Batch], None] | None = None,
+    pace: float | None = DEFAULT_PACE,
 ) -> ProceduralState:
-    """Resume on the running loop, which must be a :class:`VirtualTimeLoop` (replay first)."""
+    """Resume on the running loop, which must be a :class:`VirtualTimeLoop` (replay first).
+
+    The re-run goes at full speed; from the hand-over on, a batch on the twin that waits
+    on a person (it is held until an operator restarts it) follows the wall at ``pace``.
+    """
     loop = asyncio.get_running_loop()
     if not isinstance(loop, VirtualTimeLoop):
         raise TypeError("resume replays the record first: run it on a VirtualTimeLoop")
@@ -142,6 +147,8 @@ async def resume_async(
                 if not bench.virtual_clock:
                     loop.go_live()
                 loop.advance_to(loop.time() + gap_s)
+                loop.pace = pace
+                loop.follow_wall(batch.awaiting_person)
                 deviation = _deviation(batch, recording, gap_s, derived, operator, reason)
                 await hold_after_interruption(
                     batch,
@@ -214,4 +221,4 @@ def resume(path: Path | str, **kwargs: Any) -> ProceduralState:
     recording = load_recording(path)
     if not recording.events:
         raise JournalError(f"{path}: empty journal")
-    return run_batch_loop(lambda: resume_async(recording, **kwargs), virtual=True)
+    return run_batch_loop(lambda: resume_async(recording, **kwargs), virtual=True, pace=None)

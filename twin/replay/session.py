@@ -72,7 +72,6 @@ class ReplaySession:
             cursor=lambda: self.journal.cursor,
             phase_task=lambda: self.batch.phase_task,
         )
-        self.feed.on_mismatch = lambda message: self.journal.diverge(None, message)
         self.kinds = {name: self.bench.spec(name).equipment_type for name in self.bench.configs}
         header = self.recording.header
         self.batch = Batch(

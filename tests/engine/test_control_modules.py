@@ -1,0 +1,184 @@
+"""The unit's control modules go on whatever the procedure does (ISA-88 basic control).
+
+A held, paused or identity-waiting batch is still read every poll period, its monitors
+checked and its DO loop acting; what a hold does to each item is what the recipe declares.
+All on virtual time; the scripted operator acts on the batch clock.
+"""
+
+from __future__ import annotations
+
+from statistics import mean
+from typing import Any
+
+from batch_harness import ROOT, S, finished
+
+from twin.equipment import Gas
+
+HOUR = 3600.0
+
+#: A bag at the density of a day-8 CAR-T expansion (about 6e6 cells/mL in 500 mL).
+DENSE_BENCH = (
+    (ROOT / "benches" / "sim.yaml")
+    .read_text()
+    .replace(
+        "inoculum: {volume_ml: 100, viable_cells_per_ml: 1.0e+6, viability_pct: 95}",
+        "inoculum: {volume_ml: 500, viable_cells_per_ml: 6.0e+6, viability_pct: 92}",
+    )
+)
+
+DENSE_CULTURE = """\
+recipe: {id: dense-hold, product: test, version: 1.0.0, status: draft, author: test}
+equipment:
+  bioreactor: {type: bioreactor%(on_hold_br)s}
+  gas: {type: gas_dispenser%(on_hold_gas)s}
+monitors:
+  - {name: culture temperature, pv: temperature_c, low: 35.0, high: 38.5, deadband: 0.2,
+     delay_min: 30, reaction: hold}
+procedure:
+  - unit_procedure: expansion
+    operations:
+      - operation: culture
+        phases:
+          - {phase: set_rocking, rpm: 15}
+          - {phase: set_gas, flows_sccm: {air: 190, co2: 10}}
+          - {phase: set_temperature, setpoint_c: 37.0, tolerance_c: 0.5}
+          - {phase: culture, duration_h: 48, do_setpoint_pct: 40}
+          - {phase: harvest}
+"""
+
+
+def dense(on_hold_br: str = "", on_hold_gas: str = "") -> str:
+    return DENSE_CULTURE % {
+        "on_hold_br": f", on_hold: {on_hold_br}" if on_hold_br else "",
+        "on_hold_gas": f", on_hold: {on_hold_gas}" if on_hold_gas else "",
+    }
+
+
+def values(run: Any, source: str, pv: str, after: float) -> list[float]:
+    return [
+        e.data["values"][pv]
+        for e in run.kinds("reading")
+        if e.source == source and e.batch_time >= after
+    ]
+
+
+async def hold_dense_culture(run: Any) -> float:
+    """Let the DO loop settle for 6 h of culture, then hold the batch; returns when."""
+    await run.until(
+        lambda e: e.kind == "transition" and "4:culture" in e.source and e.data["to"] == "Running"
+    )
+    await run.clock.sleep(6 * HOUR)
+    run.batch.command("hold", who="kim", why="overnight: supervisor to decide")
+    await run.until_state(S.HELD)
+    return run.clock.now()
+
+
+async def test_a_held_dense_culture_stays_controlled_for_12_hours(running: Any) -> None:
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    held_at = await hold_dense_culture(run)
+    await run.clock.sleep(12 * HOUR)
+    assert run.batch.state is S.HELD
+    # Read every minute all night: both devices, about 720 readings each.
+    for source in ("bioreactor", "gas"):
+        n = sum(1 for e in run.kinds("reading") if e.source == source and e.batch_time > held_at)
+        assert 715 <= n <= 722, (source, n)
+    # DO held at its setpoint by the cascade (the O2 line opened to meet a dense culture's
+    # demand), temperature by the bag's own loop.
+    do = values(run, "bioreactor", "do_pct", held_at + HOUR)
+    assert 36.0 <= mean(do) <= 44.0 and min(do) > 30.0, (mean(do), min(do))
+    temperature = values(run, "bioreactor", "temperature_c", held_at)
+    assert all(36.5 <= t <= 37.5 for t in temperature)
+    flows = [
+        (e.data["parameter"], e.data["value"])
+        for e in run.kinds("setpoint")
+        if e.data["parameter"] in ("o2_flow_sp", "n2_flow_sp") and e.batch_time > held_at
+    ]
+    assert flows  # the loop acted during the hold
+    # The recipe's default hold: the bag made safe (additions stop), the gas kept under control.
+    assert [e.source for e in run.kinds("safe_state")] == ["bioreactor", "electroporator"]
+    assert [e.source for e in run.kinds("control_kept")] == ["gas"]
+    run.batch.command("restart", who="kim", why="supervisor: go on")
+    assert await finished(run) is S.COMPLETE
+
+
+async def test_a_hold_declared_safe_closes_o2_and_n2_and_do_drifts(running: Any) -> None:
+    """The same night with the gas dispenser declared `on_hold: safe`: O2 and N2 closed, the
+    loop stands off, and DO drifts far from its setpoint (why the default keeps control)."""
+    run = await running("dense-safe.yaml", dense(on_hold_gas="safe"), bench_text=DENSE_BENCH)
+    held_at = await hold_dense_culture(run)
+    await run.clock.sleep(12 * HOUR)
+    gas = run.bench.twin.plant.gas
+    assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+    assert sorted(e.source for e in run.kinds("safe_state")) == [
+        "bioreactor",
+        "electroporator",
+        "gas",
+    ]
+    assert not [
+        e for e in run.kinds("setpoint") if e.batch_time > held_at and "flow" in e.data["parameter"]
+    ]
+    do = values(run, "bioreactor", "do_pct", held_at + 6 * HOUR)
+    assert mean(do) > 60.0  # air alone, no N2 stripping: towards air saturation
+    # Restart: the setpoints come back and the loop acts on the gas dispenser again.
+    run.batch.command("restart", who="kim", why="go on")
+    await run.until_state(S.RUNNING)
+    await run.clock.sleep(2 * HOUR)
+    assert gas.mfc_for(Gas.N2).setpoint_sccm > 50.0  # stripping DO back towards 40 %
+
+
+async def test_an_alarm_during_held_is_journalled(running: Any) -> None:
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    held_at = await hold_dense_culture(run)
+    run.bench.twin.plant.bioreactor.heater_failed = True  # the bag cools overnight
+    await run.clock.sleep(10 * HOUR)
+    alarms = [e for e in run.kinds("alarm") if e.batch_time > held_at]
+    assert [a.data["alarm"] for a in alarms] == ["culture temperature"]
+    assert alarms[0].data["value"] < 35.0
+    # Its reaction (hold) finds the batch held already: recorded, nothing else changes.
+    assert run.batch.state is S.HELD
+    refused = [e for e in run.kinds("command") if e.batch_time > held_at]
+    assert all(not e.data["accepted"] for e in refused)
+
+
+async def test_readings_go_on_while_paused_and_between_phases(running: Any) -> None:
+    run = await running()
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
+    run.batch.command("pause", who="bob", why="shift change")
+    await run.until_state(S.PAUSED)
+    paused_at = run.clock.now()
+    await run.clock.sleep(2 * HOUR)
+    n = sum(1 for e in run.kinds("reading") if e.batch_time > paused_at)
+    assert n >= 2 * 119  # bag and gas, every minute
+    run.batch.command("resume", who="bob", why="back")
+    assert await finished(run) is S.COMPLETE
+    # Readings from the very start, before any culture phase engaged a loop.
+    first_culture = next(
+        e.batch_time
+        for e in run.events
+        if e.kind == "transition" and "culture" in e.source and e.data["to"] == "Running"
+    )
+    assert sum(1 for e in run.kinds("reading") if e.batch_time < first_culture) >= 2
+
+
+async def test_a_device_that_stops_answering_while_held_is_alarmed_once_and_recovers(
+    running: Any,
+) -> None:
+    run = await running()
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
+    run.batch.command("hold", who="bob", why="inspection")
+    await run.until_state(S.HELD)
+    server = run.bench.twin.servers["bioreactor"]
+    server.link.silent = True
+    await run.clock.sleep(HOUR)
+    server.link.silent = False
+    await run.clock.sleep(10 * 60)
+    comm = [e for e in run.kinds("alarm") if e.data.get("alarm") == "communication"]
+    assert len(comm) == 1 and comm[0].source == "bioreactor"
+    assert len(run.kinds("no_answer")) >= 10  # each silent poll recorded, no alarm flood
+    cleared = [e for e in run.kinds("alarm_cleared") if e.data.get("alarm") == "communication"]
+    assert len(cleared) == 1 and cleared[0].batch_time > comm[0].batch_time
+    assert run.batch.state is S.HELD

@@ -1,0 +1,277 @@
+"""The command line as people meet it: Ctrl-C at a running batch, commands to a batch that is over.
+
+Real processes and real journals: `poc-twin run` is started as the operator starts it, signalled
+as a terminal signals it, and read back only through its journal (CLI.md, turn 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from twin.cli import app
+from twin.cli.ctrl_c import WHY, CtrlC
+from twin.clock import wall_monotonic, wall_sleep
+from twin.engine.states import TABLE, Command, ProceduralState
+from twin.errors import CommandRefused, JournalError
+from twin.journal import Event, Journal, read_events
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "recipes" / "smoke.yaml")
+LONG = str(ROOT / "recipes" / "car_t_autologous.yaml")  # 10 days: ~20 s wall on the twin
+SIM = str(ROOT / "benches" / "sim.yaml")
+EXE = str(Path(sys.executable).with_name("poc-twin"))
+cli = CliRunner()
+S = ProceduralState
+
+
+def _start_run(journal: Path, operator: str) -> subprocess.Popen[str]:
+    """`poc-twin run` in its own process, as an operator starts it at a terminal."""
+    return subprocess.Popen(
+        [EXE, "run", LONG, "--bench", SIM, "--journal", str(journal), "--operator", operator, "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+
+def _procedure_states(events: list[Event]) -> list[str]:
+    return [
+        e.data["to"] for e in events if e.kind == "transition" and e.source.startswith("procedure:")
+    ]
+
+
+def _wait_for(
+    journal: Path, until: Callable[[list[Event]], bool], proc: subprocess.Popen[str]
+) -> list[Event]:
+    """Poll the journal (the batch process writes it; a reader beside it is safe) until
+    ``until`` holds; bounded, and failing at once if the batch process exits meanwhile."""
+    deadline = wall_monotonic() + 60.0
+    while True:
+        try:
+            events = list(read_events(journal))
+        except JournalError:  # not created yet, or its table not yet
+            events = []
+        if until(events):
+            return events
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"batch process exited {proc.returncode} too early: {err}")
+        assert wall_monotonic() < deadline, f"timed out; states {_procedure_states(events)}"
+        wall_sleep(0.05)
+
+
+@pytest.fixture
+def running() -> Iterator[list[subprocess.Popen[str]]]:
+    """Batch processes a test starts; killed if the test leaves one behind."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+# -- Ctrl-C at the terminal running the batch ----------------------------------------------
+
+
+def test_ctrl_c_holds_then_a_second_ctrl_c_aborts(
+    tmp_path: Path, running: list[subprocess.Popen[str]]
+) -> None:
+    journal = tmp_path / "cart.sqlite"
+    proc = _start_run(journal, "carol")
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+
+    proc.send_signal(signal.SIGINT)
+    events = _wait_for(journal, lambda ev: "Held" in _procedure_states(ev), proc)
+    assert _procedure_states(events)[-3:] == ["Running", "Holding", "Held"]
+    hold = [e.data for e in events if e.kind == "command"]
+    assert [(c["command"], c["accepted"], c["operator"], c["reason"]) for c in hold] == [
+        ("hold", True, "carol", WHY)
+    ]
+    assert proc.poll() is None  # held, waiting for a person: not ended, not killed
+
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert "Ctrl-C: batch held by carol; Ctrl-C again aborts it" in err
+    assert "Ctrl-C: batch aborted by carol (it was Held)" in err
+    assert "Aborted" in out  # the normal summary
+    events = list(read_events(journal))
+    commands = [e.data for e in events if e.kind == "command"]
+    assert [(c["command"], c["accepted"], c["operator"], c["reason"]) for c in commands] == [
+        ("hold", True, "carol", WHY),
+        ("abort", True, "carol", WHY),  # no refused hold before it: the rule asked for abort
+    ]
+    assert _procedure_states(events)[-2:] == ["Aborting", "Aborted"]
+    assert events[-1].kind == "batch_ended" and events[-1].data["state"] == "Aborted"
+    verified = cli.invoke(app, ["verify", str(journal)])
+    assert verified.exit_code == 0, verified.output
+
+
+class _Batch:
+    """Just what the handler uses of a Batch: its state and its commands, per the model."""
+
+    def __init__(self, state: ProceduralState) -> None:
+        self.state = state
+        self.given: list[tuple[str, str, str]] = []
+
+    def command(self, command: Command | str, *, who: str, why: str) -> None:
+        cmd = Command(command)
+        to = next((dst for c, src, dst in TABLE if c is cmd and src is self.state), None)
+        if to is None:
+            raise CommandRefused("procedure:x", cmd.value, self.state.label, [])
+        self.given.append((cmd.value, who, why))
+        self.state = to
+
+
+@pytest.mark.parametrize(
+    ("state", "given", "says"),
+    [
+        (S.RUNNING, "hold", "held by dan"),
+        (S.PAUSED, "hold", "held by dan"),
+        (S.RESTARTING, "hold", "held by dan"),  # restarted from another terminal: holds again
+        (S.HOLDING, "abort", "aborted by dan (it was Holding)"),  # the second Ctrl-C
+        (S.HELD, "abort", "aborted by dan (it was Held)"),
+        (S.STOPPING, "abort", "aborted by dan (it was Stopping)"),
+        (S.ABORTING, None, "neither hold nor abort is valid; it finishes on its own"),
+        (S.STOPPED, None, "has ended Stopped"),  # over: not aborted after the fact
+        (S.COMPLETE, None, "has ended Complete"),
+    ],
+)
+def test_what_a_ctrl_c_means_in_each_state(
+    state: ProceduralState, given: str | None, says: str, tmp_path: Path
+) -> None:
+    batch = _Batch(state)
+    note = CtrlC("dan", tmp_path / "j.sqlite", Console(file=io.StringIO())).act(batch)  # type: ignore[arg-type]
+    assert note.startswith("Ctrl-C: ") and "\n" not in note and says in note
+    assert batch.given == ([(given, "dan", WHY)] if given else [])
+
+
+def test_after_the_batch_ended_a_ctrl_c_only_gets_a_note(tmp_path: Path) -> None:
+    """One press too many while the summary is printed: a note, then the caller's handler back."""
+    before = signal.getsignal(signal.SIGINT)
+    notes = io.StringIO()
+    ctrl_c = CtrlC("dan", tmp_path / "j.sqlite", Console(file=notes))
+    with ctrl_c.ended(S.ABORTED):
+        signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt), ctrl_c.allow_interrupt():
+            signal.raise_signal(signal.SIGINT)  # a wait the user may cut short
+    assert notes.getvalue().strip() == "Ctrl-C: the batch has ended Aborted; finishing up"
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+# -- commands to a batch no process serves -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def completed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke batch run to its end (Complete)."""
+    journal = tmp_path_factory.mktemp("ended") / "smoke.sqlite"
+    result = cli.invoke(
+        app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), "--batch-id", "S-9", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    return journal
+
+
+def _command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EXE, *args], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
+
+
+def test_command_to_an_ended_batch_is_refused_naming_its_final_state(completed: Path) -> None:
+    result = _command("command", str(completed), "hold", "--operator", "bob", "--reason", "late")
+    assert result.returncode == 4
+    assert result.stderr.strip().splitlines() == [
+        "hold: refused — batch S-9 has ended Complete; no command can change it "
+        "(a new batch must be started)"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_identity_scan_for_an_ended_batch_is_refused(completed: Path) -> None:
+    result = cli.invoke(
+        app,
+        [
+            "confirm-identity",
+            str(completed),
+            "--patient-id",
+            "P-1",
+            "--bag-id",
+            "B-1",
+            "--operator",
+            "kim",
+            "--reason",
+            "scanned",
+        ],
+    )
+    assert result.exit_code == 4
+    assert "confirm-identity: refused — batch S-9 has ended Complete" in result.stderr
+
+
+def test_command_to_a_batch_whose_process_died_points_to_resume(
+    tmp_path: Path, running: list[subprocess.Popen[str]]
+) -> None:
+    journal = tmp_path / "died.sqlite"
+    proc = _start_run(journal, "carol")
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+    proc.kill()  # SIGKILL: the process dies with the batch Running
+    proc.communicate()
+    result = _command("command", str(journal), "hold", "--operator", "bob", "--reason", "check")
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "which has not ended (last recorded state Running): its process died" in lines[0]
+    assert f"poc-twin resume {journal} --operator NAME --reason TEXT" in lines[0]
+
+
+def test_command_to_a_journal_without_a_batch_yet(tmp_path: Path) -> None:
+    journal = tmp_path / "starting.sqlite"
+    Journal(journal, lambda: 0.0, signer=None).close()  # what a process leaves before it begins
+    result = cli.invoke(app, ["command", str(journal), "hold", "--operator", "b", "--reason", "r"])
+    assert result.exit_code == 1
+    assert "records no batch that has begun" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"", "no such table: events"), (b"not a journal\n" * 100, "file is not a database")],
+)
+def test_command_to_an_unreadable_journal_says_so_in_one_line(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    journal = tmp_path / "bad.sqlite"
+    journal.write_bytes(content)
+    result = _command("command", str(journal), "abort", "--operator", "b", "--reason", "r")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a readable journal" in lines[0] and why in lines[0], lines
+    assert "Traceback" not in result.stderr
+
+
+def test_a_sqlite_file_that_is_no_journal(tmp_path: Path) -> None:
+    other = tmp_path / "other.sqlite"
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE t (x)")
+        db.commit()
+    result = cli.invoke(app, ["command", str(other), "stop", "--operator", "b", "--reason", "r"])
+    assert result.exit_code == 2
+    assert "not a readable journal" in result.stderr

@@ -1,0 +1,84 @@
+"""What a batch's journal says when no process serves its commands (CLI.md, ``command``).
+
+A batch listens for commands only while its process runs. When nothing answers, the
+journal, the only truth, tells an operator why: the batch has ended (no command can change
+it), its process died (``poc-twin resume`` brings it back), or it has not begun yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from twin.cli.common import EXIT_FAIL, EXIT_REFUSED
+from twin.engine.states import ProceduralState
+from twin.journal import read_events
+
+__all__ = ["RecordedBatch", "Unserved", "read_recorded", "unserved"]
+
+#: Labels of the states a batch ends in (Complete, Stopped, Aborted).
+FINAL = frozenset(s.label for s in ProceduralState if s.is_final)
+
+
+@dataclass(frozen=True)
+class RecordedBatch:
+    """A batch as its journal last recorded it."""
+
+    batch_id: str | None  # None: no batch_started event yet
+    state: str  # the procedure's last state; Idle before its first transition
+    ended: bool
+
+
+def read_recorded(path: Path) -> RecordedBatch:
+    """Read ``path``'s batch id and final procedure state; raises JournalError if unreadable."""
+    batch_id: str | None = None
+    state, ended = "Idle", False
+    for event in read_events(path):
+        if event.kind == "batch_started":
+            batch_id = str(event.data.get("batch_id", path.stem))
+        elif event.kind == "transition" and event.source.startswith("procedure:"):
+            state = str(event.data["to"])
+        elif event.kind == "batch_ended":
+            state, ended = str(event.data.get("state", state)), True
+    return RecordedBatch(batch_id, state, ended or state in FINAL)
+
+
+@dataclass(frozen=True)
+class Unserved:
+    """Why no process answered for a journal: one sentence and the exit code it means."""
+
+    refused: bool  # True: a refusal of the command (exit 4); False: an error
+    message: str
+    code: int
+
+
+def unserved(path: Path) -> Unserved:
+    """Explain from the journal why no batch process answered for ``path``.
+
+    Ended and died are refusals (the batch exists, the command cannot act on it); a batch
+    that has not begun is an error to retry (its process may still be starting, and
+    the engine listens before the procedure's first transition).
+    """
+    recorded = read_recorded(path)
+    name = f"batch {recorded.batch_id}"
+    if recorded.ended:
+        return Unserved(
+            True,
+            f"{name} has ended {recorded.state}; no command can change it "
+            "(a new batch must be started)",
+            EXIT_REFUSED,
+        )
+    if recorded.batch_id is None or recorded.state == "Idle":
+        return Unserved(
+            False,
+            f"{path} records no batch that has begun: its process is still starting "
+            "(try again in a moment) or died before the batch began",
+            EXIT_FAIL,
+        )
+    return Unserved(
+        True,
+        f"no process is running {name}, which has not ended (last recorded state "
+        f"{recorded.state}): its process died; bring it back with "
+        f"poc-twin resume {path} --operator NAME --reason TEXT",
+        EXIT_REFUSED,
+    )

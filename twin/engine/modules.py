@@ -1,0 +1,315 @@
+"""Control modules owned by the unit: reading, monitors and regulatory control in every state.
+
+ISA-88 keeps basic control in equipment and control modules, apart from the
+procedural state machine: whatever the procedure does (Running, Held, Paused,
+Holding, Restarting, between phases), the unit goes on reading every process
+value at its poll period, journalling it, checking every monitor and raising
+alarms, and its regulatory loops (the DO cascade, pH by CO2 with base as
+backup, perfusion from a density) go on acting. Phases only *engage* a loop
+with its setpoint; a hold or stop decides, per equipment item as the recipe
+declares, whether its control is kept (additions stop) or it is made safe
+(its loops stop writing to it). Temperature and rocking are the bioreactor's
+own loops: a setpoint written stays in force on the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twin.engine.context import BatchContext
+from twin.engine.control import DOCascade, PHControl
+from twin.equipment import Gas, Material
+from twin.errors import EquipmentError
+
+__all__ = [
+    "DEFAULT_PERIOD_S",
+    "FLOW_DEADBAND_SCCM",
+    "ControlModules",
+    "DOLoop",
+    "PHLoop",
+    "PerfusionLoop",
+]
+
+HOUR = 3600.0
+#: Poll period of the unit's control modules unless a phase asks for another.
+DEFAULT_PERIOD_S = 60.0
+#: Smallest flow change worth a setpoint write (controllers warn against needless writes).
+FLOW_DEADBAND_SCCM = 1.0
+
+FailureHandler = Callable[[EquipmentError], None]
+
+
+@dataclass
+class DOLoop:
+    """The DO cascade of one bag: its DO process value sets the O2 and N2 lines."""
+
+    bioreactor: str
+    gas_dispenser: str
+    setpoint_pct: float
+    cascade: DOCascade
+    #: The flow last written per line: a controller is not rewritten with what it holds.
+    written: dict[Gas, float] = field(default_factory=dict)
+
+
+@dataclass
+class PHLoop:
+    """pH by CO2 in the sparge gas; base dosed (an addition) when no CO2 is left to take away."""
+
+    bioreactor: str
+    gas_dispenser: str
+    setpoint: float
+    deadband: float
+    base_dose_ml: float
+    base_interval_s: float
+    control: PHControl | None = None
+    last_co2: float | None = None
+    last_base_at: float | None = None
+
+
+@dataclass
+class PerfusionLoop:
+    """Start perfusion at a rate per culture volume once the density reaches a threshold."""
+
+    bioreactor: str
+    start_at_cells_per_ml: float
+    volumes_per_day: float
+    started: bool = False
+
+
+class ControlModules:
+    """The unit's basic control: one scan every ``period_s`` from batch start to batch end."""
+
+    def __init__(
+        self,
+        ctx: BatchContext,
+        kinds: dict[str, str],
+        on_failure: FailureHandler,
+        *,
+        period_s: float = DEFAULT_PERIOD_S,
+    ) -> None:
+        self.ctx = ctx
+        #: Equipment name -> type ("bioreactor", "gas_dispenser", "electroporator").
+        self.kinds = kinds
+        self.on_failure = on_failure
+        self.period_s = period_s
+        #: Held for a whole scan, and by the engine while it drives equipment (hold, stop,
+        #: restart), so a loop's write never crosses a safe-state command on the wire.
+        self.lock = asyncio.Lock()
+        self.do: dict[str, DOLoop] = {}
+        self.ph: dict[str, PHLoop] = {}
+        self.perfusion: dict[str, PerfusionLoop] = {}
+        #: Items made safe: their loops do not write to them until a restart.
+        self.released: set[str] = set()
+        #: Whether additions (perfusion start, base) may be made: not while held or ending.
+        self.additions = True
+        #: Items whose last read failed: the failure is reported once, its recovery once.
+        self.down: set[str] = set()
+        self.scans = 0
+        self._task: asyncio.Task[None] | None = None
+        self._scanned: list[asyncio.Future[None]] = []
+
+    # -- what phases and the engine set ------------------------------------------------
+
+    def engage_do(self, bioreactor: str, gas_dispenser: str, setpoint_pct: float) -> None:
+        """DO control of ``bioreactor`` through ``gas_dispenser`` at ``setpoint_pct``.
+
+        An engaged loop keeps its state when re-engaged (a new setpoint is bumpless).
+        """
+        loop = self.do.get(bioreactor)
+        if loop is not None and loop.gas_dispenser == gas_dispenser:
+            loop.setpoint_pct = setpoint_pct
+            return
+        limits = self.ctx.gas_dispenser(gas_dispenser).limits
+        o2_max = min(limits.full_scale_sccm.get(Gas.O2, 0.0), limits.o2_cap_sccm)
+        cascade = DOCascade.default(o2_max, limits.full_scale_sccm.get(Gas.N2, 0.0))
+        self.do[bioreactor] = DOLoop(bioreactor, gas_dispenser, setpoint_pct, cascade)
+
+    def engage_ph(self, loop: PHLoop) -> None:
+        """pH control of a bag (kept bumpless when the same loop is engaged again)."""
+        old = self.ph.get(loop.bioreactor)
+        if old is not None and old.gas_dispenser == loop.gas_dispenser:
+            old.setpoint, old.deadband = loop.setpoint, loop.deadband
+            old.base_dose_ml, old.base_interval_s = loop.base_dose_ml, loop.base_interval_s
+            return
+        self.ph[loop.bioreactor] = loop
+
+    def engage_perfusion(self, loop: PerfusionLoop) -> None:
+        """Perfusion of a bag from a density on (once started it stays at its rate)."""
+        old = self.perfusion.get(loop.bioreactor)
+        if old is not None and old.started:
+            loop.started = True
+        self.perfusion[loop.bioreactor] = loop
+
+    def disengage(self, bioreactor: str) -> None:
+        """No more regulatory control of this bag (e.g. harvested): reading goes on."""
+        self.do.pop(bioreactor, None)
+        self.ph.pop(bioreactor, None)
+        self.perfusion.pop(bioreactor, None)
+
+    def keep(self, name: str) -> None:
+        """A hold keeps this item's control: its loops go on writing to it."""
+        self.released.discard(name)
+
+    def release(self, name: str) -> None:
+        """This item is made safe: its loops stop writing to it until a restart."""
+        self.released.add(name)
+
+    def resume(self) -> None:
+        """Restart: every item under control again, additions allowed."""
+        self.released.clear()
+        self.additions = True
+
+    # -- the scan ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="control modules")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def next_scan(self) -> None:
+        """Wait until the next scan has read every device and acted."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._scanned.append(fut)
+        await fut
+
+    async def _run(self) -> None:
+        clock = self.ctx.clock
+        due = clock.now()
+        while True:
+            async with self.lock:
+                await self.scan()
+            waiters, self._scanned = self._scanned, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            due += self.period_s
+            if due < clock.now():  # a scan that took longer than the period: no burst after
+                due = clock.now()
+            await clock.sleep_until(due)
+
+    async def scan(self) -> None:
+        """Read every bioreactor and gas dispenser, then run every engaged loop once."""
+        self.scans += 1
+        pv: dict[str, Any] = {}
+        for name, kind in self.kinds.items():
+            if kind == "bioreactor":
+                pv[name] = await self._read(name, lambda n=name: self.ctx.bioreactor(n).read())
+            elif kind == "gas_dispenser":
+                pv[name] = await self._read(name, lambda n=name: self.ctx.gas_dispenser(n).read())
+        try:
+            for do in list(self.do.values()):
+                reading = pv.get(do.bioreactor)
+                if reading is not None and do.gas_dispenser not in self.released:
+                    await self._control_do(do, reading.do_pct)
+            for ph in list(self.ph.values()):
+                reading = pv.get(ph.bioreactor)
+                if reading is not None:
+                    await self._control_ph(ph, reading.ph)
+            for perfusion in list(self.perfusion.values()):
+                reading = pv.get(perfusion.bioreactor)
+                if reading is not None:
+                    await self._control_perfusion(perfusion, reading)
+        except EquipmentError as exc:
+            self.on_failure(exc)
+
+    async def _read(self, name: str, action: Callable[[], Any]) -> Any:
+        """One reading (journalled, monitors checked); a failure is reported once per outage."""
+        try:
+            value = await self.ctx.read(name, "pv", action)
+        except EquipmentError as exc:
+            if name not in self.down:
+                self.down.add(name)
+                self.on_failure(exc)
+            else:  # still silent: recorded (a replay must see this read fail too), no new alarm
+                self.ctx.journal.append(
+                    "no_answer", name, {"what": "pv", "message": str(exc)}, durable=False
+                )
+            return None
+        if name in self.down:
+            self.down.discard(name)
+            self.ctx.journal.append(
+                "alarm_cleared", name, {"alarm": "communication", "why": "answers again"}
+            )
+        return value
+
+    async def _control_do(self, do: DOLoop, do_pct: float) -> None:
+        split = do.cascade.update(do.setpoint_pct, do_pct, self.period_s)
+        gd = self.ctx.gas_dispenser(do.gas_dispenser)
+        for gas, sccm in ((Gas.O2, split.o2_sccm), (Gas.N2, split.n2_sccm)):
+            held = do.written.get(gas)
+            if held is None or abs(sccm - held) >= FLOW_DEADBAND_SCCM:
+                await self.ctx.write(
+                    do.gas_dispenser,
+                    f"{gas.name.lower()}_flow_sp",
+                    sccm,
+                    lambda g=gas, f=sccm: gd.set_flow(g, f),
+                    unit="sccm",
+                )
+                do.written[gas] = sccm
+
+    async def _control_ph(self, ph: PHLoop, value: float) -> None:
+        ctx = self.ctx
+        gd = ctx.gas_dispenser(ph.gas_dispenser)
+        if ph.control is None:
+            gas = ctx.latest.get(f"{ph.gas_dispenser}.pv")
+            now_co2 = gas.setpoint_sccm.get(Gas.CO2, 0.0) if gas is not None else 0.0
+            full = gd.limits.full_scale_sccm.get(Gas.CO2, 0.0)
+            ph.control = PHControl.default(now_co2, full)
+            ph.last_co2 = now_co2
+        if ph.gas_dispenser in self.released:
+            return  # made safe: the loop stands still (no wind-up) until the restart
+        co2 = ph.control.update(ph.setpoint, value, self.period_s)
+        if ph.last_co2 is None or abs(co2 - ph.last_co2) >= FLOW_DEADBAND_SCCM:
+            await ctx.write(
+                ph.gas_dispenser,
+                "co2_flow_sp",
+                co2,
+                lambda c=co2: gd.set_flow(Gas.CO2, c),
+                unit="sccm",
+            )
+            ph.last_co2 = co2
+        now = ctx.clock.now()
+        too_acid = value < ph.setpoint - ph.deadband
+        due = ph.last_base_at is None or now - ph.last_base_at >= ph.base_interval_s
+        if (
+            too_acid
+            and co2 <= FLOW_DEADBAND_SCCM
+            and due
+            and self.additions
+            and ph.bioreactor not in self.released
+        ):
+            br = ctx.bioreactor(ph.bioreactor)
+            await ctx.write(
+                ph.bioreactor,
+                "add_base",
+                ph.base_dose_ml,
+                lambda: br.add(Material.BASE, ph.base_dose_ml),
+                unit="mL",
+                restorable=False,
+            )
+            ph.last_base_at = now
+
+    async def _control_perfusion(self, loop: PerfusionLoop, pv: Any) -> None:
+        if loop.started or not self.additions or loop.bioreactor in self.released:
+            return
+        if pv.viable_cells_per_ml < loop.start_at_cells_per_ml:
+            return
+        rate = round(loop.volumes_per_day * pv.volume_ml, 1)
+        br = self.ctx.bioreactor(loop.bioreactor)
+        await self.ctx.write(
+            loop.bioreactor,
+            "perfusion_sp",
+            rate,
+            lambda r=rate: br.set_perfusion(r),
+            unit="mL/d",
+        )
+        loop.started = True
