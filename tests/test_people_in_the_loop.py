@@ -1,0 +1,270 @@
+"""People in the loop, as a real process: `poc-twin run` on the twin, commands from a terminal.
+
+While a batch waits on a person (Held, Paused, an identity scan) its clock follows the wall
+(at `--pace`), its unit keeps reading; every command takes effect within one poll period
+(60 s of batch time) in every state, and the process ends when the batch does. Each
+scenario is one batch process driven only through `poc-twin command` / `confirm-identity`
+and read back only through its journal.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from twin.clock import wall_monotonic, wall_sleep
+from twin.errors import JournalError
+from twin.journal import Event, read_events
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = str(Path(sys.executable).with_name("poc-twin"))
+SIM = str(ROOT / "benches" / "sim.yaml")
+POLL_S = 60.0
+#: Batch seconds per wall second while waiting on a person: quick, yet far from a free run.
+PACE = 600.0
+
+
+class BatchProcess:
+    """One `poc-twin run` and the terminal commands a person gives it."""
+
+    def __init__(self, tmp: Path, recipe: str, *extra: str) -> None:
+        self.journal = tmp / "batch.sqlite"
+        self.proc = subprocess.Popen(
+            [
+                *(EXE, "run", str(ROOT / "recipes" / recipe), "--bench", SIM, "-q"),
+                *("--journal", str(self.journal), "--operator", "kim", "--pace", str(PACE)),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+
+    def events(self) -> list[Event]:
+        try:
+            return list(read_events(self.journal))
+        except JournalError:
+            return []
+
+    def wait_for(self, until: Callable[[list[Event]], bool], what: str) -> list[Event]:
+        deadline = wall_monotonic() + 60.0
+        while True:
+            events = self.events()
+            if until(events):
+                return events
+            if self.proc.poll() is not None and not until(self.events()):
+                pytest.fail(f"batch exited {self.proc.returncode} before {what}")
+            assert wall_monotonic() < deadline, f"timed out waiting for {what}"
+            wall_sleep(0.05)
+
+    def state(self, events: list[Event]) -> str:
+        states = procedure_states(events)
+        return states[-1] if states else "Idle"
+
+    def wait_state(self, state: str) -> list[Event]:
+        return self.wait_for(lambda ev: self.state(ev) == state, f"procedure {state}")
+
+    def command(self, action: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [EXE, "command", str(self.journal), action, "--operator", "lee", "--reason", "test"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert done.returncode == expect, (action, done.stdout, done.stderr)
+        return done
+
+    def scan(self, patient: str, bag: str) -> None:
+        done = subprocess.run(
+            [
+                *(EXE, "confirm-identity", str(self.journal), "--patient-id", patient),
+                *("--bag-id", bag, "--operator", "lee", "--reason", "scanned at the bag"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def ends(self, code: int) -> list[Event]:
+        _, err = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == code, err
+        assert "Traceback" not in err
+        return list(read_events(self.journal))
+
+
+def procedure_states(events: list[Event]) -> list[str]:
+    return [
+        e.data["to"] for e in events if e.kind == "transition" and e.source.startswith("procedure:")
+    ]
+
+
+def took_effect(events: list[Event], action: str, state: str) -> float:
+    """Batch seconds from the last accepted ``action`` to the procedure reaching ``state``."""
+    command = [
+        e
+        for e in events
+        if e.kind == "command" and e.data["command"] == action and e.data["accepted"]
+    ][-1]
+    reached = next(
+        e
+        for e in events
+        if e.seq > command.seq
+        and e.kind == "transition"
+        and e.source.startswith("procedure:")
+        and e.data["to"] == state
+    )
+    return reached.batch_time - command.batch_time
+
+
+def in_culture(events: list[Event]) -> bool:
+    return any(
+        e.kind == "transition" and "culture" in e.source and e.data["to"] == "Running"
+        for e in events
+    )
+
+
+@pytest.fixture
+def batches(tmp_path: Path) -> Iterator[Callable[..., BatchProcess]]:
+    started: list[BatchProcess] = []
+
+    def start(recipe: str = "car_t_autologous.yaml", *extra: str) -> BatchProcess:
+        batch = BatchProcess(tmp_path / str(len(started)), recipe, *extra)
+        batch.journal.parent.mkdir()
+        started.append(batch)
+        return batch
+
+    yield start
+    for batch in started:
+        if batch.proc.poll() is None:
+            batch.proc.kill()
+            batch.proc.communicate()
+
+
+def test_a_held_batch_follows_the_wall_and_is_still_read(
+    batches: Callable[..., BatchProcess],
+) -> None:
+    batch = batches()
+    batch.wait_for(in_culture, "the first culture")
+    batch.command("hold")
+    events = batch.wait_state("Held")
+    held_at = events[-1].batch_time
+    wall_sleep(3.0)  # a person thinks for 3 s: 30 min of batch time at pace 600
+    batch.command("pause", expect=4)  # refused in Held, committed with the journal
+    events = batch.events()
+    now = events[-1].batch_time
+    assert 0.6 * 3 * PACE <= now - held_at <= 2.0 * 3 * PACE, now - held_at
+    readings = [e for e in events if e.kind == "reading" and e.batch_time > held_at]
+    assert {e.source for e in readings} == {"bioreactor", "gas"}
+    assert len(readings) >= 2 * int(0.6 * 3 * PACE / POLL_S)
+    batch.command("restart")
+    batch.wait_for(lambda ev: ev[-1].batch_time > held_at + 86400, "a day of running")
+    batch.command("abort")
+    events = batch.ends(3)
+    assert procedure_states(events)[-1] == "Aborted"
+    assert took_effect(events, "abort", "Aborted") <= POLL_S
+
+
+def test_pause_resume_hold_restart_stop_each_within_one_poll(
+    batches: Callable[..., BatchProcess],
+) -> None:
+    batch = batches()
+    batch.wait_for(in_culture, "the first culture")
+    batch.command("pause")
+    batch.wait_state("Paused")
+    batch.command("restart", expect=4)  # not valid while Paused
+    batch.command("resume")
+    batch.wait_state("Running")
+    batch.command("hold")
+    batch.wait_state("Held")
+    batch.command("resume", expect=4)  # a held batch restarts; it does not resume
+    batch.command("restart")
+    batch.wait_state("Running")
+    batch.command("stop")
+    events = batch.ends(3)
+    assert procedure_states(events)[1:] == [
+        "Pausing",
+        "Paused",
+        "Running",
+        "Holding",
+        "Held",
+        "Restarting",
+        "Running",
+        "Stopping",
+        "Stopped",
+    ]
+    for action, state in (
+        ("pause", "Paused"),
+        ("resume", "Running"),
+        ("hold", "Held"),
+        ("restart", "Running"),
+        ("stop", "Stopped"),
+    ):
+        assert took_effect(events, action, state) <= POLL_S, action
+    refused = [e for e in events if e.kind == "command" and not e.data["accepted"]]
+    assert [(e.data["command"], e.data["state"]) for e in refused] == [
+        ("restart", "Paused"),
+        ("resume", "Held"),
+    ]
+
+
+@pytest.mark.parametrize(("first", "then"), [("pause", "hold"), ("pause", "stop")])
+def test_commands_to_a_paused_batch(
+    batches: Callable[..., BatchProcess], first: str, then: str
+) -> None:
+    batch = batches()
+    batch.wait_for(in_culture, "the first culture")
+    batch.command(first)
+    batch.wait_state("Paused")
+    batch.command(then)
+    if then == "hold":
+        batch.wait_state("Held")
+        batch.command("abort")
+        events = batch.ends(3)
+        assert took_effect(events, "hold", "Held") <= POLL_S
+        assert took_effect(events, "abort", "Aborted") <= POLL_S
+    else:
+        events = batch.ends(3)
+        assert took_effect(events, "stop", "Stopped") <= POLL_S
+
+
+def test_a_batch_waiting_for_the_identity_scan_follows_the_wall_and_obeys(
+    batches: Callable[..., BatchProcess],
+) -> None:
+    """The non-viral recipe waits for the operator's scan before electroporation: time
+    follows the wall meanwhile; a hold and restart there, then the scan, then an abort."""
+    batch = batches(
+        "car_t_nonviral.yaml",
+        "--patient-id",
+        "P-0042",
+        "--bag-id",
+        "BAG-7781",
+        "--param",
+        "pulse_voltage=700",
+    )
+    events = batch.wait_for(
+        lambda ev: any(e.kind == "identity_requested" for e in ev), "the identity request"
+    )
+    asked_at = next(e for e in events if e.kind == "identity_requested").batch_time
+    wall_sleep(2.0)
+    batch.command("hold")
+    events = batch.wait_state("Held")
+    waited = events[-1].batch_time - asked_at
+    assert 0.6 * 2 * PACE <= waited <= 3.0 * 2 * PACE, waited  # not days: a person's time
+    assert took_effect(events, "hold", "Held") <= POLL_S
+    batch.command("restart")
+    batch.wait_state("Running")
+    batch.scan("P-0042", "BAG-7781")
+    batch.wait_for(lambda ev: any(e.kind == "pulse" for e in ev), "the first pulse")
+    batch.command("abort")
+    events = batch.ends(3)
+    confirmed = [e for e in events if e.kind == "identity_confirmation"]
+    assert len(confirmed) == 1 and confirmed[0].data["match"] is True
+    assert took_effect(events, "abort", "Aborted") <= POLL_S
