@@ -173,3 +173,66 @@ async def test_failed_in_process_check_holds_the_batch(running: Any) -> None:
     assert await finished(run) is S.STOPPED
     events = list(read_events(run.journal.path))
     assert events[-1].kind == "transition" and events[-1].data["to"] == "Stopped"
+
+
+async def test_a_phase_stopped_by_the_operator_ends_at_its_safe_point_then_the_batch_holds(
+    running: Any,
+) -> None:
+    """Stop at phase level: the culture ends early (controlled, at its next safe point), the
+    procedure holds for a decision, and a restart goes on with the harvest."""
+    run = await running()
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
+    await run.clock.sleep(2 * HOUR)
+    culture = run.batch.current
+    assert culture is not None
+    run.batch.command("stop", who="bob", why="density reached early", level="phase")
+    stopped = await run.until(
+        lambda e: (
+            e.kind == "transition"
+            and e.source == culture.phase.element
+            and e.data["to"] == "Stopped"
+        )
+    )
+    stop = next(e for e in run.kinds("command") if e.data["command"] == "stop")
+    assert stop.data["level"] == "phase" and stop.data["accepted"]
+    assert stopped.batch_time - stop.batch_time <= 60.0  # its next safe point
+    await run.until_state(S.HELD)
+    assert culture.logic.elapsed_s < 6 * HOUR
+    assert "stopped: held for a decision" in run.batch.hold_reason
+    assert not [e for e in run.kinds("safe_state") if e.batch_time < stopped.batch_time]
+    with pytest.raises(CommandRefused):  # ending an element is a decision taken while running
+        run.batch.command("stop", who="bob", why="again", level="unit")
+    run.batch.command("restart", who="bob", why="harvest now")
+    assert await finished(run) is S.COMPLETE
+    assert run.kinds("harvest")
+
+
+async def test_an_operation_aborted_ends_at_once_its_equipment_safe(running: Any) -> None:
+    run = await running()
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
+    await run.clock.sleep(HOUR + 17)  # mid-step: an abort does not wait for the safe point
+    step = run.batch.current
+    assert step is not None
+    run.batch.command("abort", who="bob", why="bag leak suspected", level="operation")
+    aborted = await run.until(
+        lambda e: (
+            e.kind == "transition"
+            and e.source == step.operation.element
+            and e.data["to"] == "Aborted"
+        )
+    )
+    assert aborted.batch_time - run.kinds("command")[-1].batch_time < 5.0
+    safe = [
+        e
+        for e in run.kinds("safe_state")
+        if e.data.get("why") == f"{step.operation.element} aborted"
+    ]
+    assert {e.source for e in safe} == {"bioreactor", "gas", "electroporator"}
+    await run.until_state(S.HELD)
+    run.batch.command("restart", who="bob", why="leak test passed: harvest")
+    assert await finished(run) is S.COMPLETE
+    assert step.phase.state is S.ABORTED

@@ -236,7 +236,7 @@ def command(
     operator: Annotated[str, typer.Option(help="Who gives the command")],
     reason: Annotated[str, typer.Option(help="Why (recorded in the batch record)")],
     level: Annotated[
-        str, typer.Option(help="procedure, unit, operation or phase (hold/restart only)")
+        str, typer.Option(help="procedure, unit, operation or phase (hold, restart, stop, abort)")
     ] = "procedure",
 ) -> None:
     """Give an operator command to a running batch from another terminal."""

@@ -242,17 +242,25 @@ class Batch:
     ) -> None:
         """An operator (or engine) command to the active element at ``level``.
 
-        Hold and restart act at any level; stop, abort, pause and resume act on the
-        whole procedure (a stopped phase would leave the procedure with no next step).
+        Hold and restart act at any level. Stop and abort act at any level too: below the
+        procedure (while it runs) they end that element early, a stop at its phase's next
+        safe point, an abort at once with its equipment made safe, and the procedure then
+        holds for a person to decide; on restart it goes on after the ended element.
+        Pause and resume act on the whole procedure.
         """
         cmd = Command(command)
         if level not in LEVELS:
             raise ValueError(f"unknown level '{level}'; levels: {', '.join(LEVELS)}")
-        if cmd not in (Command.HOLD, Command.RESTART):
+        if cmd not in (Command.HOLD, Command.RESTART, Command.STOP, Command.ABORT):
             level = "procedure"
         target = self._element(level)
         valid = target.valid_commands()
         accepted = cmd is not Command.FINISH and target.can(cmd)
+        if level != "procedure" and cmd in (Command.STOP, Command.ABORT):
+            # Ending one element early is a decision taken while the procedure runs.
+            running = self.state is S.RUNNING and target.state is S.RUNNING
+            accepted = accepted and running
+            valid = valid if running else []
         self.journal.append(
             "command",
             target.element,
@@ -414,14 +422,20 @@ class Batch:
                         if step.last_of_unit:
                             step.unit.fire(Command.FINISH)
                         self.position += 1
-                    return "done"
+                        return "done"
+                    # Its logic ended while it was stopping: the element ends (below).
+                    return "lower" if self.state is S.RUNNING else "up"
                 if not isinstance(exc, PhaseInterrupted):
                     self._fail(exc)
                 return "lower" if self.state is S.RUNNING else "up"
-            held_below = any(m.state is S.HOLDING for m in self._chain()[1:])
-            if self.state is S.STOPPING and not self._awaiting_scan:
+            states = {self.state} | {m.state for m in self._chain()[1:]}
+            if (
+                S.STOPPING in states
+                and not states & {S.HOLDING, S.ABORTING}
+                and not self._awaiting_scan
+            ):
                 continue  # a controlled stop: the phase shuts down at its next safe point
-            if self.state in (S.HOLDING, S.STOPPING, S.ABORTING) or held_below:
+            if states & {S.HOLDING, S.STOPPING, S.ABORTING}:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -460,8 +474,42 @@ class Batch:
                 if machine is step.phase:
                     self.alarms.activate(step.path, step.logic.monitors)
         while await self._supervise(step) == "lower":
+            if any(m.state in (S.STOPPING, S.ABORTING) for m in self._chain()[1:]):
+                await self._end_below(step)
+                return
             if not await self._hold_below(step):
                 return
+
+    async def _end_below(self, step: PhaseStep) -> None:
+        """A unit, operation or phase stopped or aborted: it ends, the procedure skips what
+        remains of it and holds for a person to decide how the batch goes on."""
+        chain = self._chain()[1:]
+        ending = [m for m in chain if m.state in (S.STOPPING, S.ABORTING)]
+        scope = ending[0]
+        aborted = scope.state is S.ABORTING
+        why = f"{scope.element} {'aborted' if aborted else 'stopped'}"
+        if aborted:  # straight to the safe state; a stop ends the element, control goes on
+            equipment = step.logic.equipment if scope is step.phase else None
+            await self._drive("abort", why, equipment)
+        for machine in reversed(ending):
+            machine.fire(Command.FINISH, why=why)
+        self.alarms.deactivate(step.path)
+        # Skip what remains of the ended element; elements it leaves behind complete.
+        while self.current is not None and scope in (
+            self.current.phase,
+            self.current.operation,
+            self.current.unit,
+        ):
+            left = self.current
+            self.position += 1
+            if left.last_of_operation and left.operation.state is S.RUNNING:
+                left.operation.fire(Command.FINISH, why=f"after {why}")
+            if left.last_of_unit and left.unit.state is S.RUNNING:
+                left.unit.fire(Command.FINISH, why=f"after {why}")
+        if self.procedure.can(Command.HOLD):
+            self.command(
+                Command.HOLD, who="engine", why=f"{why}: held for a decision on how to go on"
+            )
 
     async def run(self) -> ProceduralState:
         """Execute the procedure until it ends Complete, Stopped or Aborted."""
