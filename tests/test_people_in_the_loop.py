@@ -215,14 +215,23 @@ def test_pause_resume_hold_restart_stop_each_within_one_poll(
     ]
 
 
-@pytest.mark.parametrize(("first", "then"), [("pause", "hold"), ("pause", "stop")])
-def test_commands_to_a_paused_batch(
+WAITS = {"pause": "Paused", "hold": "Held"}
+ENDS = {"stop": "Stopped", "abort": "Aborted"}
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [("pause", "hold"), ("pause", "stop"), ("pause", "abort"), ("hold", "stop")],
+)
+def test_commands_to_a_waiting_batch(
     batches: Callable[..., BatchProcess], first: str, then: str
 ) -> None:
+    """Paused or Held (the clock following the wall), each command still takes effect
+    within one poll period."""
     batch = batches()
     batch.wait_for(in_culture, "the first culture")
     batch.command(first)
-    batch.wait_state("Paused")
+    batch.wait_state(WAITS[first])
     batch.command(then)
     if then == "hold":
         batch.wait_state("Held")
@@ -232,7 +241,8 @@ def test_commands_to_a_paused_batch(
         assert took_effect(events, "abort", "Aborted") <= POLL_S
     else:
         events = batch.ends(3)
-        assert took_effect(events, "stop", "Stopped") <= POLL_S
+        assert took_effect(events, then, ENDS[then]) <= POLL_S
+    assert took_effect(events, first, WAITS[first]) <= POLL_S
 
 
 def test_a_batch_waiting_for_the_identity_scan_follows_the_wall_and_obeys(
