@@ -17,6 +17,10 @@ __all__ = ["BatchDisplay"]
 DAY = 86400.0
 
 
+#: States of a lower element worth showing beside a Running procedure.
+_WAITING_BELOW = frozenset({"Holding", "Held", "Restarting", "Pausing", "Paused"})
+
+
 class BatchDisplay:
     """Shows state, phase, simulated day and key process values, refreshed per batch hour."""
 
@@ -25,6 +29,10 @@ class BatchDisplay:
         self.batch_id = batch_id
         self.refresh_every_s = refresh_every_s
         self.state = "Idle"
+        #: Elements below the procedure that are held, paused or ending (element -> state).
+        self.below: dict[str, str] = {}
+        #: Whether the batch waits for the operator's identity scan.
+        self.scan = False
         self.phase = "-"
         self.batch_time = 0.0
         self.pv: dict[str, Any] = {}
@@ -32,6 +40,8 @@ class BatchDisplay:
         self.sample: dict[str, Any] = {}
         self.alarm = ""
         self._last_refresh = -1e18
+        #: How often the panel was redrawn for an event (what an operator gets to see).
+        self.refreshes = 0
         self._live = Live(self.render(), console=console, auto_refresh=False, transient=False)
 
     def __enter__(self) -> BatchDisplay:
@@ -46,12 +56,24 @@ class BatchDisplay:
         self.batch_time = event.batch_time
         force = False
         if event.kind == "transition":
+            to = event.data["to"]
             if event.source.startswith("procedure:"):
-                self.state = event.data["to"]
+                self.state = to
                 force = True
-            elif event.source.startswith("phase:") and event.data["to"] == "Running":
-                self.phase = event.source.removeprefix("phase:")
+            else:  # a hold or pause below the procedure is shown at its level
+                if to in _WAITING_BELOW:
+                    self.below[event.source] = to
+                else:
+                    self.below.pop(event.source, None)
                 force = True
+                if event.source.startswith("phase:") and to == "Running":
+                    self.phase = event.source.removeprefix("phase:")
+        elif event.kind == "identity_requested":
+            self.scan = True
+            force = True
+        elif event.kind == "identity_confirmation":
+            self.scan = False
+            force = True
         elif event.kind == "reading" and event.data.get("what") == "pv":
             if "do_pct" in event.data["values"]:
                 self.pv = event.data["values"]
@@ -62,9 +84,22 @@ class BatchDisplay:
         elif event.kind == "alarm":
             self.alarm = f"{event.source}: {event.data.get('message', '')}"
             force = True
-        if force or self.batch_time - self._last_refresh >= self.refresh_every_s:
+        # While the batch waits on a person its clock follows the wall: show each reading.
+        waiting = self.state != "Running" or self.below or self.scan
+        if force or waiting or self.batch_time - self._last_refresh >= self.refresh_every_s:
             self._last_refresh = self.batch_time
+            self.refreshes += 1
             self._live.update(self.render(), refresh=True)
+
+    @property
+    def shown_state(self) -> str:
+        """The procedure's state, with a lower element's hold or pause, or a scan awaited."""
+        if self.state == "Running":
+            for element, state in self.below.items():
+                return f"Running ({element} {state})"
+            if self.scan:
+                return "Running (waiting for the identity scan)"
+        return self.state
 
     def render(self) -> Panel:
         day = self.batch_time / DAY
@@ -72,7 +107,10 @@ class BatchDisplay:
             ("batch ", "dim"),
             (self.batch_id, "bold"),
             ("   state ", "dim"),
-            (self.state, "bold green" if self.state in ("Running", "Complete") else "bold yellow"),
+            (
+                self.shown_state,
+                "bold green" if self.shown_state in ("Running", "Complete") else "bold yellow",
+            ),
             ("   day ", "dim"),
             (f"{day:5.2f}", "bold"),
         )

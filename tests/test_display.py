@@ -1,0 +1,54 @@
+"""The live panel shows what an operator must see: a phase held under a running procedure,
+a batch waiting for the identity scan, and every reading while the batch waits on a person."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+
+from twin.display import BatchDisplay
+from twin.journal import Event
+
+
+def event(seq: int, t: float, kind: str, source: str, data: dict[str, Any]) -> Event:
+    return Event(seq, t, "2026-12-04T00:00:00+00:00", kind, source, data, "", "")
+
+
+def transition(seq: int, t: float, source: str, to: str) -> Event:
+    return event(seq, t, "transition", source, {"from": "", "to": to, "command": "", "who": ""})
+
+
+def reading(seq: int, t: float, do_pct: float) -> Event:
+    values = {"do_pct": do_pct, "temperature_c": 37.0, "ph": 7.2, "viable_cells_per_ml": 1e6}
+    return event(seq, t, "reading", "bioreactor", {"what": "pv", "values": values})
+
+
+def test_a_held_phase_and_an_awaited_scan_are_shown_at_procedure_level() -> None:
+    out = io.StringIO()
+    with BatchDisplay(Console(file=out, width=120), "B1") as display:
+        display(transition(1, 0.0, "procedure:p", "Running"))
+        display(transition(2, 10.0, "phase:u/o/1:culture", "Running"))
+        display(transition(3, 20.0, "phase:u/o/1:culture", "Held"))
+        assert display.shown_state == "Running (phase:u/o/1:culture Held)"
+        display(transition(4, 30.0, "phase:u/o/1:culture", "Restarting"))
+        display(transition(5, 31.0, "phase:u/o/1:culture", "Running"))
+        assert display.shown_state == "Running"
+        display(event(6, 40.0, "identity_requested", "batch", {}))
+        assert display.shown_state == "Running (waiting for the identity scan)"
+        display(event(7, 50.0, "identity_confirmation", "batch", {"match": True}))
+        assert display.shown_state == "Running"
+
+
+def test_while_held_every_reading_is_shown() -> None:
+    out = io.StringIO()
+    with BatchDisplay(Console(file=out, width=120), "B1") as display:
+        display(transition(1, 0.0, "procedure:p", "Running"))
+        display(reading(2, 60.0, 40.0))
+        assert display.refreshes == 1  # the transition; while running, readings refresh hourly
+        display(transition(3, 120.0, "procedure:p", "Held"))
+        display(reading(4, 180.0, 41.5))
+        display(reading(5, 240.0, 42.5))
+        assert display.refreshes == 4
+        assert "42.5" in str(display.pv)
