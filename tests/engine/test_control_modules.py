@@ -182,3 +182,23 @@ async def test_a_device_that_stops_answering_while_held_is_alarmed_once_and_reco
     cleared = [e for e in run.kinds("alarm_cleared") if e.data.get("alarm") == "communication"]
     assert len(cleared) == 1 and cleared[0].batch_time > comm[0].batch_time
     assert run.batch.state is S.HELD
+
+
+async def test_a_fault_inside_the_control_modules_holds_and_monitoring_goes_on(
+    running: Any,
+) -> None:
+    run = await running()
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
+
+    async def broken(*args: Any) -> None:
+        raise ZeroDivisionError("DO loop bug")
+
+    run.batch.modules._control_do = broken  # type: ignore[method-assign]
+    await run.until_state(S.HELD)
+    faulted = run.clock.now()
+    await run.clock.sleep(HOUR)
+    alarms = [e for e in run.kinds("alarm") if e.data["alarm"] == "control_modules"]
+    assert len(alarms) == 1 and "DO loop bug" in alarms[0].data["message"]  # once, not each scan
+    assert sum(1 for e in run.kinds("reading") if e.batch_time > faulted) >= 2 * 59

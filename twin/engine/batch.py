@@ -359,14 +359,24 @@ class Batch:
             await self.ctx.restore_setpoints()
             self.modules.resume()
 
-    def _device_failed(self, exc: EquipmentError) -> None:
-        """A control module's device stopped answering: alarm, and hold if running."""
-        kind = "communication" if isinstance(exc, CommunicationError) else "device"
+    def _device_failed(self, exc: Exception) -> None:
+        """The control modules hit a fault (a device stopped answering, an interlock refused
+        a loop's write, or a fault of the modules themselves): alarm, and hold if running."""
+        device = getattr(exc, "device", None)
+        kind = (
+            "communication"
+            if isinstance(exc, CommunicationError)
+            else "interlock"
+            if isinstance(exc, InterlockTripped)
+            else "device"
+            if device
+            else "control_modules"
+        )
         message = str(exc) or type(exc).__name__
         step = self.current
         self.journal.append(
             "alarm",
-            exc.device,
+            device or "control modules",
             {
                 "alarm": kind,
                 "message": message,

@@ -23,7 +23,7 @@ from typing import Any
 from twin.engine.context import BatchContext
 from twin.engine.control import DOCascade, PHControl
 from twin.equipment import Gas, Material
-from twin.errors import EquipmentError
+from twin.errors import EquipmentError, InterlockTripped
 
 __all__ = [
     "DEFAULT_PERIOD_S",
@@ -40,7 +40,10 @@ DEFAULT_PERIOD_S = 60.0
 #: Smallest flow change worth a setpoint write (controllers warn against needless writes).
 FLOW_DEADBAND_SCCM = 1.0
 
-FailureHandler = Callable[[EquipmentError], None]
+#: Told of a device that stopped answering, an interlock that refused a loop's write, or
+#: (once per kind of fault) anything else that broke a scan: monitoring must never stop
+#: silently, so the scan goes on at its next period whatever happened.
+FailureHandler = Callable[[Exception], None]
 
 
 @dataclass
@@ -184,9 +187,15 @@ class ControlModules:
     async def _run(self) -> None:
         clock = self.ctx.clock
         due = clock.now()
+        faults: set[str] = set()
         while True:
             async with self.lock:
-                await self.scan()
+                try:
+                    await self.scan()
+                except Exception as exc:  # a bug must not end monitoring: report it, go on
+                    if repr(exc) not in faults:
+                        faults.add(repr(exc))
+                        self.on_failure(exc)
             waiters, self._scanned = self._scanned, []
             for fut in waiters:
                 if not fut.done():
@@ -218,7 +227,7 @@ class ControlModules:
                 reading = pv.get(perfusion.bioreactor)
                 if reading is not None:
                     await self._control_perfusion(perfusion, reading)
-        except EquipmentError as exc:
+        except (EquipmentError, InterlockTripped) as exc:
             self.on_failure(exc)
 
     async def _read(self, name: str, action: Callable[[], Any]) -> Any:
