@@ -236,3 +236,55 @@ async def test_an_operation_aborted_ends_at_once_its_equipment_safe(running: Any
     run.batch.command("restart", who="bob", why="leak test passed: harvest")
     assert await finished(run) is S.COMPLETE
     assert step.phase.state is S.ABORTED
+
+
+async def test_an_aborted_phase_keeps_its_equipment_safe_through_the_hold_that_follows(
+    running: Any,
+) -> None:
+    run = await running()
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
+    run.batch.command("abort", who="bob", why="gas line suspect", level="phase")
+    await run.until_state(S.HELD)
+    held_at = run.clock.now()
+    await run.clock.sleep(2 * HOUR)
+    # The phase's items were made safe; the procedure hold after it does not take the gas
+    # dispenser back under DO control.
+    flows = [
+        e
+        for e in run.kinds("setpoint")
+        if e.batch_time > held_at and e.source == "gas" and "flow" in e.data["parameter"]
+    ]
+    assert not flows
+    assert not run.kinds("control_kept")
+    run.batch.command("restart", who="bob", why="line checked")
+    assert await finished(run) is S.COMPLETE
+
+
+async def test_a_held_phase_stays_held_across_a_pause_of_the_procedure_and_can_be_stopped(
+    running: Any,
+) -> None:
+    run = await running()
+    await run.until(
+        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
+    )
+    step = run.batch.current
+    assert step is not None
+    run.batch.command("hold", who="bob", why="look at the bag", level="phase")
+    await run.until(
+        lambda e: (
+            e.kind == "transition" and e.source == step.phase.element and e.data["to"] == "Held"
+        )
+    )
+    elapsed = step.logic.elapsed_s
+    run.batch.command("pause", who="bob", why="shift change")
+    await run.until_state(S.PAUSED)
+    run.batch.command("resume", who="bob", why="back")
+    await run.clock.sleep(HOUR)
+    assert step.phase.state is S.HELD and step.logic.elapsed_s == elapsed  # not run again
+    run.batch.command("stop", who="bob", why="enough culture", level="phase")
+    await run.until_state(S.HELD)
+    assert step.phase.state is S.STOPPED
+    run.batch.command("restart", who="bob", why="harvest")
+    assert await finished(run) is S.COMPLETE

@@ -202,3 +202,25 @@ async def test_a_fault_inside_the_control_modules_holds_and_monitoring_goes_on(
     alarms = [e for e in run.kinds("alarm") if e.data["alarm"] == "control_modules"]
     assert len(alarms) == 1 and "DO loop bug" in alarms[0].data["message"]  # once, not each scan
     assert sum(1 for e in run.kinds("reading") if e.batch_time > faulted) >= 2 * 59
+
+
+async def test_a_silent_gas_dispenser_while_held_is_alarmed_once_and_not_written_to(
+    running: Any,
+) -> None:
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    held_at = await hold_dense_culture(run)
+    run.bench.twin.servers["gas"].link.silent = True
+    await run.clock.sleep(2 * HOUR)
+    after = [e for e in run.events if e.batch_time > held_at]
+    comm = [e for e in after if e.kind == "alarm" and e.data.get("alarm") == "communication"]
+    assert [e.source for e in comm] == ["gas"]  # once for the outage, not once a scan
+    silent_from = comm[0].batch_time
+    assert not [
+        e
+        for e in after
+        if e.kind == "setpoint" and e.source == "gas" and e.batch_time > silent_from
+    ]  # the DO loop does not write to a dispenser that did not answer its read
+    run.bench.twin.servers["gas"].link.silent = False
+    await run.clock.sleep(10 * 60)
+    cleared = [e for e in run.kinds("alarm_cleared") if e.data.get("alarm") == "communication"]
+    assert [e.source for e in cleared] == ["gas"]

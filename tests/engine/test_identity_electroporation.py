@@ -100,3 +100,24 @@ def test_shipped_nonviral_recipe_validates() -> None:
 
     loaded = load_recipe(Path(ROOT / "recipes" / "car_t_nonviral.yaml"))
     assert loaded.parameters["pulse_voltage"] == 750
+
+
+async def test_a_pause_while_waiting_for_the_scan_takes_effect_and_the_scan_is_asked_again(
+    running: Any,
+) -> None:
+    """Waiting for a person's scan is a safe point: a pause takes effect at once (not when
+    someone scans), the batch waits Paused on a person, and on resume it asks again."""
+    run = await running("nv.yaml", short(NONVIRAL), patient_id="P-0042", bag_id="BAG-7781")
+    await run.until(lambda e: e.kind == "identity_requested")
+    assert run.batch.awaiting_person
+    run.batch.command("pause", who="kim", why="scanner battery")
+    await run.until_state(S.PAUSED)
+    pause = next(e for e in run.kinds("command") if e.data["command"] == "pause")
+    paused = [e for e in run.kinds("transition") if e.data["to"] == "Paused"][-1]
+    assert paused.batch_time - pause.batch_time <= 60.0
+    assert run.batch.awaiting_person  # paused: still a person's move
+    run.batch.command("resume", who="kim", why="new battery")
+    await run.until(lambda e: len(run.kinds("identity_requested")) == 2)
+    run.batch.present_identity("P-0042", "BAG-7781", who="kim", why="scanned at the bag")
+    assert await finished(run) is S.COMPLETE
+    assert len(run.kinds("identity_confirmation")) == 1

@@ -256,11 +256,15 @@ class Batch:
         target = self._element(level)
         valid = target.valid_commands()
         accepted = cmd is not Command.FINISH and target.can(cmd)
-        if level != "procedure" and cmd in (Command.STOP, Command.ABORT):
-            # Ending one element early is a decision taken while the procedure runs.
-            running = self.state is S.RUNNING and target.state is S.RUNNING
-            accepted = accepted and running
-            valid = valid if running else []
+        # Ending one element early is a decision taken while the procedure runs (the
+        # element itself running or held); otherwise stop or abort the procedure.
+        if (
+            level != "procedure"
+            and cmd in (Command.STOP, Command.ABORT)
+            and (self.state is not S.RUNNING or target.state not in (S.RUNNING, S.HELD))
+        ):
+            accepted = False
+            valid = [c for c in valid if c not in ("stop", "abort")]
         self.journal.append(
             "command",
             target.element,
@@ -276,6 +280,9 @@ class Batch:
         )
         if not accepted:
             raise CommandRefused(target.element, cmd.value, target.state.label, valid)
+        if cmd in (Command.HOLD, Command.STOP, Command.ABORT):
+            # No dose or perfusion start may slip in before the equipment is driven.
+            self.modules.additions = False
         target.fire(cmd, who=who, why=why)
         if cmd is Command.HOLD:
             self.hold_reason = why
@@ -338,6 +345,8 @@ class Batch:
             self.modules.additions = False
             for name in equipment if equipment is not None else list(self.equipment):
                 reaction = self._reaction(name, to)
+                if name in self.modules.released:
+                    reaction = "safe"  # made safe already (an aborted phase): stays safe
                 if reaction == "safe":
                     self.modules.release(name)
                 elif self.modules.kinds.get(name) != "bioreactor":
@@ -359,10 +368,11 @@ class Batch:
             await self.ctx.restore_setpoints()
             self.modules.resume()
 
-    def _device_failed(self, exc: Exception) -> None:
+    def _device_failed(self, exc: Exception, equipment: str | None = None) -> None:
         """The control modules hit a fault (a device stopped answering, an interlock refused
-        a loop's write, or a fault of the modules themselves): alarm, and hold if running."""
-        device = getattr(exc, "device", None)
+        a loop's write, or a fault of the modules themselves): alarm, and hold if running.
+        The alarm names the equipment item (a replay takes a device's failure from it)."""
+        device = equipment or getattr(exc, "device", None)
         kind = (
             "communication"
             if isinstance(exc, CommunicationError)
@@ -445,7 +455,10 @@ class Batch:
                 and not self._awaiting_scan
             ):
                 continue  # a controlled stop: the phase shuts down at its next safe point
-            if states & {S.HOLDING, S.STOPPING, S.ABORTING}:
+            waiting_scan_pauses = S.PAUSING in states and self._awaiting_scan
+            if states & {S.HOLDING, S.STOPPING, S.ABORTING} or waiting_scan_pauses:
+                # (A phase waiting for a person's scan is at a safe point: it pauses there
+                # and asks again on resume.)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -463,6 +476,8 @@ class Batch:
             for machine in reversed(holding):
                 machine.fire(Command.FINISH, why=self.hold_reason)
         while self.state is S.RUNNING:
+            if any(m.state in (S.STOPPING, S.ABORTING) for m in chain):
+                return True  # a held element stopped or aborted: it ends (_end_below)
             if any(m.state is S.RESTARTING for m in chain):
                 try:
                     await self._restore()
@@ -483,11 +498,18 @@ class Batch:
                 machine.fire(Command.START, who=self.operator, why=step.logic.describe())
                 if machine is step.phase:
                     self.alarms.activate(step.path, step.logic.monitors)
-        while await self._supervise(step) == "lower":
-            if any(m.state in (S.STOPPING, S.ABORTING) for m in self._chain()[1:]):
+        while True:
+            below = [m.state for m in self._chain()[1:]]
+            if S.STOPPING in below or S.ABORTING in below:
                 await self._end_below(step)
                 return
-            if not await self._hold_below(step):
+            if any(state is not S.RUNNING for state in below):
+                # Held (or restarting) below: the phase's logic does not run until it is
+                # restarted, also across a pause of the whole procedure.
+                if not await self._hold_below(step):
+                    return
+                continue
+            if await self._supervise(step) != "lower":
                 return
 
     async def _end_below(self, step: PhaseStep) -> None:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twin.engine.context import BatchContext
 from twin.engine.control import DOCascade, PHControl
 from twin.equipment import Gas, Material
-from twin.errors import EquipmentError, InterlockTripped
+from twin.errors import EquipmentError
 
 __all__ = [
     "DEFAULT_PERIOD_S",
@@ -43,7 +43,7 @@ FLOW_DEADBAND_SCCM = 1.0
 #: Told of a device that stopped answering, an interlock that refused a loop's write, or
 #: (once per kind of fault) anything else that broke a scan: monitoring must never stop
 #: silently, so the scan goes on at its next period whatever happened.
-FailureHandler = Callable[[Exception], None]
+FailureHandler = Callable[[Exception, "str | None"], None]
 
 
 @dataclass
@@ -81,6 +81,9 @@ class PerfusionLoop:
     start_at_cells_per_ml: float
     volumes_per_day: float
     started: bool = False
+    #: Whether it may still start: only while its culture runs (a later check or harvest
+    #: phase does not see perfusion begin under it).
+    armed: bool = True
 
 
 class ControlModules:
@@ -111,6 +114,8 @@ class ControlModules:
         self.additions = True
         #: Items whose last read failed: the failure is reported once, its recovery once.
         self.down: set[str] = set()
+        #: Loop faults reported since the last clean scan or restart (reported once each).
+        self.faults: set[str] = set()
         self.scans = 0
         self._task: asyncio.Task[None] | None = None
         self._scanned: list[asyncio.Future[None]] = []
@@ -147,6 +152,22 @@ class ControlModules:
             loop.started = True
         self.perfusion[loop.bioreactor] = loop
 
+    def disarm_perfusion(self, bioreactor: str) -> None:
+        """The culture that engaged perfusion ended: a start not yet made is not made later."""
+        loop = self.perfusion.get(bioreactor)
+        if loop is not None:
+            loop.armed = False
+
+    def manual(self, gas_dispenser: str, gas: Gas) -> None:
+        """A phase sets this line's flow itself: the loop writing it lets go of it (the DO
+        loop of O2 and N2, the pH loop of CO2), as a DCS loop goes to manual."""
+        if gas in (Gas.O2, Gas.N2):
+            for bag in [b for b, loop in self.do.items() if loop.gas_dispenser == gas_dispenser]:
+                del self.do[bag]
+        if gas is Gas.CO2:
+            for bag in [b for b, loop in self.ph.items() if loop.gas_dispenser == gas_dispenser]:
+                del self.ph[bag]
+
     def disengage(self, bioreactor: str) -> None:
         """No more regulatory control of this bag (e.g. harvested): reading goes on."""
         self.do.pop(bioreactor, None)
@@ -162,21 +183,54 @@ class ControlModules:
         self.released.add(name)
 
     def resume(self) -> None:
-        """Restart: every item under control again, additions allowed."""
+        """Restart: every item under control again, additions allowed, faults reported anew."""
         self.released.clear()
         self.additions = True
+        self.faults.clear()
 
     # -- the scan ----------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="control modules")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The scan must run until the batch ends: if it ever ends otherwise, say so loudly
+        and start it again (monitoring never stops silently)."""
+        if task.cancelled() or self._task is not task:
+            return
+        exc = task.exception()
+        self._report(exc if exc is not None else RuntimeError("control modules ended"))
+        self.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _equipment_of(self, exc: Exception) -> str | None:
+        """The equipment item a device error names (a driver may name a unit on its line)."""
+        device = getattr(exc, "device", None)
+        if device is None:
+            return None
+        for name in self.kinds:
+            if device == name or str(device).startswith(name + " "):
+                return name
+        return str(device)
+
+    def _report(self, exc: Exception, equipment: str | None = None) -> None:
+        """Hand a fault to the batch; if even that fails, the journal still gets an alarm."""
+        try:
+            self.on_failure(exc, equipment or self._equipment_of(exc))
+        except Exception as failed:  # the last line of defence of monitoring
+            with contextlib.suppress(Exception):
+                self.ctx.journal.append(
+                    "alarm",
+                    "control modules",
+                    {"alarm": "control_modules", "message": f"{exc!r}; reporting it: {failed!r}"},
+                )
 
     async def next_scan(self) -> None:
         """Wait until the next scan has read every device and acted."""
@@ -187,15 +241,9 @@ class ControlModules:
     async def _run(self) -> None:
         clock = self.ctx.clock
         due = clock.now()
-        faults: set[str] = set()
         while True:
             async with self.lock:
-                try:
-                    await self.scan()
-                except Exception as exc:  # a bug must not end monitoring: report it, go on
-                    if repr(exc) not in faults:
-                        faults.add(repr(exc))
-                        self.on_failure(exc)
+                await self.scan()
             waiters, self._scanned = self._scanned, []
             for fut in waiters:
                 if not fut.done():
@@ -206,7 +254,13 @@ class ControlModules:
             await clock.sleep_until(due)
 
     async def scan(self) -> None:
-        """Read every bioreactor and gas dispenser, then run every engaged loop once."""
+        """Read every bioreactor and gas dispenser, then run every engaged loop once.
+
+        A loop acts only on a fresh reading of both its sensor and its actuator (a device
+        that did not answer this scan is not written to). Each loop is guarded on its own:
+        a fault in one is reported once (until a scan runs clean or a restart) and the
+        others go on.
+        """
         self.scans += 1
         pv: dict[str, Any] = {}
         for name, kind in self.kinds.items():
@@ -214,21 +268,50 @@ class ControlModules:
                 pv[name] = await self._read(name, lambda n=name: self.ctx.bioreactor(n).read())
             elif kind == "gas_dispenser":
                 pv[name] = await self._read(name, lambda n=name: self.ctx.gas_dispenser(n).read())
+        clean = True
+        for do in list(self.do.values()):
+            reading = pv.get(do.bioreactor)
+            if (
+                reading is not None
+                and pv.get(do.gas_dispenser) is not None
+                and do.gas_dispenser not in self.released
+            ):
+                clean &= await self._guarded(
+                    f"DO {do.bioreactor}", self._control_do(do, reading.do_pct)
+                )
+        for ph in list(self.ph.values()):
+            reading = pv.get(ph.bioreactor)
+            if reading is not None and pv.get(ph.gas_dispenser) is not None:
+                clean &= await self._guarded(
+                    f"pH {ph.bioreactor}", self._control_ph(ph, reading.ph)
+                )
+        for perfusion in list(self.perfusion.values()):
+            reading = pv.get(perfusion.bioreactor)
+            if reading is not None:
+                clean &= await self._guarded(
+                    f"perfusion {perfusion.bioreactor}", self._control_perfusion(perfusion, reading)
+                )
+        if clean:
+            self.faults.clear()
+
+    async def _guarded(self, loop: str, action: Awaitable[None]) -> bool:
+        """Run one loop's action; a fault is reported the first time it happens."""
         try:
-            for do in list(self.do.values()):
-                reading = pv.get(do.bioreactor)
-                if reading is not None and do.gas_dispenser not in self.released:
-                    await self._control_do(do, reading.do_pct)
-            for ph in list(self.ph.values()):
-                reading = pv.get(ph.bioreactor)
-                if reading is not None:
-                    await self._control_ph(ph, reading.ph)
-            for perfusion in list(self.perfusion.values()):
-                reading = pv.get(perfusion.bioreactor)
-                if reading is not None:
-                    await self._control_perfusion(perfusion, reading)
-        except (EquipmentError, InterlockTripped) as exc:
-            self.on_failure(exc)
+            await action
+        except Exception as exc:  # a loop's fault must not end monitoring or the other loops
+            key = f"{loop}: {exc!r}"
+            if key not in self.faults:
+                self.faults.add(key)
+                self._report(exc)
+            elif isinstance(exc, EquipmentError):  # recorded (a replay sees it fail), no alarm
+                self.ctx.journal.append(
+                    "no_answer",
+                    self._equipment_of(exc) or exc.device,
+                    {"what": loop, "message": str(exc)},
+                    durable=False,
+                )
+            return False
+        return True
 
     async def _read(self, name: str, action: Callable[[], Any]) -> Any:
         """One reading (journalled, monitors checked); a failure is reported once per outage."""
@@ -237,7 +320,7 @@ class ControlModules:
         except EquipmentError as exc:
             if name not in self.down:
                 self.down.add(name)
-                self.on_failure(exc)
+                self._report(exc, name)
             else:  # still silent: recorded (a replay must see this read fail too), no new alarm
                 self.ctx.journal.append(
                     "no_answer", name, {"what": "pv", "message": str(exc)}, durable=False
@@ -308,7 +391,7 @@ class ControlModules:
             ph.last_base_at = now
 
     async def _control_perfusion(self, loop: PerfusionLoop, pv: Any) -> None:
-        if loop.started or not self.additions or loop.bioreactor in self.released:
+        if loop.started or not loop.armed or not self.additions or loop.bioreactor in self.released:
             return
         if pv.viable_cells_per_ml < loop.start_at_cells_per_ml:
             return

@@ -107,6 +107,7 @@ class SetGas(PhaseLogic):
         gd = ctx.gas_dispenser(pr.gas_dispenser)
         for name, sccm in pr.flows_sccm.items():
             gas = Gas[name.upper()]
+            ctx.control.manual(pr.gas_dispenser, gas)
             await ctx.write(
                 pr.gas_dispenser,
                 f"{name}_flow_sp",
@@ -238,6 +239,7 @@ class Culture(PhaseLogic):
                 await take_sample(ctx, pr.bioreactor)
             await ctx.clock.sleep_until(started + step)
             self.elapsed_s += step
+        ctx.control.disarm_perfusion(pr.bioreactor)
 
 
 class SampleCheck(PhaseLogic):
