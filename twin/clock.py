@@ -68,6 +68,9 @@ def wall_now() -> datetime:
     return datetime.now(UTC)
 
 
+#: Below this loop time (2**23 s) one float64 step is at most 2**-30 s, under asyncio's 1e-9.
+_ULP_BELOW_1NS = 2.0**23
+
 _MAX_POLL_SKIPS = 16
 """Iterations with ready callbacks in a row that may skip polling: a task that spins on
 ``sleep(0)`` waiting for I/O still sees it (the loop polls at least this often)."""
@@ -147,6 +150,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     # (CPython gh-116342, fixed upstream the same way). One float step is never lost.
     @property
     def _clock_resolution(self) -> float:
+        # Read once per loop iteration: below 2**23 s one float step is under 1e-9 anyway.
+        if self._virtual_now < _ULP_BELOW_1NS and self._live_from is None:
+            return 1e-9
         return max(1e-9, math.ulp(self.time()))
 
     @_clock_resolution.setter
