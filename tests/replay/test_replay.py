@@ -241,11 +241,16 @@ def test_unconfirmed_setpoints_are_named(smoke_journal: Path, tmp_path: Path) ->
 def test_resume_from_the_command_line_waits_held_for_the_operator(
     smoke_journal: Path, tmp_path: Path
 ) -> None:
-    """``poc-twin resume`` without --restart: Held until ``poc-twin command ... restart``."""
+    """``poc-twin resume`` without --restart: Held until ``poc-twin command ... restart``;
+    while it waits for that person its clock follows the wall (here at --pace 600), not
+    days ahead in seconds."""
     short = cut(smoke_journal, tmp_path / "held.sqlite", 900)
     exe = [sys.executable, "-m", "twin.cli"]
     proc = subprocess.Popen(
-        [*exe, "resume", str(short), "-q", "--operator", "dave", "--reason", "after reboot"],
+        [
+            *(*exe, "resume", str(short), "-q", "--pace", "600"),
+            *("--operator", "dave", "--reason", "after reboot"),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -267,6 +272,7 @@ def test_resume_from_the_command_line_waits_held_for_the_operator(
             assert proc.poll() is None, proc.communicate()
             wall_sleep(0.2)
         assert held, "the resumed batch must reach Held"
+        wall_sleep(2.0)  # the operator walks over: 2 s of wall, 20 min of batch at pace 600
         sent = subprocess.run(
             [*exe, "command", str(short), "restart", "--operator", "dave", "--reason", "checked"],
             cwd=ROOT,
@@ -281,6 +287,10 @@ def test_resume_from_the_command_line_waits_held_for_the_operator(
             proc.kill()
     assert proc.returncode == 0, err
     assert "Complete" in out
+    restart = next(
+        e for e in read_events(short) if e.kind == "command" and e.data["command"] == "restart"
+    )
+    assert 0.5 * 2 * 600 <= restart.batch_time - held[0].batch_time <= 5 * 2 * 600
     assert replay(short).identical
 
 
