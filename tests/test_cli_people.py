@@ -275,3 +275,33 @@ def test_a_sqlite_file_that_is_no_journal(tmp_path: Path) -> None:
     result = cli.invoke(app, ["command", str(other), "stop", "--operator", "b", "--reason", "r"])
     assert result.exit_code == 2
     assert "not a readable journal" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "batch_id",
+    ["../../../tmp/x", "/tmp/x", "a/b", "..", ".hidden", "[/]x", "x" * 101, "", "a b", "é"],
+)
+def test_a_batch_id_that_could_name_another_path_is_refused(batch_id: str, tmp_path: Path) -> None:
+    """The batch id names runs/<id>.sqlite and nothing else: nothing is written elsewhere."""
+    result = cli.invoke(
+        app, ["run", SMOKE, "--bench", SIM, "--batch-id", batch_id, "-q"], catch_exceptions=False
+    )
+    assert result.exit_code == 2, result.output
+    assert "not a safe name" in result.output
+    assert not (tmp_path / "x.sqlite").exists() and not Path("/tmp/x.sqlite").exists()
+    sent = cli.invoke(
+        app, ["command", batch_id or "''", "hold", "--operator", "a", "--reason", "b"]
+    )
+    assert sent.exit_code == 2
+
+
+def test_a_recipe_id_or_version_that_could_name_a_path_is_an_invalid_recipe(
+    tmp_path: Path,
+) -> None:
+    text = Path(SMOKE).read_text()
+    for bad in ("../../../tmp/x", "/etc/x", "''"):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(text.replace("id: smoke", f"id: {bad}", 1))
+        result = cli.invoke(app, ["validate", str(recipe)])
+        assert result.exit_code == 2, (bad, result.output)
+        assert "r.yaml:3:" in result.output and "is not a safe name" in result.output

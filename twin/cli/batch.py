@@ -29,6 +29,7 @@ from twin.cli.common import (
 )
 from twin.clock import wall_now
 from twin.errors import InvalidInput, JournalError, PocTwinError
+from twin.names import UnsafeName, check_safe_name
 
 if TYPE_CHECKING:
     from twin.cli.ctrl_c import CtrlC
@@ -99,7 +100,12 @@ def run(
         _print_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None
     stamp = wall_now().strftime("%Y%m%d-%H%M%S")
-    batch_id = batch_id or f"{loaded_recipe.model.recipe.id}-{stamp}"
+    if batch_id is None:
+        batch_id = f"{loaded_recipe.model.recipe.id}-{stamp}"
+    try:  # it names the journal: never a path of its own
+        check_safe_name(batch_id, "--batch-id")
+    except UnsafeName as exc:
+        raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
     journal_path = journal or Path("runs") / f"{batch_id}.sqlite"
     telemetry = _start_telemetry(broker, journal_path) if broker else None
     subscribers: list[Any] = []
@@ -279,7 +285,14 @@ def confirm_identity(
 
 def _journal_of(batch: str) -> Path:
     """A journal file as given, else the batch id's default journal runs/<id>.sqlite."""
-    path = Path(batch) if Path(batch).exists() else Path("runs") / f"{batch}.sqlite"
+    if Path(batch).is_file():
+        path = Path(batch)
+    else:
+        try:  # a batch id, not a path: it names runs/<id>.sqlite and nothing else
+            check_safe_name(batch, "batch id")
+        except UnsafeName as exc:
+            raise _fail(f"{exc} (nor an existing journal file)", EXIT_INVALID) from None
+        path = Path("runs") / f"{batch}.sqlite"
     if not path.exists():
         raise _fail(f"no journal for batch '{batch}' (looked for {path})", EXIT_INVALID)
     return path

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from twin.bench import LoadedBench, load_bench
 from twin.errors import InvalidInput
@@ -61,7 +62,8 @@ PaceOpt = Annotated[
 def _fail(message: str, code: int, debug: bool = False) -> typer.Exit:
     if debug:
         raise
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # The message may quote what a user typed ("[/]x"): printed as text, never as markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from twin.names import SAFE_NAME_RULE, UnsafeName, check_safe_name
 from twin.recipe.monitors import Monitor
 from twin.recipe.parameters import Parameter
 from twin.recipe.phases import PHASE_MODELS, Phase
@@ -22,6 +23,17 @@ __all__ = [
     "UnitProcedure",
 ]
 
+
+def _safe_name(value: str) -> str:
+    try:
+        return check_safe_name(value, "")
+    except UnsafeName:
+        raise ValueError(f"{value!r} is not a safe name: {SAFE_NAME_RULE}") from None
+
+
+#: An identifier that may become part of a file name (the journal's) or a topic.
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
 EquipmentType = Literal["bioreactor", "gas_dispenser", "electroporator"]
 
 
@@ -32,9 +44,10 @@ class _Strict(BaseModel):
 class Header(_Strict):
     """Who made the recipe and whether it is an approved master-file version."""
 
-    id: str
-    product: str
-    version: str
+    #: Prefix of the default batch id, and so of the journal's file name: a safe name.
+    id: SafeName
+    product: Annotated[str, Field(min_length=1)]
+    version: SafeName
     status: Literal["draft", "approved"]
     author: str
     approved_by: str | None = None
