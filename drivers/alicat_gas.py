@@ -16,7 +16,7 @@ import pydantic
 from drivers.gas_lines import GAS_KEYS, GasLimitsConfig, close_o2_and_n2, gas_key
 from drivers.modbus_link import LinkCounters
 from drivers.serial_line import SerialLine, open_line
-from drivers.settings import BusClaim
+from drivers.settings import Baud, BusClaim
 from twin.clock import Clock
 from twin.equipment import DeviceIdentity, Gas, GasDispenserLimits, GasDispenserPV
 from twin.errors import CommunicationError, DeviceRefused, EquipmentError, InterlockTripped
@@ -30,11 +30,11 @@ _SETPOINT_TOLERANCE = 0.011  # the frame carries 2 decimals
 AlicatGasLimits = GasLimitsConfig  # the bench-file name this driver has always used
 
 
-class AlicatGasConfig(pydantic.BaseModel, extra="forbid"):
+class AlicatGasConfig(pydantic.BaseModel, extra="forbid", allow_inf_nan=False):
     """Where the controllers are and how patiently to talk to them."""
 
     port: str
-    baud: int = 19200
+    baud: Baud = 19200
     units: dict[str, str] = {"air": "A", "o2": "B", "n2": "C", "co2": "D"}
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1

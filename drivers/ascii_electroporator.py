@@ -16,7 +16,7 @@ import pydantic
 
 from drivers.modbus_link import LinkCounters
 from drivers.serial_line import SerialLine, open_line
-from drivers.settings import BusClaim
+from drivers.settings import Baud, BusClaim
 from twin.clock import Clock
 from twin.equipment import (
     DeviceIdentity,
@@ -30,7 +30,7 @@ from twin.errors import CommunicationError, DeviceRefused, EquipmentError
 __all__ = ["AsciiElectroporator", "AsciiElectroporatorConfig", "AsciiElectroporatorLimits"]
 
 
-class AsciiElectroporatorLimits(pydantic.BaseModel, extra="forbid"):
+class AsciiElectroporatorLimits(pydantic.BaseModel, extra="forbid", allow_inf_nan=False):
     """The bench's ranges (may be tighter than the hardware's), checked before a command is sent."""
 
     voltage_v: tuple[float, float] = (0.0, 3500.0)
@@ -39,11 +39,11 @@ class AsciiElectroporatorLimits(pydantic.BaseModel, extra="forbid"):
     chamber_ul: tuple[float, float] = (10.0, 5000.0)
 
 
-class AsciiElectroporatorConfig(pydantic.BaseModel, extra="forbid"):
+class AsciiElectroporatorConfig(pydantic.BaseModel, extra="forbid", allow_inf_nan=False):
     """Where the electroporator is and how patiently to talk to it."""
 
     port: str
-    baud: int = 9600
+    baud: Baud = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     timeout_s: float = pydantic.Field(default=1.0, gt=0.0)

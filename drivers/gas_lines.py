@@ -23,7 +23,7 @@ def gas_key(name: str) -> str:
     return key
 
 
-class GasLimitsConfig(pydantic.BaseModel, extra="forbid"):
+class GasLimitsConfig(pydantic.BaseModel, extra="forbid", allow_inf_nan=False):
     """Full scale (capacity) of each gas line and the O2 cap (sccm), from the bench file."""
 
     full_scale_sccm: dict[str, float] = {"air": 500.0, "o2": 200.0, "n2": 500.0, "co2": 50.0}

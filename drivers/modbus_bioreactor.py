@@ -47,7 +47,7 @@ PUMP_RUNNING, HARVEST_DONE, SAFE_STATE = 1 << 2, 1 << 5, 1 << 6
 Range = tuple[float, float]
 
 
-class BioreactorLimitsConfig(pydantic.BaseModel, extra="forbid", frozen=True):
+class BioreactorLimitsConfig(pydantic.BaseModel, extra="forbid", frozen=True, allow_inf_nan=False):
     """The bench file's setpoint limits for this bioreactor (fields of BioreactorLimits)."""
 
     temperature_c: Range = (4.0, 40.0)

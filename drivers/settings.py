@@ -16,6 +16,7 @@ from typing import Literal
 import pydantic
 
 __all__ = [
+    "Baud",
     "BusClaim",
     "LinkSettings",
     "ModbusEndpoint",
@@ -34,7 +35,7 @@ class BusClaim:
     loc: tuple[str, ...]  # where in the driver config the unit (or port) is written
 
 
-class TcpSettings(pydantic.BaseModel, extra="forbid"):
+class TcpSettings(pydantic.BaseModel, extra="forbid", allow_inf_nan=False):
     """A Modbus TCP endpoint (a controller, or a gateway in front of an RS-485 bus)."""
 
     host: str
@@ -50,11 +51,15 @@ class TcpSettings(pydantic.BaseModel, extra="forbid"):
         return ("modbus-tcp",)
 
 
-class SerialPortSettings(pydantic.BaseModel, extra="forbid"):
+#: The standard serial rates; any other is a typo a UART would not even open with.
+Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
+
+
+class SerialPortSettings(pydantic.BaseModel, extra="forbid", allow_inf_nan=False):
     """A serial port (RS-485/RS-232 adapter) and its line settings."""
 
     port: str
-    baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
+    baud: Baud = 19200
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
@@ -76,7 +81,7 @@ class SerialPortSettings(pydantic.BaseModel, extra="forbid"):
 ModbusEndpoint = TcpSettings | SerialPortSettings
 
 
-class LinkSettings(pydantic.BaseModel, extra="forbid"):
+class LinkSettings(pydantic.BaseModel, extra="forbid", allow_inf_nan=False):
     """How patiently to talk to one device: the exchange policy of the industrial drivers."""
 
     unit: int = pydantic.Field(1, ge=0, le=247)

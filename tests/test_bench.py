@@ -86,3 +86,27 @@ def test_bronkhorst_single_unit_is_refused_with_the_fix(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidInput, match=r"one unit id per gas: write units: \{air: 1"):
         load_bench(bench)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expect"),
+    [
+        ("baud: 19200", "baud: 12345", "baud"),
+        ("timeout_s: 0.5", "timeout_s: .inf", "finite"),
+        ("viable_cells_per_ml: 1.0e+6", "viable_cells_per_ml: 1.0e+30", "less than or equal"),
+        ("volume_ml: 100", "volume_ml: 1.0e+9", "less than or equal"),
+    ],
+)
+def test_a_bench_out_of_its_physical_range_is_refused_on_its_line(
+    tmp_path: Path, old: str, new: str, expect: str
+) -> None:
+    text = (ROOT / "benches" / "sim.yaml").read_text()
+    assert old in text
+    bad = tmp_path / "bench.yaml"
+    bad.write_text(text.replace(old, new, 1))
+    line = next(i for i, s in enumerate(bad.read_text().splitlines(), 1) if new in s)
+    with pytest.raises(InvalidInput) as caught:
+        load_bench(bad)
+    assert any(p.line == line and expect in p.message for p in caught.value.problems), [
+        str(p) for p in caught.value.problems
+    ]

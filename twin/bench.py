@@ -38,7 +38,7 @@ TWIN = "twin"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class EquipmentBinding(_Strict):
@@ -52,8 +52,10 @@ class EquipmentBinding(_Strict):
 class Inoculum(_Strict):
     """The starting material the twin's bag holds (on a real bench, the patient's cells)."""
 
-    volume_ml: float = Field(100.0, gt=0)
-    viable_cells_per_ml: float = Field(1.0e6, gt=0)
+    #: Within a rocking bag's working volume (the bioreactor's 50-1000 mL by default).
+    volume_ml: float = Field(100.0, gt=0, le=1000.0)
+    #: Up to 1e8 cells/mL: far above any culture (a T-cell expansion ends near 1e7).
+    viable_cells_per_ml: float = Field(1.0e6, gt=0, le=1.0e8)
     viability_pct: float = Field(95.0, gt=0, le=100)
 
 

@@ -9,6 +9,7 @@ position in the file.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,14 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from twin.errors import InvalidInput, Problem
 
-__all__ = ["SourceMap", "load_yaml", "problems_from_validation", "validate_document"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "SourceMap",
+    "load_yaml",
+    "problems_from_validation",
+    "validate_document",
+]
 
 Loc = Sequence[int | str]
 M = TypeVar("M", bound=BaseModel)
@@ -59,20 +67,98 @@ class SourceMap:
         return Problem(self.file, line, col, message)
 
 
+#: Larger recipe, bench or scenario files are refused unread (the shipped ones are < 10 KiB).
+MAX_BYTES = 1024 * 1024
+#: Deeper nesting is refused before it is built (a recipe is about 8 levels deep).
+MAX_DEPTH = 64
+#: Integers with more digits are refused (no physical quantity here needs them, and
+#: converting them to float overflows).
+MAX_DIGITS = 30
+#: Characters no recipe needs: C0 controls but tab and line ends, DEL, a byte-order mark
+#: inside the text (NUL bytes among them: a binary file renamed .yaml).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff]")
+
+
+def _decode(file: str, raw: bytes) -> str:
+    """The file as UTF-8 text, or a Problem at the first byte that is not."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+        len(raw) >= 2 and raw.count(0) * 3 >= len(raw)
+    ):
+        raise InvalidInput(
+            [Problem(file, 1, 1, "UTF-16 or binary, not UTF-8 text: save it as UTF-8")]
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidInput(
+            [Problem(file, line, col, f"not UTF-8 text (byte {exc.start}): save it as UTF-8")]
+        ) from None
+    text = text.removeprefix("\ufeff")
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        i = bad.start()
+        line = text.count("\n", 0, i) + 1
+        col = i - (text.rfind("\n", 0, i) + 1) + 1
+        raise InvalidInput(
+            [Problem(file, line, col, f"control character U+{ord(text[i]):04X} in the text")]
+        )
+    return text
+
+
+def _check_events(file: str, text: str) -> None:
+    """Refuse aliases (a 'billion laughs' file expands without end), too deep nesting and
+    overlong integers before any object is built: each as one Problem with its line."""
+    depth = 0
+    for event in YAML(typ="rt").parse(text):
+        mark = event.start_mark
+        where = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        kind = type(event).__name__
+        if kind == "AliasEvent":
+            raise InvalidInput(
+                [Problem(file, *where, "YAML aliases (*name) are not allowed: write it out")]
+            )
+        if kind in ("MappingStartEvent", "SequenceStartEvent"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InvalidInput(
+                    [Problem(file, *where, f"nested more than {MAX_DEPTH} levels deep")]
+                )
+        elif kind in ("MappingEndEvent", "SequenceEndEvent"):
+            depth -= 1
+        elif kind == "ScalarEvent" and event.style is None:
+            digits = event.value.lstrip("+-").replace("_", "")
+            if digits.isdigit() and len(digits) > MAX_DIGITS:
+                raise InvalidInput(
+                    [Problem(file, *where, f"a number of {len(digits)} digits is out of range")]
+                )
+
+
 def load_yaml(path: Path) -> tuple[Any, SourceMap]:
-    """Read a YAML file keeping positions; a syntax error becomes one Problem with its line."""
+    """Read a YAML file keeping positions; any malformed file becomes one Problem with its
+    line: unreadable, too large, not UTF-8, control characters, aliases, too deep, a syntax
+    error. Never a traceback, a hang or unbounded memory."""
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise InvalidInput([Problem(file, 1, 1, f"cannot read file: {exc.strerror}")]) from None
+        reason = exc.strerror or str(exc)
+        raise InvalidInput([Problem(file, 1, 1, f"cannot read file: {reason}")]) from None
+    if len(raw) > MAX_BYTES:
+        raise InvalidInput([Problem(file, 1, 1, f"larger than {MAX_BYTES // 1024} KiB")])
+    text = _decode(file, raw)
     try:
+        _check_events(file, text)
         data = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or exc.context or "invalid YAML"
         raise InvalidInput([Problem(file, line, col, f"YAML syntax: {what}")]) from None
+    except (RecursionError, ValueError, OverflowError) as exc:
+        raise InvalidInput([Problem(file, 1, 1, f"cannot be read as YAML: {exc}")]) from None
     if not isinstance(data, CommentedMap):
         raise InvalidInput([Problem(file, 1, 1, "expected a mapping at the top of the file")])
     return data, SourceMap(file, data)

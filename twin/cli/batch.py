@@ -53,6 +53,7 @@ def validate(
         f"{recipe}: valid — {header.product} v{header.version} ({header.status}), "
         f"sha256 {loaded.sha256[:16]}…",
         highlight=False,
+        markup=False,  # a product name is text, even with [brackets] in it
     )
 
 

@@ -25,7 +25,7 @@ REGISTER_NAME = "approved-recipes.yaml"
 class ApprovedRecipe(BaseModel):
     """One approved master-file version."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     id: str
     version: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -36,7 +36,7 @@ class ApprovedRecipe(BaseModel):
 class Register(BaseModel):
     """The site's register of approved recipes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     site: str
     approved: list[ApprovedRecipe] = Field(default_factory=list)
 

@@ -38,7 +38,7 @@ EquipmentType = Literal["bioreactor", "gas_dispenser", "electroporator"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Header(_Strict):

@@ -28,7 +28,7 @@ class Monitor(BaseModel):
     """An alarm: raised when ``pv`` stays beyond a limit for ``delay_min``; cleared inside the
     limit by ``deadband``. ``reaction`` says how far the batch is held (or aborted)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str | None = None
     pv: MonitoredPV
     equipment: str = "bioreactor"

@@ -26,7 +26,7 @@ _UNIT = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*(\S.*?)?\s*
 class Parameter(BaseModel):
     """One recipe parameter."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     value: float | str | None = None
     min: float | str | None = None
     max: float | str | None = None

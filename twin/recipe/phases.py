@@ -49,7 +49,7 @@ MaterialName = Literal["medium", "activator", "il2", "vector", "base"]
 
 
 class _Phase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str | None = Field(None, description="Label shown in the batch record")
     monitors: list[Monitor] = Field(default_factory=list)
     #: How far a failure of this phase propagates (a lost device always holds the batch).
@@ -94,7 +94,7 @@ class AddMaterial(_Phase):
 class Perfusion(BaseModel):
     """Start perfusion once the culture is dense enough, at a rate in working volumes per day."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     start_at_cells_per_ml: Annotated[CellDensity, Field(gt=0)]
     volumes_per_day: Annotated[VolumesPerDay, Field(gt=0, le=3)]
 
@@ -139,7 +139,7 @@ class MediaExchange(_Phase):
 class Condition(BaseModel):
     """A process value crossing a threshold, e.g. density above 2e6 cells/mL."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     pv: Literal["temperature_c", "do_pct", "ph", "volume_ml", "viable_cells_per_ml"]
     above: float | None = None
     below: float | None = None

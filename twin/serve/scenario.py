@@ -62,7 +62,7 @@ Duration = Annotated[float, Field(description="batch time: seconds or '1d 6h 30m
 
 
 class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     at: Duration
     device: str
@@ -163,7 +163,7 @@ FAULT_DEVICE_TYPE = {
 class ExpectedAlarm(BaseModel):
     """The alarm a fault must raise: its kind and the device (or process value) it names."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["communication", "limit", "phase_failure", "interlock", "device"]
     source: str | None = None
     pv: str | None = None
@@ -172,7 +172,7 @@ class ExpectedAlarm(BaseModel):
 class Expectation(BaseModel):
     """What the HIL fault matrix must see when the scenario runs under a recipe."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     recipe: str
     alarm: ExpectedAlarm | None = None  # None: the batch must ride through with no alarm
     within: float | None = None  # from the first fault to the alarm, batch seconds
@@ -189,7 +189,7 @@ class Expectation(BaseModel):
 class Scenario(BaseModel):
     """A named list of faults, and (for the HIL fault matrix) what must follow."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     scenario: str
     description: str = ""

@@ -1,0 +1,115 @@
+"""Malformed recipe files: each a clear FILE:LINE:COL and exit 2, within a second, never a
+traceback, a hang or unbounded memory (issue 18). Generated, not hand-picked: every byte
+value, encodings, nesting depths, alias bombs, overlong numbers and non-finite values."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twin.cli import app
+from twin.errors import InvalidInput
+from twin.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = (ROOT / "recipes" / "smoke.yaml").read_text()
+cli = CliRunner()
+PROBLEM = re.compile(r"^\S+:\d+:\d+: .+", re.M)
+
+
+def refused(tmp_path: Path, content: bytes | str, name: str = "bad.yaml") -> str:
+    """Validate the file from the command line: exit 2, every line FILE:LINE:COL, fast."""
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8", errors="surrogatepass")
+    else:
+        path.write_bytes(content)
+    started = time.monotonic()
+    result = cli.invoke(app, ["validate", str(path)], catch_exceptions=False)
+    assert time.monotonic() - started < 2.0
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines and all(PROBLEM.match(line) for line in lines), result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.mark.parametrize("byte", [*range(0, 9), 11, 12, *range(14, 32), 127])
+def test_a_control_character_anywhere_is_named_with_its_line(tmp_path: Path, byte: int) -> None:
+    lines = SMOKE.splitlines(keepends=True)
+    lines[6] = lines[6][:10] + chr(byte) + lines[6][10:]
+    out = refused(tmp_path, "".join(lines).encode())
+    assert ":7:11: control character" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        (SMOKE.encode("utf-16"), "not UTF-8"),
+        (SMOKE.encode("utf-16-le"), "not UTF-8"),
+        (
+            SMOKE.encode("latin-1").replace(b"Commissioning", b"Comm\xe9ssioning"),
+            ":4:16: not UTF-8",
+        ),
+        (bytes(range(256)) * 8, "not UTF-8"),
+        (b"\x00" * 4096, "not UTF-8"),
+        (SMOKE.encode()[:300] + b"\x00" + SMOKE.encode()[300:], "control character"),
+        (SMOKE.encode()[:200] + b"\xed\xa0\x80" + SMOKE.encode()[200:], "not UTF-8"),  # surrogate
+        (b"", "expected a mapping"),
+        (b"- a\n- b\n", "expected a mapping"),
+        (b"recipe: [unclosed\n", "YAML syntax"),
+    ],
+)
+def test_bytes_that_are_not_a_recipe(tmp_path: Path, content: bytes, expect: str) -> None:
+    assert expect in refused(tmp_path, content)
+
+
+@pytest.mark.parametrize("depth", [65, 900, 20_000])
+def test_deep_nesting_is_refused_before_it_is_built(tmp_path: Path, depth: int) -> None:
+    for text in ("a: " + "[" * depth + "]" * depth, "a: " + "{b: " * depth + "1" + "}" * depth):
+        assert "nested more than 64 levels" in refused(tmp_path, text)
+
+
+def test_a_billion_laughs_is_refused_at_its_first_alias(tmp_path: Path) -> None:
+    bomb = ['lol0: &l0 "lol"'] + [
+        f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 12)
+    ]
+    out = refused(tmp_path, "\n".join(bomb) + "\n")
+    assert ":2:" in out and "aliases" in out
+
+
+@pytest.mark.parametrize("digits", [31, 400, 5000])
+def test_an_overlong_integer_is_out_of_range(tmp_path: Path, digits: int) -> None:
+    text = SMOKE.replace("volume_ml: 2.0", "volume_ml: " + "9" * digits)
+    assert "out of range" in refused(tmp_path, text)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e999", "1e999 mL", "-1e999 mL"])
+def test_non_finite_numbers_are_refused_where_they_stand(tmp_path: Path, value: str) -> None:
+    text = SMOKE.replace("volume_ml: 2.0", f"volume_ml: {value}")
+    out = refused(tmp_path, text)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if f"volume_ml: {value}" in s)
+    assert f":{line}:" in out
+
+
+def test_markup_in_a_product_name_is_printed_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "markup.yaml"
+    path.write_text(SMOKE.replace("Commissioning smoke test", "Smoke [/] [bold]x[/bold]"))
+    result = cli.invoke(app, ["validate", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0 and "Smoke [/] [bold]x[/bold]" in result.output
+
+
+def test_a_file_over_a_mebibyte_is_not_read(tmp_path: Path) -> None:
+    assert "larger than 1024 KiB" in refused(tmp_path, SMOKE + "#" * (1024 * 1024) + "\n")
+
+
+def test_the_shipped_recipes_still_load() -> None:
+    for path in (ROOT / "recipes").glob("*.yaml"):
+        try:
+            load_recipe(path)
+        except InvalidInput as exc:  # only missing batch parameters may be asked for
+            assert all("--param" in p.message for p in exc.problems), exc.problems
