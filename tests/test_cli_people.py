@@ -305,3 +305,10 @@ def test_a_recipe_id_or_version_that_could_name_a_path_is_an_invalid_recipe(
         result = cli.invoke(app, ["validate", str(recipe)])
         assert result.exit_code == 2, (bad, result.output)
         assert "r.yaml:3:" in result.output and "is not a safe name" in result.output
+
+
+@pytest.mark.parametrize("pace", ["0", "-1", "nan", "inf", "1e9", "fast"])
+def test_a_pace_that_is_not_a_positive_finite_rate_is_refused(pace: str) -> None:
+    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--pace", pace, "-q"])
+    assert result.exit_code == 2, result.output
+    assert "--pace" in result.output and "Batch smoke" not in result.output
