@@ -8,12 +8,20 @@ active elements below it. Only the '-ing' states run logic:
 
 - Running runs the current phase; between phases, and wherever a phase calls
   ``safe_point``, a pending pause takes effect.
-- Holding cancels the phase's logic and drives equipment to its safe state:
+- Holding cancels the phase's logic and drives each item as the recipe declares
+  for a hold (``on_hold``: keep its control and stop additions, or make it safe):
   every item for a procedure or unit hold, the phase's own items for a phase
-  hold. Held waits for restart (or, at procedure level, stop or abort).
+  hold. Held waits for restart (or stop or abort).
 - Restarting re-establishes every setpoint written so far, then the phase
   continues where it was (phases keep their own progress).
-- Stopping and Aborting drive equipment safe and end the batch.
+- Stopping lets the phase reach its next safe point, Aborting cancels it at once;
+  both drive the items (``on_stop``; an abort always safe). At the procedure they end
+  the batch; below it they end that element and the procedure holds for a decision.
+
+Basic control is not procedural: the unit's control modules (:mod:`twin.engine.modules`)
+read, monitor and control in every state. While only a person can move the batch on
+(Held, Paused, a held phase, a scan awaited) the clock is told, so on the twin batch
+time follows the wall.
 
 Alarms (limits with deadband and delay, recipe-wide or per phase) and phase
 failures react as the recipe declares: hold the phase, the unit, the whole
