@@ -40,6 +40,7 @@ __all__ = [
     "HeadSigner",
     "Journal",
     "VerifyResult",
+    "check_new_journal",
     "read_events",
     "require_intact",
     "verify",
@@ -122,11 +123,53 @@ def event_hash(
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def _journal_file(path: Path) -> Path:
+    """``path`` if it is a regular file (a journal); else JournalError saying what it is."""
+    if not path.exists():
+        raise JournalError(f"{path}: no such journal file")
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise JournalError(f"{path}: {what}, not a journal file")
+    return path
+
+
+def check_new_journal(path: Path) -> Path:
+    """``path`` if a new batch may write its journal there; else JournalError.
+
+    Only a missing or empty file, or an SQLite journal without events, is taken: never a
+    directory, a device (/dev/null), another file's contents or another batch's journal.
+    """
+    if path.exists() and not path.is_file():
+        raise JournalError(f"{path} is not a regular file: a journal is a file of its own")
+    if path.exists() and path.stat().st_size > 0:
+        try:
+            holds_batch = _has_events(path)
+        except sqlite3.DatabaseError:
+            raise JournalError(
+                f"{path} is not a journal (not SQLite); choose a new journal file, "
+                "nothing there is overwritten"
+            ) from None
+        if holds_batch:
+            raise JournalError(
+                f"{path} already holds a batch; choose a new journal file "
+                "(or use 'poc-twin resume' to continue that batch)"
+            )
+    return path
+
+
 def _has_events(path: Path) -> bool:
-    db = sqlite3.connect(path)
+    """Whether the journal at ``path`` holds events; JournalError if it is an SQLite file
+    that is not a journal (its tables are someone else's)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        (count,) = db.execute("SELECT count(*) FROM sqlite_master WHERE name='events'").fetchone()
-        return bool(count and db.execute("SELECT 1 FROM events LIMIT 1").fetchone())
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        if tables - {"events"}:
+            raise JournalError(
+                f"{path} is an SQLite database but not a journal (tables: "
+                f"{', '.join(sorted(tables))}); choose a new journal file, nothing there is "
+                "overwritten"
+            )
+        return bool(tables and db.execute("SELECT 1 FROM events LIMIT 1").fetchone())
     finally:
         db.close()
 
@@ -180,13 +223,11 @@ class Journal:
         signer: HeadSigner | None = FROM_ENVIRONMENT,
         checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
-        path = Path(path)
-        if path.exists() and path.stat().st_size > 0 and _has_events(path):
-            raise JournalError(
-                f"{path} already holds a batch; choose a new journal file "
-                "(or use 'poc-twin resume' to continue that batch)"
-            )
-        self._open(path, batch_time, _resolve_signer(signer), checkpoint_every)
+        path = check_new_journal(Path(path))
+        try:
+            self._open(path, batch_time, _resolve_signer(signer), checkpoint_every)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"{path}: cannot be written as a journal ({exc})") from None
 
     def _open(
         self,
@@ -308,9 +349,7 @@ class Journal:
 
 def read_events(path: Path | str) -> Iterator[Event]:
     """Every event in sequence order (read-only; safe while a batch is writing)."""
-    path = Path(path)
-    if not path.exists():
-        raise JournalError(f"{path}: no such journal file")
+    path = _journal_file(Path(path))
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = db.execute(
@@ -319,7 +358,7 @@ def read_events(path: Path | str) -> Iterator[Event]:
         )
         for seq, bt, wt, kind, source, data, prev, digest in rows:
             yield Event(seq, bt, wt, kind, source, json.loads(data), prev, digest)
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
         raise JournalError(f"{path}: not a readable journal ({exc})") from None
     finally:
         db.close()
@@ -352,10 +391,8 @@ def verify(path: Path | str) -> VerifyResult:
     prev = GENESIS
     expected_seq = 1
     count = 0
-    path = Path(path)
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True) if path.exists() else None
-    if db is None:
-        raise JournalError(f"{path}: no such journal file")
+    path = _journal_file(Path(path))
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = db.execute(
             "SELECT seq, batch_time, wall_time, kind, source, data, prev_hash, hash "

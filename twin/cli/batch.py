@@ -29,6 +29,7 @@ from twin.cli.common import (
 )
 from twin.clock import wall_now
 from twin.errors import InvalidInput, JournalError, PocTwinError
+from twin.journal import check_new_journal
 from twin.names import UnsafeName, check_safe_name
 
 if TYPE_CHECKING:
@@ -108,6 +109,10 @@ def run(
     except UnsafeName as exc:
         raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
     journal_path = journal or Path("runs") / f"{batch_id}.sqlite"
+    try:  # written only where the user pointed, never over something else
+        check_new_journal(journal_path)
+    except JournalError as exc:
+        raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
     telemetry = _start_telemetry(broker, journal_path) if broker else None
     subscribers: list[Any] = []
     display = None if quiet else BatchDisplay(out, batch_id)

@@ -96,7 +96,10 @@ def resume(
 
     if not operator or not reason:
         raise _fail("resume needs --operator and --reason (recorded with the deviation)", 2)
-    summary_before = summarize(journal) if journal.exists() else None
+    try:
+        summary_before = summarize(journal)
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_INVALID, debug) from None
     batch_id = summary_before.batch_id if summary_before else str(journal)
     display = None if quiet else BatchDisplay(out, batch_id)
     subscribers: list[Any] = [display] if display is not None else []

@@ -1,0 +1,114 @@
+"""Journals from the command line: a batch writes only where the user pointed, and every
+reader of a journal says in one line what is wrong with a file that is not one (issue 18)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twin.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "recipes" / "smoke.yaml")
+SIM = str(ROOT / "benches" / "sim.yaml")
+cli = CliRunner()
+
+
+def text_file(tmp: Path) -> Path:
+    path = tmp / "notes.sqlite"
+    path.write_text("shift handover notes\n")
+    return path
+
+
+def empty_file(tmp: Path) -> Path:
+    path = tmp / "empty.sqlite"
+    path.write_bytes(b"")
+    return path
+
+
+def foreign_sqlite(tmp: Path) -> Path:
+    path = tmp / "foreign.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE stock (item TEXT)")
+    return path
+
+
+def non_json_events(tmp: Path) -> Path:
+    path = tmp / "nonjson.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE events (seq INTEGER, batch_time REAL, wall_time TEXT, kind TEXT, "
+            "source TEXT, data TEXT, prev_hash TEXT, hash TEXT)"
+        )
+        db.execute("INSERT INTO events VALUES (1, 0, '', 'x', 'y', '{not json', '', '')")
+    return path
+
+
+def directory(tmp: Path) -> Path:
+    path = tmp / "adir"
+    path.mkdir()
+    return path
+
+
+BAD_JOURNALS: list[Callable[[Path], Path]] = [
+    text_file,
+    empty_file,
+    foreign_sqlite,
+    non_json_events,
+    directory,
+]
+
+
+@pytest.mark.parametrize("make", BAD_JOURNALS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify"],
+        ["report"],
+        ["export", "--format", "json"],
+        ["replay"],
+        ["resume", "--operator", "kim", "--reason", "power back"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_journal_reader_names_a_bad_file_in_one_line(
+    tmp_path: Path, make: Callable[[Path], Path], command: list[str]
+) -> None:
+    path = make(tmp_path)
+    result = cli.invoke(app, [command[0], str(path), *command[1:]], catch_exceptions=False)
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output
+    said = result.output.lower()
+    assert str(path) in result.output and ("error" in said or "broken" in said)
+
+
+@pytest.mark.parametrize("make", [text_file, foreign_sqlite, directory], ids=lambda f: f.__name__)
+def test_run_never_writes_its_journal_over_something_else(
+    tmp_path: Path, make: Callable[[Path], Path]
+) -> None:
+    path = make(tmp_path)
+    before = path.read_bytes() if path.is_file() else None
+    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(path), "-q"])
+    assert result.exit_code == 2, result.output
+    assert "nothing started" in result.output
+    assert (path.read_bytes() if path.is_file() else None) == before
+
+
+def test_run_refuses_a_device_as_its_journal() -> None:
+    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", "/dev/null", "-q"])
+    assert result.exit_code == 2 and "not a regular file" in result.output
+
+
+def test_a_new_batch_never_reuses_a_finished_batch_journal(tmp_path: Path) -> None:
+    journal = tmp_path / "b.sqlite"
+    first = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), "-q"])
+    assert first.exit_code == 0, first.output
+    size = journal.stat().st_size
+    again = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), "-q"])
+    assert again.exit_code == 2 and "already holds a batch" in again.output
+    assert journal.stat().st_size == size
+    assert cli.invoke(app, ["verify", str(journal)]).exit_code == 0  # untouched, intact
