@@ -153,3 +153,23 @@ def test_refused_while_a_batch_process_writes_the_journal(ended: Path, tmp_path:
         thread.join()
     assert out.exit_code == 1
     assert "still writing this journal" in out.output
+
+
+@pytest.mark.parametrize(
+    "result",
+    ["cd3=nan", "cd3=inf", "cd3=-1", "cd3=101", "car=1e999", "endotoxin=-0.1", "vcn=1e9"],
+)
+def test_a_result_outside_its_physical_range_is_refused_and_nothing_recorded(
+    ended: Path, tmp_path: Path, result: str
+) -> None:
+    journal = tmp_path / "b.sqlite"
+    shutil.copy(ended, journal)
+    before = journal.read_bytes()
+    out = cli.invoke(
+        app,
+        ["qc", str(journal), "--result", result, "--operator", "qa", "--reason", "release"],
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 2, out.output
+    assert "--result:1:1:" in out.output and "Traceback" not in out.output
+    assert journal.read_bytes() == before

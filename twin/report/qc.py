@@ -49,11 +49,17 @@ def parse_results(items: list[str]) -> list[QcEntry]:
         if key not in CRITERIA_BY_KEY:
             problems.append(Problem("--result", n, 1, f"unknown test '{key}'; tests: {known}"))
             continue
+        unit = CRITERIA_BY_KEY[key].unit
         try:
             value = float(raw.strip().split()[0])
         except (ValueError, IndexError):
-            unit = CRITERIA_BY_KEY[key].unit
             problems.append(Problem("--result", n, 1, f"{key}: '{raw}' is not a number ({unit})"))
+            continue
+        top = 100.0 if unit == "%" else 1e6
+        if not (0.0 <= value <= top):  # also refuses NaN and inf
+            problems.append(
+                Problem("--result", n, 1, f"{key}: {raw.strip()} is outside 0-{top:g} {unit}")
+            )
             continue
         entries.append(QcEntry(key, value))
     if not items:
