@@ -14,7 +14,15 @@ from twin.equipment import Gas
 from twin.errors import Problem
 from twin.recipe.approval import REGISTER_NAME, check_approval
 from twin.recipe.loader import LoadedRecipe
-from twin.recipe.phases import Culture, MediaExchange, SetGas, SetRocking, SetTemperature
+from twin.recipe.phases import (
+    AddMaterial,
+    Culture,
+    Electroporate,
+    MediaExchange,
+    SetGas,
+    SetRocking,
+    SetTemperature,
+)
 
 __all__ = ["check_against_bench"]
 
@@ -122,6 +130,18 @@ def _check_phase(
                     f"{span[0] / 24:g}-{span[1] / 24:g} mL/h",
                 )
             )
+    elif isinstance(phase, AddMaterial):
+        top = _limits(bench, phase.bioreactor).working_volume_ml[1]
+        if phase.volume_ml > top:
+            out.append(
+                src.problem(
+                    [*loc, "volume_ml"],
+                    f"adding {phase.volume_ml:g} mL exceeds {phase.bioreactor}'s working "
+                    f"volume of {top:g} mL",
+                )
+            )
+    elif isinstance(phase, Electroporate):
+        out += _check_electroporation(src, bench, phase, loc)
     elif isinstance(phase, Culture) and phase.do_setpoint_pct is not None:
         limits = _limits(bench, phase.gas_dispenser)
         if Gas.O2 not in limits.full_scale_sccm or Gas.N2 not in limits.full_scale_sccm:
@@ -131,4 +151,37 @@ def _check_phase(
                     f"DO control needs O2 and N2 lines on {phase.gas_dispenser}",
                 )
             )
+    return out
+
+
+def _check_electroporation(
+    src: Any, bench: LoadedBench, phase: Any, loc: list[Any]
+) -> list[Problem]:
+    """Pulse program and chamber within the electroporator's hardware ranges, and the volume
+    within the bag it is drawn from."""
+    limits = _limits(bench, phase.electroporator)
+    out: list[Problem] = []
+    for field, value, span, unit in (
+        ("voltage_v", phase.voltage_v, limits.voltage_v, "V"),
+        ("pulse_width_us", phase.pulse_width_us, limits.pulse_width_us, "µs"),
+        ("pulse_count", phase.pulse_count, limits.pulse_count, "pulses"),
+        ("chamber_ul", phase.chamber_ul, limits.chamber_ul, "µL"),
+    ):
+        if _outside(value, span):
+            out.append(
+                src.problem(
+                    [*loc, field],
+                    f"{field} {value:g} {unit} is outside {phase.electroporator}'s range "
+                    f"{span[0]:g}-{span[1]:g} {unit}",
+                )
+            )
+    bag = _limits(bench, phase.bioreactor).working_volume_ml[1]
+    if phase.volume_ml > bag:
+        out.append(
+            src.problem(
+                [*loc, "volume_ml"],
+                f"electroporating {phase.volume_ml:g} mL exceeds {phase.bioreactor}'s working "
+                f"volume of {bag:g} mL",
+            )
+        )
     return out
