@@ -113,3 +113,10 @@ def test_the_shipped_recipes_still_load() -> None:
             load_recipe(path)
         except InvalidInput as exc:  # only missing batch parameters may be asked for
             assert all("--param" in p.message for p in exc.problems), exc.problems
+
+
+@pytest.mark.parametrize("value", ["[]", "{}", "[a, b]", "{x: 1}"])
+def test_an_operation_name_that_is_not_text_is_a_problem(tmp_path: Path, value: str) -> None:
+    """Found by fuzzing: `operation: []` was an unhashable TypeError."""
+    text = SMOKE.replace("operation: conditioning", f"operation: {value}", 1)
+    assert ":16:" in refused(tmp_path, text)

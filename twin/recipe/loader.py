@@ -106,6 +106,8 @@ def _check_references(data: Any, source: SourceMap) -> list[Problem]:
                 continue
             loc_op = ["procedure", u, "operations", o]
             name = op.get("operation")
+            if not isinstance(name, str):
+                continue  # not a name at all: the schema says so on its line
             if name in seen_ops:
                 problems.append(
                     source.problem([*loc_op, "operation"], f"duplicate operation '{name}'")
