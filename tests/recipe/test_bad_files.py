@@ -116,7 +116,13 @@ def test_the_shipped_recipes_still_load() -> None:
 
 
 @pytest.mark.parametrize("value", ["[]", "{}", "[a, b]", "{x: 1}"])
-def test_an_operation_name_that_is_not_text_is_a_problem(tmp_path: Path, value: str) -> None:
-    """Found by fuzzing: `operation: []` was an unhashable TypeError."""
-    text = SMOKE.replace("operation: conditioning", f"operation: {value}", 1)
-    assert ":16:" in refused(tmp_path, text)
+@pytest.mark.parametrize(
+    ("old", "line"), [("operation: conditioning", 16), ("phase: set_rocking", 18)]
+)
+def test_a_name_or_phase_type_that_is_not_text_is_a_problem(
+    tmp_path: Path, value: str, old: str, line: int
+) -> None:
+    """Found by fuzzing: `operation: []` and `phase: []` were unhashable-type TypeErrors."""
+    key = old.split(":")[0]
+    text = SMOKE.replace(old, f"{key}: {value}", 1)
+    assert f":{line}:" in refused(tmp_path, text)

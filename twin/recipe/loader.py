@@ -118,7 +118,8 @@ def _check_references(data: Any, source: SourceMap) -> list[Problem]:
                 if not isinstance(phase, dict):
                     continue
                 tag = phase.get("phase")
-                for fld, default in phase_fields.get(tag, {}).items():
+                fields = phase_fields.get(tag, {}) if isinstance(tag, str) else {}
+                for fld, default in fields.items():
                     check(
                         [*loc_op, "phases", p, fld],
                         phase.get(fld, default),
