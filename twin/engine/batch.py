@@ -66,6 +66,15 @@ REACTION_LEVEL = {
 }
 
 
+def _alarm_kind(exc: BaseException, device: str | None, *, otherwise: str) -> str:
+    """The alarm a failure raises: communication, interlock, device, or ``otherwise``."""
+    if isinstance(exc, CommunicationError):
+        return "communication"
+    if isinstance(exc, InterlockTripped):
+        return "interlock"
+    return "device" if device else otherwise
+
+
 @dataclass
 class PhaseStep:
     """One phase of the procedure with the elements it sits in."""
@@ -381,15 +390,7 @@ class Batch:
         a loop's write, or a fault of the modules themselves): alarm, and hold if running.
         The alarm names the equipment item (a replay takes a device's failure from it)."""
         device = equipment or getattr(exc, "device", None)
-        kind = (
-            "communication"
-            if isinstance(exc, CommunicationError)
-            else "interlock"
-            if isinstance(exc, InterlockTripped)
-            else "device"
-            if device
-            else "control_modules"
-        )
+        kind = _alarm_kind(exc, device, otherwise="control_modules")
         message = str(exc) or type(exc).__name__
         step = self.current
         self.journal.append(
@@ -410,15 +411,7 @@ class Batch:
         step = self.current
         where = step.path if step else "procedure"
         device = getattr(exc, "device", None)
-        kind = (
-            "communication"
-            if isinstance(exc, CommunicationError)
-            else "interlock"
-            if isinstance(exc, InterlockTripped)
-            else "device"
-            if device
-            else "phase_failure"
-        )
+        kind = _alarm_kind(exc, device, otherwise="phase_failure")
         message = str(exc) or type(exc).__name__
         reaction = "hold" if kind == "communication" or step is None else step.logic.on_failure
         self.journal.append(
