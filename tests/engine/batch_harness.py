@@ -38,6 +38,12 @@ class Running:
                     return event
             await self.clock.sleep(1.0)
 
+    async def until_phase_running(self, name: str) -> Event:
+        """Wait until the phase whose path contains ``name`` (e.g. "2:culture") runs."""
+        return await self.until(
+            lambda e: e.kind == "transition" and name in e.source and e.data["to"] == "Running"
+        )
+
     async def until_state(self, state: S) -> None:
         while self.batch.state is not state:
             await self.clock.sleep(1.0)

@@ -82,9 +82,7 @@ async def test_hold_drives_safe_state_and_restart_continues_where_it_was(running
 
 async def test_pause_takes_effect_at_the_next_safe_point(running: Any) -> None:
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
     run.batch.command("pause", who="bob", why="shift change")
     assert run.batch.state is S.PAUSING
     await run.until_state(S.PAUSED)
@@ -142,9 +140,7 @@ async def test_commands_from_another_terminal(running: Any) -> None:
 
 async def test_device_that_stops_answering_holds_the_batch_naming_it(running: Any) -> None:
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
     server = run.bench.twin.servers["bioreactor"]
     await server.stop()
     await run.until_state(S.HELD)
@@ -181,9 +177,7 @@ async def test_a_phase_stopped_by_the_operator_ends_at_its_safe_point_then_the_b
     """Stop at phase level: the culture ends early (controlled, at its next safe point), the
     procedure holds for a decision, and a restart goes on with the harvest."""
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
     await run.clock.sleep(2 * HOUR)
     culture = run.batch.current
     assert culture is not None
@@ -211,9 +205,7 @@ async def test_a_phase_stopped_by_the_operator_ends_at_its_safe_point_then_the_b
 
 async def test_an_operation_aborted_ends_at_once_its_equipment_safe(running: Any) -> None:
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
     await run.clock.sleep(HOUR + 17)  # mid-step: an abort does not wait for the safe point
     step = run.batch.current
     assert step is not None
@@ -242,9 +234,7 @@ async def test_an_aborted_phase_keeps_its_equipment_safe_through_the_hold_that_f
     running: Any,
 ) -> None:
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
     run.batch.command("abort", who="bob", why="gas line suspect", level="phase")
     await run.until_state(S.HELD)
     held_at = run.clock.now()
@@ -266,9 +256,7 @@ async def test_a_held_phase_stays_held_across_a_pause_of_the_procedure_and_can_b
     running: Any,
 ) -> None:
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
     step = run.batch.current
     assert step is not None
     run.batch.command("hold", who="bob", why="look at the bag", level="phase")

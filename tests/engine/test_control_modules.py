@@ -142,9 +142,7 @@ async def test_an_alarm_during_held_is_journalled(running: Any) -> None:
 
 async def test_readings_go_on_while_paused_and_between_phases(running: Any) -> None:
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
     run.batch.command("pause", who="bob", why="shift change")
     await run.until_state(S.PAUSED)
     paused_at = run.clock.now()
@@ -166,9 +164,7 @@ async def test_a_device_that_stops_answering_while_held_is_alarmed_once_and_reco
     running: Any,
 ) -> None:
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
     run.batch.command("hold", who="bob", why="inspection")
     await run.until_state(S.HELD)
     server = run.bench.twin.servers["bioreactor"]
@@ -188,9 +184,7 @@ async def test_a_fault_inside_the_control_modules_holds_and_monitoring_goes_on(
     running: Any,
 ) -> None:
     run = await running()
-    await run.until(
-        lambda e: e.kind == "transition" and "2:culture" in e.source and e.data["to"] == "Running"
-    )
+    await run.until_phase_running("2:culture")
 
     async def broken(*args: Any) -> None:
         raise ZeroDivisionError("DO loop bug")

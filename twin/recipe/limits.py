@@ -131,15 +131,7 @@ def _check_phase(
                 )
             )
     elif isinstance(phase, AddMaterial):
-        top = _limits(bench, phase.bioreactor).working_volume_ml[1]
-        if phase.volume_ml > top:
-            out.append(
-                src.problem(
-                    [*loc, "volume_ml"],
-                    f"adding {phase.volume_ml:g} mL exceeds {phase.bioreactor}'s working "
-                    f"volume of {top:g} mL",
-                )
-            )
+        out += _fits_the_bag(src, bench, phase, loc, "adding")
     elif isinstance(phase, Electroporate):
         out += _check_electroporation(src, bench, phase, loc)
     elif isinstance(phase, Culture) and phase.do_setpoint_pct is not None:
@@ -175,13 +167,20 @@ def _check_electroporation(
                     f"{span[0]:g}-{span[1]:g} {unit}",
                 )
             )
-    bag = _limits(bench, phase.bioreactor).working_volume_ml[1]
-    if phase.volume_ml > bag:
-        out.append(
-            src.problem(
-                [*loc, "volume_ml"],
-                f"electroporating {phase.volume_ml:g} mL exceeds {phase.bioreactor}'s working "
-                f"volume of {bag:g} mL",
-            )
+    return out + _fits_the_bag(src, bench, phase, loc, "electroporating")
+
+
+def _fits_the_bag(
+    src: Any, bench: LoadedBench, phase: Any, loc: list[Any], doing: str
+) -> list[Problem]:
+    """A phase's ``volume_ml`` within its bioreactor's working volume."""
+    top = _limits(bench, phase.bioreactor).working_volume_ml[1]
+    if phase.volume_ml <= top:
+        return []
+    return [
+        src.problem(
+            [*loc, "volume_ml"],
+            f"{doing} {phase.volume_ml:g} mL exceeds {phase.bioreactor}'s working volume of "
+            f"{top:g} mL",
         )
-    return out
+    ]
