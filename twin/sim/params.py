@@ -205,3 +205,4 @@ class PlantParams:
     bioreactor: BioreactorParams = field(default_factory=BioreactorParams)
     gas: GasParams = field(default_factory=GasParams)
     electroporator: ElectroporatorParams = field(default_factory=ElectroporatorParams)
+    update_s: float = 1.0  # assumed: the instruments update their process values at 1 Hz
