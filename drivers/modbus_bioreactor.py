@@ -16,7 +16,15 @@ from typing import Literal
 import pydantic
 from pymodbus.pdu import ModbusPDU
 
-from drivers.modbus_link import LinkCounters, ModbusLink, Request, open_modbus_link
+from drivers.modbus_link import (
+    LinkCounters,
+    ModbusLink,
+    ModbusRefused,
+    RawRequest,
+    Request,
+    open_modbus_link,
+    raw_tcp_exchange,
+)
 from drivers.settings import BusClaim, LinkSettings, SerialPortSettings, TcpSettings
 from twin.clock import Clock
 from twin.equipment import BioreactorLimits, BioreactorPV, CellSample, DeviceIdentity, Material
@@ -173,6 +181,27 @@ class ModbusBioreactor:
         await self._call(
             what, lambda c: c.write_registers(address, values, device_id=unit), answers
         )
+
+    # -- protocol probes (conformance kits) ------------------------------------------------
+
+    async def probe_request(self, pdu: bytes) -> int:
+        """The exception code the device answers to one raw request PDU (0: a normal reply):
+        lets a kit check refusals (bad quantity, unlisted function) no typed call can send."""
+        unit = self.config.unit
+        what = f"probing with request {pdu.hex(' ')}"
+        try:
+            await self._call(what, lambda c: c.execute(False, RawRequest(pdu, unit)))
+        except ModbusRefused as refused:
+            return refused.code
+        return 0
+
+    async def probe_frame(self, frame: bytes) -> tuple[bytes, bool] | None:
+        """Raw bytes on a TCP connection of their own: (what came back, whether the device
+        closed it). None on a serial line, where a kit cannot send beside the link."""
+        cfg = self.config
+        if not isinstance(cfg, TcpSettings):
+            return None
+        return await raw_tcp_exchange(cfg.host, cfg.port, frame, self._clock, cfg.timeout_s)
 
     # -- encoding ----------------------------------------------------------------------------
 

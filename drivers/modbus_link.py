@@ -11,8 +11,9 @@ lock), and each exchange on it is bounded, retried and counted:
 - a lost connection (port gone, socket reset) is reopened: the first attempt
   of each call tries at once, further opens in the call back off on the batch
   clock (doubling up to ``reconnect_max_s``, failing fast beyond one timeout);
-- a Modbus exception reply is the device's answer: :class:`DeviceRefused`,
-  never retried;
+- a Modbus exception reply is the device's answer: :class:`ModbusRefused` (a
+  ``DeviceRefused`` naming the code, e.g. "Modbus exception 0x03 ILLEGAL DATA
+  VALUE", with ``.code``), never retried;
 - the whole call, waiting for the bus included, ends within the device's
   ``watchdog_s``: a device that stops answering is reported, naming it, in time
   for the engine to hold the batch.
@@ -24,6 +25,7 @@ is ours, so the counters are true and the clock sees every wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,7 +39,15 @@ from drivers.settings import LinkSettings, ModbusEndpoint, SerialPortSettings, T
 from twin.clock import Clock
 from twin.errors import CommunicationError, DeviceRefused
 
-__all__ = ["EXCEPTION_NAMES", "LinkCounters", "ModbusLink", "open_modbus_link"]
+__all__ = [
+    "EXCEPTION_NAMES",
+    "LinkCounters",
+    "ModbusLink",
+    "ModbusRefused",
+    "RawRequest",
+    "open_modbus_link",
+    "raw_tcp_exchange",
+]
 
 EXCEPTION_NAMES = {
     1: "ILLEGAL FUNCTION",
@@ -72,6 +82,54 @@ class LinkCounters:
     def as_dict(self) -> dict[str, int]:
         """For display and the journal."""
         return asdict(self)
+
+
+class ModbusRefused(DeviceRefused):
+    """A Modbus exception reply; ``code`` lets a caller tell 0x02 from 0x03 without parsing."""
+
+    def __init__(self, device: str, message: str, code: int) -> None:
+        super().__init__(device, message)
+        self.code = code
+
+
+class RawRequest(ModbusPDU):
+    """A request PDU sent exactly as given, unchecked: conformance kits probe a device with
+    requests no typed call sends (a quantity of 0, a function the device does not list)."""
+
+    def __init__(self, pdu: bytes, dev_id: int) -> None:
+        super().__init__(dev_id=dev_id)
+        self.function_code = pdu[0]
+        self._data = pdu[1:]
+
+    def encode(self) -> bytes:
+        """The PDU after its function code, as given."""
+        return self._data
+
+
+async def raw_tcp_exchange(
+    host: str, port: int, frame: bytes, clock: Clock, timeout_s: float
+) -> tuple[bytes, bool]:
+    """Send ``frame`` as raw bytes on a connection of its own; returns what came back and
+    whether the device closed the connection within ``timeout_s``. For conformance checks
+    of framing (a malformed MBAP header), which no Modbus client can send."""
+    reader, writer = await asyncio.open_connection(host, port)
+    received = b""
+    closed = False
+    try:
+        writer.write(frame)
+        await writer.drain()
+        with contextlib.suppress(TimeoutError):
+            async with clock.timeout(timeout_s):
+                while chunk := await reader.read(260):
+                    received += chunk
+                closed = True
+    except ConnectionError:
+        closed = True
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return received, closed
 
 
 class _BadFrame(Exception):
@@ -238,7 +296,9 @@ class ModbusLink:
                     counters.exceptions += 1
                     code = int(getattr(response, "exception_code", 0))
                     name = EXCEPTION_NAMES.get(code, "unknown exception")
-                    raise DeviceRefused(device, f"{what}: Modbus exception {code:#04x} {name}")
+                    raise ModbusRefused(
+                        device, f"{what}: Modbus exception {code:#04x} {name}", code
+                    )
                 if check is not None and not check(response):
                     counters.crc_errors += 1
                     last = f"answer does not match the request ({response})"

@@ -116,6 +116,27 @@ class ClampingChamber(Forwarding):
         await self._inner.load(min(max(volume_ul, lo), hi))
 
 
+class LaxModbus(Forwarding):
+    """A Modbus bioreactor with pymodbus 3.16's defaults: a bad read quantity answered with
+    0x01, an address checked before the quantity, diagnostics (FC 8) and device
+    identification (FC 43) served, a connection left open after a malformed MBAP header."""
+
+    async def probe_request(self, pdu: bytes) -> int:
+        fc = pdu[0]
+        if fc in (8, 0x2B):
+            return 0
+        if fc in (3, 4) and len(pdu) == 5:
+            address, count = int.from_bytes(pdu[1:3], "big"), int.from_bytes(pdu[3:5], "big")
+            if address == 30:
+                return 0x02
+            if not 1 <= count <= 125:
+                return 0x01
+        return int(await self._inner.probe_request(pdu))
+
+    async def probe_frame(self, frame: bytes) -> tuple[bytes, bool]:
+        return b"", False
+
+
 class Hung(Forwarding):
     """A bioreactor whose poll never returns (a driver with no timeout on a dead link)."""
 

@@ -10,6 +10,7 @@ from conformance_rigs import (
     ClampingChamber,
     ClampingGas,
     Hung,
+    LaxModbus,
     SilentOnBadValues,
     StaleReadBack,
     twin_bench,
@@ -72,9 +73,40 @@ async def test_a_chamber_that_takes_any_volume_fails_the_chamber_range() -> None
     assert report.failures[0].detail == "accepted a load of 5051 uL (chamber 10-5000)"
 
 
+async def test_a_controller_lax_on_the_protocol_fails_the_protocol_checks() -> None:
+    """A controller that answers as pymodbus' defaults did (0x01 for a bad quantity, FC 8
+    and 43 served, a connection left open after a bad MBAP header) fails those three checks
+    and nothing else."""
+    report = await check_bioreactor(wrapped("sim.yaml", "bioreactor", LaxModbus))
+    details = {c.name: c.detail for c in report.failures}
+    assert set(details) == {
+        "bad quantity refused with 0x03",
+        "unlisted function refused with 0x01",
+        "malformed MBAP header closes the connection",
+    }
+    quantity = details["bad quantity refused with 0x03"]
+    assert quantity.startswith(
+        "expected exception 0x03, got FC4 count 0: exception 0x01; FC4 count 126: exception 0x01"
+    )
+    assert "FC4 count 126 at unmapped 30: exception 0x02" in quantity  # address before quantity
+    assert details["unlisted function refused with 0x01"] == (
+        "expected exception 0x01, got FC8 diagnostics (return query data): answered; "
+        "FC43 read device identification: answered"
+    )
+    assert details["malformed MBAP header closes the connection"].startswith(
+        "protocol id 1: neither answered nor closed; length 0: neither answered nor closed"
+    )
+
+
 async def test_a_hung_device_fails_by_the_deadline_instead_of_hanging_the_suite() -> None:
     report = await check_bioreactor(wrapped("sim.yaml", "bioreactor", Hung))
-    reading = [c for c in report.checks if c.name not in {"identity", "negative addition refused"}]
+    no_reading = {
+        "identity",
+        "negative addition refused",
+        "bad quantity refused with 0x03",
+        "unlisted function refused with 0x01",
+    }
+    reading = [c for c in report.checks if c.name not in no_reading]
     assert all(c.verdict is Verdict.FAILED for c in reading), report.text()
     assert reading[0].detail == "not finished within 600 s"
     assert report.verdict_of("identity") is Verdict.PASSED
@@ -89,19 +121,21 @@ async def test_an_unreachable_device_fails_every_check_and_raises_naming_it() ->
         "not run: the device could not be opened (identity)"
     }
     assert conformance_table([report]).splitlines()[-1] == (
-        "| bioreactor | Bioreactor | - | 11 failed | failed identity: CommunicationError: "
+        "| bioreactor | Bioreactor | - | 14 failed | failed identity: CommunicationError: "
         "bioreactor: no answer from 192.0.2.1:502; process values, heartbeat advances, "
         "temperature setpoint read back, rocking setpoint read back, perfusion setpoint read "
         "back, temperature setpoint outside limits refused, rocking setpoint outside limits "
         "refused, perfusion setpoint outside limits refused, negative addition refused, safe "
-        "state: not run: the device could not be opened (identity) |"
+        "state, bad quantity refused with 0x03, unlisted function refused with 0x01, "
+        "malformed MBAP header closes the connection: not run: the device could not be "
+        "opened (identity) |"
     )
     with pytest.raises(NonConforming) as caught:
         report.raise_on_failure()
     assert isinstance(caught.value, EquipmentError)
     assert caught.value.device == "bioreactor"
     assert str(caught.value).startswith(
-        "bioreactor: does not conform to the Bioreactor interface (11 of 11 checks failed): "
+        "bioreactor: does not conform to the Bioreactor interface (14 of 14 checks failed): "
         "identity: CommunicationError"
     )
 

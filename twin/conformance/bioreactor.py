@@ -5,6 +5,8 @@ limits and both limits themselves) and finds it in force, sees each
 out-of-limit value refused with the setpoint left as it was, and takes the
 safe state. It never doses, samples or harvests: those move material, and a
 commissioning bench may hold a bag. Every check puts back the setpoints it found.
+A Modbus controller is also checked on the protocol itself (twin.conformance.modbus):
+bad quantities, unlisted functions and (on TCP) malformed MBAP headers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from twin.conformance.kit import (
     kinds,
     putting_back,
     settle,
+)
+from twin.conformance.modbus import (
+    bad_quantity_refused,
+    malformed_header_closes,
+    unlisted_function_refused,
 )
 from twin.conformance.report import ConformanceReport
 from twin.equipment import Bioreactor, BioreactorPV, Material
@@ -217,6 +224,9 @@ def _checks() -> list[tuple[str, CheckFn[Bioreactor]]]:
     checks += [
         ("negative addition refused", _negative_addition),
         ("safe state", _safe_state),
+        ("bad quantity refused with 0x03", bad_quantity_refused),
+        ("unlisted function refused with 0x01", unlisted_function_refused),
+        ("malformed MBAP header closes the connection", malformed_header_closes),
     ]
     return checks
 

@@ -61,6 +61,10 @@ HR_COMMAND = 9
 HR_WORD_ORDER = 99
 HR_FLOATS = (HR_TEMP_SP, HR_ROCKING_SP, HR_PERFUSION_SP, HR_ADD_VOLUME)
 
+#: The function codes docs/devices/bioreactor-modbus.md lists; any other gets 0x01 (coils
+#: FC 1/5/15, diagnostics FC 8, device identification FC 43 among them).
+FUNCTIONS = frozenset({2, 3, 4, 6, 16, 23})
+
 
 class BioreactorCommand(IntEnum):
     """Codes written to the COMMAND holding register."""
@@ -212,6 +216,7 @@ class BioreactorModbusServer:
         self.identity, self.limits = identity, limits
         self._server: TwinModbusTcpServer | None = None
         self.link = LinkFaults()  # faults this controller shows on the wire
+        self.functions = FUNCTIONS
         self._pump: _PumpRun | None = None
         self._sample_due: tuple[float, CellSample] | None = None
         self._sample: CellSample = CellSample(0.0, 0.0, 0.0, 0.0, 0.0)

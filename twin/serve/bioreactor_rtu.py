@@ -44,7 +44,14 @@ class BioreactorRtuServer(BioreactorModbusServer):
         self.baud, self.parity, self.stopbits = baud, parity, stopbits
         if not hasattr(self, "link"):  # the TCP server grows its own LinkFaults soon
             self.link = LinkFaults()
-        self._bus = RtuBus(clock, self.link, baud=baud, parity=parity, stopbits=stopbits)
+        self._bus = RtuBus(
+            clock,
+            self.link,
+            baud=baud,
+            parity=parity,
+            stopbits=stopbits,
+            functions=self.functions,
+        )
 
     @property
     def path(self) -> str:

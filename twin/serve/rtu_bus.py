@@ -7,25 +7,44 @@ the event loop (reader callbacks, timers on the batch clock, no thread), so the
 virtual clock sees every byte, and it is the one place where the line itself
 misbehaves: it consults ``link`` (twin.serve.faults.LinkFaults) for every reply
 and charges each frame its wire time at the configured baud (twin/serve/wire.py).
+
+The server behind it frames requests as the Modbus over Serial Line spec v1.02
+does, not as pymodbus' hunting framer: a silence longer than 3.5 characters
+ends whatever came before (so garbage on the line never swallows the next good
+frame); a frame with a bad CRC gets no reply; a request to a unit nobody owns
+gets no reply; then the same checks as the TCP server
+(twin.serve.modbus_server.check_request): an unlisted function -> 0x01, a
+quantity out of range -> 0x03, before pymodbus decodes anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from typing import Any
 
+from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import ExceptionResponse
 from pymodbus.server import ModbusSerialServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from twin.clock import Clock
 from twin.serve.faults import LinkFaults, bad_crc
+from twin.serve.modbus_server import DATA_FUNCTIONS, check_request
 from twin.serve.wire import bits_per_char, frame_time_s
 
 __all__ = ["RtuBus", "RtuCable", "silent_other_units"]
+
+_MAX_FRAME = 256  # unit id + PDU of at most 253 bytes + CRC
+_FIXED_SIZE = {1: 8, 2: 8, 3: 8, 4: 8, 5: 8, 6: 8, 7: 4, 11: 4, 12: 4, 17: 4, 22: 10}
+"""Request frame sizes fixed by the function code (unit id and CRC included)."""
 
 
 async def _nobody(*_: object) -> None:
@@ -47,6 +66,135 @@ def _wire_time(baud: int, parity: str, stopbits: int) -> Callable[[int], float]:
     """Seconds one RTU frame of n bytes holds the line, 3.5-character gap included."""
     bits = bits_per_char(f"8{parity}{stopbits}")
     return lambda n: frame_time_s(n, baud, bits, rtu=True)
+
+
+def silence_s(baud: int, parity: str, stopbits: int) -> float:
+    """The 3.5-character silence that ends an RTU frame (fixed 1.75 ms above 19200 baud)."""
+    if baud > 19200:
+        return 0.00175
+    return 3.5 * bits_per_char(f"8{parity}{stopbits}") / baud
+
+
+def _request_size(frame: bytes) -> int | None:
+    """Bytes of the request ``frame`` starts (0: not known yet; None: not fixed by the
+    function code, so the frame is whatever arrives before the silence)."""
+    fc = frame[1]
+    if fc in _FIXED_SIZE:
+        return _FIXED_SIZE[fc]
+    if fc in (15, 16):
+        return 9 + frame[6] if len(frame) > 6 else 0
+    if fc == 23:
+        return 13 + frame[10] if len(frame) > 10 else 0
+    return None
+
+
+def _crc_ok(frame: bytes) -> bool:
+    return FramerRTU.compute_CRC(frame[:-2]) == int.from_bytes(frame[-2:], "big")
+
+
+class _RtuHandler(ServerRequestHandler):
+    """The serial port's handler: RTU framing by silence and CRC, then the request checks.
+
+    A request whose length its function code fixes is answered as soon as it is complete;
+    any other (an unknown function, a byte count that disagrees with the bytes sent) is
+    whatever arrived before the 3.5-character silence, as a device on the line sees it.
+    """
+
+    def __init__(self, owner: Any, *args: Any) -> None:
+        super().__init__(owner, *args)
+        self._bus: TwinModbusSerialServer = owner
+        self._last_rx = -math.inf
+        self._silence: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes after a silence start a new frame: what came before is dropped unanswered."""
+        now = self._bus.clock.now()
+        if now - self._last_rx > self._bus.silence_s:
+            self.recv_buffer = b""
+        self._last_rx = now
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
+        buffer = self.recv_buffer + data
+        used = self.callback_data(buffer)
+        self.recv_buffer = buffer[used:] if self.transport is not None else b""
+        if self.recv_buffer:
+            self._silence = self.loop.call_later(self._bus.silence_s, self._end_of_frame)
+
+    def _end_of_frame(self) -> None:
+        """The line fell silent: what is buffered is one whole frame, or garbage."""
+        self._silence = None
+        frame, self.recv_buffer = self.recv_buffer, b""
+        if len(frame) >= FramerRTU.MIN_SIZE and _crc_ok(frame):
+            self._answer(frame, len(frame))
+
+    def callback_disconnected(self, exc: Exception | None) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
+        super().callback_disconnected(exc)
+
+    def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        """Answer the request at the start of ``data`` once it is complete; returns bytes used
+        (0: wait for more, or for the silence that ends the frame)."""
+        n = len(data)
+        if n < FramerRTU.MIN_SIZE:
+            return 0
+        size = _request_size(data)
+        if not size or n < size or size > _MAX_FRAME:
+            return 0
+        if not _crc_ok(data[:size]):
+            return n  # a damaged frame: no reply, and nothing before the silence is a frame
+        return self._answer(data, size)
+
+    def _answer(self, frame: bytes, size: int) -> int:
+        """Refuse or hand to pymodbus the request ``frame[:size]`` (CRC checked)."""
+        unit, pdu = frame[0], frame[1 : size - 2]
+        if unit not in self._bus.units:
+            return size  # another unit's, or a broadcast: not ours to answer
+        refusal = check_request(pdu, self._bus.functions)
+        if refusal is None:
+            request = self.framer.decoder.decode(pdu)
+            if request is not None:  # check_request lets through only what pymodbus decodes
+                request.dev_id, request.transaction_id = unit, 0
+                self.last_pdu, self.last_addr = request, None
+                self.loop.call_soon(self.handle_later)
+                return size
+            refusal = ExcCodes.DEVICE_FAILURE
+        self.server_send(ExceptionResponse(pdu[0], refusal, device_id=unit), None)
+        return size
+
+
+class TwinModbusSerialServer(ModbusSerialServer):
+    """pymodbus' serial server with spec framing and request checks in front (see above)."""
+
+    def __init__(
+        self,
+        devices: list[SimDevice],
+        *,
+        clock: Clock,
+        functions: Collection[int],
+        port: str,
+        baudrate: int,
+        parity: str,
+        stopbits: int,
+    ) -> None:
+        super().__init__(
+            [*devices, silent_other_units()],
+            port=port,
+            baudrate=baudrate,
+            parity=parity,
+            stopbits=stopbits,
+            ignore_missing_devices=True,
+            reconnect_delay=0,
+        )
+        self.clock = clock
+        self.units = frozenset(d.id for d in devices)
+        self.functions = frozenset(functions)
+        self.silence_s = silence_s(baudrate, parity, stopbits)
+
+    def callback_new_connection(self) -> _RtuHandler:
+        return _RtuHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
 class _Pty:
@@ -164,16 +312,25 @@ class RtuBus:
     """One simulated RS-485 bus: an :class:`RtuCable` with pymodbus's RTU server behind it.
 
     Every twin device that speaks Modbus RTU (a bioreactor controller, a string of MFCs)
-    serves its unit ids through one of these; ids nobody owns get silence.
+    serves its unit ids through one of these; ids nobody owns get silence. ``functions``:
+    the function codes the devices list (any other is refused with 0x01).
     """
 
     def __init__(
-        self, clock: Clock, link: LinkFaults, *, baud: int, parity: str, stopbits: int
+        self,
+        clock: Clock,
+        link: LinkFaults,
+        *,
+        baud: int,
+        parity: str,
+        stopbits: int,
+        functions: Collection[int] = DATA_FUNCTIONS,
     ) -> None:
         self.clock, self.link = clock, link
         self.baud, self.parity, self.stopbits = baud, parity, stopbits
+        self.functions = frozenset(functions)
         self._cable: RtuCable | None = None
-        self._server: ModbusSerialServer | None = None
+        self._server: TwinModbusSerialServer | None = None
 
     @property
     def driver_path(self) -> str | None:
@@ -186,14 +343,14 @@ class RtuBus:
             self.clock, self.link, baud=self.baud, parity=self.parity, stopbits=self.stopbits
         )
         cable.start()
-        server = ModbusSerialServer(
-            [*devices, silent_other_units()],
+        server = TwinModbusSerialServer(
+            devices,
+            clock=self.clock,
+            functions=self.functions,
             port=cable.device_path,
             baudrate=self.baud,
             parity=self.parity,
             stopbits=self.stopbits,
-            ignore_missing_devices=True,
-            reconnect_delay=0,
         )
         try:
             await server.serve_forever(background=True)
