@@ -15,7 +15,7 @@ import pydantic
 
 from drivers.gas_lines import GAS_KEYS, GasLimitsConfig, close_o2_and_n2, gas_key
 from drivers.modbus_link import LinkCounters
-from drivers.serial_line import SerialLine, open_line
+from drivers.serial_line import SerialLine, open_line, shown
 from drivers.settings import Baud, BusClaim
 from twin.clock import Clock
 from twin.equipment import DeviceIdentity, Gas, GasDispenserLimits, GasDispenserPV
@@ -117,6 +117,17 @@ class AlicatGasDispenser:
                         self.name, f"unit {uid} did not select {gas.name}: reports {frame.gas}"
                     )
 
+    @property
+    def serial_line(self) -> SerialLine | None:
+        """The shared line (None until connected): conformance kits send raw bytes on it to
+        check the units survive line noise (twin.conformance)."""
+        return self._line
+
+    @property
+    def unit_ids(self) -> dict[Gas, str]:
+        """The unit id of each gas line on the shared port."""
+        return dict(self._units)
+
     async def close(self) -> None:
         """Let go of the shared port (closed when its last user lets go)."""
         if self._line is not None:
@@ -131,7 +142,7 @@ class AlicatGasDispenser:
             lines = [ln for ln in raw.decode("ascii", "replace").split("\r") if ln]
             fields = [ln.split(" ", 2) for ln in lines]
             if len(fields) != 4 or any(len(f) != 3 or f[0] != uid for f in fields):
-                raise CommunicationError(self.name, f"unit {uid} garbled identity {raw!r}")
+                raise CommunicationError(self.name, f"unit {uid} garbled identity {shown(raw)}")
             ids.append((uid, [f[2] for f in fields]))
         vendors = sorted({v[0] for _, v in ids})
         firmwares = sorted({v[3] for _, v in ids})
@@ -218,7 +229,7 @@ class AlicatGasDispenser:
         reply = await self._exchange(uid, command, 1, accept)
         frame = parsed[0]
         if frame is None:
-            raise CommunicationError(self.name, f"unit {uid} sent no data frame: {reply!r}")
+            raise CommunicationError(self.name, f"unit {uid} sent no data frame: {shown(reply)}")
         return frame
 
     async def _ask(self, uid: str, command: str, *, frames: int = 1) -> bytes:

@@ -65,6 +65,14 @@ def _well_formed(raw: bytes) -> bool:
     return text.isprintable() and (text == "OK" or text.startswith(("OK ", "ERR")))
 
 
+def _intact(raw: bytes) -> bool:
+    """A well-formed reply that is about our request. We only send known commands with valid
+    arguments, so ``ERR 10`` (unknown command) or ``ERR 11`` (bad argument, non-printable
+    character, line too long) means line noise, or a previous host's unterminated line, joined
+    the request on the device's side: the device never saw it, so it may be sent again."""
+    return _well_formed(raw) and not raw.startswith((b"ERR 10", b"ERR 11"))
+
+
 def _check(value: float, bounds: tuple[float, float], what: str, device: str) -> None:
     lo, hi = bounds
     if not lo <= value <= hi:
@@ -109,6 +117,12 @@ class AsciiElectroporator:
                 clock=self._clock,
             )
         await self.safe_state()
+
+    @property
+    def serial_line(self) -> SerialLine | None:
+        """The line this device talks through (None until connected): conformance kits send
+        raw bytes on it to check the device survives garbage (twin.conformance)."""
+        return self._line
 
     async def close(self) -> None:
         """Let go of the port."""
@@ -214,13 +228,14 @@ class AsciiElectroporator:
         """One exchange; returns the text after ``OK ``; ``ERR`` becomes DeviceRefused."""
         if self._line is None:
             raise CommunicationError(self.name, "not connected")
+        tries = self.config.retries if retries is None else retries
         raw = await self._line.transact(
             f"{command}\r\n".encode("ascii"),
             device=self.name,
             terminator=b"\r\n",
             timeout=self.config.timeout_s,
-            retries=self.config.retries if retries is None else retries,
-            accept=_well_formed,
+            retries=tries,
+            accept=_intact if tries else _well_formed,  # FIRE, LOAD: the ERR itself is reported
             counters=self.counters,
         )
         text = raw.decode("ascii", "replace").strip()

@@ -18,6 +18,12 @@ completes the future only when the whole reply is in (not on every chunk), and
 pyserial's ``write`` would add a ``select()`` per write to wait for a drain that
 a non-blocking port does not need (it is still used when the kernel takes only
 part of a request).
+
+Why a cap on a reply (``max_reply``): a device gone mad, or a cable picking up
+noise, can send without end and never a terminator. The buffer never holds more
+than ``max_reply`` bytes: the exchange fails at once with a clear error (and is
+retried like a garbled reply), and every message shows at most the first
+``SHOWN`` bytes of what came.
 """
 
 from __future__ import annotations
@@ -34,7 +40,25 @@ from drivers.modbus_link import LinkCounters
 from twin.clock import Clock
 from twin.errors import CommunicationError
 
-__all__ = ["SerialLine", "open_line"]
+__all__ = ["MAX_REPLY", "SerialLine", "open_line", "shown"]
+
+MAX_REPLY = 4096
+"""Bytes one reply may take (all its frames); far above any reply our devices send."""
+
+SHOWN = 64
+"""Bytes of a garbled or partial reply quoted in an error message."""
+
+
+class _Overlong(Exception):
+    """The reply outgrew ``max_reply`` before its terminator came."""
+
+
+def shown(data: bytes) -> str:
+    """``data`` for an error message: its repr, cut to SHOWN bytes with the full length."""
+    if len(data) <= SHOWN:
+        return repr(data)
+    return f"{data[:SHOWN]!r}... ({len(data)} bytes)"
+
 
 _LINES: dict[tuple[int, str], SerialLine] = {}
 
@@ -43,9 +67,17 @@ class SerialLine:
     """A port, its input buffer and the lock that serialises every exchange on it."""
 
     def __init__(
-        self, port: str, *, baud: int, clock: Clock, parity: str = "N", stopbits: int = 1
+        self,
+        port: str,
+        *,
+        baud: int,
+        clock: Clock,
+        parity: str = "N",
+        stopbits: int = 1,
+        max_reply: int = MAX_REPLY,
     ) -> None:
         self.port = port
+        self.max_reply = max_reply
         self.baud = baud
         self.parity = parity
         self.stopbits = stopbits
@@ -120,6 +152,11 @@ class SerialLine:
             end = self._reply_end()
             if end:
                 waiter.set_result(end)
+            elif len(self._buffer) > self.max_reply:
+                waiter.set_exception(_Overlong())
+                self._buffer.clear()
+        elif len(self._buffer) > self.max_reply:  # nobody waits: stale bytes, dropped anyway
+            self._buffer.clear()
 
     def _reply_end(self) -> int:
         """Where the awaited reply ends in the buffer (its last terminator), 0 if incomplete."""
@@ -208,7 +245,13 @@ class SerialLine:
                     c.timeouts += 1
                     partial = bytes(self._buffer)
                     last = f"no reply within {timeout:g} s" + (
-                        f" (partial {partial!r})" if partial else ""
+                        f" (partial {shown(partial)})" if partial else ""
+                    )
+                except _Overlong:
+                    c.crc_errors += 1
+                    last = (
+                        f"reply longer than {self.max_reply} bytes without its "
+                        f"terminator {terminator!r}"
                     )
                 except ConnectionError:
                     c.failures += 1
@@ -218,11 +261,11 @@ class SerialLine:
                         c.transactions += 1
                         return reply
                     c.crc_errors += 1
-                    last = f"garbled reply {reply!r}"
+                    last = f"garbled reply {shown(reply)}"
             c.failures += 1
             raise CommunicationError(
                 device,
-                f"{last} on {self.port} to {request!r} after {retries + 1} attempt(s)",
+                f"{last} on {self.port} to {shown(request)} after {retries + 1} attempt(s)",
             )
 
     def release(self) -> None:

@@ -5,6 +5,12 @@ opens disarmed, takes a program inside its ranges and refuses one outside them,
 loads and unloads the chamber (what it draws goes back to the bag), refuses a
 volume outside the chamber's range, refuses to pulse an empty chamber, and
 disarms on the safe state.
+
+``check_electroporator_line`` checks the ASCII line itself
+(docs/devices/electroporator-ascii.md), writing raw bytes through the driver's
+serial line: garbage and an overlong line each get one ``ERR 11`` and the next
+command its answer; a request is not answered before its terminator. It clears
+the fault its garbage left (``CLR``) if the device had none.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from twin.conformance.kit import (
     finite,
     kinds,
     putting_back,
+    raw_exchange,
+    serial_line_of,
 )
 from twin.conformance.report import ConformanceReport
 from twin.equipment import Electroporator, PulseProgram
 
-__all__ = ["check_electroporator"]
+__all__ = ["check_electroporator", "check_electroporator_line"]
 
 #: The gap of a standard 2 mm cuvette: every electroporator program names one.
 GAP_MM = 2.0
@@ -184,3 +192,77 @@ async def check_electroporator(
         ("safe state", _safe_state),
     ]
     return await Kit("Electroporator", make_device, device=device).run(checks)
+
+
+#: Line noise a host or a cable can put on the line: NUL and 0xFF, non-ASCII text, a
+#: terminal's backspace and cursor key, DEL, a LF inside a line.
+GARBAGE = (b"\x00\xff", "DISARMÉ".encode(), b"ARM\x08\x08\x08", b"\x1b[A", b"\x7f", b"STAT?\nFIRE")
+#: Longer than the protocol's 80 characters by far (about 1 s on the wire at 9600 baud).
+OVERLONG = 1000
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
+async def _clear_fault_if_none(ep: Electroporator, had: str) -> None:
+    """Put back a clean fault register (the garbage's ERR set it) if there was no fault."""
+    if not had:
+        await raw_exchange(ep, b"CLR\r\n", terminator=b"\r\n")
+
+
+def _err_11(reply: bytes | None, sent: bytes) -> str:
+    """The one reply a refused line gets: ``ERR 11 <printable text>``, no echo of the bytes."""
+    if reply is None:
+        raise Deviation(f"no answer to {sent[:40]!r}: every request gets one reply (ERR 11)")
+    text = reply.removesuffix(b"\r\n")
+    if not text.startswith(b"ERR 11 ") or text.translate(None, _PRINTABLE):
+        raise Deviation(f"{sent[:40]!r} answered {reply[:80]!r}, expected ERR 11 <text>")
+    return text.decode()
+
+
+async def _garbage_then_command(ep: Electroporator, clock: Clock) -> str:
+    serial_line_of(ep)
+    identity, had = await ep.identify(), (await ep.status()).fault
+    async with putting_back(lambda: _clear_fault_if_none(ep, had)):
+        for garbage in GARBAGE:
+            _err_11(await raw_exchange(ep, garbage + b"\r\n", terminator=b"\r\n"), garbage)
+            if await ep.identify() != identity:
+                raise Deviation(f"after {garbage!r} *IDN? answered another identity")
+        if (await ep.status()).armed:
+            raise Deviation("armed after garbage")
+    return f"{len(GARBAGE)} garbage lines each answered ERR 11, *IDN? right after each"
+
+
+async def _overlong_then_command(ep: Electroporator, clock: Clock) -> str:
+    serial_line_of(ep)
+    identity, had = await ep.identify(), (await ep.status()).fault
+    async with putting_back(lambda: _clear_fault_if_none(ep, had)):
+        sent = b"X" * OVERLONG + b"\r\n"
+        text = _err_11(await raw_exchange(ep, sent, terminator=b"\r\n"), sent)
+        if await ep.identify() != identity:
+            raise Deviation("after an overlong line *IDN? answered another identity")
+    return f"{OVERLONG} characters: {text}; *IDN? answered after"
+
+
+async def _waits_for_terminator(ep: Electroporator, clock: Clock) -> str:
+    """A request is answered once, after its terminator: never early, never twice."""
+    serial_line_of(ep)
+    early = await raw_exchange(ep, b"*IDN?", terminator=b"\r\n")
+    if early is not None:
+        raise Deviation(f"answered *IDN? before its terminator: {early[:80]!r}")
+    reply = await raw_exchange(ep, b"\r\n", terminator=b"\r\n")
+    if reply is None or not reply.startswith(b"OK "):
+        raise Deviation(f"the terminator did not complete *IDN?: {reply!r}")
+    await ep.identify()
+    return "no reply before CR LF, one after"
+
+
+async def check_electroporator_line(
+    make_device: DeviceFactory[Electroporator], *, device: str = "electroporator"
+) -> ConformanceReport:
+    """Check the ASCII line survives garbage; each check opens a fresh device. Every check is
+    skipped for an electroporator that does not talk over a serial line."""
+    checks: list[tuple[str, CheckFn[Electroporator]]] = [
+        ("garbage refused, next command answered", _garbage_then_command),
+        ("overlong line refused, next command answered", _overlong_then_command),
+        ("request waits for its terminator", _waits_for_terminator),
+    ]
+    return await Kit("Electroporator serial line", make_device, device=device).run(checks)

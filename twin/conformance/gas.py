@@ -6,6 +6,12 @@ sees the mass flow follow, sees values beyond full scale, below zero and above
 the O2 cap refused with the setpoint left as it was, and takes the safe state
 (O2 and N2 closed, air and CO2 kept so the culture keeps its pH). Every check
 puts back the setpoints it found.
+
+``check_gas_line`` checks an Alicat-style ASCII line itself
+(docs/devices/gas-dispenser-alicat.md), writing raw bytes through the driver's
+serial line: line noise and an overlong line get no reply at all (a multi-drop
+bus never answers noise) and change no setpoint, the next poll is answered, and
+a request is not answered before its CR.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from twin.conformance.kit import (
     inside,
     kinds,
     putting_back,
+    raw_exchange,
+    serial_line_of,
     settle,
 )
 from twin.conformance.report import ConformanceReport
 from twin.equipment import Gas, GasDispenser
 
-__all__ = ["check_gas_dispenser"]
+__all__ = ["check_gas_dispenser", "check_gas_line"]
 
 #: A mass-flow controller reaches a new setpoint within seconds (typically < 1 s).
 SETTLE_S = 10.0
@@ -204,3 +212,81 @@ async def check_gas_dispenser(
     except Exception:  # the identity check opens it again and reports why it cannot
         gases = []
     return await Kit("GasDispenser", make_device, device=device).run(_checks(gases))
+
+
+#: Longer than the protocol's 64 characters: a setpoint of 0 written with 200 zeros.
+OVERLONG_ZEROS = 200
+
+
+def _first_unit(gd: GasDispenser) -> str:
+    serial_line_of(gd)
+    units = getattr(gd, "unit_ids", None)
+    if not units:
+        raise NotApplicable("the dispenser does not name the unit ids on its line")
+    return str(next(iter(units.values())))
+
+
+def _noise(uid: str) -> list[bytes]:
+    """Noise a cable or a careless host puts on the bus, some of it addressed to a unit."""
+    u = uid.encode()
+    return [b"\x00\xff", "é".encode(), b"\x1b[A", u + b"\x00", u + b"S0\x08", u + b"\nS0"]
+
+
+async def _unanswered(gd: GasDispenser, sent: bytes) -> None:
+    reply = await raw_exchange(gd, sent, terminator=b"\r")
+    if reply is not None:
+        raise Deviation(f"answered line noise {sent[:40]!r} with {reply[:80]!r}")
+
+
+async def _still_holds(gd: GasDispenser, before: dict[Gas, float], after_what: str) -> None:
+    now = (await gd.read()).setpoint_sccm
+    for gas, value in before.items():
+        if abs(now[gas] - value) > _tolerance(gd, gas):
+            raise Deviation(
+                f"{after_what} moved the {_label(gas)} setpoint {value:g} -> {now[gas]:g}"
+            )
+
+
+async def _noise_then_poll(gd: GasDispenser, clock: Clock) -> str:
+    uid = _first_unit(gd)
+    found = dict((await gd.read()).setpoint_sccm)
+    async with putting_back(lambda: _restore(gd, found)):
+        for noise in _noise(uid):
+            await _unanswered(gd, noise + b"\r")
+            await _still_holds(gd, found, f"line noise {noise!r}")
+    return f"{len(_noise(uid))} noisy lines unanswered, setpoints kept, every poll answered"
+
+
+async def _overlong_then_poll(gd: GasDispenser, clock: Clock) -> str:
+    uid = _first_unit(gd)
+    found = dict((await gd.read()).setpoint_sccm)
+    sent = f"{uid}S".encode() + b"0" * OVERLONG_ZEROS + b"\r"
+    async with putting_back(lambda: _restore(gd, found)):
+        await _unanswered(gd, sent)
+        await _still_holds(gd, found, f"an overlong line ({len(sent) - 1} characters)")
+    return f"{len(sent) - 1} characters unanswered, setpoints kept, next poll answered"
+
+
+async def _waits_for_cr(gd: GasDispenser, clock: Clock) -> str:
+    uid = _first_unit(gd)
+    early = await raw_exchange(gd, uid.encode(), terminator=b"\r")
+    if early is not None:
+        raise Deviation(f"answered a poll of {uid} before its CR: {early[:80]!r}")
+    reply = await raw_exchange(gd, b"\r", terminator=b"\r")
+    if reply is None or not reply.startswith(f"{uid} ".encode()):
+        raise Deviation(f"the CR did not complete the poll of {uid}: {reply!r}")
+    await gd.read()
+    return f"no reply before CR, unit {uid}'s frame after"
+
+
+async def check_gas_line(
+    make_device: DeviceFactory[GasDispenser], *, device: str = "gas dispenser"
+) -> ConformanceReport:
+    """Check an ASCII gas line survives line noise; each check opens a fresh device. Every
+    check is skipped for a dispenser that does not talk ASCII over a serial line."""
+    checks: list[tuple[str, CheckFn[GasDispenser]]] = [
+        ("line noise unanswered, next poll answered", _noise_then_poll),
+        ("overlong line unanswered, next poll answered", _overlong_then_poll),
+        ("request waits for its CR", _waits_for_cr),
+    ]
+    return await Kit("GasDispenser serial line", make_device, device=device).run(checks)

@@ -14,6 +14,7 @@ import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from twin.clock import Clock
@@ -33,6 +34,8 @@ __all__ = [
     "inside",
     "kinds",
     "putting_back",
+    "raw_exchange",
+    "serial_line_of",
     "settle",
 ]
 
@@ -203,3 +206,49 @@ async def check_identity(device: Any, clock: Clock) -> str:
     if again != first:
         raise Deviation(f"identity changed between two asks: {first} then {again}")
     return f"{first.vendor} {first.model} s/n {first.serial} fw {first.firmware}"
+
+
+def serial_line_of(device: Any) -> Any:
+    """The serial line a device's driver talks through (``serial_line``), for checks that send
+    raw bytes; NotApplicable for a device that has none (Modbus, or not yet connected)."""
+    line = getattr(device, "serial_line", None)
+    if line is None or not hasattr(line, "transact"):
+        raise NotApplicable("the device does not talk ASCII over a serial line")
+    return line
+
+
+@dataclass
+class _Tally:
+    """What one raw exchange met (the fields a serial line counts)."""
+
+    transactions: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    crc_errors: int = 0
+    failures: int = 0
+
+
+async def raw_exchange(
+    device: Any, data: bytes, *, terminator: bytes, frames: int = 1, wait_s: float = 1.0
+) -> bytes | None:
+    """Write ``data`` as it is on the device's line and return its reply, or None if none came
+    within ``wait_s`` plus the time the bytes take on the wire. Never retried."""
+    line = serial_line_of(device)
+    wire_s = (len(data) + 200 * frames) * 11 / line.baud
+    tally = _Tally()
+    try:
+        return bytes(
+            await line.transact(
+                data,
+                device=str(getattr(device, "name", "device")),
+                terminator=terminator,
+                frames=frames,
+                timeout=wait_s + wire_s,
+                retries=0,
+                counters=tally,
+            )
+        )
+    except CommunicationError:
+        if tally.timeouts:
+            return None
+        raise

@@ -24,6 +24,12 @@ GAS_NAMES: dict[Gas, str] = {Gas.AIR: "Air", Gas.CO2: "CO2", Gas.N2: "N2", Gas.O
 OVER_RANGE = 1.25
 """MOV/VOV: flow beyond the measurable range, not a noisy reading at full scale."""
 
+MAX_LINE = 64
+"""Longest request (characters, CR excluded). A longer line is line noise: discarded up to
+its CR, unanswered, as is a line with any byte outside printable ASCII."""
+
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
 VENDOR = "poc-twin"
 FIRMWARE = "10v05-twin"
 
@@ -37,7 +43,7 @@ class AlicatServer:
         self._plant = plant
         self._clock = clock
         self._endpoint = PtyEndpoint(
-            self._handle, baud=baud, name="alicat", framing=framing, clock=clock
+            self._handle, baud=baud, name="alicat", framing=framing, clock=clock, max_line=MAX_LINE
         )
         self.link: LinkFaults = self._endpoint.link
         # The valve hold lives in the controller, not in the flow model: while a unit
@@ -67,10 +73,9 @@ class AlicatServer:
         await self._endpoint.close()
 
     def _handle(self, line: bytes) -> bytes | None:
-        try:
-            text = line.decode("ascii").strip()
-        except UnicodeDecodeError:
-            return None  # line noise: a real bus drops it
+        if len(line) > MAX_LINE or line.translate(None, _PRINTABLE):
+            return None  # line noise (overlong, control or non-ASCII bytes): nobody answers
+        text = line.decode("ascii").strip()
         if not text:
             return None
         uid, command = text[0], text[1:].strip()

@@ -26,6 +26,10 @@ GAP_MM = (0.5, 4.0)
 """Accepted electrode gap (mm): covers 1, 2 and 4 mm cuvettes and flow chambers."""
 
 MAX_LINE = 80
+"""Longest request (characters, terminator excluded); a longer one is discarded up to its
+CR and answered ``ERR 11``: the pty never holds more than this of a line."""
+
+_PRINTABLE = bytes(range(0x20, 0x7F))
 
 IDN = ("poc-twin", "EP-1 square-wave electroporator (twin)", "TW-EP-0001", "1.0.0")
 
@@ -84,7 +88,12 @@ class ElectroporatorServer:
         self._clock = clock
         self._limits = limits or ElectroporatorLimits()
         self._endpoint = PtyEndpoint(
-            self._handle, baud=baud, name="electroporator", framing=framing, clock=clock
+            self._handle,
+            baud=baud,
+            name="electroporator",
+            framing=framing,
+            clock=clock,
+            max_line=MAX_LINE,
         )
         self.link: LinkFaults = self._endpoint.link
         self._program: tuple[float, float, int, float] | None = None
@@ -120,6 +129,8 @@ class ElectroporatorServer:
             self._model.armed = False
 
     def _handle(self, line: bytes) -> bytes | None:
+        if len(line) <= MAX_LINE and not line.strip(b" "):
+            return None  # a blank line is not a request: a host may send CR LF to end a partial
         self._plant.advance_to(self._clock.now())
         try:
             reply = self._dispatch(line)
@@ -132,12 +143,13 @@ class ElectroporatorServer:
     def _dispatch(self, line: bytes) -> str:
         if len(line) > MAX_LINE:
             raise _Error(ErrorCode.BAD_ARGUMENT, f"line longer than {MAX_LINE} characters")
-        try:
-            words = line.decode("ascii").split()
-        except UnicodeDecodeError:
-            raise _Error(ErrorCode.BAD_ARGUMENT, "non-ASCII characters") from None
-        if not words:
-            raise _Error(ErrorCode.UNKNOWN_COMMAND, "empty command")
+        if line.translate(None, _PRINTABLE):  # a byte outside 0x20..0x7E: never echoed back
+            at = next(i for i, b in enumerate(line) if b not in _PRINTABLE)
+            raise _Error(
+                ErrorCode.BAD_ARGUMENT,
+                f"character 0x{line[at]:02X} at column {at + 1} is not printable ASCII",
+            )
+        words = line.decode("ascii").split()
         command, args = words[0].upper(), words[1:]
         handler = self._commands().get(command)
         if handler is None:

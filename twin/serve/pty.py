@@ -14,6 +14,14 @@ answers with its values as of the moment the request arrived. The endpoint
 also applies its :class:`LinkFaults` (``link``): a silent device reads and
 ignores requests, a corrupting one garbles every Nth reply.
 
+Bad input never grows memory: a line longer than ``max_line`` is cut there and
+the rest of it, however long, is counted and dropped up to its CR; the handler
+then gets the first ``max_line + 1`` bytes, so it knows the line was too long
+and answers as its device doc says. While ``MAX_QUEUED`` lines wait or
+``MAX_OUTPUT`` reply bytes are unread, the endpoint stops reading: the kernel's
+pty buffer fills and the writer waits, as behind RTS/CTS, instead of the queue
+growing with a flood.
+
 Why no worker task: an exchange is the unit of work of the whole twin (about
 87,000 of them in a 10-day batch), so it takes as few loop iterations as it can.
 A handler that answers at once (a plain function) is called from the reader
@@ -39,7 +47,7 @@ from twin.clock import Clock
 from twin.serve.faults import LinkFaults, garble_ascii
 from twin.serve.wire import bits_per_char, char_time_s
 
-__all__ = ["LineHandler", "PtyEndpoint"]
+__all__ = ["MAX_LINE", "MAX_OUTPUT", "MAX_QUEUED", "LineHandler", "PtyEndpoint"]
 
 LineHandler = Callable[[bytes], bytes | Awaitable[bytes | None] | None]
 """Gets one received line (terminator stripped); returns the reply bytes, or None to stay silent.
@@ -49,7 +57,15 @@ function is awaited in a task (for devices that must wait before they answer).""
 
 _log = logging.getLogger(__name__)
 
-_MAX_LINE = 1024  # a line longer than this is line noise, not a command: dropped
+MAX_LINE = 1024
+"""Default longest line (bytes, terminator excluded); each device doc sets its own."""
+
+MAX_QUEUED = 64
+"""Lines waiting for their turn before the endpoint stops reading (a burst is answered in
+order; a flood waits in the kernel's buffer)."""
+
+MAX_OUTPUT = 64 * 1024
+"""Reply bytes the driver has not read before the endpoint stops reading requests."""
 
 _BAUDS = {
     9600: termios.B9600,
@@ -61,7 +77,10 @@ _BAUDS = {
 
 
 class PtyEndpoint:
-    """One pty pair: splits what the driver writes into CR-terminated lines, writes the replies."""
+    """One pty pair: splits what the driver writes into CR-terminated lines, writes the replies.
+
+    A LF next to the CR (CR LF, LF CR) is dropped; an empty line is not handed on.
+    """
 
     def __init__(
         self,
@@ -72,8 +91,12 @@ class PtyEndpoint:
         framing: str = "8N1",
         link: LinkFaults | None = None,
         clock: Clock | None = None,
+        max_line: int = MAX_LINE,
     ) -> None:
+        if max_line < 1:
+            raise ValueError(f"max_line must be at least 1, got {max_line}")
         self._handler = handler
+        self.max_line = max_line
         self._baud = baud
         self.name = name
         self.framing = framing
@@ -84,7 +107,10 @@ class PtyEndpoint:
         self._master: int | None = None
         self._slave: int | None = None
         self._path = ""
-        self._inbuf = bytearray()
+        self._inbuf = bytearray()  # the line coming in (at most max_line + 1 bytes of it)
+        self._skipped = 0  # inside an overlong line: its bytes so far; 0 otherwise
+        self._lead = 0  # LFs before the line coming in (wire bytes it is charged for)
+        self._reading = False
         self._outbuf = bytearray()
         self._lines: deque[tuple[bytes, int]] = deque()
         # The exchange on the line: a reply on its wire time (a timer) or a handler still
@@ -122,7 +148,7 @@ class PtyEndpoint:
             raise
         self._master, self._slave, self._path = master, slave, path
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(master, self._on_readable)
+        self._resume_reading()
 
     async def close(self) -> None:
         """Stop answering, close both fds; the path disappears."""
@@ -135,8 +161,10 @@ class PtyEndpoint:
             with contextlib.suppress(asyncio.CancelledError, Exception):  # or its own failure
                 await pending
         self._lines.clear()
+        self._inbuf.clear()
+        self._skipped = self._lead = 0
         if self._master is not None and self._loop is not None:
-            self._loop.remove_reader(self._master)
+            self._pause_reading()
             if self._writing:
                 self._loop.remove_writer(self._master)
                 self._writing = False
@@ -145,6 +173,19 @@ class PtyEndpoint:
                 os.close(fd)
         self._master = self._slave = None
         self._path = ""
+
+    def _pause_reading(self) -> None:
+        if self._reading and self._master is not None and self._loop is not None:
+            self._loop.remove_reader(self._master)
+        self._reading = False
+
+    def _resume_reading(self) -> None:
+        if not self._reading and self._master is not None and self._loop is not None:
+            self._loop.add_reader(self._master, self._on_readable)
+            self._reading = True
+
+    def _backlogged(self) -> bool:
+        return len(self._lines) >= MAX_QUEUED or len(self._outbuf) >= MAX_OUTPUT
 
     def _on_readable(self) -> None:
         assert self._master is not None
@@ -156,19 +197,38 @@ class PtyEndpoint:
             if exc.errno != errno.EIO:
                 raise
             return
+        self._take(data)
+        if self._backlogged():
+            self._pause_reading()  # resumed once the queue has drained
+        self._answer_next()
+
+    def _take(self, data: bytes) -> None:
+        """Split bytes into lines at CR; keep at most ``max_line + 1`` bytes of any line."""
+        limit = self.max_line + 1
         inbuf = self._inbuf
-        if inbuf:  # the start of a line came with an earlier read
-            inbuf += data
-            data = bytes(inbuf)
-            inbuf.clear()
         *complete, rest = data.split(b"\r")
         for raw in complete:
-            line = raw.strip(b"\n")
+            if self._skipped:  # the CR that ends an overlong line: hand on its head
+                line, n_in = bytes(inbuf), self._lead + self._skipped + len(raw) + 1
+                self._skipped = 0
+            else:  # wire bytes: the line, its CR and the LF before it (of the last CR LF)
+                n_in = self._lead + len(inbuf) + len(raw) + 1
+                line = (bytes(inbuf) + raw if inbuf else raw).strip(b"\n")[:limit]
+            self._lead = 0
+            inbuf.clear()
             if line:
-                self._lines.append((line, len(raw) + 1))  # wire bytes: the line and its CR
-        if len(rest) <= _MAX_LINE:
-            inbuf += rest
-        self._answer_next()
+                self._lines.append((line, n_in))
+        if self._skipped:
+            self._skipped += len(rest)
+            return
+        if not inbuf:  # the LF of a CR LF: not part of the line, but on the wire all the same
+            stripped = rest.lstrip(b"\n")
+            self._lead += len(rest) - len(stripped)
+            rest = stripped
+        inbuf += rest
+        if len(inbuf) > limit:  # a trailing LF may still come: one byte of slack
+            self._skipped = len(inbuf)
+            del inbuf[limit:]
 
     def _answer_next(self) -> None:
         """Answer waiting lines strictly in arrival order, one exchange on the line at a time.
@@ -176,8 +236,15 @@ class PtyEndpoint:
         The wire time is charged once per exchange (request + reply), not twice: the
         device samples its values as the request starts to arrive, ms early.
         """
-        while self._lines and self._timer is None and self._pending is None:
+        while (
+            self._lines
+            and self._timer is None
+            and self._pending is None
+            and len(self._outbuf) < MAX_OUTPUT  # the driver is not reading: as if CTS dropped
+        ):
             line, n_in = self._lines.popleft()
+            if not self._reading and not self._backlogged():
+                self._resume_reading()
             if self.link.silent:  # dead device or cut cable: the request goes nowhere
                 self.wire_s_total += n_in * self.char_s
                 continue
@@ -258,6 +325,10 @@ class PtyEndpoint:
         elif not self._outbuf and self._writing:
             self._loop.remove_writer(self._master)
             self._writing = False
+        if len(self._outbuf) < MAX_OUTPUT:  # room again: answer what waits, read on
+            if not self._backlogged():
+                self._resume_reading()
+            self._answer_next()
 
 
 async def _awaited(reply: Awaitable[bytes | None]) -> bytes | None:
