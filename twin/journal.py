@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import json.encoder
+import math
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -125,10 +127,14 @@ def event_hash(
 
 def _journal_file(path: Path) -> Path:
     """``path`` if it is a regular file (a journal); else JournalError saying what it is."""
-    if not path.exists():
+    try:
+        exists, is_file, is_dir = path.exists(), path.is_file(), path.is_dir()
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise JournalError(f"{path}: not a journal file ({exc.strerror})") from None
+    if not exists:
         raise JournalError(f"{path}: no such journal file")
-    if not path.is_file():
-        what = "a directory" if path.is_dir() else "not a regular file"
+    if not is_file:
+        what = "a directory" if is_dir else "not a regular file"
         raise JournalError(f"{path}: {what}, not a journal file")
     return path
 
@@ -139,9 +145,14 @@ def check_new_journal(path: Path) -> Path:
     Only a missing or empty file, or an SQLite journal without events, is taken: never a
     directory, a device (/dev/null), another file's contents or another batch's journal.
     """
-    if path.exists() and not path.is_file():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+        size = path.stat().st_size if is_file else 0
+    except OSError as exc:  # a name too long for the file system, a path through a file
+        raise JournalError(f"{path} cannot be a journal file ({exc.strerror})") from None
+    if exists and not is_file:
         raise JournalError(f"{path} is not a regular file: a journal is a file of its own")
-    if path.exists() and path.stat().st_size > 0:
+    if size > 0:
         try:
             holds_batch = _has_events(path)
         except sqlite3.DatabaseError:
@@ -347,21 +358,103 @@ class Journal:
         self._db.close()
 
 
-def read_events(path: Path | str) -> Iterator[Event]:
-    """Every event in sequence order (read-only; safe while a batch is writing)."""
-    path = _journal_file(Path(path))
+_COLUMNS = "seq, batch_time, wall_time, kind, source, data, prev_hash, hash"
+_TEXT_FIELDS = ("wall_time", "kind", "source", "data", "prev_hash", "hash")
+#: Data text that may hold a non-finite number (NaN, Infinity, 1e999): parsed strictly.
+_MAYBE_NONFINITE = re.compile(r"NaN|Infinity|[0-9][eE][+-]?[0-9]{3}")
+#: Data text with a \\uD800-\\uDFFF escape: must be a surrogate pair (one character).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _rows(path: Path, order: str) -> tuple[list[tuple[Any, ...]], bool]:
+    """Every row of the events table in ``order``, and whether some text was not UTF-8;
+    JournalError if the table cannot be read.
+
+    Text that is not UTF-8 (no writer stores it) is read with its bad bytes kept as
+    surrogates: the row then fails its checks and is named, instead of failing the read.
+    """
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = db.execute(
-            "SELECT seq, batch_time, wall_time, kind, source, data, prev_hash, hash "
-            "FROM events ORDER BY rowid"
-        )
-        for seq, bt, wt, kind, source, data, prev, digest in rows:
-            yield Event(seq, bt, wt, kind, source, json.loads(data), prev, digest)
-    except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+        query = f"SELECT {_COLUMNS} FROM events ORDER BY {order}"
+        try:
+            return db.execute(query).fetchall(), False
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+            db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+            return db.execute(query).fetchall(), True
+    except (sqlite3.DatabaseError, MemoryError) as exc:
         raise JournalError(f"{path}: not a readable journal ({exc})") from None
     finally:
         db.close()
+
+
+def _not_utf8(row: tuple[Any, ...]) -> str:
+    """The first text field of ``row`` that holds bytes which are not UTF-8, "" if none."""
+    for name, value in zip(_TEXT_FIELDS, row[2:], strict=True):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{name} is not UTF-8 text"
+    return ""
+
+
+def _malformed(row: tuple[Any, ...]) -> str:
+    """What is wrong with a row's types, "" if nothing: what no journal writer stores."""
+    seq, batch_time = row[0], row[1]
+    if type(seq) is not int:
+        return f"seq {repr(seq)[:40]} is not an integer"
+    if type(batch_time) not in (int, float) or not math.isfinite(batch_time):
+        return f"batch_time {repr(batch_time)[:40]} is not a finite number"
+    for name, value in zip(_TEXT_FIELDS, row[2:], strict=True):
+        if not isinstance(value, str):
+            return f"{name} is {type(value).__name__}, not text"
+    return ""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _not_a_number(text: str) -> Any:
+    raise ValueError(f"{text} is not a number")
+
+
+def _data(text: str) -> dict[str, Any]:
+    """An event's data: a JSON object of finite numbers and text (as the journal writes it)."""
+    if _MAYBE_NONFINITE.search(text):
+        value = json.loads(text, parse_float=_finite, parse_constant=_not_a_number)
+    else:
+        value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"data is a JSON {type(value).__name__}, not an object")
+    if _SURROGATE_ESCAPE.search(text):  # a pair is a character; a lone one is no text
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError names it
+    return value
+
+
+def read_events(path: Path | str) -> Iterator[Event]:
+    """Every event in sequence order (read-only; safe while a batch is writing).
+
+    JournalError, naming the event, for a row no journal writer stores: a field of the
+    wrong type, data that is not a JSON object of finite numbers, or nested too deep.
+    """
+    path = _journal_file(Path(path))
+    rows, lossy = _rows(path, "seq")
+    for row in rows:
+        seq, bt, wt, kind, source, data, prev, digest = row
+        problem = _malformed(row) or (_not_utf8(row) if lossy else "")
+        if not problem:
+            try:
+                yield Event(seq, bt, wt, kind, source, _data(data), prev, digest)
+                continue
+            except (ValueError, RecursionError) as exc:
+                problem = f"data is not a JSON object ({str(exc)[:200]})"
+        where = f"event {seq}" if type(seq) is int else "an event"
+        raise JournalError(f"{path}: not a readable journal ({where}: {problem})")
 
 
 def require_intact(path: Path | str, consequence: str) -> VerifyResult:
@@ -392,20 +485,18 @@ def verify(path: Path | str) -> VerifyResult:
     expected_seq = 1
     count = 0
     path = _journal_file(Path(path))
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT seq, batch_time, wall_time, kind, source, data, prev_hash, hash "
-            "FROM events ORDER BY seq"
-        ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise JournalError(f"{path}: not a readable journal ({exc})") from None
-    finally:
-        db.close()
-    for seq, bt, wt, kind, source, data, prev_hash, digest in rows:
+    for row in _rows(path, "seq")[0]:  # text that is not UTF-8 fails its hash
+        seq, bt, wt, kind, source, data, prev_hash, digest = row
+        problem = _malformed(row)
+        if problem:
+            return VerifyResult(False, count, prev, expected_seq, problem)
         if seq != expected_seq:
-            why = "missing" if seq > expected_seq else "duplicated"
-            return VerifyResult(False, count, prev, expected_seq, f"event {expected_seq} is {why}")
+            why = (
+                "is missing"
+                if seq > expected_seq
+                else f"is missing: seq {seq} found instead (duplicated or out of order)"
+            )
+            return VerifyResult(False, count, prev, expected_seq, f"event {expected_seq} {why}")
         if prev_hash != prev:
             return VerifyResult(False, count, prev, seq, "does not link to the event before it")
         if event_hash(prev, seq, bt, wt, kind, source, data) != digest:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +27,16 @@ bench_app = typer.Typer(help="Commission and inspect benches.", no_args_is_help=
 twin_app = typer.Typer(help="The digital twin's devices.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(twin_app, name="twin")
+
+
+@app.callback()
+def _printable_output() -> None:
+    # A path that is not UTF-8 reaches argv as surrogates (PEP 383); echoing it back, or an
+    # odd character from a journal, must never end the command in a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # one problem, one line: editors parse them
@@ -65,6 +78,17 @@ def _fail(message: str, code: int, debug: bool = False) -> typer.Exit:
     # The message may quote what a user typed ("[/]x"): printed as text, never as markup.
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
+
+
+def _output_file(target: Path, option: str) -> Path:
+    """``target`` if a command may write its output there: never a directory (exit 2)."""
+    try:
+        is_dir = target.is_dir()
+    except OSError as exc:  # a name too long for the file system
+        raise _fail(f"{option} {target}: {exc.strerror}; nothing written", EXIT_INVALID) from None
+    if is_dir:
+        raise _fail(f"{option} {target} is a directory: name a file; nothing written", EXIT_INVALID)
+    return target
 
 
 def _bench_path(bench: Path | None) -> Path:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,6 +21,7 @@ from twin.cli.common import (
 )
 from twin.clock import wall_now
 from twin.errors import PocTwinError
+from twin.names import UnsafeName, check_safe_name
 
 control_app = typer.Typer(
     help="The control site: broker for a fleet, ingest + dashboard, fleet simulation.",
@@ -26,11 +30,81 @@ control_app = typer.Typer(
 app.add_typer(control_app, name="control-site")
 
 
-def _host_port(value: str, default_port: int) -> tuple[str, int]:
-    if ":" not in value:
-        return value, default_port
-    host, _, port = value.rpartition(":")
-    return host or "127.0.0.1", int(port or default_port)
+#: A DNS host name (RFC 1123 labels); anything else must be an IP address.
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _host(value: str, option: str) -> str:
+    """A host name or IP address (brackets around IPv6 allowed); else exit 2.
+
+    It goes into a listener, a config file or a certificate: no spaces, lines or markup.
+    """
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if len(bare) <= 253 and _HOSTNAME.fullmatch(bare):
+        return bare
+    raise _fail(f"{option} '{value}' is not a host name or IP address", EXIT_INVALID)
+
+
+def _host_port(value: str, default_port: int, option: str = "--http") -> tuple[str, int]:
+    """HOST:PORT (or HOST, or :PORT) with a port 0-65535; else exit 2, nothing started."""
+    if ":" not in value or value.endswith("]"):
+        host, port_text = value, ""
+    else:
+        host, _, port_text = value.rpartition(":")
+    if port_text and not (port_text.isascii() and port_text.isdigit() and int(port_text) < 65536):
+        raise _fail(f"{option} '{value}': the port must be a number 0-65535", EXIT_INVALID)
+    return _host(host or "127.0.0.1", option), int(port_text or default_port)
+
+
+def _seconds(value: float) -> float:
+    if not (value > 0 and value <= 3600):  # also refuses NaN and inf
+        raise typer.BadParameter("between 0 and 3600 seconds")
+    return value
+
+
+def _rate(value: float) -> float:
+    if not (value >= 0 and value <= 1e6):  # also refuses NaN and inf
+        raise typer.BadParameter("between 0 (flat out) and 1e6 events per second")
+    return value
+
+
+def _names(values: list[str], what: str) -> list[str]:
+    """Site and user names go into password files, ACLs and MQTT topics: safe names only."""
+    try:
+        return [check_safe_name(v, what) for v in values]
+    except UnsafeName as exc:
+        raise _fail(f"{exc}; nothing written", EXIT_INVALID) from None
+
+
+def _directory(path: Path, option: str) -> Path:
+    """``path`` if it is a directory or can become one; else exit 2, nothing written."""
+    try:
+        ok = path.is_dir() or not path.exists()
+    except OSError as exc:
+        raise _fail(f"{option} {path}: {exc.strerror}", EXIT_INVALID) from None
+    if not ok:
+        raise _fail(f"{option} {path} is not a directory; nothing written", EXIT_INVALID)
+    return path
+
+
+def _credentials(directory: Path, *, required: bool) -> dict[str, Any]:
+    """The broker directory's credentials.json (site -> password); exit 2 if unreadable."""
+    path = directory / "credentials.json"
+    try:
+        if not path.exists() and not required:
+            return {}
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
+        hint = "; configure it with: poc-twin control-site broker DIR --site NAME"
+        raise _fail(f"{path}: {why}{hint if required else ''}", EXIT_INVALID) from None
+    if not isinstance(known, dict) or not all(isinstance(v, str) for v in known.values()):
+        raise _fail(f"{path}: not a mapping of user names to passwords", EXIT_INVALID)
+    return known
 
 
 @control_app.command("serve")
@@ -54,15 +128,25 @@ def control_serve(
         ),
     ] = None,
     refresh_s: Annotated[
-        float, typer.Option("--refresh-s", help="How often open dashboard pages update")
+        float,
+        typer.Option(
+            "--refresh-s", callback=_seconds, help="How often open dashboard pages update"
+        ),
     ] = 2.0,
     debug: DebugOpt = False,
 ) -> None:
     """Ingest every site's telemetry into the store and serve the dashboard."""
     from twin.control_site.serve import serve
+    from twin.telemetry.topics import BrokerURL, TelemetryError
 
     host, port = _host_port(http, 8080)
-    out.print(f"control site: dashboard on http://{host}:{port}/, store {db.split('@')[-1]}")
+    try:  # checked before the store is opened: a bad URL starts nothing, writes nothing
+        BrokerURL.parse(broker)
+    except (TelemetryError, ValueError) as exc:
+        raise _fail(f"--broker: {exc}; nothing started", EXIT_INVALID) from None
+    out.print(
+        f"control site: dashboard on http://{host}:{port}/, store {db.split('@')[-1]}", markup=False
+    )
     try:
         asyncio.run(
             serve(broker, db, host, port, users, site_keys=site_keys or [], refresh_s=refresh_s)
@@ -84,10 +168,18 @@ def control_add_user(
     """Allow a control-site user to request holds and suspend or reinstate sites."""
     from twin.control_site.web import Users
 
-    with users.open("a") as f:
-        f.write(Users.line(name, password) + "\n")
-    users.chmod(0o600)
-    out.print(f"{name} added to {users}")
+    (name,) = _names([name], "user name")  # one line of NAME:scrypt:SALT:HASH per user
+    if not password:
+        raise _fail("the password may not be empty; nothing written", EXIT_INVALID)
+    try:  # a regular file of its own (never a directory or a device: it is chmod-ed 0600)
+        if users.exists() and not users.is_file():
+            raise _fail(f"{users} is not a regular file; nothing written", EXIT_INVALID)
+        with users.open("a") as f:
+            f.write(Users.line(name, password) + "\n")
+        users.chmod(0o600)
+    except OSError as exc:
+        raise _fail(f"cannot write {users}: {exc.strerror}", EXIT_INVALID) from None
+    out.print(f"{name} added to {users}", markup=False)
 
 
 @control_app.command("broker")
@@ -98,39 +190,56 @@ def control_broker(
         "control"
     ],
     bind: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Plain MQTT port")] = 1883,
-    tls_port: Annotated[int | None, typer.Option(help="MQTT over TLS port")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Plain MQTT port")] = 1883,
+    tls_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="MQTT over TLS port")
+    ] = None,
     hostname: Annotated[str, typer.Option(help="Broker host name in its cert")] = "localhost",
 ) -> None:
     """Configure and run Mosquitto for a fleet: per-site users and ACLs, optional TLS."""
-    import json as _json
-
     from twin.telemetry.broker import BrokerConfig, Mosquitto, make_pki
+    from twin.telemetry.topics import TelemetryError
 
+    # Everything checked before anything is written: names and addresses go into
+    # mosquitto's password file, ACL, config and certificate, one per line.
+    _directory(directory, "DIRECTORY")
+    site, control_user = _names(site, "--site"), _names(control_user, "--control-user")
+    bind, hostname = _host(bind, "--bind"), _host(hostname, "--hostname")
     creds_path = directory / "credentials.json"
-    known = _json.loads(creds_path.read_text()) if creds_path.exists() else {}
+    known = _credentials(directory, required=False)
     config = BrokerConfig(directory, port=port, bind=bind, tls_port=tls_port)
-    for name in site:
-        known[name] = config.add_site(name, known.get(name))
-    for name in control_user:
-        known[name] = config.add_control(name, known.get(name))
-    if tls_port is not None:
-        pki = directory / "pki"
-        config.tls = (
-            {k: pki / f"{k}.pem" for k in ("ca", "cert", "key")}
-            if (pki / "ca.pem").exists()
-            else make_pki(pki, hostname)
-        )
-    directory.mkdir(parents=True, exist_ok=True)
-    creds_path.write_text(_json.dumps(known, indent=1))
-    creds_path.chmod(0o600)
+    try:
+        for name in site:
+            known[name] = config.add_site(name, known.get(name))
+        for name in control_user:
+            known[name] = config.add_control(name, known.get(name))
+    except TelemetryError as exc:
+        raise _fail(f"{exc}; nothing written", EXIT_INVALID) from None
+    try:
+        if tls_port is not None:
+            pki = directory / "pki"
+            config.tls = (
+                {k: pki / f"{k}.pem" for k in ("ca", "cert", "key")}
+                if (pki / "ca.pem").exists()
+                else make_pki(pki, hostname)
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        creds_path.write_text(json.dumps(known, indent=1))
+        creds_path.chmod(0o600)
+    except OSError as exc:
+        raise _fail(f"cannot write in {directory}: {exc.strerror}", EXIT_FAIL) from None
     host = bind if bind != "0.0.0.0" else hostname
     for name in [*site, *control_user]:
-        out.print(f"{name:16} {config.url(name, tls=tls_port is not None, host=host)}")
+        out.print(
+            f"{name:16} {config.url(name, tls=tls_port is not None, host=host)}", markup=False
+        )
     broker = Mosquitto(config)
     try:
         broker.start()
-        out.print(f"mosquitto running (config {directory / 'mosquitto.conf'}); Ctrl-C to stop")
+        out.print(
+            f"mosquitto running (config {directory / 'mosquitto.conf'}); Ctrl-C to stop",
+            markup=False,
+        )
         assert broker.proc is not None
         broker.proc.wait()
     except KeyboardInterrupt:
@@ -145,25 +254,36 @@ def control_broker(
 def control_simulate_fleet(
     broker_dir: Annotated[Path, typer.Argument(help="Directory of 'control-site broker'")],
     journal: Annotated[Path, typer.Option(help="A recorded batch journal every site replays")],
-    sites: Annotated[int, typer.Option(help="How many simulated sites")] = 10,
-    rate: Annotated[float, typer.Option(help="Events per second per site (0: flat out)")] = 50.0,
+    sites: Annotated[int, typer.Option(min=1, max=10000, help="How many simulated sites")] = 10,
+    rate: Annotated[
+        float, typer.Option(callback=_rate, help="Events per second per site (0: flat out)")
+    ] = 50.0,
     processes: Annotated[
-        int | None, typer.Option(help="Worker processes the sites are spread over (default: cores)")
+        int | None,
+        typer.Option(min=1, help="Worker processes the sites are spread over (default: cores)"),
     ] = None,
     keys: Annotated[
         Path | None, typer.Option(help="Directory of <site>.key: the sites sign their journals")
     ] = None,
     host: Annotated[str, typer.Option(help="Broker host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Broker port")] = 1883,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Broker port")] = 1883,
     out_dir: Annotated[Path, typer.Option(help="Where journals go")] = Path("runs/fleet"),
 ) -> None:
     """Simulate N sites, each writing a journal and publishing it with its own credentials."""
-    import json as _json
-
     from twin.clock import wall_monotonic
     from twin.telemetry.fleet import FleetProcesses, FleetSite
 
-    known = _json.loads((broker_dir / "credentials.json").read_text())
+    host = _host(host, "--host")
+    try:
+        journal_ok = journal.is_file()
+    except OSError:
+        journal_ok = False
+    if not journal_ok:
+        raise _fail(f"--journal {journal}: not a journal file", EXIT_INVALID)
+    _directory(out_dir, "--out-dir")
+    if keys is not None:
+        _directory(keys, "--keys")
+    known = _credentials(broker_dir, required=True)
     names = [n for n in known if n.startswith("sim-")][:sites]
     if len(names) < sites:
         raise _fail(
@@ -173,7 +293,10 @@ def control_simulate_fleet(
         )
     stamp = wall_now().strftime("%Y%m%d-%H%M%S")
     run_dir = (out_dir / stamp).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"cannot write in {run_dir}: {exc.strerror}", EXIT_INVALID) from None
     fleet = [  # batch ids carry the run's stamp: a second run is new batches, not a rewrite
         FleetSite(
             f"{n}-{stamp}",
@@ -195,5 +318,6 @@ def control_simulate_fleet(
         workers.stop()
     out.print(
         f"{len(fleet)} sites in {len(workers.procs)} processes delivered their journals "
-        f"({run_dir}) in {wall_monotonic() - start:.1f} s"
+        f"({run_dir}) in {wall_monotonic() - start:.1f} s",
+        markup=False,
     )
