@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
+from site_users import Site, make_site
 
+from twin.access.users import ENV_USERS
 from twin.clock import Clock, VirtualTimeLoop
 from twin.serve.bioreactor_modbus import BioreactorModbusServer
 from twin.sim import Plant
@@ -52,3 +54,15 @@ async def server(
     await srv.start()
     yield srv
     await srv.stop()
+
+
+@pytest.fixture(scope="session")
+def _site_users(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    return make_site(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(autouse=True)
+def site(_site_users: Site, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """The site's users (one per role) for every batch and command a test starts."""
+    monkeypatch.setenv(ENV_USERS, str(_site_users.users))
+    return _site_users

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from site_users import PEOPLE
 from typer.testing import CliRunner
 
 from twin.cli import app
@@ -150,10 +151,11 @@ def _command(journal: Path, action: str) -> subprocess.CompletedProcess[str]:
             str(journal),
             action,
             "--operator",
-            "bob",
+            "sam",
             "--reason",
             f"{action} from test",
         ],
+        input=PEOPLE["sam"][2] + "\n",
         capture_output=True,
         text=True,
         timeout=30,
@@ -183,9 +185,9 @@ def test_operator_commands_from_another_process(tmp_path: Path) -> None:
     assert "Stopped" in out
     commands = [e.data for e in read_events(journal) if e.kind == "command"]
     assert [(c["command"], c["accepted"], c["operator"]) for c in commands] == [
-        ("hold", True, "bob"),
-        ("pause", False, "bob"),
-        ("stop", True, "bob"),
+        ("hold", True, "sam"),
+        ("pause", False, "sam"),
+        ("stop", True, "sam"),
     ]
 
 

@@ -131,7 +131,9 @@ class _Batch:
         self.state = state
         self.given: list[tuple[str, str, str]] = []
 
-    def command(self, command: Command | str, *, who: str, why: str) -> None:
+    def command(
+        self, command: Command | str, *, who: str, why: str, via: str | None = None
+    ) -> None:
         cmd = Command(command)
         to = next((dst for c, src, dst in TABLE if c is cmd and src is self.state), None)
         if to is None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from site_users import PEOPLE
 
 from twin.clock import wall_monotonic, wall_sleep
 from twin.errors import JournalError
@@ -71,7 +72,8 @@ class BatchProcess:
 
     def command(self, action: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [EXE, "command", str(self.journal), action, "--operator", "lee", "--reason", "test"],
+            [EXE, "command", str(self.journal), action, "--operator", "sam", "--reason", "test"],
+            input=PEOPLE["sam"][2] + "\n",  # the password on standard input, as a script gives it
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -84,8 +86,9 @@ class BatchProcess:
         done = subprocess.run(
             [
                 *(EXE, "confirm-identity", str(self.journal), "--patient-id", patient),
-                *("--bag-id", bag, "--operator", "lee", "--reason", "scanned at the bag"),
+                *("--bag-id", bag, "--operator", "kim", "--reason", "scanned at the bag"),
             ],
+            input=PEOPLE["kim"][2] + "\n",
             capture_output=True,
             text=True,
             cwd=ROOT,

@@ -13,6 +13,7 @@ PocTwinError
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "CommandRefused",
@@ -57,6 +58,8 @@ class CommandRefused(PocTwinError):
 
     def __init__(self, element: str, command: str, state: str, valid: list[str]) -> None:
         self.element, self.command, self.state, self.valid = element, command, state, valid
+        #: The journalled refused command (set by the batch), for its signature to bind to.
+        self.event: Any = None
         allowed = ", ".join(valid) if valid else "none"
         super().__init__(
             f"{element}: '{command}' is not valid in state {state}; valid commands: {allowed}"

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from twin import __version__
+from twin.access.esign import REQUIRED_FLAG
+from twin.access.users import UserStore
 from twin.bench import LoadedBench, OpenBench, open_bench, with_seed
 from twin.clock import DEFAULT_PACE, Clock, run_batch_loop
 from twin.engine.batch import Batch
@@ -92,8 +94,14 @@ async def run_batch_async(
     subscribers: list[Callable[[Event], None]] | None = None,
     on_batch: Callable[[Batch], None] | None = None,
     on_bench: Callable[[OpenBench, Clock], None] | None = None,
+    users: UserStore | None = None,
+    relay_token: str | None = None,
 ) -> ProceduralState:
-    """Run one batch to its end on an already-running loop (virtual or real)."""
+    """Run one batch to its end on an already-running loop (virtual or real).
+
+    ``users``: the site's users, who sign every command sent to the batch; without
+    them no command is accepted (the batch still runs to its end, or Ctrl-C).
+    """
     bench = with_seed(bench, seed)
     clock = Clock()
     signer = load_site_key(site_key) if site_key is not None else None
@@ -137,6 +145,7 @@ async def run_batch_async(
                         "seed": bench.model.twin.seed if bench.model.twin else None,
                     },
                     "seeded_viable_cells": seeded,
+                    REQUIRED_FLAG: users is not None,
                 },
             )
             batch = Batch(
@@ -148,6 +157,8 @@ async def run_batch_async(
                 operator=operator,
                 patient_id=patient_id,
                 bag_id=bag_id,
+                users=users,
+                relay_token=relay_token,
             )
             if on_batch is not None:
                 on_batch(batch)

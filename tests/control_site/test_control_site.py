@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from site_users import PEOPLE
 
 from twin.clock import wall_monotonic
 from twin.control_site.serve import ControlSite
@@ -180,7 +181,9 @@ def test_hold_and_suspension_reach_the_site_with_who_and_why(
                     if '"Held"' in r[0]
                 )
             )
-            await send_command(journal, "abort", operator="bob", reason="test over")
+            await send_command(
+                journal, "abort", operator="sam", password=PEOPLE["sam"][2], reason="test over"
+            )
             assert await proc.wait() == 3
             suspend = f"{base}/site/site-b/suspend"
             assert (

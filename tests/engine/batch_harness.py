@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from twin.access.users import ENV_USERS, UserStore
 from twin.bench import OpenBench, load_bench, open_bench
 from twin.clock import Clock
 from twin.engine.batch import Batch
@@ -86,8 +88,16 @@ async def running(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
         journal.subscribe(events.append)
         ctx = open_bench(bench, clock)
         opened = await ctx.__aenter__()
+        users = UserStore.open(Path(os.environ[ENV_USERS])) if ENV_USERS in os.environ else None
         batch = Batch(
-            loaded, opened.equipment, journal, clock, batch_id="B1", operator="alice", **batch_args
+            loaded,
+            opened.equipment,
+            journal,
+            clock,
+            batch_id="B1",
+            operator="alice",
+            users=users,
+            **batch_args,
         )
         task = asyncio.create_task(batch.run())
         started.append((task, ctx))

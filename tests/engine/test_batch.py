@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from batch_harness import ROOT, S, finished
+from site_users import PEOPLE
 
 from twin.engine.inbox import send_command
 from twin.errors import CommandRefused
@@ -129,13 +130,23 @@ async def test_commands_from_another_terminal(running: Any) -> None:
     run = await running()
     await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)
     path = run.journal.path
-    refused = await send_command(path, "resume", operator="carol", reason="try")
+
+    async def send(command: str, user: str, reason: str) -> dict[str, Any]:
+        password = PEOPLE[user][2]
+        return await send_command(path, command, operator=user, password=password, reason=reason)
+
+    refused = await send("resume", "kim", "try")
     assert refused["status"] == "refused" and refused["state"] == "Running"
-    accepted = await send_command(path, "hold", operator="carol", reason="alarm check")
+    accepted = await send("hold", "kim", "alarm check")
     assert accepted == {"status": "accepted", "state": "Holding"}
     await run.until_state(S.HELD)
-    await send_command(path, "abort", operator="carol", reason="contaminated")
+    not_allowed = await send("abort", "kim", "contaminated")
+    assert not_allowed["status"] == "refused" and "may not abort" in not_allowed["message"]
+    assert (await send("abort", "sam", "contaminated"))["status"] == "accepted"
     assert await finished(run) is S.ABORTED
+    signed = [(e.data["user"], e.data["act"]) for e in run.kinds("signature")]
+    assert signed == [("kim", "resume"), ("kim", "hold"), ("sam", "abort")]
+    assert [e.data["act"] for e in run.kinds("access_refused")] == ["abort"]
 
 
 async def test_device_that_stops_answering_holds_the_batch_naming_it(running: Any) -> None:

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from site_users import PEOPLE
 from typer.testing import CliRunner
 
 from twin.bench import load_bench
@@ -61,7 +62,7 @@ def test_results_entered_are_judged_in_the_batch_record(ended: Path, tmp_path: P
             "--result",
             "vcn=2.1",
             "--operator",
-            "qa-kim",
+            "quinn",
             "--reason",
             "QC lab release testing",
             "--lab-ref",
@@ -69,6 +70,7 @@ def test_results_entered_are_judged_in_the_batch_record(ended: Path, tmp_path: P
             "--site-key",
             str(private),
         ],
+        input=PEOPLE["quinn"][2] + "\n",
     )
     assert out.exit_code == 0, out.output
     assert "Endotoxin: 0.8 EU/mL (≤ 0.5 EU/mL) — fail" in out.output
@@ -77,7 +79,7 @@ def test_results_entered_are_judged_in_the_batch_record(ended: Path, tmp_path: P
     assert verdicts["Endotoxin"][0] == "fail" and verdicts["Endotoxin"][1].startswith("QC, event")
     assert verify(journal).ok and check_journal_signatures(journal).ok
     record = build_record(journal)
-    assert any(a.who == "qa-kim" for a in record.actions), "entries are signed actions"
+    assert any(a.who == "quinn" for a in record.actions), "entries are signed actions"
     assert any(sev == "critical" and "Endotoxin" in text for sev, text in record.exceptions)
     # A re-test supersedes the failed one; both stay on record.
     out = cli.invoke(
@@ -88,10 +90,11 @@ def test_results_entered_are_judged_in_the_batch_record(ended: Path, tmp_path: P
             "--result",
             "endotoxin=0.2",
             "--operator",
-            "qa-kim",
+            "quinn",
             "--reason",
             "re-test of retained sample",
         ],
+        input=PEOPLE["quinn"][2] + "\n",
     )
     assert out.exit_code == 0, out.output
     assert release(journal)["Endotoxin"][0] == "pass"

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from site_users import PEOPLE
 from typer.testing import CliRunner
 
 from twin.bench import OpenBench, load_bench
@@ -274,7 +275,8 @@ def test_resume_from_the_command_line_waits_held_for_the_operator(
         assert held, "the resumed batch must reach Held"
         wall_sleep(2.0)  # the operator walks over: 2 s of wall, 20 min of batch at pace 600
         sent = subprocess.run(
-            [*exe, "command", str(short), "restart", "--operator", "dave", "--reason", "checked"],
+            [*exe, "command", str(short), "restart", "--operator", "kim", "--reason", "checked"],
+            input=PEOPLE["kim"][2] + "\n",
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -27,6 +27,7 @@ from twin.cli.common import (
     err,
     out,
 )
+from twin.cli.esign import PasswordFileOpt, UsersOpt, read_password, users_for_batch
 from twin.clock import wall_now
 from twin.errors import InvalidInput, JournalError, PocTwinError
 from twin.journal import check_new_journal
@@ -85,6 +86,7 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
     pace: PaceOpt = 1.0,
+    users: UsersOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Validate, then execute a batch, with live progress and a batch summary.
@@ -113,6 +115,14 @@ def run(
         check_new_journal(journal_path)
     except JournalError as exc:
         raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
+    site_users = users_for_batch(users)
+    if site_users is None:
+        err.print(
+            "note: no site users file (site/users.sqlite or --users): no command can be "
+            "signed for this batch; Ctrl-C still holds it",
+            highlight=False,
+            markup=False,
+        )
     telemetry = _start_telemetry(broker, journal_path) if broker else None
     subscribers: list[Any] = []
     display = None if quiet else BatchDisplay(out, batch_id)
@@ -136,6 +146,8 @@ def run(
                 site_key=site_key,
                 on_batch=ctrl_c.attach,
                 pace=pace,
+                users=site_users,
+                relay_token=telemetry.relay_token if telemetry is not None else None,
             )
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None
@@ -188,6 +200,8 @@ def _start_telemetry(broker: str, journal_path: Path) -> Any:
         telemetry = SiteTelemetry(broker, journal_path)
     except TelemetryError as exc:
         raise _fail(str(exc), EXIT_INVALID) from None
+    except ValueError as exc:  # urllib: a port that is not a number or out of range, bad IPv6
+        raise _fail(f"--broker: {exc}; nothing started", EXIT_INVALID) from None
     suspension, live = telemetry.suspension()
     if suspension.suspended:
         raise _fail(
@@ -201,6 +215,7 @@ def _start_telemetry(broker: str, journal_path: Path) -> Any:
             f"note: broker {telemetry.broker.host}:{telemetry.broker.port} unreachable; the batch "
             "runs and its journal is forwarded when the broker is back",
             highlight=False,
+            markup=False,
         )
     telemetry.start()
     return telemetry
@@ -214,11 +229,13 @@ def _finish_telemetry(telemetry: Any) -> None:
             "note: telemetry still pending (broker unreachable?); a background forwarder keeps "
             f"trying; or later: python -m twin.telemetry forward {telemetry.journal_path} --once",
             highlight=False,
+            markup=False,
         )
 
 
 def _print_summary(summary: Any, journal_path: Path) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"Batch {summary.batch_id}", show_header=False, title_justify="left")
     table.add_column(style="dim")
@@ -235,34 +252,39 @@ def _print_summary(summary: Any, journal_path: Path) -> None:
         table.add_row("transduced (CAR+)", f"{summary.transduced_pct:.1f} %")
         table.add_row("harvest volume", f"{summary.harvested_ml:.0f} mL")
     for reason in summary.hold_reasons:
-        table.add_row("held", reason)
+        table.add_row("held", Text(reason))  # an operator's words: text, never markup
     table.add_row("events", str(summary.events))
     out.print(table)
-    out.print(f"journal: {journal_path}", soft_wrap=True, highlight=False)
+    out.print(f"journal: {journal_path}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()
 def command(
     batch: Annotated[str, typer.Argument(help="Batch id (runs/<id>.sqlite) or journal file")],
     action: Annotated[str, typer.Argument(help="pause, resume, hold, restart, stop or abort")],
-    operator: Annotated[str, typer.Option(help="Who gives the command")],
+    operator: Annotated[str, typer.Option(help="Your site user id (you sign the command)")],
     reason: Annotated[str, typer.Option(help="Why (recorded in the batch record)")],
     level: Annotated[
         str, typer.Option(help="procedure, unit, operation or phase (hold, restart, stop, abort)")
     ] = "procedure",
+    password_file: PasswordFileOpt = None,
 ) -> None:
-    """Give an operator command to a running batch from another terminal."""
+    """Give a signed operator command to a running batch from another terminal.
+
+    The batch checks your user id, password and role before anything happens.
+    """
     from twin.engine.states import COMMANDS
 
     if action not in {c.value for c in COMMANDS}:
         valid = ", ".join(c.value for c in COMMANDS)
         raise _fail(f"unknown command '{action}'; valid: {valid}", EXIT_INVALID)
     path = _journal_of(batch)
-    reply = _send(path, action, operator=operator, reason=reason, level=level)
+    password = read_password(operator, password_file)
+    reply = _send(path, action, operator=operator, password=password, reason=reason, level=level)
     if reply["status"] == "accepted":
-        out.print(f"{action}: accepted — batch is now {reply['state']}")
+        out.print(f"{action}: accepted — batch is now {reply['state']}", markup=False)
         return
-    err.print(f"{action}: {reply['status']} — {reply['message']}", highlight=False)
+    err.print(f"{action}: {reply['status']} — {reply['message']}", highlight=False, markup=False)
     raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else EXIT_INVALID)
 
 
@@ -271,27 +293,75 @@ def confirm_identity(
     batch: Annotated[str, typer.Argument(help="Batch id (runs/<id>.sqlite) or journal file")],
     patient_id: Annotated[str, typer.Option("--patient-id", help="Scanned from the wristband")],
     bag_id: Annotated[str, typer.Option("--bag-id", help="Scanned from the bag label")],
-    operator: Annotated[str, typer.Option(help="Who scanned (electronic signature)")],
+    operator: Annotated[str, typer.Option(help="Your site user id (you sign the scan)")],
     reason: Annotated[str, typer.Option(help="Meaning, e.g. 'verified before gene transfer'")],
+    password_file: PasswordFileOpt = None,
 ) -> None:
     """Scan patient and bag ids for the chain of identity; the batch compares them to its own."""
     path = _journal_of(batch)
+    password = read_password(operator, password_file)
     reply = _send(
         path,
         "confirm-identity",
         operator=operator,
+        password=password,
         reason=reason,
         extra={"patient_id": patient_id, "bag_id": bag_id},
     )
     if reply["status"] != "accepted":
-        err.print(f"confirm-identity: {reply['status']} — {reply['message']}", highlight=False)
+        err.print(
+            f"confirm-identity: {reply['status']} — {reply['message']}",
+            highlight=False,
+            markup=False,
+        )
         raise typer.Exit(EXIT_REFUSED)
     out.print("scan handed to the batch; it records whether it matches")
 
 
+@app.command("ack")
+def acknowledge(
+    batch: Annotated[str, typer.Argument(help="Batch id (runs/<id>.sqlite) or journal file")],
+    alarm: Annotated[int, typer.Argument(help="The alarm's event number (the record lists it)")],
+    operator: Annotated[str, typer.Option(help="Your site user id (you sign the acknowledgement)")],
+    comment: Annotated[str, typer.Option(help="What was seen and done")],
+    password_file: PasswordFileOpt = None,
+    users: UsersOpt = None,
+) -> None:
+    """Acknowledge an alarm with a comment; a critical alarm needs a supervisor.
+
+    A running batch takes it through its command socket; for an ended batch it is
+    appended to the journal here, checked against the site's users file.
+    """
+    from twin.access.entries import batch_is_running
+
+    path = _journal_of(batch)
+    if batch_is_running(path):
+        password = read_password(operator, password_file)
+        reply = _send(
+            path,
+            "acknowledge",
+            operator=operator,
+            password=password,
+            reason=comment,
+            extra={"alarm": alarm},
+        )
+        if reply["status"] != "accepted":
+            err.print(f"ack: {reply['status']} — {reply['message']}", highlight=False, markup=False)
+            raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else EXIT_INVALID)
+        out.print(f"alarm {alarm} acknowledged", markup=False)
+        return
+    from twin.cli.signed import acknowledge_ended
+
+    acknowledge_ended(path, alarm, operator, comment, password_file, users)
+
+
 def _journal_of(batch: str) -> Path:
     """A journal file as given, else the batch id's default journal runs/<id>.sqlite."""
-    if Path(batch).is_file():
+    try:
+        is_file = Path(batch).is_file()
+    except OSError:  # a name too long for the file system: not a file, then not a batch id
+        is_file = False
+    if is_file:
         path = Path(batch)
     else:
         try:  # a batch id, not a path: it names runs/<id>.sqlite and nothing else

@@ -90,7 +90,7 @@ class CtrlC:
             return f"Ctrl-C: the batch has ended {state.label}; finishing up"
         for cmd in _wanted(state):
             try:
-                batch.command(cmd, who=self.operator, why=WHY)
+                batch.command(cmd, who=self.operator, why=WHY, via="ctrl-c")
             except CommandRefused:
                 continue
             if cmd is Command.HOLD:

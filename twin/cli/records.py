@@ -7,16 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
+from twin.access.roles import Act
 from twin.cli.common import (
     EXIT_FAIL,
     EXIT_INVALID,
     _fail,
+    _output_file,
     app,
     err,
     out,
 )
+from twin.cli.esign import PasswordFileOpt, UsersOpt
+from twin.cli.signed import _sign_entry, user_app
 from twin.errors import PocTwinError
 from twin.journal import verify as verify_journal
+from twin.names import UnsafeName, check_safe_name
 
 PublicKeyOpt = Annotated[
     Path | None,
@@ -32,7 +37,11 @@ def _signature_inputs(public_key: Path | None, anchor: Path | None) -> tuple[Any
     from twin.signing import load_public_key, read_anchors
 
     key = load_public_key(public_key) if public_key is not None else None
-    return key, (read_anchors(anchor) if anchor is not None else [])
+    try:
+        return key, (read_anchors(anchor) if anchor is not None else [])
+    except UnicodeDecodeError as exc:  # a binary file given as the anchors
+        why = f"not UTF-8 text: {exc.reason}"
+        raise _fail(f"{anchor}: cannot read anchors ({why})", EXIT_FAIL) from None
 
 
 @app.command()
@@ -55,13 +64,19 @@ def verify(
             f"{journal}: BROKEN at event {result.first_bad_seq}: {result.reason} "
             f"({result.events} events verified before it)",
             highlight=False,
+            markup=False,
         )
         raise typer.Exit(EXIT_FAIL)
     assert sig is not None
     if not sig.ok:
-        err.print(f"{journal}: SIGNATURE CHECK FAILED at event {sig.first_bad_seq}: {sig.reason}")
+        err.print(
+            f"{journal}: SIGNATURE CHECK FAILED at event {sig.first_bad_seq}: {sig.reason}",
+            markup=False,
+        )
         raise typer.Exit(EXIT_FAIL)
-    out.print(f"{journal}: intact — {result.events} events, head {result.head[:16]}…")
+    people = _check_esignatures(journal)
+    out.print(f"{journal}: intact — {result.events} events, head {result.head[:16]}…", markup=False)
+    _print_esignatures(people)
     guarded = "edited, deleted, inserted or reordered events"
     if sig.verified:
         ids = ", ".join(sorted(sig.key_ids))
@@ -90,6 +105,7 @@ def verify(
 
 site_app = typer.Typer(help="A site's signing key for its journals.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+site_app.add_typer(user_app, name="user")
 
 
 @site_app.command("keygen")
@@ -103,13 +119,24 @@ def site_keygen(
     """Create a site's Ed25519 key pair; the private key signs journal heads, kept apart."""
     from twin.signing import ENV_KEY, default_key_dir, generate_site_key
 
-    try:
+    try:  # it names the key files, the checkpoints' source and the site's MQTT topics
+        check_safe_name(site, "site name")
         private, public = generate_site_key(site, directory or default_key_dir(), overwrite=force)
-    except PocTwinError as exc:
+    except (PocTwinError, UnsafeName) as exc:
         raise _fail(str(exc), EXIT_INVALID) from None
-    out.print(f"private key: {private} (mode 0600; keep it off shared storage)", highlight=False)
-    out.print(f"public key:  {public} (give it to QA and the control site)", highlight=False)
-    out.print(f"sign journals: export {ENV_KEY}={private}", highlight=False)
+    except OSError as exc:  # --dir is a file, or cannot be written
+        raise _fail(
+            f"cannot write the keys in {exc.filename}: {exc.strerror}", EXIT_INVALID
+        ) from None
+    out.print(
+        f"private key: {private} (mode 0600; keep it off shared storage)",
+        highlight=False,
+        markup=False,
+    )
+    out.print(
+        f"public key:  {public} (give it to QA and the control site)", highlight=False, markup=False
+    )
+    out.print(f"sign journals: export {ENV_KEY}={private}", highlight=False, markup=False)
 
 
 @site_app.command("anchor")
@@ -126,6 +153,14 @@ def site_anchor(journal: Annotated[Path, typer.Argument(help="Journal file")]) -
         raise _fail(str(exc), EXIT_FAIL) from None
 
 
+def _beside(journal: Path, suffix: str) -> Path:
+    """The default output file: the journal's name with ``suffix`` (none for '.' or '/')."""
+    try:
+        return journal.with_suffix(suffix)
+    except ValueError:  # '.', '..', '/': no file name to take
+        raise _fail(f"{journal}: not a journal file", EXIT_FAIL) from None
+
+
 @app.command()
 def report(
     journal: Annotated[Path, typer.Argument(help="Journal file")],
@@ -138,19 +173,24 @@ def report(
     """Write the self-contained HTML batch record; exit 1 if the journal does not verify."""
     from twin.report import write_report
 
-    target = output or journal.with_suffix(".html")
+    target = _output_file(output, "--output") if output else _beside(journal, ".html")
     try:
         key, anchors = _signature_inputs(public_key, anchor)
         record = write_report(journal, target, key, anchors)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL) from None
+    except OSError as exc:
+        raise _fail(f"cannot write {target}: {exc.strerror}", EXIT_FAIL) from None
     worst = record.exceptions[0][0] if record.exceptions else "none"
     out.print(
         f"batch record: {target} — {len(record.exceptions)} exceptions (worst: {worst})",
         highlight=False,
+        markup=False,
     )
     if not record.verified:
-        err.print(f"{journal}: does not verify; the report is written and marked as such")
+        err.print(
+            f"{journal}: does not verify; the report is written and marked as such", markup=False
+        )
         raise typer.Exit(EXIT_FAIL)
 
 
@@ -168,15 +208,44 @@ def export(
     if fmt not in FORMATS:
         raise _fail(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}", EXIT_INVALID)
     suffix = ".json" if fmt == "json" else (".trends.csv" if fmt == "trends-csv" else ".csv")
-    target = output or journal.with_suffix(suffix)
+    target = _output_file(output, "--output") if output else _beside(journal, suffix)
     try:
         ok = export_journal(journal, fmt, target)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL) from None
-    out.print(f"exported {journal} as {fmt}: {target}", highlight=False)
+    except OSError as exc:
+        raise _fail(f"cannot write {target}: {exc.strerror}", EXIT_FAIL) from None
+    out.print(f"exported {journal} as {fmt}: {target}", highlight=False, markup=False)
     if not ok:
-        err.print(f"{journal}: does not verify; the export says so in its verification field")
+        err.print(
+            f"{journal}: does not verify; the export says so in its verification field",
+            markup=False,
+        )
         raise typer.Exit(EXIT_FAIL)
+
+
+def _check_esignatures(journal: Path) -> Any:
+    """People's e-signatures bound to their acts; exit 1 naming each problem."""
+    from twin.access.esign import check_signatures
+    from twin.journal import read_events
+
+    try:
+        people = check_signatures(read_events(journal))
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_FAIL) from None
+    if not people.ok:
+        for problem in people.problems:
+            err.print(f"{journal}: E-SIGNATURE: {problem}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FAIL)
+    return people
+
+
+def _print_esignatures(people: Any) -> None:
+    rule = "every person's act signed" if people.required else "signatures not required"
+    out.print(
+        f"e-signatures: {people.signatures} bound to the acts they sign ({rule})",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -188,15 +257,18 @@ def qc(
             "--result", help="TEST=VALUE: viability, car, cd3 (%), endotoxin (EU/mL), vcn"
         ),
     ],
-    operator: Annotated[str, typer.Option(help="Who enters the results (electronic signature)")],
+    operator: Annotated[str, typer.Option(help="Your site user id (QA signs the results)")],
     reason: Annotated[str, typer.Option(help="Meaning, e.g. 'QC lab release testing'")],
     lab_ref: Annotated[str, typer.Option("--lab-ref", help="The QC lab's report number")] = "",
     site_key: Annotated[
         Path | None,
         typer.Option(envvar="POC_TWIN_SITE_KEY", help="Site Ed25519 key: signs the journal"),
     ] = None,
+    password_file: PasswordFileOpt = None,
+    users: UsersOpt = None,
 ) -> None:
-    """Enter QC lab results into the batch's journal; the batch record judges release by them."""
+    """Enter QC lab results into the batch's journal, signed by QA; the batch record judges
+    release by them."""
     from twin.errors import InvalidInput
     from twin.report.qc import parse_results, record_qc_results
     from twin.signing import load_site_key
@@ -207,10 +279,11 @@ def qc(
         for problem in exc.problems:
             err.print(str(problem), highlight=False, markup=False)
         raise typer.Exit(EXIT_INVALID) from None
+    person = _sign_entry(journal, operator, password_file, users, Act.QC_RESULT)
     try:
         signer = load_site_key(site_key) if site_key is not None else None
         written = record_qc_results(
-            journal, entries, operator=operator, reason=reason, lab_ref=lab_ref, signer=signer
+            journal, entries, person=person, reason=reason, lab_ref=lab_ref, signer=signer
         )
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL) from None
@@ -220,4 +293,6 @@ def qc(
             f"— {data['verdict']}",
             highlight=False,
         )
-    out.print(f"recorded in {journal}; `poc-twin report {journal}` judges release with them")
+    out.print(
+        f"recorded in {journal}; `poc-twin report {journal}` judges release with them", markup=False
+    )

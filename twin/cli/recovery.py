@@ -22,6 +22,7 @@ from twin.cli.common import (
     err,
     out,
 )
+from twin.cli.esign import UsersOpt, users_for_batch
 from twin.errors import InvalidInput, PocTwinError
 
 JournalArg = Annotated[Path, typer.Argument(help="Journal file of the batch")]
@@ -61,6 +62,7 @@ def replay(
         out.print(
             f"{journal}: identical — {result.reproduced} events reproduced, {ending}",
             highlight=False,
+            markup=False,
         )
         raise typer.Exit(EXIT_OK)
     assert result.divergence is not None
@@ -87,6 +89,7 @@ def resume(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
     pace: PaceOpt = 1.0,
+    users: UsersOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Bring back a batch whose process died: replay its record, hold, re-read the equipment."""
@@ -113,6 +116,7 @@ def resume(
                 site_key=site_key,
                 subscribers=subscribers,
                 pace=pace,
+                users=users_for_batch(users),
             )
     except InvalidInput as exc:
         _print_problems(exc)

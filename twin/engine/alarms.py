@@ -12,10 +12,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from twin.journal import Journal
+from twin.journal import Event, Journal
 from twin.recipe.monitors import Monitor
 
-__all__ = ["AlarmState", "Alarms"]
+__all__ = ["CRITICAL_KINDS", "AlarmState", "Alarms", "is_critical"]
+
+#: Alarms that are critical whatever their reaction: equipment safety or the batch's record.
+CRITICAL_KINDS = frozenset(
+    {"communication", "interlock", "device", "safe_state_failed", "control_modules"}
+)
+
+
+def is_critical(alarm: Event) -> bool:
+    """A critical alarm (only a supervisor acknowledges it): it held the whole procedure or
+    aborted it, or it is about the equipment or the record rather than a process value."""
+    d = alarm.data
+    return d.get("reaction") in ("hold", "abort") or d.get("alarm") in CRITICAL_KINDS
 
 ReactionHandler = Callable[[Monitor, str], None]
 

@@ -38,15 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twin.access.users import Signer, UserStore
 from twin.clock import Clock
-from twin.engine.alarms import Alarms
+from twin.engine.alarms import Alarms, is_critical
 from twin.engine.context import BatchContext, PhaseInterrupted
 from twin.engine.inbox import serve_commands
 from twin.engine.modules import ControlModules
 from twin.engine.phases import PhaseLogic, make_phase
 from twin.engine.states import Command, ProceduralState, StateMachine
 from twin.errors import CommandRefused, CommunicationError, EquipmentError, InterlockTripped
-from twin.journal import Journal
+from twin.journal import Event, Journal
 from twin.recipe import LoadedRecipe
 from twin.recipe.monitors import Monitor
 
@@ -103,6 +104,8 @@ class Batch:
         patient_id: str | None = None,
         bag_id: str | None = None,
         command_path: Path | None = None,
+        users: UserStore | None = None,
+        relay_token: str | None = None,
     ) -> None:
         self.recipe = recipe
         self.equipment = equipment
@@ -116,6 +119,13 @@ class Batch:
         self.hold_reason = ""
         #: Where operator commands reach this batch (the journal's path unless told otherwise).
         self.command_path = command_path if command_path is not None else journal.path
+        #: The site's users: who may sign which command sent to this batch (None: no one).
+        self.users = users
+        self.relay_token = relay_token
+        #: Alarms raised in this batch, by event sequence number, and those acknowledged.
+        self.alarm_events: dict[int, Event] = {}
+        self.acknowledged: set[int] = set()
+        journal.subscribe(self._remember_alarm)
         #: The task running the current phase's logic (None between phases).
         self.phase_task: asyncio.Task[None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -255,15 +265,24 @@ class Batch:
     # -- commands ------------------------------------------------------------------
 
     def command(
-        self, command: Command | str, *, who: str, why: str, level: str = "procedure"
-    ) -> None:
+        self,
+        command: Command | str,
+        *,
+        who: str,
+        why: str,
+        level: str = "procedure",
+        via: str | None = None,
+    ) -> Event:
         """An operator (or engine) command to the active element at ``level``.
 
         Hold and restart act at any level. Stop and abort act at any level too: below the
         procedure (while it runs) they end that element early, a stop at its phase's next
         safe point, an abort at once with its equipment made safe, and the procedure then
         holds for a person to decide; on restart it goes on after the ended element.
-        Pause and resume act on the whole procedure.
+        Pause and resume act on the whole procedure. Returns the journalled ``command``
+        event (a refusal carries it as ``CommandRefused.event``) for a signature to bind to.
+        ``via`` names a way in where no site user signs: ``ctrl-c`` at the batch's own
+        console, a ``control-site`` request.
         """
         cmd = Command(command)
         if level not in LEVELS:
@@ -282,7 +301,7 @@ class Batch:
         ):
             accepted = False
             valid = [c for c in valid if c not in ("stop", "abort")]
-        self.journal.append(
+        event = self.journal.append(
             "command",
             target.element,
             {
@@ -293,10 +312,13 @@ class Batch:
                 "meaning": f"{who} requests {cmd.value} of {target.element}",
                 "accepted": accepted,
                 "state": target.state.label,
+                **({"via": via} if via else {}),
             },
         )
         if not accepted:
-            raise CommandRefused(target.element, cmd.value, target.state.label, valid)
+            refused = CommandRefused(target.element, cmd.value, target.state.label, valid)
+            refused.event = event
+            raise refused
         if cmd in (Command.HOLD, Command.STOP, Command.ABORT):
             # No dose or perfusion start may slip in before the equipment is driven.
             self.modules.additions = False
@@ -304,10 +326,38 @@ class Batch:
         if cmd is Command.HOLD:
             self.hold_reason = why
         self._mirror(cmd, who, why, top=target)
+        return event
 
-    def present_identity(self, patient_id: str, bag_id: str, *, who: str, why: str) -> None:
-        """An operator's identity scan, handed to the confirm_identity phase."""
-        self.ctx.present_identity(patient_id, bag_id, who, why)
+    def present_identity(
+        self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
+    ) -> None:
+        """An operator's identity scan, handed to the confirm_identity phase (which journals
+        it, with the operator's signature when one is given)."""
+        self.ctx.present_identity(patient_id, bag_id, who, why, signer)
+
+    def acknowledge(self, alarm_seq: int, *, who: str, comment: str) -> Event:
+        """A person acknowledges a raised alarm (by its event's sequence number)."""
+        alarm = self.alarm_events.get(alarm_seq)
+        if alarm is None:
+            raise ValueError(f"event {alarm_seq} is not an alarm of this batch")
+        if alarm_seq in self.acknowledged:
+            raise ValueError(f"alarm {alarm_seq} was acknowledged already")
+        self.acknowledged.add(alarm_seq)
+        return self.journal.append(
+            "alarm_ack",
+            alarm.source,
+            {
+                "alarm_seq": alarm_seq,
+                "alarm": alarm.data.get("alarm", ""),
+                "critical": is_critical(alarm),
+                "user": who,
+                "comment": comment,
+            },
+        )
+
+    def _remember_alarm(self, event: Event) -> None:
+        if event.kind == "alarm":
+            self.alarm_events[event.seq] = event
 
     def _finish(self, who: str = "engine", why: str = "") -> None:
         """The '-ing' state's logic is done: procedure and active elements move on."""
@@ -546,7 +596,7 @@ class Batch:
 
     async def run(self) -> ProceduralState:
         """Execute the procedure until it ends Complete, Stopped or Aborted."""
-        inbox = await serve_commands(self, self.command_path)
+        inbox = await serve_commands(self, self.command_path, self.users, self.relay_token)
         try:
             self.procedure.fire(Command.START, who=self.operator, why="batch started")
             self.alarms.activate("recipe", self.recipe.model.monitors)

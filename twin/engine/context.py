@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from twin.access.users import Signer
 from twin.clock import Clock
 from twin.engine.alarms import Alarms
 from twin.engine.interlocks import check_write
@@ -167,6 +168,8 @@ def recorded_pair(value: Any) -> tuple[Any, Any]:
 CONFIRMED = "confirmed"
 
 Restorer = tuple[Any, str, Callable[[], Awaitable[Any]]]
+#: An identity scan: patient id, bag id, operator, reason, and the operator's signature.
+Scan = tuple[str, str, str, str, "Signer | None"]
 
 
 class BatchContext:
@@ -190,7 +193,7 @@ class BatchContext:
         self.ordered_identity: tuple[str, str] | None = None
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
         self.identity: tuple[str, str] | None = None
-        self._scans: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue()
+        self._scans: asyncio.Queue[Scan] = asyncio.Queue()
         self._restore: dict[tuple[str, str], Restorer] = {}
         self.latest: dict[str, Any] = {}
         #: The unit's control modules (set by the batch): phases engage loops on them.
@@ -261,11 +264,18 @@ class BatchContext:
             self.alarms.evaluate(equipment, record, self.clock.now())
         return value
 
-    def present_identity(self, patient_id: str, bag_id: str, operator: str, reason: str) -> None:
+    def present_identity(
+        self,
+        patient_id: str,
+        bag_id: str,
+        operator: str,
+        reason: str,
+        signer: Signer | None = None,
+    ) -> None:
         """An operator's scan of the patient wristband and bag label (from another terminal)."""
-        self._scans.put_nowait((patient_id, bag_id, operator, reason))
+        self._scans.put_nowait((patient_id, bag_id, operator, reason, signer))
 
-    async def next_scan(self) -> tuple[str, str, str, str]:
+    async def next_scan(self) -> Scan:
         """Wait for the next identity scan: the batch now waits on a person."""
         if not self._scans.empty():
             return self._scans.get_nowait()

@@ -2,8 +2,14 @@
 
 The socket is a Linux abstract Unix socket named after the journal's absolute
 path: no file to clean up, gone the moment the batch process ends, and only
-reachable from this machine. One JSON line in (command, operator, reason), one
-JSON line out (accepted with the new state, or refused with the valid commands).
+reachable from this machine. One JSON line in (command, operator, password,
+reason), one JSON line out (accepted with the new state, or refused: with the
+valid commands, or why the signature was refused).
+
+Every command is an electronically signed act: the operator's id and password
+are checked against the site's users and the role table (:mod:`twin.access`)
+before anything happens; the command's event is then followed by its signature
+event, and a refusal is journalled (who, which act, why; never the password).
 Event-driven: a command reaches the engine at once, and nothing polls.
 """
 
@@ -12,13 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any, Protocol
 
+from twin.access.esign import journal_refusal, sign_event
+from twin.access.roles import Act
+from twin.access.users import AccessRefused, Signer, UserStore
+from twin.engine.alarms import is_critical
+from twin.engine.states import Command
 from twin.errors import CommandRefused, PocTwinError
+from twin.journal import Event, Journal
 
-__all__ = ["CommandTarget", "NoRunningBatch", "command_address", "send_command", "serve_commands"]
+__all__ = [
+    "RELAY_ENV",
+    "CommandTarget",
+    "NoRunningBatch",
+    "command_address",
+    "send_command",
+    "serve_commands",
+]
 
 
 class NoRunningBatch(PocTwinError):
@@ -28,9 +48,16 @@ class NoRunningBatch(PocTwinError):
 class CommandTarget(Protocol):
     """What the inbox hands commands to (the Batch)."""
 
-    def command(self, command: str, *, who: str, why: str, level: str = "procedure") -> None: ...
+    journal: Journal
+    alarm_events: dict[int, Event]
 
-    def present_identity(self, patient_id: str, bag_id: str, *, who: str, why: str) -> None: ...
+    def command(self, command: str, *, who: str, why: str, level: str = "procedure") -> Event: ...
+
+    def present_identity(
+        self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
+    ) -> None: ...
+
+    def acknowledge(self, alarm_seq: int, *, who: str, comment: str) -> Event: ...
 
     @property
     def state(self) -> Any: ...
@@ -45,31 +72,125 @@ def command_address(journal_path: Path | str) -> str:
     return f"\0poc-twin-{digest}"
 
 
-def _answer(target: CommandTarget, request: dict[str, Any]) -> dict[str, Any]:
-    try:
-        command, operator, reason = request["command"], request["operator"], request["reason"]
-    except (KeyError, TypeError):
-        return {"status": "invalid", "message": "need command, operator and reason"}
-    if not str(operator).strip() or not str(reason).strip():
+def _act(command: str, request: dict[str, Any], target: CommandTarget) -> Act:
+    """The act a request asks to sign for; ValueError for what is not one."""
+    if command == "acknowledge":
+        alarm = target.alarm_events.get(_alarm_seq(request))
+        if alarm is None:
+            raise ValueError(f"event {request.get('alarm')} is not an alarm of this batch")
+        return Act.ACKNOWLEDGE_CRITICAL if is_critical(alarm) else Act.ACKNOWLEDGE
+    if command in _COMMAND_ACTS:
+        return Act(command)
+    raise ValueError(f"unknown command '{command}'")
+
+
+def _alarm_seq(request: dict[str, Any]) -> int:
+    seq = request.get("alarm")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
+
+
+_COMMAND_ACTS = {a.value for a in Act if a.value in {c.value for c in Command}} | {
+    Act.CONFIRM_IDENTITY.value
+}
+
+
+RELAY_ENV = "POC_TWIN_RELAY_TOKEN"
+"""The run process's secret for its telemetry forwarder (environment of that child only)."""
+RELAYED = "control-site:"
+
+
+def _relayed_hold(request: dict[str, Any], relay_token: str | None) -> bool:
+    """A hold the control site requested (its user authenticated there), relayed by this
+    batch's own forwarder: the only command not signed by a site user."""
+    token = request.get("relay_token")
+    return (
+        relay_token is not None
+        and isinstance(token, str)
+        and hmac.compare_digest(token.encode(), relay_token.encode())
+        and request.get("command") == "hold"
+        and str(request.get("operator", "")).startswith(RELAYED)
+    )
+
+
+def _answer(
+    target: CommandTarget,
+    request: dict[str, Any],
+    users: UserStore | None,
+    relay_token: str | None = None,
+) -> dict[str, Any]:
+    if not isinstance(request, dict):
+        return {"status": "invalid", "message": "need command, operator, password and reason"}
+    command, operator = request.get("command"), request.get("operator")
+    reason, password = request.get("reason"), request.get("password")
+    if not all(isinstance(v, str) for v in (command, operator, reason, password)):
+        return {"status": "invalid", "message": "need command, operator, password and reason"}
+    if not operator.strip() or not reason.strip():
         return {"status": "invalid", "message": "operator and reason must not be empty"}
+    if _relayed_hold(request, relay_token):
+        try:
+            target.command("hold", who=operator, why=reason, via="control-site")
+        except CommandRefused as exc:
+            return {"status": "refused", "message": str(exc), "state": exc.state}
+        return {"status": "accepted", "state": target.status}
+    if operator.startswith(RELAYED):
+        return {"status": "invalid", "message": f"'{RELAYED}' names are the control site's"}
+    try:
+        act = _act(command, request, target)
+    except ValueError as exc:
+        return {"status": "invalid", "message": str(exc)}
     if command == "confirm-identity":
         patient, bag = request.get("patient_id"), request.get("bag_id")
         if not patient or not bag:
             return {"status": "invalid", "message": "confirm-identity needs patient_id and bag_id"}
-        target.present_identity(str(patient), str(bag), who=str(operator), why=str(reason))
+    try:
+        if users is None:
+            raise AccessRefused(
+                operator, act.value, "this batch runs without site users (run --users FILE)"
+            )
+        signer = users.sign(operator, password, act)
+    except AccessRefused as exc:
+        journal_refusal(target.journal, exc)
+        return {"status": "refused", "message": str(exc), "state": target.status}
+    return _perform(target, command, request, signer)
+
+
+def _perform(
+    target: CommandTarget, command: str, request: dict[str, Any], signer: Signer
+) -> dict[str, Any]:
+    """Do the signed act and journal its signature."""
+    who, why = signer.user, str(request["reason"])
+    if command == "confirm-identity":
+        patient, bag = str(request["patient_id"]), str(request["bag_id"])
+        target.present_identity(patient, bag, who=who, why=why, signer=signer)
+        return {"status": "accepted", "state": target.status}
+    if command == "acknowledge":
+        try:
+            event = target.acknowledge(_alarm_seq(request), who=who, comment=why)
+        except ValueError as exc:
+            return {"status": "refused", "message": str(exc), "state": target.status}
+        sign_event(target.journal, event, signer)
         return {"status": "accepted", "state": target.status}
     try:
         level = str(request.get("level", "procedure"))
-        target.command(str(command), who=str(operator), why=str(reason), level=level)
+        event = target.command(command, who=who, why=why, level=level)
     except CommandRefused as exc:
+        if exc.event is not None:
+            sign_event(target.journal, exc.event, signer)
         return {"status": "refused", "message": str(exc), "state": exc.state, "valid": exc.valid}
     except ValueError as exc:
         return {"status": "invalid", "message": str(exc) or f"unknown command '{command}'"}
+    sign_event(target.journal, event, signer)
     return {"status": "accepted", "state": target.status}
 
 
-async def serve_commands(target: CommandTarget, journal_path: Path | str) -> asyncio.Server:
-    """Start listening for operator commands for this batch."""
+async def serve_commands(
+    target: CommandTarget,
+    journal_path: Path | str,
+    users: UserStore | None = None,
+    relay_token: str | None = None,
+) -> asyncio.Server:
+    """Start listening for operator commands for this batch, signed by ``users``
+    (and control-site holds relayed by the forwarder holding ``relay_token``)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -79,7 +200,7 @@ async def serve_commands(target: CommandTarget, journal_path: Path | str) -> asy
             except ValueError:
                 reply: dict[str, Any] = {"status": "invalid", "message": "not a JSON request"}
             else:
-                reply = _answer(target, request)
+                reply = _answer(target, request, users, relay_token)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         finally:
@@ -100,9 +221,10 @@ async def send_command(
     command: str,
     *,
     operator: str,
+    password: str,
     reason: str,
     level: str = "procedure",
-    extra: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Send one command to the batch writing ``journal_path`` and return its answer."""
     try:
@@ -113,6 +235,7 @@ async def send_command(
         request = {
             "command": command,
             "operator": operator,
+            "password": password,
             "reason": reason,
             "level": level,
             **(extra or {}),

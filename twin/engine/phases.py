@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from twin.access.esign import sign_event
 from twin.engine.context import BatchContext, as_record, as_recorded
 from twin.engine.modules import PerfusionLoop, PHLoop
 from twin.equipment import CellSample, Gas, Material, PulseProgram
@@ -351,9 +352,9 @@ class ConfirmIdentity(PhaseLogic):
         ctx.journal.append(
             "identity_requested", "batch", {"patient_id": ordered[0], "bag_id": ordered[1]}
         )
-        patient, bag, operator, reason = await ctx.next_scan()
+        patient, bag, operator, reason, signer = await ctx.next_scan()
         match = (patient, bag) == ordered
-        ctx.journal.append(
+        event = ctx.journal.append(
             "identity_confirmation",
             "batch",
             {
@@ -365,6 +366,8 @@ class ConfirmIdentity(PhaseLogic):
                 "match": match,
             },
         )
+        if signer is not None:
+            sign_event(ctx.journal, event, signer)
         if not match:
             raise PhaseFailed(
                 f"identity mismatch: scanned patient {patient} / bag {bag}, "

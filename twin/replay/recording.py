@@ -22,7 +22,9 @@ from twin.recipe import LoadedRecipe, load_recipe
 __all__ = ["NOT_THE_ENGINES", "Recording", "load_recording"]
 
 #: Event kinds in a batch's journal that no engine decision wrote.
-NOT_THE_ENGINES = frozenset({CHECKPOINT, "qc_result"})
+NOT_THE_ENGINES = frozenset(
+    {CHECKPOINT, "qc_result", "signature", "access_refused", "record_signature", "alarm_ack"}
+)
 
 
 @dataclass(frozen=True)

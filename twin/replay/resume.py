@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from twin.access.users import UserStore
 from twin.bench import OpenBench, open_bench
 from twin.clock import DEFAULT_PACE, Clock, VirtualTimeLoop, run_batch_loop, wall_now
 from twin.engine.batch import Batch
@@ -89,6 +90,7 @@ async def resume_async(
     on_bench: Callable[[OpenBench, Clock], None] | None = None,
     on_batch: Callable[[Batch], None] | None = None,
     pace: float | None = DEFAULT_PACE,
+    users: UserStore | None = None,
 ) -> ProceduralState:
     """Resume on the running loop, which must be a :class:`VirtualTimeLoop` (replay first).
 
@@ -158,7 +160,7 @@ async def resume_async(
                     session.feed.boundary(len(journal.recorded)),
                     open_equipment,
                 )
-                inbox = await serve_commands(batch, recording.path)
+                inbox = await serve_commands(batch, recording.path, users)
                 if restart:
                     await _until_held(batch)
                     if batch.state is S.HELD:

@@ -137,6 +137,7 @@ class ReplaySession:
                         who=d["operator"],
                         why=d.get("reason", ""),
                         level=d.get("level", "procedure"),
+                        via=d.get("via"),
                     )
             else:
                 self.batch.present_identity(

@@ -10,15 +10,13 @@ one in the release table; both stay in the journal.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twin.engine.inbox import command_address
-from twin.errors import InvalidInput, JournalError, Problem
-from twin.journal import Journal, read_events
+from twin.access.entries import ended_journal
+from twin.access.users import Signer
+from twin.errors import InvalidInput, Problem
 from twin.report.criteria import CRITERIA_BY_KEY
 
 __all__ = ["QC_RESULT", "QcEntry", "parse_results", "record_qc_results"]
@@ -69,35 +67,21 @@ def parse_results(items: list[str]) -> list[QcEntry]:
     return entries
 
 
-async def _batch_is_running(journal: Path) -> bool:
-    with contextlib.suppress(OSError):
-        _, writer = await asyncio.open_unix_connection(path=command_address(journal))
-        writer.close()
-        return True
-    return False
-
-
 def record_qc_results(
     journal: Path,
     entries: list[QcEntry],
     *,
-    operator: str,
+    person: Signer,
     reason: str,
     lab_ref: str = "",
     signer: Any = None,
 ) -> list[dict[str, Any]]:
-    """Append one ``qc_result`` event per entry to the batch's journal; return their data."""
-    if asyncio.run(_batch_is_running(journal)):
-        raise JournalError(
-            f"{journal}: a batch process is still writing this journal; enter QC results "
-            "after the batch has ended"
-        )
-    if not any(e.kind == "batch_started" for e in read_events(journal)):
-        raise JournalError(f"{journal}: no batch in this journal")
-    last = max((e.batch_time for e in read_events(journal)), default=0.0)
-    book = Journal.reopen(journal, lambda: last, signer=signer)
+    """Append one ``qc_result`` event per entry, each signed by ``person``; return their data.
+
+    ``signer`` is the site key that signs the journal's head.
+    """
     written = []
-    try:
+    with ended_journal(journal, "enter QC results", site_signer=signer) as ended:
         for entry in entries:
             c = CRITERIA_BY_KEY[entry.test]
             data = {
@@ -108,14 +92,12 @@ def record_qc_results(
                 "criterion": c.text,
                 "verdict": "pass" if _meets(c.op, entry.value, c.limit) else "fail",
                 "lab_ref": lab_ref,
-                "operator": operator,
-                "meaning": f"{operator} enters the QC result for {c.name}",
+                "operator": person.user,
+                "meaning": f"{person.name} enters the QC result for {c.name}",
                 "reason": reason,
             }
-            book.append(QC_RESULT, "qc", data)
+            ended.append_signed(QC_RESULT, "qc", data, person)
             written.append(data)
-    finally:
-        book.close()
     return written
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import aiomqtt
 
 from twin.clock import wall_monotonic, wall_now
-from twin.engine.inbox import NoRunningBatch, send_command
+from twin.engine.inbox import RELAY_ENV, NoRunningBatch, send_command
 from twin.journal import CHECKPOINT, Event
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.state import BatchState
@@ -279,7 +279,14 @@ class Forwarder:
             outcome = f"refused: the control site may only request hold, not '{command}'"
         else:
             try:
-                reply = await send_command(self.journal_path, "hold", operator=who, reason=reason)
+                reply = await send_command(
+                    self.journal_path,
+                    "hold",
+                    operator=who,
+                    password="",
+                    reason=reason,
+                    extra={"relay_token": os.environ.get(RELAY_ENV, "")},
+                )
                 outcome = str(reply.get("status"))
             except NoRunningBatch as exc:
                 outcome = f"not delivered: {exc}"

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiomqtt
 
+from twin.engine.inbox import RELAY_ENV
 from twin.telemetry.site import SiteRecord, Suspension
 from twin.telemetry.topics import BrokerURL, decode, encode, topic
 
@@ -61,6 +62,9 @@ class SiteTelemetry:
         self.journal_path = Path(journal_path)
         self.proc: subprocess.Popen[bytes] | None = None
         self.live = True
+        #: Shared with the forwarder child only: its hold requests from the control site
+        #: are the control site's (authenticated there), not a site user's signature.
+        self.relay_token = secrets.token_hex(32)
 
     def suspension(self) -> tuple[Suspension, bool]:
         """(suspension, heard from the broker); offline, the site's own record decides."""
@@ -87,7 +91,7 @@ class SiteTelemetry:
 
     def start(self) -> None:
         """Start the forwarder child; the URL (with its password) travels in the environment."""
-        env = {**os.environ, "POC_TWIN_BROKER": self.broker_url}
+        env = {**os.environ, "POC_TWIN_BROKER": self.broker_url, RELAY_ENV: self.relay_token}
         with Path(f"{self.journal_path}.telemetry.log").open("ab") as log:
             self.proc = self._spawn(env, log)
 

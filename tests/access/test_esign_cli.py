@@ -1,0 +1,141 @@
+"""Signed acts on an ended batch, and what `verify` says of signatures that were moved,
+replayed or are missing. Real journals, the real command line, the site's users file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from site_users import Site
+from typer.testing import CliRunner
+
+from twin.access.esign import REQUIRED_FLAG
+from twin.cli import app
+from twin.journal import GENESIS, Journal, _canonical, event_hash, read_events
+
+cli = CliRunner()
+
+
+def ended_batch(path: Path) -> Path:
+    """A finished batch that required signatures, with a critical and a minor alarm."""
+    clock = iter(float(t) for t in range(0, 100000, 60))
+    j = Journal(path, lambda: next(clock), signer=None)
+    j.append("batch_started", "batch", {"batch_id": "B-1", "operator": "kim", REQUIRED_FLAG: True})
+    j.append("alarm", "bioreactor", {"alarm": "temp", "kind": "limit", "reaction": "hold"})
+    j.append("alarm", "bioreactor", {"alarm": "do", "kind": "limit", "reaction": "hold_phase"})
+    j.append("batch_ended", "batch", {"state": "Complete"})
+    j.close()
+    return path
+
+
+def kinds(path: Path) -> list[str]:
+    return [e.kind for e in read_events(path)]
+
+
+def test_alarms_are_acknowledged_by_who_may_and_only_once(tmp_path: Path, site: Site) -> None:
+    journal = ended_batch(tmp_path / "b.sqlite")
+    ack = ["ack", str(journal)]
+    critical = cli.invoke(app, [*ack, "2", *site.signed("kim"), "--comment", "seen"])
+    assert critical.exit_code == 4
+    assert "role operator may not acknowledge-critical (allowed: supervisor)" in critical.output
+    assert kinds(journal)[-1] == "access_refused"
+    by_supervisor = cli.invoke(app, [*ack, "2", *site.signed("sam"), "--comment", "bag checked"])
+    assert by_supervisor.exit_code == 0, by_supervisor.output
+    minor = cli.invoke(app, [*ack, "3", *site.signed("kim"), "--comment", "DO recovered"])
+    assert minor.exit_code == 0, minor.output
+    again = cli.invoke(app, [*ack, "3", *site.signed("sam"), "--comment", "again"])
+    assert again.exit_code == 4 and "acknowledged already" in again.output
+    not_an_alarm = cli.invoke(app, [*ack, "1", *site.signed("sam"), "--comment", "x"])
+    assert not_an_alarm.exit_code == 2
+    acks = [e for e in read_events(journal) if e.kind == "alarm_ack"]
+    assert [(a.data["alarm_seq"], a.data["user"], a.data["critical"]) for a in acks] == [
+        (2, "sam", True),
+        (3, "kim", False),
+    ]
+    verified = cli.invoke(app, ["verify", str(journal)])
+    assert verified.exit_code == 0, verified.output
+    assert "e-signatures: 2 bound to the acts they sign" in verified.output
+
+
+def test_qa_reviews_and_approves_and_nobody_else_does(tmp_path: Path, site: Site) -> None:
+    journal = ended_batch(tmp_path / "b.sqlite")
+    for user in ("kim", "sam", "root", "eve"):
+        refused = cli.invoke(app, ["review", str(journal), *site.signed(user), "--comment", "x"])
+        assert refused.exit_code == 4, (user, refused.output)
+    wrong = ["--operator", "quinn", "--password-file", str(site.password_file("quinn", "nope"))]
+    assert cli.invoke(app, ["review", str(journal), *wrong, "--comment", "x"]).exit_code == 4
+    reviewed = cli.invoke(app, ["review", str(journal), *site.signed("quinn"), "--comment", "ok"])
+    assert reviewed.exit_code == 0 and "reviewed by Quinn Ash" in reviewed.output
+    approved = cli.invoke(
+        app, ["review", str(journal), *site.signed("quinn"), "--comment", "release", "--approve"]
+    )
+    assert approved.exit_code == 0 and "approved by Quinn Ash" in approved.output
+    signatures = [e.data for e in read_events(journal) if e.kind == "signature"]
+    assert [(s["user"], s["meaning"]) for s in signatures] == [
+        ("quinn", "reviewed"),
+        ("quinn", "approved"),
+    ]
+    refusals = [e.data["user"] for e in read_events(journal) if e.kind == "access_refused"]
+    assert refusals == ["kim", "sam", "root", "eve", "quinn"]
+
+
+def test_a_password_file_others_can_read_is_refused(tmp_path: Path, site: Site) -> None:
+    journal = ended_batch(tmp_path / "b.sqlite")
+    loose = site.password_file("sam")
+    loose.chmod(0o644)
+    result = cli.invoke(
+        app, ["ack", str(journal), "2", "--operator", "sam", "--password-file", str(loose),
+              "--comment", "x"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "chmod 600" in result.output
+
+
+def rechain(path: Path, rows: list[tuple]) -> None:
+    """Rewrite the journal as someone without the site key could: every hash recomputed."""
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM events")
+    prev = GENESIS
+    for seq, (bt, wt, kind, source, data) in enumerate(rows, start=1):
+        digest = event_hash(prev, seq, bt, wt, kind, source, data)
+        db.execute(
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)",
+            (seq, bt, wt, kind, source, data, prev, digest),
+        )
+        prev = digest
+    db.commit()
+    db.close()
+
+
+def rows(path: Path) -> list[tuple]:
+    return [
+        (e.batch_time, e.wall_time, e.kind, e.source, _canonical(e.data)) for e in read_events(path)
+    ]
+
+
+def test_verify_names_a_replayed_a_moved_and_a_missing_signature(
+    tmp_path: Path, site: Site
+) -> None:
+    journal = ended_batch(tmp_path / "b.sqlite")
+    for alarm, user in (("2", "sam"), ("3", "kim")):
+        ok = cli.invoke(app, ["ack", str(journal), alarm, *site.signed(user), "--comment", "c"])
+        assert ok.exit_code == 0, ok.output
+    original = rows(journal)
+    signature = next(r for r in original if r[2] == "signature")
+
+    rechain(journal, [*original, signature])  # the same signature once more
+    replayed = cli.invoke(app, ["verify", str(journal)])
+    assert replayed.exit_code == 1 and "a replayed signature" in replayed.output
+
+    kim_ack = next(i for i, r in enumerate(original) if r[2] == "alarm_ack" and '"kim"' in r[4])
+    moved = [r for r in original if r is not original[kim_ack]]  # the act gone, its signature left
+    rechain(journal, moved)
+    result = cli.invoke(app, ["verify", str(journal)])
+    assert result.exit_code == 1 and "does not sign the event it names" in result.output
+
+    unsigned = [r for r in original if not (r[2] == "signature" and '"kim"' in r[4])]
+    rechain(journal, unsigned)  # kim's acknowledgement without kim's signature
+    result = cli.invoke(app, ["verify", str(journal)])
+    assert result.exit_code == 1 and "alarm_ack by 'kim') has no e-signature" in result.output
+
+    rechain(journal, original)
+    assert cli.invoke(app, ["verify", str(journal)]).exit_code == 0

@@ -1,0 +1,137 @@
+"""The site's users: the role table decides every act, passwords lock, nothing is reused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twin.access.roles import ACTS_OF, Act, Role, may
+from twin.access.users import LOCK_AFTER, AccessRefused, UserStore, UserStoreError
+
+PASSWORD = "correct-horse-1"
+
+#: What each role may do, written out as the site's SOPs say it (not derived from ACTS_OF).
+EXPECTED = {
+    Role.OPERATOR: {"hold", "restart", "pause", "resume", "confirm-identity", "acknowledge"},
+    Role.SUPERVISOR: {"hold", "restart", "pause", "resume", "confirm-identity", "acknowledge"}
+    | {"stop", "abort", "resume-interrupted", "acknowledge-critical"},
+    Role.QA: {"qc-result", "review", "approve"},
+    Role.ENGINEER: {"run-development"},
+    Role.ADMIN: {"manage-users"},
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> UserStore:
+    s = UserStore.open(tmp_path / "users.sqlite", create=True)
+    s.add("root", "Site Admin", [Role.ADMIN], "root-pass-0001", by=None)
+    admin = s.sign("root", "root-pass-0001", Act.MANAGE_USERS)
+    for role in Role:
+        if role is not Role.ADMIN:
+            s.add(role.value, f"A {role.value}", [role], PASSWORD, by=admin)
+    s.add("admin2", "Second Admin", [Role.ADMIN], PASSWORD, by=admin)
+    return s
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize("act", list(Act))
+def test_every_act_by_every_role_is_allowed_or_refused_and_audited(
+    store: UserStore, role: Role, act: Act
+) -> None:
+    user = "admin2" if role is Role.ADMIN else role.value
+    before = len(store.audit())
+    if act.value in EXPECTED[role]:
+        signer = store.sign(user, PASSWORD, act)
+        assert (signer.user, signer.act) == (user, act.value)
+        assert signer.meaning == {"review": "reviewed", "approve": "approved"}.get(
+            act.value, "verified" if act is Act.CONFIRM_IDENTITY else "performed"
+        )
+        assert len(store.audit()) == before
+    else:
+        with pytest.raises(AccessRefused, match=f"role {role.value} may not {act.value}"):
+            store.sign(user, PASSWORD, act)
+        last = store.audit()[-1]
+        assert (last[2], last[3], last[4]) == (user, "refused", user)
+        assert act.value in last[5]
+    assert may({role}, act) == (act.value in EXPECTED[role]) == (act in ACTS_OF[role])
+
+
+def test_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(store: UserStore) -> None:
+    for _ in range(LOCK_AFTER - 1):
+        with pytest.raises(AccessRefused, match="unknown user or wrong password"):
+            store.sign("operator", "guess", Act.HOLD)
+    with pytest.raises(AccessRefused, match="now locked"):
+        store.sign("operator", "guess", Act.HOLD)
+    with pytest.raises(AccessRefused, match="locked"):  # even the right password
+        store.sign("operator", PASSWORD, Act.HOLD)
+    assert store.get("operator").locked  # type: ignore[union-attr]
+    store.unlock("operator", by=store.sign("root", "root-pass-0001", Act.MANAGE_USERS))
+    assert store.sign("operator", PASSWORD, Act.HOLD).user == "operator"
+    actions = [row[3] for row in store.audit()]
+    assert actions.count("refused") == LOCK_AFTER + 1 and "locked" in actions
+    assert actions[-1] == "unlock"
+
+
+def test_a_right_password_resets_the_count(store: UserStore) -> None:
+    for _ in range(3):
+        for _ in range(LOCK_AFTER - 1):
+            with pytest.raises(AccessRefused):
+                store.sign("operator", "guess", Act.HOLD)
+        store.sign("operator", PASSWORD, Act.HOLD)
+    assert not store.get("operator").locked  # type: ignore[union-attr]
+
+
+def test_unknown_user_and_wrong_password_read_the_same(store: UserStore) -> None:
+    with pytest.raises(AccessRefused) as unknown:
+        store.sign("nobody", PASSWORD, Act.HOLD)
+    with pytest.raises(AccessRefused) as wrong:
+        store.sign("operator", "guess", Act.HOLD)
+    assert unknown.value.reason == wrong.value.reason
+
+
+def test_disabled_users_sign_nothing_and_keep_their_id(store: UserStore) -> None:
+    admin = store.sign("root", "root-pass-0001", Act.MANAGE_USERS)
+    store.disable("operator", by=admin)
+    with pytest.raises(AccessRefused, match="disabled"):
+        store.sign("operator", PASSWORD, Act.HOLD)
+    with pytest.raises(UserStoreError, match="never reused"):
+        store.add("operator", "Someone Else", [Role.OPERATOR], PASSWORD, by=admin)
+    assert store.get("operator").name == "A operator"  # type: ignore[union-attr]
+
+
+def test_passwords_are_stored_as_salted_scrypt_hashes(store: UserStore, tmp_path: Path) -> None:
+    raw = (tmp_path / "users.sqlite").read_bytes()
+    assert PASSWORD.encode() not in raw
+    hashes = [r[0] for r in store._db.execute("SELECT hash FROM users")]
+    assert all(h.startswith("scrypt$") for h in hashes)
+    assert len(set(hashes)) == len(hashes)  # same password, different salts
+
+
+@pytest.mark.parametrize(
+    ("user_id", "roles", "password", "problem"),
+    [
+        ("x/../y", [Role.OPERATOR], PASSWORD, "not a safe name"),
+        ("ok", [Role.ADMIN, Role.OPERATOR], PASSWORD, "segregation of duties"),
+        ("ok", [], PASSWORD, "at least one role"),
+        ("ok", [Role.OPERATOR], "short", "at least 8 characters"),
+        ("longname1", [Role.OPERATOR], "LONGNAME1", "may not be the user id"),
+    ],
+)
+def test_bad_users_are_refused(
+    store: UserStore, user_id: str, roles: list[Role], password: str, problem: str
+) -> None:
+    admin = store.sign("root", "root-pass-0001", Act.MANAGE_USERS)
+    with pytest.raises(UserStoreError, match=problem):
+        store.add(user_id, "Name", roles, password, by=admin)
+
+
+def test_only_an_admin_manages_users(store: UserStore, tmp_path: Path) -> None:
+    supervisor = store.sign("supervisor", PASSWORD, Act.STOP)
+    with pytest.raises(UserStoreError, match="not for managing users"):
+        store.add("new", "New", [Role.OPERATOR], PASSWORD, by=supervisor)
+    with pytest.raises(UserStoreError, match="administrator's signature"):
+        store.add("new", "New", [Role.OPERATOR], PASSWORD, by=None)
+    fresh = UserStore.open(tmp_path / "other.sqlite", create=True)
+    with pytest.raises(UserStoreError, match="must be its administrator"):
+        fresh.add("op", "Op", [Role.OPERATOR], PASSWORD, by=None)

@@ -1,0 +1,372 @@
+"""The site's users: ids, printed names, roles, scrypt password hashes, lockout, audit trail.
+
+One SQLite file per site (``POC_TWIN_USERS``, default ``site/users.sqlite``), shared
+by every batch process and command line of the site. What 21 CFR 11 asks of it:
+
+- ids are unique and never reused: a disabled user keeps id, name and history (11.100(a));
+- passwords are stored as scrypt hashes with their own salt, never as text (11.300);
+- a signature needs the id and the password (11.200(a)); after ``LOCK_AFTER`` wrong
+  passwords in a row the account locks until an administrator unlocks it (11.300(d));
+- users are managed only under an administrator's signature, the first administrator
+  excepted, and every change and every refused sign-in lands in the ``audit`` table.
+
+An administrator manages users and nothing else: the admin role is never combined
+with a batch role (segregation of duties).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from twin.access.roles import MEANING, Act, Role, may, roles_for
+from twin.clock import wall_now
+from twin.errors import PocTwinError
+from twin.names import UnsafeName, check_safe_name
+
+__all__ = [
+    "DEFAULT_USERS",
+    "ENV_USERS",
+    "LOCK_AFTER",
+    "MIN_PASSWORD",
+    "AccessRefused",
+    "Signer",
+    "User",
+    "UserStore",
+    "UserStoreError",
+    "users_path",
+]
+
+ENV_USERS = "POC_TWIN_USERS"
+DEFAULT_USERS = Path("site/users.sqlite")
+#: Wrong passwords in a row that lock an account.
+LOCK_AFTER = 5
+MIN_PASSWORD = 8
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, roles TEXT NOT NULL, hash TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+    locked INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, changed TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, utc TEXT NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL
+);
+"""
+
+
+class UserStoreError(PocTwinError):
+    """The users file cannot be used (missing, not a users file), or a change is invalid."""
+
+
+class AccessRefused(PocTwinError):
+    """A signature or an act refused: names the user, the act and why (never the password)."""
+
+    def __init__(self, user: str, act: str, reason: str) -> None:
+        self.user, self.act, self.reason = user, act, reason
+        super().__init__(f"{act} refused for '{user}': {reason}")
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    roles: frozenset[Role]
+    disabled: bool
+    locked: bool
+    failures: int
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A person who has just signed for one act: what the journal records with it.
+
+    Only :meth:`UserStore.sign` makes these, after checking the password and the role.
+    """
+
+    user: str
+    name: str
+    act: str
+    meaning: str
+    utc: str
+
+
+def users_path(option: Path | None = None) -> Path:
+    """The site's users file: the option, else ``POC_TWIN_USERS``, else site/users.sqlite."""
+    if option is not None:
+        return option
+    env = os.environ.get(ENV_USERS)
+    return Path(env) if env else DEFAULT_USERS
+
+
+def _hash(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    b64 = base64.b64encode
+    return f"scrypt${b64(salt).decode()}${b64(_hash(password, salt)).decode()}"
+
+
+def _password_matches(password: str, stored: str) -> bool:
+    try:
+        scheme, salt, digest = stored.split("$")
+        ok = scheme == "scrypt"
+        return ok and hmac.compare_digest(
+            _hash(password, base64.b64decode(salt)), base64.b64decode(digest)
+        )
+    except ValueError:
+        return False
+
+
+def _now() -> str:
+    return wall_now().isoformat(timespec="seconds")
+
+
+def _roles(text: str) -> frozenset[Role]:
+    return frozenset(Role(r) for r in text.split(",") if r)
+
+
+class UserStore:
+    """The users file of one site."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = db
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = False) -> UserStore:
+        """Open the site's users file; ``create`` makes a new one (only ``site user add``)."""
+        path = Path(path)
+        try:
+            if path.is_dir():
+                raise UserStoreError(f"{path} is a directory, not a users file")
+            if not path.exists():
+                if not create:
+                    raise UserStoreError(
+                        f"{path}: this site has no users yet; add the first administrator "
+                        "with: poc-twin site user add ID --name NAME --role admin"
+                    )
+                path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            db.executescript(_SCHEMA)
+            if create:
+                path.chmod(0o600)
+        except sqlite3.DatabaseError as exc:
+            raise UserStoreError(f"{path}: not a users file ({exc})") from None
+        except OSError as exc:
+            raise UserStoreError(f"{path}: {exc.strerror}") from None
+        return cls(path, db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, user_id: str) -> User | None:
+        row = self._db.execute(
+            "SELECT id, name, roles, disabled, locked, failures FROM users WHERE id = ?",
+            (user_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return User(row[0], row[1], _roles(row[2]), bool(row[3]), bool(row[4]), row[5])
+
+    def users(self) -> list[User]:
+        ids = [r[0] for r in self._db.execute("SELECT id FROM users ORDER BY id")]
+        return [u for u in (self.get(i) for i in ids) if u is not None]
+
+    def audit(self) -> list[tuple[int, str, str, str, str, str]]:
+        """Every change and refused sign-in, oldest first."""
+        return list(self._db.execute("SELECT * FROM audit ORDER BY seq"))
+
+    # -- signing ---------------------------------------------------------------------
+
+    def sign(self, user_id: str, password: str, act: Act) -> Signer:
+        """Check id, password and role for one act; AccessRefused (audited) otherwise."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute(
+                "SELECT name, roles, hash, disabled, locked, failures FROM users WHERE id = ?",
+                (user_id,),
+            ).fetchone()
+            reason = self._refusal(user_id, password, row)
+            if reason is None:
+                name, roles = row[0], _roles(row[1])
+                self._db.execute("UPDATE users SET failures = 0 WHERE id = ?", (user_id,))
+                if not may(roles, act):
+                    allowed = ", ".join(roles_for(act)) or "no role"
+                    held = ", ".join(sorted(roles))
+                    reason = f"role {held} may not {act.value} (allowed: {allowed})"
+            if reason is not None:
+                self._log(user_id, "refused", user_id, f"{act.value}: {reason}")
+                self._db.execute("COMMIT")
+                raise AccessRefused(user_id, act.value, reason)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return Signer(user_id, name, act.value, MEANING[act], _now())
+
+    def sign_in(self, user_id: str, password: str) -> Signer:
+        """Id and password only (a user changing their own password); AccessRefused else."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute(
+                "SELECT name, roles, hash, disabled, locked, failures FROM users WHERE id = ?",
+                (user_id,),
+            ).fetchone()
+            reason = self._refusal(user_id, password, row)
+            if reason is not None:
+                self._log(user_id, "refused", user_id, f"sign-in: {reason}")
+            else:
+                self._db.execute("UPDATE users SET failures = 0 WHERE id = ?", (user_id,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        if reason is not None:
+            raise AccessRefused(user_id, "sign-in", reason)
+        return Signer(user_id, row[0], "sign-in", "performed", _now())
+
+    def _refusal(self, user_id: str, password: str, row: tuple | None) -> str | None:
+        """Why the id and password do not sign (counting a wrong password), or None."""
+        if row is None:
+            _hash(password, b"0" * 16)  # as slow as a real check: no probing for ids
+            return "unknown user or wrong password"
+        _, _, stored, disabled, locked, failures = row
+        if disabled:
+            return "the account is disabled"
+        if locked:
+            return (
+                f"the account is locked after {LOCK_AFTER} wrong passwords; "
+                "an administrator unlocks it"
+            )
+        if _password_matches(password, stored):
+            return None
+        failures += 1
+        lock = failures >= LOCK_AFTER
+        self._db.execute(
+            "UPDATE users SET failures = ?, locked = ? WHERE id = ?", (failures, int(lock), user_id)
+        )
+        if lock:
+            self._log(user_id, "locked", user_id, f"{failures} wrong passwords in a row")
+            return f"wrong password; the account is now locked ({LOCK_AFTER} in a row)"
+        return "unknown user or wrong password"
+
+    # -- managing --------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        return self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+
+    def add(
+        self,
+        user_id: str,
+        name: str,
+        roles: Iterable[Role],
+        password: str,
+        *,
+        by: Signer | None,
+    ) -> User:
+        """A new user. ``by`` is an administrator's signature, or None for the first admin."""
+        roles = frozenset(roles)
+        try:
+            check_safe_name(user_id, "user id")
+        except UnsafeName as exc:
+            raise UserStoreError(str(exc)) from None
+        name = " ".join(name.split())
+        if not name or len(name) > 100 or not name.isprintable():
+            raise UserStoreError("the printed name must be 1-100 printable characters")
+        if not roles:
+            raise UserStoreError("a user needs at least one role")
+        if Role.ADMIN in roles and len(roles) > 1:
+            raise UserStoreError("an administrator takes no batch role (segregation of duties)")
+        self._check_password(user_id, password)
+        actor = self._actor(by)
+        if actor is None and Role.ADMIN not in roles:
+            raise UserStoreError(
+                "the first user of a site must be its administrator (--role admin)"
+            )
+        if self.get(user_id) is not None:
+            raise UserStoreError(f"user id '{user_id}' exists (ids are never reused)")
+        now = _now()
+        self._db.execute(
+            "INSERT INTO users (id, name, roles, hash, created, changed) VALUES (?,?,?,?,?,?)",
+            (user_id, name, ",".join(sorted(roles)), hash_password(password), now, now),
+        )
+        self._log(actor or user_id, "add", user_id, f"{name}; roles {', '.join(sorted(roles))}")
+        user = self.get(user_id)
+        assert user is not None
+        return user
+
+    def disable(self, user_id: str, *, by: Signer) -> None:
+        """The user signs nothing any more; id, name and history stay."""
+        self._change(
+            user_id, by, "disable", "UPDATE users SET disabled = 1, changed = ? WHERE id = ?"
+        )
+
+    def unlock(self, user_id: str, *, by: Signer) -> None:
+        self._change(
+            user_id,
+            by,
+            "unlock",
+            "UPDATE users SET locked = 0, failures = 0, changed = ? WHERE id = ?",
+        )
+
+    def set_password(self, user_id: str, password: str, *, by: Signer) -> None:
+        """A new password, set by the user (signing with the old one) or an administrator."""
+        if by.user != user_id and by.act != Act.MANAGE_USERS.value:
+            raise UserStoreError("only the user or an administrator sets a password")
+        self._check_password(user_id, password)
+        self._require(user_id)
+        self._db.execute(
+            "UPDATE users SET hash = ?, failures = 0, locked = 0, changed = ? WHERE id = ?",
+            (hash_password(password), _now(), user_id),
+        )
+        self._log(by.user, "passwd", user_id, "password changed")
+
+    def _change(self, user_id: str, by: Signer, action: str, sql: str) -> None:
+        actor = self._actor(by)
+        self._require(user_id)
+        if action == "disable" and user_id == actor:
+            raise UserStoreError("an administrator does not disable their own account")
+        self._db.execute(sql, (_now(), user_id))
+        self._log(actor or "", action, user_id, "")
+
+    def _require(self, user_id: str) -> None:
+        if self.get(user_id) is None:
+            raise UserStoreError(f"no user '{user_id}' at this site")
+
+    def _actor(self, by: Signer | None) -> str | None:
+        """The administrator acting; None only while the site has no users."""
+        if by is None:
+            if not self.is_empty():
+                raise UserStoreError("managing users needs an administrator's signature (--admin)")
+            return None
+        if by.act != Act.MANAGE_USERS.value:
+            raise UserStoreError(f"{by.user} signed for {by.act}, not for managing users")
+        return by.user
+
+    @staticmethod
+    def _check_password(user_id: str, password: str) -> None:
+        if len(password) < MIN_PASSWORD:
+            raise UserStoreError(f"a password has at least {MIN_PASSWORD} characters")
+        if password.strip().lower() == user_id.lower():
+            raise UserStoreError("the password may not be the user id")
+
+    def _log(self, actor: str, action: str, subject: str, detail: str) -> None:
+        self._db.execute(
+            "INSERT INTO audit (utc, actor, action, subject, detail) VALUES (?,?,?,?,?)",
+            (_now(), actor, action, subject, detail),
+        )
