@@ -22,7 +22,7 @@ import hmac
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,6 +193,29 @@ class UserStore:
 
     def sign(self, user_id: str, password: str, act: Act) -> Signer:
         """Check id, password and role for one act; AccessRefused (audited) otherwise."""
+
+        def role_refusal(roles: frozenset[Role]) -> str | None:
+            if may(roles, act):
+                return None
+            allowed = ", ".join(roles_for(act)) or "no role"
+            return f"role {', '.join(sorted(roles))} may not {act.value} (allowed: {allowed})"
+
+        name = self._authenticate(user_id, password, act.value, role_refusal)
+        return Signer(user_id, name, act.value, MEANING[act], _now())
+
+    def sign_in(self, user_id: str, password: str) -> Signer:
+        """Id and password only (a user changing their own password); AccessRefused else."""
+        name = self._authenticate(user_id, password, "sign-in", lambda roles: None)
+        return Signer(user_id, name, "sign-in", "performed", _now())
+
+    def _authenticate(
+        self,
+        user_id: str,
+        password: str,
+        act: str,
+        role_refusal: Callable[[frozenset[Role]], str | None],
+    ) -> str:
+        """The user's printed name, or AccessRefused (audited; a wrong password counted)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             row = self._db.execute(
@@ -201,44 +224,18 @@ class UserStore:
             ).fetchone()
             reason = self._refusal(user_id, password, row)
             if reason is None:
-                name, roles = row[0], _roles(row[1])
                 self._db.execute("UPDATE users SET failures = 0 WHERE id = ?", (user_id,))
-                if not may(roles, act):
-                    allowed = ", ".join(roles_for(act)) or "no role"
-                    held = ", ".join(sorted(roles))
-                    reason = f"role {held} may not {act.value} (allowed: {allowed})"
+                reason = role_refusal(_roles(row[1]))
             if reason is not None:
-                self._log(user_id, "refused", user_id, f"{act.value}: {reason}")
-                self._db.execute("COMMIT")
-                raise AccessRefused(user_id, act.value, reason)
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        return Signer(user_id, name, act.value, MEANING[act], _now())
-
-    def sign_in(self, user_id: str, password: str) -> Signer:
-        """Id and password only (a user changing their own password); AccessRefused else."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self._db.execute(
-                "SELECT name, roles, hash, disabled, locked, failures FROM users WHERE id = ?",
-                (user_id,),
-            ).fetchone()
-            reason = self._refusal(user_id, password, row)
-            if reason is not None:
-                self._log(user_id, "refused", user_id, f"sign-in: {reason}")
-            else:
-                self._db.execute("UPDATE users SET failures = 0 WHERE id = ?", (user_id,))
+                self._log(user_id, "refused", user_id, f"{act}: {reason}")
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
         if reason is not None:
-            raise AccessRefused(user_id, "sign-in", reason)
-        return Signer(user_id, row[0], "sign-in", "performed", _now())
+            raise AccessRefused(user_id, act, reason)
+        return str(row[0])
 
     def _refusal(self, user_id: str, password: str, row: tuple | None) -> str | None:
         """Why the id and password do not sign (counting a wrong password), or None."""

@@ -3,13 +3,14 @@ site's users (`poc-twin site user ...`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from twin.access.roles import Act, Role
-from twin.access.users import AccessRefused, Signer, UserStoreError
+from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
 from twin.cli.common import EXIT_FAIL, EXIT_INVALID, EXIT_REFUSED, _fail, app, out
 from twin.cli.esign import PasswordFileOpt, UsersOpt, open_users, read_password, refused
 from twin.errors import PocTwinError
@@ -127,6 +128,9 @@ AdminOpt = Annotated[
 ]
 
 
+AdminPasswordOpt = Annotated[Path | None, typer.Option(help="The admin's password file")]
+
+
 def _admin(store_users: Path | None, admin: str | None, password_file: Path | None) -> Signer:
     store = open_users(store_users)
     try:
@@ -161,9 +165,7 @@ def user_add(
         list[str], typer.Option("--role", help="operator, supervisor, qa, engineer, admin")
     ],
     admin: AdminOpt = None,
-    admin_password_file: Annotated[
-        Path | None, typer.Option(help="The admin's password file")
-    ] = None,
+    admin_password_file: AdminPasswordOpt = None,
     password_file: Annotated[
         Path | None, typer.Option(help="The new user's first password (file, mode 0600)")
     ] = None,
@@ -182,55 +184,64 @@ def user_add(
     out.print(f"{user.id} ({user.name}): {', '.join(sorted(user.roles))}", markup=False)
 
 
-@user_app.command("disable")
-def user_disable(
-    user_id: Annotated[str, typer.Argument(help="The user id")],
-    admin: AdminOpt = None,
-    admin_password_file: Annotated[
-        Path | None, typer.Option(help="The admin's password file")
-    ] = None,
-    users: UsersOpt = None,
+def _admin_change(
+    users: Path | None,
+    admin: str | None,
+    admin_password_file: Path | None,
+    change: Callable[[UserStore, Signer], None],
+    done: str,
 ) -> None:
-    """Disable a user: they sign nothing any more; their id, name and history stay."""
+    """One user change signed by an administrator; exit 2 if the change is invalid."""
     by = _admin(users, admin, admin_password_file)
     store = open_users(users)
     try:
-        store.disable(user_id, by=by)
+        change(store, by)
     except UserStoreError as exc:
         raise _fail(f"{exc}; nothing changed", EXIT_INVALID) from None
     finally:
         store.close()
-    out.print(f"{user_id} disabled", markup=False)
+    out.print(done, markup=False)
+
+
+@user_app.command("disable")
+def user_disable(
+    user_id: Annotated[str, typer.Argument(help="The user id")],
+    admin: AdminOpt = None,
+    admin_password_file: AdminPasswordOpt = None,
+    users: UsersOpt = None,
+) -> None:
+    """Disable a user: they sign nothing any more; their id, name and history stay."""
+    _admin_change(
+        users,
+        admin,
+        admin_password_file,
+        lambda store, by: store.disable(user_id, by=by),
+        f"{user_id} disabled",
+    )
 
 
 @user_app.command("unlock")
 def user_unlock(
     user_id: Annotated[str, typer.Argument(help="The user id")],
     admin: AdminOpt = None,
-    admin_password_file: Annotated[
-        Path | None, typer.Option(help="The admin's password file")
-    ] = None,
+    admin_password_file: AdminPasswordOpt = None,
     users: UsersOpt = None,
 ) -> None:
     """Unlock an account locked by wrong passwords."""
-    by = _admin(users, admin, admin_password_file)
-    store = open_users(users)
-    try:
-        store.unlock(user_id, by=by)
-    except UserStoreError as exc:
-        raise _fail(f"{exc}; nothing changed", EXIT_INVALID) from None
-    finally:
-        store.close()
-    out.print(f"{user_id} unlocked", markup=False)
+    _admin_change(
+        users,
+        admin,
+        admin_password_file,
+        lambda store, by: store.unlock(user_id, by=by),
+        f"{user_id} unlocked",
+    )
 
 
 @user_app.command("passwd")
 def user_passwd(
     user_id: Annotated[str, typer.Argument(help="The user id")],
     admin: AdminOpt = None,
-    admin_password_file: Annotated[
-        Path | None, typer.Option(help="The admin's password file")
-    ] = None,
+    admin_password_file: AdminPasswordOpt = None,
     old_password_file: Annotated[
         Path | None, typer.Option(help="Your current password (file), when you change your own")
     ] = None,
