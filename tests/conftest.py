@@ -5,6 +5,7 @@ Shared fixtures: a plant, the clock, and the twin's bioreactor served over Modbu
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -58,7 +59,9 @@ async def server(
 
 @pytest.fixture(scope="session")
 def _site_users(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    return make_site(tmp_path_factory.mktemp("site"))
+    site = make_site(tmp_path_factory.mktemp("site"))
+    os.environ[ENV_USERS] = str(site.users)  # also for processes started by session fixtures
+    return site
 
 
 @pytest.fixture(autouse=True)

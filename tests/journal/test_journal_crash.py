@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from site_users import PEOPLE
 
 from twin.journal import read_events, verify
 from twin.signing import check_journal_signatures, generate_site_key, load_public_key
@@ -144,10 +145,11 @@ def resume_killed(k: Kill, env: dict[str, str]) -> subprocess.CompletedProcess[s
             "--restart",
             "-q",
             "--operator",
-            "crash-test",
+            "sam",
             "--reason",
             "process killed in the crash test",
         ],
+        input=PEOPLE["sam"][2] + "\n",  # a supervisor signs the resume
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from site_users import PEOPLE
+from site_users import PEOPLE, Site
 from typer.testing import CliRunner
 
 from twin.bench import OpenBench, load_bench
@@ -240,7 +240,7 @@ def test_unconfirmed_setpoints_are_named(smoke_journal: Path, tmp_path: Path) ->
 
 
 def test_resume_from_the_command_line_waits_held_for_the_operator(
-    smoke_journal: Path, tmp_path: Path
+    smoke_journal: Path, tmp_path: Path, site: Site
 ) -> None:
     """``poc-twin resume`` without --restart: Held until ``poc-twin command ... restart``;
     while it waits for that person its clock follows the wall (here at --pace 600), not
@@ -250,7 +250,7 @@ def test_resume_from_the_command_line_waits_held_for_the_operator(
     proc = subprocess.Popen(
         [
             *(*exe, "resume", str(short), "-q", "--pace", "600"),
-            *("--operator", "dave", "--reason", "after reboot"),
+            *(*site.signed("sam"), "--reason", "after reboot"),  # a supervisor signs the resume
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -293,6 +293,8 @@ def test_resume_from_the_command_line_waits_held_for_the_operator(
         e for e in read_events(short) if e.kind == "command" and e.data["command"] == "restart"
     )
     assert 0.5 * 2 * 600 <= restart.batch_time - held[0].batch_time <= 5 * 2 * 600
+    signed = [(e.data["user"], e.data["act"]) for e in read_events(short) if e.kind == "signature"]
+    assert signed == [("sam", "resume-interrupted"), ("kim", "restart")]
     assert replay(short).identical
 
 

@@ -41,6 +41,7 @@ SIGNED_KINDS = {
     "alarm_ack": "user",
     "qc_result": "operator",
     "record_signature": "user",
+    "deviation": "operator",  # an interrupted batch brought back (resume)
 }
 #: Set in the ``batch_started`` event when the site's users sign every act.
 REQUIRED_FLAG = "signatures_required"
@@ -80,6 +81,8 @@ def signer_of(event: Event) -> str | None:
     if name_field is None:
         return None
     who = str(event.data.get(name_field, ""))
+    if not who:
+        return None
     if event.kind == "command" and (
         who == "engine" or who.startswith("alarm:") or event.data.get("via")
     ):

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from twin.access.roles import Act
+from twin.access.users import AccessRefused, Signer
 from twin.cli.common import (
     EXIT_ENDED,
     EXIT_FAIL,
@@ -22,7 +24,7 @@ from twin.cli.common import (
     err,
     out,
 )
-from twin.cli.esign import UsersOpt, users_for_batch
+from twin.cli.esign import PasswordFileOpt, UsersOpt, read_password, users_for_batch
 from twin.errors import InvalidInput, PocTwinError
 
 JournalArg = Annotated[Path, typer.Argument(help="Journal file of the batch")]
@@ -75,13 +77,37 @@ def replay(
     raise typer.Exit(EXIT_FAIL)
 
 
+def _supervisor_signs(
+    journal: Path, operator: str, password_file: Path | None, users: Path | None
+) -> Signer:
+    """The signature of the supervisor who resumes; a refusal is journalled, exit 4."""
+    from twin.access.entries import journal_refusal_in
+
+    store = users_for_batch(users)
+    if store is None:
+        raise _fail(
+            "resuming a batch is a supervisor's signed act, and this site has no users file "
+            "(site/users.sqlite or --users; docs/access.md)",
+            EXIT_REFUSED,
+        )
+    try:
+        return store.sign(operator, read_password(operator, password_file), Act.RESUME_INTERRUPTED)
+    except AccessRefused as exc:
+        journal_refusal_in(journal, exc)
+        raise _fail(str(exc), EXIT_REFUSED) from None
+    finally:
+        store.close()
+
+
 @app.command()
 def resume(
     journal: JournalArg,
     restart: Annotated[
         bool, typer.Option("--restart", help="Also restart the held batch and run on")
     ] = False,
-    operator: Annotated[str, typer.Option(help="Who resumes (and restarts) the batch")] = "",
+    operator: Annotated[
+        str, typer.Option(help="Your site user id (a supervisor signs the resume)")
+    ] = "",
     reason: Annotated[str, typer.Option(help="Why (recorded in the batch record)")] = "",
     site_key: Annotated[
         Path | None,
@@ -90,9 +116,13 @@ def resume(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
     pace: PaceOpt = 1.0,
     users: UsersOpt = None,
+    password_file: PasswordFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Bring back a batch whose process died: replay its record, hold, re-read the equipment."""
+    """Bring back a batch whose process died: replay its record, hold, re-read the equipment.
+
+    A supervisor's signed act (--operator is the site user id; the password is asked).
+    """
     from twin.display import BatchDisplay
     from twin.replay.resume import resume as run_resume
     from twin.runner import summarize
@@ -103,6 +133,9 @@ def resume(
         summary_before = summarize(journal)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_INVALID, debug) from None
+    signer = None
+    if summary_before is None or summary_before.state not in ("Complete", "Stopped", "Aborted"):
+        signer = _supervisor_signs(journal, operator, password_file, users)
     batch_id = summary_before.batch_id if summary_before else str(journal)
     display = None if quiet else BatchDisplay(out, batch_id)
     subscribers: list[Any] = [display] if display is not None else []
@@ -117,6 +150,7 @@ def resume(
                 subscribers=subscribers,
                 pace=pace,
                 users=users_for_batch(users),
+                person=signer,
             )
     except InvalidInput as exc:
         _print_problems(exc)

@@ -26,7 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from twin.access.users import UserStore
+from twin.access.esign import sign_event
+from twin.access.users import Signer, UserStore
 from twin.bench import OpenBench, open_bench
 from twin.clock import DEFAULT_PACE, Clock, VirtualTimeLoop, run_batch_loop, wall_now
 from twin.engine.batch import Batch
@@ -91,6 +92,7 @@ async def resume_async(
     on_batch: Callable[[Batch], None] | None = None,
     pace: float | None = DEFAULT_PACE,
     users: UserStore | None = None,
+    person: Signer | None = None,
 ) -> ProceduralState:
     """Resume on the running loop, which must be a :class:`VirtualTimeLoop` (replay first).
 
@@ -152,6 +154,8 @@ async def resume_async(
                 loop.pace = pace
                 loop.follow_wall(batch.awaiting_person)
                 deviation = _deviation(batch, recording, gap_s, derived, operator, reason)
+                recorded: list[Event] = []
+                live.subscribe(lambda e: recorded.append(e) if e.kind == "deviation" else None)
                 await hold_after_interruption(
                     batch,
                     deviation,
@@ -160,11 +164,15 @@ async def resume_async(
                     session.feed.boundary(len(journal.recorded)),
                     open_equipment,
                 )
+                if person is not None and recorded:  # the supervisor's signature of the resume
+                    sign_event(live, recorded[-1], person)
                 inbox = await serve_commands(batch, recording.path, users)
                 if restart:
                     await _until_held(batch)
                     if batch.state is S.HELD:
-                        batch.command(Command.RESTART, who=operator, why=reason)
+                        event = batch.command(Command.RESTART, who=operator, why=reason)
+                        if person is not None:
+                            sign_event(live, event, person)
                 final = await run
                 live.append("batch_ended", "batch", {"state": final.label})
                 return final
