@@ -37,6 +37,7 @@ class AsciiElectroporatorLimits(pydantic.BaseModel, extra="forbid", allow_inf_na
     pulse_width_us: tuple[float, float] = (3.0, 10000.0)
     pulse_count: tuple[int, int] = (1, 10)
     chamber_ul: tuple[float, float] = (10.0, 5000.0)
+    gap_mm: tuple[float, float] = (0.5, 4.0)
 
 
 class AsciiElectroporatorConfig(pydantic.BaseModel, extra="forbid", allow_inf_nan=False):
@@ -102,6 +103,7 @@ class AsciiElectroporator:
             pulse_width_us=lim.pulse_width_us,
             pulse_count=lim.pulse_count,
             chamber_ul=lim.chamber_ul,
+            gap_mm=lim.gap_mm,
         )
         self._line: SerialLine | None = None
         self.counters = LinkCounters()  # this device's share of the line's traffic

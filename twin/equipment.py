@@ -190,6 +190,7 @@ class ElectroporatorLimits:
     pulse_width_us: tuple[float, float] = (3.0, 10000.0)
     pulse_count: tuple[int, int] = (1, 10)
     chamber_ul: tuple[float, float] = (10.0, 5000.0)
+    gap_mm: tuple[float, float] = (0.5, 4.0)  # 1, 2 and 4 mm cuvettes, flow chambers
 
 
 @dataclass(frozen=True)

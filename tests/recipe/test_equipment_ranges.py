@@ -52,6 +52,7 @@ def test_an_addition_larger_than_the_bag_is_refused(
         ("pulse_width_us", "1e9", "pulse_width_us 1e+09 µs is outside"),
         ("pulse_count", "1000000000", "pulse_count 1e+09 pulses is outside"),
         ("chamber_ul", "1e7", "chamber_ul 1e+07 µL is outside"),
+        ("gap_mm", "40", "gap_mm 40 mm is outside"),
     ],
 )
 def test_a_pulse_program_beyond_the_electroporator_is_refused(

@@ -158,6 +158,7 @@ def _check_electroporation(
         ("pulse_width_us", phase.pulse_width_us, limits.pulse_width_us, "µs"),
         ("pulse_count", phase.pulse_count, limits.pulse_count, "pulses"),
         ("chamber_ul", phase.chamber_ul, limits.chamber_ul, "µL"),
+        ("gap_mm", phase.gap_mm, limits.gap_mm, "mm"),
     ):
         if _outside(value, span):
             out.append(
