@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from twin.access.esign import REQUIRED_FLAG
 from twin.cli import app
 from twin.journal import GENESIS, Journal, _canonical, event_hash, read_events
+from twin.report.html import render_html
+from twin.report.record import build_record
 
 cli = CliRunner()
 
@@ -34,6 +36,7 @@ def kinds(path: Path) -> list[str]:
 
 def test_alarms_are_acknowledged_by_who_may_and_only_once(tmp_path: Path, site: Site) -> None:
     journal = ended_batch(tmp_path / "b.sqlite")
+    assert any("2 alarm(s) not acknowledged" in t for _, t in build_record(journal).exceptions)
     ack = ["ack", str(journal)]
     critical = cli.invoke(app, [*ack, "2", *site.signed("kim"), "--comment", "seen"])
     assert critical.exit_code == 4
@@ -55,6 +58,12 @@ def test_alarms_are_acknowledged_by_who_may_and_only_once(tmp_path: Path, site: 
     verified = cli.invoke(app, ["verify", str(journal)])
     assert verified.exit_code == 0, verified.output
     assert "e-signatures: 2 bound to the acts they sign" in verified.output
+    record = build_record(journal)
+    assert not any("not acknowledged" in t for _, t in record.exceptions)
+    assert record.acknowledged[2][:2] == ("sam", "bag checked")
+    page = render_html(record)
+    assert "Sam Roe (sam), performed" in page and "DO recovered" in page
+    assert "refused signature" in page  # kim's refused critical acknowledgement
 
 
 def test_qa_reviews_and_approves_and_nobody_else_does(tmp_path: Path, site: Site) -> None:
@@ -77,6 +86,11 @@ def test_qa_reviews_and_approves_and_nobody_else_does(tmp_path: Path, site: Site
     ]
     refusals = [e.data["user"] for e in read_events(journal) if e.kind == "access_refused"]
     assert refusals == ["kim", "sam", "root", "eve", "quinn"]
+    approvals = build_record(journal).approvals
+    assert [(m, who, note) for m, who, note, _ in approvals] == [
+        ("reviewed", "Quinn Ash (quinn)", "ok"),
+        ("approved", "Quinn Ash (quinn)", "release"),
+    ]
 
 
 def test_a_password_file_others_can_read_is_refused(tmp_path: Path, site: Site) -> None:

@@ -57,6 +57,15 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
                 f"{len(r.alarms)} alarm(s) raised: " + "; ".join(a.text for a in r.alarms[:3]),
             )
         )
+    unacknowledged = [a for a in r.alarms if a.seq not in r.acknowledged]
+    if unacknowledged:
+        found.append(
+            (
+                "major",
+                f"{len(unacknowledged)} alarm(s) not acknowledged: "
+                + ", ".join(f"event {a.seq}" for a in unacknowledged[:5]),
+            )
+        )
     refused = [d for d in r.deviations if d.kind == "refused command"]
     if refused:
         found.append(("major", f"{len(refused)} operator command(s) refused."))

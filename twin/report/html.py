@@ -51,6 +51,7 @@ ACTION_HEAD = (
     "Meaning",
     "Reason",
     "Outcome",
+    "Electronic signature",
 )
 INTEGRITY_NOTE = (
     "Verification detects any edited, deleted, inserted or reordered event. Signed checkpoints "
@@ -249,11 +250,34 @@ def render_html(r: BatchRecord) -> str:
         ]
     states = ((bt(t), a, b, who, why) for t, a, b, who, why in r.states)
     actions = (
-        (a.seq, bt(a.batch_time), a.wall_time, a.who, a.action, a.meaning, a.reason, a.outcome)
+        (
+            a.seq,
+            bt(a.batch_time),
+            a.wall_time,
+            a.who,
+            a.action,
+            a.meaning,
+            a.reason,
+            a.outcome,
+            r.esignatures.get(a.seq, "—"),
+        )
         for a in r.actions
     )
-    deviations = ((d.seq, bt(d.batch_time), d.kind, d.source, d.text) for d in r.deviations)
+    alarms = (
+        (
+            a.seq,
+            bt(a.batch_time),
+            a.source,
+            a.text,
+            *(r.acknowledged.get(a.seq) or ("NOT ACKNOWLEDGED", "", "")),
+        )
+        for a in r.alarms
+    )
     roles = ("Production review", "QA review", "QP / release")
+    approvals = [(m, who, note, utc) for m, who, note, utc in r.approvals] or [
+        (role, "", "", "") for role in roles
+    ]
+    deviations = ((d.seq, bt(d.batch_time), d.kind, d.source, d.text) for d in r.deviations)
     title = escape(str(h.get("batch_id", "?")))
     subtitle = escape(
         f"{h.get('product', '')} · recipe {h.get('recipe_id')} v{h.get('recipe_version')}"
@@ -271,6 +295,12 @@ def render_html(r: BatchRecord) -> str:
         f'<h2 id="trends">Trends</h2>{_trends(r)}',
         '<h2 id="actions">Operator actions and signatures</h2>',
         _table(ACTION_HEAD, actions, "no operator commands during the batch"),
+        '<h2 id="alarms">Alarms and their acknowledgement</h2>',
+        _table(
+            ("Seq", "Batch time", "Source", "Alarm", "Acknowledged by", "Comment", "When (UTC)"),
+            alarms,
+            "no alarms during the batch",
+        ),
         '<h2 id="deviations">Deviations</h2>',
         _table(("Seq", "Batch time", "Kind", "Source", "Detail"), deviations),
         f'<h2 id="in-process">In-process results</h2>{_samples(r)}',
@@ -280,7 +310,7 @@ def render_html(r: BatchRecord) -> str:
         _table(("Check", "Result"), integrity_rows),
         f"<p>{INTEGRITY_NOTE}</p>",
         '<h2 id="approval">Review and approval</h2>',
-        _table(("Role", "Name", "Signature", "Date"), [(role, "", "", "") for role in roles]),
+        _table(("Signature meaning", "Name (user id)", "Comment", "Signed (UTC)"), approvals),
         "</body></html>\n",
     ]
     return "\n".join(sections)

@@ -94,6 +94,12 @@ class BatchRecord:
     release: list[Result] = field(default_factory=list)
     harvest: dict[str, Any] | None = None
     exceptions: list[tuple[str, str]] = field(default_factory=list)
+    #: Electronic signatures by the seq of the act they sign: "Name (id), meaning, UTC".
+    esignatures: dict[int, str] = field(default_factory=dict)
+    #: Alarm acknowledgements by the alarm's seq: (who, comment, wall time).
+    acknowledged: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    #: QA's review and approval: (meaning, "Name (id)", comment, UTC).
+    approvals: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -159,6 +165,7 @@ def _recipe_phases(started: dict[str, Any]) -> dict[str, Any]:
 class _Builder:
     def __init__(self, record: BatchRecord) -> None:
         self.r = record
+        self.comments: dict[int, str] = {}  # record_signature comments by seq
         self.series: dict[str, Series] = {}
         self.setpoints: dict[str, list[tuple[float, float | None]]] = {}
         self.recipe_phases: dict[str, Any] = {}
@@ -282,6 +289,48 @@ class _Builder:
                 )
             )
 
+    def signature(self, e: Event) -> None:
+        d = e.data
+        seq = d.get("signed_seq")
+        if not isinstance(seq, int):
+            return
+        name = f"{d.get('name', '?')} ({d.get('user', '?')})"
+        self.r.esignatures[seq] = f"{name}, {d.get('meaning', '?')}, {d.get('utc', '?')}"
+        if d.get("act") in ("review", "approve"):
+            self.r.approvals.append(
+                (str(d.get("meaning")), name, self.comments.get(seq, ""), str(d.get("utc", "")))
+            )
+
+    def alarm_ack(self, e: Event) -> None:
+        d = e.data
+        seq = d.get("alarm_seq")
+        if isinstance(seq, int):
+            self.r.acknowledged[seq] = (str(d.get("user")), str(d.get("comment")), e.wall_time)
+        self._operator(d.get("user"))
+        what = f"acknowledge alarm {seq}" + (" (critical)" if d.get("critical") else "")
+        self.r.actions.append(
+            Action(
+                e.seq,
+                e.batch_time,
+                e.wall_time,
+                str(d.get("user", "?")),
+                what,
+                "performed",
+                str(d.get("comment", "")),
+                "ok",
+            )
+        )
+
+    def record_signature(self, e: Event) -> None:
+        self.comments[e.seq] = str(e.data.get("comment", ""))
+
+    def access_refused(self, e: Event) -> None:
+        d = e.data
+        text = f"{d.get('act')} by '{d.get('user')}' refused: {d.get('reason')}"
+        self.r.deviations.append(
+            Deviation(e.seq, e.batch_time, "refused signature", e.source, text)
+        )
+
     def deviation(self, e: Event) -> None:
         """A recorded deviation (e.g. the process was interrupted and the batch resumed)."""
         d = e.data
@@ -380,6 +429,10 @@ def build_record(
         "alarm": b.alarm,
         "sample": b.sample,
         "deviation": b.deviation,
+        "signature": b.signature,
+        "alarm_ack": b.alarm_ack,
+        "record_signature": b.record_signature,
+        "access_refused": b.access_refused,
     }
     for e in events:
         record.end_time = max(record.end_time, e.batch_time)
