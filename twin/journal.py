@@ -366,23 +366,31 @@ _MAYBE_NONFINITE = re.compile(r"NaN|Infinity|[0-9][eE][+-]?[0-9]{3}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _rows(path: Path, order: str) -> tuple[list[tuple[Any, ...]], bool]:
-    """Every row of the events table in ``order``, and whether some text was not UTF-8;
-    JournalError if the table cannot be read.
+def _rows(path: Path, order: str) -> Iterator[tuple[tuple[Any, ...], bool]]:
+    """Every row of the events table in ``order``, streamed (a journal may hold millions),
+    each with whether its text may hold bytes that are not UTF-8; JournalError if the table
+    cannot be read.
 
-    Text that is not UTF-8 (no writer stores it) is read with its bad bytes kept as
-    surrogates: the row then fails its checks and is named, instead of failing the read.
+    Text that is not UTF-8 (no writer stores it) stops SQLite's decoding: the query is then
+    run again with bad bytes kept as surrogates, from the row it stopped at, so the row
+    fails its checks and is named instead of failing the read.
     """
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    query = f"SELECT {_COLUMNS} FROM events ORDER BY {order}"
+    done = 0
     try:
-        query = f"SELECT {_COLUMNS} FROM events ORDER BY {order}"
         try:
-            return db.execute(query).fetchall(), False
+            for row in db.execute(query):
+                done += 1
+                yield row, False
+            return
         except sqlite3.OperationalError as exc:
             if "decode" not in str(exc):
                 raise
-            db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
-            return db.execute(query).fetchall(), True
+        db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+        for index, row in enumerate(db.execute(query)):
+            if index >= done:
+                yield row, True
     except (sqlite3.DatabaseError, MemoryError) as exc:
         raise JournalError(f"{path}: not a readable journal ({exc})") from None
     finally:
@@ -443,8 +451,7 @@ def read_events(path: Path | str) -> Iterator[Event]:
     wrong type, data that is not a JSON object of finite numbers, or nested too deep.
     """
     path = _journal_file(Path(path))
-    rows, lossy = _rows(path, "seq")
-    for row in rows:
+    for row, lossy in _rows(path, "seq"):
         seq, bt, wt, kind, source, data, prev, digest = row
         problem = _malformed(row) or (_not_utf8(row) if lossy else "")
         if not problem:
@@ -485,7 +492,7 @@ def verify(path: Path | str) -> VerifyResult:
     expected_seq = 1
     count = 0
     path = _journal_file(Path(path))
-    for row in _rows(path, "seq")[0]:  # text that is not UTF-8 fails its hash
+    for row, _ in _rows(path, "seq"):  # text that is not UTF-8 fails its hash
         seq, bt, wt, kind, source, data, prev_hash, digest = row
         problem = _malformed(row)
         if problem:
