@@ -149,6 +149,37 @@ async def test_commands_from_another_terminal(running: Any) -> None:
     assert [e.data["act"] for e in run.kinds("access_refused")] == ["abort"]
 
 
+async def test_alarms_are_acknowledged_through_the_running_batch(running: Any) -> None:
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)
+    journal = run.batch.journal
+    minor = journal.append("alarm", "bioreactor", {"alarm": "do", "reaction": "hold_phase"})
+    critical = journal.append("alarm", "bioreactor", {"alarm": "temp", "reaction": "hold"})
+
+    async def ack(seq: int, user: str) -> dict[str, Any]:
+        return await send_command(
+            journal.path,
+            "acknowledge",
+            operator=user,
+            password=PEOPLE[user][2],
+            reason="checked at the bag",
+            extra={"alarm": seq},
+        )
+
+    assert (await ack(minor.seq, "kim"))["status"] == "accepted"
+    refused = await ack(critical.seq, "kim")
+    assert refused["status"] == "refused" and "may not acknowledge-critical" in refused["message"]
+    assert (await ack(critical.seq, "sam"))["status"] == "accepted"
+    assert (await ack(critical.seq, "sam"))["status"] == "refused"  # once only
+    assert (await ack(1, "sam"))["status"] == "invalid"  # not an alarm
+    acks = [
+        (e.data["alarm_seq"], e.data["user"], e.data["critical"]) for e in run.kinds("alarm_ack")
+    ]
+    assert acks == [(minor.seq, "kim", False), (critical.seq, "sam", True)]
+    signed = [(e.data["user"], e.data["act"]) for e in run.kinds("signature")]
+    assert signed == [("kim", "acknowledge"), ("sam", "acknowledge-critical")]
+
+
 async def test_device_that_stops_answering_holds_the_batch_naming_it(running: Any) -> None:
     run = await running()
     await run.until_phase_running("2:culture")
