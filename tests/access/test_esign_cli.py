@@ -50,6 +50,8 @@ def test_alarms_are_acknowledged_by_who_may_and_only_once(tmp_path: Path, site: 
     assert again.exit_code == 4 and "acknowledged already" in again.output
     not_an_alarm = cli.invoke(app, [*ack, "1", *site.signed("sam"), "--comment", "x"])
     assert not_an_alarm.exit_code == 2
+    no_comment = cli.invoke(app, [*ack, "3", *site.signed("sam"), "--comment", "  "])
+    assert no_comment.exit_code == 2 and "--comment must say" in no_comment.output
     acks = [e for e in read_events(journal) if e.kind == "alarm_ack"]
     assert [(a.data["alarm_seq"], a.data["user"], a.data["critical"]) for a in acks] == [
         (2, "sam", True),

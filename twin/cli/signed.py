@@ -20,6 +20,13 @@ __all__ = ["acknowledge_ended", "user_app"]
 user_app = typer.Typer(help="The site's users and their roles.", no_args_is_help=True)
 
 
+def _comment(text: str) -> str:
+    """A signed entry's comment: what was seen or decided, never empty (exit 2)."""
+    if not text.strip():
+        raise _fail("--comment must say what was seen or decided; nothing written", EXIT_INVALID)
+    return text
+
+
 def _sign_entry(
     journal: Path, user: str, password_file: Path | None, users: Path | None, act: Act
 ) -> Signer:
@@ -60,6 +67,7 @@ def acknowledge_ended(
         events = list(read_events(journal))
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_INVALID) from None
+    _comment(comment)
     raised = next((e for e in events if e.seq == alarm and e.kind == "alarm"), None)
     if raised is None:
         raise _fail(f"event {alarm} of {journal} is not an alarm", EXIT_INVALID)
@@ -104,6 +112,7 @@ def review(
         raise _fail(str(exc), EXIT_INVALID) from None
     if not intact.ok:
         raise _fail(f"{journal} does not verify: a broken record is not signed", EXIT_FAIL)
+    _comment(comment)
     act = Act.APPROVE if approve else Act.REVIEW
     person = _sign_entry(journal, operator, password_file, users, act)
     data = {
