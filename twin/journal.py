@@ -366,7 +366,9 @@ _MAYBE_NONFINITE = re.compile(r"NaN|Infinity|[0-9][eE][+-]?[0-9]{3}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _rows(path: Path, order: str) -> Iterator[tuple[tuple[Any, ...], bool]]:
+def _rows(
+    path: Path, order: str, after: int | None = None
+) -> Iterator[tuple[tuple[Any, ...], bool]]:
     """Every row of the events table in ``order``, streamed (a journal may hold millions),
     each with whether its text may hold bytes that are not UTF-8; JournalError if the table
     cannot be read.
@@ -376,7 +378,8 @@ def _rows(path: Path, order: str) -> Iterator[tuple[tuple[Any, ...], bool]]:
     fails its checks and is named instead of failing the read.
     """
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    query = f"SELECT {_COLUMNS} FROM events ORDER BY {order}"
+    where = "" if after is None else f" WHERE seq > {int(after)}"
+    query = f"SELECT {_COLUMNS} FROM events{where} ORDER BY {order}"
     done = 0
     try:
         try:
@@ -444,14 +447,15 @@ def _data(text: str) -> dict[str, Any]:
     return value
 
 
-def read_events(path: Path | str) -> Iterator[Event]:
-    """Every event in sequence order (read-only; safe while a batch is writing).
+def read_events(path: Path | str, after: int | None = None) -> Iterator[Event]:
+    """Every event in sequence order, or those after seq ``after`` (a reader following a
+    running batch); read-only and safe while a batch is writing.
 
     JournalError, naming the event, for a row no journal writer stores: a field of the
     wrong type, data that is not a JSON object of finite numbers, or nested too deep.
     """
     path = _journal_file(Path(path))
-    for row, lossy in _rows(path, "seq"):
+    for row, lossy in _rows(path, "seq", after):
         seq, bt, wt, kind, source, data, prev, digest = row
         problem = _malformed(row) or (_not_utf8(row) if lossy else "")
         if not problem:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from control_browser import Chromium
+from browser import Chromium
 from site_journals import poc_twin
 
 from twin.clock import wall_monotonic

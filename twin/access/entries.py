@@ -15,15 +15,27 @@ from pathlib import Path
 from typing import Any
 
 from twin.access.esign import journal_refusal, sign_event
+from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer
 from twin.engine.inbox import command_address
-from twin.errors import JournalError
-from twin.journal import Event, HeadSigner, Journal, read_events
+from twin.errors import JournalError, PocTwinError
+from twin.journal import Event, HeadSigner, Journal, VerifyResult, read_events, verify
 
-__all__ = ["batch_is_running", "ended_journal", "journal_refusal_in"]
+__all__ = [
+    "EntryRefused",
+    "alarm_to_acknowledge",
+    "batch_is_running",
+    "batch_running",
+    "ended_journal",
+    "journal_refusal_in",
+    "record_to_sign",
+    "write_alarm_ack",
+    "write_record_signature",
+]
 
 
-async def _running(journal: Path) -> bool:
+async def batch_running(journal: Path) -> bool:
+    """True while a batch process answers on ``journal``'s command socket (in a loop)."""
     with contextlib.suppress(OSError):
         _, writer = await asyncio.open_unix_connection(path=command_address(journal))
         writer.close()
@@ -33,7 +45,7 @@ async def _running(journal: Path) -> bool:
 
 def batch_is_running(journal: Path) -> bool:
     """True while a batch process answers on ``journal``'s command socket."""
-    return asyncio.run(_running(journal))
+    return asyncio.run(batch_running(journal))
 
 
 class EndedJournal:
@@ -81,3 +93,61 @@ def journal_refusal_in(journal: Path, refused: AccessRefused) -> None:
         ended_journal(journal, "refusals are journalled") as ended,
     ):
         journal_refusal(ended.book, refused)
+
+
+class EntryRefused(PocTwinError):
+    """A signed entry that cannot be made (no such alarm, acknowledged already, a record
+    that does not verify); ``refused`` tells a state refusal from bad input."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def alarm_to_acknowledge(journal: Path, alarm: int) -> tuple[Event, Act]:
+    """The alarm event ``alarm`` of an ended batch and the act acknowledging it needs."""
+    from twin.engine.alarms import is_critical
+
+    events = list(read_events(journal))
+    raised = next((e for e in events if e.seq == alarm and e.kind == "alarm"), None)
+    if raised is None:
+        raise EntryRefused(f"event {alarm} of {journal} is not an alarm")
+    if any(e.kind == "alarm_ack" and e.data.get("alarm_seq") == alarm for e in events):
+        raise EntryRefused(f"alarm {alarm} was acknowledged already", refused=True)
+    return raised, Act.ACKNOWLEDGE_CRITICAL if is_critical(raised) else Act.ACKNOWLEDGE
+
+
+def write_alarm_ack(journal: Path, raised: Event, person: Signer, comment: str) -> Event:
+    """Append the signed acknowledgement of ``raised`` to an ended batch's journal."""
+    data = {
+        "alarm_seq": raised.seq,
+        "alarm": raised.data.get("alarm", ""),
+        "critical": person.act == Act.ACKNOWLEDGE_CRITICAL.value,
+        "user": person.user,
+        "comment": comment,
+    }
+    with ended_journal(journal, "acknowledge alarms") as ended:
+        return ended.append_signed("alarm_ack", raised.source, data, person)
+
+
+def record_to_sign(journal: Path) -> VerifyResult:
+    """The chain of an ended batch's record, which must verify before QA signs it."""
+    intact = verify(journal)
+    if not intact.ok:
+        raise EntryRefused(f"{journal} does not verify: a broken record is not signed")
+    return intact
+
+
+def write_record_signature(
+    journal: Path, intact: VerifyResult, person: Signer, comment: str
+) -> Event:
+    """Append QA's signed review or approval of the record ``intact`` describes."""
+    data = {
+        "user": person.user,
+        "meaning": person.meaning,
+        "comment": comment,
+        "record_head": intact.head,
+        "record_events": intact.events,
+    }
+    with ended_journal(journal, "sign the record") as ended:
+        return ended.append_signed("record_signature", "batch", data, person)

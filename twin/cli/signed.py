@@ -59,33 +59,18 @@ def acknowledge_ended(
     users: Path | None,
 ) -> None:
     """Acknowledge an alarm of an ended batch: appended to its journal, signed."""
-    from twin.access.entries import ended_journal
-    from twin.engine.alarms import is_critical
-    from twin.journal import read_events
+    from twin.access.entries import EntryRefused, alarm_to_acknowledge, write_alarm_ack
 
     try:
-        events = list(read_events(journal))
+        _comment(comment)
+        raised, act = alarm_to_acknowledge(journal, alarm)
+    except EntryRefused as exc:
+        raise _fail(str(exc), EXIT_REFUSED if exc.refused else EXIT_INVALID) from None
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_INVALID) from None
-    _comment(comment)
-    raised = next((e for e in events if e.seq == alarm and e.kind == "alarm"), None)
-    if raised is None:
-        raise _fail(f"event {alarm} of {journal} is not an alarm", EXIT_INVALID)
-    if any(e.kind == "alarm_ack" and e.data.get("alarm_seq") == alarm for e in events):
-        raise _fail(f"alarm {alarm} was acknowledged already", EXIT_REFUSED)
-    critical = is_critical(raised)
-    act = Act.ACKNOWLEDGE_CRITICAL if critical else Act.ACKNOWLEDGE
     person = _sign_entry(journal, user, password_file, users, act)
-    data = {
-        "alarm_seq": alarm,
-        "alarm": raised.data.get("alarm", ""),
-        "critical": critical,
-        "user": person.user,
-        "comment": comment,
-    }
     try:
-        with ended_journal(journal, "acknowledge alarms") as ended:
-            ended.append_signed("alarm_ack", raised.source, data, person)
+        write_alarm_ack(journal, raised, person, comment)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL) from None
     out.print(f"alarm {alarm} acknowledged by {person.name}", markup=False)
@@ -103,28 +88,20 @@ def review(
     users: UsersOpt = None,
 ) -> None:
     """QA's signed review, or approval, of an ended batch's record."""
-    from twin.access.entries import ended_journal
-    from twin.journal import verify
+    from twin.access.entries import EntryRefused, record_to_sign, write_record_signature
 
     try:
-        intact = verify(journal)
+        intact = record_to_sign(journal)
+    except EntryRefused as exc:
+        raise _fail(str(exc), EXIT_FAIL) from None
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_INVALID) from None
-    if not intact.ok:
-        raise _fail(f"{journal} does not verify: a broken record is not signed", EXIT_FAIL)
     _comment(comment)
-    act = Act.APPROVE if approve else Act.REVIEW
-    person = _sign_entry(journal, operator, password_file, users, act)
-    data = {
-        "user": person.user,
-        "meaning": person.meaning,
-        "comment": comment,
-        "record_head": intact.head,
-        "record_events": intact.events,
-    }
+    person = _sign_entry(
+        journal, operator, password_file, users, Act.APPROVE if approve else Act.REVIEW
+    )
     try:
-        with ended_journal(journal, "sign the record") as ended:
-            ended.append_signed("record_signature", "batch", data, person)
+        write_record_signature(journal, intact, person, comment)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL) from None
     out.print(f"record {person.meaning} by {person.name} ({person.user})", markup=False)

@@ -10,7 +10,7 @@ import contextlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twin.errors import PocTwinError
 from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
@@ -18,7 +18,19 @@ from twin.report.criteria import Result, judge_release
 from twin.report.qc import QC_RESULT
 from twin.signing import Anchor, SignatureCheck, check_signatures
 
-__all__ = ["Action", "BatchRecord", "Deviation", "Series", "build_record", "flatten_values"]
+if TYPE_CHECKING:
+    from twin.recipe.model import Recipe
+
+__all__ = [
+    "Action",
+    "BatchRecord",
+    "Deviation",
+    "Series",
+    "build_record",
+    "flatten_values",
+    "recipe_phases",
+    "recorded_recipe",
+]
 
 #: Process value -> the setpoint parameter journalled for it (PV vs SP trends).
 SETPOINT_OF = {
@@ -137,12 +149,12 @@ def setpoint_param(pv_key: str) -> str | None:
     return SETPOINT_OF.get(name)
 
 
-def _recipe_phases(started: dict[str, Any]) -> dict[str, Any]:
-    """Phase parameters by path, from the recipe text recorded at batch start (best effort)."""
+def recorded_recipe(started: dict[str, Any]) -> Recipe | None:
+    """The recipe as recorded at batch start (its text and parameters); None if unreadable."""
     recipe = started.get("recipe") or {}
-    text = recipe.get("text")
+    text = recipe.get("text") if isinstance(recipe, dict) else None
     if not text:
-        return {}
+        return None
     from twin.recipe import load_recipe
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,16 +162,25 @@ def _recipe_phases(started: dict[str, Any]) -> dict[str, Any]:
         path.write_text(text, encoding="utf-8")
         try:
             params = recipe.get("parameters") or {}
-            model = load_recipe(path, {k: str(v) for k, v in params.items()} or None).model
-        except (PocTwinError, TypeError, ValueError):
-            return {}
+            return load_recipe(path, {k: str(v) for k, v in params.items()} or None).model
+        except (PocTwinError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def recipe_phases(model: Recipe | None) -> dict[str, Any]:
+    """Phase parameters by the path the journal names them with (``unit/operation/n:label``)."""
     phases: dict[str, Any] = {}
-    for unit in model.procedure:
+    for unit in model.procedure if model is not None else ():
         for op in unit.operations:
             for i, ph in enumerate(op.phases):
                 label = ph.name or ph.phase
                 phases[f"{unit.unit_procedure}/{op.operation}/{i + 1}:{label}"] = ph
     return phases
+
+
+def _recipe_phases(started: dict[str, Any]) -> dict[str, Any]:
+    """Phase parameters by path, from the recipe text recorded at batch start (best effort)."""
+    return recipe_phases(recorded_recipe(started))
 
 
 class _Builder:

@@ -29,19 +29,36 @@ class Page:
         self.ws = ws
         self._ids = itertools.count(1)
 
-    async def evaluate(self, expression: str) -> Any:
-        """The value of ``expression`` in the page (JSON-able values only)."""
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One DevTools command on this tab; its result."""
         call_id = next(self._ids)
-        params = {"expression": expression, "returnByValue": True, "awaitPromise": True}
-        await self.ws.send_json({"id": call_id, "method": "Runtime.evaluate", "params": params})
+        await self.ws.send_json({"id": call_id, "method": method, "params": params})
         async for message in self.ws:
             body = json.loads(message.data)
             if body.get("id") == call_id:
-                result = body.get("result", {})
-                if "exceptionDetails" in result:
-                    raise AssertionError(f"{expression}: {result['exceptionDetails']}")
-                return result.get("result", {}).get("value")
+                if "error" in body:
+                    raise AssertionError(f"{method}: {body['error']}")
+                result: dict[str, Any] = body.get("result", {})
+                return result
         raise AssertionError("the browser closed the page")
+
+    async def evaluate(self, expression: str) -> Any:
+        """The value of ``expression`` in the page (JSON-able values only)."""
+        params = {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        result = await self.call("Runtime.evaluate", params)
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
+        return result.get("result", {}).get("value")
+
+    async def type(self, text: str) -> None:
+        """Type ``text`` into the focused field, as a keyboard (or a barcode scanner) does."""
+        await self.call("Input.insertText", {"text": text})
+
+    async def press_enter(self) -> None:
+        """A real Enter key press (trusted events: a form would submit on it)."""
+        key = {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"}
+        await self.call("Input.dispatchKeyEvent", {"type": "keyDown", **key})
+        await self.call("Input.dispatchKeyEvent", {"type": "keyUp", **key})
 
     async def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
         """Poll ``expression`` until it is truthy; its value (fails after ``timeout``)."""

@@ -1,0 +1,221 @@
+"""The operator station over real HTTP on loopback: sign-in, forms, signed acts on an ended
+batch, and what reaches the page. The site's users file and journals are real files."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from site_users import PEOPLE, Site, make_site
+from station_harness import Person, RunningStation, ended_batch
+
+from twin.access.esign import check_signatures
+from twin.journal import read_events, verify
+
+
+def kinds(path: Path) -> list[str]:
+    return [e.kind for e in read_events(path)]
+
+
+def run(runs: Path, users: Path, scenario: Callable[[RunningStation], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with RunningStation(runs, users) as station:
+            await scenario(station)
+
+    asyncio.run(main())  # a real-time loop: the station serves real sockets
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    ended_batch(folder / "b1.sqlite")
+    return folder
+
+
+async def signed_in(station: RunningStation, user: str) -> Person:
+    person = station.person()
+    status, where, text = await person.sign_in(user, PEOPLE[user][2])
+    assert (status, where) == (200, "/"), text
+    return person
+
+
+def test_every_page_and_act_needs_a_signed_in_user(runs: Path, site: Site) -> None:
+    journal = runs / "b1.sqlite"
+    before = kinds(journal)
+
+    async def scenario(station: RunningStation) -> None:
+        stranger = station.person()
+        for path in ("/", "/batch/b1", "/batch/b1/record", "/batch/nope"):
+            status, where, text = await stranger.get(path)
+            assert (status, where) == (200, "/login"), path
+            assert "Sign in" in text and "b1" not in text.split("<main>")[1].split("next")[0]
+        for path in ("/live", "/batch/b1/live"):
+            assert (await stranger.get(path))[0] == 401, path
+        form = {"command": "hold", "reason": "r", "password": PEOPLE["kim"][2], "alarm": "4"}
+        for act in ("command", "identity", "ack", "qc", "review"):
+            status, _, _ = await stranger.post(f"/batch/b1/{act}", form, csrf=False)
+            assert status == 401, act
+        assert (await stranger.post("/logout", {}, csrf=False))[0] == 401
+
+    run(runs, site.users, scenario)
+    assert kinds(journal) == before  # nothing reached the record
+
+
+def test_sign_in_is_checked_and_sign_out_ends_the_session(runs: Path, site: Site) -> None:
+    async def scenario(station: RunningStation) -> None:
+        person = station.person()
+        status, _, wrong = await person.sign_in("kim", "not-kims-password")
+        status_unknown, _, unknown = await person.sign_in("nobody", "not-kims-password")
+        assert status == status_unknown == 401
+        assert "refused" in wrong and "refused" in unknown
+        assert (
+            "unknown user or wrong password" in wrong
+            and "unknown user or wrong password" in unknown
+        )
+        status, where, page = await person.sign_in("kim", PEOPLE["kim"][2])
+        assert (status, where) == (200, "/")
+        assert 'href="/batch/b1"' in page and "Kim Lee" in page
+        assert (await person.get("/live"))[0] == 200
+        assert (await person.post("/logout", {}))[1] == "/login"
+        assert (await person.get("/batch/b1"))[1] == "/login"
+        assert (await person.get("/live"))[0] == 401
+
+    run(runs, site.users, scenario)
+
+
+def test_a_locked_account_cannot_sign_in(runs: Path, tmp_path: Path) -> None:
+    own = make_site(tmp_path / "own-site")  # lockout must not reach the shared site's users
+
+    async def scenario(station: RunningStation) -> None:
+        person = station.person()
+        for _ in range(5):
+            assert (await person.sign_in("kim", "wrong-password-1"))[0] == 401
+        status, _, text = await person.sign_in("kim", PEOPLE["kim"][2])
+        assert status == 401 and "locked" in text
+
+    run(runs, own.users, scenario)
+
+
+def test_after_sign_in_only_a_path_of_this_station(runs: Path, site: Site) -> None:
+    async def scenario(station: RunningStation) -> None:
+        person = station.person()
+        for target, lands in (("//evil.example/x", "/"), ("/batch/b1", "/batch/b1")):
+            form = {"user": "kim", "password": PEOPLE["kim"][2], "next": target}
+            status, where, _ = await person.post("/login", form, csrf=False)
+            assert (status, where) == (200, lands)
+
+    run(runs, site.users, scenario)
+
+
+def test_a_form_without_this_sessions_token_is_refused(runs: Path, site: Site) -> None:
+    journal = runs / "b1.sqlite"
+    before = kinds(journal)
+
+    async def scenario(station: RunningStation) -> None:
+        kim = await signed_in(station, "kim")
+        form = {"alarm": "4", "reason": "seen", "password": PEOPLE["kim"][2]}
+        assert (await kim.post("/batch/b1/ack", form, csrf=False))[0] == 403
+        assert (await kim.post("/batch/b1/ack", {**form, "csrf": "forged"}, csrf=False))[0] == 403
+        other = {"Origin": "http://192.0.2.7:8090"}
+        assert (await kim.post("/batch/b1/ack", form, **other))[0] == 403
+        sam = await signed_in(station, "sam")  # another person's token is not kim's
+        assert (await kim.post("/batch/b1/ack", {**form, "csrf": sam.csrf}, csrf=False))[0] == 403
+
+    run(runs, site.users, scenario)
+    assert kinds(journal) == before
+
+
+def test_alarms_are_acknowledged_with_a_signature_by_who_may(runs: Path, site: Site) -> None:
+    journal = runs / "b1.sqlite"
+
+    async def scenario(station: RunningStation) -> None:
+        kim = await signed_in(station, "kim")
+        _, _, page = await kim.get("/batch/b1")
+        assert 'data-alarm="4"' in page  # an operator may acknowledge the minor alarm ...
+        assert 'data-alarm="5"' not in page  # ... and is not offered the critical one
+        form = {"alarm": "4", "reason": "DO recovered after the gas line was reseated"}
+        _, where, page = await kim.post("/batch/b1/ack", {**form, "password": "wrong-pass-01"})
+        assert where == "/batch/b1" and "unknown user or wrong password" in page
+        _, _, page = await kim.post("/batch/b1/ack", {**form, "password": PEOPLE["kim"][2]})
+        assert "alarm 4 acknowledged by Kim Lee" in page
+        assert "Kim" in page and "DO recovered after the gas line was reseated" in page
+        _, _, page = await kim.post("/batch/b1/ack", {**form, "password": PEOPLE["kim"][2]})
+        assert "acknowledged already" in page
+        crit = {"alarm": "5", "reason": "seen", "password": PEOPLE["kim"][2]}
+        _, _, page = await kim.post("/batch/b1/ack", crit)
+        assert "may not acknowledge-critical" in page
+        sam = await signed_in(station, "sam")
+        crit = {"alarm": "5", "reason": "probe replaced", "password": PEOPLE["sam"][2]}
+        _, _, page = await sam.post("/batch/b1/ack", crit)
+        assert "alarm 5 acknowledged by Sam Roe" in page
+
+    run(runs, site.users, scenario)
+    events = list(read_events(journal))
+    acks = [e for e in events if e.kind == "alarm_ack"]
+    assert [(a.data["alarm_seq"], a.data["user"]) for a in acks] == [(4, "kim"), (5, "sam")]
+    refusals = [e.data for e in events if e.kind == "access_refused"]
+    assert [r["user"] for r in refusals] == ["kim", "kim"]
+    assert verify(journal).ok and check_signatures(events).ok
+
+
+def test_qa_enters_qc_results_and_approves_the_record(runs: Path, site: Site) -> None:
+    journal = runs / "b1.sqlite"
+
+    async def scenario(station: RunningStation) -> None:
+        kim = await signed_in(station, "kim")
+        _, _, page = await kim.get("/batch/b1")
+        assert "/batch/b1/review" not in page and "/batch/b1/qc" not in page
+        form = {"comment": "looks fine", "approve": "1", "password": PEOPLE["kim"][2]}
+        _, _, page = await kim.post("/batch/b1/review", form)
+        assert "may not approve" in page
+        quinn = await signed_in(station, "quinn")
+        _, _, page = await quinn.get("/batch/b1")
+        assert "/batch/b1/review" in page and "/batch/b1/record" in page
+        qc = {"results": "cd3 = 92.5\ncar=oops", "reason": "QC lab", "password": PEOPLE["quinn"][2]}
+        _, _, page = await quinn.post("/batch/b1/qc", qc)
+        assert "car: &#x27;oops&#x27; is not a number" in page  # nothing entered: all or none
+        qc["results"] = "cd3=92.5\ncar=35"
+        _, _, page = await quinn.post("/batch/b1/qc", {**qc, "lab_ref": "LAB-7"})
+        assert "QC results entered by Quinn Ash" in page and "CD3" in page
+        _, _, record = await quinn.get("/batch/b1/record")
+        assert "Batch record" in record or "batch record" in record
+        review = {"comment": "record reviewed", "password": PEOPLE["quinn"][2]}
+        _, _, page = await quinn.post("/batch/b1/review", review)
+        assert "record reviewed by Quinn Ash" in page
+        _, _, page = await quinn.post("/batch/b1/review", {**review, "approve": "1"})
+        assert "record approved by Quinn Ash" in page
+
+    run(runs, site.users, scenario)
+    events = list(read_events(journal))
+    assert [e.data["test"] for e in events if e.kind == "qc_result"] == ["cd3", "car"]
+    signed = [e.data["meaning"] for e in events if e.kind == "record_signature"]
+    assert signed == ["reviewed", "approved"]
+    assert [e.data["user"] for e in events if e.kind == "access_refused"] == ["kim"]
+    assert verify(journal).ok and check_signatures(events).ok
+
+
+def test_what_people_and_batches_wrote_is_shown_as_text(tmp_path: Path, site: Site) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    ended_batch(runs / "b2.sqlite", message='<img src=x onerror="alert(1)">')
+    (runs / "not a batch.sqlite").write_text("x")  # no safe name: never listed or opened
+
+    async def scenario(station: RunningStation) -> None:
+        sam = await signed_in(station, "sam")
+        form = {"alarm": "5", "reason": "<script>alert(2)</script>", "password": PEOPLE["sam"][2]}
+        _, _, page = await sam.post("/batch/b2/ack", form)
+        assert "<img src=x" not in page and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
+        assert "<script>alert(2)" not in page and "&lt;script&gt;alert(2)" in page
+        _, _, overview = await sam.get("/")
+        assert "not a batch" not in overview
+        assert (await sam.get("/batch/..%2Fb2"))[0] == 404
+        assert (await sam.get("/batch/nope"))[0] == 404
+        _, _, page = await sam.post("/batch/b2/ack", {**form, "alarm": "abc"})
+        assert "no such alarm" in page
+        _, _, page = await sam.post("/batch/b2/ack", {**form, "reason": "  "})
+        assert "reason: required; nothing was signed" in page
+
+    run(runs, site.users, scenario)

@@ -1,0 +1,1 @@
+"""The operator station: the site's web page for its batches (``poc-twin station serve``)."""

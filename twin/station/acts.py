@@ -1,0 +1,198 @@
+"""The signed acts an operator station performs for its signed-in user.
+
+Each act carries the user's password again (21 CFR 11.200(a)(1)(i): every
+signing after the first in a session needs at least the password). A running
+batch gets the act over its command socket and checks id, password and role
+itself, exactly as for ``poc-twin command``; for an ended batch the station
+signs here and appends to the journal, exactly as ``ack``, ``qc`` and
+``review`` do. Nothing here signs for anyone: there is no act without the
+person's password, and a refusal is journalled like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twin.access.entries import (
+    EntryRefused,
+    alarm_to_acknowledge,
+    batch_running,
+    journal_refusal_in,
+    record_to_sign,
+    write_alarm_ack,
+    write_record_signature,
+)
+from twin.access.roles import Act, Role
+from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
+from twin.engine.inbox import NoRunningBatch, send_command
+from twin.errors import InvalidInput, PocTwinError
+
+__all__ = ["Outcome", "Station"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an act: shown to the person who asked, once."""
+
+    ok: bool
+    message: str
+
+
+def _reply(what: str, reply: dict[str, Any]) -> Outcome:
+    if reply.get("status") == "accepted":
+        return Outcome(True, f"{what}: accepted — batch is now {reply.get('state')}")
+    return Outcome(False, f"{what}: {reply.get('status')} — {reply.get('message')}")
+
+
+class Station:
+    """The site's users file (and site key) the station signs entries with."""
+
+    def __init__(self, users: Path, site_key: Any = None) -> None:
+        self.users = users
+        self.site_key = site_key
+
+    # -- signing -----------------------------------------------------------------------
+
+    def _sign(self, journal: Path | None, user: str, password: str, act: Act) -> Signer:
+        """``user``'s signature for ``act``; AccessRefused is journalled in ``journal``."""
+        store = UserStore.open(self.users)
+        try:
+            return store.sign(user, password, act)
+        except AccessRefused as exc:
+            if journal is not None:
+                journal_refusal_in(journal, exc)
+            raise
+        finally:
+            store.close()
+
+    async def sign_in(self, user: str, password: str) -> tuple[Signer, frozenset[Role]]:
+        """Check id and password (lockout counts here too); the user's printed name and roles."""
+
+        def check() -> tuple[Signer, frozenset[Role]]:
+            store = UserStore.open(self.users)
+            try:
+                signer = store.sign_in(user, password)
+                known = store.get(user)
+                return signer, known.roles if known is not None else frozenset()
+            finally:
+                store.close()
+
+        return await asyncio.to_thread(check)  # scrypt must not stall the page of anyone else
+
+    # -- acts on a running batch ---------------------------------------------------------
+
+    @staticmethod
+    async def command(
+        journal: Path, user: str, password: str, action: str, reason: str, level: str
+    ) -> Outcome:
+        """An ISA-88 command, signed, through the batch's own socket."""
+        try:
+            reply = await send_command(
+                journal, action, operator=user, password=password, reason=reason, level=level
+            )
+        except NoRunningBatch as exc:
+            return Outcome(False, f"{action}: {exc}")
+        return _reply(action, reply)
+
+    @staticmethod
+    async def confirm_identity(
+        journal: Path, user: str, password: str, patient: str, bag: str, reason: str
+    ) -> Outcome:
+        """The scanned patient and bag ids, signed; the batch compares them to its own."""
+        try:
+            reply = await send_command(
+                journal,
+                "confirm-identity",
+                operator=user,
+                password=password,
+                reason=reason,
+                extra={"patient_id": patient, "bag_id": bag},
+            )
+        except NoRunningBatch as exc:
+            return Outcome(False, f"identity scan: {exc}")
+        if reply.get("status") == "accepted":
+            return Outcome(True, "identity scan handed to the batch; it records whether it matches")
+        return _reply("identity scan", reply)
+
+    # -- acts on either --------------------------------------------------------------------
+
+    async def acknowledge(
+        self, journal: Path, user: str, password: str, alarm: int, comment: str
+    ) -> Outcome:
+        """Acknowledge an alarm: through the running batch, or into the ended batch's journal."""
+        if await batch_running(journal):
+            try:
+                reply = await send_command(
+                    journal,
+                    "acknowledge",
+                    operator=user,
+                    password=password,
+                    reason=comment,
+                    extra={"alarm": alarm},
+                )
+            except NoRunningBatch:
+                pass  # it ended meanwhile: acknowledged into its journal below
+            else:
+                return _reply(f"alarm {alarm} acknowledgement", reply)
+
+        def ended() -> Outcome:
+            raised, act = alarm_to_acknowledge(journal, alarm)
+            person = self._sign(journal, user, password, act)
+            write_alarm_ack(journal, raised, person, comment)
+            return Outcome(True, f"alarm {alarm} acknowledged by {person.name}")
+
+        return await self._entry(ended)
+
+    # -- acts on an ended batch ------------------------------------------------------------
+
+    async def enter_qc(
+        self, journal: Path, user: str, password: str, results: list[str], lab_ref: str, reason: str
+    ) -> Outcome:
+        """QC lab results (``cd3=92.5`` lines), signed by QA, into the ended batch's journal."""
+        from twin.report.qc import parse_results, record_qc_results
+
+        def enter() -> Outcome:
+            entries = parse_results(results)
+            person = self._sign(journal, user, password, Act.QC_RESULT)
+            written = record_qc_results(
+                journal,
+                entries,
+                person=person,
+                reason=reason,
+                lab_ref=lab_ref,
+                signer=self.site_key,
+            )
+            verdicts = ", ".join(
+                f"{d['name']} {d['value']:g} {d['unit']} {d['verdict']}" for d in written
+            )
+            return Outcome(True, f"QC results entered by {person.name}: {verdicts}")
+
+        return await self._entry(enter)
+
+    async def sign_record(
+        self, journal: Path, user: str, password: str, comment: str, *, approve: bool
+    ) -> Outcome:
+        """QA's signed review, or approval, of the ended batch's record."""
+
+        def sign() -> Outcome:
+            intact = record_to_sign(journal)
+            person = self._sign(journal, user, password, Act.APPROVE if approve else Act.REVIEW)
+            write_record_signature(journal, intact, person, comment)
+            return Outcome(True, f"record {person.meaning} by {person.name} ({person.user})")
+
+        return await self._entry(sign)
+
+    @staticmethod
+    async def _entry(work: Callable[[], Outcome]) -> Outcome:
+        """Run a signed entry in a thread (scrypt, SQLite); every refusal as an Outcome."""
+        try:
+            result: Outcome = await asyncio.to_thread(work)
+        except InvalidInput as exc:
+            return Outcome(False, "; ".join(str(p.message) for p in exc.problems))
+        except (AccessRefused, EntryRefused, UserStoreError, PocTwinError) as exc:
+            return Outcome(False, str(exc))
+        return result

@@ -1,0 +1,45 @@
+"""Serving the station on a real-time loop (the CLI and the tests start it alike)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+
+from twin.station.acts import Station
+from twin.station.web import make_app
+
+__all__ = ["StationServer", "serve"]
+
+
+class StationServer:
+    """The station's web app on HOST:PORT, started and stopped together."""
+
+    def __init__(self, runs: Path, station: Station, host: str, port: int) -> None:
+        self.app = make_app(runs, station)
+        self.host, self.port = host, port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Listen; the port actually bound (0 asks for a free one)."""
+        self._runner = web.AppRunner(self.app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server  # aiohttp keeps the listening socket here
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def serve(runs: Path, station: Station, host: str, port: int) -> None:
+    server = StationServer(runs, station, host, port)
+    await server.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
