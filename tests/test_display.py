@@ -52,3 +52,22 @@ def test_while_held_every_reading_is_shown() -> None:
         display(reading(5, 240.0, 42.5))
         assert display.refreshes == 4
         assert "42.5" in str(display.pv)
+
+
+def test_unacknowledged_alarms_stay_on_the_panel_until_acknowledged() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=160)
+    with BatchDisplay(console, "B1") as display:
+        display(transition(1, 0.0, "procedure:p", "Running"))
+        display(event(2, 60.0, "alarm", "bioreactor", {"message": "DO 14 below low 15"}))
+        display(event(3, 90.0, "alarm", "bioreactor", {"message": "temperature 39 above 38.5"}))
+        display(event(4, 95.0, "alarm_cleared", "bioreactor", {"alarm": "do low"}))
+        assert sorted(display.unacknowledged) == [2, 3]  # cleared is not acknowledged
+        console.print(display.render())
+        assert "2 alarm(s) not acknowledged (events 2, 3)" in out.getvalue()
+        display(event(5, 99.0, "alarm_ack", "bioreactor", {"alarm_seq": 2, "user": "kim"}))
+        assert sorted(display.unacknowledged) == [3]
+        display(event(6, 99.0, "alarm_ack", "bioreactor", {"alarm_seq": 3, "user": "sam"}))
+        out.truncate(0)
+        console.print(display.render())
+        assert "not acknowledged" not in out.getvalue()

@@ -39,6 +39,9 @@ class BatchDisplay:
         self.gas: dict[str, Any] = {}
         self.sample: dict[str, Any] = {}
         self.alarm = ""
+        #: Alarms raised and not yet acknowledged (event number -> text): an operator must
+        #: see that someone still has to look at them, not only the latest one.
+        self.unacknowledged: dict[int, str] = {}
         self._last_refresh = -1e18
         #: How often the panel was redrawn for an event (what an operator gets to see).
         self.refreshes = 0
@@ -83,6 +86,10 @@ class BatchDisplay:
             self.sample = event.data
         elif event.kind == "alarm":
             self.alarm = f"{event.source}: {event.data.get('message', '')}"
+            self.unacknowledged[event.seq] = self.alarm
+            force = True
+        elif event.kind == "alarm_ack":
+            self.unacknowledged.pop(event.data.get("alarm_seq", -1), None)
             force = True
         # While the batch waits on a person its clock follows the wall: show each reading.
         waiting = self.state != "Running" or self.below or self.scan
@@ -144,4 +151,13 @@ class BatchDisplay:
         parts: list[Any] = [head, Text(f"phase  {self.phase}"), table]
         if self.alarm:
             parts.append(Text(f"alarm  {self.alarm}", style="bold red"))
+        if self.unacknowledged:
+            seqs = ", ".join(str(seq) for seq in sorted(self.unacknowledged))
+            parts.append(
+                Text(
+                    f"{len(self.unacknowledged)} alarm(s) not acknowledged (events {seqs}): "
+                    "poc-twin ack JOURNAL EVENT, or the operator station",
+                    style="bold red",
+                )
+            )
         return Panel(Group(*parts), title="poc-twin", border_style="cyan")
