@@ -29,6 +29,7 @@ def is_critical(alarm: Event) -> bool:
     d = alarm.data
     return d.get("reaction") in ("hold", "abort") or d.get("alarm") in CRITICAL_KINDS
 
+
 ReactionHandler = Callable[[Monitor, str], None]
 
 
