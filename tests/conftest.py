@@ -13,6 +13,7 @@ import pytest
 from site_users import Site, make_site
 
 from twin.access.users import ENV_USERS
+from twin.cli.esign import ENV_OPERATOR, ENV_PASSWORD_FILE
 from twin.clock import Clock, VirtualTimeLoop
 from twin.serve.bioreactor_modbus import BioreactorModbusServer
 from twin.sim import Plant
@@ -61,6 +62,9 @@ async def server(
 def _site_users(tmp_path_factory: pytest.TempPathFactory) -> Site:
     site = make_site(tmp_path_factory.mktemp("site"))
     os.environ[ENV_USERS] = str(site.users)  # also for processes started by session fixtures
+    # runs on the twin (a development bench) are an engineer's signed act
+    os.environ[ENV_OPERATOR] = "eve"
+    os.environ[ENV_PASSWORD_FILE] = str(site.password_file("eve"))
     return site
 
 
@@ -68,4 +72,6 @@ def _site_users(tmp_path_factory: pytest.TempPathFactory) -> Site:
 def site(_site_users: Site, monkeypatch: pytest.MonkeyPatch) -> Site:
     """The site's users (one per role) for every batch and command a test starts."""
     monkeypatch.setenv(ENV_USERS, str(_site_users.users))
+    monkeypatch.setenv(ENV_OPERATOR, "eve")
+    monkeypatch.setenv(ENV_PASSWORD_FILE, str(_site_users.password_file("eve")))
     return _site_users

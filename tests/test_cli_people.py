@@ -92,7 +92,7 @@ def test_ctrl_c_holds_then_a_second_ctrl_c_aborts(
     tmp_path: Path, running: list[subprocess.Popen[str]]
 ) -> None:
     journal = tmp_path / "cart.sqlite"
-    proc = _start_run(journal, "carol")
+    proc = _start_run(journal, "eve")
     running.append(proc)
     _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
 
@@ -101,7 +101,7 @@ def test_ctrl_c_holds_then_a_second_ctrl_c_aborts(
     assert _procedure_states(events)[-3:] == ["Running", "Holding", "Held"]
     hold = [e.data for e in events if e.kind == "command"]
     assert [(c["command"], c["accepted"], c["operator"], c["reason"]) for c in hold] == [
-        ("hold", True, "carol", WHY)
+        ("hold", True, "eve", WHY)
     ]
     assert proc.poll() is None  # held, waiting for a person: not ended, not killed
 
@@ -109,14 +109,14 @@ def test_ctrl_c_holds_then_a_second_ctrl_c_aborts(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     assert "Traceback" not in err and "Traceback" not in out
-    assert "Ctrl-C: batch held by carol; Ctrl-C again aborts it" in err
-    assert "Ctrl-C: batch aborted by carol (it was Held)" in err
+    assert "Ctrl-C: batch held by eve; Ctrl-C again aborts it" in err
+    assert "Ctrl-C: batch aborted by eve (it was Held)" in err
     assert "Aborted" in out  # the normal summary
     events = list(read_events(journal))
     commands = [e.data for e in events if e.kind == "command"]
     assert [(c["command"], c["accepted"], c["operator"], c["reason"]) for c in commands] == [
-        ("hold", True, "carol", WHY),
-        ("abort", True, "carol", WHY),  # no refused hold before it: the rule asked for abort
+        ("hold", True, "eve", WHY),
+        ("abort", True, "eve", WHY),  # no refused hold before it: the rule asked for abort
     ]
     assert _procedure_states(events)[-2:] == ["Aborting", "Aborted"]
     assert events[-1].kind == "batch_ended" and events[-1].data["state"] == "Aborted"
@@ -232,7 +232,7 @@ def test_command_to_a_batch_whose_process_died_points_to_resume(
     tmp_path: Path, running: list[subprocess.Popen[str]]
 ) -> None:
     journal = tmp_path / "died.sqlite"
-    proc = _start_run(journal, "carol")
+    proc = _start_run(journal, "eve")
     running.append(proc)
     _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
     proc.kill()  # SIGKILL: the process dies with the batch Running

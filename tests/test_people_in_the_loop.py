@@ -37,7 +37,7 @@ class BatchProcess:
         self.proc = subprocess.Popen(
             [
                 *(EXE, "run", str(ROOT / "recipes" / recipe), "--bench", SIM, "-q"),
-                *("--journal", str(self.journal), "--operator", "kim", "--pace", str(PACE)),
+                *("--journal", str(self.journal), "--operator", "eve", "--pace", str(PACE)),
                 *extra,
             ],
             stdout=subprocess.PIPE,

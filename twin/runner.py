@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from twin import __version__
-from twin.access.esign import REQUIRED_FLAG
-from twin.access.users import UserStore
+from twin.access.esign import REQUIRED_FLAG, sign_event
+from twin.access.users import Signer, UserStore
 from twin.bench import LoadedBench, OpenBench, open_bench, with_seed
 from twin.clock import DEFAULT_PACE, Clock, run_batch_loop
 from twin.engine.batch import Batch
@@ -95,9 +95,13 @@ async def run_batch_async(
     on_batch: Callable[[Batch], None] | None = None,
     on_bench: Callable[[OpenBench, Clock], None] | None = None,
     users: UserStore | None = None,
+    starter: Signer | None = None,
     relay_token: str | None = None,
 ) -> ProceduralState:
     """Run one batch to its end on an already-running loop (virtual or real).
+
+    ``starter``: the person who signed the start (an engineer's run-development
+    signature on a development bench); their signature follows ``batch_started``.
 
     ``users``: the site's users, who sign every command sent to the batch; without
     them no command is accepted (the batch still runs to its end, or Ctrl-C).
@@ -118,7 +122,7 @@ async def run_batch_async(
             if bench.model.twin is not None:
                 ino = bench.model.twin.inoculum
                 seeded = ino.volume_ml * ino.viable_cells_per_ml
-            journal.append(
+            started = journal.append(
                 "batch_started",
                 "batch",
                 {
@@ -143,11 +147,14 @@ async def run_batch_async(
                         "path": str(bench.path),
                         "text": bench.path.read_text(encoding="utf-8"),
                         "seed": bench.model.twin.seed if bench.model.twin else None,
+                        "development": bench.model.development,
                     },
                     "seeded_viable_cells": seeded,
                     REQUIRED_FLAG: users is not None,
                 },
             )
+            if starter is not None:
+                sign_event(journal, started, starter)
             batch = Batch(
                 recipe,
                 opened.equipment,

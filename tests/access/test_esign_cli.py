@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from site_users import Site
 from typer.testing import CliRunner
 
@@ -155,3 +156,61 @@ def test_verify_names_a_replayed_a_moved_and_a_missing_signature(
 
     rechain(journal, original)
     assert cli.invoke(app, ["verify", str(journal)]).exit_code == 0
+
+
+SMOKE_RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "smoke.yaml")
+
+
+def test_a_run_on_a_development_bench_is_an_engineers_signed_act(
+    tmp_path: Path, site: Site
+) -> None:
+    """The twin is a development bench: with site users in force only an engineer starts a
+    batch on it, signing with the password; anyone else is refused before anything starts."""
+    run = ["run", SMOKE_RECIPE, "-q"]
+    refused = {
+        "an operator": ["--operator", "kim", "--password-file", str(site.password_file("kim"))],
+        "a wrong password": [
+            *("--operator", "eve"),
+            *("--password-file", str(site.password_file("eve", "not-eves-password"))),
+        ],
+        "someone unknown": [
+            "--operator",
+            "mallory",
+            "--password-file",
+            str(site.password_file("eve")),
+        ],
+    }
+    for who, options in refused.items():
+        journal = tmp_path / f"{who.replace(' ', '-')}.sqlite"
+        result = cli.invoke(app, [*run, "--journal", str(journal), *options])
+        assert result.exit_code == 4, (who, result.output)
+        assert "run-development refused" in result.stderr and "nothing started" in result.stderr
+        assert not journal.exists(), who
+    journal = tmp_path / "eve.sqlite"
+    result = cli.invoke(app, [*run, "--journal", str(journal), *site.signed("eve")])
+    assert result.exit_code == 0, result.output
+    events = list(read_events(journal))
+    started, signature = events[0], events[1]
+    assert started.kind == "batch_started" and started.data["operator"] == "eve"
+    assert signature.kind == "signature"
+    assert (signature.data["user"], signature.data["act"]) == ("eve", "run-development")
+    assert signature.data["signed_seq"] == started.seq
+    assert cli.invoke(app, ["verify", str(journal)]).exit_code == 0
+
+    rechain(journal, [r for k, r in enumerate(rows(journal)) if k != 1])  # signature taken out
+    unsigned = cli.invoke(app, ["verify", str(journal)])
+    assert unsigned.exit_code == 1
+    assert "event 1 (batch_started by 'eve') has no e-signature" in unsigned.output
+
+
+def test_without_site_users_a_run_asks_no_signature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo: a fresh clone has no users file, and the twin batch runs all the same."""
+    monkeypatch.delenv("POC_TWIN_USERS")
+    monkeypatch.chdir(tmp_path)  # no site/users.sqlite here
+    journal = tmp_path / "demo.sqlite"
+    result = cli.invoke(app, ["run", SMOKE_RECIPE, "-q", "--journal", str(journal)])
+    assert result.exit_code == 0, result.output
+    assert "no site users file" in result.stderr
+    assert "signature" not in kinds(journal)

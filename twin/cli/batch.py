@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from twin.access.roles import Act
+from twin.access.users import AccessRefused, Signer, UserStore
 from twin.cli.common import (
     EXIT_ENDED,
     EXIT_FAIL,
@@ -27,13 +29,20 @@ from twin.cli.common import (
     err,
     out,
 )
-from twin.cli.esign import PasswordFileOpt, UsersOpt, read_password, users_for_batch
+from twin.cli.esign import (
+    PasswordFileOpt,
+    RunPasswordFileOpt,
+    UsersOpt,
+    read_password,
+    users_for_batch,
+)
 from twin.clock import wall_now
 from twin.errors import InvalidInput, JournalError, PocTwinError
 from twin.journal import check_new_journal
 from twin.names import UnsafeName, check_safe_name
 
 if TYPE_CHECKING:
+    from twin.bench import LoadedBench
     from twin.cli.ctrl_c import CtrlC
     from twin.engine.states import ProceduralState
 
@@ -68,7 +77,14 @@ def run(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the twin's noise (sim bench)")] = None,
     batch_id: Annotated[str | None, typer.Option("--batch-id", help="Batch identifier")] = None,
-    operator: Annotated[str, typer.Option(help="Operator starting the batch")] = "operator",
+    operator: Annotated[
+        str,
+        typer.Option(
+            envvar="POC_TWIN_OPERATOR",
+            help="Who starts the batch (a site user: on a development bench an engineer, "
+            "who signs the start)",
+        ),
+    ] = "operator",
     broker: Annotated[
         str | None, typer.Option(envvar="POC_TWIN_BROKER", help="MQTT broker URL for telemetry")
     ] = None,
@@ -87,9 +103,13 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
     pace: PaceOpt = 1.0,
     users: UsersOpt = None,
+    password_file: RunPasswordFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Validate, then execute a batch, with live progress and a batch summary.
+
+    With a site users file, a run on a development bench (the twin, a test bench) is an
+    engineer's signed act: --operator must be an engineer, who signs with the password.
 
     Ctrl-C holds the batch (journalled with this --operator) and a second Ctrl-C aborts it:
     the batch is never killed mid-step, and ends as any other batch does.
@@ -116,6 +136,7 @@ def run(
     except JournalError as exc:
         raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
     site_users = users_for_batch(users)
+    starter = _development_signature(site_users, loaded_bench, operator, password_file)
     if site_users is None:
         err.print(
             "note: no site users file (site/users.sqlite or --users): no command can be "
@@ -147,6 +168,7 @@ def run(
                 on_batch=ctrl_c.attach,
                 pace=pace,
                 users=site_users,
+                starter=starter,
                 relay_token=telemetry.relay_token if telemetry is not None else None,
             )
     except PocTwinError as exc:
@@ -167,6 +189,19 @@ def run(
                     highlight=False,
                 )
         raise typer.Exit(_exit_code(final))
+
+
+def _development_signature(
+    users: UserStore | None, bench: LoadedBench, operator: str, password_file: Path | None
+) -> Signer | None:
+    """The engineer's signature for a run on a development bench (site users in force);
+    None where no signature is asked. A refusal exits 4, nothing started (and audited)."""
+    if users is None or not bench.model.development:
+        return None
+    try:
+        return users.sign(operator, read_password(operator, password_file), Act.RUN_DEVELOPMENT)
+    except AccessRefused as exc:
+        raise _fail(f"{exc}; nothing started", EXIT_REFUSED) from None
 
 
 def _interrupted(ctrl_c: CtrlC, journal_path: Path) -> ProceduralState:

@@ -27,7 +27,16 @@ from twin.access.users import (
 )
 from twin.cli.common import EXIT_INVALID, EXIT_REFUSED, _fail
 
-__all__ = ["PasswordFileOpt", "UsersOpt", "open_users", "read_password", "sign_for"]
+__all__ = [
+    "ENV_OPERATOR",
+    "ENV_PASSWORD_FILE",
+    "PasswordFileOpt",
+    "RunPasswordFileOpt",
+    "UsersOpt",
+    "open_users",
+    "read_password",
+    "sign_for",
+]
 
 UsersOpt = Annotated[
     Path | None,
@@ -43,6 +52,21 @@ PasswordFileOpt = Annotated[
         "--password-file",
         help="A file (mode 0600) whose first line is the password; else prompted, or one "
         "line on standard input. Never on the command line.",
+    ),
+]
+
+
+#: Environment variables ``run`` reads for the person starting a batch (a station or a CI
+#: job that starts batches as its engineer keeps the password in a 0600 file, never argv).
+ENV_OPERATOR = "POC_TWIN_OPERATOR"
+ENV_PASSWORD_FILE = "POC_TWIN_PASSWORD_FILE"
+RunPasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        envvar=ENV_PASSWORD_FILE,
+        help="Password file (mode 0600) of the --operator who signs a run on a development "
+        "bench; else prompted, or one line on standard input. Never on the command line.",
     ),
 ]
 
