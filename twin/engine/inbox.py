@@ -195,6 +195,8 @@ async def serve_commands(
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await reader.readline()
+            if not line:
+                return  # connected and gone: a reader asking whether the batch runs
             try:
                 request = json.loads(line)
             except ValueError:
@@ -202,7 +204,8 @@ async def serve_commands(
             else:
                 reply = _answer(target, request, users, relay_token)
             writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
+            with contextlib.suppress(ConnectionError):  # the sender gave up: it is journalled
+                await writer.drain()
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
