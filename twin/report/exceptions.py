@@ -34,6 +34,8 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
         found.append(
             ("critical", f"Signature check failed at event {sig.first_bad_seq}: {sig.reason}.")
         )
+    for sentence in r.malformed:
+        found.append(("critical", sentence[0].upper() + sentence[1:] + "."))
     if not r.ended:
         found.append(
             (

@@ -102,6 +102,8 @@ class BatchRecord:
     actions: list[Action] = field(default_factory=list)
     deviations: list[Deviation] = field(default_factory=list)
     samples: list[tuple[float, dict[str, Any], str]] = field(default_factory=list)
+    #: Events the record could not take: forged or damaged (a critical exception each).
+    malformed: list[str] = field(default_factory=list)
     in_process: list[Result] = field(default_factory=list)
     release: list[Result] = field(default_factory=list)
     harvest: dict[str, Any] | None = None
@@ -431,6 +433,27 @@ def _recipe_header(text: str) -> dict[str, Any]:
     return {}
 
 
+def _malformed(e: Event, exc: Exception) -> str:
+    """A sentence for an event that lacks what every writer records (forged or damaged)."""
+    what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)[:80]
+    return f"event {e.seq} ({e.kind}) is not as any writer records it ({what})"
+
+
+def _qc_results(events: list[Event], record: BatchRecord) -> dict[str, tuple[float, int]]:
+    """The latest QC result per test; an entry without a test name or a finite number is
+    named as malformed instead of judged."""
+    qc: dict[str, tuple[float, int]] = {}
+    for e in events:
+        if e.kind != QC_RESULT:
+            continue
+        test, value = e.data.get("test"), e.data.get("value")
+        if not isinstance(test, str) or type(value) not in (int, float):
+            record.malformed.append(_malformed(e, ValueError("a test and a numeric value")))
+            continue
+        qc[test] = (float(value), e.seq)
+    return qc
+
+
 def build_record(
     path: Path | str, public_key: Any = None, anchors: list[Anchor] | None = None
 ) -> BatchRecord:
@@ -458,21 +481,22 @@ def build_record(
     for e in events:
         record.end_time = max(record.end_time, e.batch_time)
         handler = handlers.get(e.kind)
-        if handler is not None:
-            handler(e)
-        elif e.kind == "harvest":
-            record.harvest = e.data
-        elif e.kind == "batch_ended":
-            record.ended = True
-            record.final_state = e.data.get("state", record.final_state)
-        elif e.kind == CHECKPOINT:
-            record.header["site"] = record.header.get("site") or e.data.get("site")
-        else:
-            b.signed_action(e)
+        try:
+            if handler is not None:
+                handler(e)
+            elif e.kind == "harvest":
+                record.harvest = e.data
+            elif e.kind == "batch_ended":
+                record.ended = True
+                record.final_state = e.data.get("state", record.final_state)
+            elif e.kind == CHECKPOINT:
+                record.header["site"] = record.header.get("site") or e.data.get("site")
+            else:
+                b.signed_action(e)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            record.malformed.append(_malformed(e, exc))  # forged or damaged: named, not a crash
     b.finish()
-    qc = {
-        str(e.data["test"]): (float(e.data["value"]), e.seq) for e in events if e.kind == QC_RESULT
-    }
+    qc = _qc_results(events, record)
     record.release = judge_release(record.harvest, qc)
     if record.holds and record.holds[-1][1] is None:
         record.holds[-1] = (record.holds[-1][0], record.end_time)
