@@ -167,6 +167,10 @@ def test_a_held_batch_follows_the_wall_and_is_still_read(
     readings = [e for e in events if e.kind == "reading" and e.batch_time > held_at]
     assert {e.source for e in readings} == {"bioreactor", "gas"}
     assert len(readings) >= 2 * int(0.6 * 3 * PACE / POLL_S)
+    checked = subprocess.run(  # a validator checks the journal of the batch that waits
+        [EXE, "verify", str(batch.journal)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0 and "intact" in checked.stdout, checked.stderr
     batch.command("restart")
     batch.wait_for(lambda ev: ev[-1].batch_time > held_at + 86400, "a day of running")
     batch.command("abort")

@@ -367,7 +367,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _rows(
-    path: Path, order: str, after: int | None = None
+    path: Path, order: str, after: int | None = None, *, rowid: bool = False
 ) -> Iterator[tuple[tuple[Any, ...], bool]]:
     """Every row of the events table in ``order``, streamed (a journal may hold millions),
     each with whether its text may hold bytes that are not UTF-8; JournalError if the table
@@ -379,7 +379,8 @@ def _rows(
     """
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     where = "" if after is None else f" WHERE seq > {int(after)}"
-    query = f"SELECT {_COLUMNS} FROM events{where} ORDER BY {order}"
+    columns = f"{_COLUMNS}, rowid" if rowid else _COLUMNS  # rowid last: where it is stored
+    query = f"SELECT {columns} FROM events{where} ORDER BY {order}"
     done = 0
     try:
         try:
@@ -491,16 +492,25 @@ class VerifyResult:
 
 
 def verify(path: Path | str) -> VerifyResult:
-    """Recompute the chain; name the first event that was edited, removed, inserted or moved."""
+    """Recompute the chain; name the first event that was edited, removed, inserted or moved.
+
+    One order: events are read by ``seq``, which must run 1, 2, 3... without a gap and
+    be the order the rows are stored in (a table rebuilt in another order is named, so no
+    reader of any order sees a different record). A journal without events is no record.
+    """
     prev = GENESIS
     expected_seq = 1
     count = 0
     path = _journal_file(Path(path))
-    for row, _ in _rows(path, "seq"):  # text that is not UTF-8 fails its hash
+    for stored, _ in _rows(path, "seq", rowid=True):  # text that is not UTF-8 fails its hash
+        row, position = stored[:-1], stored[-1]
         seq, bt, wt, kind, source, data, prev_hash, digest = row
         problem = _malformed(row)
         if problem:
             return VerifyResult(False, count, prev, expected_seq, problem)
+        if seq == expected_seq and position != seq:
+            why = f"is stored as row {position}, out of sequence order (rows rebuilt or moved)"
+            return VerifyResult(False, count, prev, seq, why)
         if seq != expected_seq:
             why = (
                 "is missing"
@@ -515,4 +525,6 @@ def verify(path: Path | str) -> VerifyResult:
         prev = digest
         expected_seq += 1
         count += 1
+    if count == 0:
+        return VerifyResult(False, 0, prev, 1, "event 1 is missing: the journal holds no events")
     return VerifyResult(True, count, prev)

@@ -203,6 +203,8 @@ class SignatureCheck:
     events: int = 0
     key_ids: set[str] = field(default_factory=set)
     anchors_matched: int = 0
+    #: The ``batch_ended`` event's seq; None while the batch runs, or if it never ended.
+    ended_at: int | None = None
     first_bad_seq: int | None = None
     reason: str = ""
 
@@ -237,7 +239,7 @@ def check_signatures(
         hashes[event.seq] = event.hash
         result.events = event.seq
         if event.kind == "batch_ended":
-            ended_at = event.seq
+            ended_at = result.ended_at = event.seq
         last_kind = event.kind
         if event.kind != CHECKPOINT:
             continue

@@ -230,6 +230,17 @@ def write(path: Path, rows: list[Row], schema: list[str], *, loose: bool = False
         db.commit()
 
 
+def misplaced(path: Path) -> int | None:
+    """Index (seq order) of the first row not stored at its place in seq order, or None."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.text_factory = bytes
+        try:
+            ids = [r[0] for r in db.execute("SELECT rowid FROM events ORDER BY seq")]
+        except sqlite3.DatabaseError:
+            return None
+    return next((k for k, rowid in enumerate(ids) if rowid != k + 1), None)
+
+
 def as_verified(path: Path) -> list[tuple[str, ...]] | None:
     """The rows as verify reads them (seq order), typed; None if the table cannot be read."""
     with contextlib.closing(sqlite3.connect(path)) as db:
@@ -291,16 +302,27 @@ def test_mutated_rows_are_named_never_a_crash(
     code, stdout, stderr = run(["verify", str(path), *key])
     assert code in (0, 1), (described, stdout, stderr)
     seen, before = as_verified(path), as_verified(recorded.path)
+    moved = misplaced(path)  # a row stored out of seq order: a finding too
     assert before is not None
     if seen is None:  # the table itself is gone or altered
         assert code == 1 and "not a readable journal" in stderr, (described, stderr)
-    elif seen == before:
+    elif seen == before and moved is None:
         assert code == 0, (described, stderr)  # nothing changed: no false alarm
-    elif not forged and seen != before[: len(seen)]:  # changed, and not only a cut tail
+    elif not seen:
+        assert code == 1 and "the journal holds no events" in stderr, (described, stderr)
+    elif not forged and (moved is not None or seen != before[: len(seen)]):
         pairs = enumerate(zip(seen, before, strict=False))
         first = next((k for k, (a, b) in pairs if a != b), len(before))  # else: rows added
+        if seen == before[: len(seen)] and len(seen) < len(before):
+            first = len(seen)  # only a cut tail: nothing differs before it
+        first = min(first, len(seen) if moved is None else moved)
         assert code == 1, (described, stdout)
         assert f"BROKEN at event {first + 1}:" in stderr, (described, first + 1, stderr)
+    elif seen == before[: len(seen)]:  # only a cut tail
+        if not any(r[3] == "bytes:b'batch_ended'" for r in seen):  # the end is cut off
+            assert code == 1 and "INCOMPLETE after event" in stderr, (described, stderr)
+        elif key:  # only the final checkpoint is cut: what remains is not all signed
+            assert code == 1 and "final head is not signed" in stderr, (described, stderr)
     assert stderr.count("\n") <= 1, (described, stderr)  # one line
 
     everyone = readers(path, tmp) + ([["replay", str(path)]] if code else [])
@@ -367,13 +389,17 @@ def test_a_malformed_row_is_named_and_read_in_one_line(
             assert got == 1, said  # the journal does not verify, or cannot be read
 
 
-def test_readers_read_in_seq_order_whatever_the_rowid_order(
+def test_rows_stored_out_of_sequence_order_are_named_and_read_in_seq_order(
     recorded: Recorded, tmp_path: Path
 ) -> None:
     """Rows stored in reverse (a rebuilt table): verify passed (seq order) while the readers
-    read rowid order, so `command` said the batch had ended Running. Now one order."""
+    read rowid order, so `command` said the batch had ended Running. Now one order: seq,
+    which must also be the stored order, and every reader reads it."""
     path = mutate(recorded, tmp_path, lambda rows: rows[::-1])
-    assert run(["verify", str(path)])[0] == 0
+    code, _, said = run(["verify", str(path)])
+    n = len(recorded.rows)
+    assert code == 1, said
+    assert f"BROKEN at event 1: is stored as row {n}, out of sequence order" in said, said
     code, _, said = run(["command", str(path), "hold", "--operator", "kim", "--reason", "x"])
     assert code == 4 and "has ended Complete" in said, said
 
@@ -421,28 +447,87 @@ def test_a_forged_event_stored_before_the_final_checkpoint_is_caught(
 
     path = mutate(recorded, tmp_path, hide)
     code, _, said = run(["verify", str(path), "--public-key", str(recorded.public_key)])
-    assert code == 1 and "final head is not signed" in said, said
+    n = len(recorded.rows)
+    assert code == 1, said
+    assert f"BROKEN at event {n}: is stored as row {n + 1}, out of sequence order" in said, said
+    code, _, said = run(["report", str(path), "-o", str(tmp_path / "r.html")])
+    assert code == 1, said
+    assert "Journal does NOT verify" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
-# --- known gaps, issue 19: a signature that covers every event ---------------------------
-
-ISSUE_19 = "issue 19: signatures do not cover a cut tail yet"
+# --- issue 19: no event outside the record's coverage -----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_19)
-def test_a_cut_tail_of_a_finished_batch_is_detected(recorded: Recorded, tmp_path: Path) -> None:
-    """The batch ended (batch_ended, final checkpoint); cut 20 events after the first
-    checkpoint: what is left looks like a batch still running, and verifies."""
-    cut = next(k for k, r in enumerate(recorded.rows) if r[3] == "checkpoint") + 20
-    path = mutate(recorded, tmp_path, lambda rows: rows[:cut])
-    code, _, _ = run(["verify", str(path), "--public-key", str(recorded.public_key)])
-    assert code == 1
+@pytest.mark.parametrize("key", [False, True], ids=["chain-only", "public-key"])
+@pytest.mark.parametrize("after_checkpoint", [0, 20])
+def test_a_cut_tail_of_a_finished_batch_is_detected(
+    recorded: Recorded, tmp_path: Path, key: bool, after_checkpoint: int
+) -> None:
+    """The batch ended (batch_ended, final checkpoint); cut back to the first checkpoint
+    (or 20 events after it): what is left looks like a batch still running, but no batch
+    process writes it, so it is an incomplete record, with or without the key."""
+    cut = next(k for k, r in enumerate(recorded.rows) if r[3] == "checkpoint")
+    cut += 1 + after_checkpoint
+    path = mutate(recorded, tmp_path, lambda rows: rows[:cut], loose=False)
+    signed = ["--public-key", str(recorded.public_key)] if key else []
+    code, _, said = run(["verify", str(path), *signed])
+    assert code == 1, said
+    assert f"INCOMPLETE after event {cut}: the batch did not end" in said, said
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_19)
-def test_a_journal_with_every_event_deleted_does_not_verify(
+def test_a_tail_cut_back_to_a_checkpoint_then_forged_on_is_detected(
     recorded: Recorded, tmp_path: Path
 ) -> None:
-    """Without --public-key, 'intact — 0 events' (with it, no signed head: refused)."""
-    path = mutate(recorded, tmp_path, lambda rows: [])
-    assert run(["verify", str(path)])[0] == 1
+    """Cut back to the first checkpoint, then the end appended again with correct hashes
+    (no key): the forged batch_ended is not covered by a signature."""
+
+    def forge(rows: list[Row]) -> list[Row]:
+        cut = next(k for k, r in enumerate(rows) if r[3] == "checkpoint") + 1
+        ended = next(r for r in rows if r[3] == "batch_ended")
+        kept = rows[:cut]
+        tail = [cut + 1, ended[1], ended[2], "batch_ended", ended[4], ended[5], "", ""]
+        return rehash([*kept, tail], cut)
+
+    path = mutate(recorded, tmp_path, forge, loose=False)
+    assert run(["verify", str(path)])[0] == 0  # the chain alone cannot tell
+    code, _, said = run(["verify", str(path), "--public-key", str(recorded.public_key)])
+    assert code == 1 and "the batch ended but its final head is not signed" in said, said
+
+
+@pytest.mark.parametrize("key", [False, True], ids=["chain-only", "public-key"])
+def test_a_journal_with_every_event_deleted_does_not_verify(
+    recorded: Recorded, tmp_path: Path, key: bool
+) -> None:
+    """Was 'intact — 0 events' without --public-key."""
+    path = mutate(recorded, tmp_path, lambda rows: [], loose=False)
+    signed = ["--public-key", str(recorded.public_key)] if key else []
+    code, _, said = run(["verify", str(path), *signed])
+    assert code == 1 and "event 1 is missing: the journal holds no events" in said, said
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"name":"car","value":99.0,"verdict":"pass"}',  # no test name
+        '{"test":"car_pct","value":"99"}',  # a value that is no number
+        '{"test":"car_pct"}',
+    ],
+)
+def test_a_forged_qc_result_missing_a_field_is_named_in_the_record(
+    recorded: Recorded, tmp_path: Path, data: str
+) -> None:
+    """Forged rows missing a field crashed `report` (KeyError): it is now a critical
+    exception naming the event, and the release is judged without it."""
+
+    def forge(rows: list[Row]) -> list[Row]:
+        last = rows[-1]
+        new = [last[0] + 1, last[1], last[2], "qc_result", "qc", data, last[7], ""]
+        new[7] = event_hash(last[7], *new[:6])
+        return [*rows, new]
+
+    path = mutate(recorded, tmp_path, forge, loose=False)
+    code, _, said = run(["report", str(path), "-o", str(tmp_path / "r.html")])
+    assert code == 0, said  # the chain holds (no key given): the record still says it
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    n = len(recorded.rows) + 1
+    assert f"Event {n} (qc_result) is not as any writer records it" in page

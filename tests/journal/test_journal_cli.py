@@ -65,7 +65,22 @@ def test_unsigned_journal_says_what_is_not_covered(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     j = Journal(path, lambda: 0.0, signer=None)
     j.append("setpoint", "bioreactor", {"parameter": "x", "value": 1})
+    j.append("batch_ended", "batch", {"state": "Complete"})
     j.close()
     result = runner.invoke(app, ["verify", str(path)])
     assert result.exit_code == 0
     assert "signatures: none" in result.output and "rewrite of the whole chain" in result.output
+
+
+def test_a_journal_whose_batch_never_ended_is_incomplete(tmp_path: Path) -> None:
+    """No batch_ended and no batch process writing it: interrupted or cut short, never
+    'intact' (a running batch's journal verifies: see test_people_in_the_loop)."""
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, lambda: 0.0, signer=None)
+    for i in range(3):
+        j.append("setpoint", "bioreactor", {"parameter": "x", "value": i})
+    j.close()
+    result = runner.invoke(app, ["verify", str(path)])
+    assert result.exit_code == 1
+    assert "INCOMPLETE after event 3: the batch did not end" in result.stderr
+    assert "poc-twin resume" in result.stderr

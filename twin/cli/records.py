@@ -51,6 +51,7 @@ def verify(
     anchor: AnchorOpt = None,
 ) -> None:
     """Check the hash chain and event sequence, and the site's signed checkpoints."""
+    from twin.access.entries import batch_is_running
     from twin.signing import check_journal_signatures
 
     try:
@@ -72,6 +73,16 @@ def verify(
         err.print(
             f"{journal}: SIGNATURE CHECK FAILED at event {sig.first_bad_seq}: {sig.reason}",
             markup=False,
+        )
+        raise typer.Exit(EXIT_FAIL)
+    if sig.ended_at is None and not batch_is_running(journal):
+        err.print(
+            f"{journal}: INCOMPLETE after event {result.events}: the batch did not end and no "
+            "batch process writes this journal: interrupted (poc-twin resume) or cut short "
+            "(--anchor with the control site's heads tells which)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
         raise typer.Exit(EXIT_FAIL)
     people = _check_esignatures(journal)
