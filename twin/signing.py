@@ -43,6 +43,7 @@ __all__ = [
     "key_id",
     "load_public_key",
     "load_site_key",
+    "parse_anchors",
     "read_anchors",
     "site_key_from_env",
 ]
@@ -176,11 +177,16 @@ def anchors_of(path: Path | str) -> Iterator[dict[str, Any]]:
 
 def read_anchors(path: Path | str) -> list[Anchor]:
     """Anchor records, one JSON object per line (as printed by `poc-twin site anchor`)."""
-    anchors = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise JournalError(f"{path}: cannot read anchors ({exc})") from None
+    return parse_anchors(lines, str(path))
+
+
+def parse_anchors(lines: Iterable[str], where: str) -> list[Anchor]:
+    """Anchor records from JSON lines (a file, or the control site's answer)."""
+    anchors = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -188,7 +194,7 @@ def read_anchors(path: Path | str) -> list[Anchor]:
             rec = json.loads(line)
             anchors.append(Anchor(int(rec["seq"]), str(rec["head"]), rec.get("signature")))
         except (ValueError, KeyError, TypeError):
-            raise JournalError(f"{path}:{n}: not an anchor record (seq, head)") from None
+            raise JournalError(f"{where}:{n}: not an anchor record (seq, head)") from None
     return anchors
 
 

@@ -17,7 +17,7 @@ from twin.cli.common import (
     err,
     out,
 )
-from twin.cli.esign import PasswordFileOpt, UsersOpt
+from twin.cli.esign import PasswordFileOpt, UsersOpt, read_password
 from twin.cli.signed import _sign_entry, user_app
 from twin.errors import PocTwinError
 from twin.journal import verify as verify_journal
@@ -28,17 +28,43 @@ PublicKeyOpt = Annotated[
     typer.Option("--public-key", help="Site public key (PEM): check the signed checkpoints"),
 ]
 AnchorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--anchor",
+        help="Heads held elsewhere: a file of JSON lines (seq, head), or the control site's "
+        "URL (http://USER@HOST:PORT) to fetch this batch's anchored heads from",
+    ),
+]
+ControlPasswordFileOpt = Annotated[
     Path | None,
-    typer.Option("--anchor", help="Heads held elsewhere (JSON lines seq, head): expose rewrites"),
+    typer.Option(
+        "--control-password-file",
+        envvar="POC_TWIN_CONTROL_PASSWORD_FILE",
+        help="File (mode 0600) with the control-site password of the --anchor URL's user "
+        "(else asked, or one line of standard input)",
+    ),
 ]
 
 
-def _signature_inputs(public_key: Path | None, anchor: Path | None) -> tuple[Any, list[Any]]:
-    from twin.signing import load_public_key, read_anchors
+def _signature_inputs(
+    journal: Path,
+    public_key: Path | None,
+    anchor: str | None,
+    control_password_file: Path | None = None,
+) -> tuple[Any, list[Any]]:
+    from twin.anchor_fetch import anchors_url, is_url, load_anchors
+    from twin.signing import load_public_key
 
     key = load_public_key(public_key) if public_key is not None else None
+    if anchor is None:
+        return key, []
+    password = None
     try:
-        return key, (read_anchors(anchor) if anchor is not None else [])
+        if is_url(anchor):
+            _, user = anchors_url(anchor, journal)
+            if user:  # the dashboard's login (HTTP Basic): never on the command line
+                password = read_password(user, control_password_file, "control-site password")
+        return key, load_anchors(anchor, journal, password)
     except UnicodeDecodeError as exc:  # a binary file given as the anchors
         why = f"not UTF-8 text: {exc.reason}"
         raise _fail(f"{anchor}: cannot read anchors ({why})", EXIT_FAIL) from None
@@ -49,13 +75,14 @@ def verify(
     journal: Annotated[Path, typer.Argument(help="Journal file")],
     public_key: PublicKeyOpt = None,
     anchor: AnchorOpt = None,
+    control_password_file: ControlPasswordFileOpt = None,
 ) -> None:
     """Check the hash chain and event sequence, and the site's signed checkpoints."""
     from twin.access.entries import batch_is_running
     from twin.signing import check_journal_signatures
 
     try:
-        key, anchors = _signature_inputs(public_key, anchor)
+        key, anchors = _signature_inputs(journal, public_key, anchor, control_password_file)
         result = verify_journal(journal)
         sig = check_journal_signatures(journal, key, anchors) if result.ok else None
     except PocTwinError as exc:
@@ -180,13 +207,14 @@ def report(
     ] = None,
     public_key: PublicKeyOpt = None,
     anchor: AnchorOpt = None,
+    control_password_file: ControlPasswordFileOpt = None,
 ) -> None:
     """Write the self-contained HTML batch record; exit 1 if the journal does not verify."""
     from twin.report import write_report
 
     target = _output_file(output, "--output") if output else _beside(journal, ".html")
     try:
-        key, anchors = _signature_inputs(public_key, anchor)
+        key, anchors = _signature_inputs(journal, public_key, anchor, control_password_file)
         record = write_report(journal, target, key, anchors)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL) from None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from twin.control_site.anchors_api import anchor_records, as_json_lines
 from twin.control_site.ingest import Ingest
 from twin.control_site.live import batch_token, overview_token
 from twin.control_site.views import (
@@ -150,9 +151,19 @@ def make_app(ingest: Ingest, users: Users, refresh_s: float = 2.0) -> web.Applic
         )
         return web.json_response({"status": "sent", "request": rid})
 
+    async def anchors(request: web.Request) -> web.Response:
+        """The batch's anchored head as JSON lines, for `poc-twin verify --anchor URL`."""
+        authorised(request)
+        site, name = request.match_info["site"], request.match_info["batch"]
+        records = await asyncio.to_thread(anchor_records, store, site, name)
+        if not records:
+            raise web.HTTPNotFound(text="no anchored head for this batch")
+        return web.Response(text=as_json_lines(records), content_type="application/x-ndjson")
+
     app = web.Application()
     app.add_routes(
         [
+            web.get("/api/anchors/{site}/{batch}", anchors),
             web.get("/", overview),
             web.get("/api/batches", api_batches),
             web.get("/api/overview", api_overview),
