@@ -113,6 +113,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (cwd / "adir").mkdir(parents=True)
     (base / "home").mkdir()
     (cwd / "notes.txt").write_text("shift handover notes\n")
+    for secret, text in (("pw.txt", "p\n"), ("empty-pw.txt", "")):
+        (cwd / secret).write_text(text)
+        (cwd / secret).chmod(0o600)
     (cwd / "empty.sqlite").write_bytes(b"")
     with contextlib.closing(sqlite3.connect(cwd / "foreign.sqlite")) as db:
         db.execute("CREATE TABLE stock (item TEXT)")
@@ -298,7 +301,7 @@ def test_recipes_benches_and_keys_never_crash(
         argv += options(draw, {"--dir": abusive_path, "--force": None})
     elif which == "add-user":
         argv = ["control-site", "add-user", draw(abusive_path), draw(abusive_text)]
-        argv += ["--password", draw(abusive_text)]
+        argv += ["--password-file", draw(st.one_of(abusive_path, st.just("pw.txt")))]
     else:  # whatever a user types after poc-twin
         argv = draw(st.lists(st.one_of(abusive_text, st.sampled_from(PATHS)), max_size=4))
     check(template, tmp_path_factory, argv)
@@ -494,12 +497,16 @@ FINDINGS: list[Case] = [
     ("keygen-dir-is-a-file", ["site", "keygen", "lyon", "--dir", "notes.txt"], 2),
     ("keygen-markup-dir", ["site", "keygen", "lyon", "--dir", "[/]"], 0),
     ("keygen-unsafe-site", ["site", "keygen", "a\nb", "--dir", "adir"], 2),
-    ("add-user-directory", ["control-site", "add-user", "adir", "kim", "--password", "p"], 2),
-    ("add-user-dev-null", ["control-site", "add-user", "/dev/null", "kim", "--password", "p"], 2),
+    ("add-user-directory", ["control-site", "add-user", "adir", "kim",
+                            "--password-file", "pw.txt"], 2),
+    ("add-user-dev-null", ["control-site", "add-user", "/dev/null", "kim",
+                           "--password-file", "pw.txt"], 2),
     ("add-user-line-injection", ["control-site", "add-user", "users", "kim\nroot:scrypt:00:00",
-                                 "--password", "p"], 2),
-    ("add-user-empty-password", ["control-site", "add-user", "users", "kim", "--password", ""], 2),
-    ("add-user-markup-path", ["control-site", "add-user", "[/]", "kim", "--password", "p"], 0),
+                                 "--password-file", "pw.txt"], 2),
+    ("add-user-empty-password", ["control-site", "add-user", "users", "kim",
+                                 "--password-file", "empty-pw.txt"], 2),
+    ("add-user-markup-path", ["control-site", "add-user", "[/]", "kim",
+                              "--password-file", "pw.txt"], 0),
     ("serve-http-port-text", ["control-site", "serve", "--broker", "mqtt://u:p@127.0.0.1:1",
                               "--http", "localhost:abc"], 2),
     ("serve-http-port-range", ["control-site", "serve", "--broker", "mqtt://u:p@127.0.0.1:1",

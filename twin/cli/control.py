@@ -163,12 +163,20 @@ def control_serve(
 def control_add_user(
     users: Annotated[Path, typer.Argument(help="Users file (created if missing)")],
     name: Annotated[str, typer.Argument(help="User name (recorded with every request)")],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File (mode 0600) holding the user's password; else asked at the terminal "
+            "or read as one line of standard input (never on the command line)"
+        ),
+    ] = None,
 ) -> None:
     """Allow a control-site user to request holds and suspend or reinstate sites."""
+    from twin.cli.esign import read_password
     from twin.control_site.web import Users
 
     (name,) = _names([name], "user name")  # one line of NAME:scrypt:SALT:HASH per user
+    password = read_password(name, password_file)
     if not password:
         raise _fail("the password may not be empty; nothing written", EXIT_INVALID)
     try:  # a regular file of its own (never a directory or a device: it is chmod-ed 0600)
