@@ -4,6 +4,11 @@ Started by ``poc-twin run --broker``; run it by hand to deliver a journal whose
 forwarder gave up or never ran (it resumes from ``<journal>.telemetry.json``).
 ``fleet-worker`` runs a share of a simulated fleet (see twin.telemetry.fleet);
 its sites arrive on stdin.
+
+The broker URL comes from ``POC_TWIN_BROKER`` (or ``--broker``), its password
+from the URL or from the file named by ``POC_TWIN_BROKER_PASSWORD_FILE``
+(twin.telemetry.credentials). A password given in ``--broker`` still works but
+is warned about: every user of the machine can read a command line.
 """
 
 from __future__ import annotations
@@ -13,9 +18,15 @@ import asyncio
 import os
 import sys
 
+from twin.telemetry.credentials import (
+    BROKER_ENV,
+    PASSWORD_FILE_ENV,
+    password_in_url,
+    resolve_broker,
+)
 from twin.telemetry.forwarder import Forwarder
 from twin.telemetry.site import SiteRecord
-from twin.telemetry.topics import BrokerURL, TelemetryError
+from twin.telemetry.topics import TelemetryError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     fwd = sub.add_parser("forward", help="publish a batch journal to the broker")
     fwd.add_argument("journal")
-    fwd.add_argument("--broker", default=os.environ.get("POC_TWIN_BROKER"))
+    fwd.add_argument("--broker", help=f"broker URL (default ${BROKER_ENV}); no password here")
     fwd.add_argument("--parent-pid", type=int, default=None, help="stop when it is gone + drained")
     fwd.add_argument("--once", action="store_true", help="deliver what is there, then stop")
     give_up = float(os.environ.get("POC_TWIN_TELEMETRY_GIVE_UP_S", "86400"))
@@ -34,11 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         from twin.telemetry.fleet import worker
 
         return worker(sys.stdin, sys.stdout)
-    if not args.broker:
-        print("error: no broker: give --broker or set POC_TWIN_BROKER", file=sys.stderr)
+    url = args.broker or os.environ.get(BROKER_ENV)
+    if not url:
+        print(f"error: no broker: set {BROKER_ENV} (or give --broker)", file=sys.stderr)
         return 2
+    if args.broker and password_in_url(args.broker):
+        print(
+            f"warning: a password on the command line is visible to every user (ps): "
+            f"put the URL in {BROKER_ENV} or the password in a file named by {PASSWORD_FILE_ENV}",
+            file=sys.stderr,
+        )
     try:
-        broker = BrokerURL.parse(args.broker)
+        broker = resolve_broker(url)
     except TelemetryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

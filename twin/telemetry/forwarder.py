@@ -11,11 +11,21 @@ on one connection with QoS 1; a duplicate after a reconnect is harmless because
 the control site keys every event by (site, batch, seq).
 
 The retained ``head`` is the journal's latest *signed* checkpoint (the journal
-signs one every 1,000 events and at the end when the site has a key): the
+signs one every 500 events and at the end when the site has a key): the
 signed sequence number and hash, the signature and the key id, which the
 control site verifies with the site's registered public key before anchoring.
 A journal without any checkpoint (a site without a key, or the first events)
 publishes its plain chain head with ``signature`` null.
+
+Identity: the fleet's broker replaces every client id by the login
+(``use_username_as_clientid``, docs/telemetry.md "Identities"), so nobody else
+can take this connection's id and the site's persistent session (no clean
+session: hold requests sent while it is away wait at the broker) survives a
+restart. That session is the site's, shared by its batches' forwarders one
+after the other: ``_listen`` acts only on this batch's topics, and a finished
+forwarder unsubscribes them. Two forwarders of one login alive at once take
+the session from each other on every connect, so a session that ends young
+does not reset the back-off: they settle into turns instead of a tight loop.
 
 Real waits here (the only ones): polling the journal for new events
 (``poll_s``) and the back-off between reconnect attempts. Both wait on the
@@ -30,6 +40,7 @@ import json
 import logging
 import os
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +51,7 @@ from twin.engine.inbox import RELAY_ENV, NoRunningBatch, send_command
 from twin.journal import CHECKPOINT, Event
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.state import BatchState
-from twin.telemetry.topics import BrokerURL, decode, encode, topic
+from twin.telemetry.topics import BrokerURL, decode, encode, parse_topic, topic
 
 __all__ = ["AckFile", "Forwarder"]
 
@@ -48,6 +59,8 @@ log = logging.getLogger(__name__)
 
 #: Longest wait for a chunk's PUBACKs before the connection is given up and made again.
 PUBLISH_S = 300.0
+#: A session that lasted less than this did not show the broker healthy: keep backing off.
+STABLE_S = 10.0
 #: Longest wait for CONNACK, SUBACK or a single PUBACK. 10 s was too short for a worker
 #: process that (re)connects 50 simulated sites at once on a loaded machine.
 CONNECT_S = 30.0
@@ -108,6 +121,7 @@ class Forwarder:
         self.connected = asyncio.Event()
         self._control_ack_seen = False
         self.sessions = 0
+        self._session_started = 0.0
         self._db: sqlite3.Connection | None = None
 
     # -- journal ------------------------------------------------------------------
@@ -206,6 +220,7 @@ class Forwarder:
         )
         client = aiomqtt.Client(
             **self.broker.client_kwargs(),
+            # The broker replaces it by the login; a broker without that option keeps it.
             identifier=f"poc-twin-{self.broker.site}-{self.broker.unit}-{self.batch}"[:128],
             clean_session=False,
             will=will,
@@ -246,13 +261,30 @@ class Forwarder:
             return {"batch": self.batch, **self.signed_head}
         return {"seq": self.head[0], "hash": self.head[1], "signature": None, "batch": self.batch}
 
+    def _own_topics(self) -> dict[str, str]:
+        """topic -> kind of what this forwarder subscribes to (the session may hold more)."""
+        return {
+            self._topic("command"): "command",
+            self._topic("ack"): "ack",
+            topic(self.broker.site, "-", "-", "suspension"): "suspension",
+        }
+
     async def _listen(self, client: aiomqtt.Client) -> None:
-        """Control requests for this batch and this site: hold, suspension, the control ack."""
+        """Control requests for this batch and this site: hold, suspension, the control ack.
+
+        The site's session may also deliver what another batch's forwarder
+        subscribed to: another batch's ack is ignored, its hold is recorded as
+        not delivered (``_not_ours``).
+        """
+        own = self._own_topics()
         async for message in client.messages:
             body = decode(message.payload)
+            kind = own.get(str(message.topic))
             if body is None:
                 continue
-            kind = str(message.topic).rsplit("/", 1)[-1]
+            if kind is None:
+                self._not_ours(str(message.topic), body)
+                continue
             if kind == "ack" and not self._control_ack_seen:
                 self._control_ack_seen = True
                 # The control site's own ack is the end-to-end truth: resend what it lacks.
@@ -269,6 +301,29 @@ class Forwarder:
                     request_id=str(body.get("id", body.get("at", ""))),
                     outcome="recorded",
                 )
+
+    def _not_ours(self, name: str, body: dict[str, Any]) -> None:
+        """A hold for another batch of this login reached us: it cannot reach its batch from
+        here, so say so in the site's record and the log rather than drop it silently."""
+        where = parse_topic(name)
+        if where is None or where[3] != "command" or where[0] != self.broker.site:
+            return
+        why = (
+            f"not delivered: received by the forwarder of batch {self.batch}, not of "
+            f"{where[2]} (one MQTT login, two batches at once; docs/telemetry.md, Identities)"
+        )
+        log.warning(
+            "%s: %s for batch %s %s", self.journal_path.name, body.get("command"), where[2], why
+        )
+        if self.record is not None:
+            self.record.record(
+                self.broker.site,
+                str(body.get("command", "")),
+                f"control-site:{body.get('operator', '?')}",
+                str(body.get("reason", "")),
+                request_id=str(body.get("id", "")),
+                outcome=why,
+            )
 
     async def _forward_command(self, body: dict[str, Any]) -> None:
         """A hold from the control site goes to the running batch like an operator command."""
@@ -304,6 +359,24 @@ class Forwarder:
         parent_gone = parent_pid is not None and os.getppid() != parent_pid
         return (not until_ended or parent_gone) and not self._rows(self.acked, 1)
 
+    @staticmethod
+    async def _unless_lost(work: Awaitable[None], listener: asyncio.Task[None]) -> None:
+        """Await ``work`` unless the connection ends first (the listener then raises).
+
+        aiomqtt does not fail a QoS 1 publish whose connection dropped: it waits out
+        its timeout, 300 s for a chunk. A forwarder closed by the broker (a network
+        drop, or another connection of its login taking the session) must reconnect now.
+        """
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task, listener}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await task
+        listener.result()  # re-raise why the connection ended
+        raise aiomqtt.MqttError("the connection ended during a publish")
+
     async def _session(self, until_ended: bool, parent_pid: int | None) -> bool:
         """One connection: publish until done (True) or the connection drops (raises)."""
         async with self._client() as client:
@@ -311,23 +384,28 @@ class Forwarder:
             self._published_head = None  # a new session says its head again
             online = {"online": True, "batch": self.batch, "at": wall_now().isoformat()}
             await client.publish(self._topic("status"), encode("status", online), 1, True)
-            await client.subscribe(self._topic("command"), qos=1)
-            await client.subscribe(self._topic("ack"), qos=1)
-            await client.subscribe(topic(self.broker.site, "-", "-", "suspension"), qos=1)
+            for name in self._own_topics():
+                await client.subscribe(name, qos=1)
             listener = asyncio.create_task(self._listen(client))
             self.connected.set()
             self.sessions += 1
+            self._session_started = wall_monotonic()
             try:
                 while True:
                     if listener.done():
                         listener.result()  # re-raise why the connection ended
                     rows = self._rows(self.acked, self.chunk)
                     if rows:
-                        await self._publish_rows(client, rows)
+                        await self._unless_lost(self._publish_rows(client, rows), listener)
                         continue
                     if self._finished(until_ended, parent_pid):
                         gone = {"online": False, "why": "batch ended", "batch": self.batch}
                         await client.publish(self._topic("status"), encode("status", gone), 1, True)
+                        if self.ended_seq is not None:
+                            # The session outlives us: later acks and holds of an ended batch
+                            # would wait there for the site's next forwarder, useless to it.
+                            await client.unsubscribe(self._topic("command"))
+                            await client.unsubscribe(self._topic("ack"))
                         return True
                     await asyncio.sleep(self.poll_s)  # real time: waiting for the batch to write
             finally:
@@ -356,7 +434,9 @@ class Forwarder:
                 except aiomqtt.MqttError as exc:
                     log.warning("%s: broker connection ended: %s", self.journal_path.name, exc)
                 if self.sessions != sessions:
-                    backoff, offline_since = 0.2, None
+                    offline_since = None
+                    if wall_monotonic() - self._session_started >= STABLE_S:
+                        backoff = 0.2
                 offline_since = offline_since or wall_monotonic()
                 if give_up_s and wall_monotonic() - offline_since > give_up_s:
                     return False

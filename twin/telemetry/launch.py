@@ -20,6 +20,7 @@ from typing import Any
 import aiomqtt
 
 from twin.engine.inbox import RELAY_ENV
+from twin.telemetry.credentials import BROKER_ENV, resolve_broker
 from twin.telemetry.site import SiteRecord, Suspension
 from twin.telemetry.topics import BrokerURL, decode, encode, topic
 
@@ -31,23 +32,35 @@ async def fetch_suspension(broker: BrokerURL, timeout_s: float = 5.0) -> Suspens
 
     Deterministic, no guessing wait: after subscribing we publish a probe to our own
     status topic; the broker delivers retained messages before the probe comes back.
+
+    The broker binds the client id to the login (docs/telemetry.md, "Identities"),
+    so this connection resumes the site's persistent session, which a forwarder of
+    another batch of this site may hold: it takes the session over for a moment
+    (that forwarder reconnects) and must not wipe it, hence no clean session; the
+    probe topic is unsubscribed again so the session keeps only what it had.
     """
     probe = secrets.token_hex(8)
     suspension_topic = topic(broker.site, "-", "-", "suspension")
     probe_topic = topic(broker.site, broker.unit, "-", "status")
     found: Suspension = Suspension(False)
+    client = aiomqtt.Client(
+        **broker.client_kwargs(),
+        identifier=broker.username or broker.site,
+        clean_session=False,
+        timeout=timeout_s,
+    )
     try:
-        async with asyncio.timeout(timeout_s):
-            async with aiomqtt.Client(**broker.client_kwargs(), timeout=timeout_s) as client:
-                await client.subscribe(suspension_topic, qos=1)
-                await client.subscribe(probe_topic, qos=1)
-                await client.publish(probe_topic, encode("status", {"probe": probe}), qos=1)
-                async for message in client.messages:
-                    body = decode(message.payload) or {}
-                    if message.topic.matches(suspension_topic):
-                        found = Suspension.from_payload(body)
-                    elif body.get("probe") == probe:
-                        return found
+        async with asyncio.timeout(timeout_s), client:
+            await client.subscribe(suspension_topic, qos=1)
+            await client.subscribe(probe_topic, qos=1)
+            await client.publish(probe_topic, encode("status", {"probe": probe}), qos=1)
+            async for message in client.messages:
+                body = decode(message.payload) or {}
+                if message.topic.matches(suspension_topic):
+                    found = Suspension.from_payload(body)
+                elif message.topic.matches(probe_topic) and body.get("probe") == probe:
+                    await client.unsubscribe(probe_topic)
+                    return found
     except (aiomqtt.MqttError, TimeoutError, OSError):
         return None
     return None
@@ -58,7 +71,8 @@ class SiteTelemetry:
 
     def __init__(self, broker_url: str, journal_path: Path) -> None:
         self.broker_url = broker_url
-        self.broker = BrokerURL.parse(broker_url)
+        #: The password may come from POC_TWIN_BROKER_PASSWORD_FILE; the child inherits it.
+        self.broker = resolve_broker(broker_url)
         self.journal_path = Path(journal_path)
         self.proc: subprocess.Popen[bytes] | None = None
         self.live = True
@@ -90,8 +104,9 @@ class SiteTelemetry:
             record.close()
 
     def start(self) -> None:
-        """Start the forwarder child; the URL (with its password) travels in the environment."""
-        env = {**os.environ, "POC_TWIN_BROKER": self.broker_url, RELAY_ENV: self.relay_token}
+        """Start the forwarder child; the URL (with its password) travels in the environment,
+        never on its command line, where ``ps`` would show it to every user."""
+        env = {**os.environ, BROKER_ENV: self.broker_url, RELAY_ENV: self.relay_token}
         with Path(f"{self.journal_path}.telemetry.log").open("ab") as log:
             self.proc = self._spawn(env, log)
 
