@@ -54,7 +54,7 @@ READING_COMMIT_S = 600.0
 #: Kind of the event that carries a signature over the chain head before it.
 CHECKPOINT = "checkpoint"
 #: Events between signed checkpoints (about 6 h of batch time on the reference process).
-CHECKPOINT_EVERY = 1000
+CHECKPOINT_EVERY = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

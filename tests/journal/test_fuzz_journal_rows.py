@@ -65,7 +65,7 @@ class Recorded:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
-    """A short batch (smoke recipe on the twin), signed: checkpoints at 1000 and at the end."""
+    """A short batch (smoke recipe on the twin), signed: checkpoints at 500 and at the end."""
     base = tmp_path_factory.mktemp("journal-rows")
     keys = base / "keys"
     made = cli.invoke(app, ["site", "keygen", "fuzz-site", "--dir", str(keys)])
@@ -414,7 +414,7 @@ def test_a_rehashed_chain_is_caught_by_its_checkpoints(recorded: Recorded, tmp_p
 
     path = mutate(recorded, tmp_path, forge)
     code, _, said = run(["verify", str(path), "--public-key", str(recorded.public_key)])
-    assert code == 1 and "SIGNATURE CHECK FAILED at event 1001" in said, said
+    assert code == 1 and "SIGNATURE CHECK FAILED at event 501" in said, said
 
 
 def forged_qc(rows: list[Row]) -> list[Row]:
