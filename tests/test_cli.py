@@ -247,3 +247,31 @@ def test_media_exchange_faster_than_the_perfusion_pump_is_refused(tmp_path: Path
     assert (
         "exchange rate 100 mL/h is outside bioreactor's perfusion limits 0-83.3333" in result.stderr
     )
+
+
+def test_the_donor_is_drawn_by_its_seed_or_given_and_recorded(tmp_path: Path) -> None:
+    """`run --donor-seed` draws the twin's donor; a bench gives a donor profile (its traits
+    override the drawn donor's); the journal records whose cells the twin grew."""
+    from twin.sim.donor import REFERENCE_DONOR, draw_donor
+
+    profile_bench = tmp_path / "donor-bench.yaml"
+    profile_bench.write_text(
+        Path(SIM)
+        .read_text(encoding="utf-8")
+        .replace("  seed: 42\n", "  seed: 42\n  donor: {seed: 5, growth_potential: 0.6}\n")
+    )
+
+    def run(name: str, *extra: str) -> dict:
+        journal = tmp_path / f"{name}.sqlite"
+        argv = ["run", SMOKE, "--journal", str(journal), "-q", *extra]
+        result = cli.invoke(app, argv)
+        assert result.exit_code == 0, result.output
+        return next(read_events(journal)).data["bench"]["donor"]
+
+    reference = run("reference", "--bench", SIM)
+    drawn = run("drawn", "--bench", SIM, "--donor-seed", "11")
+    given = run("given", "--bench", str(profile_bench))
+    assert reference == REFERENCE_DONOR.as_record()
+    assert drawn == draw_donor(11).as_record() != reference
+    assert given["growth_potential"] == 0.6
+    assert given["cd4_fraction"] == draw_donor(5).as_record()["cd4_fraction"]

@@ -59,11 +59,35 @@ class Inoculum(_Strict):
     viability_pct: float = Field(95.0, gt=0, le=100)
 
 
+class Donor(_Strict):
+    """Whose cells the twin's bag holds: drawn by a donor seed (``seed``), or a donor
+    profile from the apheresis data (any trait given overrides the drawn or reference
+    donor's). Traits and their distributions: twin/sim/donor.py, docs/twin.md."""
+
+    seed: int | None = None
+    growth_potential: float | None = Field(None, gt=0, le=5.0)
+    division_capacity: float | None = Field(None, gt=0, le=20.0)
+    transduction_ceiling: float | None = Field(None, ge=0, le=1.0)
+    death_factor: float | None = Field(None, gt=0, le=20.0)
+    starting_viability_pct: float | None = Field(None, gt=0, le=100.0)
+    cd4_fraction: float | None = Field(None, ge=0, le=1.0)
+
+    def profile(self) -> Any:
+        """The :class:`twin.sim.donor.DonorProfile` these settings describe."""
+        from twin.sim.donor import REFERENCE_DONOR, draw_donor
+
+        base = REFERENCE_DONOR if self.seed is None else draw_donor(self.seed)
+        given = {k: v for k, v in self.model_dump().items() if k != "seed" and v is not None}
+        return dataclasses.replace(base, **given)
+
+
 class TwinSection(_Strict):
     """Present on a simulated bench: start the twin and seed its noise."""
 
     seed: int = 0
     inoculum: Inoculum = Field(default_factory=Inoculum)
+    #: The reference donor unless a donor seed or profile is given.
+    donor: Donor = Field(default_factory=Donor)
 
 
 class Bench(_Strict):
@@ -225,6 +249,16 @@ def load_bench(path: Path | str) -> LoadedBench:
     data, source = load_yaml(path)
     model = validate_document(Bench, data, source, [Bench, EquipmentBinding, TwinSection, Inoculum])
     return LoadedBench(path, model, source, _parse_configs(model, source, None))
+
+
+def with_donor_seed(bench: LoadedBench, donor_seed: int | None) -> LoadedBench:
+    """The bench with its twin's donor drawn by ``donor_seed`` (``run --donor-seed``);
+    traits the bench gives still override. Unchanged without a twin."""
+    if donor_seed is None or bench.model.twin is None:
+        return bench
+    donor = bench.model.twin.donor.model_copy(update={"seed": donor_seed})
+    twin = bench.model.twin.model_copy(update={"donor": donor})
+    return dataclasses.replace(bench, model=bench.model.model_copy(update={"twin": twin}))
 
 
 def with_seed(bench: LoadedBench, seed: int | None) -> LoadedBench:

@@ -148,6 +148,11 @@ async def run_batch_async(
                         "text": bench.path.read_text(encoding="utf-8"),
                         "seed": bench.model.twin.seed if bench.model.twin else None,
                         "development": bench.model.development,
+                        "donor": (
+                            bench.model.twin.donor.profile().as_record()
+                            if bench.model.twin
+                            else None
+                        ),
                     },
                     "seeded_viable_cells": seeded,
                     REQUIRED_FLAG: users is not None,

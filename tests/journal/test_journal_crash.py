@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("journal_crash_child.py")
 SEED = 20261125
 KILLS = 24
-#: The smoke batch acknowledges about 190 events (checkpoints every 100 included); kill
+#: The smoke batch acknowledges about 125 events (checkpoints every 100 included); kill
 #: well before its end.
-MAX_ACKS = 150
+MAX_ACKS = 100
 
 
 @dataclass

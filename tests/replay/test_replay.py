@@ -113,7 +113,7 @@ def faulted_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_batch_replays_identically_event_for_event(smoke_journal: Path) -> None:
     result = replay(smoke_journal)
     assert result.identical, result.divergence and result.divergence.describe()
-    assert result.reproduced == result.recorded > 1000
+    assert result.reproduced == result.recorded > 900  # the whole smoke batch
     assert result.record_ended
     out = cli.invoke(app, ["replay", str(smoke_journal)])
     assert out.exit_code == 0, out.output

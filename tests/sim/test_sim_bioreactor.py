@@ -122,12 +122,13 @@ def test_harvest_hold_at_high_density_loses_viable_cells_as_reported() -> None:
 
 
 def test_holding_a_dense_culture_without_perfusion_degrades_viability() -> None:
-    """Hold at high density degrades fast (harvest-hold abstract); perfusion prevents it."""
+    """Hold at high density degrades (harvest-hold abstract); perfusion prevents it. Four
+    days unfed at ~5e6/mL: glucose runs out on the fourth, and the culture dies with it."""
     held = run_reference_process(seed=5, days=7.0, harvest=False)
     fed = run_reference_process(seed=5, days=7.0, harvest=False)
     held.plant.bioreactor.perfusion_ml_per_day = 0.0
     for run in (held, fed):
-        run.plant.advance_to(10 * DAY)
+        run.plant.advance_to(11 * DAY)
     assert (
         held.plant.bioreactor.state.viability_pct < fed.plant.bioreactor.state.viability_pct - 10.0
     )

@@ -11,6 +11,7 @@ import typer
 
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer, UserStore
+from twin.bench import with_donor_seed
 from twin.cli.common import (
     EXIT_ENDED,
     EXIT_FAIL,
@@ -76,6 +77,14 @@ def run(
         Path | None, typer.Option(help="Journal file (default runs/<batch-id>.sqlite)")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the twin's noise (sim bench)")] = None,
+    donor_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--donor-seed",
+            help="Draw the twin's donor (growth, transduction, death, viability, CD4/CD8) "
+            "by this seed; the journal records the donor's traits (sim bench)",
+        ),
+    ] = None,
     batch_id: Annotated[str | None, typer.Option("--batch-id", help="Batch identifier")] = None,
     operator: Annotated[
         str,
@@ -120,6 +129,7 @@ def run(
 
     try:
         loaded_recipe, loaded_bench = _load(recipe, bench, _params(param))
+        loaded_bench = with_donor_seed(loaded_bench, donor_seed)
     except InvalidInput as exc:
         _print_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None

@@ -130,6 +130,7 @@ class TwinBench:
                     viable_cells_per_ml=twin.inoculum.viable_cells_per_ml,
                     viability_pct=twin.inoculum.viability_pct,
                 ),
+                donor=twin.donor.profile(),
             )
         self.keeper = PlantKeeper(self.plant, keep, clock) if keep is not None else None
         self.servers: dict[str, Any] = {}

@@ -43,8 +43,10 @@ class LiveTwin(TwinBench):
     ) -> None:
         super().__init__(bench, clock)
         if seed is not None:
-            inoculum = bench.model.twin.inoculum
-            self.plant = Plant(seed=seed, inoculum=_inoculum(inoculum))
+            twin = bench.model.twin
+            self.plant = Plant(
+                seed=seed, inoculum=_inoculum(twin.inoculum), donor=twin.donor.profile()
+            )
         self.host, self.modbus_port = host, modbus_port
         self.scenario = scenario
         self.on_event = on_event

@@ -21,14 +21,17 @@ from twin.sim.chemistry import (
     pco2_mmhg,
     solve_ph,
 )
+from twin.sim.donor import REFERENCE_DONOR, DonorProfile
 from twin.sim.faults import SensorFault, contamination_rates
-from twin.sim.kinetics import death_rate, growth_rate, temperature_factor
+from twin.sim.kinetics import death_rate, growth_rate, metabolism_factor, temperature_factor
 from twin.sim.noise import Sensor, quantize, sensor_rng
 from twin.sim.params import BioreactorParams
 from twin.sim.population import BioreactorState, CellSuspension, HarvestRecord, Inoculum
 from twin.sim.thermal import heat_capacity_j_per_k, heater_output, step_temperature
 
 __all__ = ["BioreactorModel", "BioreactorReading"]
+
+_LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,15 @@ class BioreactorModel:
         *,
         seed: int = 0,
         inoculum: Inoculum | None = None,
+        donor: DonorProfile | None = None,
     ) -> None:
         p = params or BioreactorParams()
         inoc = inoculum or Inoculum()
         self.params = p
+        self.donor = donor or REFERENCE_DONOR
+        #: Rocking angle (degrees): a bench setting of the rocker, not a process value.
+        self.rocking_angle_deg: float = p.reference_angle_deg
+        self.inlet_sccm: float = 0.0  # total gas flow into the headspace
         self.temperature_sp_c: float = p.initial_setpoint_c
         self.rocking_rpm: float = 0.0
         self.perfusion_ml_per_day: float = 0.0
@@ -68,7 +76,8 @@ class BioreactorModel:
         self._medium_alk = medium_alkalinity(p)
         self._medium_pco2 = pco2_mmhg(p.medium_reference_co2_fraction, p)
         viable = inoc.volume_ml * inoc.viable_cells_per_ml
-        viability = min(max(inoc.viability_pct, 1e-6), 100.0) / 100.0
+        start = inoc.viability_pct if donor is None else donor.starting_viability_pct
+        viability = min(max(start, 1e-6), 100.0) / 100.0
         self.state = BioreactorState(
             temperature_c=p.initial_temperature_c,
             do_um=p.do_sat_air_um,
@@ -85,6 +94,10 @@ class BioreactorModel:
             activated=0.0,
             transduced_fraction=0.0,
             transduction_target=0.0,
+            glutamine_mm=p.medium_glutamine_mm,
+            cd4_fraction=self.donor.cd4_fraction,
+            headspace_o2=p.air_o2_fraction,
+            headspace_co2=p.air_co2_fraction,
         )
         self._temp_sensor = Sensor(seed, "bioreactor/temperature", p.temperature_sensor)
         self._do_sensor = Sensor(seed, "bioreactor/do", p.do_sensor)
@@ -95,24 +108,35 @@ class BioreactorModel:
         self.heater_failed = False  # fault: the heater gives no heat, whatever the duty
         self.sensor_faults: dict[str, SensorFault] = {}  # fault: sensor name -> stuck/drift
         self._decay_dt = -1.0
-        self._decay: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+        self._decay: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     # ------------------------------------------------------------------ plant coupling
     def set_inlet(self, flows: dict[Gas, float]) -> None:
-        """Take the gas dispenser's outlet as the sparge/headspace gas."""
+        """Take the gas dispenser's outlet as the gas flowing through the headspace."""
         self.inlet_o2_fraction, self.inlet_co2_fraction = inlet_fractions(flows, self.params)
+        self.inlet_sccm = sum(f for f in flows.values() if f > 0.0)
 
-    def _decays(self, h: float) -> tuple[float, float, float, float]:
+    def _decays(self, h: float) -> tuple[float, float, float]:
         if h != self._decay_dt:
             p = self.params
             self._decay_dt = h
             self._decay = (
-                math.exp(-h / p.stimulus_tau_h),
                 math.exp(-h / p.activation_tau_h),
                 math.exp(-h / p.transduction_tau_h),
                 math.exp(-h * p.lysis_per_h),
             )
         return self._decay
+
+    def kla_per_h(self) -> float:
+        """O2 kLa now: rocking rate (Bai 2019), angle and fill (a thinner wave renews faster)."""
+        p, v = self.params, self.state.volume_ml
+        fill = max(v, 1.0) / p.bag_volume_ml
+        angle = max(self.rocking_angle_deg, 0.0) / p.reference_angle_deg
+        shape = angle**p.kla_angle_exponent * (p.reference_fill / fill) ** p.kla_fill_exponent
+        rocked = kla_per_h(self.rocking_rpm, p)
+        if self.rocking_rpm <= 0.0:
+            return rocked  # a still bag: surface transfer only
+        return rocked * shape
 
     def advance(self, dt_s: float) -> None:
         """Integrate the true state over one step of ``dt_s`` seconds (the Plant slices time)."""
@@ -130,12 +154,35 @@ class BioreactorModel:
         if v <= 1e-9:
             return
         h = dt_s / 3600.0
-        stim_decay, act_decay, tx_decay, lysis_decay = self._decays(h)
+        act_decay, tx_decay, lysis_decay = self._decays(h)
         xv, act, glc, lac, do = s.viable_cells, s.activated, s.glucose_mm, s.lactate_mm, s.do_um
+        gln, amm, donor = s.glutamine_mm, s.ammonia_mm, self.donor
         x = xv / v
         f_t = temperature_factor(s.temperature_c, p)
-        mu = growth_rate(act, glc, lac, do, s.ph, f_t, s.il2_u_per_ml, p)
-        kd = death_rate(glc, lac, s.ph, p)
+        f_m = metabolism_factor(s.temperature_c, p)
+        mu = growth_rate(
+            act,
+            glc,
+            lac,
+            do,
+            s.ph,
+            f_t,
+            s.il2_u_per_ml,
+            p,
+            glutamine_mm=gln,
+            ammonia_mm=amm,
+            cells_per_ml=x,
+            potential=donor.growth_potential,
+        )
+        kd = death_rate(
+            glc,
+            lac,
+            s.ph,
+            p,
+            temperature_c=s.temperature_c,
+            activated=act if s.stimulus > 0.0 else 1.0,  # no activation given: resting, alive
+            death_factor=donor.death_factor,
+        )
         dil = self.perfusion_ml_per_day / v / 24.0  # perfusion dilution rate, 1/h
         bact = s.contaminant_cells
         if bact > 0.0:
@@ -145,7 +192,7 @@ class BioreactorModel:
             mu_b = kb_glc = kb_o2 = 0.0
 
         # glucose uptake (Monod-limited, implicit so it never goes negative) and lactic acid
-        q_glc = (p.qglc_resting + act * (p.qglc_activated - p.qglc_resting)) * f_t
+        q_glc = (p.qglc_resting + act * (p.qglc_activated - p.qglc_resting)) * f_m
         k_up = q_glc * x * 1e-9 / (p.glucose_uptake_ks_mm + glc)  # 1/h
         glc_new = (glc + h * dil * p.medium_glucose_mm) / (1.0 + h * (dil + k_up + kb_glc))
         acid = p.lactate_per_glucose * k_up * glc_new  # mM/h lactic acid
@@ -155,25 +202,38 @@ class BioreactorModel:
         s.alkalinity_mm = (s.alkalinity_mm - h * (acid + acid_b) + h * dil * self._medium_alk) / (
             1.0 + h * dil
         )
-        s.il2_u_per_ml = (s.il2_u_per_ml + h * dil * p.medium_il2_u_per_ml) / (
-            1.0 + h * (dil + p.il2_consumption_per_h)
+        # IL-2: bound and taken up by the (activated) cells, receptor-saturated, and decaying
+        il2 = s.il2_u_per_ml
+        k_il2 = p.il2_uptake_u_per_cell_h * x * act / (p.il2_k_u_per_ml + il2)
+        s.il2_u_per_ml = (il2 + h * dil * p.medium_il2_u_per_ml) / (
+            1.0 + h * (dil + p.il2_decay_per_h + k_il2)
         )
+        # glutamine: taken up (Monod) and breaking down by itself; both release ammonia
+        q_gln = (p.qgln_resting + act * (p.qgln_activated - p.qgln_resting)) * f_m
+        k_gln = q_gln * x * 1e-9 / (p.glutamine_ks_mm + gln)  # 1/h
+        gln_new = (gln + h * dil * p.medium_glutamine_mm) / (
+            1.0 + h * (dil + k_gln + p.glutamine_decay_per_h)
+        )
+        released = (p.ammonia_per_glutamine * k_gln + p.glutamine_decay_per_h) * gln_new
+        s.glutamine_mm = gln_new
+        s.ammonia_mm = (amm + h * released) / (1.0 + h * dil)
 
         # dissolved O2: kLa*(C* - C) - uptake, uptake linearised as k_u*C (exact exponential)
-        q_o2 = (p.qo2_resting + act * (p.qo2_activated - p.qo2_resting)) * f_t
+        q_o2 = (p.qo2_resting + act * (p.qo2_activated - p.qo2_resting)) * f_m
         k_u = q_o2 * x * 1e-6 / (p.do_ks_um + do) + kb_o2  # 1/h
-        kla = kla_per_h(self.rocking_rpm, p)
-        c_star = p.do_sat_air_um * self.inlet_o2_fraction / p.air_o2_fraction
+        kla = self.kla_per_h()
+        c_star = p.do_sat_air_um * s.headspace_o2 / p.air_o2_fraction
         k_tot = kla + k_u
         c_inf = kla * c_star / k_tot
         s.do_um = c_inf + (do - c_inf) * math.exp(-k_tot * h)
 
-        # dissolved CO2: stripped towards the inlet's pCO2, raised by respiration
+        # dissolved CO2: stripped towards the headspace's pCO2, raised by respiration
         k_co2 = p.kla_co2_ratio * kla
         production = p.respiratory_quotient * k_u * s.do_um / (p.co2_solubility_mm_per_mmhg * 1e3)
-        p_inf = pco2_mmhg(self.inlet_co2_fraction, p) + production / k_co2
+        p_inf = pco2_mmhg(s.headspace_co2, p) + production / k_co2
         s.pco2_mmhg = p_inf + (s.pco2_mmhg - p_inf) * math.exp(-k_co2 * h)
         s.ph = solve_ph(s.alkalinity_mm, s.pco2_mmhg, s.ph, p)
+        self._headspace(h, kla * (c_star - s.do_um), production, v)
 
         # cells: exponential growth/death over the step; dead cells lyse slowly
         xv_new = xv * math.exp((mu - kd) * h)
@@ -181,12 +241,44 @@ class BioreactorModel:
         s.viable_cells = xv_new
         if bact > 0.0:  # bacteria grow (logistic) and wash out with the perfusion
             s.contaminant_cells = bact * math.exp((mu_b - dil) * h)
-        stim = s.stimulus
-        s.stimulus = stim * stim_decay
-        drive = 0.5 * (stim + s.stimulus)
+        # the burst wanes with the doublings it drove; activation follows it with a lag
+        s.doublings += mu * h / _LN2
+        r = s.doublings / donor.division_capacity
+        r2 = r * r
+        s.burst = 1.0 / (1.0 + p.burst_sharpness * r2 * r2)  # near 1, then falls off by D
+        drive = s.stimulus * s.burst
         s.activated = drive + (act - drive) * act_decay
+        # CD8+ cells divide a little faster: the CD4+ share drifts down while cells divide
+        f4 = s.cd4_fraction
+        s.cd4_fraction = f4 - h * p.cd8_growth_advantage * mu * f4 * (1.0 - f4)
         target = s.transduction_target
         s.transduced_fraction = target + (s.transduced_fraction - target) * tx_decay
+        copies = s.copies_target
+        s.vector_copies = copies + (s.vector_copies - copies) * tx_decay
+
+    def _headspace(self, h: float, otr_um_per_h: float, co2_mm_per_h: float, v_ml: float) -> None:
+        """The gas above the liquid: renewed by the inlet flow, drawn on by the culture.
+
+        With the gas flowing (hundreds of sccm) it is the inlet gas within minutes; with
+        no flow a dense culture uses its O2 and fills it with CO2 (a closed bag).
+        """
+        p, s = self.params, self.state
+        vh = max(p.bag_volume_ml - v_ml, p.min_headspace_ml)
+        renew = self.inlet_sccm * 60.0 / vh  # 1/h
+        wash = math.exp(-renew * h)
+        # liquid uptake of O2 (umol/h) and release of CO2 (umol/h) as headspace fractions per h
+        o2_out = otr_um_per_h * v_ml * 1e-3 * 1e-6 * p.molar_volume_ml / vh
+        co2_in = co2_mm_per_h * v_ml * 1e-3 * 1e-3 * p.molar_volume_ml / vh
+        if renew > 0.0:
+            o2_eq = self.inlet_o2_fraction - o2_out / renew
+            co2_eq = self.inlet_co2_fraction + co2_in / renew
+            s.headspace_o2 = o2_eq + (s.headspace_o2 - o2_eq) * wash
+            s.headspace_co2 = co2_eq + (s.headspace_co2 - co2_eq) * wash
+        else:
+            s.headspace_o2 -= o2_out * h
+            s.headspace_co2 += co2_in * h
+        s.headspace_o2 = min(1.0, max(0.0, s.headspace_o2))
+        s.headspace_co2 = min(1.0, max(0.0, s.headspace_co2))
 
     # ------------------------------------------------------------------ operations
     def _mix_in(self, volume_ml: float, glucose: float, alk: float, il2: float, do: float) -> None:
@@ -201,6 +293,9 @@ class BioreactorModel:
         s.temperature_c = (s.temperature_c * c0 + p.ambient_c * c_add) / (c0 + c_add)
         s.glucose_mm = s.glucose_mm * w0 + glucose * w1
         s.lactate_mm = s.lactate_mm * w0
+        gln = p.medium_glutamine_mm if glucose > 0.0 else 0.0  # medium carries it; base not
+        s.glutamine_mm = s.glutamine_mm * w0 + gln * w1
+        s.ammonia_mm = s.ammonia_mm * w0
         s.alkalinity_mm = s.alkalinity_mm * w0 + alk * w1
         s.il2_u_per_ml = s.il2_u_per_ml * w0 + il2 * w1
         s.do_um = s.do_um * w0 + do * w1
@@ -230,11 +325,15 @@ class BioreactorModel:
         if material is Material.ACTIVATOR:
             dose_ul_per_ml = 1000.0 * volume_ml / s.volume_ml
             s.stimulus = max(s.stimulus, min(1.0, dose_ul_per_ml / p.activator_full_dose_ul_per_ml))
+            s.burst, s.doublings = 1.0, 0.0  # a new activation: a new proliferative burst
         elif material is Material.VECTOR and s.viable_cells > 0.0:
             moi = volume_ml * p.vector_titer_tu_per_ml / s.viable_cells
             susceptible = p.transduction_resting + (1.0 - p.transduction_resting) * s.activated
-            hit = p.transduction_max * (1.0 - math.exp(-p.transduction_per_moi * moi * susceptible))
-            s.transduction_target += (1.0 - s.transduction_target) * hit
+            lam = p.transduction_per_moi * moi * susceptible  # integrations per cell (Poisson)
+            ceiling = self.donor.transduction_ceiling
+            reachable = max(0.0, ceiling - s.transduction_target)
+            s.transduction_target += reachable * (1.0 - math.exp(-lam))
+            s.copies_target += ceiling * lam
 
     def withdraw(self, volume_ml: float) -> CellSuspension:
         """Take well-mixed suspension out of the bag (sample, electroporation load)."""
@@ -242,7 +341,11 @@ class BioreactorModel:
         vol = min(max(volume_ml, 0.0), s.volume_ml)
         share = vol / s.volume_ml if s.volume_ml > 0.0 else 0.0
         taken = CellSuspension(
-            vol, s.viable_cells * share, s.dead_cells * share, s.transduced_fraction
+            vol,
+            s.viable_cells * share,
+            s.dead_cells * share,
+            s.transduced_fraction,
+            s.vector_copies,
         )
         s.viable_cells -= taken.viable_cells
         s.dead_cells -= taken.dead_cells
@@ -262,6 +365,13 @@ class BioreactorModel:
             ) / total
             s.transduction_target = (
                 s.transduction_target * s.viable_cells + f_new * suspension.viable_cells
+            ) / total
+            c_new = suspension.vector_copies
+            s.vector_copies = (
+                s.vector_copies * s.viable_cells + c_new * suspension.viable_cells
+            ) / total
+            s.copies_target = (
+                s.copies_target * s.viable_cells + c_new * suspension.viable_cells
             ) / total
         c0 = heat_capacity_j_per_k(s.volume_ml, p)
         c_add = p.medium_heat_capacity_j_per_k_ml * suspension.volume_ml
@@ -303,6 +413,8 @@ class BioreactorModel:
             viable_cells=drained.viable_cells,
             dead_cells=drained.dead_cells,
             transduced_fraction=drained.transduced_fraction,
+            vector_copies=drained.vector_copies,
+            cd4_fraction=s.cd4_fraction,
         )
         return drained.volume_ml
 

@@ -54,6 +54,15 @@ class BioreactorParams:
     kla_20rpm_per_h: float = 3.5  # Bai 2019 Biotechnol Bioeng: ~3.5 1/h at <=20 rpm
     kla_40rpm_per_h: float = 65.0  # Bai 2019: up to 65 1/h at 40 rpm
     kla_co2_ratio: float = 0.89  # assumed: sqrt(D_CO2/D_O2) penetration-theory ratio
+    # kLa also rises with the rocking angle and falls with the fill (Bai et al. 2019): a
+    # thinner, faster wave renews its surface more often. Exponents assumed.
+    bag_volume_ml: float = 1000.0  # vendor note: 1e7 cells/mL in a 1 L bag at 10 rpm / 6°
+    reference_angle_deg: float = 6.0  # TWIN_MODELS: rocking bag 10-15 rpm, 6°
+    reference_fill: float = 0.5  # assumed: the kLa figures are for a half-full bag
+    kla_angle_exponent: float = 1.0  # assumed: kLa roughly proportional to angle (4-10°)
+    kla_fill_exponent: float = 0.3  # assumed: kLa falls with fill as (fill)^-0.3
+    min_headspace_ml: float = 50.0  # assumed: a bag never rocks without gas above the liquid
+    molar_volume_ml: float = 25_440.0  # ideal gas at 37 °C and 1 atm (headspace balance)
     respiratory_quotient: float = 1.0  # assumed: mol CO2 per mol O2
 
     # --- medium chemistry (pH by Henderson-Hasselbalch plus a non-bicarbonate buffer)
@@ -73,15 +82,33 @@ class BioreactorParams:
     il2_stock_u_per_ml: float = 10_000.0  # assumed: 1 mL per 100 mL gives 100 U/mL (Zhu 2018)
     activator_full_dose_ul_per_ml: float = 10.0  # assumed: 1:100 activation reagent dose
     vector_titer_tu_per_ml: float = 1.0e8  # assumed: concentrated lentiviral vector
-    transduction_max: float = 0.55  # assumed: ceiling so MOI 5-10 gives 30-50% (Zhu 2018: 37%)
-    transduction_per_moi: float = 0.30  # assumed: Poisson-like hit rate per effective MOI
+    # lentiviral integrations per susceptible cell are Poisson(lambda), lambda = k*MOI*s: the
+    # CAR+ share is ceiling*(1-e^-lambda) and the vector copies per cell ceiling*lambda
+    transduction_per_moi: float = 1.1  # assumed: MOI 5 gives ~37 % CAR+ (Zhu 2018) and
+    #                                     1.5-2.5 copies/cell (ARI-0001, TWIN_MODELS)
     transduction_resting: float = 0.25  # assumed: susceptibility of resting vs activated cells
     transduction_tau_h: float = 18.0  # assumed: CAR expression develops over ~1-2 days
 
-    # --- growth: mu = mu_max*act*S/(Ks+S)*I(L)*f(DO)*f(pH)*f(T)*f(IL2) - kd
-    mu_max_per_h: float = 0.040  # J Biol Eng 2019 13:34: 0.030-0.053 1/h
-    glucose_ks_mm: float = 0.5  # assumed (glutamine Ks 0.21 mM for HuT-78, Truskey 1990)
+    # --- growth: mu = mu_max*act*S/(Ks+S)*Gln/(Ks+Gln)*I(L)*I(NH3)*f(DO)*f(pH)*f(T)*f(IL2)
+    #     *f(density) - kd; the burst of one activation wanes with the divisions it drove
+    mu_max_per_h: float = 0.080  # intrinsic; calibrated so the observed exponential phase of the
+    #                              reference process is inside 0.030-0.053/h (J Biol Eng 2019)
+    glucose_ks_mm: float = 0.5  # assumed
+    glutamine_ks_mm: float = 0.21  # HuT-78 T cells (Truskey 1990; TWIN_MODELS)
     lactate_ki_mm: float = 30.0  # assumed: lactic acid suppresses T cells (Fischer 2007)
+    ammonia_ki_mm: float = 5.0  # assumed: T-cell growth halves near 5 mM ammonia
+    density_low_k_per_ml: float = 1.5e5  # assumed: below ~0.25e6/mL growth suffers
+    #                                      (Ma et al. 2010; BMC Immunol 2021: 0.25e6/mL best)
+    density_high_k_per_ml: float = 6.0e6  # assumed: crowding halves growth near 6e6/mL; peak
+    #                                       densities 1.9-8.3e6/mL (J Biol Eng 2019 13:34)
+    fever_gain: float = 0.25  # assumed size: fever range raises proliferation (Mace 2011)
+    temperature_optimum_c: float = 38.5  # TWIN_MODELS: 38.5-39.5 °C fever range, from here
+    fever_top_c: float = 39.5  # ... to here growth is at its best
+    temperature_growth_max_c: float = 41.0  # TWIN_MODELS: growth stops, death above ~40-41 °C
+    heat_death_per_h: float = 0.02  # assumed: death rate at the heat-death midpoint
+    heat_death_c: float = 41.0  # TWIN_MODELS: cell death rises above ~40-41 °C
+    heat_death_width_c: float = 0.4  # assumed: e-fold per 0.4 K
+    metabolism_peak_c: float = 39.5  # assumed: Q10 holds up to here (fever raises metabolism)
     do_ks_um: float = 2.0  # assumed: ~1% air saturation
     hyperoxia_penalty: float = 0.2  # assumed size; 5% O2 beat 20% (Cytotherapy 2001 3:435)
     ph_optimum: tuple[float, float] = (6.9, 7.6)  # assumed: no pH penalty in this window
@@ -89,9 +116,12 @@ class BioreactorParams:
     q10: float = 2.0  # assumed: growth slows below 37 °C
     il2_k_u_per_ml: float = 10.0  # assumed: IL-2 half-effect concentration
     il2_floor: float = 0.4  # assumed: growth without IL-2 relative to saturating IL-2
-    il2_consumption_per_h: float = 0.01  # assumed: ~3 day half-life in culture
-    activation_tau_h: float = 24.0  # assumed: blast formation over ~1-2 days after stimulation
-    stimulus_tau_h: float = 180.0  # assumed: stimulation wanes; calibrated to ~30-fold/10 days
+    il2_decay_per_h: float = 0.004  # assumed: ~7 day half-life of IL-2 in medium at 37 °C
+    il2_uptake_u_per_cell_h: float = 1.0e-6  # assumed: 1e6 activated cells/mL use ~1 U/mL/h
+    activation_tau_h: float = 24.0  # assumed: blasts form over 1-2 days (the lag phase)
+    activation_death_per_h: float = 0.0015  # assumed: cells not (or no longer) activated
+    burst_sharpness: float = 1.0  # assumed: burst = 1/(1 + k*(n/D)^4), n doublings so far
+    cd8_growth_advantage: float = 0.12  # assumed: CD8+ cells divide a little faster than CD4+
 
     # --- metabolism (fmol/cell/h); activated rates scale with activation
     qo2_resting: float = 12.0  # Blood 1966;28:163, resting lymphocytes
@@ -100,10 +130,15 @@ class BioreactorParams:
     qglc_activated: float = 60.0  # assumed: activated T cells are glycolytic
     lactate_per_glucose: float = 1.6  # assumed (resting ratio 9.5/6.2 = 1.53, Blood 1966)
     glucose_uptake_ks_mm: float = 0.2  # assumed: transporter saturation
+    qgln_resting: float = 2.0  # assumed: resting lymphocytes use little glutamine
+    qgln_activated: float = 15.0  # assumed: activated T cells are glutaminolytic
+    ammonia_per_glutamine: float = 0.7  # assumed: NH4+ released per glutamine consumed
+    glutamine_decay_per_h: float = 0.0042  # assumed: ~10 %/day spontaneous breakdown at 37 °C
+    medium_glutamine_mm: float = 2.0  # assumed: RPMI-1640-like basal medium (2.05 mM)
 
     # --- death (1/h); harvest-hold figures: 250e6/mL, glucose 0.5 mM, pH 6, lactate
     #     55 mM gave 58%/41% viable recovery after 3 h/6 h (TWIN_MODELS, researcher.life)
-    kd_base_per_h: float = 0.002  # assumed: calibrated to 77-96% viability at day 10
+    kd_base_per_h: float = 0.0012  # assumed: calibrated to 77-96% viability (J Biol Eng 2019)
     kd_starvation_per_h: float = 0.04  # assumed: calibrated to the harvest-hold figures
     starvation_ks_mm: float = 0.3  # assumed
     kd_acid_per_h: float = 0.10  # assumed: calibrated to the harvest-hold figures
@@ -111,7 +146,7 @@ class BioreactorParams:
     acid_ph_width: float = 0.1  # assumed
     kd_lactate_per_h_mm: float = 0.0005  # assumed: per mM above the threshold
     lactate_toxic_mm: float = 20.0  # assumed
-    lysis_per_h: float = 0.005  # assumed: dead cells disintegrate over ~6 days
+    lysis_per_h: float = 0.01  # assumed: dead cells disintegrate over ~4 days
 
     # --- contamination (a bacterial population; only present after a contamination event)
     contaminant_mu_max_per_h: float = 0.6  # assumed: ~70 min doubling in cell-culture medium

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 from twin.sim.bioreactor import BioreactorModel
+from twin.sim.donor import DonorProfile
 from twin.sim.electroporator import ElectroporatorModel
 from twin.sim.gas import GasDispenserModel
 from twin.sim.params import PlantParams
@@ -35,12 +36,16 @@ class Plant:
         *,
         seed: int = 0,
         inoculum: Inoculum | None = None,
+        donor: DonorProfile | None = None,
     ) -> None:
         self.params = params or PlantParams()
         self.seed = seed
+        self.donor = donor
         self.t: float = 0.0
         self.gas = GasDispenserModel(self.params.gas, seed=seed)
-        self.bioreactor = BioreactorModel(self.params.bioreactor, seed=seed, inoculum=inoculum)
+        self.bioreactor = BioreactorModel(
+            self.params.bioreactor, seed=seed, inoculum=inoculum, donor=donor
+        )
         self.electroporator = ElectroporatorModel(
             self.params.electroporator, bag=self.bioreactor, seed=seed
         )

@@ -35,12 +35,21 @@ class BioreactorState:
     alkalinity_mm: float  # bicarbonate + non-bicarbonate buffer base
     pco2_mmhg: float  # dissolved CO2 as partial pressure
     il2_u_per_ml: float
-    stimulus: float  # 0..1, strength of the CD3/CD28 signal still acting
+    stimulus: float  # 0..1, strength of the CD3/CD28 signal given
     activated: float  # 0..1, fraction of cells activated (blasts)
     transduced_fraction: float  # fraction of viable cells carrying the transgene
     transduction_target: float  # fraction the current vector doses will reach
     heater_output: float = 0.0  # 0..1 duty of the heater
     contaminant_cells: float = 0.0  # bacteria in the bag (only after a contamination event)
+    glutamine_mm: float = 2.0
+    ammonia_mm: float = 0.0
+    burst: float = 1.0  # 0..1, what is left of the proliferative burst of the last activation
+    doublings: float = 0.0  # divisions (in doublings) since the last activation
+    vector_copies: float = 0.0  # integrated vector copies per viable cell (over all cells)
+    copies_target: float = 0.0  # copies per cell the current vector doses will reach
+    cd4_fraction: float = 0.6  # CD4+ share of the viable T cells
+    headspace_o2: float = 0.20946  # O2 fraction of the gas above the liquid
+    headspace_co2: float = 0.0004  # CO2 fraction of the gas above the liquid
 
     @property
     def viable_cells_per_ml(self) -> float:
@@ -63,6 +72,8 @@ class HarvestRecord:
     viable_cells: float
     dead_cells: float
     transduced_fraction: float
+    vector_copies: float = 0.0  # integrated copies per viable cell (release: <= 10)
+    cd4_fraction: float = 0.6  # CD4+ share of the viable T cells
 
     @property
     def viable_cells_per_ml(self) -> float:
@@ -84,3 +95,4 @@ class CellSuspension:
     viable_cells: float
     dead_cells: float
     transduced_fraction: float
+    vector_copies: float = 0.0
