@@ -1,12 +1,17 @@
 """Control site: every site's telemetry from the broker into the store, and requests back.
 
 One persistent MQTT session (clean_session off, QoS 1), so what sites publish
-while the control site is down waits at the broker. Messages are stored in
-batches from a queue; after each batch the control site publishes, per batch,
-the highest sequence number it holds without a gap (retained ``ack``): a site
-that reconnects resends from there, so an event lost by a broker crash still
-arrives. Requests to sites (hold a batch, suspend or reinstate a site) go out
-on the same connection and are recorded with who and why.
+while the control site is down waits at the broker. Every message is checked as
+it arrives (:mod:`twin.control_site.messages`: topic names, size, depth,
+schema); one that fails is quarantined with the reason and nothing else waits
+on it. Good messages are stored in batches from a queue; after each batch the
+control site publishes, per batch, the highest sequence number it holds without
+a gap (retained ``ack``): a site that reconnects resends from there, so an event
+lost by a broker crash still arrives. Requests to sites go out on the same
+connection (:mod:`twin.control_site.supervision`).
+
+Ingest never ends by itself: a database outage is retried, a row the database
+refuses is isolated and quarantined, a lost broker is reconnected.
 """
 
 from __future__ import annotations
@@ -14,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from typing import Any
 
 import aiomqtt
 
-from twin.clock import wall_seconds
+from twin.control_site.messages import Poison, SiteMessage, check_message, refused_by_store
 from twin.control_site.store import Store
-from twin.telemetry.topics import ROOT, BrokerURL, decode, encode, parse_topic, topic
+from twin.telemetry.topics import ROOT, BrokerURL, TelemetryError, encode, topic
 
 __all__ = ["Ingest"]
 
@@ -32,8 +36,12 @@ ACK_TIMEOUT_S = 60.0
 ACK_EVERY_S = 1.0
 
 
+class StoreOutage(Exception):
+    """The database takes no writes now (down, locked, full): retry, never quarantine."""
+
+
 class Ingest:
-    """Subscribes to every site; stores de-duplicated; publishes acks and requests."""
+    """Subscribes to every site; checks, stores de-duplicated, quarantines; publishes acks."""
 
     def __init__(
         self, broker: BrokerURL, store: Store, *, flush_max: int = 5000, keepalive_s: int = 30
@@ -42,11 +50,12 @@ class Ingest:
         self.keepalive_s = keepalive_s
         self.store = store
         self.flush_max = flush_max
-        self.queue: asyncio.Queue[tuple[str, str, str, str, dict[str, Any]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[SiteMessage | Poison] = asyncio.Queue()
         self.client: aiomqtt.Client | None = None
         self.ready = asyncio.Event()
         self.stored = 0
-        self.pending: list[tuple[str, str, str, str, dict[str, Any]]] = []
+        self.quarantined = 0
+        self.pending: list[SiteMessage | Poison] = []
         self._acks_due: dict[tuple[str, str, str], int] = {}
 
     async def run(self) -> None:
@@ -56,9 +65,12 @@ class Ingest:
             try:
                 await self._session()
             except aiomqtt.MqttError:
-                self.ready.clear()
-                await asyncio.sleep(backoff)  # real time: the broker is away
-                backoff = min(backoff * 2, 5.0)
+                pass
+            except Exception:  # a bug must cost a reconnect, not the control site's ingest
+                log.exception("ingest session failed; reconnecting")
+            self.ready.clear()
+            await asyncio.sleep(backoff)  # real time: the broker is away
+            backoff = min(backoff * 2, 5.0)
 
     async def _session(self) -> None:
         client = aiomqtt.Client(
@@ -77,10 +89,8 @@ class Ingest:
             self.ready.set()
             try:
                 async for message in client.messages:
-                    where = parse_topic(str(message.topic))
-                    body = decode(message.payload)
-                    if where is not None and body is not None:
-                        self.queue.put_nowait((*where, body))
+                    # Bounded work whatever the payload (size first): the loop never stalls.
+                    self.queue.put_nowait(check_message(str(message.topic), message.payload))
                     for task in (writer, acker):
                         if task.done():
                             task.result()  # a task that stopped must not go unnoticed
@@ -92,11 +102,13 @@ class Ingest:
                         await task
 
     async def _writer(self) -> None:
-        """Store what arrived, in flushes; a flush that fails is kept and tried again.
+        """Store what arrived, in flushes; quarantine what was refused; retry outages.
 
         The messages were acknowledged to the broker when they arrived, so this
-        queue is their only copy: a store error (PostgreSQL restarting, a full
-        disk) must not drop them. It is logged and the same flush retried.
+        queue is their only copy: a database outage (PostgreSQL restarting, a
+        locked or full disk) must not drop them. It is logged and the same flush
+        retried. A row the database refuses while it takes other writes is not
+        an outage: it is isolated and quarantined, so it cannot block the rest.
         """
         backoff = 0.5
         while True:
@@ -105,17 +117,59 @@ class Ingest:
             while len(self.pending) < self.flush_max and not self.queue.empty():
                 self.pending.append(self.queue.get_nowait())
             try:
-                touched = await asyncio.to_thread(self._store, self.pending)
-            except Exception:  # the store's driver has its own error types (sqlite3, psycopg)
-                log.exception("storing %d messages failed; retrying", len(self.pending))
+                poison = [m for m in self.pending if isinstance(m, Poison)]
+                good = [m for m in self.pending if isinstance(m, SiteMessage)]
+                if poison:
+                    await self._quarantine(poison)
+                    self.pending = list(good)  # a retry must not quarantine them twice
+                if good:
+                    await self._store_isolating(good)
+            except StoreOutage as exc:
+                log.warning("storing %d messages failed (%s); retrying", len(self.pending), exc)
                 await asyncio.sleep(backoff)  # real time: waiting for the database
                 backoff = min(backoff * 2, 10.0)
                 continue
             backoff = 0.5
-            self.stored += len(self.pending)
             self.pending = []
-            for site, unit, name, seq in touched:
-                self._acks_due[(site, unit, name)] = seq
+
+    async def _quarantine(self, poison: list[Poison]) -> None:
+        """Record refused messages; if even that is refused (not an outage), log and drop them.
+
+        A message already refused must never hold up the ones behind it.
+        """
+        try:
+            await asyncio.to_thread(self.store.quarantine, poison)
+        except Exception as exc:  # the store's driver has its own error types
+            if not await asyncio.to_thread(self.store.writable):
+                raise StoreOutage(f"quarantine: {exc}") from exc
+            for p in poison:
+                log.error("dropped a refused message on %s (%s): %s", p.topic, p.reason, exc)
+            return
+        self.quarantined += len(poison)
+        for p in poison:
+            log.warning("quarantined a message on %s: %s", p.topic, p.reason)
+
+    async def _store_isolating(self, messages: list[SiteMessage]) -> None:
+        """Store a flush; one the database refuses is halved until the bad rows stand alone.
+
+        Each refusal is first told apart from an outage by a write probe: with
+        the database down, nothing is split or quarantined, the flush is retried.
+        """
+        try:
+            touched = await asyncio.to_thread(self._store, messages)
+        except Exception as exc:  # the store's driver has its own error types
+            if not await asyncio.to_thread(self.store.writable):
+                raise StoreOutage(str(exc)) from exc
+            if len(messages) == 1:
+                await self._quarantine([refused_by_store(messages[0], f"{exc}")])
+                return
+            half = len(messages) // 2
+            await self._store_isolating(messages[:half])
+            await self._store_isolating(messages[half:])
+            return
+        self.stored += len(messages)
+        for site, unit, name, seq in touched:
+            self._acks_due[(site, unit, name)] = seq
 
     async def _acker(self, client: aiomqtt.Client) -> None:
         """Publish each touched batch's gap-free seq (retained), at most every ``ACK_EVERY_S``.
@@ -128,67 +182,35 @@ class Ingest:
         while True:
             await asyncio.sleep(ACK_EVERY_S)  # real time: acks are advisory, batch them
             due, self._acks_due = self._acks_due, {}
-            results = await asyncio.gather(
-                *(
-                    client.publish(
-                        topic(site, unit, name, "ack"),
-                        encode("ack", {"seq": seq}),
-                        qos=1,
-                        retain=True,
-                        timeout=ACK_TIMEOUT_S,
-                    )
-                    for (site, unit, name), seq in due.items()
-                ),
-                return_exceptions=True,
-            )
-            failed = [key for key, r in zip(due, results, strict=True) if isinstance(r, Exception)]
+            sends = {}
+            for (site, unit, name), seq in due.items():
+                try:  # names were checked on the way in; an ack must never end ingest anyway
+                    where = topic(site, unit, name, "ack")
+                except TelemetryError as exc:
+                    log.error("no ack for %s/%s/%s: %s", site, unit, name, exc)
+                    continue
+                body = encode("ack", {"seq": seq})
+                sends[(site, unit, name)] = client.publish(
+                    where, body, qos=1, retain=True, timeout=ACK_TIMEOUT_S
+                )
+            results = await asyncio.gather(*sends.values(), return_exceptions=True)
+            failed = [k for k, r in zip(sends, results, strict=True) if isinstance(r, Exception)]
             for key in failed:
                 self._acks_due.setdefault(key, due[key])
             if failed:
                 log.warning("%d of %d acks not confirmed; sent again", len(failed), len(due))
 
-    def _store(self, batch: list[tuple[str, str, str, str, dict[str, Any]]]) -> list[tuple]:
+    def _store(self, batch: list[SiteMessage]) -> list[tuple[str, str, str, int]]:
         """Store a flush; (site, unit, batch, gap-free seq) of every batch it touched."""
         touched = self.store.ingest(batch)
         return [(s, u, b, self.store.contiguous(s, b)) for s, u, b in touched]
 
-    # -- supervision ----------------------------------------------------------------
+    # -- requests to sites ---------------------------------------------------------
 
-    async def _request(self, site: str, unit: str, batch: str, kind: str, body: dict, retain: bool):
+    async def publish_request(
+        self, site: str, unit: str, batch: str, kind: str, body: dict[str, Any], *, retain: bool
+    ) -> None:
+        """Send one request to a site (QoS 1); MqttError if the broker is not reachable."""
         if self.client is None:
             raise aiomqtt.MqttError("the control site is not connected to the broker")
         await self.client.publish(topic(site, unit, batch, kind), encode(kind, body), 1, retain)
-
-    async def request_hold(self, site: str, batch: str, *, operator: str, reason: str) -> str:
-        """Ask a site to hold one batch; the site's batch records it as an operator command."""
-        rows = self.store.query("SELECT unit FROM batches WHERE site=? AND batch=?", (site, batch))
-        if not rows:
-            raise KeyError(f"no batch {batch} at site {site}")
-        rid = uuid.uuid4().hex
-        body = {
-            "id": rid,
-            "command": "hold",
-            "operator": operator,
-            "reason": reason,
-            "at": wall_seconds(),
-        }
-        await self._request(site, rows[0][0], batch, "command", body, retain=False)
-        await asyncio.to_thread(
-            self.store.record_request, rid, site, batch, "hold", operator, reason
-        )
-        return rid
-
-    async def set_suspended(self, site: str, suspended: bool, *, operator: str, reason: str) -> str:
-        """Suspend (no new batch may start) or reinstate a site: retained, so it is never missed."""
-        rid = uuid.uuid4().hex
-        body = {
-            "id": rid,
-            "suspended": suspended,
-            "operator": operator,
-            "reason": reason,
-            "at": wall_seconds(),
-        }
-        await self._request(site, "-", "-", "suspension", body, retain=True)
-        action = "suspend" if suspended else "reinstate"
-        await asyncio.to_thread(self.store.record_request, rid, site, "-", action, operator, reason)
-        return rid

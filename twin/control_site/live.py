@@ -50,12 +50,14 @@ def _digest(*parts: object) -> str:
 
 
 def overview_token(store: Store) -> str:
-    """Changes whenever anything the overview shows changes (states, flags, heads, sites)."""
+    """Changes whenever anything the overview shows changes (states, flags, heads, sites,
+    quarantined messages)."""
     return _digest(
         store.query(
             "SELECT (SELECT count(*) FROM batches), (SELECT max(updated_at) FROM batches), "
             "(SELECT count(*) FROM chain_flags), (SELECT max(received_at) FROM heads), "
-            "(SELECT max(at) FROM sites)"
+            "(SELECT max(at) FROM sites), (SELECT max(last_at) FROM quarantine), "
+            "(SELECT sum(count) FROM quarantine)"
         )
     )
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from twin.control_site.ingest import Ingest
 from twin.control_site.keys import SiteKeys
+from twin.control_site.logins import LoginGuard
 from twin.control_site.store import open_store
 from twin.control_site.web import Users, make_app
 from twin.telemetry.topics import BrokerURL
@@ -30,12 +31,13 @@ class ControlSite:
         *,
         site_keys: Iterable[Path] = (),
         refresh_s: float = 2.0,
+        login_guard: LoginGuard | None = None,
     ) -> None:
         keys = list(site_keys)
         self.keys = SiteKeys(keys) if keys else None
         self.store = open_store(db, self.keys)
         self.ingest = Ingest(BrokerURL.parse(broker), self.store)
-        self.app = make_app(self.ingest, Users(users), refresh_s)
+        self.app = make_app(self.ingest, Users(users), refresh_s, guard=login_guard)
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None

@@ -6,22 +6,27 @@ with ``?`` and translated for psycopg. Ingest is idempotent by (site, batch,
 seq): a duplicate event is dropped, an event that *differs* from the one stored
 under its key, or that does not link to the event before it, flags the chain.
 Chain heads are anchored by :mod:`twin.control_site.anchoring` (signatures
-checked against the sites' registered keys). Calls are synchronous and
-serialised by a lock; the ingest runs them in a thread.
+checked against the sites' registered keys). Messages refused on the way in
+(:mod:`twin.control_site.messages`) go to ``quarantine``, one row per site, topic
+and reason with a count, so the dashboard shows them and nothing else waits on
+them. Calls are synchronous and serialised by a lock; the ingest runs them in a
+thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from twin.clock import wall_seconds
 from twin.control_site.anchoring import Anchoring
 from twin.control_site.keys import SiteKeys
+from twin.control_site.messages import Poison
 from twin.journal import event_hash
 
 __all__ = ["Store", "open_store"]
@@ -49,6 +54,11 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS requests (
         id TEXT PRIMARY KEY, site TEXT NOT NULL, batch TEXT NOT NULL, action TEXT NOT NULL,
         operator TEXT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS quarantine (
+        site TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL, kind TEXT NOT NULL,
+        excerpt TEXT NOT NULL, size BIGINT NOT NULL, count BIGINT NOT NULL,
+        first_at DOUBLE PRECISION NOT NULL, last_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (site, topic, reason))""",
     "CREATE INDEX IF NOT EXISTS events_kind ON events (site, batch, kind, seq)",
 ]
 
@@ -70,8 +80,16 @@ class Flag:
 class Store:
     """One DB-API connection (sqlite3 or psycopg) behind the control site's queries."""
 
-    def __init__(self, conn: Any, *, postgres: bool, keys: SiteKeys | None = None) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        *,
+        postgres: bool,
+        keys: SiteKeys | None = None,
+        reconnect: Callable[[], Any] | None = None,
+    ) -> None:
         self._conn = conn
+        self._reconnect = reconnect
         self.postgres = postgres
         self._lock = threading.Lock()
         self._contiguous: dict[tuple[str, str], int] = {}
@@ -84,18 +102,20 @@ class Store:
             self._commit()
 
     def _migrate(self) -> None:
-        """Add the signed-head columns to a store made before heads were signed."""
-        if self.postgres:
-            rows = self._x(
-                "SELECT column_name FROM information_schema.columns WHERE table_name='heads'"
-            ).fetchall()
-        else:
-            rows = [(r[1],) for r in self._x("PRAGMA table_info(heads)").fetchall()]
-        have = {r[0] for r in rows}
+        """Add the columns a store made by an older version lacks (signed heads, outcomes)."""
+        have = self._columns("heads")
         if "key_id" not in have:
             self._x("ALTER TABLE heads ADD COLUMN key_id TEXT")
         if "verified" not in have:
             self._x("ALTER TABLE heads ADD COLUMN verified INTEGER NOT NULL DEFAULT 0")
+        if "outcome" not in self._columns("requests"):
+            self._x("ALTER TABLE requests ADD COLUMN outcome TEXT NOT NULL DEFAULT 'sent'")
+
+    def _columns(self, table: str) -> set[str]:
+        if self.postgres:
+            sql = "SELECT column_name FROM information_schema.columns WHERE table_name=?"
+            return {r[0] for r in self._x(sql, (table,)).fetchall()}
+        return {r[1] for r in self._x(f"PRAGMA table_info({table})").fetchall()}
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -114,15 +134,63 @@ class Store:
     def _commit(self) -> None:
         self._conn.commit()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Under the lock; committed, or rolled back so the connection stays usable."""
+        with self._lock:
+            try:
+                yield
+                self._commit()
+            except Exception:
+                self._recover()
+                raise
+
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only query for the dashboard."""
-        with self._lock:
-            rows = self._x(sql, params).fetchall()
-            self._commit()
-            return list(rows)
+        with self._transaction():
+            return list(self._x(sql, params).fetchall())
 
     def close(self) -> None:
         self._conn.close()
+
+    def writable(self) -> bool:
+        """Whether the database takes a write now: tells an outage from a row it refuses.
+
+        A zero-row UPDATE needs the write lock (SQLite) and a live connection
+        (PostgreSQL) but changes nothing. A PostgreSQL connection that is gone
+        (server restarted) is replaced, so the next retry can succeed.
+        """
+        with self._lock:
+            try:
+                self._x("UPDATE quarantine SET count=count WHERE 1=0")
+                self._conn.rollback()
+                return True
+            except Exception:  # the driver's own error types (sqlite3, psycopg)
+                self._recover()
+                return False
+
+    def _recover(self) -> None:
+        with contextlib.suppress(Exception):  # a closed connection cannot roll back either
+            self._conn.rollback()
+        lost = getattr(self._conn, "closed", False) or getattr(self._conn, "broken", False)
+        if self._reconnect is not None and lost:
+            with contextlib.suppress(Exception):  # still down: the next writable() tries again
+                self._conn = self._reconnect()
+
+    # -- quarantine -----------------------------------------------------------------
+
+    def quarantine(self, items: list[Poison]) -> None:
+        """Record refused messages: one row per (site, topic, reason), counted, last excerpt."""
+        now = wall_seconds()
+        rows = [(p.site, p.topic, p.reason, p.kind, p.excerpt, p.size, now, now) for p in items]
+        with self._transaction():
+            self._many(
+                "INSERT INTO quarantine VALUES (?,?,?,?,?,?,1,?,?) "
+                "ON CONFLICT (site, topic, reason) DO UPDATE SET "
+                "count=quarantine.count+1, excerpt=excluded.excerpt, size=excluded.size, "
+                "last_at=excluded.last_at",
+                rows,
+            )
 
     # -- ingest -------------------------------------------------------------------
 
@@ -308,22 +376,52 @@ class Store:
 
     # -- supervision ----------------------------------------------------------------
 
-    def record_request(self, rid: str, site: str, batch: str, action: str, who: str, why: str):
-        """The control site's own audit of what its users asked of sites."""
-        with self._lock:
-            now = wall_seconds()
-            self._x(
-                "INSERT INTO requests VALUES (?,?,?,?,?,?,?)",
-                (rid, site, batch, action, who, why, now),
+    def site_known(self, site: str) -> bool:
+        """A site that sent a batch, was ever suspended, or has a registered key."""
+        keys = self.anchoring.keys
+        if keys is not None and keys.key_id(site) is not None:
+            return True
+        return bool(
+            self.query(
+                "SELECT 1 FROM batches WHERE site=? UNION SELECT 1 FROM sites WHERE site=?",
+                (site, site),
             )
-            if action in ("suspend", "reinstate"):
+        )
+
+    def batch_status(self, site: str, batch: str) -> tuple[str, bool] | None:
+        """(unit, ended) of a batch the control site has heard of, else None."""
+        rows = self.query("SELECT unit, state FROM batches WHERE site=? AND batch=?", (site, batch))
+        if not rows:
+            return None
+        state = json.loads(rows[0][1])
+        return str(rows[0][0]), bool(state.get("ended"))
+
+    def record_request(
+        self, rid: str, site: str, batch: str, action: str, who: str, why: str, outcome: str
+    ) -> None:
+        """The control site's own audit of what its users asked of sites, refused ones too."""
+        with self._transaction():
+            self._x(
+                "INSERT INTO requests (id, site, batch, action, operator, reason, at, outcome) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (rid, site, batch, action, who, why, wall_seconds(), outcome),
+            )
+
+    def settle_request(self, rid: str, outcome: str) -> None:
+        """A request's outcome once it was sent (or not); a sent suspension updates the site."""
+        with self._transaction():
+            self._x("UPDATE requests SET outcome=? WHERE id=?", (outcome, rid))
+            row = self._x(
+                "SELECT site, action, operator, reason FROM requests WHERE id=?", (rid,)
+            ).fetchone()
+            if outcome == "sent" and row is not None and row[1] in ("suspend", "reinstate"):
+                site, action, who, why = row
                 self._x(
                     "INSERT INTO sites VALUES (?,?,?,?,?) ON CONFLICT (site) DO UPDATE SET "
                     "suspended=excluded.suspended, operator=excluded.operator, "
                     "reason=excluded.reason, at=excluded.at",
-                    (site, 1 if action == "suspend" else 0, who, why, now),
+                    (site, 1 if action == "suspend" else 0, who, why, wall_seconds()),
                 )
-            self._commit()
 
 
 def open_store(url: str, keys: SiteKeys | None = None) -> Store:
@@ -331,7 +429,9 @@ def open_store(url: str, keys: SiteKeys | None = None) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         import psycopg
 
-        return Store(psycopg.connect(url), postgres=True, keys=keys)
+        return Store(
+            psycopg.connect(url), postgres=True, keys=keys, reconnect=lambda: psycopg.connect(url)
+        )
     path = url.removeprefix("sqlite:///")  # sqlite:///rel.sqlite, sqlite:////abs.sqlite
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
     conn.execute("PRAGMA journal_mode=WAL")

@@ -15,6 +15,7 @@ from typing import Any
 
 from twin.clock import wall_now
 from twin.control_site.live import batch_token, live_region, overview_token
+from twin.control_site.quarantine import quarantine_html
 from twin.control_site.store import Store
 
 __all__ = [
@@ -147,7 +148,7 @@ def _head_cell(head: dict[str, Any] | None, seq: Any) -> str:
 
 
 def overview_live(store: Store) -> str:
-    """The overview's changing part: counts, suspended sites, the table of batches."""
+    """The overview's changing part: counts, suspended sites, batches, quarantined messages."""
     rows = overview_rows(store)
     sites = store.query("SELECT site, suspended, operator, reason FROM sites ORDER BY site")
     head = "".join(f"<th>{escape(label)}</th>" for label in PV_LABELS.values())
@@ -176,7 +177,7 @@ def overview_live(store: Store) -> str:
         f"<ul id='suspended'>{suspended}</ul>"
         f"<table id='batches'><tr><th>site</th><th>unit</th><th>batch</th><th>state</th>"
         f"<th>phase</th><th>day</th>{head}<th>anchored head</th><th>needs attention</th></tr>"
-        f"{''.join(lines)}</table>"
+        f"{''.join(lines)}</table>{quarantine_html(store)}"
     )
 
 

@@ -4,22 +4,24 @@ Reading is open to whoever reaches the address (bind it to the control room's
 network); a request to a site (hold a batch, suspend or reinstate a site) needs
 a user from the users file (HTTP Basic over the control room's TLS proxy) and a
 same-origin POST, so a page elsewhere cannot make a logged-in browser send one.
+Logins are checked off the event loop and rate limited (:mod:`.logins`); every
+request is audited and a refused one answered 4xx with the reason
+(:mod:`.supervision`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import secrets
-from pathlib import Path
+import math
 
 from aiohttp import web
 
 from twin.control_site.anchors_api import anchor_records, as_json_lines
 from twin.control_site.ingest import Ingest
 from twin.control_site.live import batch_token, overview_token
+from twin.control_site.logins import LoginGuard, LoginRefused, Logins, Users
+from twin.control_site.quarantine import quarantine_rows
+from twin.control_site.supervision import RequestRefused, Supervision
 from twin.control_site.views import (
     batch_live,
     batch_page,
@@ -31,59 +33,52 @@ from twin.control_site.views import (
 __all__ = ["Users", "make_app"]
 
 
-class Users:
-    """``name:scrypt:SALT:HASH`` lines; ``Users.line(name, password)`` makes one."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._users: dict[str, tuple[bytes, bytes]] = {}
-        if path is not None:
-            for line in Path(path).read_text().splitlines():
-                if line.strip() and not line.startswith("#"):
-                    name, _, salt, digest = line.strip().split(":")
-                    self._users[name] = (bytes.fromhex(salt), bytes.fromhex(digest))
-
-    @staticmethod
-    def _hash(password: str, salt: bytes) -> bytes:
-        return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-
-    @classmethod
-    def line(cls, name: str, password: str) -> str:
-        salt = secrets.token_bytes(16)
-        return f"{name}:scrypt:{salt.hex()}:{cls._hash(password, salt).hex()}"
-
-    def check(self, header: str | None) -> str | None:
-        """The user name for a valid ``Authorization: Basic`` header, else None."""
-        if not header or not header.startswith("Basic "):
-            return None
-        try:
-            name, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except ValueError:
-            return None
-        known = self._users.get(name)
-        if known is None or not hmac.compare_digest(self._hash(password, known[0]), known[1]):
-            return None
-        return name
+#: Longest reason accepted for a request (it goes into the batch record).
+MAX_REASON = 1000
 
 
-def make_app(ingest: Ingest, users: Users, refresh_s: float = 2.0) -> web.Application:
+_ERRORS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+    429: web.HTTPTooManyRequests,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+def _refused(status: int, text: str, retry_after_s: float | None = None) -> web.HTTPException:
+    """An HTTP error with a plain-text reason (and when to try again)."""
+    headers = {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="poc-twin control site"'
+    return _ERRORS.get(status, web.HTTPBadRequest)(text=text, headers=headers)
+
+
+def make_app(
+    ingest: Ingest, users: Users, refresh_s: float = 2.0, *, guard: LoginGuard | None = None
+) -> web.Application:
     """The dashboard: pages, their JSON endpoints and the supervision requests.
 
     Every read runs in a thread: a query waits for the store's lock while a large
     flush is written, and must not stall the loop that receives MQTT meanwhile.
     """
     store = ingest.store
+    logins = Logins(users, guard)
+    supervision = Supervision(ingest)
 
-    def authorised(request: web.Request) -> str:
+    async def authorised(request: web.Request) -> str:
         origin = request.headers.get("Origin")
         if origin is not None and origin.split("://", 1)[-1] != request.host:
             raise web.HTTPForbidden(text="cross-site request refused")
-        user = users.check(request.headers.get("Authorization"))
-        if user is None:
-            raise web.HTTPUnauthorized(
-                text="a control-site user is needed for requests to sites",
-                headers={"WWW-Authenticate": 'Basic realm="poc-twin control site"'},
+        try:
+            return await logins.authenticate(
+                request.headers.get("Authorization"), request.remote or "?"
             )
-        return user
+        except LoginRefused as exc:
+            raise _refused(exc.status, str(exc), exc.retry_after_s) from None
 
     async def overview(request: web.Request) -> web.Response:
         page = await asyncio.to_thread(overview_page, store, refresh_s)
@@ -130,30 +125,41 @@ def make_app(ingest: Ingest, users: Users, refresh_s: float = 2.0) -> web.Applic
         reason = str(form.get("reason", "")).strip()
         if not reason:
             raise web.HTTPBadRequest(text="a reason is required (it goes into the batch record)")
+        if len(reason) > MAX_REASON or not reason.isprintable():
+            raise web.HTTPBadRequest(
+                text=f"a reason is one line of at most {MAX_REASON} printable characters"
+            )
         return reason
 
     async def hold(request: web.Request) -> web.Response:
-        user = authorised(request)
+        user = await authorised(request)
         site, name = request.match_info["site"], request.match_info["batch"]
+        reason = await reason_of(request)
         try:
-            rid = await ingest.request_hold(
-                site, name, operator=user, reason=await reason_of(request)
-            )
-        except KeyError as exc:
-            raise web.HTTPNotFound(text=str(exc)) from None
+            rid = await supervision.hold(site, name, operator=user, reason=reason)
+        except RequestRefused as exc:
+            raise _refused(exc.status, str(exc)) from None
         return web.json_response({"status": "sent", "request": rid})
 
     async def suspension(request: web.Request) -> web.Response:
-        user = authorised(request)
+        user = await authorised(request)
         suspend = request.match_info["action"] == "suspend"
-        rid = await ingest.set_suspended(
-            request.match_info["site"], suspend, operator=user, reason=await reason_of(request)
-        )
+        reason = await reason_of(request)
+        try:
+            rid = await supervision.suspend(
+                request.match_info["site"], suspend, operator=user, reason=reason
+            )
+        except RequestRefused as exc:
+            raise _refused(exc.status, str(exc)) from None
         return web.json_response({"status": "sent", "request": rid})
+
+    async def api_quarantine(request: web.Request) -> web.Response:
+        """The latest 1,000 quarantined messages (site, topic, reason, count, excerpt)."""
+        return web.json_response(await asyncio.to_thread(quarantine_rows, store, 1000))
 
     async def anchors(request: web.Request) -> web.Response:
         """The batch's anchored head as JSON lines, for `poc-twin verify --anchor URL`."""
-        authorised(request)
+        await authorised(request)
         site, name = request.match_info["site"], request.match_info["batch"]
         records = await asyncio.to_thread(anchor_records, store, site, name)
         if not records:
@@ -166,6 +172,7 @@ def make_app(ingest: Ingest, users: Users, refresh_s: float = 2.0) -> web.Applic
             web.get("/api/anchors/{site}/{batch}", anchors),
             web.get("/", overview),
             web.get("/api/batches", api_batches),
+            web.get("/api/quarantine", api_quarantine),
             web.get("/api/overview", api_overview),
             web.get("/api/batch/{site}/{batch}", api_batch),
             web.get("/batch/{site}/{batch}", batch),
@@ -173,4 +180,9 @@ def make_app(ingest: Ingest, users: Users, refresh_s: float = 2.0) -> web.Applic
             web.post("/site/{site}/{action:suspend|reinstate}", suspension),
         ]
     )
+
+    async def close_logins(app: web.Application) -> None:
+        logins.close()
+
+    app.on_cleanup.append(close_logins)
     return app

@@ -9,13 +9,13 @@ newer major version. The whole tree is documented in docs/telemetry.md.
 from __future__ import annotations
 
 import json
-import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twin.errors import PocTwinError
+from twin.names import UnsafeName, check_safe_name
 
 __all__ = [
     "ROOT",
@@ -23,6 +23,7 @@ __all__ = [
     "SITE_KINDS",
     "BrokerURL",
     "TelemetryError",
+    "check_topic",
     "decode",
     "encode",
     "parse_topic",
@@ -35,7 +36,6 @@ SCHEMA_VERSION = 1
 SITE_KINDS = ("event", "state", "head", "status")
 #: What the control site publishes to a site: hold requests, retained ack and suspension.
 CONTROL_KINDS = ("command", "ack", "suspension")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 
 class TelemetryError(PocTwinError):
@@ -43,11 +43,17 @@ class TelemetryError(PocTwinError):
 
 
 def _check_name(what: str, value: str) -> str:
-    if value != "-" and not _NAME.match(value):
-        raise TelemetryError(
-            f"{what} '{value}' cannot be an MQTT topic level: use letters, digits, '_.:-'"
-        )
-    return value
+    """A topic level must be a safe name (twin.names) or ``-`` for "none".
+
+    A topic level names a batch on the dashboard, in the store and in the ack sent
+    back; a space, a wildcard or a path in it broke each of those in turn.
+    """
+    if value == "-":
+        return value
+    try:
+        return check_safe_name(value, what)
+    except UnsafeName as exc:
+        raise TelemetryError(f"{exc} (it names an MQTT topic level)") from None
 
 
 def topic(site: str, unit: str, batch: str, kind: str) -> str:
@@ -62,6 +68,26 @@ def parse_topic(name: str) -> tuple[str, str, str, str] | None:
     if len(parts) != 5 or parts[0] != ROOT:
         return None
     return parts[1], parts[2], parts[3], parts[4]
+
+
+def check_topic(name: str) -> tuple[str, str, str, str]:
+    """``(site, unit, batch, kind)`` of a site's topic, every level checked; else TelemetryError.
+
+    What a site publishes is read before use: the site is always named, unit and
+    batch are safe names or ``-``, and the kind is one a site may send.
+    """
+    where = parse_topic(name)
+    if where is None:
+        raise TelemetryError(f"not a {ROOT}/<site>/<unit>/<batch>/<kind> topic")
+    site, unit, batch, kind = where
+    if site == "-":
+        raise TelemetryError("a site's topic must name the site")
+    _check_name("site", site)
+    _check_name("unit", unit)
+    _check_name("batch", batch)
+    if kind not in SITE_KINDS:
+        raise TelemetryError(f"kind {kind[:40]!r} is not one a site publishes")
+    return where
 
 
 def encode(kind: str, body: dict[str, Any]) -> bytes:
