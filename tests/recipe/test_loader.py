@@ -177,3 +177,43 @@ def test_schema_and_reference_problems_come_together(tmp_path: Path) -> None:
     assert "expected a rotation" in got[0]
     assert "uses equipment 'bag9'" in got[1]
     assert "equipment 'gas' is a gas_dispenser, this monitor needs a bioreactor" in got[2]
+
+
+@pytest.mark.parametrize(
+    ("phase", "words"),
+    [
+        ("{phase: add, material: medium, moi: 5}", "'moi' doses a vector"),
+        ("{phase: add, material: vector, moi: 5}", "needs the vector's 'titre'"),
+        (
+            "{phase: add, material: vector, moi: 5, titre: 5 mL, max_volume_ml: 9}",
+            "'5 mL' is a volume; expected a titre in TU/mL",
+        ),
+        ("{phase: add, material: vector, volume_ml: 5, moi: 5}", "exactly one of 'volume_ml'"),
+        ("{phase: culture, duration_h: 2, target: {viable_cells: 1e9}}", "give 'sample_every_h'"),
+        (
+            "{phase: culture, duration_h: 48, sample_every_h: 24,"
+            " target: {car_positive_cells_per_kg: 2e6 cells/kg}}",
+            "needs the 'patient_weight'",
+        ),
+        (
+            "{phase: culture, duration_h: 48, sample_every_h: 24,"
+            " target: {viable_cells: 1e9, patient_weight: 70 kg}}",
+            "needs the 'patient_weight' (and only it)",
+        ),
+        (
+            "{phase: culture, duration_h: 48, sample_every_h: 24,"
+            " feeds: [{volume_ml: 20, when_glucose_below: 5 h}]}",
+            "'5 h' is a time; expected a concentration",
+        ),
+        (
+            "{phase: culture, duration_h: 48, perfusion: {start_at_cells_per_ml: 2e6,"
+            " volumes_per_day: 0.5, ramp: [{at_cells_per_ml: 1e6, volumes_per_day: 1}]}}",
+            "perfusion ramp densities must rise",
+        ),
+    ],
+)
+def test_quantities_from_measurements_are_checked_at_validate_time(
+    tmp_path: Path, phase: str, words: str
+) -> None:
+    found = problems(tmp_path, HEADER + f"          - {phase}\n")
+    assert any(words in p and p.startswith("R:15:") for p in found), found

@@ -223,9 +223,11 @@ class BatchContext:
         *,
         unit: str = "",
         restorable: bool = True,
+        basis: dict[str, Any] | None = None,
     ) -> T:
         """Check interlocks, journal the setpoint (committed), write it, journal the device's
-        confirmation (with its answer); remember the setpoint for a restart."""
+        confirmation (with its answer); remember the setpoint for a restart. ``basis``: what
+        a calculated setpoint was worked out from (journalled with it, for the record)."""
         check_write(
             equipment,
             self.equipment[equipment],
@@ -233,11 +235,10 @@ class BatchContext:
             value,
             identity_confirmed=self.identity is not None,
         )
-        self.journal.append(
-            "setpoint",
-            equipment,
-            {"parameter": parameter, "value": as_record(value), "unit": unit},
-        )
+        data: dict[str, Any] = {"parameter": parameter, "value": as_record(value), "unit": unit}
+        if basis is not None:
+            data["basis"] = {k: as_record(v) for k, v in basis.items()}
+        self.journal.append("setpoint", equipment, data)
         result = await self._confirmed(equipment, parameter, action)
         if restorable:
             self._restore[(equipment, parameter)] = (value, unit, action)

@@ -75,12 +75,14 @@ class PHLoop:
 
 @dataclass
 class PerfusionLoop:
-    """Start perfusion at a rate per culture volume once the density reaches a threshold."""
+    """Perfusion at a rate per culture volume once the density reaches a threshold, raised
+    step by step as it reaches the ramp's densities (a step is never taken back)."""
 
     bioreactor: str
-    start_at_cells_per_ml: float
-    volumes_per_day: float
-    started: bool = False
+    #: (density from which, volumes per day), in rising order of density.
+    steps: list[tuple[float, float]]
+    #: How many steps were taken (0: not started).
+    taken: int = 0
     #: Whether it may still start: only while its culture runs (a later check or harvest
     #: phase does not see perfusion begin under it).
     armed: bool = True
@@ -148,8 +150,8 @@ class ControlModules:
     def engage_perfusion(self, loop: PerfusionLoop) -> None:
         """Perfusion of a bag from a density on (once started it stays at its rate)."""
         old = self.perfusion.get(loop.bioreactor)
-        if old is not None and old.started:
-            loop.started = True
+        if old is not None and old.taken:
+            loop.taken = max(loop.taken, min(old.taken, len(loop.steps)))
         self.perfusion[loop.bioreactor] = loop
 
     def disarm_perfusion(self, bioreactor: str) -> None:
@@ -391,11 +393,14 @@ class ControlModules:
             ph.last_base_at = now
 
     async def _control_perfusion(self, loop: PerfusionLoop, pv: Any) -> None:
-        if loop.started or not loop.armed or not self.additions or loop.bioreactor in self.released:
+        if loop.taken >= len(loop.steps) or not loop.armed or not self.additions:
+            return  # all steps taken, or its culture ended: nothing changes under a later phase
+        if loop.bioreactor in self.released:
             return
-        if pv.viable_cells_per_ml < loop.start_at_cells_per_ml:
+        at, volumes_per_day = loop.steps[loop.taken]
+        if pv.viable_cells_per_ml < at:
             return
-        rate = round(loop.volumes_per_day * pv.volume_ml, 1)
+        rate = round(volumes_per_day * pv.volume_ml, 1)
         br = self.ctx.bioreactor(loop.bioreactor)
         await self.ctx.write(
             loop.bioreactor,
@@ -404,4 +409,4 @@ class ControlModules:
             lambda r=rate: br.set_perfusion(r),
             unit="mL/d",
         )
-        loop.started = True
+        loop.taken += 1

@@ -137,7 +137,10 @@ class AddMaterial(PhaseLogic):
     dosed: bool = False
 
     def describe(self) -> str:
-        return f"add {self.params.volume_ml:g} mL {self.params.material}"
+        pr = self.params
+        if pr.moi is not None:
+            return f"add {pr.material} at MOI {pr.moi:g} (titre {pr.titre:.3g} TU/mL)"
+        return f"add {pr.volume_ml:g} mL {pr.material}"
 
     async def run(self, ctx: BatchContext) -> None:
         if self.dosed:
@@ -145,23 +148,64 @@ class AddMaterial(PhaseLogic):
         pr = self.params
         br = ctx.bioreactor(pr.bioreactor)
         material = Material[pr.material.upper()]
+        volume, basis = await self._volume(ctx)
         self.dosed = True  # set first: after a hold mid-dose, never dose twice
         await ctx.write(
             pr.bioreactor,
             f"add_{pr.material}",
-            pr.volume_ml,
-            lambda: br.add(material, pr.volume_ml),
+            volume,
+            lambda: br.add(material, volume),
             unit="mL",
             restorable=False,
+            basis=basis,
         )
 
+    async def _volume(self, ctx: BatchContext) -> tuple[float, dict[str, Any] | None]:
+        """The fixed volume, or MOI x the viable cells in the bag (last count x the volume
+        now) / titre: refused above ``max_volume_ml`` or without a count to work from."""
+        pr = self.params
+        if pr.moi is None:
+            return float(pr.volume_ml or 0.0), None
+        sample = ctx.latest.get(f"{pr.bioreactor}.sample")
+        if sample is None:
+            raise PhaseFailed(
+                f"{pr.bioreactor}: no cell count to dose the vector from (a sample phase or "
+                "a culture's sample comes first)"
+            )
+        br = ctx.bioreactor(pr.bioreactor)
+        pv = await ctx.read(pr.bioreactor, "pv", br.read)
+        cells = sample.viable_cells_per_ml * pv.volume_ml
+        titre = float(pr.titre or 0.0)
+        volume = round(pr.moi * cells / titre, 2)
+        basis = {
+            "moi": pr.moi,
+            "titre_tu_per_ml": titre,
+            "viable_cells_per_ml": sample.viable_cells_per_ml,
+            "volume_ml": pv.volume_ml,
+            "viable_cells": cells,
+        }
+        if not 0.0 < volume <= float(pr.max_volume_ml or 0.0):
+            raise PhaseFailed(
+                f"{pr.bioreactor}: MOI {pr.moi:g} x {cells:.3g} viable cells / "
+                f"{titre:.3g} TU/mL needs {volume:g} mL of vector, outside 0-"
+                f"{pr.max_volume_ml:g} mL: nothing dosed"
+            )
+        return volume, basis
 
-async def take_sample(ctx: BatchContext, bioreactor: str) -> CellSample:
-    """Draw and count a sample; journalled as an in-process result."""
+
+async def take_sample(
+    ctx: BatchContext, bioreactor: str, qc: list[str] | None = None, name: str | None = None
+) -> CellSample:
+    """Draw and count a sample; journalled as an in-process result (with the QC tests the
+    lab will run on it, whose results come later)."""
     br = ctx.bioreactor(bioreactor)
     sample = as_recorded(await br.sample())
     ctx.latest[f"{bioreactor}.sample"] = sample
     record = as_record(sample)
+    if qc:
+        record["qc_tests"] = list(qc)
+    if name:
+        record["name"] = name
     ctx.journal.append("sample", bioreactor, record)
     ctx.alarms.evaluate(bioreactor, record, ctx.clock.now())
     return sample
@@ -180,6 +224,10 @@ class Culture(PhaseLogic):
     params: p.Culture
     elapsed_s: float = 0.0
     samples_taken: int = 0
+    #: Feeds given so far, per feed rule (at most its ``max_feeds``).
+    fed: dict[int, int] | None = None
+    #: Whether a sample showed the target reached (the culture ends early).
+    reached: bool = False
 
     def describe(self) -> str:
         pr = self.params
@@ -205,13 +253,9 @@ class Culture(PhaseLogic):
                 )
             )
         if pr.perfusion is not None:
-            control.engage_perfusion(
-                PerfusionLoop(
-                    pr.bioreactor,
-                    pr.perfusion.start_at_cells_per_ml,
-                    pr.perfusion.volumes_per_day,
-                )
-            )
+            steps = [(pr.perfusion.start_at_cells_per_ml, pr.perfusion.volumes_per_day)]
+            steps += [(s.at_cells_per_ml, s.volumes_per_day) for s in pr.perfusion.ramp]
+            control.engage_perfusion(PerfusionLoop(pr.bioreactor, steps))
 
     async def run(self, ctx: BatchContext) -> None:
         pr = self.params
@@ -228,7 +272,7 @@ class Culture(PhaseLogic):
                         {"parameter": loop, "value": value, "unit": unit, "control_loop": True},
                     )
             self.engage(ctx)
-        while self.elapsed_s < duration:
+        while self.elapsed_s < duration and not self.reached:
             await ctx.safe_point()
             started = ctx.clock.now()
             step = min(pr.poll_s, duration - self.elapsed_s)
@@ -237,10 +281,67 @@ class Culture(PhaseLogic):
                 and self.elapsed_s >= (self.samples_taken + 1) * pr.sample_every_h * HOUR
             ):
                 self.samples_taken += 1  # first: after a hold mid-sample, not drawn twice
-                await take_sample(ctx, pr.bioreactor)
+                sample = await take_sample(ctx, pr.bioreactor)
+                await self._decide(ctx, sample)
+                if self.reached:
+                    break
             await ctx.clock.sleep_until(started + step)
             self.elapsed_s += step
         ctx.control.disarm_perfusion(pr.bioreactor)
+
+    async def _decide(self, ctx: BatchContext, sample: CellSample) -> None:
+        """What a scheduled sample decides: feeds (by glucose or density) and the target."""
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        fed = self.fed if self.fed is not None else {}
+        self.fed = fed
+        for k, feed in enumerate(pr.feeds):
+            due = (
+                feed.when_glucose_below is not None and sample.glucose_mm < feed.when_glucose_below
+            ) or (
+                feed.when_cells_per_ml_above is not None
+                and sample.viable_cells_per_ml > feed.when_cells_per_ml_above
+            )
+            if not due or fed.get(k, 0) >= feed.max_feeds:
+                continue
+            fed[k] = fed.get(k, 0) + 1  # first: after a hold mid-feed, not fed twice
+            material = Material[feed.material.upper()]
+            why = (
+                {"glucose_mm": sample.glucose_mm, "below": feed.when_glucose_below}
+                if feed.when_glucose_below is not None
+                else {
+                    "viable_cells_per_ml": sample.viable_cells_per_ml,
+                    "above": feed.when_cells_per_ml_above,
+                }
+            )
+            await ctx.write(
+                pr.bioreactor,
+                f"add_{feed.material}",
+                feed.volume_ml,
+                lambda m=material, v=feed.volume_ml: br.add(m, v),
+                unit="mL",
+                restorable=False,
+                basis={"feed": k + 1, **why},
+            )
+        if pr.target is None:
+            return
+        pv = await ctx.read(pr.bioreactor, "pv", br.read)
+        needed, car_only = pr.target.cells_needed()
+        cells = sample.viable_cells_per_ml * pv.volume_ml
+        have = cells * sample.transduced_pct / 100.0 if car_only else cells
+        if have >= needed:
+            self.reached = True
+            ctx.journal.append(
+                "target_reached",
+                pr.bioreactor,
+                {
+                    "cells": have,
+                    "needed": needed,
+                    "car_positive": car_only,
+                    "culture_h": self.elapsed_s / HOUR,
+                    "of_h": pr.duration_h,
+                },
+            )
 
 
 class SampleCheck(PhaseLogic):
@@ -251,7 +352,7 @@ class SampleCheck(PhaseLogic):
 
     async def run(self, ctx: BatchContext) -> None:
         pr = self.params
-        sample = await take_sample(ctx, pr.bioreactor)
+        sample = await take_sample(ctx, pr.bioreactor, pr.qc, pr.name)
         misses = []
         if pr.min_viability_pct is not None and sample.viability_pct < pr.min_viability_pct:
             misses.append(f"viability {sample.viability_pct:.1f}% < {pr.min_viability_pct:g}%")

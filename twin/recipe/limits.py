@@ -19,6 +19,7 @@ from twin.recipe.phases import (
     Culture,
     Electroporate,
     MediaExchange,
+    SampleCheck,
     SetGas,
     SetRocking,
     SetTemperature,
@@ -62,11 +63,27 @@ def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Proble
             )
     if problems:
         return problems
+    counted: set[str] = set()  # bioreactors with a cell count taken before this phase
     for u, unit in enumerate(recipe.model.procedure):
         for o, op in enumerate(unit.operations):
             for i, phase in enumerate(op.phases):
                 loc = ["procedure", u, "operations", o, "phases", i]
                 problems += _check_phase(recipe, bench, phase, loc)
+                uncounted = isinstance(phase, AddMaterial) and phase.bioreactor not in counted
+                if uncounted and phase.moi is not None:
+                    problems.append(
+                        src.problem(
+                            [*loc, "moi"],
+                            f"a dose by MOI needs a cell count of {phase.bioreactor} "
+                            "before it (a sample phase, or a culture's sample_every_h)",
+                        )
+                    )
+                if isinstance(phase, SampleCheck) or (
+                    isinstance(phase, Culture)
+                    and phase.sample_every_h is not None
+                    and phase.sample_every_h <= phase.duration_h
+                ):
+                    counted.add(phase.bioreactor)
     return problems
 
 
@@ -176,12 +193,13 @@ def _fits_the_bag(
 ) -> list[Problem]:
     """A phase's ``volume_ml`` within its bioreactor's working volume."""
     top = _limits(bench, phase.bioreactor).working_volume_ml[1]
-    if phase.volume_ml <= top:
+    volume = getattr(phase, "planned_ml", phase.volume_ml)  # an MOI dose: its ceiling
+    if volume <= top:
         return []
+    field = "volume_ml" if phase.volume_ml is not None else "max_volume_ml"
     return [
         src.problem(
-            [*loc, "volume_ml"],
-            f"{doing} {phase.volume_ml:g} mL exceeds {phase.bioreactor}'s working volume of "
-            f"{top:g} mL",
+            [*loc, field],
+            f"{doing} {volume:g} mL exceeds {phase.bioreactor}'s working volume of {top:g} mL",
         )
     ]

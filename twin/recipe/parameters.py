@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from twin.errors import Problem
@@ -31,6 +31,9 @@ class Parameter(BaseModel):
     min: float | str | None = None
     max: float | str | None = None
     description: str = ""
+
+
+_KEYS = "value, min, max, description"
 
 
 def _canonical(value: float | str) -> tuple[float, str | None]:
@@ -104,6 +107,17 @@ def resolve_parameters(
     for name, spec_raw in raw.items():
         try:
             spec = Parameter.model_validate(spec_raw)
+        except ValidationError as exc:  # one line per problem, at its key
+            for error in exc.errors():
+                where = [str(part) for part in error["loc"]]
+                if error["type"] == "extra_forbidden":
+                    what = f"unknown key '{where[-1]}' (a parameter has {_KEYS})"
+                else:
+                    what = f"{'.'.join(where) or 'spec'}: {error['msg']}"
+                problems.append(
+                    source.problem(["parameters", name, *where], f"parameter '{name}': {what}")
+                )
+            continue
         except ValueError as exc:
             problems.append(source.problem(["parameters", name], f"parameter '{name}': {exc}"))
             continue

@@ -14,7 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from twin.recipe.monitors import Monitor
 from twin.recipe.units import (
+    BodyMass,
     CellDensity,
+    Cells,
+    Concentration,
+    DosePerKg,
     Flow,
     Hours,
     Minutes,
@@ -23,6 +27,7 @@ from twin.recipe.units import (
     Seconds,
     Temperature,
     TemperatureDelta,
+    Titre,
     Volume,
     VolumesPerDay,
 )
@@ -33,14 +38,17 @@ __all__ = [
     "ConfirmIdentity",
     "Culture",
     "Electroporate",
+    "Feed",
     "Harvest",
     "MediaExchange",
     "Perfusion",
+    "PerfusionStep",
     "Phase",
     "SampleCheck",
     "SetGas",
     "SetRocking",
     "SetTemperature",
+    "Target",
     "Wait",
 ]
 
@@ -83,12 +91,41 @@ class SetRocking(_Phase):
 
 
 class AddMaterial(_Phase):
-    """Dose a material through the bioreactor's addition port."""
+    """Dose a material through the bioreactor's addition port: a fixed volume, or (vector)
+    the volume for a multiplicity of infection, from the latest count:
+    volume = MOI x viable cells in the bag / titre, refused above ``max_volume_ml``."""
 
     phase: Literal["add"]
     bioreactor: str = "bioreactor"
     material: MaterialName
-    volume_ml: Annotated[Volume, Field(gt=0)]
+    volume_ml: Annotated[Volume, Field(gt=0)] | None = None
+    moi: Annotated[float, Field(gt=0, le=100)] | None = None
+    titre: Annotated[Titre, Field(gt=0)] | None = None
+    max_volume_ml: Annotated[Volume, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _volume_or_moi(self) -> AddMaterial:
+        if (self.volume_ml is None) == (self.moi is None):
+            raise ValueError("give exactly one of 'volume_ml' or 'moi' (with 'titre')")
+        if self.moi is not None:
+            if self.material != "vector":
+                raise ValueError("'moi' doses a vector: material must be 'vector'")
+            if self.titre is None or self.max_volume_ml is None:
+                raise ValueError("a dose by 'moi' needs the vector's 'titre' and a 'max_volume_ml'")
+        return self
+
+    @property
+    def planned_ml(self) -> float:
+        """The volume the phase may add at most (fixed, or the MOI dose's ceiling)."""
+        return float(self.volume_ml if self.volume_ml is not None else self.max_volume_ml or 0)
+
+
+class PerfusionStep(BaseModel):
+    """A higher perfusion rate from a density on (a perfusion ramp)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    at_cells_per_ml: Annotated[CellDensity, Field(gt=0)]
+    volumes_per_day: Annotated[VolumesPerDay, Field(gt=0, le=3)]
 
 
 class Perfusion(BaseModel):
@@ -97,6 +134,72 @@ class Perfusion(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     start_at_cells_per_ml: Annotated[CellDensity, Field(gt=0)]
     volumes_per_day: Annotated[VolumesPerDay, Field(gt=0, le=3)]
+    #: Later, higher rates as the culture grows denser (in rising order of density).
+    ramp: list[PerfusionStep] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rising(self) -> Perfusion:
+        densities = [self.start_at_cells_per_ml, *(s.at_cells_per_ml for s in self.ramp)]
+        if densities != sorted(densities) or len(set(densities)) != len(densities):
+            raise ValueError("perfusion ramp densities must rise, above start_at_cells_per_ml")
+        return self
+
+
+class Feed(BaseModel):
+    """Add a material after a scheduled sample whose count or glucose says the culture needs
+    it (at most once per sample)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    material: Literal["medium", "il2"] = "medium"
+    volume_ml: Annotated[Volume, Field(gt=0)]
+    when_glucose_below: Annotated[Concentration, Field(gt=0)] | None = None
+    when_cells_per_ml_above: Annotated[CellDensity, Field(gt=0)] | None = None
+    max_feeds: Annotated[int, Field(ge=1, le=100)] = 10
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Feed:
+        if (self.when_glucose_below is None) == (self.when_cells_per_ml_above is None):
+            raise ValueError(
+                "give exactly one of 'when_glucose_below' or 'when_cells_per_ml_above'"
+            )
+        return self
+
+
+class Target(BaseModel):
+    """End the culture early once a sample shows enough cells for the dose: total viable
+    cells, CAR+ viable cells, or a dose per kg of the patient's weight (times a margin for QC
+    and losses)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    viable_cells: Annotated[Cells, Field(gt=0)] | None = None
+    car_positive_cells: Annotated[Cells, Field(gt=0)] | None = None
+    car_positive_cells_per_kg: Annotated[DosePerKg, Field(gt=0)] | None = None
+    patient_weight: Annotated[BodyMass, Field(gt=0, le=250)] | None = None
+    margin: Annotated[float, Field(ge=1, le=100)] = 1.0
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Target:
+        given = [
+            x is not None
+            for x in (self.viable_cells, self.car_positive_cells, self.car_positive_cells_per_kg)
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "give exactly one of 'viable_cells', 'car_positive_cells' or "
+                "'car_positive_cells_per_kg'"
+            )
+        if (self.car_positive_cells_per_kg is None) != (self.patient_weight is None):
+            raise ValueError("a dose per kg needs the 'patient_weight' (and only it)")
+        return self
+
+    def cells_needed(self) -> tuple[float, bool]:
+        """(cells needed, whether they are CAR+ cells) including the margin."""
+        if self.viable_cells is not None:
+            return self.viable_cells * self.margin, False
+        if self.car_positive_cells is not None:
+            return self.car_positive_cells * self.margin, True
+        dose = float(self.car_positive_cells_per_kg or 0) * float(self.patient_weight or 0)
+        return dose * self.margin, True
 
 
 class Culture(_Phase):
@@ -116,6 +219,19 @@ class Culture(_Phase):
     base_interval_h: Annotated[Hours, Field(gt=0)] = 1.0
     sample_every_h: Annotated[Hours, Field(gt=0)] | None = None
     poll_s: Annotated[Seconds, Field(ge=1, le=600)] = 60.0
+    #: Feeds decided on each scheduled sample (by glucose or density).
+    feeds: list[Feed] = Field(default_factory=list)
+    #: End before ``duration_h`` (then the maximum) once a sample shows the target reached.
+    target: Target | None = None
+
+    @model_validator(mode="after")
+    def _samples_for_decisions(self) -> Culture:
+        if (self.feeds or self.target is not None) and self.sample_every_h is None:
+            raise ValueError("feeds and a target are decided on samples: give 'sample_every_h'")
+        return self
+
+
+QcTest = Literal["sterility", "endotoxin", "mycoplasma", "cd3", "cd4_cd8", "car", "vcn"]
 
 
 class SampleCheck(_Phase):
@@ -125,6 +241,8 @@ class SampleCheck(_Phase):
     bioreactor: str = "bioreactor"
     min_viability_pct: Annotated[Percent, Field(ge=0, le=100)] | None = None
     min_viable_cells_per_ml: Annotated[CellDensity, Field(ge=0)] | None = None
+    #: Tests the QC lab runs on this sample (their results come later, `poc-twin qc`).
+    qc: list[QcTest] = Field(default_factory=list)
 
 
 class MediaExchange(_Phase):
@@ -221,6 +339,9 @@ PHASE_MODELS: tuple[type[BaseModel], ...] = (
     SetRocking,
     AddMaterial,
     Perfusion,
+    PerfusionStep,
+    Feed,
+    Target,
     Culture,
     SampleCheck,
     MediaExchange,

@@ -15,7 +15,11 @@ from pydantic import BeforeValidator
 
 __all__ = [
     "DIMENSIONS",
+    "BodyMass",
     "CellDensity",
+    "Cells",
+    "Concentration",
+    "DosePerKg",
     "Flow",
     "Hours",
     "Minutes",
@@ -24,6 +28,7 @@ __all__ = [
     "Seconds",
     "Temperature",
     "TemperatureDelta",
+    "Titre",
     "Volume",
     "VolumesPerDay",
     "convert",
@@ -40,6 +45,11 @@ DIMENSIONS: dict[str, dict[str, float]] = {
     "rotation": {"rpm": 1.0},
     "density": {"cells/mL": 1.0, "/mL": 1.0, "e6/mL": 1e6, "e6 cells/mL": 1e6},
     "exchange": {"vvd": 1.0, "/d": 1.0},
+    "titre": {"TU/mL": 1.0, "IU/mL": 1.0, "e8 TU/mL": 1e8, "e9 TU/mL": 1e9},
+    "cells": {"cells": 1.0, "e6 cells": 1e6, "e9 cells": 1e9},
+    "dose": {"cells/kg": 1.0, "e6 cells/kg": 1e6, "e6/kg": 1e6},
+    "mass": {"kg": 1.0, "g": 1e-3},
+    "concentration": {"mM": 1.0, "mmol/L": 1.0, "g/L glucose": 1000 / 180.16},
 }
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*?)?\s*$")
@@ -95,3 +105,8 @@ Percent = Annotated[float, BeforeValidator(_quantity("fraction", "%"))]
 Rpm = Annotated[float, BeforeValidator(_quantity("rotation", "rpm"))]
 CellDensity = Annotated[float, BeforeValidator(_quantity("density", "cells/mL"))]
 VolumesPerDay = Annotated[float, BeforeValidator(_quantity("exchange", "vvd"))]
+Titre = Annotated[float, BeforeValidator(_quantity("titre", "TU/mL"))]
+Cells = Annotated[float, BeforeValidator(_quantity("cells", "cells"))]
+DosePerKg = Annotated[float, BeforeValidator(_quantity("dose", "cells/kg"))]
+BodyMass = Annotated[float, BeforeValidator(_quantity("mass", "kg"))]
+Concentration = Annotated[float, BeforeValidator(_quantity("concentration", "mM"))]

@@ -168,6 +168,11 @@ def _trends(r: BatchRecord) -> str:
     return "".join(out)
 
 
+def _qc_tests(value: Any) -> str:
+    """The QC tests a sample was sent for (as the sample event lists them)."""
+    return ", ".join(str(t) for t in value) if isinstance(value, list) and value else "—"
+
+
 def _samples(r: BatchRecord) -> str:
     rows = []
     for t, d, phase in r.samples:
@@ -180,6 +185,7 @@ def _samples(r: BatchRecord) -> str:
                 f"{float(d.get('transduced_pct', 0)):.1f}",
                 f"{float(d.get('glucose_mm', 0)):.2f}",
                 f"{float(d.get('lactate_mm', 0)):.2f}",
+                _qc_tests(d.get("qc_tests")),
             )
         )
     return _table(
@@ -191,6 +197,7 @@ def _samples(r: BatchRecord) -> str:
             "CAR+ %",
             "Glucose mM",
             "Lactate mM",
+            "Sent to QC for",
         ),
         rows,
     )
