@@ -107,9 +107,7 @@ async def test_perfusion_steps_up_as_the_culture_grows_denser(running: Any) -> N
     assert await finished(run) is S.COMPLETE
     rates = [e.data["value"] for e in setpoints(run, "perfusion_sp")]
     assert len(rates) == 2 and rates[1] == pytest.approx(2 * rates[0], rel=0.05), rates
-    readings = [
-        e for e in run.kinds("reading") if e.source == "bioreactor" and "values" in e.data
-    ]
+    readings = [e for e in run.kinds("reading") if e.source == "bioreactor" and "values" in e.data]
     second = setpoints(run, "perfusion_sp")[1].batch_time
     before = [e for e in readings if e.batch_time < second][-1]
     assert before.data["values"]["viable_cells_per_ml"] >= 1.1e6  # stepped at the density
