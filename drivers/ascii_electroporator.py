@@ -171,8 +171,21 @@ class AsciiElectroporator:
             raise DeviceRefused(self.name, f"loaded {loaded:g} uL of {volume_ul:g} uL asked")
 
     async def unload(self) -> None:
-        """Return the chamber's contents to the bag (idempotent on the device)."""
+        """Empty the chamber into the recovery bag (idempotent on the device)."""
         await self._ask("UNLOAD")
+
+    async def recover(self) -> float:
+        """Return the recovery bag to the culture bag; the mL returned (idempotent: a repeat
+        returns 0)."""
+        words = (await self._ask("RECOVER")).split()
+        try:
+            if words[0] != "RECOVERED" or len(words) != 2:
+                raise ValueError
+            return float(words[1])
+        except (ValueError, IndexError):
+            raise CommunicationError(
+                self.name, f"garbled RECOVER reply {' '.join(words)!r}"
+            ) from None
 
     async def program(self, program: PulseProgram) -> None:
         """Send the program, then read it back and compare field by field."""

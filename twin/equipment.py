@@ -249,7 +249,11 @@ class Electroporator(Protocol):
         ...
 
     async def unload(self) -> None:
-        """Return the chamber's contents to the bag."""
+        """Empty the chamber into the recovery bag on the output line."""
+        ...
+
+    async def recover(self) -> float:
+        """Return the recovery bag's cells to the culture bag; the mL returned."""
         ...
 
     async def safe_state(self) -> None:

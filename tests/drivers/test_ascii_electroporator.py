@@ -71,10 +71,14 @@ async def test_full_sequence_changes_the_cells(make_ep: MakeEp, serial_plant: An
     assert 0.0 < result.peak_current_a < 250.0
     status = await ep.status()
     assert not status.armed and status.fault == ""
-    await ep.unload()
+    await ep.unload()  # into the recovery bag, not yet the culture
     assert (await ep.status()).loaded_ul == 0.0
+    assert bag.volume_ml == pytest.approx(volume0 - 0.1)
+    assert await ep.recover() == pytest.approx(0.1)
+    assert await ep.recover() == 0.0  # idempotent: the recovery bag is empty
     assert bag.volume_ml == pytest.approx(volume0, abs=1e-6)
-    assert bag.transduced_fraction > modified0  # cargo delivered to the chamber's cells
+    assert bag.transient_fraction > 0.0  # cargo delivered to the chamber's cells
+    assert bag.transduced_fraction > modified0  # a share of it integrated
     assert bag.viable_cells <= viable0
 
 

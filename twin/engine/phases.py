@@ -478,10 +478,13 @@ class ConfirmIdentity(PhaseLogic):
 
 
 class Electroporate(PhaseLogic):
-    """Portion by portion: load the chamber from the bag, program, pulse, return the cells."""
+    """Portion by portion: load the chamber from the bag, program, pulse, empty it into the
+    recovery bag; then return the recovery bag to the culture at once, so that every portion
+    is fresh culture and no cell is pulsed twice."""
 
     params: p.Electroporate
     done_ml: float = 0.0
+    recovered: bool = False
 
     def describe(self) -> str:
         pr = self.params
@@ -512,6 +515,9 @@ class Electroporate(PhaseLogic):
             ctx.journal.append("pulse", pr.electroporator, as_record(result))
             await ctx.write(pr.electroporator, "unload", True, ep.unload, restorable=False)
             self.done_ml += portion_ul / 1000.0
+        if not self.recovered:
+            self.recovered = True  # first: after a hold mid-return, not returned twice
+            await ctx.write(pr.electroporator, "recover", True, ep.recover, restorable=False)
 
 
 class Harvest(PhaseLogic):

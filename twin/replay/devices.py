@@ -15,6 +15,7 @@ or the engine has diverged; :class:`Feed` tells its owner which.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -250,8 +251,9 @@ class ReplayBioreactor(_ReplayDevice):
 
     async def sample(self) -> CellSample:
         answer = await self._call("sample", lambda d: d.sample())
-        if isinstance(answer, Event):
-            return CellSample(**answer.data)
+        if isinstance(answer, Event):  # the sample event also names the sample and its QC tests
+            counted = {f.name for f in dataclasses.fields(CellSample)}
+            return CellSample(**{k: v for k, v in answer.data.items() if k in counted})
         return answer  # type: ignore[no-any-return]
 
     async def harvest(self) -> float:
@@ -293,6 +295,9 @@ class ReplayElectroporator(_ReplayDevice):
 
     async def unload(self) -> None:
         await self._write(lambda d: d.unload())
+
+    async def recover(self) -> float:
+        return float(await self._write(lambda d: d.recover()))
 
 
 KINDS: dict[str, type[_ReplayDevice]] = {

@@ -165,6 +165,7 @@ class ElectroporatorServer:
             "STAT?": self._stat,
             "LOAD": self._load,
             "UNLOAD": self._unload,
+            "RECOVER": self._recover,
             "PROG": self._set_program,
             "PROG?": self._read_program,
             "ARM": self._arm,
@@ -199,6 +200,12 @@ class ElectroporatorServer:
         if volume > 0:
             self._call(self._model.unload)
         return f"OK UNLOADED {volume:.1f}"
+
+    def _recover(self, _: list[str]) -> str:
+        if self._armed():
+            raise _Error(ErrorCode.LOCKED_WHILE_ARMED, "chamber locked while armed")
+        returned = self._call(self._model.recover)
+        return f"OK RECOVERED {float(returned):.1f}"
 
     def _set_program(self, args: list[str]) -> str:
         voltage = _number(args[0], "voltage")

@@ -34,6 +34,12 @@ __all__ = ["BioreactorModel", "BioreactorReading"]
 _LN2 = math.log(2.0)
 
 
+def _expressing(stable: float, transient: float) -> float:
+    """Share of cells a flow cytometer sees CAR+: integrated, or still expressing transient
+    cargo (independent: a cell may carry both)."""
+    return stable + transient * (1.0 - stable)
+
+
 @dataclass(frozen=True)
 class BioreactorReading:
     """What the bag's sensors report at one poll."""
@@ -251,6 +257,9 @@ class BioreactorModel:
         # CD8+ cells divide a little faster: the CD4+ share drifts down while cells divide
         f4 = s.cd4_fraction
         s.cd4_fraction = f4 - h * p.cd8_growth_advantage * mu * f4 * (1.0 - f4)
+        if s.transient_fraction > 0.0:  # degraded, and diluted by each division
+            fade = h / p.transient_expression_tau_h + mu * h
+            s.transient_fraction *= math.exp(-fade)
         target = s.transduction_target
         s.transduced_fraction = target + (s.transduced_fraction - target) * tx_decay
         copies = s.copies_target
@@ -346,6 +355,7 @@ class BioreactorModel:
             s.dead_cells * share,
             s.transduced_fraction,
             s.vector_copies,
+            s.transient_fraction,
         )
         s.viable_cells -= taken.viable_cells
         s.dead_cells -= taken.dead_cells
@@ -373,6 +383,10 @@ class BioreactorModel:
             s.copies_target = (
                 s.copies_target * s.viable_cells + c_new * suspension.viable_cells
             ) / total
+            s.transient_fraction = (
+                s.transient_fraction * s.viable_cells
+                + suspension.transient_fraction * suspension.viable_cells
+            ) / total
         c0 = heat_capacity_j_per_k(s.volume_ml, p)
         c_add = p.medium_heat_capacity_j_per_k_ml * suspension.volume_ml
         s.temperature_c = (s.temperature_c * c0 + p.ambient_c * c_add) / (c0 + c_add)
@@ -394,7 +408,8 @@ class BioreactorModel:
         viability += rng.gauss(0.0, p.viability_sd_pct)
         glucose += rng.gauss(0.0, p.metabolite_sd_mm)
         lactate += rng.gauss(0.0, p.metabolite_sd_mm)
-        car = 100.0 * drawn.transduced_fraction + rng.gauss(0.0, p.flow_cytometry_sd_pct)
+        expressing = _expressing(drawn.transduced_fraction, drawn.transient_fraction)
+        car = 100.0 * expressing + rng.gauss(0.0, p.flow_cytometry_sd_pct)
         return CellSample(
             viable_cells_per_ml=quantize(max(0.0, density), 1e3),
             viability_pct=quantize(min(100.0, max(0.0, viability)), 0.1),
@@ -412,7 +427,9 @@ class BioreactorModel:
             volume_ml=drained.volume_ml,
             viable_cells=drained.viable_cells,
             dead_cells=drained.dead_cells,
-            transduced_fraction=drained.transduced_fraction,
+            transduced_fraction=_expressing(
+                drained.transduced_fraction, drained.transient_fraction
+            ),
             vector_copies=drained.vector_copies,
             cd4_fraction=s.cd4_fraction,
         )

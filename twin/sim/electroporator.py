@@ -82,6 +82,9 @@ class ElectroporatorModel:
         self.fault: str = ""
         self.programmed: PulseProgram | None = None
         self.chamber = CellSuspension(0.0, 0.0, 0.0, 0.0)
+        #: Pulsed portions wait here (the output line's recovery bag) until ``recover``
+        #: returns them all to the culture: no portion is drawn, or pulsed, twice.
+        self.recovery = CellSuspension(0.0, 0.0, 0.0, 0.0)
         self.last_outcome: PulseOutcome | None = None
         self._current_rng = sensor_rng(seed, "electroporator/current")
 
@@ -98,20 +101,7 @@ class ElectroporatorModel:
             raise ValueError("no bag is connected to the electroporator")
         room_ul = max(0.0, self.params.chamber_max_ul - self.loaded_ul)
         drawn = self.bag.withdraw(min(volume_ul, room_ul) / 1000.0)
-        c = self.chamber
-        viable = c.viable_cells + drawn.viable_cells
-        modified = (
-            (
-                c.transduced_fraction * c.viable_cells
-                + drawn.transduced_fraction * drawn.viable_cells
-            )
-            / viable
-            if viable > 0.0
-            else 0.0
-        )
-        self.chamber = CellSuspension(
-            c.volume_ml + drawn.volume_ml, viable, c.dead_cells + drawn.dead_cells, modified
-        )
+        self.chamber = _merged(self.chamber, drawn)
 
     def program(
         self, voltage_v: float, pulse_width_us: float, pulse_count: int, gap_mm: float
@@ -142,9 +132,18 @@ class ElectroporatorModel:
             delivery = delivery_efficiency(field, prog.pulse_width_us, prog.pulse_count, p)
             survival = pulse_survival(field, prog.pulse_width_us, prog.pulse_count, p)
             survivors = c.viable_cells * survival
-            modified = c.transduced_fraction + (1.0 - c.transduced_fraction) * delivery
+            # delivery is transient; a share of the delivered cells integrates the cargo
+            transient = c.transient_fraction + (1.0 - c.transient_fraction) * delivery
+            stable = c.transduced_fraction + (1.0 - c.transduced_fraction) * delivery * (
+                p.stable_integration
+            )
             self.chamber = CellSuspension(
-                c.volume_ml, survivors, c.dead_cells + c.viable_cells - survivors, modified
+                c.volume_ml,
+                survivors,
+                c.dead_cells + c.viable_cells - survivors,
+                stable,
+                c.vector_copies,
+                transient,
             )
             measured = current * (1.0 + self._current_rng.gauss(0.0, p.current_noise_rel))
             outcome = PulseOutcome(field, round(measured, 2), prog.pulse_count, delivery, survival)
@@ -153,9 +152,39 @@ class ElectroporatorModel:
         return outcome
 
     def unload(self) -> None:
-        """Return the chamber's contents to the bag."""
+        """Empty the chamber into the recovery bag (not back into the culture)."""
+        if self.chamber.volume_ml > 0.0:
+            self.recovery = _merged(self.recovery, self.chamber)
+        self.chamber = CellSuspension(0.0, 0.0, 0.0, 0.0)
+
+    @property
+    def recovery_ml(self) -> float:
+        """Suspension waiting in the recovery bag (mL)."""
+        return self.recovery.volume_ml
+
+    def recover(self) -> float:
+        """Return the recovery bag's cells to the culture bag; the volume returned (mL)."""
         if self.bag is None:
             raise ValueError("no bag is connected to the electroporator")
-        if self.chamber.volume_ml > 0.0:
-            self.bag.receive(self.chamber)
-        self.chamber = CellSuspension(0.0, 0.0, 0.0, 0.0)
+        returned = self.recovery.volume_ml
+        if returned > 0.0:
+            self.bag.receive(self.recovery)
+        self.recovery = CellSuspension(0.0, 0.0, 0.0, 0.0)
+        return returned
+
+
+def _merged(a: CellSuspension, b: CellSuspension) -> CellSuspension:
+    """Two suspensions pooled: fractions weighted by their viable cells."""
+    viable = a.viable_cells + b.viable_cells
+
+    def mean(x: float, y: float) -> float:
+        return (x * a.viable_cells + y * b.viable_cells) / viable if viable > 0.0 else 0.0
+
+    return CellSuspension(
+        a.volume_ml + b.volume_ml,
+        viable,
+        a.dead_cells + b.dead_cells,
+        mean(a.transduced_fraction, b.transduced_fraction),
+        mean(a.vector_copies, b.vector_copies),
+        mean(a.transient_fraction, b.transient_fraction),
+    )

@@ -87,6 +87,7 @@ class BioreactorParams:
     transduction_per_moi: float = 1.1  # assumed: MOI 5 gives ~37 % CAR+ (Zhu 2018) and
     #                                     1.5-2.5 copies/cell (ARI-0001, TWIN_MODELS)
     transduction_resting: float = 0.25  # assumed: susceptibility of resting vs activated cells
+    transient_expression_tau_h: float = 48.0  # assumed: delivered cargo fades over ~2 days
     transduction_tau_h: float = 18.0  # assumed: CAR expression develops over ~1-2 days
 
     # --- growth: mu = mu_max*act*S/(Ks+S)*Gln/(Ks+Gln)*I(L)*I(NH3)*f(DO)*f(pH)*f(T)*f(IL2)
@@ -220,6 +221,9 @@ class ElectroporatorParams:
     """Square-wave electroporator: delivery and kill as sigmoids of field strength."""
 
     cell_radius_um: float = 5.0  # TWIN_MODELS: lymphocyte radius ~5 µm
+    stable_integration: float = 0.3  # assumed: share of transiently delivered cells whose
+    #                                  cargo integrates (transposon / knock-in); TWIN_MODELS:
+    #                                  stable integration is a fraction of transient delivery
     critical_tmp_v: float = 1.1  # assumed; E50 = Vc/(1.5 r) (Kotnik & Miklavcic 2000)
     delivery_slope_v_per_cm: float = 250.0  # assumed sigmoid width s
     delivery_max: float = 0.95  # assumed plateau (Neon note: >80% for primary T cells)

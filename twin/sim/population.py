@@ -48,6 +48,9 @@ class BioreactorState:
     vector_copies: float = 0.0  # integrated vector copies per viable cell (over all cells)
     copies_target: float = 0.0  # copies per cell the current vector doses will reach
     cd4_fraction: float = 0.6  # CD4+ share of the viable T cells
+    #: Share of viable cells expressing cargo delivered transiently (electroporation): it fades
+    #: as the cargo is degraded and diluted by division; a part integrates (transduced_fraction).
+    transient_fraction: float = 0.0
     headspace_o2: float = 0.20946  # O2 fraction of the gas above the liquid
     headspace_co2: float = 0.0004  # CO2 fraction of the gas above the liquid
 
@@ -96,3 +99,4 @@ class CellSuspension:
     dead_cells: float
     transduced_fraction: float
     vector_copies: float = 0.0
+    transient_fraction: float = 0.0
