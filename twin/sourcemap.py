@@ -178,13 +178,21 @@ def problems_from_validation(
     """One Problem per pydantic error, placed on its line, with a did-you-mean for typos."""
     vocabulary = _vocabulary(models)
     problems: list[Problem] = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    missing: dict[tuple[Any, ...], list[str]] = {}  # keys missing beside each mapping's typos
+    for err in errors:
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
+        if err["type"] == "missing" and loc:
+            missing.setdefault(tuple(loc[:-1]), []).append(str(loc[-1]))
+    for err in errors:
         loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
         where = str(loc[-1]) if loc else "(top)"
         kind = err["type"]
         if kind == "extra_forbidden":
             name = str(loc[-1])
-            close = difflib.get_close_matches(name, sorted(vocabulary), n=1, cutoff=0.6)
+            beside = missing.get(tuple(loc[:-1]), [])  # 'rmp' where 'rpm' is missing: that one
+            close = difflib.get_close_matches(name, beside, n=1, cutoff=0.6)
+            close = close or difflib.get_close_matches(name, sorted(vocabulary), n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             problems.append(source.problem(loc, f"unknown key '{name}'{hint}", key=True))
         elif kind == "missing":
