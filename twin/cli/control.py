@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from twin.cli.common import (
     DebugOpt,
     _fail,
     app,
+    err,
     out,
 )
 from twin.clock import wall_now
@@ -137,13 +139,20 @@ def control_serve(
 ) -> None:
     """Ingest every site's telemetry into the store and serve the dashboard."""
     from twin.control_site.serve import serve
-    from twin.telemetry.topics import BrokerURL, TelemetryError
+    from twin.telemetry.credentials import BROKER_ENV, password_in_url, resolve_broker
+    from twin.telemetry.topics import TelemetryError
 
     host, port = _host_port(http, 8080)
     try:  # checked before the store is opened: a bad URL starts nothing, writes nothing
-        BrokerURL.parse(broker)
+        resolve_broker(broker)
     except (TelemetryError, ValueError) as exc:
         raise _fail(f"--broker: {exc}; nothing started", EXIT_INVALID) from None
+    if password_in_url(broker) and os.environ.get(BROKER_ENV) != broker:
+        err.print(
+            "warning: a password in --broker is visible to every user of this machine (ps); "
+            f"give the URL in {BROKER_ENV}, or the password in POC_TWIN_BROKER_PASSWORD_FILE",
+            markup=False,
+        )
     out.print(
         f"control site: dashboard on http://{host}:{port}/, store {db.split('@')[-1]}", markup=False
     )

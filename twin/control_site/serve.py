@@ -13,7 +13,7 @@ from twin.control_site.keys import SiteKeys
 from twin.control_site.logins import LoginGuard
 from twin.control_site.store import open_store
 from twin.control_site.web import Users, make_app
-from twin.telemetry.topics import BrokerURL
+from twin.telemetry.credentials import resolve_broker
 
 __all__ = ["ControlSite", "serve"]
 
@@ -36,7 +36,8 @@ class ControlSite:
         keys = list(site_keys)
         self.keys = SiteKeys(keys) if keys else None
         self.store = open_store(db, self.keys)
-        self.ingest = Ingest(BrokerURL.parse(broker), self.store)
+        # the password from the URL or POC_TWIN_BROKER_PASSWORD_FILE, never echoed in errors
+        self.ingest = Ingest(resolve_broker(broker), self.store)
         self.app = make_app(self.ingest, Users(users), refresh_s, guard=login_guard)
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
