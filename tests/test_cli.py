@@ -41,7 +41,7 @@ def test_validate_reports_every_problem_with_its_line(tmp_path: Path) -> None:
     result = cli.invoke(app, ["validate", str(bad), "--bench", SIM])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert any(":18:34: unknown key 'rmp' (did you mean 'rpm'?)" in line for line in lines), lines
+    assert any(":19:34: unknown key 'rmp' (did you mean 'rpm'?)" in line for line in lines), lines
 
 
 def test_out_of_limit_setpoints_refused_before_start(tmp_path: Path) -> None:
@@ -57,8 +57,8 @@ def test_out_of_limit_setpoints_refused_before_start(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     text = result.stderr
-    assert f"{bad}:20:50: temperature setpoint 45 °C is outside bioreactor's limits 4-40" in text
-    assert f"{bad}:19:66: O2 flow 150 sccm exceeds the O2 cap 100 sccm" in text
+    assert f"{bad}:21:50: temperature setpoint 45 °C is outside bioreactor's limits 4-40" in text
+    assert f"{bad}:20:66: O2 flow 150 sccm exceeds the O2 cap 100 sccm" in text
     assert not (tmp_path / "j.sqlite").exists()  # nothing started
 
 

@@ -6,6 +6,7 @@ is one way a batch is run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from twin.bench import LoadedBench, OpenBench, open_bench, with_seed
 from twin.clock import DEFAULT_PACE, Clock, run_batch_loop
 from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
+from twin.errors import PocTwinError
 from twin.journal import Event, Journal, read_events
 from twin.recipe import LoadedRecipe
 from twin.signing import load_site_key
@@ -44,6 +46,24 @@ class BatchSummary:
 def twin_keep_path(journal_path: Path) -> Path:
     """Where a sim bench's twin keeps its plant for this batch (beside the journal)."""
     return journal_path.with_name(journal_path.name + ".twin")
+
+
+#: What each device said it was when the batch started (model, serial, firmware).
+EQUIPMENT_IDENTITY = "equipment_identity"
+
+
+async def _identities(equipment: dict[str, Any]) -> dict[str, Any]:
+    """Each device's identity, read as a bench check reads it; a device that cannot say is
+    recorded as such (the batch still starts: its first poll decides)."""
+    found: dict[str, Any] = {}
+    for name, device in equipment.items():
+        try:
+            ident = await device.identify()
+        except PocTwinError as exc:
+            found[name] = {"error": str(exc)}
+        else:
+            found[name] = dataclasses.asdict(ident)
+    return found
 
 
 def summarize(journal_path: Path | str) -> BatchSummary:
@@ -96,6 +116,7 @@ async def run_batch_async(
     on_bench: Callable[[OpenBench, Clock], None] | None = None,
     users: UserStore | None = None,
     starter: Signer | None = None,
+    lots: dict[str, str] | None = None,
     relay_token: str | None = None,
 ) -> ProceduralState:
     """Run one batch to its end on an already-running loop (virtual or real).
@@ -122,6 +143,8 @@ async def run_batch_async(
             if bench.model.twin is not None:
                 ino = bench.model.twin.inoculum
                 seeded = ino.volume_ml * ino.viable_cells_per_ml
+            # read before the batch starts: the engine's first act and replay's start coincide
+            identities = await _identities(opened.equipment)
             started = journal.append(
                 "batch_started",
                 "batch",
@@ -155,11 +178,13 @@ async def run_batch_async(
                         ),
                     },
                     "seeded_viable_cells": seeded,
+                    "lots": dict(lots or {}),
                     REQUIRED_FLAG: users is not None,
                 },
             )
             if starter is not None:
                 sign_event(journal, started, starter)
+            journal.append(EQUIPMENT_IDENTITY, "batch", identities)
             batch = Batch(
                 recipe,
                 opened.equipment,

@@ -30,8 +30,11 @@ cli = CliRunner()
 def ended(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("qc")
     journal = tmp / "batch.sqlite"
+    product = tmp / "smoke-product.yaml"  # judged against release criteria, unlike smoke's
+    smoke = (ROOT / "recipes" / "smoke.yaml").read_text(encoding="utf-8")
+    product.write_text(smoke.replace("  purpose: commissioning\n", ""), encoding="utf-8")
     run_batch(
-        load_recipe(ROOT / "recipes" / "smoke.yaml"),
+        load_recipe(product),
         load_bench(ROOT / "benches" / "sim.yaml"),
         journal,
         batch_id="QC-1",

@@ -77,6 +77,14 @@ def run(
         Path | None, typer.Option(help="Journal file (default runs/<batch-id>.sqlite)")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the twin's noise (sim bench)")] = None,
+    lot: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lot",
+            help="MATERIAL=LOT of a material this batch doses (repeatable): the batch record "
+            "lists each addition with its lot",
+        ),
+    ] = None,
     donor_seed: Annotated[
         int | None,
         typer.Option(
@@ -130,6 +138,7 @@ def run(
     try:
         loaded_recipe, loaded_bench = _load(recipe, bench, _params(param))
         loaded_bench = with_donor_seed(loaded_bench, donor_seed)
+        lots = _lots(lot)
     except InvalidInput as exc:
         _print_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None
@@ -179,6 +188,7 @@ def run(
                 pace=pace,
                 users=site_users,
                 starter=starter,
+                lots=lots,
                 relay_token=telemetry.relay_token if telemetry is not None else None,
             )
     except PocTwinError as exc:
@@ -199,6 +209,26 @@ def run(
                     highlight=False,
                 )
         raise typer.Exit(_exit_code(final))
+
+
+_MATERIALS = ("medium", "activator", "il2", "vector", "base")
+
+
+def _lots(values: list[str] | None) -> dict[str, str]:
+    """``--lot MATERIAL=LOT`` options as {material: lot}; exit 2 for anything else."""
+    lots: dict[str, str] = {}
+    for item in values or []:
+        material, sep, lot = (part.strip() for part in item.partition("="))
+        if not sep or material not in _MATERIALS:
+            raise _fail(
+                f"--lot '{item}': write MATERIAL=LOT with MATERIAL one of "
+                f"{', '.join(_MATERIALS)}; nothing started",
+                EXIT_INVALID,
+            )
+        if not lot or len(lot) > 64 or not lot.isprintable():
+            raise _fail(f"--lot '{item}': a lot is 1-64 printable characters", EXIT_INVALID)
+        lots[material] = lot
+    return lots
 
 
 def _development_signature(

@@ -117,6 +117,8 @@ class Batch:
         self.steps = list(self._build_steps())
         self.position = 0
         self.hold_reason = ""
+        #: Why the procedure was stopped or aborted (its final transition says it again).
+        self.end_reason = ""
         #: Where operator commands reach this batch (the journal's path unless told otherwise).
         self.command_path = command_path if command_path is not None else journal.path
         #: The site's users: who may sign which command sent to this batch (None: no one).
@@ -325,6 +327,8 @@ class Batch:
         target.fire(cmd, who=who, why=why)
         if cmd is Command.HOLD:
             self.hold_reason = why
+        elif cmd in (Command.STOP, Command.ABORT) and target is self.procedure:
+            self.end_reason = why  # the final state's row says why, as every row does
         self._mirror(cmd, who, why, top=target)
         return event
 
@@ -626,7 +630,9 @@ class Batch:
                 elif state in (S.STOPPING, S.ABORTING):
                     to = "stop" if state is S.STOPPING else "abort"
                     await self._drive(to, state.label.lower())
-                    self._finish()
+                    done = "stopped" if to == "stop" else "aborted"
+                    why = f"{done}, equipment in its {to} state"
+                    self._finish(why=f"{why}: {self.end_reason}" if self.end_reason else why)
             return self.state
         finally:
             await self.modules.stop()

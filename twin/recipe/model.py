@@ -53,6 +53,9 @@ class Header(_Strict):
     approved_by: str | None = None
     approved_on: date | None = None
     description: str = ""
+    #: What a batch of it is for: a ``product`` is judged against release criteria; a
+    #: ``commissioning`` or ``development`` run only on whether it ran as written.
+    purpose: Literal["product", "commissioning", "development"] = "product"
 
 
 #: What a hold or a stop does to one equipment item (an abort always makes it safe):

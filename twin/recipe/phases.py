@@ -102,6 +102,8 @@ class AddMaterial(_Phase):
     moi: Annotated[float, Field(gt=0, le=100)] | None = None
     titre: Annotated[Titre, Field(gt=0)] | None = None
     max_volume_ml: Annotated[Volume, Field(gt=0)] | None = None
+    #: The lot dosed, when the recipe fixes it (else ``run --lot MATERIAL=LOT``).
+    lot: str | None = Field(None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _volume_or_moi(self) -> AddMaterial:

@@ -23,7 +23,15 @@ __all__ = ["NOT_THE_ENGINES", "Recording", "load_recording"]
 
 #: Event kinds in a batch's journal that no engine decision wrote.
 NOT_THE_ENGINES = frozenset(
-    {CHECKPOINT, "qc_result", "signature", "access_refused", "record_signature", "alarm_ack"}
+    {
+        CHECKPOINT,
+        "qc_result",
+        "signature",
+        "access_refused",
+        "record_signature",
+        "alarm_ack",
+        "equipment_identity",  # the runner's, read from the devices before the engine starts
+    }
 )
 
 

@@ -49,6 +49,20 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
     for res in r.in_process + r.release:
         if res.verdict == "fail":
             found.append(("critical", f"{res.name}: {res.value} fails {res.criterion}."))
+    for sentence in r.timing:
+        found.append(("major", f"Timing: {sentence}."))
+    if r.purpose == "product":
+        unlotted = [m for m in r.materials if m.lot == "not recorded"]
+        if unlotted:
+            names = ", ".join(sorted({m.material for m in unlotted}))
+            found.append(("minor", f"{len(unlotted)} addition(s) without a lot ({names})."))
+    else:
+        found.append(
+            (
+                "minor",
+                f"A {r.purpose} batch: judged on running as written, not against release criteria.",
+            )
+        )
     holds = [d for d in r.deviations if d.kind == "hold"]
     if holds:
         found.append(("major", f"{len(holds)} hold(s): " + "; ".join(d.text for d in holds[:3])))

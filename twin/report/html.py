@@ -120,6 +120,7 @@ def _header(r: BatchRecord) -> str:
         ("Patient id", h.get("patient_id") or "not recorded in the journal"),
         ("Bag id", h.get("bag_id") or "—"),
         ("Recipe", f"{h.get('recipe_id')} v{h.get('recipe_version')} ({h.get('recipe_status')})"),
+        ("Purpose", h.get("purpose") or "product"),
         ("Recipe approval", f"{h.get('approved_by') or '—'} {h.get('approved_on') or ''}"),
         ("Recipe SHA-256", Raw(f'<td class="mono">{escape(str(h.get("recipe_sha256")))}</td>')),
         ("Site", h.get("site") or "not recorded (journal not signed by a site key)"),
@@ -296,6 +297,23 @@ def render_html(r: BatchRecord) -> str:
         _banner(r),
         f'<h2 id="summary">Review by exception</h2><ul id="exceptions">{exceptions}</ul>',
         f'<h2 id="header">Batch identification</h2>{_header(r)}',
+        '<h2 id="outcome">Batch outcome</h2>',
+        _table(("Figure", "Value"), r.outcome, "no harvest in the journal"),
+        '<h2 id="materials">Materials</h2>',
+        _table(
+            ("Seq", "Batch time", "Material", "Volume", "Lot", "Worked out from"),
+            (
+                (m.seq, bt(m.batch_time), m.material, f"{m.volume_ml:g} mL", m.lot, m.basis)
+                for m in r.materials
+            ),
+            "no additions",
+        ),
+        '<h2 id="equipment">Equipment</h2>',
+        _table(
+            ("Item", "Vendor", "Model", "Serial", "Firmware"),
+            r.equipment,
+            "the journal holds no equipment identity (recorded since 2026-12-05)",
+        ),
         '<h2 id="timeline">Timeline of states</h2>',
         _table(("Batch time", "From", "To", "By", "Why"), states),
         "<h3>Phases</h3>" + _table(("Phase", "Start", "End", "Duration", "State"), phases),
@@ -312,7 +330,12 @@ def render_html(r: BatchRecord) -> str:
         _table(("Seq", "Batch time", "Kind", "Source", "Detail"), deviations),
         f'<h2 id="in-process">In-process results</h2>{_samples(r)}',
         _results(r.in_process) if r.in_process else "",
-        f'<h2 id="release">Release results</h2>{_results(r.release)}',
+        '<h2 id="release">Release results</h2>'
+        + (
+            _results(r.release)
+            if r.purpose == "product"
+            else f"<p>A {escape(r.purpose)} batch: not judged against release criteria.</p>"
+        ),
         '<h2 id="integrity">Journal integrity</h2>',
         _table(("Check", "Result"), integrity_rows),
         f"<p>{INTEGRITY_NOTE}</p>",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from twin.errors import PocTwinError
 from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
 from twin.report.criteria import Result, judge_release
+from twin.report.outcome import MaterialUse, anomalies, equipment_rows, materials, outcome_rows
 from twin.report.qc import QC_RESULT
 from twin.signing import Anchor, SignatureCheck, check_signatures
 
@@ -104,6 +105,14 @@ class BatchRecord:
     samples: list[tuple[float, dict[str, Any], str]] = field(default_factory=list)
     #: Events the record could not take: forged or damaged (a critical exception each).
     malformed: list[str] = field(default_factory=list)
+    #: What the recipe says a batch of it is for: product, commissioning or development.
+    purpose: str = "product"
+    pauses: list[tuple[float, float | None]] = field(default_factory=list)
+    outcome: list[tuple[str, str]] = field(default_factory=list)
+    materials: list[MaterialUse] = field(default_factory=list)
+    equipment: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    #: Timing anomalies (long holds and pauses, phases far past their plan).
+    timing: list[str] = field(default_factory=list)
     in_process: list[Result] = field(default_factory=list)
     release: list[Result] = field(default_factory=list)
     harvest: dict[str, Any] | None = None
@@ -206,6 +215,7 @@ class _Builder:
             "recipe_id": recipe.get("id", "?"),
             "recipe_version": recipe.get("version", "?"),
             "recipe_status": recipe.get("status", "?"),
+            "purpose": header.get("purpose", "product"),
             "recipe_sha256": recipe.get("sha256", "?"),
             "approved_by": header.get("approved_by"),
             "approved_on": header.get("approved_on"),
@@ -238,6 +248,10 @@ class _Builder:
                 )
             elif to not in HOLD_STATES and self.r.holds and self.r.holds[-1][1] is None:
                 self.r.holds[-1] = (self.r.holds[-1][0], t)
+            if to == "Pausing":
+                self.r.pauses.append((t, None))
+            elif to not in ("Pausing", "Paused") and self.r.pauses and self.r.pauses[-1][1] is None:
+                self.r.pauses[-1] = (self.r.pauses[-1][0], t)
             if to in ENDING:
                 why = d.get("why", "")
                 self.r.deviations.append(Deviation(e.seq, t, ENDING[to], d.get("who", ""), why))
@@ -454,6 +468,36 @@ def _qc_results(events: list[Event], record: BatchRecord) -> dict[str, tuple[flo
     return qc
 
 
+def _what_was_made(record: BatchRecord, events: list[Event], phases: dict[str, Any]) -> None:
+    """Outcome, materials with lots, equipment identity and timing anomalies."""
+    started = events[0].data if events and events[0].kind == "batch_started" else {}
+    record.purpose = str(record.header.get("purpose") or "product")
+    lots = started.get("lots") if isinstance(started.get("lots"), dict) else {}
+    phase_lots = {
+        str(ph.material): str(ph.lot) for ph in phases.values() if getattr(ph, "lot", None)
+    }
+    record.materials = materials(events, {str(k): str(v) for k, v in lots.items()}, phase_lots)
+    identity = next((e.data for e in events if e.kind == "equipment_identity"), {})
+    record.equipment = equipment_rows(identity)
+    weights = [
+        float(ph.target.patient_weight)
+        for ph in phases.values()
+        if getattr(ph, "target", None) is not None and ph.target.patient_weight
+    ]
+    seeded = started.get("seeded_viable_cells")
+    record.outcome = outcome_rows(
+        record.harvest,
+        float(seeded) if type(seeded) in (int, float) else None,
+        weights[0] if weights else None,
+    )
+    planned = {
+        path: float(ph.duration_h)
+        for path, ph in phases.items()
+        if ph.phase in ("culture", "wait") and getattr(ph, "duration_h", None)
+    }
+    record.timing = anomalies(record.holds, record.pauses, record.phases, planned, record.end_time)
+
+
 def build_record(
     path: Path | str, public_key: Any = None, anchors: list[Anchor] | None = None
 ) -> BatchRecord:
@@ -497,7 +541,9 @@ def build_record(
             record.malformed.append(_malformed(e, exc))  # forged or damaged: named, not a crash
     b.finish()
     qc = _qc_results(events, record)
-    record.release = judge_release(record.harvest, qc)
+    _what_was_made(record, events, b.recipe_phases)
+    if record.purpose == "product":
+        record.release = judge_release(record.harvest, qc)
     if record.holds and record.holds[-1][1] is None:
         record.holds[-1] = (record.holds[-1][0], record.end_time)
     from twin.report.exceptions import review_by_exception
