@@ -20,7 +20,11 @@ from twin.report import build_record, render_html
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = (ROOT / "recipes" / "smoke.yaml").read_text(encoding="utf-8")
 #: The smoke recipe as if it made a product (judged against release criteria).
-PRODUCT = SMOKE.replace("  purpose: commissioning\n", "")
+PRODUCT = SMOKE.replace("  purpose: commissioning\n", "").replace(
+    "\nprocedure:",
+    "\nmonitors:\n  - {name: culture temperature, pv: temperature_c, low: 35.0, high: 38.5}\n"
+    "\nprocedure:",
+)
 runner = CliRunner()
 
 
@@ -127,6 +131,10 @@ def test_troubled_batch_puts_every_exception_on_top(tmp_path: Path) -> None:
     assert temp.setpoint == [(120.0, 37.0)] and len(temp.points) == 20
     assert record.holds and record.holds[0][1] is not None  # hold span closed at restart
     assert html.count('class="alarm"') == 1
+    # trends under the names an engineer uses, with the monitors' alarm limits drawn
+    assert "Temperature (bioreactor)" in html and 'class="mono">bioreactor.temperature_c' in html
+    assert html.count('class="limit"') == 2
+    assert "culture temperature high 38.5" in html and "culture temperature low 35" in html
 
 
 def test_tampered_journal_report_is_written_marked_and_exits_1(tmp_path: Path) -> None:

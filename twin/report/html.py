@@ -142,6 +142,32 @@ def _header(r: BatchRecord) -> str:
     )
 
 
+#: What a process engineer calls each process value (the journal's tag stays beside it).
+READABLE = {
+    "temperature_c": "Temperature",
+    "temperature_sp_c": "Temperature setpoint (device)",
+    "do_pct": "Dissolved oxygen",
+    "ph": "pH",
+    "volume_ml": "Culture volume",
+    "viable_cells_per_ml": "Viable cell density (in-line)",
+    "rocking_rpm": "Rocking rate",
+    "perfusion_ml_per_day": "Perfusion rate",
+}
+
+
+def readable_name(key: str) -> str:
+    """``bioreactor.do_pct`` -> ``Dissolved oxygen (bioreactor)``; gas lines by their gas."""
+    source, _, tag = key.partition(".")
+    if tag in READABLE:
+        return f"{READABLE[tag]} ({source})"
+    metric, _, line = tag.partition(".")  # a gas line: gas.mass_flow_sccm.o2
+    if line:
+        gas = {"air": "Air", "o2": "O2", "n2": "N2", "co2": "CO2"}.get(line, line)
+        what = metric.removesuffix("_sccm").replace("_", " ")
+        return f"{gas} {what} ({source})"
+    return f"{tag.replace('_', ' ')} ({source})" if tag else key
+
+
 def _trends(r: BatchRecord) -> str:
     out = [
         '<p class="legend"><span style="color:#1f5fa8">━ process value (PV)</span>'
@@ -152,16 +178,20 @@ def _trends(r: BatchRecord) -> str:
     alarms = [(a.batch_time, f"{a.source}: {a.text}") for a in r.alarms]
     for s in r.series:
         sp = f" vs setpoint ({len(s.setpoint)} changes)" if s.setpoint else " (no setpoint)"
-        out.append(f"<h3>{escape(s.key)}{escape(sp)}</h3>")
+        title = readable_name(s.key)
+        out.append(
+            f'<h3>{escape(title)}{escape(sp)} <span class="mono">{escape(s.key)}</span></h3>'
+        )
         out.append(
             trend_svg(
-                s.key,
+                title,
                 s.unit,
                 s.points,
                 s.setpoint,
                 end_time=r.end_time,
                 holds=r.holds,
                 alarms=alarms,
+                limits=r.limits.get(s.key, ()),
             )
         )
     if not r.series:

@@ -113,6 +113,8 @@ class BatchRecord:
     equipment: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     #: Timing anomalies (long holds and pauses, phases far past their plan).
     timing: list[str] = field(default_factory=list)
+    #: Alarm limits of the recipe's batch-wide monitors by series key: (label, value).
+    limits: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     in_process: list[Result] = field(default_factory=list)
     release: list[Result] = field(default_factory=list)
     harvest: dict[str, Any] | None = None
@@ -189,11 +191,6 @@ def recipe_phases(model: Recipe | None) -> dict[str, Any]:
     return phases
 
 
-def _recipe_phases(started: dict[str, Any]) -> dict[str, Any]:
-    """Phase parameters by path, from the recipe text recorded at batch start (best effort)."""
-    return recipe_phases(recorded_recipe(started))
-
-
 class _Builder:
     def __init__(self, record: BatchRecord) -> None:
         self.r = record
@@ -207,7 +204,14 @@ class _Builder:
     def started(self, e: Event) -> None:
         d = e.data
         recipe = d.get("recipe") or {}
-        self.recipe_phases = _recipe_phases(d)
+        model = recorded_recipe(d)
+        self.recipe_phases = recipe_phases(model)
+        for monitor in model.monitors if model is not None else ():
+            key = f"{monitor.equipment}.{monitor.pv}"
+            name = monitor.name or monitor.pv
+            for side, value in (("high", monitor.high), ("low", monitor.low)):
+                if value is not None:
+                    self.r.limits.setdefault(key, []).append((f"{name} {side}", float(value)))
         header = _recipe_header(recipe.get("text", ""))
         self.r.header = {
             "batch_id": d.get("batch_id", "?"),

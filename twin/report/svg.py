@@ -13,7 +13,7 @@ from html import escape
 __all__ = ["downsample", "trend_svg"]
 
 W, H = 860, 210
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 14, 30
+LEFT, RIGHT, TOP, BOTTOM = 76, 16, 14, 30
 #: Setpoint changes beyond which a setpoint is drawn as a (downsampled) line, not steps.
 MAX_STEPS = 400
 
@@ -57,7 +57,11 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
+    """A tick label short enough to stay clear of the axis title: 3 digits, or 2.5e6."""
+    if abs(v) < 1e4:
+        return f"{v:.3g}"
+    mantissa, exponent = f"{v:.2e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
 
 
 def trend_svg(
@@ -69,13 +73,16 @@ def trend_svg(
     end_time: float,
     holds: Sequence[tuple[float, float | None]] = (),
     alarms: Sequence[tuple[float, str]] = (),
+    limits: Sequence[tuple[str, float]] = (),
 ) -> str:
-    """One trend as an ``<svg>`` element; time axis in hours or days of batch time."""
+    """One trend as an ``<svg>`` element; time axis in hours or days of batch time; alarm
+    limits as red dashed lines."""
     pv = downsample(points)
     t_end = max(end_time, pv[-1][0] if pv else 0.0, 1.0)
     days = t_end > 2 * 86400
     scale, x_unit = (86400.0, "day") if days else (3600.0, "h")
     values = [v for _, v in pv] + [v for _, v in setpoint if v is not None]
+    values += [v for _, v in limits]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
     lo, hi = lo - pad, hi + pad
@@ -117,6 +124,13 @@ def trend_svg(
         parts.append(f'<polyline class="pv" points="{coords}" fill="none" stroke="#1f5fa8"/>')
     if setpoint:
         parts.append(_step_path(setpoint, t_end, x, y))
+    for label, value in limits:
+        parts.append(
+            f'<g class="limit"><line x1="{LEFT}" x2="{LEFT + pw}" y1="{y(value):.1f}" '
+            f'y2="{y(value):.1f}" stroke="#c0392b" stroke-dasharray="2 3"/>'
+            f'<text x="{LEFT + pw - 4}" y="{y(value) - 3:.1f}" text-anchor="end" fill="#c0392b">'
+            f"{escape(label)} {_fmt(value)}</text></g>"
+        )
     for t, text in alarms:
         parts.append(
             f'<g class="alarm"><line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{TOP}" y2="{TOP + ph}" '
