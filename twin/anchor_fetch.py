@@ -10,9 +10,12 @@ the validator's control-site login, the password never on the command line.
 from __future__ import annotations
 
 import base64
+import http.client
+import ipaddress
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from twin.errors import JournalError
@@ -57,14 +60,37 @@ def anchors_url(base: str, journal: Path) -> tuple[str, str | None]:
     return urlunsplit((parts.scheme, netloc, path, parts.query, "")), user
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect would carry the Authorization header to wherever it points: refused."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        raise urllib.error.URLError("the control site answered with a redirect (not followed)")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def fetch_anchors(url: str, user: str | None, password: str) -> list[Anchor]:
-    """GET the anchor records (JSON lines) with HTTP Basic auth; JournalError saying why not."""
+    """GET the anchor records (JSON lines) with HTTP Basic auth; JournalError saying why not.
+
+    A password goes over HTTPS only (plain HTTP to this machine's loopback excepted), and
+    never follows a redirect."""
+    parts = urlsplit(url)
+    if user and parts.scheme != "https" and not _loopback(parts.hostname or ""):
+        raise JournalError(
+            f"{url}: a password is sent over https:// only (or to 127.0.0.1); no anchors fetched"
+        )
     request = urllib.request.Request(url, headers={"Accept": "application/x-ndjson"})
     if user:
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         request.add_header("Authorization", f"Basic {token}")
+    opener = urllib.request.build_opener(_NoRedirects)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as reply:
+        with opener.open(request, timeout=TIMEOUT_S) as reply:
             text = reply.read(4_000_000).decode("utf-8")
     except urllib.error.HTTPError as exc:
         why = {
@@ -75,9 +101,11 @@ def fetch_anchors(url: str, user: str | None, password: str) -> list[Anchor]:
         raise JournalError(
             f"{url}: {why.get(exc.code, f'HTTP {exc.code}')}; no anchors fetched"
         ) from None
-    except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
+    except (urllib.error.URLError, OSError, UnicodeDecodeError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise JournalError(f"{url}: cannot fetch anchors ({reason})") from None
+    except http.client.HTTPException as exc:  # not HTTP at all (an SSH or MQTT port)
+        raise JournalError(f"{url}: no HTTP answer ({type(exc).__name__})") from None
     return parse_anchors(text.splitlines(), url)
 
 

@@ -72,11 +72,14 @@ class Donor(_Strict):
     starting_viability_pct: float | None = Field(None, gt=0, le=100.0)
     cd4_fraction: float | None = Field(None, ge=0, le=1.0)
 
-    def profile(self) -> Any:
-        """The :class:`twin.sim.donor.DonorProfile` these settings describe."""
+    def profile(self, inoculum_viability_pct: float | None = None) -> Any:
+        """The :class:`twin.sim.donor.DonorProfile` these settings describe. Without a donor
+        seed the reference donor starts at the inoculum's viability (the bench says it)."""
         from twin.sim.donor import REFERENCE_DONOR, draw_donor
 
         base = REFERENCE_DONOR if self.seed is None else draw_donor(self.seed)
+        if self.seed is None and inoculum_viability_pct is not None:
+            base = dataclasses.replace(base, starting_viability_pct=inoculum_viability_pct)
         given = {k: v for k, v in self.model_dump().items() if k != "seed" and v is not None}
         return dataclasses.replace(base, **given)
 

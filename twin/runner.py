@@ -172,7 +172,9 @@ async def run_batch_async(
                         "seed": bench.model.twin.seed if bench.model.twin else None,
                         "development": bench.model.development,
                         "donor": (
-                            bench.model.twin.donor.profile().as_record()
+                            bench.model.twin.donor.profile(
+                                bench.model.twin.inoculum.viability_pct
+                            ).as_record()
                             if bench.model.twin
                             else None
                         ),

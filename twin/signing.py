@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 ENV_KEY = "POC_TWIN_SITE_KEY"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 ALGORITHM = "ed25519"
 _DOMAIN = b"poc-twin journal head v1\n"
 
@@ -192,8 +194,11 @@ def parse_anchors(lines: Iterable[str], where: str) -> list[Anchor]:
             continue
         try:
             rec = json.loads(line)
-            anchors.append(Anchor(int(rec["seq"]), str(rec["head"]), rec.get("signature")))
-        except (ValueError, KeyError, TypeError):
+            seq, head = rec["seq"], rec["head"]
+            if type(seq) is not int or seq < 1 or not _HEX64.fullmatch(str(head)):
+                raise ValueError("seq must be a whole number >= 1 and head 64 hex digits")
+            anchors.append(Anchor(seq, head, rec.get("signature")))
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             raise JournalError(f"{where}:{n}: not an anchor record (seq, head)") from None
     return anchors
 

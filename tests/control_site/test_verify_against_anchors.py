@@ -106,3 +106,48 @@ def test_verify_fetches_the_anchored_head_and_catches_what_only_it_can(
     assert code == 1 and "differs from the head anchored elsewhere (rewritten)" in said, said
     code, said = seen["wrong password"]
     assert code == 1 and "login refused; no anchors fetched" in said, said
+
+
+def test_the_password_never_travels_in_clear_to_another_machine_nor_on_a_redirect(
+    signed_batch: SignedBatch, tmp_path: Path
+) -> None:
+    """Refused before connecting: plain http to a host that is not this machine; refused
+    after: a redirect (it would carry the Authorization header), and an answer that is
+    not HTTP (a port of the wrong service) is one line, not a traceback."""
+    import socket
+    import threading
+
+    pw = password_file(tmp_path, "qa.pw", QA_PASSWORD)
+    remote = poc_twin(
+        "verify",
+        str(signed_batch.journal),
+        *("--anchor", "http://qa@192.0.2.10:8080", "--control-password-file", str(pw)),
+    )
+    assert remote.returncode == 1 and "sent over https:// only" in remote.stderr
+
+    replies = {
+        "redirect": b"HTTP/1.1 302 Found\r\nLocation: http://192.0.2.10/\r\n"
+        b"Content-Length: 0\r\n\r\n",
+        "ssh": b"SSH-2.0-OpenSSH_9.6\r\n",
+    }
+    for name, reply in replies.items():
+        server = socket.create_server(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+
+        def answer(server: socket.socket = server, reply: bytes = reply) -> None:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(reply)
+            conn.close()
+
+        threading.Thread(target=answer, daemon=True).start()
+        done = poc_twin(
+            "verify",
+            str(signed_batch.journal),
+            *("--anchor", f"http://qa@127.0.0.1:{port}", "--control-password-file", str(pw)),
+        )
+        server.close()
+        assert done.returncode == 1, (name, done.stderr)
+        assert "Traceback" not in done.stderr and done.stderr.count("\n") <= 1, done.stderr
+        expected = "redirect (not followed)" if name == "redirect" else "no HTTP answer"
+        assert expected in done.stderr, (name, done.stderr)

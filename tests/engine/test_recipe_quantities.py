@@ -111,3 +111,22 @@ async def test_perfusion_steps_up_as_the_culture_grows_denser(running: Any) -> N
     second = setpoints(run, "perfusion_sp")[1].batch_time
     before = [e for e in readings if e.batch_time < second][-1]
     assert before.data["values"]["viable_cells_per_ml"] >= 1.1e6  # stepped at the density
+
+
+async def test_a_hold_raised_by_the_sample_does_not_lose_that_samples_feed(running: Any) -> None:
+    """A low-glucose monitor (sample value) holds the batch as the sample is counted, before
+    the feed it calls for is given: after the restart that sample's decisions are made (fed
+    once, never twice)."""
+    text = recipe(
+        "{phase: culture, duration_h: 30, sample_every_h: 24,"
+        " monitors: [{name: glucose low, pv: glucose_mm, low: 50, reaction: hold}],"
+        " feeds: [{volume_ml: 20 mL, when_glucose_below: 50 mM, max_feeds: 3}]}",
+    )
+    run = await running("q.yaml", text)
+    await run.until_state(S.HELD)
+    assert len(run.kinds("sample")) == 1 and not setpoints(run, "add_medium")
+    run.batch.command("restart", who="kim", why="glucose checked: feed")
+    assert await finished(run) is S.COMPLETE
+    feeds = setpoints(run, "add_medium")
+    assert len(feeds) == 1, [f.data for f in feeds]  # the held sample's feed, given once
+    assert feeds[0].batch_time > run.kinds("sample")[0].batch_time

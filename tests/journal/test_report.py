@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import struct
 import subprocess
+import unicodedata
 import zlib
 from pathlib import Path
 
@@ -266,3 +267,43 @@ def test_timing_anomalies_are_exceptions(tmp_path: Path) -> None:
     assert any("a pause of 79.0 days" in t for t in timing), timing
     assert any("phase culture took 80.3 days of 6.0 h planned" in t for t in timing), timing
     assert all(sev == "major" for sev, t in record.exceptions if t.startswith("Timing"))
+
+
+def test_the_record_prints_to_pdf_and_every_section_is_on_its_pages(
+    smoke_journal: Path, tmp_path: Path
+) -> None:
+    """`report --pdf`: headless Chromium prints the same record; read back page by page:
+    A4, every page carries text, the sections in order, the signature block on a page of
+    its own, the trends within the page width (their labels readable as text)."""
+    from pypdf import PdfReader
+
+    html, pdf = tmp_path / "record.html", tmp_path / "record.pdf"
+    result = runner.invoke(app, ["report", str(smoke_journal), "-o", str(html), "--pdf", str(pdf)])
+    assert result.exit_code == 0, result.output
+    assert f"PDF {pdf}" in result.output
+    pages = PdfReader(pdf).pages
+    assert len(pages) >= 3
+    texts = [unicodedata.normalize("NFKC", page.extract_text()) for page in pages]  # ﬁ -> fi
+    for page, text in zip(pages, texts, strict=True):
+        width_mm = float(page.mediabox.width) / 72 * 25.4
+        assert abs(width_mm - 210) < 2  # A4 portrait
+        assert len(text.strip()) > 50, "a blank page"
+    whole = "\n".join(texts)
+    order = [
+        "Batch record",
+        "Review by exception",
+        "Batch identification",
+        "Batch outcome",
+        "Materials",
+        "Equipment",
+        "Trends",
+        "Release results",
+        "Review and approval",
+    ]
+    positions = [whole.find(heading) for heading in order]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), positions
+    assert "smoke-report" in texts[0]
+    assert texts[-1].lstrip().startswith("Review and approval")  # signatures on their own page
+    assert "Dissolved oxygen (bioreactor)" in whole  # trend titles survive as text
+    bad = runner.invoke(app, ["report", str(smoke_journal), "--pdf", str(tmp_path)])
+    assert bad.exit_code == 2 and "is a directory" in bad.output

@@ -117,7 +117,7 @@ def test_the_shipped_recipes_still_load() -> None:
 
 @pytest.mark.parametrize("value", ["[]", "{}", "[a, b]", "{x: 1}"])
 @pytest.mark.parametrize(
-    ("old", "line"), [("operation: conditioning", 16), ("phase: set_rocking", 18)]
+    ("old", "line"), [("operation: conditioning", 17), ("phase: set_rocking", 19)]
 )
 def test_a_name_or_phase_type_that_is_not_text_is_a_problem(
     tmp_path: Path, value: str, old: str, line: int

@@ -208,21 +208,31 @@ def report(
     public_key: PublicKeyOpt = None,
     anchor: AnchorOpt = None,
     control_password_file: ControlPasswordFileOpt = None,
+    pdf: Annotated[
+        Path | None,
+        typer.Option("--pdf", help="Also print the record to this PDF (headless Chromium)"),
+    ] = None,
 ) -> None:
-    """Write the self-contained HTML batch record; exit 1 if the journal does not verify."""
+    """Write the self-contained HTML batch record (and its PDF); exit 1 if the journal does
+    not verify."""
     from twin.report import write_report
+    from twin.report.pdf import print_pdf
 
     target = _output_file(output, "--output") if output else _beside(journal, ".html")
+    printed = _output_file(pdf, "--pdf") if pdf is not None else None
     try:
         key, anchors = _signature_inputs(journal, public_key, anchor, control_password_file)
         record = write_report(journal, target, key, anchors)
+        if printed is not None:
+            print_pdf(target, printed)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL) from None
     except OSError as exc:
         raise _fail(f"cannot write {target}: {exc.strerror}", EXIT_FAIL) from None
     worst = record.exceptions[0][0] if record.exceptions else "none"
     out.print(
-        f"batch record: {target} — {len(record.exceptions)} exceptions (worst: {worst})",
+        f"batch record: {target} — {len(record.exceptions)} exceptions (worst: {worst})"
+        + (f"; PDF {printed}" if printed is not None else ""),
         highlight=False,
         markup=False,
     )

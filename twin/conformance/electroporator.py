@@ -126,14 +126,19 @@ async def _chamber(ep: Electroporator, clock: Clock) -> str:
         raise NotApplicable(f"the chamber already holds {before:g} uL: the kit does not empty it")
     volume = _probe_volume(ep)
     await ep.load(volume)
-    async with putting_back(ep.unload):  # what was drawn goes back to the bag
+
+    async def give_back() -> None:  # chamber -> recovery bag -> the culture it came from
+        await ep.unload()
+        await ep.recover()
+
+    async with putting_back(give_back):
         loaded = (await ep.status()).loaded_ul
         if abs(loaded - volume) > LOADED_TOLERANCE_UL:
             raise Deviation(f"loaded {volume:g} uL, the status shows {loaded:g} uL")
     emptied = (await ep.status()).loaded_ul
     if emptied > LOADED_TOLERANCE_UL:
         raise Deviation(f"unloaded, yet the status still shows {emptied:g} uL")
-    return f"{volume:g} uL loaded and unloaded"
+    return f"{volume:g} uL loaded, unloaded and recovered"
 
 
 async def _chamber_refused(ep: Electroporator, clock: Clock) -> str:
@@ -144,6 +149,7 @@ async def _chamber_refused(ep: Electroporator, clock: Clock) -> str:
     async def empty_again() -> None:  # a device that took a load anyway gives it back
         if (await ep.status()).loaded_ul > before + LOADED_TOLERANCE_UL:
             await ep.unload()
+            await ep.recover()
 
     async with putting_back(empty_again):
         for value in (hi * 1.01 + 1.0, lo * 0.5):

@@ -226,6 +226,11 @@ class Culture(PhaseLogic):
     samples_taken: int = 0
     #: Feeds given so far, per feed rule (at most its ``max_feeds``).
     fed: dict[int, int] | None = None
+    #: The sample each feed rule last fed on (a rule feeds once per sample, even across a hold).
+    fed_on: dict[int, int] | None = None
+    #: Samples whose decisions (feeds, target) were all made: one cut short by a hold is
+    #: decided again after the restart, from the same journalled sample.
+    decided: int = 0
     #: Whether a sample showed the target reached (the culture ends early).
     reached: bool = False
 
@@ -274,6 +279,11 @@ class Culture(PhaseLogic):
             self.engage(ctx)
         while self.elapsed_s < duration and not self.reached:
             await ctx.safe_point()
+            latest = ctx.latest.get(f"{pr.bioreactor}.sample")
+            if self.decided < self.samples_taken and latest is not None:
+                await self._decide(ctx, latest)  # a hold cut this sample's decisions short
+                if self.reached:
+                    break
             started = ctx.clock.now()
             step = min(pr.poll_s, duration - self.elapsed_s)
             if (
@@ -294,7 +304,8 @@ class Culture(PhaseLogic):
         pr = self.params
         br = ctx.bioreactor(pr.bioreactor)
         fed = self.fed if self.fed is not None else {}
-        self.fed = fed
+        fed_on = self.fed_on if self.fed_on is not None else {}
+        self.fed, self.fed_on = fed, fed_on
         for k, feed in enumerate(pr.feeds):
             due = (
                 feed.when_glucose_below is not None and sample.glucose_mm < feed.when_glucose_below
@@ -302,9 +313,12 @@ class Culture(PhaseLogic):
                 feed.when_cells_per_ml_above is not None
                 and sample.viable_cells_per_ml > feed.when_cells_per_ml_above
             )
-            if not due or fed.get(k, 0) >= feed.max_feeds:
+            if not due or fed.get(k, 0) >= feed.max_feeds or fed_on.get(k) == self.samples_taken:
                 continue
+            if not ctx.control.additions:
+                return  # a hold came with this sample (its alarm): decided after the restart
             fed[k] = fed.get(k, 0) + 1  # first: after a hold mid-feed, not fed twice
+            fed_on[k] = self.samples_taken
             material = Material[feed.material.upper()]
             why = (
                 {"glucose_mm": sample.glucose_mm, "below": feed.when_glucose_below}
@@ -324,11 +338,13 @@ class Culture(PhaseLogic):
                 basis={"feed": k + 1, **why},
             )
         if pr.target is None:
+            self.decided = self.samples_taken
             return
         pv = await ctx.read(pr.bioreactor, "pv", br.read)
         needed, car_only = pr.target.cells_needed()
         cells = sample.viable_cells_per_ml * pv.volume_ml
         have = cells * sample.transduced_pct / 100.0 if car_only else cells
+        self.decided = self.samples_taken
         if have >= needed:
             self.reached = True
             ctx.journal.append(
@@ -515,9 +531,9 @@ class Electroporate(PhaseLogic):
             ctx.journal.append("pulse", pr.electroporator, as_record(result))
             await ctx.write(pr.electroporator, "unload", True, ep.unload, restorable=False)
             self.done_ml += portion_ul / 1000.0
-        if not self.recovered:
-            self.recovered = True  # first: after a hold mid-return, not returned twice
+        if not self.recovered:  # RECOVER is idempotent: after a failed one, simply again
             await ctx.write(pr.electroporator, "recover", True, ep.recover, restorable=False)
+            self.recovered = True
 
 
 class Harvest(PhaseLogic):

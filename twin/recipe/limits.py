@@ -75,9 +75,12 @@ def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Proble
                         src.problem(
                             [*loc, "moi"],
                             f"a dose by MOI needs a cell count of {phase.bioreactor} "
-                            "before it (a sample phase, or a culture's sample_every_h)",
+                            "since its last addition (a sample phase, or a culture's "
+                            "sample_every_h): cells per mL x the volume now would be wrong",
                         )
                     )
+                if isinstance(phase, (AddMaterial, Electroporate)):
+                    counted.discard(phase.bioreactor)  # volume changed: the count is stale
                 if isinstance(phase, SampleCheck) or (
                     isinstance(phase, Culture)
                     and phase.sample_every_h is not None

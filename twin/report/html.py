@@ -36,9 +36,13 @@ CSS = (
     ".mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}"
     ".legend span{margin-right:16px;font-size:12px}"
     ".sig td{height:34px}"
-    "@media print{body{margin:8mm}"
-    "h2{break-after:avoid}"
-    "svg{break-inside:avoid}}"
+    "@page{size:A4;margin:12mm 10mm}"
+    "@media print{body{margin:0;max-width:none}"
+    "h2,h3{break-after:avoid}"
+    "thead{display:table-header-group}"
+    "tr,svg{break-inside:avoid}"
+    "svg.trend{max-width:100%;height:auto}"
+    "#approval{break-before:page}}"
 )
 
 

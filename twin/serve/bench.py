@@ -130,7 +130,7 @@ class TwinBench:
                     viable_cells_per_ml=twin.inoculum.viable_cells_per_ml,
                     viability_pct=twin.inoculum.viability_pct,
                 ),
-                donor=twin.donor.profile(),
+                donor=twin.donor.profile(twin.inoculum.viability_pct),
             )
         self.keeper = PlantKeeper(self.plant, keep, clock) if keep is not None else None
         self.servers: dict[str, Any] = {}

@@ -45,7 +45,9 @@ class LiveTwin(TwinBench):
         if seed is not None:
             twin = bench.model.twin
             self.plant = Plant(
-                seed=seed, inoculum=_inoculum(twin.inoculum), donor=twin.donor.profile()
+                seed=seed,
+                inoculum=_inoculum(twin.inoculum),
+                donor=twin.donor.profile(twin.inoculum.viability_pct),
             )
         self.host, self.modbus_port = host, modbus_port
         self.scenario = scenario

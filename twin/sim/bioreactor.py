@@ -239,7 +239,8 @@ class BioreactorModel:
         p_inf = pco2_mmhg(s.headspace_co2, p) + production / k_co2
         s.pco2_mmhg = p_inf + (s.pco2_mmhg - p_inf) * math.exp(-k_co2 * h)
         s.ph = solve_ph(s.alkalinity_mm, s.pco2_mmhg, s.ph, p)
-        self._headspace(h, kla * (c_star - s.do_um), production, v)
+        # CO2 leaves the liquid as it is made (mM/h): O2 uptake x RQ (production is mmHg/h)
+        self._headspace(h, kla * (c_star - s.do_um), production * p.co2_solubility_mm_per_mmhg, v)
 
         # cells: exponential growth/death over the step; dead cells lyse slowly
         xv_new = xv * math.exp((mu - kd) * h)
