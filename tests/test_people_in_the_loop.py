@@ -171,6 +171,7 @@ def test_a_held_batch_follows_the_wall_and_is_still_read(
         [EXE, "verify", str(batch.journal)], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0 and "intact" in checked.stdout, checked.stderr
+    assert "batch running: not ended yet" in checked.stdout
     batch.command("restart")
     batch.wait_for(lambda ev: ev[-1].batch_time > held_at + 86400, "a day of running")
     batch.command("abort")

@@ -84,3 +84,25 @@ def test_a_journal_whose_batch_never_ended_is_incomplete(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert "INCOMPLETE after event 3: the batch did not end" in result.stderr
     assert "poc-twin resume" in result.stderr
+
+
+def test_a_listener_on_the_batch_socket_does_not_make_a_cut_journal_running(
+    tmp_path: Path,
+) -> None:
+    """Abstract sockets have no permissions: a process that binds a journal's command socket
+    without writing the journal (here: this test) must not turn INCOMPLETE into intact."""
+    import socket
+
+    from twin.engine.inbox import command_address
+
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, lambda: 0.0, signer=None)
+    for i in range(3):
+        j.append("setpoint", "bioreactor", {"parameter": "x", "value": i})
+    j.close()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as impostor:
+        impostor.bind(command_address(path))
+        impostor.listen()
+        result = runner.invoke(app, ["verify", str(path)])
+    assert result.exit_code == 1
+    assert "INCOMPLETE after event 3" in result.stderr

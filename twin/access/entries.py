@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,40 @@ async def batch_running(journal: Path) -> bool:
         writer.close()
         return True
     return False
+
+
+def batch_writes(journal: Path) -> bool:
+    """True when the process answering on ``journal``'s command socket is one that could be
+    writing it: same user as the journal file's owner (abstract sockets have no file
+    permissions: anyone may bind a name), and, where /proc shows it, holding the file open.
+    What verify trusts before it calls a journal without an end "running", not cut short."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.settimeout(2.0)
+            probe.connect(command_address(journal))
+            creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        except OSError:
+            return False
+    pid, uid, _ = struct.unpack("3i", creds)
+    try:
+        target = journal.resolve()
+        if uid != target.stat().st_uid and uid != 0:
+            return False
+        fds = Path(f"/proc/{pid}/fd")
+        if not fds.is_dir():
+            return True  # no /proc here: the user check is what there is
+        return any(_points_to(fd, target) for fd in fds.iterdir())
+    except PermissionError:
+        return True  # another user's /proc: the uid check above already passed
+    except OSError:
+        return False
+
+
+def _points_to(fd: Path, target: Path) -> bool:
+    try:
+        return Path(os.readlink(fd)) == target
+    except OSError:
+        return False
 
 
 def batch_is_running(journal: Path) -> bool:

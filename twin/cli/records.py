@@ -78,7 +78,7 @@ def verify(
     control_password_file: ControlPasswordFileOpt = None,
 ) -> None:
     """Check the hash chain and event sequence, and the site's signed checkpoints."""
-    from twin.access.entries import batch_is_running
+    from twin.access.entries import batch_writes
     from twin.signing import check_journal_signatures
 
     try:
@@ -102,7 +102,8 @@ def verify(
             markup=False,
         )
         raise typer.Exit(EXIT_FAIL)
-    if sig.ended_at is None and not batch_is_running(journal):
+    running = sig.ended_at is None and batch_writes(journal)
+    if sig.ended_at is None and not running:
         err.print(
             f"{journal}: INCOMPLETE after event {result.events}: the batch did not end and no "
             "batch process writes this journal: interrupted (poc-twin resume) or cut short "
@@ -115,6 +116,12 @@ def verify(
     people = _check_esignatures(journal)
     out.print(f"{journal}: intact — {result.events} events, head {result.head[:16]}…", markup=False)
     _print_esignatures(people)
+    if running:
+        out.print(
+            "batch running: not ended yet, its end is not in the journal (verify again once "
+            "it has ended to check that it is complete)",
+            highlight=False,
+        )
     guarded = "edited, deleted, inserted or reordered events"
     if sig.verified:
         ids = ", ".join(sorted(sig.key_ids))
