@@ -211,7 +211,8 @@ class _Builder:
             name = monitor.name or monitor.pv
             for side, value in (("high", monitor.high), ("low", monitor.low)):
                 if value is not None:
-                    self.r.limits.setdefault(key, []).append((f"{name} {side}", float(value)))
+                    label = name if name.endswith(side) else f"{name} {side}"
+                    self.r.limits.setdefault(key, []).append((label, float(value)))
         header = _recipe_header(recipe.get("text", ""))
         self.r.header = {
             "batch_id": d.get("batch_id", "?"),

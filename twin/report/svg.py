@@ -58,8 +58,10 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def _fmt(v: float) -> str:
     """A tick label short enough to stay clear of the axis title: 3 digits, or 2.5e6."""
-    if abs(v) < 1e4:
+    if abs(v) < 1e3:
         return f"{v:.3g}"
+    if abs(v) < 1e5:
+        return f"{v:.0f}"  # 1500, not 1.5e+03
     mantissa, exponent = f"{v:.2e}".split("e")
     return f"{float(mantissa):g}e{int(exponent)}"
 
