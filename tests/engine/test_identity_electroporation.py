@@ -121,3 +121,37 @@ async def test_a_pause_while_waiting_for_the_scan_takes_effect_and_the_scan_is_a
     run.batch.present_identity("P-0042", "BAG-7781", who="kim", why="scanned at the bag")
     assert await finished(run) is S.COMPLETE
     assert len(run.kinds("identity_confirmation")) == 1
+
+
+@pytest.mark.parametrize("at", ["load", "pulse"])
+async def test_a_hold_mid_portion_pulses_every_portion_once(running: Any, at: str) -> None:
+    """An operator holds the batch as the 10th portion is being loaded (or fired): after the
+    restart that portion is pulsed if it never was, never twice if it was, and the phase
+    still processes exactly its 90 mL in 45 portions, all returned to the culture."""
+    import asyncio
+
+    run = await running("nv.yaml", short(NONVIRAL), patient_id="P-0042", bag_id="BAG-7781")
+    loop = asyncio.get_running_loop()
+    seen = {"n": 0}
+
+    def hold_on_the_tenth(event: Any) -> None:
+        if event.kind == "setpoint" and event.data.get("parameter") == at:
+            seen["n"] += 1
+            if seen["n"] == 10:
+                loop.call_soon(lambda: run.batch.command("hold", who="kim", why="bag line kinked"))
+
+    run.journal.subscribe(hold_on_the_tenth)
+    await run.until(lambda e: e.kind == "identity_requested")
+    run.batch.present_identity("P-0042", "BAG-7781", who="nurse.kim", why="scanned at the bag")
+    async with run.clock.timeout(2 * 86400):
+        await run.until_state(S.HELD)
+    run.batch.command("restart", who="kim", why="line freed")
+    assert await finished(run) is S.COMPLETE
+    loads = [e.data["value"] for e in run.kinds("setpoint") if e.data["parameter"] == "load"]
+    fired = [e for e in run.kinds("setpoint") if e.data["parameter"] == "pulse"]
+    assert len(fired) == 45 and len(loads) == 45, (len(fired), loads)  # each portion once
+    assert sum(loads) == pytest.approx(90_000.0)
+    # a pulse cut short by the hold may have gone out without its result: never re-fired
+    assert len(run.kinds("pulse")) == (44 if at == "pulse" else 45)
+    recovered = [e for e in run.kinds("setpoint") if e.data["parameter"] == "recover"]
+    assert len(recovered) == 1

@@ -496,11 +496,19 @@ class ConfirmIdentity(PhaseLogic):
 class Electroporate(PhaseLogic):
     """Portion by portion: load the chamber from the bag, program, pulse, empty it into the
     recovery bag; then return the recovery bag to the culture at once, so that every portion
-    is fresh culture and no cell is pulsed twice."""
+    is fresh culture and no cell is pulsed twice.
+
+    A hold may cut a portion short anywhere: the portion's stage says what to do after the
+    restart. Loaded but never fired: it is pulsed as planned. Fired (or a pulse that may have
+    gone out): it is emptied and counted, never pulsed again.
+    """
 
     params: p.Electroporate
     done_ml: float = 0.0
     recovered: bool = False
+    #: The portion in progress: "" (none), "loading", "loaded", "pulsing", "pulsed".
+    stage: str = ""
+    portion_ul: float = 0.0
 
     def describe(self) -> str:
         pr = self.params
@@ -514,11 +522,16 @@ class Electroporate(PhaseLogic):
             pr.electroporator, "program", program, lambda: ep.program(program), restorable=False
         )
         status = await ctx.read(pr.electroporator, "status", ep.status)
-        if status.loaded_ul > 0:  # a portion left in the chamber by a hold: return it first
-            await ctx.write(pr.electroporator, "unload", True, ep.unload, restorable=False)
+        if status.loaded_ul > 0:  # a portion left in the chamber by a hold
+            if self.stage in ("loading", "loaded"):
+                await self._pulse(ctx)  # never fired: pulse it as planned
+            await self._empty(ctx, status.loaded_ul)
+        elif self.stage in ("pulsing", "pulsed"):  # fired and emptied before the hold bit
+            self._count(self.portion_ul)
         while self.done_ml < pr.volume_ml - 1e-9:
             await ctx.safe_point()
             portion_ul = min(pr.chamber_ul, (pr.volume_ml - self.done_ml) * 1000.0)
+            self.stage, self.portion_ul = "loading", portion_ul
             await ctx.write(
                 pr.electroporator,
                 "load",
@@ -527,13 +540,30 @@ class Electroporate(PhaseLogic):
                 unit="uL",
                 restorable=False,
             )
-            result = await ctx.write(pr.electroporator, "pulse", True, ep.pulse, restorable=False)
-            ctx.journal.append("pulse", pr.electroporator, as_record(result))
-            await ctx.write(pr.electroporator, "unload", True, ep.unload, restorable=False)
-            self.done_ml += portion_ul / 1000.0
+            self.stage = "loaded"
+            await self._pulse(ctx)
+            await self._empty(ctx, portion_ul)
         if not self.recovered:  # RECOVER is idempotent: after a failed one, simply again
             await ctx.write(pr.electroporator, "recover", True, ep.recover, restorable=False)
             self.recovered = True
+
+    async def _pulse(self, ctx: BatchContext) -> None:
+        pr = self.params
+        ep = ctx.electroporator(pr.electroporator)
+        self.stage = "pulsing"  # first: a pulse that may have gone out is never repeated
+        result = await ctx.write(pr.electroporator, "pulse", True, ep.pulse, restorable=False)
+        self.stage = "pulsed"
+        ctx.journal.append("pulse", pr.electroporator, as_record(result))
+
+    async def _empty(self, ctx: BatchContext, portion_ul: float) -> None:
+        pr = self.params
+        ep = ctx.electroporator(pr.electroporator)
+        await ctx.write(pr.electroporator, "unload", True, ep.unload, restorable=False)
+        self._count(portion_ul)
+
+    def _count(self, portion_ul: float) -> None:
+        self.done_ml += portion_ul / 1000.0
+        self.stage = ""
 
 
 class Harvest(PhaseLogic):
