@@ -369,25 +369,17 @@ class BioreactorModel:
         """Take cells back (electroporation unload); the liquid counts as bag medium."""
         s, p = self.state, self.params
         total = s.viable_cells + suspension.viable_cells
-        if total > 0.0:
-            f_new = suspension.transduced_fraction
-            s.transduced_fraction = (
-                s.transduced_fraction * s.viable_cells + f_new * suspension.viable_cells
-            ) / total
-            s.transduction_target = (
-                s.transduction_target * s.viable_cells + f_new * suspension.viable_cells
-            ) / total
-            c_new = suspension.vector_copies
-            s.vector_copies = (
-                s.vector_copies * s.viable_cells + c_new * suspension.viable_cells
-            ) / total
-            s.copies_target = (
-                s.copies_target * s.viable_cells + c_new * suspension.viable_cells
-            ) / total
-            s.transient_fraction = (
-                s.transient_fraction * s.viable_cells
-                + suspension.transient_fraction * suspension.viable_cells
-            ) / total
+        if total > 0.0:  # per-cell figures pooled, weighted by the viable cells of each
+
+            def pooled(mine: float, theirs: float) -> float:
+                return (mine * s.viable_cells + theirs * suspension.viable_cells) / total
+
+            stable, copies = suspension.transduced_fraction, suspension.vector_copies
+            s.transduced_fraction = pooled(s.transduced_fraction, stable)
+            s.transduction_target = pooled(s.transduction_target, stable)
+            s.vector_copies = pooled(s.vector_copies, copies)
+            s.copies_target = pooled(s.copies_target, copies)
+            s.transient_fraction = pooled(s.transient_fraction, suspension.transient_fraction)
         c0 = heat_capacity_j_per_k(s.volume_ml, p)
         c_add = p.medium_heat_capacity_j_per_k_ml * suspension.volume_ml
         s.temperature_c = (s.temperature_c * c0 + p.ambient_c * c_add) / (c0 + c_add)
