@@ -9,11 +9,12 @@ product name are text, whatever characters they hold).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from html import escape
 from typing import Any
 
 from twin.access.roles import Act, Role, may
+from twin.clock import wall_now
 from twin.engine.states import TABLE, Command
 from twin.report.svg import trend_svg
 from twin.station.board import TREND_PVS, BatchBoard
@@ -157,7 +158,7 @@ def login_page(error: str = "", next_url: str = "/") -> str:
 
 def overview_live(boards: Sequence[BatchBoard], running: set[str]) -> str:
     """The table of the site's batches (refreshed in place)."""
-    now = datetime.now(UTC)
+    now = wall_now()  # data age against the real wall clock
     rows = []
     for b in sorted(boards, key=lambda b: (b.name not in running, b.name)):
         recipe = b.view.recipe or "–"
@@ -281,7 +282,7 @@ def _trends(board: BatchBoard) -> str:
 
 def batch_live(board: BatchBoard, running: bool, roles: frozenset[Role]) -> str:
     """The part of a batch page that follows the journal (refreshed in place)."""
-    now = datetime.now(UTC)
+    now = wall_now()  # data age against the real wall clock
     status = "running" if running else "ended" if board.ended else "not running (no process)"
     commands = ""
     if running:
