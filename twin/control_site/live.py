@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from html import escape
 
+from twin.clock import wall_seconds
 from twin.control_site.store import Store
 
 __all__ = ["SCRIPT", "batch_token", "live_region", "overview_token"]
@@ -58,7 +59,8 @@ def overview_token(store: Store) -> str:
             "(SELECT count(*) FROM chain_flags), (SELECT max(received_at) FROM heads), "
             "(SELECT max(at) FROM sites), (SELECT max(last_at) FROM quarantine), "
             "(SELECT sum(count) FROM quarantine)"
-        )
+        ),
+        int(wall_seconds() // 60),  # data ages and stale flags move on with the clock
     )
 
 

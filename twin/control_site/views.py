@@ -13,7 +13,7 @@ import json
 from html import escape
 from typing import Any
 
-from twin.clock import wall_now
+from twin.clock import wall_now, wall_seconds
 from twin.control_site.live import batch_token, live_region, overview_token
 from twin.control_site.quarantine import quarantine_html
 from twin.control_site.store import Store
@@ -27,6 +27,8 @@ __all__ = [
     "svg_trend",
 ]
 
+#: A running batch whose data is older than this is flagged (sites publish every minute).
+STALE_AFTER_S = 600.0
 #: Chain flags listed per batch on the overview (the batch page lists them all).
 _FLAGS_SHOWN = 3
 
@@ -80,8 +82,22 @@ def _chain_flags(store: Store) -> dict[tuple[str, str], list[str]]:
     return flags
 
 
-def overview_rows(store: Store) -> list[dict[str, Any]]:
-    """Every site's batches with what needs attention: the dashboard's (and the API's) data."""
+def data_age(seconds: float) -> str:
+    """How old a batch's latest data is, as a supervisor reads it."""
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f} days"
+
+
+def overview_rows(store: Store, now: float | None = None) -> list[dict[str, Any]]:
+    """Every site's batches with what needs attention: the dashboard's (and the API's) data.
+
+    A batch still running whose data stopped arriving for ``STALE_AFTER_S`` is flagged:
+    its last values are not its present ones (a journal that stopped moving, a forwarder
+    that died while the site is still connected)."""
+    now = wall_seconds() if now is None else now
     flags = _chain_flags(store)
     suspended = {
         row[0]: (row[1], row[2])
@@ -106,8 +122,11 @@ def overview_rows(store: Store) -> list[dict[str, Any]]:
             reasons.append(
                 f"{len(state['alarms'])} alarm(s), last: {state['alarms'][-1]['message']}"
             )
+        age = now - float(updated)
         if not online and not state.get("ended"):
             reasons.append("site offline")
+        elif not state.get("ended") and age > STALE_AFTER_S:
+            reasons.append(f"no data for {data_age(age)}: its journal stopped moving?")
         reasons += [f"chain: {c}" for c in chain[:_FLAGS_SHOWN]]
         if len(chain) > _FLAGS_SHOWN:
             reasons.append(f"chain: and {len(chain) - _FLAGS_SHOWN} more (see the batch page)")
@@ -128,6 +147,7 @@ def overview_rows(store: Store) -> list[dict[str, Any]]:
                 "head": heads.get((site, batch)),
                 "site_suspended": site in suspended,
                 "updated_at": updated,
+                "age_s": age,
             }
         )
     return rows
@@ -163,7 +183,8 @@ def overview_live(store: Store) -> str:
             f"<td>{escape(r['site'])}</td><td>{escape(r['unit'])}</td>"
             f"<td><a href='{link}'>{escape(r['batch'])}</a></td>"
             f"<td class='state'>{_fmt(r['state'])}</td><td>{_fmt(r['phase'])}</td>"
-            f"<td>{_fmt(r['day'])}</td>{pvs}<td class='head'>{_head_cell(r['head'], r['seq'])}</td>"
+            f"<td>{_fmt(r['day'])}</td><td class='age'>{data_age(r['age_s'])}</td>"
+            f"{pvs}<td class='head'>{_head_cell(r['head'], r['seq'])}</td>"
             f"<td class='attention-cell'>{attention}</td></tr>"
         )
     suspended = "".join(
@@ -176,7 +197,8 @@ def overview_live(store: Store) -> str:
         f"as of {wall_now().strftime('%Y-%m-%d %H:%M:%S UTC')}</p>"
         f"<ul id='suspended'>{suspended}</ul>"
         f"<table id='batches'><tr><th>site</th><th>unit</th><th>batch</th><th>state</th>"
-        f"<th>phase</th><th>day</th>{head}<th>anchored head</th><th>needs attention</th></tr>"
+        f"<th>phase</th><th>day</th><th>data age</th>{head}<th>anchored head</th>"
+        "<th>needs attention</th></tr>"
         f"{''.join(lines)}</table>{quarantine_html(store)}"
     )
 

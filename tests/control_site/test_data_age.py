@@ -1,0 +1,28 @@
+"""A supervisor sees how old each batch's data is, and a running batch whose data stopped
+arriving is flagged instead of showing a green "ok" with stale values (issue 15)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twin.clock import wall_seconds
+from twin.control_site.store import open_store
+from twin.control_site.views import STALE_AFTER_S, overview_live, overview_rows
+
+
+def test_a_running_batch_whose_data_stopped_is_flagged_with_its_age(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "control.sqlite"))
+    running = {"batch": "B-1", "state": "Running", "phase": "culture", "seq": 10, "day": 3.2}
+    ended = {"batch": "B-2", "state": "Complete", "phase": "-", "seq": 99, "ended": True}
+    store.ingest(
+        [("site-a", "u1", "B-1", "state", running), ("site-a", "u1", "B-2", "state", ended)]
+    )
+    fresh = {r["batch"]: r for r in overview_rows(store)}
+    assert fresh["B-1"]["attention"] == [] and fresh["B-1"]["age_s"] < 60
+    later = wall_seconds() + STALE_AFTER_S + 3000  # an hour without data
+    rows = {r["batch"]: r for r in overview_rows(store, now=later)}
+    assert rows["B-1"]["attention"] == ["no data for 60 min: its journal stopped moving?"]
+    assert rows["B-2"]["attention"] == []  # an ended batch is not waiting for data
+    page = overview_live(store)
+    assert "<th>data age</th>" in page and "<td class='age'>" in page
+    store.close()
