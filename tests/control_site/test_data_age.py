@@ -26,3 +26,19 @@ def test_a_running_batch_whose_data_stopped_is_flagged_with_its_age(tmp_path: Pa
     page = overview_live(store)
     assert "<th>data age</th>" in page and "<td class='age'>" in page
     store.close()
+
+
+def test_an_ended_batch_offers_no_hold(tmp_path: Path) -> None:
+    """'request hold' for a Complete batch answered raw JSON: the page no longer offers it."""
+    from twin.control_site.views import batch_page
+
+    store = open_store(str(tmp_path / "control.sqlite"))
+    running = {"batch": "B-1", "state": "Running", "phase": "culture", "seq": 10}
+    ended = {"batch": "B-2", "state": "Complete", "phase": "-", "seq": 99, "ended": True}
+    store.ingest(
+        [("site-a", "u1", "B-1", "state", running), ("site-a", "u1", "B-2", "state", ended)]
+    )
+    assert "request hold</button>" in (batch_page(store, "site-a", "B-1") or "")
+    page = batch_page(store, "site-a", "B-2") or ""
+    assert "request hold" not in page and "has ended Complete: no hold" in page
+    store.close()

@@ -27,6 +27,8 @@ __all__ = [
     "svg_trend",
 ]
 
+#: States after which a batch takes no command.
+_FINAL_STATES = {"Complete", "Stopped", "Aborted"}
 #: A running batch whose data is older than this is flagged (sites publish every minute).
 STALE_AFTER_S = 600.0
 #: Chain flags listed per batch on the overview (the batch page lists them all).
@@ -292,10 +294,15 @@ def batch_page(store: Store, site: str, batch: str, refresh_s: float = 2.0) -> s
     inner = batch_live(store, site, batch)
     if inner is None:
         return None
-    form = (
-        f"<form method='post' action='/batch/{escape(site)}/{escape(batch)}/hold'>"
-        "<input name='reason' placeholder='reason' required> <button>request hold</button></form>"
-    )
+    row = next((r for r in overview_rows(store) if r["site"] == site and r["batch"] == batch), {})
+    if row.get("state") in _FINAL_STATES:  # only the acts that make sense in its state
+        form = f"<p id='no-hold'>The batch has ended {escape(str(row['state']))}: no hold.</p>"
+    else:
+        form = (
+            f"<form method='post' action='/batch/{escape(site)}/{escape(batch)}/hold'>"
+            "<input name='reason' placeholder='reason' required> "
+            "<button>request hold</button></form>"
+        )
     api = f"/api/batch/{site}/{batch}"
     body = (
         f"<p><a href='/'>all sites</a></p><h1>{escape(batch)}</h1>{form}"
