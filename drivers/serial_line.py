@@ -36,7 +36,9 @@ from collections.abc import Callable
 
 import serial
 
+from drivers import null_modem
 from drivers.modbus_link import LinkCounters
+from drivers.null_modem import is_memory_port
 from twin.clock import Clock
 from twin.errors import CommunicationError
 
@@ -83,6 +85,7 @@ class SerialLine:
         self.stopbits = stopbits
         self._clock = clock
         self._serial: serial.Serial | None = None
+        self._memory: null_modem.HostEnd | None = None  # a memory:// port instead of a device
         self._fd = -1
         self._buffer = bytearray()
         # The exchange waiting for its reply: its future, terminator and frame count.
@@ -96,12 +99,20 @@ class SerialLine:
     @property
     def is_open(self) -> bool:
         """Whether the port is open."""
-        return self._serial is not None
+        return self._serial is not None or (self._memory is not None and self._memory.is_open)
 
     def open(self) -> None:
         """Open the port (8 data bits, the configured baud, parity and stop bits); no thread:
-        the clock must see everything."""
-        if self._serial is not None:
+        the clock must see everything. A ``memory://`` port is a device in this process
+        (:mod:`drivers.null_modem`): the same exchanges, no file descriptor."""
+        if self._serial is not None or self._memory is not None:
+            return
+        if is_memory_port(self.port):
+            try:
+                self._memory = null_modem.connect(self.port, self._receive)
+            except null_modem.NullModemError as exc:
+                raise CommunicationError(self.port, f"cannot open serial port: {exc}") from exc
+            self._loop = asyncio.get_running_loop()
             return
         try:
             port = serial.Serial(
@@ -122,12 +133,16 @@ class SerialLine:
 
     def close(self) -> None:
         """Close the port; pending exchanges fail with CommunicationError."""
+        memory, self._memory = self._memory, None
+        if memory is not None:
+            memory.close()
         port, self._serial = self._serial, None
-        if port is None:
+        if port is None and memory is None:
             return
-        if self._loop is not None:
-            self._loop.remove_reader(self._fd)
-        port.close()
+        if port is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._fd)
+            port.close()
         self._fd = -1
         self._buffer.clear()
         waiter = self._waiter
@@ -146,6 +161,10 @@ class SerialLine:
             if self._loop is not None:
                 self._loop.remove_reader(self._fd)
             return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        """Bytes from the device: complete the waiting exchange once its reply is all in."""
         self._buffer += data
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -176,12 +195,15 @@ class SerialLine:
         its two extra calls on a path every exchange takes.
         """
         self._buffer.clear()
-        if self._serial is not None:
+        if self._serial is not None:  # a null modem keeps nothing beyond our buffer
             with contextlib.suppress(OSError, termios.error):
                 termios.tcflush(self._fd, termios.TCIFLUSH)
 
     def _send(self, request: bytes) -> None:
         """Put the request on the wire: one write system call (pyserial finishes a short one)."""
+        if self._memory is not None:
+            self._memory.write(request)
+            return
         assert self._serial is not None
         try:
             n = os.write(self._fd, request)
@@ -232,7 +254,7 @@ class SerialLine:
             for attempt in range(retries + 1):
                 if attempt:
                     c.retries += 1
-                if self._serial is None:
+                if not self.is_open:
                     raise CommunicationError(device, f"serial port {self.port} is not open")
                 self._flush_input()
                 try:

@@ -23,7 +23,7 @@ def problems(tmp_path: Path, body: str) -> list[str]:
 
 
 def test_shipped_benches_validate() -> None:
-    for name in ("sim.yaml", "sim-rtu.yaml", "example-lab.yaml"):
+    for name in ("sim.yaml", "sim-in-process.yaml", "sim-rtu.yaml", "example-lab.yaml"):
         load_bench(ROOT / "benches" / name)
     lab = load_bench(ROOT / "benches" / "example-lab.yaml")
     assert lab.model.twin is None and not lab.virtual_clock

@@ -88,6 +88,10 @@ class TwinSection(_Strict):
     """Present on a simulated bench: start the twin and seed its noise."""
 
     seed: int = 0
+    #: ``loopback``: the devices on loopback TCP ports and pseudo-terminals, as a real
+    #: bench's devices are reached; ``in_process``: on null modems in this process (the
+    #: same drivers, protocols and wire time; no socket or pty), for ensembles.
+    transport: Literal["loopback", "in_process"] = "loopback"
     inoculum: Inoculum = Field(default_factory=Inoculum)
     #: The reference donor unless a donor seed or profile is given.
     donor: Donor = Field(default_factory=Donor)
@@ -164,9 +168,10 @@ def _parse_configs(
             continue
         endpoint: dict[str, Any] = {}
         if uses_twin:
-            from twin.serve.bench import SERVERS
+            from twin.serve.bench import SERVERS, in_process
 
-            if binding.driver not in SERVERS:
+            device = SERVERS.get(binding.driver)
+            if device is None:
                 problems.append(
                     source.problem(
                         ["equipment", name, "driver"],
@@ -174,9 +179,20 @@ def _parse_configs(
                     )
                 )
                 continue
-            endpoint = (
-                endpoints[name] if endpoints is not None else SERVERS[binding.driver].stand_in
-            )
+            stand_in = device.stand_in
+            if in_process(model.twin):
+                offered = sorted(d for d, s in SERVERS.items() if s.in_process is not None)
+                if device.in_process_stand_in is None:
+                    problems.append(
+                        source.problem(
+                            ["equipment", name, "driver"],
+                            f"the twin serves '{binding.driver}' only over the wire "
+                            f"(transport: loopback); in process it offers {', '.join(offered)}",
+                        )
+                    )
+                    continue
+                stand_in = device.in_process_stand_in
+            endpoint = endpoints[name] if endpoints is not None else stand_in
         try:
             configs[name] = spec.config.model_validate(_placeholder(binding.config, endpoint))
         except ValidationError as exc:

@@ -247,11 +247,21 @@ class Journal:
         signer: HeadSigner | None,
         checkpoint_every: int,
     ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._start(_connect(path), path, batch_time, signer, checkpoint_every)
+
+    def _start(
+        self,
+        db: sqlite3.Connection,
+        path: Path | None,
+        batch_time: Callable[[], float],
+        signer: HeadSigner | None,
+        checkpoint_every: int,
+    ) -> None:
         self.signer = signer
         self.checkpoint_every = checkpoint_every
         self.path = path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = _connect(self.path)
+        self._db = db
         self._db.executescript(_SCHEMA)
         self._batch_time = batch_time
         self._seq = 0
@@ -260,6 +270,19 @@ class Journal:
         self._subscribers: list[Subscriber] = []
         self._oldest_pending: float | None = None
         self._last_kind = ""
+
+    @classmethod
+    def in_memory(
+        cls, batch_time: Callable[[], float], *, signer: HeadSigner | None = None
+    ) -> Journal:
+        """A journal kept in this process's memory (an SQLite memory database): the same
+        events, sequence and hash chain, nothing on disk. For ensemble batches, whose
+        events their subscribers keep; ``path`` is None, so such a batch has no command
+        address (nobody can reach it)."""
+        journal = cls.__new__(cls)
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        journal._start(db, None, batch_time, signer, CHECKPOINT_EVERY)
+        return journal
 
     @classmethod
     def reopen(

@@ -102,7 +102,7 @@ def summarize(journal_path: Path | str) -> BatchSummary:
 async def run_batch_async(
     recipe: LoadedRecipe,
     bench: LoadedBench,
-    journal_path: Path,
+    journal_path: Path | None,
     *,
     batch_id: str,
     operator: str,
@@ -126,17 +126,25 @@ async def run_batch_async(
 
     ``users``: the site's users, who sign every command sent to the batch; without
     them no command is accepted (the batch still runs to its end, or Ctrl-C).
+
+    ``journal_path`` None: the journal is kept in memory (an ensemble batch; its
+    ``subscribers`` keep what they need) and the batch has no command address.
     """
     bench = with_seed(bench, seed)
     clock = Clock()
     signer = load_site_key(site_key) if site_key is not None else None
     if signer is not None:
         site = signer.site
-    journal = Journal(journal_path, clock.now, signer=signer)
+    if journal_path is None:
+        journal = Journal.in_memory(clock.now, signer=signer)
+        keep = None
+    else:
+        journal = Journal(journal_path, clock.now, signer=signer)
+        keep = twin_keep_path(journal_path)
     for subscriber in subscribers or []:
         journal.subscribe(subscriber)
     try:
-        async with open_bench(bench, clock, twin_keep=twin_keep_path(journal_path)) as opened:
+        async with open_bench(bench, clock, twin_keep=keep) as opened:
             if on_bench is not None:  # e.g. the HIL suite starting a fault scenario on the twin
                 on_bench(opened, clock)
             seeded = None

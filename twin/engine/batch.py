@@ -119,7 +119,8 @@ class Batch:
         self.hold_reason = ""
         #: Why the procedure was stopped or aborted (its final transition says it again).
         self.end_reason = ""
-        #: Where operator commands reach this batch (the journal's path unless told otherwise).
+        #: Where operator commands reach this batch (the journal's path unless told otherwise;
+        #: None for a journal kept in memory: an ensemble batch nobody can reach).
         self.command_path = command_path if command_path is not None else journal.path
         #: The site's users: who may sign which command sent to this batch (None: no one).
         self.users = users
@@ -600,7 +601,9 @@ class Batch:
 
     async def run(self) -> ProceduralState:
         """Execute the procedure until it ends Complete, Stopped or Aborted."""
-        inbox = await serve_commands(self, self.command_path, self.users, self.relay_token)
+        inbox = None
+        if self.command_path is not None:
+            inbox = await serve_commands(self, self.command_path, self.users, self.relay_token)
         try:
             self.procedure.fire(Command.START, who=self.operator, why="batch started")
             self.alarms.activate("recipe", self.recipe.model.monitors)
@@ -637,6 +640,7 @@ class Batch:
         finally:
             await self.modules.stop()
             self.clock.awaiting_person(False)
-            inbox.close()
-            await inbox.wait_closed()
+            if inbox is not None:
+                inbox.close()
+                await inbox.wait_closed()
             self.journal.commit()

@@ -38,11 +38,18 @@ class AlicatServer:
     """Serves all MFCs of ``plant.gas`` on one pty; the driver opens ``.path``."""
 
     def __init__(
-        self, plant: Any, clock: Clock, *, baud: int = 19200, framing: str = "8N1"
+        self,
+        plant: Any,
+        clock: Clock,
+        *,
+        baud: int = 19200,
+        framing: str = "8N1",
+        line: type[PtyEndpoint] = PtyEndpoint,
     ) -> None:
+        """``line``: what carries the bytes (a pty, or a null modem for an in-process bench)."""
         self._plant = plant
         self._clock = clock
-        self._endpoint = PtyEndpoint(
+        self._endpoint = line(
             self._handle, baud=baud, name="alicat", framing=framing, clock=clock, max_line=MAX_LINE
         )
         self.link: LinkFaults = self._endpoint.link

@@ -3,14 +3,22 @@
 Each equipment item of the bench whose driver settings say ``twin`` gets the
 twin device that speaks that driver's protocol, on a free loopback port or a
 new pseudo-terminal; ``endpoints`` tells the bench what to put in their place.
+
+A bench whose twin says ``transport: in_process`` gets the same devices on
+null modems instead (pymodbus' in-process Modbus host, and ``memory://`` serial
+ports, :mod:`drivers.null_modem`): the same drivers, protocols, framing and
+wire time, no socket and no pty. That is how ensembles run thousands of batches.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pymodbus.transport import NULLMODEM_HOST
 
 from twin.clock import Clock
 from twin.equipment import Gas
@@ -20,9 +28,10 @@ from twin.serve.bioreactor_rtu import BioreactorRtuServer
 from twin.serve.bronkhorst_mfc import BronkhorstServer
 from twin.serve.electroporator_ascii import ElectroporatorServer
 from twin.serve.keeping import PlantKeeper, restore_plant
+from twin.serve.memory_line import MemoryLineEndpoint
 from twin.sim import Inoculum, Plant
 
-__all__ = ["SERVERS", "TwinBench", "TwinDevice"]
+__all__ = ["SERVERS", "TwinBench", "TwinDevice", "in_process"]
 
 ServerFactory = Callable[[Plant, Clock, dict[str, Any]], Any]
 
@@ -33,6 +42,20 @@ def _modbus_bioreactor(plant: Plant, clock: Clock, config: dict[str, Any]) -> An
         clock,
         host="127.0.0.1",
         port=0,
+        unit=int(config.get("unit", 1)),
+        word_order=str(config.get("word_order", "big")),
+    )
+
+
+_null_modem_ports = itertools.count(1)  # pymodbus' null-modem listeners are named by number
+
+
+def _modbus_bioreactor_in_process(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
+    return BioreactorModbusServer(
+        plant,
+        clock,
+        host=NULLMODEM_HOST,
+        port=next(_null_modem_ports),
         unit=int(config.get("unit", 1)),
         word_order=str(config.get("word_order", "big")),
     )
@@ -72,9 +95,21 @@ def _alicat(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
     return AlicatServer(plant, clock, baud=int(config.get("baud", 19200)), framing=_framing(config))
 
 
+def _alicat_in_process(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
+    baud = int(config.get("baud", 19200))
+    return AlicatServer(plant, clock, baud=baud, framing=_framing(config), line=MemoryLineEndpoint)
+
+
 def _electroporator(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
     return ElectroporatorServer(
         plant, clock, baud=int(config.get("baud", 9600)), framing=_framing(config)
+    )
+
+
+def _electroporator_in_process(plant: Plant, clock: Clock, config: dict[str, Any]) -> Any:
+    baud = int(config.get("baud", 9600))
+    return ElectroporatorServer(
+        plant, clock, baud=baud, framing=_framing(config), line=MemoryLineEndpoint
     )
 
 
@@ -94,19 +129,33 @@ class TwinDevice:
     endpoint: Callable[[Any], dict[str, Any]]
     #: What the endpoint will look like, to validate a bench before the twin runs.
     stand_in: dict[str, Any]
+    #: The same device on a null modem (``transport: in_process``); None: not offered.
+    in_process: ServerFactory | None = None
+    in_process_stand_in: dict[str, Any] | None = None
 
 
 _TCP = {"host": "127.0.0.1", "port": 1}
 _PTY = {"port": "/dev/pts/twin"}
+_NULL_TCP = {"host": NULLMODEM_HOST, "port": 1}
+_NULL_LINE = {"port": "memory://twin"}
 
 #: For each driver name, the twin device that answers it.
 SERVERS: dict[str, TwinDevice] = {
-    "modbus_tcp_bioreactor": TwinDevice(_modbus_bioreactor, _tcp_endpoint, _TCP),
+    "modbus_tcp_bioreactor": TwinDevice(
+        _modbus_bioreactor, _tcp_endpoint, _TCP, _modbus_bioreactor_in_process, _NULL_TCP
+    ),
     "modbus_rtu_bioreactor": TwinDevice(_rtu_bioreactor, _serial_endpoint, _PTY),
     "bronkhorst_gas": TwinDevice(_bronkhorst, _serial_endpoint, _PTY),
-    "alicat_gas": TwinDevice(_alicat, _serial_endpoint, _PTY),
-    "ascii_electroporator": TwinDevice(_electroporator, _serial_endpoint, _PTY),
+    "alicat_gas": TwinDevice(_alicat, _serial_endpoint, _PTY, _alicat_in_process, _NULL_LINE),
+    "ascii_electroporator": TwinDevice(
+        _electroporator, _serial_endpoint, _PTY, _electroporator_in_process, _NULL_LINE
+    ),
 }
+
+
+def in_process(twin: Any) -> bool:
+    """Whether a bench's twin section asks for its devices in this process (null modems)."""
+    return getattr(twin, "transport", "loopback") == "in_process"
 
 
 class TwinBench:
@@ -144,7 +193,10 @@ class TwinBench:
                 if "twin" not in binding.config.values():
                     continue
                 device = SERVERS[binding.driver]
-                server = device.factory(self.plant, self.clock, binding.config)
+                factory = device.in_process if in_process(self.bench.model.twin) else device.factory
+                if factory is None:  # the bench validator refuses this before we get here
+                    raise ValueError(f"the twin has no in-process {binding.driver} device")
+                server = factory(self.plant, self.clock, binding.config)
                 await server.start()
                 self.servers[name] = server
                 self.endpoints[name] = device.endpoint(server)

@@ -235,11 +235,16 @@ class BioreactorModbusServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen; afterwards ``port`` is the bound port (the OS picks one when port=0)."""
+        """Listen; afterwards ``port`` is the bound port (the OS picks one when port=0).
+
+        On pymodbus' null-modem host (an in-process bench) the port is a name in this
+        process, not a socket: the same server and client code, no wire."""
         server = TwinModbusTcpServer(self, address=(self.host, self.port))
         await server.serve_forever(background=True)
         self._server = server
-        self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        sockets = getattr(server.transport, "sockets", None)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Close the listener and every client connection."""
@@ -248,8 +253,9 @@ class BioreactorModbusServer:
             return
         listener = server.transport
         await server.shutdown()
-        if listener is not None:
-            await listener.wait_closed()  # type: ignore[attr-defined]
+        wait_closed = getattr(listener, "wait_closed", None)  # a null modem closes at once
+        if wait_closed is not None:
+            await wait_closed()
 
     # -- request handling (called by twin.serve.modbus_server) --------------------------------
 

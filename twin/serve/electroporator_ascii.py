@@ -83,11 +83,13 @@ class ElectroporatorServer:
         baud: int = 9600,
         framing: str = "8N1",
         limits: ElectroporatorLimits | None = None,
+        line: type[PtyEndpoint] = PtyEndpoint,
     ) -> None:
+        """``line``: what carries the bytes (a pty, or a null modem for an in-process bench)."""
         self._plant = plant
         self._clock = clock
         self._limits = limits or ElectroporatorLimits()
-        self._endpoint = PtyEndpoint(
+        self._endpoint = line(
             self._handle,
             baud=baud,
             name="electroporator",

@@ -45,6 +45,7 @@ from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.transport import NULLMODEM_HOST
 
 from twin.clock import Clock
 from twin.serve.faults import LinkFaults, corrupt_tcp
@@ -294,7 +295,9 @@ class TwinModbusTcpServer(ModbusTcpServer):
         super().__init__(placeholder, address=address)
         # asyncio listens with a backlog of 100: in a burst of more connections (a SCADA
         # restart, the 500-connection test) the rest wait out a SYN retransmit (1 s).
-        self.call_create = functools.partial(self.call_create, backlog=LISTEN_BACKLOG)
+        # pymodbus' null modem (an in-process bench) has no backlog: nothing queues there.
+        if address[0] != NULLMODEM_HOST:
+            self.call_create = functools.partial(self.call_create, backlog=LISTEN_BACKLOG)
         self.twin_device = device
         self.context = _Context(device)  # type: ignore[assignment]
 

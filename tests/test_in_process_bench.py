@@ -1,0 +1,136 @@
+"""An in-process bench (``twin.transport: in_process``): the same drivers and protocols over
+null modems, journalling what the same batch journals over loopback TCP and ptys."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymodbus.transport import NULLMODEM_HOST
+
+from drivers import null_modem
+from drivers.alicat_gas import AlicatGasConfig, AlicatGasDispenser
+from twin.bench import check_bench, load_bench, open_bench
+from twin.clock import Clock, run_batch_loop
+from twin.errors import CommunicationError, InvalidInput
+from twin.journal import Event
+from twin.recipe import load_recipe
+from twin.runner import run_batch_async
+from twin.serve.alicat import AlicatServer
+from twin.serve.memory_line import MemoryLineEndpoint
+from twin.serve.wire import wire_time_s
+from twin.sim import Plant
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_PROCESS = ROOT / "benches" / "sim-in-process.yaml"
+
+
+def _run(recipe: Any, bench_path: Path, seed: int) -> list[Event]:
+    bench = load_bench(bench_path)
+    events: list[Event] = []
+    run_batch_loop(
+        lambda: run_batch_async(
+            recipe, bench, None, batch_id="b", operator="x", seed=seed, subscribers=[events.append]
+        ),
+        virtual=True,
+        pace=None,
+    )
+    return events
+
+
+def _by_instant(events: list[Event]) -> dict[float, Counter[tuple[str, str, str]]]:
+    """What was journalled at each batch time: two tasks acting in one instant may take
+    their turns in another order on another carrier; what they did may not differ."""
+    out: dict[float, Counter[tuple[str, str, str]]] = {}
+    for e in events:
+        if e.kind == "batch_started":  # names its own bench file
+            continue
+        record = (e.kind, e.source, json.dumps(e.data, sort_keys=True))
+        out.setdefault(e.batch_time, Counter())[record] += 1
+    return out
+
+
+@pytest.mark.parametrize("recipe", ["smoke.yaml", "car_t_nonviral.yaml"])
+def test_in_process_batch_journals_what_the_wire_batch_journals(recipe: str) -> None:
+    loaded = load_recipe(ROOT / "recipes" / recipe)
+    wire = _run(loaded, ROOT / "benches" / "sim.yaml", seed=7)
+    memory = _run(loaded, IN_PROCESS, seed=7)
+    assert len(memory) == len(wire) > 500
+    assert _by_instant(memory) == _by_instant(wire)
+    assert memory[-1].kind == "batch_ended" and memory[-1].data == wire[-1].data
+
+
+async def test_in_process_twin_opens_no_socket_and_no_pty() -> None:
+    bench = load_bench(IN_PROCESS)
+    before = set(os.listdir("/proc/self/fd"))
+    async with open_bench(bench, Clock()) as opened:
+        endpoints = opened.twin.endpoints
+        during = set(os.listdir("/proc/self/fd"))
+        assert await opened.equipment["gas"].read()
+    assert endpoints["bioreactor"]["host"] == NULLMODEM_HOST
+    assert endpoints["gas"]["port"].startswith("memory://")
+    assert endpoints["electroporator"]["port"].startswith("memory://")
+    assert during == before  # no file descriptor for any device
+
+
+async def test_bench_check_reads_every_in_process_device() -> None:
+    results = await check_bench(load_bench(IN_PROCESS))
+    assert [r.ok for r in results] == [True, True, True], results
+    assert "mass_flow_sccm" in results[1].reading
+
+
+async def test_an_exchange_takes_its_wire_time_as_on_a_pty() -> None:
+    clock = Clock()
+    server = AlicatServer(Plant(seed=1), clock, baud=9600, line=MemoryLineEndpoint)
+    await server.start()
+    config = AlicatGasConfig.model_validate({"port": server.path, "baud": 9600})
+    gas = AlicatGasDispenser("gas", config, clock)
+    await gas.connect()
+    try:
+        t0 = clock.now()
+        line = gas.serial_line
+        assert line is not None
+        reply = await line.transact(b"A\r", device="gas", timeout=1.0)
+        took = clock.now() - t0
+    finally:
+        await gas.close()
+        await server.stop()
+    assert reply.startswith(b"A ")
+    assert took == pytest.approx(wire_time_s(2, len(reply), 9600, 10), rel=1e-9)
+
+
+async def test_a_memory_port_nobody_serves_is_refused_like_a_missing_device() -> None:
+    config = AlicatGasConfig.model_validate({"port": "memory://nothing-here"})
+    with pytest.raises(CommunicationError, match="no device listens on memory://nothing-here"):
+        await AlicatGasDispenser("gas", config, Clock()).connect()
+
+
+async def test_a_memory_port_is_opened_by_one_driver_at_a_time() -> None:
+    device = null_modem.listen("t", lambda data: None)
+    try:
+        null_modem.connect(device.path, lambda data: None)
+        with pytest.raises(null_modem.NullModemError, match="already open"):
+            null_modem.connect(device.path, lambda data: None)
+    finally:
+        device.close()
+
+
+def test_a_device_the_twin_serves_only_over_the_wire_is_refused_in_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        "bench: t\nclock: virtual\ntwin: {transport: in_process}\nequipment:\n"
+        "  bioreactor:\n    type: bioreactor\n    driver: modbus_rtu_bioreactor\n"
+        "    config: {port: twin}\n"
+    )
+    with pytest.raises(InvalidInput) as err:
+        load_bench(path)
+    (problem,) = err.value.problems
+    assert str(problem).startswith(f"{path}:7:")
+    assert "serves 'modbus_rtu_bioreactor' only over the wire" in str(problem)
+    assert "alicat_gas" in str(problem)  # what it does offer in process
