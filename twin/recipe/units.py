@@ -50,6 +50,7 @@ DIMENSIONS: dict[str, dict[str, float]] = {
     "dose": {"cells/kg": 1.0, "e6 cells/kg": 1e6, "e6/kg": 1e6},
     "mass": {"kg": 1.0, "g": 1e-3},
     "concentration": {"mM": 1.0, "mmol/L": 1.0, "g/L glucose": 1000 / 180.16},
+    "copies": {"copies/cell": 1.0},  # integrated vector copies per cell (VCN)
 }
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*?)?\s*$")
