@@ -14,7 +14,7 @@ from pymodbus.transport import NULLMODEM_HOST
 
 from drivers import null_modem
 from drivers.alicat_gas import AlicatGasConfig, AlicatGasDispenser
-from twin.bench import check_bench, load_bench, open_bench
+from twin.bench import check_bench, load_bench, open_bench, with_donor_seed
 from twin.clock import Clock, run_batch_loop
 from twin.errors import CommunicationError, InvalidInput
 from twin.journal import Event
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_PROCESS = ROOT / "benches" / "sim-in-process.yaml"
 
 
-def _run(recipe: Any, bench_path: Path, seed: int) -> list[Event]:
-    bench = load_bench(bench_path)
+def _run(recipe: Any, bench_path: Path, seed: int, donor_seed: int | None) -> list[Event]:
+    bench = with_donor_seed(load_bench(bench_path), donor_seed)
     events: list[Event] = []
     run_batch_loop(
         lambda: run_batch_async(
@@ -54,11 +54,17 @@ def _by_instant(events: list[Event]) -> dict[float, Counter[tuple[str, str, str]
     return out
 
 
-@pytest.mark.parametrize("recipe", ["smoke.yaml", "car_t_nonviral.yaml"])
-def test_in_process_batch_journals_what_the_wire_batch_journals(recipe: str) -> None:
+@pytest.mark.parametrize(
+    ("recipe", "donor_seed"),
+    [("smoke.yaml", None), ("car_t_nonviral.yaml", None), ("car_t_autologous.yaml", 3)],
+)
+def test_in_process_batch_journals_what_the_wire_batch_journals(
+    recipe: str, donor_seed: int | None
+) -> None:
+    """Same seed, same donor: every reading, setpoint, transition and outcome alike."""
     loaded = load_recipe(ROOT / "recipes" / recipe)
-    wire = _run(loaded, ROOT / "benches" / "sim.yaml", seed=7)
-    memory = _run(loaded, IN_PROCESS, seed=7)
+    wire = _run(loaded, ROOT / "benches" / "sim.yaml", seed=7, donor_seed=donor_seed)
+    memory = _run(loaded, IN_PROCESS, seed=7, donor_seed=donor_seed)
     assert len(memory) == len(wire) > 500
     assert _by_instant(memory) == _by_instant(wire)
     assert memory[-1].kind == "batch_ended" and memory[-1].data == wire[-1].data

@@ -85,6 +85,15 @@ def whatif(
         float,
         typer.Option("--scan-delay", min=0.0, help="Minutes the scripted operator takes to scan"),
     ] = 15.0,
+    hold_response_min: Annotated[
+        float,
+        typer.Option(
+            "--hold-response",
+            min=0.0,
+            help="Minutes before the scripted operator restarts a held batch (3 times, then "
+            "aborts)",
+        ),
+    ] = 60.0,
     max_days: Annotated[
         float,
         typer.Option("--max-days", min=0.1, help="A batch still running then is aborted"),
@@ -139,6 +148,7 @@ def whatif(
         variations=variations,
         scan_delay_min=scan_delay_min,
         max_days=max_days,
+        hold_response_min=hold_response_min,
     )
     if fixed:
         plans = [_with_fixed(p, fixed) for p in plans]
@@ -155,6 +165,7 @@ def whatif(
         "seed": seed,
         "scan_delay_min": scan_delay_min,
         "max_days": max_days,
+        "hold_response_min": hold_response_min,
     }
     results_path = results or Path("runs") / f"whatif-{recipe_id}-{seed}.sqlite"
     _output_file(results_path, "--results")

@@ -195,6 +195,8 @@ def render_report(
             if not misses
             else f'<span class="fail">{escape(", ".join(misses))}</span>'
         )
+        if o.get("why_held"):
+            verdict += f'<br><span class="note">{escape("; ".join(o["why_held"]))}</span>'
         batch_rows.append(
             (
                 p["index"],

@@ -8,8 +8,10 @@ copies, CD4 share) comes from the twin's own harvest record, as a QC lab would
 report it; those outcomes are labelled "twin QC".
 
 Nobody stands at an ensemble batch, so a scripted operator does what the recipe
-waits for: it scans the bag's identity ``scan_delay_min`` after the batch asks.
-A batch still running at ``max_days`` is aborted and counts as not released.
+waits for: it scans the bag's identity ``scan_delay_min`` after the batch asks,
+and restarts a batch an alarm held ``hold_response_min`` after the hold (as for a
+transient excursion; the outcome counts the holds), up to ``MAX_RESTARTS`` times,
+then aborts it. A batch still running at ``max_days`` is aborted; neither is released.
 Plans and outcomes are plain dicts, so they travel to Dask workers and back.
 """
 
@@ -36,6 +38,8 @@ __all__ = ["MemberPlan", "plan_members", "run_member"]
 DAY = 86400.0
 #: Events an outcome is read from (readings are not kept: an ensemble keeps no trends).
 _KEPT = frozenset({"batch_started", "harvest", "transition", "alarm", "batch_ended"})
+#: Restarts the scripted operator gives one batch before it aborts it.
+MAX_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class MemberPlan:
     inoculum: dict[str, float] = field(default_factory=dict)
     scan_delay_min: float = 15.0
     max_days: float = 30.0
+    hold_response_min: float = 60.0
 
     def as_record(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,6 +71,7 @@ def plan_members(
     variations: list[Variation],
     scan_delay_min: float = 15.0,
     max_days: float = 30.0,
+    hold_response_min: float = 60.0,
 ) -> list[MemberPlan]:
     """The plan of every batch: batch *i* gets seed and donor seed from ``base_seed`` and
     *i* alone, and its draws from its own generator (the same ensemble, the same batches)."""
@@ -88,6 +94,7 @@ def plan_members(
                 inoculum=drawn["inoculum"],
                 scan_delay_min=scan_delay_min,
                 max_days=max_days,
+                hold_response_min=hold_response_min,
             )
         )
     return plans
@@ -124,6 +131,7 @@ class _Operator:
         self.events: list[Event] = []
         self.plant: Any = None
         self.overran = False
+        self.restarts = 0
 
     def on_bench(self, opened: Any, clock: Clock) -> None:
         self.clock = clock
@@ -136,8 +144,30 @@ class _Operator:
     def hear(self, event: Event) -> None:
         if event.kind in _KEPT:
             self.events.append(event)
-        elif event.kind == "identity_requested" and self.clock is not None:
+        if self.clock is None:
+            return
+        if event.kind == "identity_requested":
             self.clock.call_later(self.plan.scan_delay_min * 60.0, self._scan)
+        elif (
+            event.kind == "transition"
+            and event.source.startswith("procedure:")
+            and event.data.get("to") == "Held"
+        ):
+            self.clock.call_later(self.plan.hold_response_min * 60.0, self._respond_to_hold)
+
+    def _respond_to_hold(self) -> None:
+        batch = self.batch
+        if batch is None or batch.state.is_final or batch.state.label != "Held":
+            return
+        if self.restarts < MAX_RESTARTS and batch.procedure.can(Command.RESTART):
+            self.restarts += 1
+            batch.command(
+                Command.RESTART, who="whatif", why="scripted operator: restart after the hold"
+            )
+        elif batch.procedure.can(Command.ABORT):
+            batch.command(
+                Command.ABORT, who="whatif", why=f"held again after {MAX_RESTARTS} restarts"
+            )
 
     def _scan(self) -> None:
         if self.batch is not None and not self.batch.state.is_final:
@@ -171,6 +201,14 @@ def outcome_of(events: list[Event], plant: Any, patient_weight_kg: float | None)
         and e.data.get("to") == "Holding"
     )
     out["alarms"] = sum(1 for e in events if e.kind == "alarm")
+    reasons = [
+        str(e.data.get("why", ""))
+        for e in events
+        if e.kind == "transition"
+        and e.source.startswith("procedure:")
+        and e.data.get("to") in ("Holding", "Aborting", "Stopping")
+    ]
+    out["why_held"] = list(dict.fromkeys(reasons))[:3]  # what a reviewer would ask first
     donor = (started.get("bench") or {}).get("donor") or {}
     out["donor"] = donor
     if harvest_event is None:
@@ -238,6 +276,7 @@ def run_member(
     outcome = outcome_of(person.events, person.plant, _patient_weight(recipe))
     outcome["state"] = final.label
     outcome["overran"] = person.overran
+    outcome["restarts"] = person.restarts
     if not outcome["donor"]:
         outcome["donor"] = draw_donor(plan.donor_seed).as_record()
     return {"plan": plan.as_record(), "outcome": outcome}
