@@ -145,6 +145,7 @@ class Batch:
         self.modules = ControlModules(self.ctx, kinds, self._device_failed)
         self.ctx.control = self.modules
         self.ctx.on_awaiting_scan = self._awaiting_scan_changed
+        self.ctx.next_change = self._next_change
         self._awaiting_scan = False
         #: Whether the batch can now move on only by a person's act (Held, Paused, a scan).
         self.awaiting_person = False
@@ -241,10 +242,14 @@ class Batch:
                 return "Running (waiting for the identity scan)"
         return state.label
 
-    async def _wait_change(self) -> None:
+    def _next_change(self) -> asyncio.Future[None]:
+        """A future resolved (with None) at the batch's next state change."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        await fut
+        return fut
+
+    async def _wait_change(self) -> None:
+        await self._next_change()
 
     def _below(self, machine: StateMachine) -> list[StateMachine]:
         chain = self._chain()

@@ -172,6 +172,15 @@ Restorer = tuple[Any, str, Callable[[], Awaitable[Any]]]
 Scan = tuple[str, str, str, str, "Signer | None"]
 
 
+def _never() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()
+
+
+def _reached(changed: asyncio.Future[Any]) -> None:
+    if not changed.done():
+        changed.set_result(True)
+
+
 class BatchContext:
     """The engine's side of a running batch, as phases see it."""
 
@@ -200,6 +209,8 @@ class BatchContext:
         self.control: ControlModules = None  # type: ignore[assignment]
         #: Told when the batch starts or stops waiting for an operator's scan.
         self.on_awaiting_scan: Callable[[bool], None] = lambda waiting: None
+        #: A future the batch resolves at its next state change (set by the batch).
+        self.next_change: Callable[[], asyncio.Future[None]] = _never
 
     def bioreactor(self, name: str) -> Bioreactor:
         return self.equipment[name]  # type: ignore[no-any-return]
@@ -213,6 +224,22 @@ class BatchContext:
     async def safe_point(self) -> None:
         """Where a phase may be paused or interrupted without harm."""
         await self._safe_point()
+
+    async def wait_until(self, t: float) -> bool:
+        """Wait until batch time ``t``, or less if the batch's state changes first; True when
+        ``t`` was reached. A phase with nothing to do for hours (a culture between samples)
+        waits here instead of waking every minute, and a pause, stop or hold still reaches
+        it at once (the caller goes to its safe point)."""
+        loop = asyncio.get_running_loop()
+        when = self.clock.origin + t
+        if when <= loop.time():
+            return True
+        changed = self.next_change()
+        timer = loop.call_at(when, _reached, changed)
+        try:
+            return bool(await changed)
+        finally:
+            timer.cancel()
 
     async def write(
         self,

@@ -285,7 +285,6 @@ class Culture(PhaseLogic):
                 if self.reached:
                     break
             started = ctx.clock.now()
-            step = min(pr.poll_s, duration - self.elapsed_s)
             if (
                 pr.sample_every_h
                 and self.elapsed_s >= (self.samples_taken + 1) * pr.sample_every_h * HOUR
@@ -295,8 +294,21 @@ class Culture(PhaseLogic):
                 await self._decide(ctx, sample)
                 if self.reached:
                     break
-            await ctx.clock.sleep_until(started + step)
-            self.elapsed_s += step
+                # A command that came while the sample was taken is met here; a pause
+                # there is no culture time.
+                before = ctx.clock.now()
+                await ctx.safe_point()
+                started += ctx.clock.now() - before
+            # Nothing to do until the next sample or the end: the control modules keep the
+            # culture; a command wakes the wait (a pause or stop meets the safe point above).
+            goal = duration
+            if pr.sample_every_h:
+                goal = min(goal, (self.samples_taken + 1) * pr.sample_every_h * HOUR)
+            try:
+                await ctx.wait_until(started + goal - self.elapsed_s)
+            finally:  # a hold cancels the wait: the culture time until then still counts
+                ran = ctx.clock.now() - started
+                self.elapsed_s = goal if ran >= goal - self.elapsed_s else self.elapsed_s + ran
         ctx.control.disarm_perfusion(pr.bioreactor)
 
     async def _decide(self, ctx: BatchContext, sample: CellSample) -> None:
