@@ -1,0 +1,105 @@
+"""A person at the dashboard: signed in, in a real headless Chromium or a plain HTTP client.
+
+Every page of the control site needs a signed-in user; these helpers sign in as a
+person does (the sign-in form) so the tests read what that person sees.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.cookiejar
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from browser import Chromium, Page
+
+from twin.control_site.logins import Users
+
+USER, PASSWORD = "alice", "s3cret"
+CSRF = re.compile(r"name='csrf' value='([^']+)'")
+
+
+def users_file(directory: Path, *people: tuple[str, str]) -> Path:
+    """A control-site users file with alice (and whoever else is given)."""
+    path = directory / "control-users"
+    lines = [Users.line(name, password) for name, password in [(USER, PASSWORD), *people]]
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+async def sign_in(
+    browser: Chromium, base: str, path: str = "/", user: str = USER, password: str = PASSWORD
+) -> Page:
+    """A tab signed in through the sign-in form, showing ``path``."""
+    page = await browser.open(f"{base}/login?next={urllib.parse.quote(path, safe='')}")
+    await page.evaluate(
+        f"document.querySelector('input[name=user]').value={json.dumps(user)};"
+        f"document.querySelector('input[name=password]').value={json.dumps(password)};"
+        "document.querySelector('form').submit(); true"
+    )
+    await page.wait_for(
+        f"location.pathname === {json.dumps(path.split('?')[0])} && "
+        "document.readyState === 'complete'"
+    )
+    return page
+
+
+async def page_html(base: str, path: str) -> str:
+    """The page at ``path`` as a signed-in Chromium renders it (its DOM, serialised)."""
+    async with Chromium() as browser:
+        page = await sign_in(browser, base, path)
+        return str(await page.evaluate("document.documentElement.outerHTML"))
+
+
+async def screenshot(page: Page, path: Path, width: int = 1400) -> bytes:
+    """A PNG of the whole page (as tall as its content), saved at ``path``."""
+    height = int(await page.evaluate("document.documentElement.scrollHeight"))
+    await page.call(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": min(height, 6000), "deviceScaleFactor": 1, "mobile": False},
+    )
+    shot = await page.call(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
+    )
+    data = base64.b64decode(shot["data"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+class Person:
+    """A signed-in HTTP client (no browser): cookies, the page's CSRF token, forms."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.csrf = ""
+
+    def _open(self, request: urllib.request.Request) -> tuple[int, str, str]:
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                text = response.read().decode()
+                status, url = response.status, response.url
+        except urllib.error.HTTPError as exc:
+            text, status, url = exc.read().decode(), exc.code, exc.url
+        found = CSRF.search(text)
+        if found:
+            self.csrf = found.group(1)
+        return status, urllib.parse.urlsplit(url).path, text
+
+    def get(self, path: str) -> tuple[int, str, str]:
+        """Status, final path (redirects followed) and text of a GET."""
+        return self._open(urllib.request.Request(self.base + path))
+
+    def post(self, path: str, form: dict[str, str], csrf: bool = True) -> tuple[int, str, str]:
+        data = {**({"csrf": self.csrf} if csrf else {}), **form}
+        body = urllib.parse.urlencode(data).encode()
+        return self._open(urllib.request.Request(self.base + path, data=body, method="POST"))
+
+    def sign_in(self, user: str = USER, password: str = PASSWORD) -> tuple[int, str, str]:
+        return self.post("/login", {"user": user, "password": password}, csrf=False)
