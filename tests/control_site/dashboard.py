@@ -13,11 +13,16 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from browser import Chromium, Page
 
 from twin.control_site.logins import Users
+from twin.journal import Journal, read_events
+from twin.telemetry.fleet import load_events
+from twin.telemetry.state import BatchState
 
 USER, PASSWORD = "alice", "s3cret"
 CSRF = re.compile(r"name='csrf' value='([^']+)'")
@@ -103,3 +108,52 @@ class Person:
 
     def sign_in(self, user: str = USER, password: str = PASSWORD) -> tuple[int, str, str]:
         return self.post("/login", {"user": user, "password": password}, csrf=False)
+
+
+Message = tuple[str, str, str, str, dict[str, Any]]
+
+
+def copy_batch(
+    recorded: Path,
+    dest: Path,
+    batch_id: str,
+    *,
+    upto: int | None = None,
+    extra: Sequence[tuple[float, str, str, dict[str, Any]]] = (),
+) -> Path:
+    """A new journal for ``batch_id`` from a recorded batch's events (the first ``upto``),
+    then ``extra`` events (batch time, kind, source, data), chained as a batch writes them."""
+    clock = {"t": 0.0}
+    journal = Journal(dest, lambda: clock["t"], signer=None)
+    for batch_time, kind, source, data in [*load_events(recorded)[:upto], *extra]:
+        clock["t"] = batch_time
+        if kind == "batch_started":
+            data = {**data, "batch_id": batch_id}
+        journal.append(kind, source, data)
+    journal.close()
+    return dest
+
+
+def messages_of(
+    journal: Path, site: str, unit: str, batch: str, *, skip: Sequence[int] = ()
+) -> list[Message]:
+    """What the site's forwarder publishes for the journal: its events, then its state."""
+    state = BatchState(batch)
+    out: list[Message] = []
+    for e in read_events(journal):
+        state.apply(e)
+        if e.seq in skip:
+            continue
+        body = {
+            "seq": e.seq,
+            "batch_time": e.batch_time,
+            "wall_time": e.wall_time,
+            "kind": e.kind,
+            "source": e.source,
+            "data": e.data,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+        }
+        out.append((site, unit, batch, "event", body))
+    out.append((site, unit, batch, "state", state.as_payload()))
+    return out

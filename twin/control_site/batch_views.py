@@ -92,7 +92,8 @@ def _trends(board: StoredBoard) -> str:
         if not points:
             continue
         label, unit = LABELS.get(pv, pv), unit_of(f"bioreactor.{pv}")
-        parts.append(f"<h3>{escape(label)} ({escape(unit)})</h3>")
+        title = label if unit == label else f"{label} ({unit})"
+        parts.append(f"<h3>{escape(title)}</h3>")
         parts.append(
             trend_svg(
                 label,

@@ -144,7 +144,7 @@ def overview_rows(
                 "batch": batch,
                 "state": state.get("state"),
                 "phase": state.get("phase"),
-                "day": state.get("day"),
+                "day": state.get("day", round(batch_time / 86400, 3) if batch_time else None),
                 "pv": state.get("pv", {}),
                 "online": bool(online),
                 "seq": state.get("seq"),
