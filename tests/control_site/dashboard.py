@@ -60,16 +60,15 @@ async def page_html(base: str, path: str) -> str:
         return str(await page.evaluate("document.documentElement.outerHTML"))
 
 
-async def screenshot(page: Page, path: Path, width: int = 1400) -> bytes:
-    """A PNG of the whole page (as tall as its content), saved at ``path``."""
-    height = int(await page.evaluate("document.documentElement.scrollHeight"))
+async def screenshot(page: Page, path: Path, width: int = 1400, height: int | None = None) -> bytes:
+    """A PNG of the page at ``width``: all of it, or the top ``height`` pixels (a dialog)."""
+    full = int(await page.evaluate("document.documentElement.scrollHeight"))
+    tall = min(full, 8000) if height is None else height
     await page.call(
         "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": min(height, 6000), "deviceScaleFactor": 1, "mobile": False},
+        {"width": width, "height": tall, "deviceScaleFactor": 1, "mobile": False},
     )
-    shot = await page.call(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
-    )
+    shot = await page.call("Page.captureScreenshot", {"format": "png"})
     data = base64.b64decode(shot["data"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -157,3 +156,27 @@ def messages_of(
         out.append((site, unit, batch, "event", body))
     out.append((site, unit, batch, "state", state.as_payload()))
     return out
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, from its header."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+async def shown_in(page: Page, selector: str, size: tuple[int, int], containing: str = "") -> str:
+    """The text of the first element matching ``selector`` (and holding ``containing``) if it
+    is drawn inside a screenshot of ``size`` (page coordinates); fails if it is missing,
+    empty or outside."""
+    box = await page.evaluate(
+        f"(() => {{const e = [...document.querySelectorAll({json.dumps(selector)})]"
+        f".find(e => e.textContent.includes({json.dumps(containing)}));"
+        "if (!e) return null; const r = e.getBoundingClientRect();"
+        "return {x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height,"
+        " text: e.textContent};})()"
+    )
+    assert box is not None, f"{selector} ({containing!r}): not on the page"
+    assert box["w"] > 0 and box["h"] > 0, f"{selector}: not drawn"
+    inside = box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["w"] <= size[0] + 1
+    assert inside and box["y"] + box["h"] <= size[1] + 1, f"{selector}: outside the screenshot"
+    return str(box["text"])
