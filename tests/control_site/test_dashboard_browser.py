@@ -3,7 +3,7 @@ a supervisor must see (issue 15).
 
 Two batches of site-a reach the control site through Mosquitto as their forwarders
 send them: the shipped CAR-T recipe run to its end, and a copy of it still running
-at day 3 with a dissolved-oxygen alarm. site-b has a registered key and no batch.
+at day 3 with a dissolved-oxygen alarm. site-c has a registered key and no batch.
 A supervisor signs in with the form; the overview and the running batch's page
 are photographed and every element named in the issue is checked to be drawn
 inside its screenshot: table headers, the trends' batch-time axis and alarm
@@ -57,8 +57,8 @@ def test_a_supervisor_reads_the_dashboard_and_holds_a_batch_in_chromium(
     broker: BrokerConfig, cart_journal: Path, tmp_path: Path
 ) -> None:
     keys = tmp_path / "keys"
-    generate_site_key("site-b", keys)
-    (keys / "site-b.key").unlink()
+    generate_site_key("site-c", keys)  # registered, never connected: no other test uses it
+    (keys / "site-c.key").unlink()
     running = copy_batch(
         cart_journal,
         tmp_path / "cart2.sqlite",
@@ -105,7 +105,7 @@ def test_a_supervisor_reads_the_dashboard_and_holds_a_batch_in_chromium(
     headers = overview["headers"]
     for header in ("site", "batch", "recipe", "state", "day", "data age", "needs attention"):
         assert any(h.startswith(header) for h in headers), (header, headers)
-    assert overview["idle site"].startswith("site-b") and "idle: no batch" in overview["idle site"]
+    assert overview["idle site"].startswith("site-c") and "idle: no batch" in overview["idle site"]
     assert overview["record link"] == "record"
     assert overview["suspend"] == "Suspend"
     assert "day" in overview["filters"] and "Site" in overview["filters"]
@@ -136,7 +136,7 @@ async def look_at_the_dashboard(
         "headers": await page.evaluate(
             "[...document.querySelectorAll('#batches th')].map(t => t.textContent)"
         ),
-        "idle site": await shown_in(page, "#sites tr.idle", size),
+        "idle site": await shown_in(page, "#sites tr.idle[data-site='site-c']", size),
         "record link": await shown_in(page, "tr[data-batch='cart1'] a.record", size),
         "suspend": await shown_in(page, "#sites tr[data-site='site-a'] a.act", size),
         "filters": await shown_in(page, "form.filters", size)
