@@ -60,3 +60,22 @@ def signed_batch(tmp_path_factory: pytest.TempPathFactory) -> SignedBatch:
     public_only.mkdir()
     (public_only / "site-a.pub").write_bytes((keys / "site-a.pub").read_bytes())
     return SignedBatch(journal, public_only, load_site_key(private))
+
+
+@pytest.fixture(scope="session")
+def cart_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped lentiviral CAR-T recipe run to its end on the twin: a real ten-day batch
+    whose recipe carries alarm limits (monitors) and a planned length."""
+    journal = tmp_path_factory.mktemp("cart") / "cart1.sqlite"
+    ran = poc_twin(
+        "run",
+        "recipes/car_t_autologous.yaml",
+        "--journal",
+        str(journal),
+        "--batch-id",
+        "cart1",
+        "-q",
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return journal

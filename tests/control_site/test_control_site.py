@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from dashboard import page_html
 from site_users import PEOPLE
 
 from twin.clock import wall_monotonic
@@ -40,28 +41,6 @@ def poc_twin(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
         cwd=REPO,
         env=env,
     )
-
-
-def dump_dom(url: str) -> str:
-    """The page as a real headless Chromium renders it."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is not installed: run 'make system-deps'"
-    result = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-dev-shm-usage",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return result.stdout
 
 
 def post(url: str, reason: str, user: tuple[str, str] | None) -> int:
@@ -121,10 +100,7 @@ def test_postgres_ingest_is_deduplicated_and_the_dashboard_shows_it(
             await asyncio.sleep(0.5)  # real time: the duplicates are through ingest too
             assert events_stored(site, "pg1") == total
             base = f"http://127.0.0.1:{port}"
-            return (
-                await asyncio.to_thread(dump_dom, f"{base}/"),
-                await asyncio.to_thread(dump_dom, f"{base}/batch/site-a/pg1"),
-            )
+            return await page_html(base, "/"), await page_html(base, "/batch/site-a/pg1")
         finally:
             await site.stop()
 

@@ -24,13 +24,14 @@ def test_a_running_batch_whose_data_stopped_is_flagged_with_its_age(tmp_path: Pa
     assert rows["B-1"]["attention"] == ["no data for 60 min: its journal stopped moving?"]
     assert rows["B-2"]["attention"] == []  # an ended batch is not waiting for data
     page = overview_live(store)
-    assert "<th>data age</th>" in page and "<td class='age'>" in page
+    assert "data-sort='age'>data age</a></th>" in page and "<td class='age'>" in page
     store.close()
 
 
 def test_an_ended_batch_offers_no_hold(tmp_path: Path) -> None:
     """'request hold' for a Complete batch answered raw JSON: the page no longer offers it."""
-    from twin.control_site.views import batch_page
+    from twin.control_site.batch_views import batch_page
+    from twin.control_site.boards import Boards
 
     store = open_store(str(tmp_path / "control.sqlite"))
     running = {"batch": "B-1", "state": "Running", "phase": "culture", "seq": 10}
@@ -38,7 +39,7 @@ def test_an_ended_batch_offers_no_hold(tmp_path: Path) -> None:
     store.ingest(
         [("site-a", "u1", "B-1", "state", running), ("site-a", "u1", "B-2", "state", ended)]
     )
-    assert "request hold</button>" in (batch_page(store, "site-a", "B-1") or "")
-    page = batch_page(store, "site-a", "B-2") or ""
-    assert "request hold" not in page and "has ended Complete: no hold" in page
+    assert ">Request hold</a>" in (batch_page(store, Boards(), "site-a", "B-1") or "")
+    page = batch_page(store, Boards(), "site-a", "B-2") or ""
+    assert "Request hold" not in page and "has ended Complete: no hold" in page
     store.close()

@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 
 from browser import Chromium
+from dashboard import sign_in, users_file
 from site_journals import poc_twin
 
 from twin.clock import wall_monotonic
@@ -53,7 +54,9 @@ def test_open_pages_update_when_new_events_are_ingested(
             journal.append(kind, source, data)
 
     async def scenario() -> dict[str, object]:
-        site = ControlSite(broker.url("control"), postgres, "127.0.0.1", port, None, refresh_s=0.3)
+        site = ControlSite(
+            broker.url("control"), postgres, "127.0.0.1", port, users_file(tmp_path), refresh_s=0.3
+        )
         await site.start()
         url = BrokerURL.parse(broker.url("site-a", unit="cleanroom-9"))
         forwarder = asyncio.create_task(Forwarder(journal.path, url, poll_s=0.05).run())
@@ -70,8 +73,8 @@ def test_open_pages_update_when_new_events_are_ingested(
                 )
             )
             async with Chromium() as browser:
-                overview = await browser.open(f"{base}/")
-                page = await browser.open(f"{base}/batch/site-a/live1")
+                overview = await sign_in(browser, base, "/")
+                page = await browser.open(f"{base}/batch/site-a/live1")  # the same session
                 seen["before_row"] = await overview.evaluate(ROW_STATE)
                 seen["before_state"] = await page.evaluate(STATE)
                 for tab in (overview, page):

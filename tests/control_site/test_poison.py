@@ -20,6 +20,7 @@ from typing import Any
 
 import aiomqtt
 import psycopg
+from dashboard import Person, users_file
 
 from twin.clock import wall_monotonic
 from twin.control_site.serve import ControlSite
@@ -118,6 +119,15 @@ def http_get(url: str) -> str:
         return response.read().decode()
 
 
+def signed_in_get(base: str, path: str) -> str:
+    """A page as a signed-in person gets it (every page needs a sign-in)."""
+    person = Person(base)
+    person.sign_in()
+    status, _, text = person.get(path)
+    assert status == 200, text
+    return text
+
+
 def stored(site: ControlSite, batch: str) -> int:
     return site.store.query(
         "SELECT count(*) FROM events WHERE site='site-a' AND batch=?", (batch,)
@@ -146,7 +156,11 @@ def test_each_poison_message_is_quarantined_and_both_good_batches_are_stored(
 
     async def scenario() -> tuple[list[dict[str, Any]], str, dict[str, int], bool]:
         site = ControlSite(
-            broker.url("control"), str(tmp_path / "cs.sqlite"), "127.0.0.1", port, None
+            broker.url("control"),
+            str(tmp_path / "cs.sqlite"),
+            "127.0.0.1",
+            port,
+            users_file(tmp_path),
         )
         await site.start()
         acks: dict[str, int] = {}
@@ -170,7 +184,7 @@ def test_each_poison_message_is_quarantined_and_both_good_batches_are_stored(
             rows = json.loads(
                 await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/api/quarantine")
             )
-            page = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/")
+            page = await asyncio.to_thread(signed_in_get, f"http://127.0.0.1:{port}", "/")
             alive = site._task is not None and not site._task.done()
             return rows, page, acks, alive
         finally:

@@ -9,10 +9,9 @@ longer extends the one anchored before), and the dashboard says so.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from pathlib import Path
 
+from dashboard import page_html, users_file
 from site_journals import SignedBatch, rewrite
 
 from twin.clock import wall_monotonic
@@ -30,17 +29,6 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:
     while not predicate():
         assert wall_monotonic() < deadline, "timed out"
         await asyncio.sleep(0.1)  # real time: waiting for another process
-
-
-def dump_dom(url: str) -> str:
-    """The page as a real headless Chromium renders it."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is not installed: run 'make system-deps'"
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-    result = subprocess.run(
-        [chromium, *args, "--dump-dom", url], capture_output=True, text=True, timeout=60
-    )
-    return result.stdout
 
 
 def last_signed(journal: Path) -> tuple[int, str]:
@@ -83,7 +71,7 @@ def test_a_signed_head_is_verified_and_anchored_a_rewrite_with_another_key_is_fl
             postgres,
             "127.0.0.1",
             port,
-            None,
+            users_file(tmp_path),
             site_keys=[signed_batch.keys],
         )
         await site.start()
@@ -94,7 +82,7 @@ def test_a_signed_head_is_verified_and_anchored_a_rewrite_with_another_key_is_fl
             anchored = heads(site, "sig1")
             assert await Forwarder(forged, url).run()
             await wait_for(lambda: any("bad signature" in f for f in flags(site, "sig1")))
-            page = await asyncio.to_thread(dump_dom, f"http://127.0.0.1:{port}/batch/site-a/sig1")
+            page = await page_html(f"http://127.0.0.1:{port}", "/batch/site-a/sig1")
             return anchored, heads(site, "sig1"), flags(site, "sig1"), page
         finally:
             await site.stop()
@@ -124,7 +112,7 @@ def test_history_rewritten_and_resigned_with_the_sites_own_key_is_flagged(
             postgres,
             "127.0.0.1",
             port,
-            None,
+            users_file(tmp_path),
             site_keys=[signed_batch.keys / "site-a.pub"],
         )
         await site.start()
@@ -135,7 +123,7 @@ def test_history_rewritten_and_resigned_with_the_sites_own_key_is_flagged(
             assert flags(site, "sig2") == []
             assert await Forwarder(forged, url).run()
             await wait_for(lambda: any("anchored head" in f for f in flags(site, "sig2")))
-            overview = await asyncio.to_thread(dump_dom, f"http://127.0.0.1:{port}/")
+            overview = await page_html(f"http://127.0.0.1:{port}", "/")
             return heads(site, "sig2"), flags(site, "sig2"), overview_rows(site.store), overview
         finally:
             await site.stop()
@@ -147,4 +135,5 @@ def test_history_rewritten_and_resigned_with_the_sites_own_key_is_flagged(
     row = next(r for r in rows if r["batch"] == "sig2")
     assert row["chain_ok"] is False
     assert "no longer extends its anchored head" in row["attention"][0]  # head problems first
-    assert "no longer extends its anchored head" in overview.split("sig2")[-1]
+    shown = overview.split('data-batch="sig2"')[1].split("</tr>")[0]
+    assert "no longer extends its anchored head" in shown  # in the batch's row

@@ -119,7 +119,7 @@ def control_serve(
     ] = "control-site.sqlite",
     http: Annotated[str, typer.Option(help="Dashboard address HOST:PORT")] = "127.0.0.1:8080",
     users: Annotated[
-        Path | None, typer.Option(help="Users allowed to make requests (control-site add-user)")
+        Path | None, typer.Option(help="Users who may sign in and act (control-site add-user)")
     ] = None,
     site_keys: Annotated[
         list[Path] | None,
@@ -180,7 +180,7 @@ def control_add_user(
         ),
     ] = None,
 ) -> None:
-    """Allow a control-site user to request holds and suspend or reinstate sites."""
+    """Allow a control-site user to sign in to the dashboard, hold batches, suspend sites."""
     from twin.cli.esign import read_password
     from twin.control_site.web import Users
 

@@ -86,6 +86,17 @@ class SiteKeys:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def sites(self) -> list[str]:
+        """Every site with a registered key: the fleet the control site expects to hear from."""
+        self._refresh()
+        return sorted(self._keys)
+
+    def public_key(self, site: str) -> Ed25519PublicKey | None:
+        """The site's registered key, to check the signatures of a record built from its events."""
+        self._refresh()
+        found = self._keys.get(site)
+        return None if found is None else found[0]
+
     def key_id(self, site: str) -> str | None:
         """Fingerprint of the site's registered key, or None if it has none."""
         self._refresh()

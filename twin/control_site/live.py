@@ -30,8 +30,10 @@ const live=document.getElementById('live'),note=document.getElementById('refresh
 const every=1000*Number(live.dataset.every||2);
 async function poll(){
  try{
-  const r=await fetch(live.dataset.api+'?since='+encodeURIComponent(live.dataset.token),
-                      {cache:'no-store'});
+  const api=live.dataset.api,join=api.indexOf('?')<0?'?':'&';
+  const r=await fetch(api+join+'since='+encodeURIComponent(live.dataset.token),
+                      {cache:'no-store',credentials:'same-origin'});
+  if(r.status===401){location.reload();return;}  // signed out: the page goes to sign-in
   if(!r.ok)throw new Error('HTTP '+r.status);
   const j=await r.json();
   if(j.html!==undefined){live.innerHTML=j.html;live.dataset.token=j.token;}
@@ -52,28 +54,34 @@ def _digest(*parts: object) -> str:
 
 def overview_token(store: Store) -> str:
     """Changes whenever anything the overview shows changes (states, flags, heads, sites,
-    quarantined messages)."""
+    requests, quarantined messages)."""
     return _digest(
         store.query(
             "SELECT (SELECT count(*) FROM batches), (SELECT max(updated_at) FROM batches), "
             "(SELECT count(*) FROM chain_flags), (SELECT max(received_at) FROM heads), "
             "(SELECT max(at) FROM sites), (SELECT max(last_at) FROM quarantine), "
-            "(SELECT sum(count) FROM quarantine)"
+            "(SELECT sum(count) FROM quarantine), (SELECT count(*) FROM requests)"
         ),
-        int(wall_seconds() // 60),  # data ages and stale flags move on with the clock
+        # data ages, stale flags and overruns move on with the clock (and a new site key
+        # is seen within the minute)
+        int(wall_seconds() // 60),
     )
 
 
 def batch_token(store: Store, site: str, batch: str) -> str:
-    """Changes whenever anything one batch's page shows changes."""
+    """Changes whenever anything one batch's page shows changes (its state, its events:
+    an alarm acknowledged, a command; its flags, its head, the requests made for it)."""
     return _digest(
         store.query(
             "SELECT (SELECT max(updated_at) FROM batches WHERE site=? AND batch=?), "
             "(SELECT max(online) FROM batches WHERE site=? AND batch=?), "
             "(SELECT count(*) FROM chain_flags WHERE site=? AND batch=?), "
-            "(SELECT max(received_at) FROM heads WHERE site=? AND batch=?)",
-            (site, batch) * 4,
-        )
+            "(SELECT max(received_at) FROM heads WHERE site=? AND batch=?), "
+            "(SELECT max(seq) FROM events WHERE site=? AND batch=?), "
+            "(SELECT count(*) FROM requests WHERE site=? AND batch=?)",
+            (site, batch) * 6,
+        ),
+        int(wall_seconds() // 60),
     )
 
 

@@ -55,6 +55,9 @@ class Users:
                     self._users[name] = (bytes.fromhex(salt), bytes.fromhex(digest))
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(64))
 
+    def __len__(self) -> int:
+        return len(self._users)
+
     @staticmethod
     def _hash(password: str, salt: bytes) -> bytes:
         return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
@@ -193,10 +196,17 @@ class Logins:
             name, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             name, password = "", None
-        self.guard.admit(name, address)
         if password is None:
+            self.guard.admit(name, address)
             self.guard.failed(name, address)
             raise LoginRefused("malformed Basic credentials", 401)
+        return await self.check(name, password, address)
+
+    async def check(self, name: str, password: str, address: str) -> str:
+        """The user name if the password is theirs (a sign-in, or the signature of an act);
+        else LoginRefused. Counted and limited like every login: a signature dialog is no
+        way around the lockout."""
+        self.guard.admit(name, address)
         if self._busy >= self.in_flight:
             raise LoginRefused("too many logins at once; try again in a moment", 503, 1.0)
         self._busy += 1

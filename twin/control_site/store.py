@@ -396,6 +396,16 @@ class Store:
         state = json.loads(rows[0][1])
         return str(rows[0][0]), bool(state.get("ended"))
 
+    def batch_state(self, site: str, batch: str) -> str | None:
+        """The procedural state of the batch's latest retained state message."""
+        rows = self.query("SELECT state FROM batches WHERE site=? AND batch=?", (site, batch))
+        return str(json.loads(rows[0][0]).get("state")) if rows else None
+
+    def site_suspended(self, site: str) -> bool:
+        """Whether the site's last suspension request that was sent suspended it."""
+        rows = self.query("SELECT suspended FROM sites WHERE site=?", (site,))
+        return bool(rows and rows[0][0])
+
     def record_request(
         self, rid: str, site: str, batch: str, action: str, who: str, why: str, outcome: str
     ) -> None:

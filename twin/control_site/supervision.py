@@ -27,9 +27,17 @@ from twin.control_site.messages import shown
 from twin.names import UnsafeName, check_safe_name
 from twin.telemetry.topics import TelemetryError
 
-__all__ = ["RequestRefused", "Supervision"]
+__all__ = ["NOT_HOLDABLE", "RequestRefused", "Supervision"]
 
 log = logging.getLogger(__name__)
+
+#: States in which a hold request makes no sense: the batch is held already or ending
+#: (STATE_MODEL.md). In any other the request is sent and the batch decides: the state
+#: the control site holds may be a second behind the site's, and a hold is not refused
+#: on a guess.
+NOT_HOLDABLE = frozenset(
+    {"Holding", "Held", "Stopping", "Stopped", "Aborting", "Aborted", "Complete"}
+)
 
 
 class RequestRefused(TelemetryError):
@@ -62,6 +70,11 @@ class Supervision:
                 raise RequestRefused(
                     f"batch {batch} at site {site} has ended: there is nothing to hold", 409
                 )
+            state = await asyncio.to_thread(self.store.batch_state, site, batch)
+            if state in NOT_HOLDABLE:
+                raise RequestRefused(
+                    f"batch {batch} at site {site} is {state}: there is nothing to hold", 409
+                )
             return unit
 
         body = {"id": rid, "command": "hold", "operator": operator, "reason": reason}
@@ -69,11 +82,21 @@ class Supervision:
             rid, site, batch, "hold", operator, reason, check, "command", body, retain=False
         )
 
-    async def suspend(self, site: str, suspended: bool, *, operator: str, reason: str) -> str:
+    async def suspend(
+        self,
+        site: str,
+        suspended: bool,
+        *,
+        operator: str,
+        reason: str,
+        only_a_change: bool = False,
+    ) -> str:
         """Suspend (no new batch may start) or reinstate a site: retained, so it is never missed.
 
         Reinstating a site that is not suspended is sent all the same: it clears
-        whatever retained suspension the broker may still hold for it.
+        whatever retained suspension the broker may still hold for it. A person at the
+        dashboard (``only_a_change``) is refused an act that changes nothing (suspending
+        a suspended site, reinstating an active one): their page was out of date.
         """
         rid = uuid.uuid4().hex
         action = "suspend" if suspended else "reinstate"
@@ -86,11 +109,25 @@ class Supervision:
                     "never suspended",
                     404,
                 )
+            if only_a_change:
+                now = await asyncio.to_thread(self.store.site_suspended, site)
+                if now == suspended:
+                    is_now = "suspended" if now else "active (not suspended)"
+                    raise RequestRefused(f"site {site} is already {is_now}: nothing sent", 409)
             return "-"
 
         body = {"id": rid, "suspended": suspended, "operator": operator, "reason": reason}
         return await self._audited(
             rid, site, "-", action, operator, reason, check, "suspension", body, retain=True
+        )
+
+    async def refuse(
+        self, site: str, batch: str, action: str, operator: str, reason: str, why: str
+    ) -> None:
+        """Audit a request refused before it was checked (its signature failed): the audit
+        shows who tried to act, not only who did."""
+        await self._record(
+            uuid.uuid4().hex, shown(site, 100), shown(batch, 100), action, operator, reason, why
         )
 
     async def _audited(

@@ -1,43 +1,48 @@
-"""The dashboard's HTML: server-rendered pages, inline SVG trends, no CDN.
+"""The overview: every registered site and every batch, what needs attention first.
 
-A control room may be offline from the internet; every page is one response
-with its own styles and one small inline script that keeps it current
-(:mod:`twin.control_site.live`), readable in any browser and in a headless one
-under test. Each page's changing part is rendered by one function, used for the
-first view and for every update.
+Server-rendered HTML (:mod:`.pages` has the shell); a small inline script keeps it
+current (:mod:`.live`). The changing part is rendered by one function, used for the
+first view and for every update, with the same sorting and filters (query
+parameters, so a filtered view can be bookmarked). The batch page is
+:mod:`.batch_views`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from twin.clock import wall_now, wall_seconds
-from twin.control_site.live import batch_token, live_region, overview_token
+from twin.control_site.live import live_region, overview_token
+from twin.control_site.pages import act_button, fmt, page, sign_dialog, table
+from twin.control_site.plans import Plans, overrun
 from twin.control_site.quarantine import quarantine_html
 from twin.control_site.store import Store
+from twin.station.sessions import Session
 
 __all__ = [
-    "batch_live",
-    "batch_page",
+    "STALE_AFTER_S",
+    "OverviewQuery",
+    "head_cell",
     "overview_live",
     "overview_page",
     "overview_rows",
-    "svg_trend",
+    "phase_name",
+    "requests_html",
+    "site_rows",
 ]
 
-#: States after which a batch takes no command.
-_FINAL_STATES = {"Complete", "Stopped", "Aborted"}
+#: Plans parsed once per batch, for callers that bring no cache of their own.
+DEFAULT_PLANS = Plans()
 #: A running batch whose data is older than this is flagged (sites publish every minute).
 STALE_AFTER_S = 600.0
 #: Chain flags listed per batch on the overview (the batch page lists them all).
 _FLAGS_SHOWN = 3
 
-_STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}
-.bad{color:#b00;font-weight:bold}.warn{color:#a60}.ok{color:#080}
-.attention{background:#fff3f0}svg{background:#fafafa;border:1px solid #ddd;margin:4px}"""
 _ATTENTION_STATES = {"Held", "Holding", "Stopped", "Aborted", "Stopping", "Aborting"}
 PV_LABELS = {
     "temperature_c": "temperature °C",
@@ -46,19 +51,6 @@ PV_LABELS = {
     "viable_cells_per_ml": "viable cells /mL",
     "volume_ml": "volume mL",
 }
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
-    )
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) >= 1e4 else f"{value:.2f}"
-    return "-" if value is None else escape(str(value))
 
 
 def _chain_flags(store: Store) -> dict[tuple[str, str], list[str]]:
@@ -93,13 +85,17 @@ def data_age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f} days"
 
 
-def overview_rows(store: Store, now: float | None = None) -> list[dict[str, Any]]:
+def overview_rows(
+    store: Store, now: float | None = None, plans: Plans | None = None
+) -> list[dict[str, Any]]:
     """Every site's batches with what needs attention: the dashboard's (and the API's) data.
 
     A batch still running whose data stopped arriving for ``STALE_AFTER_S`` is flagged:
     its last values are not its present ones (a journal that stopped moving, a forwarder
-    that died while the site is still connected)."""
+    that died while the site is still connected). So is one whose batch time ran past
+    the longest its recipe plans (:mod:`.plans`): stuck, or held for days."""
     now = wall_seconds() if now is None else now
+    planned = (plans or DEFAULT_PLANS).all(store)
     flags = _chain_flags(store)
     suspended = {
         row[0]: (row[1], row[2])
@@ -129,6 +125,15 @@ def overview_rows(store: Store, now: float | None = None) -> list[dict[str, Any]
             reasons.append("site offline")
         elif not state.get("ended") and age > STALE_AFTER_S:
             reasons.append(f"no data for {data_age(age)}: its journal stopped moving?")
+        plan = planned.get((site, batch))
+        planned_h = plan.planned_h if plan is not None else None
+        batch_time = _batch_time(state)
+        late = not state.get("ended") and overrun(batch_time, planned_h)
+        if late and planned_h is not None:
+            reasons.append(
+                f"day {batch_time / 86400:.1f} of a recipe planned for at most "
+                f"{planned_h / 24:.1f} days: past its recipe"
+            )
         reasons += [f"chain: {c}" for c in chain[:_FLAGS_SHOWN]]
         if len(chain) > _FLAGS_SHOWN:
             reasons.append(f"chain: and {len(chain) - _FLAGS_SHOWN} more (see the batch page)")
@@ -139,7 +144,7 @@ def overview_rows(store: Store, now: float | None = None) -> list[dict[str, Any]
                 "batch": batch,
                 "state": state.get("state"),
                 "phase": state.get("phase"),
-                "day": state.get("day"),
+                "day": state.get("day", round(batch_time / 86400, 3) if batch_time else None),
                 "pv": state.get("pv", {}),
                 "online": bool(online),
                 "seq": state.get("seq"),
@@ -150,12 +155,25 @@ def overview_rows(store: Store, now: float | None = None) -> list[dict[str, Any]
                 "site_suspended": site in suspended,
                 "updated_at": updated,
                 "age_s": age,
+                "ended": bool(state.get("ended")),
+                "recipe": plan.recipe if plan is not None else state.get("recipe"),
+                "planned_days": None if planned_h is None else round(planned_h / 24, 3),
+                "past_recipe": late,
             }
         )
     return rows
 
 
-def _head_cell(head: dict[str, Any] | None, seq: Any) -> str:
+def _batch_time(state: dict[str, Any]) -> float:
+    """Seconds of batch time in a state message (``day`` for a site that sends no more)."""
+    value = state.get("batch_time")
+    if isinstance(value, int | float):
+        return float(value)
+    day = state.get("day")
+    return float(day) * 86400 if isinstance(day, int | float) else 0.0
+
+
+def head_cell(head: dict[str, Any] | None, seq: Any) -> str:
     """Anchored head: how far the control site holds a chain it checked (and who signed it)."""
     if head is None:
         return "<span class='warn'>none yet</span>"
@@ -169,143 +187,305 @@ def _head_cell(head: dict[str, Any] | None, seq: Any) -> str:
     return f"<span class='warn'>event {head['seq']}{of}, {what}</span>"
 
 
-def overview_live(store: Store) -> str:
-    """The overview's changing part: counts, suspended sites, batches, quarantined messages."""
-    rows = overview_rows(store)
-    sites = store.query("SELECT site, suspended, operator, reason FROM sites ORDER BY site")
-    head = "".join(f"<th>{escape(label)}</th>" for label in PV_LABELS.values())
+_STATE_FILTERS = {
+    "all": "every batch",
+    "active": "not ended",
+    "attention": "needs attention",
+    "held": "held or holding",
+    "ended": "ended",
+}
+_SORTS = ("attention", "site", "batch", "state", "day", "age", "recipe")
+
+
+@dataclass(frozen=True)
+class OverviewQuery:
+    """Which batches the overview lists and in what order (``?site=&state=&sort=&order=``)."""
+
+    site: str = ""
+    state: str = "all"
+    sort: str = "attention"
+    descending: bool = False
+
+    @classmethod
+    def parse(cls, query: Any) -> OverviewQuery:
+        """From a request's query; anything unknown falls back to the default."""
+        state = str(query.get("state", "all"))
+        sort = str(query.get("sort", "attention"))
+        return cls(
+            site=str(query.get("site", ""))[:100],
+            state=state if state in _STATE_FILTERS else "all",
+            sort=sort if sort in _SORTS else "attention",
+            descending=query.get("order") == "desc",
+        )
+
+    def as_query(self, **changes: Any) -> str:
+        """This view's query string (with ``changes``), for links and the live region."""
+        values = {"site": self.site, "state": self.state, "sort": self.sort}
+        values["order"] = "desc" if self.descending else "asc"
+        values.update(changes)
+        kept = {k: v for k, v in values.items() if v and (k, v) not in _DEFAULTS}
+        return f"?{urlencode(kept)}" if kept else ""
+
+    def keep(self, row: dict[str, Any]) -> bool:
+        if self.site and row["site"] != self.site:
+            return False
+        state = row["state"]
+        return {
+            "all": True,
+            "active": not row["ended"],
+            "attention": bool(row["attention"]),
+            "held": state in ("Held", "Holding"),
+            "ended": row["ended"],
+        }[self.state]
+
+    def order(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keys = {
+            "attention": lambda r: (not r["attention"], r["site"], r["batch"]),
+            "site": lambda r: (r["site"], r["batch"]),
+            "batch": lambda r: (r["batch"], r["site"]),
+            "state": lambda r: (str(r["state"]), r["site"], r["batch"]),
+            "day": lambda r: (r["day"] if isinstance(r["day"], int | float) else -1.0,),
+            "age": lambda r: (r["age_s"],),
+            "recipe": lambda r: (str(r["recipe"]), r["site"], r["batch"]),
+        }
+        return sorted(rows, key=keys[self.sort], reverse=self.descending)
+
+
+_DEFAULTS = {("state", "all"), ("sort", "attention"), ("order", "asc")}
+
+
+def site_rows(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every site the control site knows: a registered key, a batch, or a suspension.
+
+    A site with nothing running is listed too: a registered site that went quiet is
+    something to see, not an absence nobody notices."""
+    keys = store.anchoring.keys
+    registered = set(keys.sites()) if keys is not None else set()
+    suspensions = {
+        site: (bool(flag), op, why, at)
+        for site, flag, op, why, at in store.query(
+            "SELECT site, suspended, operator, reason, at FROM sites"
+        )
+    }
+    names = registered | set(suspensions) | {r["site"] for r in rows}
+    out = []
+    for site in sorted(names):
+        batches = [r for r in rows if r["site"] == site]
+        suspended, who, why, at = suspensions.get(site, (False, "", "", None))
+        out.append(
+            {
+                "site": site,
+                "registered": site in registered,
+                "suspended": suspended,
+                "suspended_by": who if suspended else None,
+                "suspension_reason": why if suspended else None,
+                "suspended_at": at if suspended else None,
+                "batches": len(batches),
+                "active": sum(1 for r in batches if not r["ended"]),
+                "last_age_s": min((r["age_s"] for r in batches), default=None),
+            }
+        )
+    return out
+
+
+def _sites_html(sites: list[dict[str, Any]]) -> str:
+    """One row per site with its one sensible act: suspend an active site, reinstate a
+    suspended one."""
     lines = []
-    for r in rows:
+    for s in sorted(sites, key=lambda s: (not s["suspended"], s["site"])):
+        name = escape(s["site"])
+        if s["suspended"]:
+            status = (
+                f"<span class='bad'>suspended by {escape(s['suspended_by'])}: "
+                f"{escape(s['suspension_reason'])}</span>"
+            )
+            act = act_button(
+                "Reinstate",
+                f"/site/{s['site']}/reinstate",
+                f"reinstate site {s['site']}",
+                "The site may start batches again.",
+            )
+        else:
+            status = "<span class='ok'>active</span>"
+            act = act_button(
+                "Suspend",
+                f"/site/{s['site']}/suspend",
+                f"suspend site {s['site']}",
+                "The site may start no new batch until reinstated; running batches go on.",
+                danger=True,
+            )
+        if s["batches"] == 0:
+            batches, cls = "<span class='muted'>idle: no batch</span>", " class='idle'"
+        else:
+            batches, cls = f"{s['active']} running, {s['batches']} in all", ""
+        age = "-" if s["last_age_s"] is None else data_age(s["last_age_s"])
+        key = "<span class='ok'>registered</span>" if s["registered"] else "<span>none</span>"
+        link = f"<a href='/{_query(site=s['site'])}'>{name}</a>"
+        cells = (link, status, batches, age, key, act)
+        lines.append((cells, cls, name))
+    head = "".join(
+        f"<th>{h}</th>" for h in ("site", "status", "batches", "last data", "site key", "act")
+    )
+    body = "".join(
+        f"<tr{cls} data-site='{name}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+        for cells, cls, name in lines
+    )
+    return (
+        f"<h2>Sites</h2><table id='sites'><thead><tr>{head}</tr></thead><tbody>{body}"
+        "</tbody></table>"
+    )
+
+
+def phase_name(path: Any) -> Any:
+    """``unit/operation/n:phase`` as a supervisor reads it: ``operation: phase``."""
+    parts = str(path).split("/")
+    if len(parts) < 3:
+        return path
+    return f"{parts[1]}: {parts[2].split(':', 1)[-1]}"
+
+
+def _query(**values: str) -> str:
+    return f"?{urlencode(values)}"
+
+
+def _sort_head(label: str, key: str | None, q: OverviewQuery) -> str:
+    if key is None:
+        return f"<th>{escape(label)}</th>"
+    arrow = ""
+    descending = False
+    if q.sort == key:
+        arrow = " ▼" if q.descending else " ▲"
+        descending = not q.descending
+    href = escape(q.as_query(sort=key, order="desc" if descending else "asc") or "?")
+    return f"<th><a href='/{href}' data-sort='{key}'>{escape(label)}{arrow}</a></th>"
+
+
+def _filters(q: OverviewQuery, sites: list[str]) -> str:
+    """A GET form: bookmarkable, and it works without script."""
+    site_options = "".join(
+        f"<option value='{escape(s)}'{' selected' if s == q.site else ''}>"
+        f"{escape(s) or 'every site'}</option>"
+        for s in ["", *sites]
+    )
+    state_options = "".join(
+        f"<option value='{k}'{' selected' if k == q.state else ''}>{escape(v)}</option>"
+        for k, v in _STATE_FILTERS.items()
+    )
+    return (
+        "<form class='filters' method='get' action='/'>"
+        f"<label>Site <select name='site'>{site_options}</select></label>"
+        f"<label>Batches <select name='state'>{state_options}</select></label>"
+        f"<input type='hidden' name='sort' value='{escape(q.sort)}'>"
+        f"<input type='hidden' name='order' value='{'desc' if q.descending else 'asc'}'>"
+        "<button type='submit'>Show</button> <a href='/'>clear</a></form>"
+    )
+
+
+def _day_cell(r: dict[str, Any]) -> str:
+    day = fmt(r["day"])
+    if r["planned_days"] is None:
+        return day
+    of = f" of ≤{r['planned_days']:.1f}"
+    return f"<span class='bad'>{day}{of}</span>" if r["past_recipe"] else f"{day}{of}"
+
+
+def requests_html(store: Store, site: str | None = None, batch: str | None = None) -> str:
+    """The control site's own audit: who asked a site for what, why, and what came of it."""
+    where, params = "", ()
+    if site is not None:
+        where, params = "WHERE site=?", (site,)
+        if batch is not None:
+            where, params = "WHERE site=? AND batch=?", (site, batch)
+    rows = store.query(
+        f"SELECT at, operator, action, site, batch, reason, outcome FROM requests {where} "
+        "ORDER BY at DESC LIMIT 20",
+        params,
+    )
+    cells = [
+        (
+            datetime.fromtimestamp(float(at), UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            escape(who),
+            escape(action),
+            escape(s),
+            escape(b),
+            escape(why),
+            f"<span class='ok'>{escape(out)}</span>"
+            if out == "sent"
+            else f"<span class='bad'>{escape(out)}</span>",
+        )
+        for at, who, action, s, b, why, out in rows
+    ]
+    head = ("when (UTC)", "user", "request", "site", "batch", "reason", "outcome")
+    return table(head, cells, "requests", "no requests yet")
+
+
+def overview_live(
+    store: Store, query: OverviewQuery | None = None, plans: Plans | None = None
+) -> str:
+    """The overview's changing part: sites, batches (filtered and sorted), quarantine."""
+    q = query or OverviewQuery()
+    rows = overview_rows(store, plans=plans)
+    sites = site_rows(store, rows)
+    shown = q.order([r for r in rows if q.keep(r)])
+    columns: list[tuple[str, str | None]] = [
+        ("site", "site"),
+        ("unit", None),
+        ("batch", "batch"),
+        ("recipe", "recipe"),
+        ("state", "state"),
+        ("phase", None),
+        ("day", "day"),
+        ("data age", "age"),
+        *((label, None) for label in PV_LABELS.values()),
+        ("anchored head", None),
+        ("needs attention", "attention"),
+        ("record", None),
+    ]
+    head = "".join(_sort_head(label, key, q) for label, key in columns)
+    lines = []
+    for r in shown:
         cls = " class='attention'" if r["attention"] else ""
         link = f"/batch/{escape(r['site'])}/{escape(r['batch'])}"
-        pvs = "".join(f"<td>{_fmt(r['pv'].get(k))}</td>" for k in PV_LABELS)
+        pvs = "".join(f"<td>{fmt(r['pv'].get(k))}</td>" for k in PV_LABELS)
         attention = "<br>".join(escape(a) for a in r["attention"]) or "<span class='ok'>ok</span>"
         lines.append(
             f"<tr{cls} data-site='{escape(r['site'])}' data-batch='{escape(r['batch'])}'>"
             f"<td>{escape(r['site'])}</td><td>{escape(r['unit'])}</td>"
-            f"<td><a href='{link}'>{escape(r['batch'])}</a></td>"
-            f"<td class='state'>{_fmt(r['state'])}</td><td>{_fmt(r['phase'])}</td>"
-            f"<td>{_fmt(r['day'])}</td><td class='age'>{data_age(r['age_s'])}</td>"
-            f"{pvs}<td class='head'>{_head_cell(r['head'], r['seq'])}</td>"
-            f"<td class='attention-cell'>{attention}</td></tr>"
+            f"<td><a href='{link}'>{escape(r['batch'])}</a></td><td>{fmt(r['recipe'])}</td>"
+            f"<td class='state'>{fmt(r['state'])}</td><td>{fmt(phase_name(r['phase']))}</td>"
+            f"<td class='day nowrap'>{_day_cell(r)}</td><td class='age'>{data_age(r['age_s'])}</td>"
+            f"{pvs}<td class='head'>{head_cell(r['head'], r['seq'])}</td>"
+            f"<td class='attention-cell'>{attention}</td>"
+            f"<td><a class='record' href='{link}/record'>record</a></td></tr>"
         )
-    suspended = "".join(
-        f"<li class='bad'>site {escape(s)} suspended by {escape(op)}: {escape(why)}</li>"
-        for s, flag, op, why in sites
-        if flag
+    if not lines:
+        lines.append(f"<tr><td colspan='{len(columns)}' class='muted'>no batch to show</td></tr>")
+    suspended = sum(1 for s in sites if s["suspended"])
+    idle = sum(1 for s in sites if s["batches"] == 0)
+    counts = (
+        f"{len(rows)} batches at {len(sites)} sites ({idle} idle, {suspended} suspended); "
+        f"{len(shown)} shown — as of {wall_now().strftime('%Y-%m-%d %H:%M:%S UTC')}"
     )
     return (
-        f"<p id='counts'>{len(rows)} batches at {len({r['site'] for r in rows})} sites — "
-        f"as of {wall_now().strftime('%Y-%m-%d %H:%M:%S UTC')}</p>"
-        f"<ul id='suspended'>{suspended}</ul>"
-        f"<table id='batches'><tr><th>site</th><th>unit</th><th>batch</th><th>state</th>"
-        f"<th>phase</th><th>day</th><th>data age</th>{head}<th>anchored head</th>"
-        "<th>needs attention</th></tr>"
-        f"{''.join(lines)}</table>{quarantine_html(store)}"
+        f"<p id='counts'>{counts}</p>{_sites_html(sites)}"
+        f"<h2>Batches</h2>{_filters(q, [s['site'] for s in sites])}"
+        f"<table id='batches'><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody>"
+        f"</table><h2>Requests to sites</h2>{requests_html(store)}{quarantine_html(store)}"
     )
 
 
-def overview_page(store: Store, refresh_s: float = 2.0) -> str:
+def overview_page(
+    store: Store,
+    refresh_s: float = 2.0,
+    *,
+    session: Session | None = None,
+    query: OverviewQuery | None = None,
+    plans: Plans | None = None,
+) -> str:
+    q = query or OverviewQuery()
     token = overview_token(store)  # before rendering: a change in between shows at next poll
-    live = live_region("/api/overview", token, refresh_s, overview_live(store))
-    return _page("poc-twin control site", f"<h1>poc-twin control site</h1>{live}")
-
-
-def svg_trend(points: list[tuple[float, float]], label: str, width: int = 640) -> str:
-    """One process value over batch days as an inline SVG polyline."""
-    height, pad = 160, 36
-    if not points:
-        return f"<p>{escape(label)}: no readings yet</p>"
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) or 1.0
-    y0, y1 = min(ys), max(ys)
-    if y1 - y0 < 1e-9:
-        y0, y1 = y0 - 1, y1 + 1
-    sx = (width - 2 * pad) / ((x1 - x0) or 1.0)
-    sy = (height - 2 * pad) / (y1 - y0)
-    path = " ".join(
-        f"{pad + (x - x0) * sx:.1f},{height - pad - (y - y0) * sy:.1f}" for x, y in points
+    live = live_region(
+        f"/api/overview{q.as_query()}", token, refresh_s, overview_live(store, q, plans)
     )
-    return (
-        f"<svg class='trend' data-pv='{escape(label)}' width='{width}' height='{height}' "
-        f"xmlns='http://www.w3.org/2000/svg'><text x='{pad}' y='16'>{escape(label)}</text>"
-        f"<text x='2' y='{pad + 4}' font-size='10'>{_fmt(y1)}</text>"
-        f"<text x='2' y='{height - pad}' font-size='10'>{_fmt(y0)}</text>"
-        f"<text x='{width - pad - 40}' y='{height - 8}' font-size='10'>day {x1:.2f}</text>"
-        f"<polyline fill='none' stroke='#06c' stroke-width='1.5' points='{path}'/></svg>"
-    )
-
-
-def _trends(store: Store, site: str, batch: str, max_points: int = 400) -> dict[str, list]:
-    rows = store.query(
-        "SELECT batch_time, data FROM events WHERE site=? AND batch=? AND kind='reading' "
-        "ORDER BY seq",
-        (site, batch),
-    )
-    series: dict[str, list[tuple[float, float]]] = {k: [] for k in PV_LABELS}
-    step = max(1, len(rows) // (max_points * 2))
-    for batch_time, data in rows[::step]:
-        values = json.loads(data).get("values", {})
-        if "do_pct" not in values:
-            continue
-        for key in PV_LABELS:
-            if isinstance(values.get(key), int | float):
-                series[key].append((batch_time / 86400.0, float(values[key])))
-    return series
-
-
-def batch_live(store: Store, site: str, batch: str) -> str | None:
-    """One batch's changing part: state line, what needs attention, head, trends, events."""
-    found = [r for r in overview_rows(store) if r["site"] == site and r["batch"] == batch]
-    if not found:
-        return None
-    r = found[0]
-    trends = _trends(store, site, batch)
-    svgs = "".join(svg_trend(trends[k], PV_LABELS[k]) for k in PV_LABELS)
-    notable = store.query(
-        "SELECT seq, batch_time, kind, source, data FROM events WHERE site=? AND batch=? AND "
-        "kind IN ('alarm','command') ORDER BY seq",
-        (site, batch),
-    )
-    events = "".join(
-        f"<tr><td>{seq}</td><td>{bt / 86400:.3f}</td><td>{escape(kind)}</td>"
-        f"<td>{escape(src)}</td><td>{escape(data)}</td></tr>"
-        for seq, bt, kind, src, data in notable
-    )
-    flags = r["chain_flags"]
-    shown = [a for a in r["attention"] if not a.startswith("chain: ")]
-    shown += [f"chain: {c}" for c in flags[:50]]
-    if len(flags) > 50:
-        shown.append(f"chain: and {len(flags) - 50} more")
-    attention = "".join(f"<li class='bad'>{escape(a)}</li>" for a in shown)
-    return (
-        f"<p>site {escape(site)}, unit {escape(r['unit'])} — state <b id='state'>"
-        f"{_fmt(r['state'])}</b>, phase {_fmt(r['phase'])}, day {_fmt(r['day'])}, "
-        f"event <span id='seq'>{_fmt(r['seq'])}</span>, "
-        f"{'online' if r['online'] else 'offline'}</p>"
-        f"<p id='head'>anchored head: {_head_cell(r['head'], r['seq'])}</p>"
-        f"<ul id='attention'>{attention}</ul><h2>Trends</h2>{svgs}"
-        f"<h2>Alarms and operator commands</h2><table id='notable'>{events}</table>"
-    )
-
-
-def batch_page(store: Store, site: str, batch: str, refresh_s: float = 2.0) -> str | None:
-    token = batch_token(store, site, batch)
-    inner = batch_live(store, site, batch)
-    if inner is None:
-        return None
-    row = next((r for r in overview_rows(store) if r["site"] == site and r["batch"] == batch), {})
-    if row.get("state") in _FINAL_STATES:  # only the acts that make sense in its state
-        form = f"<p id='no-hold'>The batch has ended {escape(str(row['state']))}: no hold.</p>"
-    else:
-        form = (
-            f"<form method='post' action='/batch/{escape(site)}/{escape(batch)}/hold'>"
-            "<input name='reason' placeholder='reason' required> "
-            "<button>request hold</button></form>"
-        )
-    api = f"/api/batch/{site}/{batch}"
-    body = (
-        f"<p><a href='/'>all sites</a></p><h1>{escape(batch)}</h1>{form}"
-        f"{live_region(api, token, refresh_s, inner)}"
-    )
-    return _page(f"{batch} at {site}", body)
+    dialog = sign_dialog(session) if session is not None else ""
+    return page("poc-twin control site", f"<h1>Sites and batches</h1>{live}{dialog}", session)

@@ -1,0 +1,166 @@
+"""Hold, suspend and reinstate from the dashboard's buttons: confirmed, signed, audited.
+
+A signed-in supervisor's act carries the reason and their password again (the
+session alone never signs), the session's CSRF token and this origin; it is
+answered with the page it came from and a message, never JSON. Only the acts that
+make sense are offered, and a stale page's act that makes none is refused. The
+control site runs for real against Mosquitto; the hold reaches the site's topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from dashboard import Person, users_file
+
+from twin.control_site.serve import ControlSite
+from twin.telemetry.broker import BrokerConfig, free_port
+from twin.telemetry.topics import BrokerURL
+
+
+def flash(html: str) -> list[str]:
+    return re.findall(r"class='flash-(?:ok|error)' role='status'>([^<]*)<", html)
+
+
+def state(batch: str, state: str, ended: bool = False) -> tuple[str, str, str, str, Any]:
+    body = {"batch": batch, "state": state, "seq": 5, "ended": ended}
+    return ("site-a", "cleanroom-7", batch, "state", body)
+
+
+def foreign_post(base: str, path: str, form: dict[str, str], cookie: str) -> int:
+    """A form another site's page makes the signed-in browser send (it names its origin)."""
+    body = "&".join(f"{k}={v}" for k, v in form.items()).encode()
+    request = urllib.request.Request(base + path, data=body, method="POST")
+    request.add_header("Origin", "http://evil.example")
+    request.add_header("Cookie", cookie)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_acts_are_confirmed_signed_audited_and_offered_only_when_they_make_sense(
+    broker: BrokerConfig, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def steps() -> dict[str, Any]:
+        person = Person(base)
+        person.sign_in()
+        seen: dict[str, Any] = {}
+        seen["running page"] = person.get("/batch/site-a/run1")[2]
+        seen["ended page"] = person.get("/batch/site-a/done1")[2]
+        seen["held page"] = person.get("/batch/site-a/held1")[2]
+        seen["confirm"] = person.get("/batch/site-a/run1/hold")[2]
+        seen["confirm ended"] = person.get("/batch/site-a/done1/hold")
+        hold = "/batch/site-a/run1/hold"
+        form = {"reason": "contamination alert", "next": "/batch/site-a/run1"}
+        seen["no token"] = person.post(hold, {**form, "password": "s3cret"}, csrf=False)[0]
+        cookie = "; ".join(f"{c.name}={c.value}" for c in person.jar)
+        seen["other origin"] = foreign_post(
+            base, hold, {**form, "password": "s3cret", "csrf": person.csrf}, cookie
+        )
+        seen["wrong password"] = person.post(hold, {**form, "password": "guess"})
+        seen["no reason"] = person.post(hold, {"reason": " ", "password": "s3cret"})
+        seen["held"] = person.post(hold, {**form, "password": "s3cret"})
+        seen["hold ended"] = person.post(
+            "/batch/site-a/done1/hold", {"reason": "late", "password": "s3cret"}
+        )
+        seen["overview"] = person.get("/")[2]
+        site = {"reason": "audit pending", "password": "s3cret", "next": "/"}
+        seen["suspend"] = person.post("/site/site-a/suspend", site)
+        seen["suspend again"] = person.post("/site/site-a/suspend", site)
+        seen["reinstate"] = person.post("/site/site-a/reinstate", {**site, "reason": "done"})
+        seen["after"] = person.get("/")[2]
+        return seen
+
+    async def scenario() -> tuple[dict[str, Any], Any, list[tuple[Any, ...]]]:
+        site = ControlSite(
+            broker.url("control"),
+            str(tmp_path / "cs.sqlite"),
+            "127.0.0.1",
+            port,
+            users_file(tmp_path),
+        )
+        await site.start()
+        site.store.ingest(
+            [
+                state("run1", "Running"),
+                state("done1", "Complete", ended=True),
+                state("held1", "Held"),
+            ]
+        )
+        url = BrokerURL.parse(broker.url("site-a"))
+        try:
+            async with aiomqtt.Client(**url.client_kwargs(), clean_session=True) as client:
+                await client.subscribe("poc-twin/site-a/cleanroom-7/run1/command", qos=1)
+                seen = await asyncio.to_thread(steps)
+                async with asyncio.timeout(10):
+                    command = json.loads((await anext(client.messages)).payload)
+            audit = site.store.query(
+                "SELECT batch, action, operator, reason, outcome FROM requests ORDER BY at"
+            )
+            return seen, command, audit
+        finally:
+            await site.stop()
+
+    seen, command, audit = asyncio.run(scenario())
+    # only the acts that make sense: hold while it can be held, none once held or ended
+    assert ">Request hold</a>" in seen["running page"]
+    assert "Request hold" not in seen["ended page"] and "has ended Complete" in seen["ended page"]
+    assert "Request hold" not in seen["held page"] and "is Held" in seen["held page"]
+    # the confirmation asks for the reason and the password again, with this session's token
+    confirm = seen["confirm"]
+    assert "Confirm: hold batch run1 at site site-a" in confirm
+    assert "name='reason'" in confirm and "type='password' name='password'" in confirm
+    assert "name='csrf'" in confirm and "Sign and send" in confirm
+    status, path, text = seen["confirm ended"]
+    assert path == "/batch/site-a/done1" and "done1 is Complete: there is nothing to hold" in text
+    # forged or unsigned forms send nothing
+    assert seen["no token"] == 403 and seen["other origin"] == 403
+    status, path, text = seen["wrong password"]
+    assert (status, path) == (200, "/batch/site-a/run1")
+    assert flash(text) == ["Not signed (wrong user name or password): nothing was sent."]
+    assert "Not sent: a reason is required" in flash(seen["no reason"][2])[0]
+    # the signed act is sent, answered as the page with a message, never JSON
+    status, path, text = seen["held"]
+    assert (status, path) == (200, "/batch/site-a/run1") and text.startswith("<!doctype html>")
+    assert flash(text) == [
+        "Sent: hold batch run1 at site site-a, signed by alice, reason “contamination alert”. "
+        "The batch shows Held once the site has taken it."
+    ]
+    assert command["command"] == "hold" and command["operator"] == "alice"
+    assert command["reason"] == "contamination alert"
+    assert "has ended: there is nothing to hold" in flash(seen["hold ended"][2])[0]
+    # site acts: suspend an active site, reinstate a suspended one, never both
+    sites = seen["overview"].split("<table id='sites'>")[1].split("</table>")[0]
+    assert ">Suspend</a>" in sites and "Reinstate" not in sites
+    assert flash(seen["suspend"][2]) == [
+        "Sent: suspend site site-a, signed by alice, reason “audit pending”."
+    ]
+    assert flash(seen["suspend again"][2]) == [
+        "Not sent: site site-a is already suspended: nothing sent."
+    ]
+    assert flash(seen["reinstate"][2])[0].startswith("Sent: reinstate site site-a")
+    sites = seen["after"].split("<table id='sites'>")[1].split("</table>")[0]
+    assert "active" in sites and ">Suspend</a>" in sites
+    # every attempt is in the audit, with who and what came of it
+    assert [(b, a, o.split(":")[0]) for b, a, _, _, o in audit] == [
+        ("run1", "hold", "not signed"),
+        ("run1", "hold", "sent"),
+        ("done1", "hold", "batch done1 at site site-a has ended"),
+        ("-", "suspend", "sent"),
+        ("-", "suspend", "site site-a is already suspended"),
+        ("-", "reinstate", "sent"),
+    ]
+    assert {who for _, _, who, _, _ in audit} == {"alice"}
+    requests = seen["after"].split("id='requests'")[1].split("</table>")[0]
+    assert "<th>user</th><th>request</th>" in requests and "not signed" in requests
