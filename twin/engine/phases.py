@@ -277,6 +277,7 @@ class Culture(PhaseLogic):
                         {"parameter": loop, "value": value, "unit": unit, "control_loop": True},
                     )
             self.engage(ctx)
+        woken = False  # the last wait was cut short by a change with no time passing
         while self.elapsed_s < duration and not self.reached:
             await ctx.safe_point()
             latest = ctx.latest.get(f"{pr.bioreactor}.sample")
@@ -304,11 +305,23 @@ class Culture(PhaseLogic):
             goal = duration
             if pr.sample_every_h:
                 goal = min(goal, (self.samples_taken + 1) * pr.sample_every_h * HOUR)
+            span, reached = goal - self.elapsed_s, False
             try:
-                await ctx.wait_until(started + goal - self.elapsed_s)
+                if woken:  # woken without time passing: minute steps (no spin on a change)
+                    span = min(span, pr.poll_s)
+                    await ctx.clock.sleep_until(started + span)
+                    reached = True
+                else:
+                    reached = await ctx.wait_until(started + span)
             finally:  # a hold cancels the wait: the culture time until then still counts
                 ran = ctx.clock.now() - started
-                self.elapsed_s = goal if ran >= goal - self.elapsed_s else self.elapsed_s + ran
+                if not reached:
+                    self.elapsed_s += ran
+                elif span == goal - self.elapsed_s:
+                    self.elapsed_s = goal  # exactly: sample times land on their hours
+                else:
+                    self.elapsed_s += span
+            woken = not reached and ran <= 0.0
         ctx.control.disarm_perfusion(pr.bioreactor)
 
     async def _decide(self, ctx: BatchContext, sample: CellSample) -> None:
