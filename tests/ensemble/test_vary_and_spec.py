@@ -86,7 +86,7 @@ def _spec(tmp_path: Path, body: str) -> Path:
 
 
 def test_shipped_spec_loads_with_units() -> None:
-    spec = load_spec(ROOT / "recipes" / "release-spec.yaml")
+    spec = load_spec(ROOT / "recipes" / "specs" / "release-spec.yaml")
     assert spec.ready_by_days == 10.0
     by = {lim.outcome: lim for lim in spec.limits}
     assert by["dose_per_kg"].low == 2.0e6 and by["vector_copies"].high == 10.0

@@ -20,7 +20,7 @@ from twin.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "recipes" / "car_t_autologous.yaml")
-SPEC = str(ROOT / "recipes" / "release-spec.yaml")
+SPEC = str(ROOT / "recipes" / "specs" / "release-spec.yaml")
 BIN = Path(sys.executable).parent
 VARY = ["--vary", "moi=uniform(2, 10)", "--vary", "donor.growth_potential=lognormal(1, 0.2)"]
 cli = CliRunner()
