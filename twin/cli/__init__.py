@@ -5,10 +5,21 @@ input, nothing started; 3 batch ended Stopped/Aborted; 4 command refused or batc
 left Held; 5 some devices did not answer.
 """
 
-from twin.cli import batch, benches, control, records, recovery, station, whatif
+from twin.cli import batch, benches, control, forecast, records, recovery, station, whatif
 from twin.cli.common import app
 
-__all__ = ["app", "batch", "benches", "control", "main", "records", "recovery", "station", "whatif"]
+__all__ = [
+    "app",
+    "batch",
+    "benches",
+    "control",
+    "forecast",
+    "main",
+    "records",
+    "recovery",
+    "station",
+    "whatif",
+]
 
 
 def main() -> None:

@@ -109,8 +109,8 @@ def whatif(
     Exit codes: 0 the ensemble ran (whatever the probabilities); 1 some batches raised (see
     the report); 2 invalid input, nothing run."""
     from twin.ensemble.analysis import analyse
-    from twin.ensemble.dispatch import run_ensemble
     from twin.ensemble.html import render_report
+    from twin.ensemble.library import ensemble_definition, fill
     from twin.ensemble.member import plan_members
     from twin.ensemble.results import EnsembleMismatch, ResultsFile
     from twin.ensemble.spec import load_spec
@@ -154,19 +154,15 @@ def whatif(
         plans = [_with_fixed(p, fixed) for p in plans]
     _check_drawn_recipes(plans, variations)
     recipe_id = loaded.model.recipe.id
-    definition = {
-        "recipe_id": recipe_id,
-        "recipe_version": loaded.model.recipe.version,
-        "recipe_sha256": loaded.sha256,
-        "parameters": fixed,
-        "bench": str(bench_path),
-        "bench_text": bench_path.read_text(encoding="utf-8"),
-        "vary": [f"{v.name}={v.distribution.text}" for v in variations],
-        "seed": seed,
-        "scan_delay_min": scan_delay_min,
-        "max_days": max_days,
-        "hold_response_min": hold_response_min,
-    }
+    definition = ensemble_definition(
+        loaded,
+        loaded_bench,
+        variations=variations,
+        seed=seed,
+        scan_delay_min=scan_delay_min,
+        max_days=max_days,
+        hold_response_min=hold_response_min,
+    )
     results_path = results or Path("runs") / f"whatif-{recipe_id}-{seed}.sqlite"
     _output_file(results_path, "--results")
     report_path = _output_file(report or results_path.with_suffix(".html"), "--report")
@@ -189,7 +185,6 @@ def whatif(
         finished = [0]
 
         def keep(result: dict[str, Any]) -> None:
-            store.add(result)
             finished[0] += 1
             o = result["outcome"]
             day = f"day {o['duration']:.2f}" if o.get("duration") is not None else "no harvest"
@@ -202,7 +197,7 @@ def whatif(
             )
 
         try:
-            run_ensemble(todo, keep, scheduler=scheduler, workers=n_workers)
+            fill(store, todo, keep, scheduler=scheduler, workers=n_workers)
         except OSError as exc:
             raise _fail(f"Dask scheduler {scheduler}: {exc}", EXIT_FAIL, debug) from None
         kept = list(store.results(limit=batches))

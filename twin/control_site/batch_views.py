@@ -27,6 +27,7 @@ from twin.control_site.views import (
     phase_name,
     requests_html,
 )
+from twin.ensemble.html import forecast_panel
 from twin.report.record import unit_of
 from twin.report.svg import trend_svg
 from twin.station.pages import LABELS
@@ -201,6 +202,7 @@ def batch_live(
         f"<ul id='attention'>{attention}</ul>"
         f"<p id='head'>anchored head: {head_cell(r['head'], r['seq'])}</p>"
         f"<h2>Process values</h2>{_process_values(board)}"
+        f"<h2>Forecast</h2>{forecast_panel(r['forecast'])}"
         f"<h2>Trends</h2>{_trends(board)}"
         f"<h2>Alarms</h2>{_alarms(board)}"
         f"<h2>Operator commands</h2>{_commands(store, site, batch)}"

@@ -156,6 +156,7 @@ def overview_rows(
                 "updated_at": updated,
                 "age_s": age,
                 "ended": bool(state.get("ended")),
+                "forecast": state.get("forecast"),
                 "recipe": plan.recipe if plan is not None else state.get("recipe"),
                 "planned_days": None if planned_h is None else round(planned_h / 24, 3),
                 "past_recipe": late,

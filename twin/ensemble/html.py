@@ -11,7 +11,7 @@ from typing import Any
 from twin.ensemble.analysis import Analysis, Spread
 from twin.ensemble.spec import OUTCOMES, ReleaseSpec
 
-__all__ = ["fmt", "histogram_svg", "render_report"]
+__all__ = ["fmt", "forecast_panel", "histogram_svg", "render_report"]
 
 W, H = 420, 190
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 14, 40
@@ -242,4 +242,49 @@ def render_report(
             batch_rows,
         )
         + "</body></html>"
+    )
+
+
+def forecast_panel(record: dict[str, Any] | None) -> str:
+    """A batch's latest forecast as the station and the control site show it (a full
+    forecast or its brief; anything missing shows as a dash, never as an error)."""
+    if not record:
+        return (
+            "<p id='forecast'>no forecast yet (<code>poc-twin forecast JOURNAL --spec SPEC</code>"
+            " makes one)</p>"
+        )
+
+    def number(key: str) -> float | None:
+        value = record.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    def pct(value: Any) -> str:
+        return f"{100 * value:.0f} %" if isinstance(value, int | float) else "—"
+
+    hd = record.get("harvest_day") if isinstance(record.get("harvest_day"), dict) else None
+    harvest = (
+        f"day {fmt(hd.get('p50'))} (90 %: {fmt(hd.get('p5'))}–{fmt(hd.get('p95'))})"
+        if hd
+        else "no matching twin batch harvested"
+    )
+    interval = record.get("p_release_interval")
+    low, high = (
+        interval if isinstance(interval, list | tuple) and len(interval) == 2 else (None, None)
+    )
+    ready = ""
+    if number("ready_by") is not None:
+        ready = (
+            f"<tr><th>P(releasable by day {fmt(number('ready_by'))})</th>"
+            f"<td>{pct(record.get('p_ready'))}</td></tr>"
+        )
+    made = number("made_at_day")
+    return (
+        "<table id='forecast' class='forecast'>"
+        f"<tr><th>Harvest</th><td>{harvest}</td></tr>"
+        f"<tr><th>P(release, {escape(str(record.get('spec', '?')))})</th>"
+        f"<td>{pct(record.get('p_release'))} (90 %: {pct(low)}–{pct(high)})</td></tr>"
+        f"{ready}"
+        f"<tr><th>Made</th><td>on day {fmt(made)} from {fmt(record.get('samples_used'))} "
+        f"sample(s), {fmt(number('effective_batches'))} effective of "
+        f"{fmt(record.get('library_batches'))} twin batches</td></tr></table>"
     )

@@ -33,11 +33,12 @@ from twin.report.record import recipe_phases
 from twin.runner import run_batch_async
 from twin.sim.donor import draw_donor
 
-__all__ = ["MemberPlan", "plan_members", "run_member"]
+__all__ = ["MemberPlan", "plan_members", "run_member", "sample_row"]
 
 DAY = 86400.0
-#: Events an outcome is read from (readings are not kept: an ensemble keeps no trends).
-_KEPT = frozenset({"batch_started", "harvest", "transition", "alarm", "batch_ended"})
+#: Events an outcome is read from (readings are not kept: an ensemble keeps no trends; its
+#: samples are kept, for forecasts to compare a running batch's samples with).
+_KEPT = frozenset({"batch_started", "harvest", "transition", "alarm", "batch_ended", "sample"})
 #: Restarts the scripted operator gives one batch before it aborts it.
 MAX_RESTARTS = 3
 
@@ -211,6 +212,7 @@ def outcome_of(events: list[Event], plant: Any, patient_weight_kg: float | None)
     out["why_held"] = list(dict.fromkeys(reasons))[:3]  # what a reviewer would ask first
     donor = (started.get("bench") or {}).get("donor") or {}
     out["donor"] = donor
+    out["samples"] = [sample_row(e) for e in events if e.kind == "sample"]
     if harvest_event is None:
         return out
     h = harvest_event.data
@@ -233,6 +235,19 @@ def outcome_of(events: list[Event], plant: Any, patient_weight_kg: float | None)
         out["vector_copies"] = round(float(record.vector_copies), 3)
         out["cd4_fraction"] = round(100.0 * float(record.cd4_fraction), 2)
     return out
+
+
+def sample_row(event: Event) -> list[Any]:
+    """A sample as a forecast library keeps it: [batch day, name, viable cells/mL,
+    viability %, CAR+ %] (name "" for a culture's scheduled samples)."""
+    d = event.data
+    return [
+        round(event.batch_time / DAY, 5),
+        str(d.get("name", "")),
+        d.get("viable_cells_per_ml"),
+        d.get("viability_pct"),
+        d.get("transduced_pct"),
+    ]
 
 
 _OUTCOME_KEYS = (

@@ -48,7 +48,10 @@ class ResultsFile:
         elif row[0] != wanted:
             held = json.loads(row[0])
             differs = sorted(
-                k for k in set(held) | set(definition) if held.get(k) != definition.get(k)
+                k
+                for k in set(held) | set(definition)
+                if json.dumps(held.get(k), sort_keys=True)
+                != json.dumps(definition.get(k), sort_keys=True)
             )
             self._db.close()
             raise EnsembleMismatch(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.engine.alarms import is_critical
+from twin.ensemble.forecast import read_saved
 from twin.journal import Event, read_events
 from twin.recipe.monitors import Monitor
 from twin.report.record import (
@@ -79,6 +80,8 @@ class BatchBoard:
     signatures: list[dict[str, Any]] = field(default_factory=list)
     qc: list[dict[str, Any]] = field(default_factory=list)
     holds: list[tuple[float, float | None]] = field(default_factory=list)
+    #: The batch's latest forecast (``poc-twin forecast``), None until one is made.
+    forecast: dict[str, Any] | None = None
     _limits: list[Monitor] = field(default_factory=list)
     _phase_limits: dict[str, list[Monitor]] = field(default_factory=dict)
     _phase_params: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +100,7 @@ class BatchBoard:
         for event in read_events(self.path, after=self.last_seq):
             self.apply(event)
             count += 1
+        self.forecast = read_saved(self.path)
         return count
 
     def apply(self, event: Event) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from twin.access.roles import Act, Role, may
 from twin.clock import wall_now
 from twin.engine.states import TABLE, Command
+from twin.ensemble.html import forecast_panel
 from twin.report.svg import trend_svg
 from twin.station.board import TREND_PVS, BatchBoard
 from twin.station.sessions import Session
@@ -305,6 +306,7 @@ def batch_live(board: BatchBoard, running: bool, roles: frozenset[Role]) -> str:
         f"last data {_age(board, now)}, process {status}</p>{scan}{commands}"
         f"<h2>Process values</h2>{_process_values(board)}"
         f"<h2>Alarms</h2>{_alarms(board, running, roles)}"
+        f"<h2>Forecast</h2>{forecast_panel(board.forecast)}"
         f"<h2>Trends</h2>{_trends(board)}"
     )
 

@@ -48,6 +48,7 @@ import aiomqtt
 
 from twin.clock import wall_monotonic, wall_now
 from twin.engine.inbox import RELAY_ENV, NoRunningBatch, send_command
+from twin.ensemble.forecast import brief, read_saved
 from twin.journal import CHECKPOINT, Event
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.state import BatchState
@@ -244,7 +245,11 @@ class Forwarder:
         # connection, same order, and the dashboard is one round trip sooner.
         self._fold(rows)
         assert self.state is not None
-        state = encode("state", self.state.as_payload())
+        payload = self.state.as_payload()
+        saved = read_saved(self.journal_path)  # the batch's latest forecast, if one was made
+        if saved is not None:
+            payload["forecast"] = brief(saved)
+        state = encode("state", payload)
         sends.append(client.publish(self._topic("state"), state, 1, True, timeout=PUBLISH_S))
         head = self.head_payload()
         if head != self._published_head:
