@@ -43,3 +43,33 @@ def test_an_ended_batch_offers_no_hold(tmp_path: Path) -> None:
     page = batch_page(store, Boards(), "site-a", "B-2") or ""
     assert "Request hold" not in page and "has ended Complete: no hold" in page
     store.close()
+
+
+def test_the_batch_page_shows_the_sites_latest_forecast(tmp_path: Path) -> None:
+    """A site's forecast comes with its batch's state; the supervisor reads harvest day and
+    P(release) on the batch page (none shown until a site sends one)."""
+    from twin.control_site.batch_views import batch_page
+    from twin.control_site.boards import Boards
+
+    store = open_store(str(tmp_path / "control.sqlite"))
+    state = {"batch": "B-1", "state": "Running", "phase": "culture", "seq": 10, "day": 5.1}
+    store.ingest([("site-a", "u1", "B-1", "state", state)])
+    assert "no forecast yet" in (batch_page(store, Boards(), "site-a", "B-1") or "")
+    forecast = {
+        "made_at_day": 5.02,
+        "samples_used": 3,
+        "spec": "car-t-release-example",
+        "harvest_day": {"p5": 6.12, "p50": 7.12, "p95": 9.12},
+        "p_release": 0.87,
+        "p_release_interval": [0.74, 0.94],
+        "ready_by": None,
+        "p_ready": None,
+        "effective_batches": 30.0,
+        "library_batches": 200,
+    }
+    store.ingest([("site-a", "u1", "B-1", "state", {**state, "seq": 11, "forecast": forecast})])
+    page = batch_page(store, Boards(), "site-a", "B-1") or ""
+    assert "<h2>Forecast</h2><table id='forecast'" in page
+    assert "day 7.12 (90 %: 6.12–9.12)" in page and "87 % (90 %: 74 %–94 %)" in page
+    assert "P(releasable" not in page  # the spec names no ready-by day
+    store.close()

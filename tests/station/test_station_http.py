@@ -219,3 +219,39 @@ def test_what_people_and_batches_wrote_is_shown_as_text(tmp_path: Path, site: Si
         assert "reason: required; nothing was signed" in page
 
     run(runs, site.users, scenario)
+
+
+def test_the_batch_page_shows_its_latest_forecast(runs: Path, site: Site) -> None:
+    """`poc-twin forecast` keeps the batch's forecast beside its journal; the operator sees
+    harvest day and P(release) with their intervals, and a newer forecast replaces it."""
+    from twin.ensemble.forecast import save
+
+    journal = runs / "b1.sqlite"
+    record = {
+        "made_at_day": 5.02,
+        "samples_used": 3,
+        "spec": "car-t-release-example",
+        "harvest_day": {"p5": 6.12, "p50": 7.12, "p95": 9.12},
+        "p_release": 0.87,
+        "p_release_interval": [0.74, 0.94],
+        "ready_by": 10.0,
+        "p_ready": 0.81,
+        "effective_batches": 30.0,
+        "library_batches": 200,
+    }
+
+    async def scenario(station: RunningStation) -> None:
+        kim = await signed_in(station, "kim")
+        _, _, page = await kim.get("/batch/b1")
+        assert "no forecast yet" in page
+        save(journal, record)
+        _, _, page = await kim.get("/batch/b1")
+        assert "day 7.12 (90 %: 6.12–9.12)" in page
+        assert "P(release, car-t-release-example)</th><td>87 % (90 %: 74 %–94 %)" in page
+        assert "P(releasable by day 10)</th><td>81 %" in page
+        assert "on day 5.02 from 3 sample(s), 30 effective of 200 twin batches" in page
+        save(journal, {**record, "made_at_day": 6.02, "p_release": 0.5})
+        _, _, page = await kim.get("/batch/b1")
+        assert "on day 6.02" in page and "50 %" in page and "on day 5.02" not in page
+
+    run(runs, site.users, scenario)

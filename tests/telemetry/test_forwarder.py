@@ -236,3 +236,45 @@ def test_the_published_head_is_the_latest_signed_checkpoint(broker: BrokerConfig
         checkpoint = by_seq[head["checkpoint_seq"]]
         assert (head["seq"], head["hash"]) == (checkpoint.seq - 1, checkpoint.prev_hash)
         key.verify(bytes.fromhex(head["signature"]), head_message(head["seq"], head["hash"]))
+
+
+def test_the_batch_state_carries_its_latest_forecast(broker: BrokerConfig, tmp_path: Path):
+    """A forecast kept beside the journal travels to the control site with the batch's state."""
+    from twin.ensemble.forecast import BRIEF_KEYS, save
+    from twin.telemetry.credentials import BROKER_ENV
+
+    journal = tmp_path / "f1.sqlite"
+    ran = poc_twin("run", "recipes/smoke.yaml", "--journal", str(journal), "--batch-id", "f1", "-q")
+    assert ran.returncode == 0, ran.stderr
+    forecast = {k: None for k in BRIEF_KEYS} | {
+        "made_at_day": 0.2,
+        "harvest_day": {"p5": 0.25, "p50": 0.26, "p95": 0.3},
+        "p_release": 0.9,
+        "donor": {"growth_potential": {"p5": 0.9, "p50": 1.0, "p95": 1.1}},  # not sent
+    }
+    save(journal, forecast)
+
+    async def scenario() -> tuple[list, subprocess.CompletedProcess[str]]:
+        def ended(got: list) -> bool:
+            return any(t.endswith("/state") and b.get("ended") for t, b in got)
+
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(
+            collect(
+                broker.url("control"), "poc-twin/site-a/+/f1/state", ended, subscribed=subscribed
+            )
+        )
+        await asyncio.wait_for(subscribed.wait(), 10)
+        env = {**os.environ, BROKER_ENV: broker.url("site-a", unit="cleanroom-1")}
+        forward = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "twin.telemetry", "forward", str(journal), "--once"],
+            capture_output=True, text=True, timeout=60, cwd=REPO, env=env,
+        )  # fmt: skip
+        return await listener, forward
+
+    got, forward = asyncio.run(scenario())
+    assert forward.returncode == 0, forward.stderr
+    state = [b for _, b in got][-1]
+    assert state["ended"] and state["forecast"]["harvest_day"] == forecast["harvest_day"]
+    assert state["forecast"]["p_release"] == 0.9 and "donor" not in state["forecast"]

@@ -270,3 +270,78 @@ def _print(f: Any) -> None:
         f"  from {f.consistent_batches} of {f.library_batches} twin batches consistent with "
         f"its samples ({f.effective_batches:.0f} effective, tempering {f.tempering:.2f})"
     )
+
+
+@app.command("forecast-check")
+def forecast_check(
+    library: Annotated[Path, typer.Argument(help="A forecast library (whatif results file)")],
+    spec: Annotated[Path, typer.Option("--spec", help="Release specification (YAML)")],
+    at_day: Annotated[float, typer.Option("--at-day", min=0.0, help="Forecast day to check")],
+    batches: Annotated[
+        int,
+        typer.Option("--batches", min=1, help="Library batches still running that day to forecast"),
+    ] = 50,
+    min_ess: Annotated[
+        float,
+        typer.Option("--min-ess", min=5.0, help="Effective twin batches an interval rests on"),
+    ] = 30.0,
+    require: Annotated[
+        float | None,
+        typer.Option(
+            "--require",
+            min=0.0,
+            max=1.0,
+            help="Fail (exit 1) when the harvest day's 90 % interval holds the truth less "
+            "often than this",
+        ),
+    ] = None,
+) -> None:
+    """How good the forecast is on a given day: forecast library batches from their own
+    samples (donor hidden, each left out of the library) and count how often the 90 %
+    intervals held what they really did.
+
+    Exit codes: 0 checked; 1 below --require; 2 invalid input."""
+    import sqlite3
+
+    from twin.ensemble.forecast import calibrate, outcome_label
+    from twin.ensemble.spec import load_spec
+
+    try:
+        release = load_spec(spec)
+    except InvalidInput as exc:
+        from twin.cli.common import _print_problems
+
+        _print_problems(exc)
+        raise typer.Exit(EXIT_INVALID) from None
+    if not library.is_file():
+        raise _fail(f"{library}: no such library", EXIT_INVALID)
+    try:
+        db = sqlite3.connect(f"file:{library}?mode=ro", uri=True)
+        rows = db.execute("SELECT plan, outcome FROM members ORDER BY idx").fetchall()
+        db.close()
+    except sqlite3.Error as exc:
+        raise _fail(f"{library}: not a forecast library ({exc})", EXIT_INVALID) from None
+    kept = [{"plan": json.loads(p), "outcome": json.loads(o)} for p, o in rows]
+    result = calibrate(kept, release, at_day, batches, min_ess=min_ess)
+    out.print(
+        f"forecasts on day {at_day:g} of {result.batches} library batches "
+        f"({result.skipped} skipped: harvested by then or unmatched), each from the other "
+        f"{len(kept) - 1}:"
+    )
+    for key, (inside, n) in result.covered.items():
+        label, _ = outcome_label(key)
+        out.print(
+            f"  {label}: 90 % interval held the truth in {inside} of {n} ({100 * inside / n:.0f} %)"
+        )
+    out.print(
+        f"  P(release): Brier score {result.release_brier:.3f} against "
+        f"{result.prior_brier:.3f} before any sample (0 is perfect)"
+    )
+    rate = result.rate("duration")
+    if require is not None and (rate is None or rate < require):
+        err.print(
+            f"harvest-day coverage {'none' if rate is None else f'{100 * rate:.0f} %'} is "
+            f"below the required {100 * require:.0f} %",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_FAIL)

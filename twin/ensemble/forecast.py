@@ -36,12 +36,15 @@ from twin.journal import Event
 
 __all__ = [
     "BatchSoFar",
+    "Calibration",
     "CountingNoise",
     "Forecast",
     "ForecastError",
     "Interval",
+    "as_if_running",
     "batch_so_far",
     "brief",
+    "calibrate",
     "forecast",
     "log_likelihood",
     "read_saved",
@@ -405,6 +408,89 @@ def forecast(
         prior_p_release=share(released, flat, all_outcomes),
         state=batch.state,
         ended=batch.ended,
+    )
+
+
+def as_if_running(result: dict[str, Any], at_day: float) -> BatchSoFar:
+    """A library batch as its journal stood on ``at_day``: its samples up to then (its
+    donor is not looked at), for checking forecasts against batches whose end is known."""
+    o = result["outcome"]
+    samples = [Sample.from_row(r) for r in o.get("samples") or [] if float(r[0]) <= at_day]
+    harvested = o.get("duration")
+    return BatchSoFar(
+        batch_id=f"library batch {result['plan']['index']}",
+        now_day=at_day,
+        samples=samples,
+        recipe={},
+        seeded_viable_cells=None,
+        state="Running",
+        ended=False,
+        harvest_day=harvested if harvested is not None and harvested <= at_day else None,
+    )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How often the forecast's 90 % intervals held the true outcome (leave one out)."""
+
+    at_day: float
+    batches: int  # checked
+    covered: dict[str, tuple[int, int]]  # outcome -> (inside its interval, checked)
+    release_brier: float  # mean squared error of P(release) against released or not
+    prior_brier: float  # the same for the library's P(release) before any sample
+    skipped: int  # batches already ended by at_day, or with no consistent library batch
+
+    def rate(self, key: str) -> float | None:
+        inside, n = self.covered.get(key, (0, 0))
+        return inside / n if n else None
+
+
+def calibrate(
+    library: list[dict[str, Any]],
+    spec: ReleaseSpec,
+    at_day: float,
+    batches: int,
+    *,
+    noise: CountingNoise | None = None,
+    min_ess: float = MIN_ESS,
+) -> Calibration:
+    """Forecast library batches still running on ``at_day`` (the first ``batches`` of them)
+    from their samples up to then with the rest of the library (donor hidden, itself left
+    out), and count how often the 90 % intervals held what each really did."""
+    usable = [r for r in library if r["outcome"].get("state") != "error"]
+    covered: dict[str, list[int]] = {k: [0, 0] for k in FORECAST_OUTCOMES}
+    squared, checked, skipped = 0.0, 0, 0
+    prior_squared = 0.0
+    prior = sum(0.0 if spec.failures(r["outcome"]) else 1.0 for r in usable) / len(usable)
+    for i, truth in enumerate(usable):
+        if checked == batches:
+            break
+        o = truth["outcome"]
+        if o.get("duration") is not None and o["duration"] <= at_day:
+            skipped += 1
+            continue
+        others = usable[:i] + usable[i + 1 :]
+        try:
+            f = forecast(as_if_running(truth, at_day), others, spec, noise=noise, min_ess=min_ess)
+        except ForecastError:
+            skipped += 1
+            continue
+        checked += 1
+        for key, iv in f.outcomes.items():
+            value = o.get(key)
+            if value is not None:
+                covered[key][1] += 1
+                covered[key][0] += iv.covers(float(value))
+        released = 0.0 if spec.failures(o) else 1.0
+        squared += (f.p_release - released) ** 2
+        prior_squared += (prior - released) ** 2
+    return Calibration(
+        at_day=at_day,
+        batches=checked,
+        covered={k: (v[0], v[1]) for k, v in covered.items() if v[1]},
+        release_brier=squared / checked if checked else math.nan,
+        prior_brier=prior_squared / checked if checked else math.nan,
+        skipped=skipped,
     )
 
 
