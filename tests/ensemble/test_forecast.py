@@ -9,6 +9,7 @@ on two cores; the forecast method does not depend on the scan period.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -174,6 +175,11 @@ def _journal_cut_at(journal: Path, day: float, target: Path) -> Path:
     db = sqlite3.connect(journal)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
+    for leftover in (
+        target.with_name(target.name + "-wal"),
+        target.with_name(target.name + "-shm"),
+    ):
+        leftover.unlink(missing_ok=True)
     target.write_bytes(journal.read_bytes())
     db = sqlite3.connect(target)
     db.execute("DELETE FROM events WHERE batch_time > ?", (day * 86400.0,))
@@ -193,16 +199,25 @@ def _poc_twin(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_forecast_of_a_batch_journal_as_an_operator_runs_it(world: dict[str, Any]) -> None:
-    root, library, spec = world["root"], world["library"], world["spec"]
-    runs = root / "runs"
+@pytest.fixture(scope="module")
+def b7(world: dict[str, Any]) -> Path:
+    """A batch of the library's recipe run over the wire (benches/sim.yaml) to its end."""
+    runs = world["root"] / "runs"
     runs.mkdir()
     journal = runs / "b7.sqlite"
     ran = _poc_twin(
         "run", str(world["recipe"]), "--bench", str(ROOT / "benches" / "sim.yaml"),
-        "--journal", str(journal), "--batch-id", "b7", "--seed", "7", "-q", cwd=root,
+        "--journal", str(journal), "--batch-id", "b7", "--seed", "7", "-q", cwd=world["root"],
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
+    return journal
+
+
+def test_forecast_of_a_batch_journal_as_an_operator_runs_it(
+    world: dict[str, Any], b7: Path
+) -> None:
+    root, library, spec = world["root"], world["library"], world["spec"]
+    journal, runs = b7, b7.parent
     lib = ["--spec", str(spec), "--library", str(library), "--members", str(MEMBERS)]
     lib += ["--seed", str(SEED)]
     # As it stood on day 5, from the whole journal: printed, and as JSON; nothing kept.
@@ -284,3 +299,36 @@ def test_forecast_check_reports_coverage_and_gates(world: dict[str, Any]) -> Non
     if rate < 1.0:  # a CI gate above what the forecast achieves fails, saying so
         above = cli.invoke(app, [*args, "5", "--batches", "20", "--require", str(rate + 0.01)])
         assert above.exit_code == 1 and "below the required" in above.output
+
+
+def test_the_station_forecasts_again_after_each_new_sample(
+    world: dict[str, Any], b7: Path, tmp_path: Path
+) -> None:
+    from twin.station.board import BatchBoard
+    from twin.station.forecasts import Forecaster
+
+    runs = tmp_path / "runs"
+    (runs / "forecast").mkdir(parents=True)
+    journal = _journal_cut_at(b7, 4.5, runs / "b8.sqlite")
+    library = runs / "forecast" / "b8.sqlite.library.sqlite"  # where `forecast` looks first
+    library.write_bytes(world["library"].read_bytes())
+    board = BatchBoard(journal)
+    forecaster = Forecaster(world["spec"], members=MEMBERS, seed=SEED)
+
+    async def round_of(boards: list[BatchBoard]) -> list[int]:
+        return list(await asyncio.gather(*forecaster.poll(boards)))
+
+    board.refresh()
+    assert board.samples == 3 and board.forecast is None
+    assert asyncio.run(round_of([board])) == [0]
+    board.refresh()
+    assert board.forecast is not None and board.forecast["samples_used"] == 3
+    assert asyncio.run(round_of([board])) == []  # nothing new: no forecast
+    # The batch takes its day-5 sample: the station forecasts again.
+    _journal_cut_at(b7, 5.5, journal)
+    board = BatchBoard(journal)
+    board.refresh()
+    assert board.samples == 4 and asyncio.run(round_of([board])) == [0]
+    board.refresh()
+    assert board.forecast is not None and board.forecast["samples_used"] == 4
+    assert board.forecast["made_at_day"] > 5.0

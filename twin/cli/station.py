@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from twin.cli.common import EXIT_FAIL, EXIT_INVALID, DebugOpt, _fail, app, out
+from twin.cli.common import EXIT_FAIL, EXIT_INVALID, DebugOpt, _fail, _print_problems, app, out
 from twin.cli.control import _host_port
 from twin.cli.esign import UsersOpt
-from twin.errors import PocTwinError
+from twin.errors import InvalidInput, PocTwinError
 
 __all__ = ["station_app"]
 
@@ -28,9 +28,21 @@ def station_serve(
         Path | None,
         typer.Option(envvar="POC_TWIN_SITE_KEY", help="Site Ed25519 key: signs QC entries"),
     ] = None,
+    forecast_spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--forecast-spec",
+            help="Release spec: forecast each running batch again after every new sample "
+            "(poc-twin forecast; the first one builds the batch's library of twin batches)",
+        ),
+    ] = None,
+    forecast_members: Annotated[
+        int, typer.Option("--forecast-members", min=20, help="Twin batches per library")
+    ] = 200,
     debug: DebugOpt = False,
 ) -> None:
-    """Serve the operator station: live batches, alarms, signed commands, scans, QC, review."""
+    """Serve the operator station: live batches, alarms, signed commands, scans, QC, review,
+    and (with --forecast-spec) each running batch's forecast kept up to date."""
     from twin.access.users import UserStore, UserStoreError, users_path
     from twin.signing import load_site_key
     from twin.station.acts import Station
@@ -45,9 +57,20 @@ def station_serve(
         key = load_site_key(site_key) if site_key is not None else None
     except (UserStoreError, PocTwinError) as exc:
         raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
+    forecaster = None
+    if forecast_spec is not None:
+        from twin.ensemble.spec import load_spec
+        from twin.station.forecasts import Forecaster
+
+        try:
+            load_spec(forecast_spec)
+        except InvalidInput as exc:
+            _print_problems(exc)
+            raise typer.Exit(EXIT_INVALID) from None
+        forecaster = Forecaster(forecast_spec.resolve(), members=forecast_members)
     out.print(f"operator station on http://{host}:{port}/ for {runs}/", markup=False)
     try:
-        asyncio.run(serve(runs, Station(path, key), host, port))
+        asyncio.run(serve(runs, Station(path, key), host, port, forecaster))
     except KeyboardInterrupt:
         return
     except (PocTwinError, OSError) as exc:

@@ -82,6 +82,8 @@ class BatchBoard:
     holds: list[tuple[float, float | None]] = field(default_factory=list)
     #: The batch's latest forecast (``poc-twin forecast``), None until one is made.
     forecast: dict[str, Any] | None = None
+    #: Samples the batch has journalled (a forecast is due after each).
+    samples: int = 0
     _limits: list[Monitor] = field(default_factory=list)
     _phase_limits: dict[str, list[Monitor]] = field(default_factory=dict)
     _phase_params: dict[str, Any] = field(default_factory=dict)
@@ -251,12 +253,16 @@ class BatchBoard:
     def _record_signature(self, event: Event) -> None:
         self.signatures.append(event.data)
 
+    def _sample(self, event: Event) -> None:
+        self.samples += 1
+
     def _qc(self, event: Event) -> None:
         self.qc.append(event.data)
 
 
 _HANDLERS = {
     "batch_started": BatchBoard._started,
+    "sample": BatchBoard._sample,
     "transition": BatchBoard._transition,
     "reading": BatchBoard._reading,
     "setpoint": BatchBoard._setpoint,

@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from twin.station.acts import Station
+from twin.station.forecasts import Forecaster
 from twin.station.web import make_app
 
 __all__ = ["StationServer", "serve"]
@@ -16,8 +17,15 @@ __all__ = ["StationServer", "serve"]
 class StationServer:
     """The station's web app on HOST:PORT, started and stopped together."""
 
-    def __init__(self, runs: Path, station: Station, host: str, port: int) -> None:
-        self.app = make_app(runs, station)
+    def __init__(
+        self,
+        runs: Path,
+        station: Station,
+        host: str,
+        port: int,
+        forecaster: Forecaster | None = None,
+    ) -> None:
+        self.app = make_app(runs, station, forecaster=forecaster)
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
 
@@ -36,8 +44,10 @@ class StationServer:
             await self._runner.cleanup()
 
 
-async def serve(runs: Path, station: Station, host: str, port: int) -> None:
-    server = StationServer(runs, station, host, port)
+async def serve(
+    runs: Path, station: Station, host: str, port: int, forecaster: Forecaster | None = None
+) -> None:
+    server = StationServer(runs, station, host, port, forecaster)
     await server.start()
     try:
         await asyncio.Event().wait()

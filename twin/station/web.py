@@ -24,6 +24,7 @@ from twin.errors import PocTwinError
 from twin.names import UnsafeName, check_safe_name
 from twin.station.acts import Outcome, Station
 from twin.station.board import BatchBoard
+from twin.station.forecasts import Forecaster
 from twin.station.pages import batch_live, batch_page, login_page, overview_live, overview_page
 from twin.station.sessions import COOKIE, Session, Sessions
 
@@ -35,8 +36,9 @@ _SESSION = web.RequestKey("session", Session)
 class Boards:
     """The site's batches: one board per journal in the runs folder, kept up to date."""
 
-    def __init__(self, runs: Path) -> None:
+    def __init__(self, runs: Path, forecaster: Forecaster | None = None) -> None:
         self.runs = runs
+        self.forecaster = forecaster
         self._boards: dict[str, BatchBoard] = {}
         self._lock = asyncio.Lock()
 
@@ -58,7 +60,10 @@ class Boards:
             for name in set(self._boards) - set(journals):
                 del self._boards[name]
             await asyncio.to_thread(self._refresh_all)
-            return [b for b in self._boards.values() if b.started]
+            shown = [b for b in self._boards.values() if b.started]
+            if self.forecaster is not None:
+                self.forecaster.poll(shown)  # a new sample: forecast again (a child process)
+            return shown
 
     def _refresh_all(self) -> None:
         for board in self._boards.values():
@@ -75,9 +80,14 @@ class Boards:
         raise web.HTTPNotFound(text="no such batch at this site")
 
 
-def make_app(runs: Path, station: Station, sessions: Sessions | None = None) -> web.Application:
+def make_app(
+    runs: Path,
+    station: Station,
+    sessions: Sessions | None = None,
+    forecaster: Forecaster | None = None,
+) -> web.Application:
     """The station's pages, their live parts and the signed acts."""
-    boards = Boards(runs)
+    boards = Boards(runs, forecaster)
     sessions = sessions or Sessions()
 
     @web.middleware
@@ -260,6 +270,12 @@ def make_app(runs: Path, station: Station, sessions: Sessions | None = None) -> 
             web.post("/batch/{batch}/review", review),
         ]
     )
+    if forecaster is not None:
+
+        async def finish_forecasts(_app: web.Application) -> None:
+            await forecaster.close()
+
+        app.on_cleanup.append(finish_forecasts)
     return app
 
 
