@@ -96,6 +96,24 @@ async def test_feeds_by_glucose_and_a_harvest_when_the_target_is_reached(running
     assert final["name"] == "final" and final["qc_tests"] == ["sterility", "vcn"]
 
 
+async def test_a_target_is_not_judged_before_its_hour(running: Any) -> None:
+    """The day-1 sample already shows 1e8 cells; with ``not_before_h: 2 d`` (transient CAR+
+    after a non-viral transfer) the culture goes on and ends at the day-2 sample."""
+    run = await running(
+        "q.yaml",
+        recipe(
+            "{phase: culture, duration_h: 3 d, sample_every_h: 24,"
+            " target: {viable_cells: 1e8, not_before_h: 2 d}}",
+        ),
+    )
+    assert await finished(run) is S.COMPLETE
+    samples = run.kinds("sample")
+    assert samples[0].data["viable_cells_per_ml"] * 100 >= 1e8  # enough on day 1 already
+    (reached,) = run.kinds("target_reached")
+    assert reached.data["culture_h"] == pytest.approx(48.0)
+    assert len(samples) == 2
+
+
 async def test_perfusion_steps_up_as_the_culture_grows_denser(running: Any) -> None:
     run = await running(
         "q.yaml",

@@ -362,8 +362,8 @@ class Culture(PhaseLogic):
                 restorable=False,
                 basis={"feed": k + 1, **why},
             )
-        if pr.target is None:
-            self.decided = self.samples_taken
+        if pr.target is None or self.elapsed_s < pr.target.not_before_h * HOUR:
+            self.decided = self.samples_taken  # no target, or too early to judge it
             return
         pv = await ctx.read(pr.bioreactor, "pv", br.read)
         needed, car_only = pr.target.cells_needed()

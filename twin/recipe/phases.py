@@ -178,6 +178,9 @@ class Target(BaseModel):
     car_positive_cells_per_kg: Annotated[DosePerKg, Field(gt=0)] | None = None
     patient_weight: Annotated[BodyMass, Field(gt=0, le=250)] | None = None
     margin: Annotated[float, Field(ge=1, le=100)] = 1.0
+    #: Culture hours before a sample may end the culture: CAR+ by flow right after a
+    #: non-viral transfer counts cells still expressing delivered cargo that fades in days.
+    not_before_h: Annotated[Hours, Field(ge=0)] = 0.0
 
     @model_validator(mode="after")
     def _one_target(self) -> Target:
