@@ -332,3 +332,13 @@ def test_the_station_forecasts_again_after_each_new_sample(
     board.refresh()
     assert board.forecast is not None and board.forecast["samples_used"] == 4
     assert board.forecast["made_at_day"] > 5.0
+
+
+def test_a_bad_spec_is_named_by_line_before_anything_runs(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("spec: x\nlimits:\n  - {outcome: viability, min: 70 kg}\n", encoding="utf-8")
+    for args in (["forecast", str(tmp_path / "j.sqlite")], ["forecast-check", "lib.sqlite"]):
+        extra = ["--at-day", "5"] if args[0] == "forecast-check" else []
+        result = cli.invoke(app, [*args, "--spec", str(spec), *extra])
+        assert result.exit_code == 2, result.output
+        assert f"{spec}:3:" in result.output.replace("\n", "")

@@ -76,16 +76,9 @@ def forecast_cmd(
     with this batch, or some library batches raised); 2 invalid input."""
     from twin.ensemble.forecast import ForecastError, batch_so_far, forecast
     from twin.ensemble.forecast import save as save_forecast
-    from twin.ensemble.spec import load_spec
     from twin.journal import JournalError, read_events
 
-    try:
-        release = load_spec(spec)
-    except InvalidInput as exc:
-        from twin.cli.common import _print_problems
-
-        _print_problems(exc)
-        raise typer.Exit(EXIT_INVALID) from None
+    release = _spec(spec)
     if not journal.is_file():
         raise _fail(f"{journal}: no such journal", EXIT_INVALID)
     try:
@@ -110,6 +103,18 @@ def forecast_cmd(
         )
     if save and at_day is None:
         save_forecast(journal, record)
+
+
+def _spec(path: Path) -> Any:
+    """The release spec, or every problem in it as FILE:LINE:COL and exit 2."""
+    from twin.cli.common import _print_problems
+    from twin.ensemble.spec import load_spec
+
+    try:
+        return load_spec(path)
+    except InvalidInput as exc:
+        _print_problems(exc)
+        raise typer.Exit(EXIT_INVALID) from None
 
 
 def _recipe_file(batch: Any, library_path: Path) -> Path:
@@ -304,15 +309,8 @@ def forecast_check(
     import sqlite3
 
     from twin.ensemble.forecast import calibrate, outcome_label
-    from twin.ensemble.spec import load_spec
 
-    try:
-        release = load_spec(spec)
-    except InvalidInput as exc:
-        from twin.cli.common import _print_problems
-
-        _print_problems(exc)
-        raise typer.Exit(EXIT_INVALID) from None
+    release = _spec(spec)
     if not library.is_file():
         raise _fail(f"{library}: no such library", EXIT_INVALID)
     try:
