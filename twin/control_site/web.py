@@ -8,11 +8,12 @@ token, from this origin, that carries the reason and the user's password again: 
 act is signed, audited, and answered with the page the browser came from and a
 message, never raw JSON.
 
-Programs keep the interface they had: ``POST`` of a hold or a suspension with HTTP
-Basic credentials is answered JSON (4xx with the reason as text when refused),
-``/api/anchors/...`` needs Basic, and ``/api/batches`` and ``/api/quarantine`` answer
-as before. Every request is audited and a refused one gives its reason
-(:mod:`.supervision`).
+Programs authenticate with a control-site user's HTTP Basic credentials: ``POST`` of
+a hold or a suspension is answered JSON (4xx with the reason as text when refused),
+and every ``/api/...`` route (``/api/batches``, ``/api/quarantine``, the page
+scripts' ``/api/overview`` and ``/api/batch/...``) answers a signed-in session or
+Basic credentials, and 401 to anyone else; ``/api/anchors/...`` needs Basic. Every
+request is audited and a refused one gives its reason (:mod:`.supervision`).
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ __all__ = ["COOKIE", "Users", "make_app"]
 COOKIE = "poc_twin_control_site"
 #: Longest reason accepted for a request (it goes into the batch record).
 MAX_REASON = 1000
-#: JSON endpoints for programs that answer without a session, as they always have.
-_OPEN_API = ("/api/batches", "/api/quarantine")
 
 _SESSION = web.RequestKey("session", Session)
 
@@ -116,10 +115,14 @@ def make_app(
             if origin is not None and origin.split("://", 1)[-1] != request.host:
                 raise web.HTTPForbidden(text="cross-site request refused")
         path = request.path
-        if path == "/login" or path in _OPEN_API or path.startswith("/api/anchors/"):
-            return await handler(request)
-        if request.method == "POST" and "Authorization" in request.headers:
-            return await handler(request)  # a program: its Basic login is checked there
+        if path == "/login" or path.startswith("/api/anchors/"):
+            return await handler(request)  # the anchors check their Basic login themselves
+        if "Authorization" in request.headers:
+            if request.method == "POST":
+                return await handler(request)  # a program: its Basic login is checked there
+            if path.startswith("/api/"):
+                await basic_user(request)  # a program reading JSON: its Basic login, here
+                return await handler(request)
         session = sessions.get(request.cookies.get(COOKIE))
         if session is None:
             if request.method == "GET" and not path.startswith("/api/"):
