@@ -200,6 +200,8 @@ def test_trends_have_a_batch_time_axis_setpoints_and_alarm_limits(
     assert trends.count("batch time (day)") == 5  # a time axis on every trend, in days
     assert "culture temperature high 38.5" in trends and "culture temperature low 35" in trends
     assert "dissolved oxygen low 15" in trends  # the recipe's monitors, as limit lines
+    # and the range between them shaded as a band (to the plot's edge on an open side)
+    assert "within alarm limits: 35 to 38.5" in trends and "within alarm limits: 15 to -" in trends
     assert trends.count('class="sp"') >= 2  # temperature and DO setpoints as step lines
     assert "<polyline" in trends and "sparkline" not in trends
     values = page.split("id='process-values'")[1].split("</table>")[0]
