@@ -242,9 +242,12 @@ def test_alarms_and_commands_are_tables_with_who_and_why(
 
     page = served(store, users_file(tmp_path), steps)
     alarms = page.split("<table id='alarms'>")[1].split("</table>")[0]
-    assert "<th>acknowledged (at the site)</th>" in alarms
+    assert "<th>acknowledged (who, when, comment)</th>" in alarms
     assert "<td>1001</td><td>1.50</td><td>bioreactor</td><td>temperature 39.1</td>" in alarms
-    assert "critical" in alarms and "sam: seen" in alarms
+    assert "critical" in alarms and re.search(
+        r"sam</span>, \d{4}-\d\d-\d\d \d\d:\d\d UTC: seen", alarms
+    )
+    assert "Acknowledge" not in alarms  # acknowledged already: nothing to offer
     commands = page.split("<table id='commands'>")[1].split("</table>")[0]
     assert "<th>who</th><th>command</th><th>level</th><th>reason</th>" in commands
     assert "control-site:alice" in commands and "contamination &lt;alert&gt;" in commands

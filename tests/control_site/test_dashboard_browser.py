@@ -114,6 +114,7 @@ def test_a_supervisor_reads_the_dashboard_and_holds_a_batch_in_chromium(
     assert batch["band"] == "within alarm limits: 35 to 38.5"  # shaded, not only two lines
     assert batch["alarms head"].startswith("eventdaysourcealarmlevelnowacknowledged")
     assert "dissolved oxygen 13.8 below low 15" in batch["alarm row"]
+    assert "not acknowledged" in batch["alarm row"] and batch["acknowledge"] == "Acknowledge"
     assert batch["hold"] == "Request hold" and batch["record"] == "batch record"
     assert batch["dialog"].startswith("Confirm: hold batch cart2 at site site-a")
     assert batch["answer"].startswith("Sent: hold batch cart2 at site site-a, signed by alice")
@@ -153,6 +154,7 @@ async def look_at_the_dashboard(
         "band": await shown_in(batch, "svg.trend rect.band", size, "35 to 38.5"),
         "alarms head": await shown_in(batch, "#alarms thead", size),
         "alarm row": await shown_in(batch, "#alarms tbody tr", size),
+        "acknowledge": await shown_in(batch, "#alarms tbody tr a.act", size),
         "hold": await shown_in(batch, "#acts a.act", size),
         "record": await shown_in(batch, "#record-link", size),
     }
