@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import functools
 import os
 import platform
@@ -214,7 +215,8 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> N
     """Until the control site answers (it subscribes to the broker before it serves)."""
     deadline = wall_monotonic() + timeout
     request = urllib.request.Request(url)
-    request.add_header("Authorization", aiohttp.BasicAuth(*WATCHER).encode())
+    basic = base64.b64encode(":".join(WATCHER).encode()).decode()
+    request.add_header("Authorization", f"Basic {basic}")
     while True:
         try:
             urllib.request.urlopen(request, timeout=2).close()
