@@ -16,7 +16,10 @@ and simulated sites spread over worker processes (one per core), measures:
 * latency, live: N sites write at a fixed fleet-wide rate while forwarding
   (each event committed as written); per event, the time from its journal wall
   time until the dashboard's JSON endpoint (``/api/batches``, what the page's
-  script reads) shows it, and until it is in PostgreSQL.
+  script reads) shows it, and until it is in PostgreSQL. Every /api route needs a
+  control-site user: the benchmark signs in once (``POST /login``) and polls with
+  the session's cookie, as a machine client that polls does (HTTP Basic on every
+  request would meet the sign-in rate limit, 30 a minute).
 
 Every wait is real time (this measures real time), through twin.clock.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import functools
 import os
 import platform
@@ -45,6 +49,7 @@ import aiomqtt
 import psycopg
 
 from twin.clock import wall_monotonic, wall_now, wall_seconds, wall_sleep
+from twin.control_site.logins import Users
 from twin.control_site.pgtest import TempPostgres
 from twin.journal import read_events
 from twin.signing import generate_site_key
@@ -57,6 +62,8 @@ REPO = Path(__file__).resolve().parents[1]
 print = functools.partial(print, flush=True)  # progress shows as it happens
 POC = [sys.executable, "-c", "from twin.cli import main; main()"]
 BARE_TOPIC = "poc-twin/sim-001/bare/{}/event"
+#: The control-site user the benchmark reads the dashboard's JSON as (a machine client).
+WATCHER = ("fleet-bench", "fleet-bench-password")
 
 
 def event_payloads(source: Path, url: str) -> list[bytes]:
@@ -167,9 +174,15 @@ class DashboardWatch:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
-        async with aiohttp.ClientSession() as http:
+        # unsafe: the jar keeps cookies of an IP address host (the dashboard on 127.0.0.1)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            user, password = WATCHER
+            form = {"user": user, "password": password}
+            async with http.post(f"{self.base}/login", data=form) as response:
+                response.raise_for_status()
             while not self._stop.is_set():
                 async with http.get(f"{self.base}/api/batches") as response:
+                    response.raise_for_status()
                     rows = await response.json()
                 now = wall_seconds()
                 for row in rows:
@@ -201,9 +214,12 @@ class DashboardWatch:
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     """Until the control site answers (it subscribes to the broker before it serves)."""
     deadline = wall_monotonic() + timeout
+    request = urllib.request.Request(url)
+    basic = base64.b64encode(":".join(WATCHER).encode()).decode()
+    request.add_header("Authorization", f"Basic {basic}")
     while True:
         try:
-            urllib.request.urlopen(url, timeout=2).close()
+            urllib.request.urlopen(request, timeout=2).close()
             return
         except OSError:
             assert proc.poll() is None and wall_monotonic() < deadline, "no control site"
@@ -288,6 +304,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
             f"  aiomqtt -> mosquitto -> aiomqtt:                             {a_rate:8,.0f} msg/s"
         )
         http = free_port()
+        users = tmp / "control-users"
+        users.write_text(Users.line(*WATCHER) + "\n")
         cli = POC
         if args.profile:
             cli = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "twin.cli"]
@@ -296,6 +314,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
                 *(*cli, "control-site", "serve"),
                 *("--broker", config.url("control")),
                 *("--db", pg.url, "--http", f"127.0.0.1:{http}", "--site-keys", str(keys)),
+                *("--users", str(users)),
             ],
             cwd=REPO,
             stdout=subprocess.DEVNULL,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from site_journals import SignedBatch, poc_twin
+from site_journals import REPO, SignedBatch, poc_twin
 
 from twin.signing import load_site_key
 from twin.telemetry.broker import BrokerConfig, Mosquitto, free_port, make_pki
@@ -60,6 +60,20 @@ def signed_batch(tmp_path_factory: pytest.TempPathFactory) -> SignedBatch:
     public_only.mkdir()
     (public_only / "site-a.pub").write_bytes((keys / "site-a.pub").read_bytes())
     return SignedBatch(journal, public_only, load_site_key(private))
+
+
+@pytest.fixture(scope="session")
+def alarm_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke recipe with a culture temperature high limit below its setpoint: the batch
+    raises a critical alarm within minutes of batch time and holds, waiting for a person."""
+    text = (Path(REPO) / "recipes" / "smoke.yaml").read_text()
+    monitor = (
+        "monitors:\n  - {name: culture temperature, pv: temperature_c, high: 36.0, "
+        "delay_min: 5, reaction: hold}\n\nprocedure:\n"
+    )
+    path = tmp_path_factory.mktemp("recipes") / "smoke-alarm.yaml"
+    path.write_text(text.replace("procedure:\n", monitor, 1))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -108,6 +108,15 @@ class Person:
     def sign_in(self, user: str = USER, password: str = PASSWORD) -> tuple[int, str, str]:
         return self.post("/login", {"user": user, "password": password}, csrf=False)
 
+    def get_as_program(
+        self, path: str, user: str = USER, password: str = PASSWORD
+    ) -> tuple[int, str, str]:
+        """A GET as a machine client makes it: HTTP Basic credentials, no session."""
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request = urllib.request.Request(self.base + path)
+        request.add_header("Authorization", f"Basic {token}")
+        return self._open(request)
+
 
 Message = tuple[str, str, str, str, dict[str, Any]]
 

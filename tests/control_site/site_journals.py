@@ -1,5 +1,9 @@
 """Site journals for the control-site tests: real batches, and rewrites of them.
 
+A running batch (:func:`running_batch`) is ``poc-twin run --broker`` in a child
+process, as a site runs it: its forwarder publishes its journal and carries the
+control site's requests back to it.
+
 A rewrite is what an insider with write access to the site's disk could do:
 change history, recompute every hash after it, and re-sign every checkpoint
 (with the site's own key if they hold it, or with another one).
@@ -7,15 +11,19 @@ change history, recompute every hash after it, and re-sign every checkpoint
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from twin.clock import wall_monotonic
 from twin.journal import CHECKPOINT, GENESIS, event_hash
 from twin.signing import SiteKey
 
@@ -43,6 +51,40 @@ def poc_twin(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
         cwd=REPO,
         env=env,
     )
+
+
+@contextlib.asynccontextmanager
+async def running_batch(
+    recipe: str | Path, journal: Path, batch_id: str, broker_url: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``poc-twin run RECIPE --broker URL`` in a child process; killed on the way out if the
+    test has not ended it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from twin.cli import main; main()",
+        "run",
+        str(recipe),
+        *("--journal", str(journal), "--batch-id", batch_id, "-q", "--broker", broker_url),
+        cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "POC_TWIN_TELEMETRY_GIVE_UP_S": "45"},
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 60.0) -> None:
+    """Until ``predicate()`` is true (another process must act first), or fail."""
+    deadline = wall_monotonic() + timeout
+    while not predicate():
+        assert wall_monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)  # real time: waiting for another process
 
 
 def _canonical(value: object) -> str:

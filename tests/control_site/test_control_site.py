@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from dashboard import page_html
+from site_journals import running_batch
 from site_users import PEOPLE
 
 from twin.clock import wall_monotonic
@@ -125,42 +126,30 @@ def test_hold_and_suspension_reach_the_site_with_who_and_why(
             broker.url("control"), str(tmp_path / "cs.sqlite"), "127.0.0.1", port, users_file
         )
         await site.start()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            "from twin.cli import main; main()",
-            "run",
-            "recipes/car_t_autologous.yaml",
-            "--journal",
-            str(journal),
-            "--batch-id",
-            "long1",
-            "-q",
-            "--broker",
-            url,
-            cwd=REPO,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
         try:
-            await wait_for(lambda: site.store.query("SELECT 1 FROM batches WHERE batch='long1'"))
-            hold = f"{base}/batch/site-b/long1/hold"
-            assert await asyncio.to_thread(post, hold, "no+login", None) == 401
-            assert (
-                await asyncio.to_thread(post, hold, "contamination+alert", ("alice", "s3cret"))
-                == 200
-            )
-            await wait_for(
-                lambda: any(
-                    r[0]
-                    for r in site.store.query("SELECT state FROM batches WHERE batch='long1'")
-                    if '"Held"' in r[0]
+            async with running_batch(
+                "recipes/car_t_autologous.yaml", journal, "long1", url
+            ) as proc:
+                await wait_for(
+                    lambda: site.store.query("SELECT 1 FROM batches WHERE batch='long1'")
                 )
-            )
-            await send_command(
-                journal, "abort", operator="sam", password=PEOPLE["sam"][2], reason="test over"
-            )
-            assert await proc.wait() == 3
+                hold = f"{base}/batch/site-b/long1/hold"
+                assert await asyncio.to_thread(post, hold, "no+login", None) == 401
+                assert (
+                    await asyncio.to_thread(post, hold, "contamination+alert", ("alice", "s3cret"))
+                    == 200
+                )
+                await wait_for(
+                    lambda: any(
+                        r[0]
+                        for r in site.store.query("SELECT state FROM batches WHERE batch='long1'")
+                        if '"Held"' in r[0]
+                    )
+                )
+                await send_command(
+                    journal, "abort", operator="sam", password=PEOPLE["sam"][2], reason="test over"
+                )
+                assert await proc.wait() == 3
             suspend = f"{base}/site/site-b/suspend"
             assert (
                 await asyncio.to_thread(post, suspend, "audit+pending", ("alice", "s3cret")) == 200
@@ -181,8 +170,6 @@ def test_hold_and_suspension_reach_the_site_with_who_and_why(
             )
             return refused
         finally:
-            if proc.returncode is None:
-                proc.kill()
             await site.stop()
 
     refused = asyncio.run(scenario())

@@ -9,6 +9,7 @@ differ). A person signs in with the form and reads the pages over HTTP.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -92,10 +93,14 @@ def test_every_page_needs_a_sign_in(store: Store, cart_journal: Path, tmp_path: 
             )
         }
         seen["post hold"] = stranger.post("/batch/site-a/cart1/hold", {"reason": "x"})[0]
-        seen["api batches"] = stranger.get("/api/batches")[0]  # programs: as before
+        for api in ("/api/batches", "/api/quarantine"):
+            seen[api] = stranger.get(api)[0]
+            seen[f"{api} wrong password"] = stranger.get_as_program(api, USER, "guess")[0]
+            seen[f"{api} program"] = stranger.get_as_program(api)
         seen["wrong password"] = stranger.sign_in(USER, "guess")
         seen["signed in"] = stranger.sign_in()
         seen["after"] = stranger.get("/batch/site-a/cart1")[0]
+        seen["api after"] = stranger.get("/api/batches")[0]  # the session reads the API too
         stranger.post("/logout", {})
         seen["signed out"] = stranger.get("/")[:2]
         return seen
@@ -108,13 +113,17 @@ def test_every_page_needs_a_sign_in(store: Store, cart_journal: Path, tmp_path: 
     assert seen["/site/site-a/suspend"] == (200, "/login")
     assert seen["/api/overview"][0] == seen["/api/batch/site-a/cart1"][0] == 401
     assert seen["post hold"] == 401
-    assert seen["api batches"] == 200
+    for api in ("/api/batches", "/api/quarantine"):
+        assert seen[api] == seen[f"{api} wrong password"] == 401, api
+        status, _, text = seen[f"{api} program"]
+        assert status == 200, (api, text)
+    assert json.loads(seen["/api/batches program"][2])[0]["batch"] == "cart1"
     status, path, text = seen["wrong password"]
     assert (status, path) == (401, "/login") and "wrong user name or password" in text
     status, path, text = seen["signed in"]
     assert (status, path) == (200, "/") and "signed in as alice" in text
     assert "data-batch='cart1'" in text
-    assert seen["after"] == 200
+    assert seen["after"] == seen["api after"] == 200
     assert seen["signed out"] == (200, "/login")
 
 
@@ -191,6 +200,8 @@ def test_trends_have_a_batch_time_axis_setpoints_and_alarm_limits(
     assert trends.count("batch time (day)") == 5  # a time axis on every trend, in days
     assert "culture temperature high 38.5" in trends and "culture temperature low 35" in trends
     assert "dissolved oxygen low 15" in trends  # the recipe's monitors, as limit lines
+    # and the range between them shaded as a band (to the plot's edge on an open side)
+    assert "within alarm limits: 35 to 38.5" in trends and "within alarm limits: 15 to -" in trends
     assert trends.count('class="sp"') >= 2  # temperature and DO setpoints as step lines
     assert "<polyline" in trends and "sparkline" not in trends
     values = page.split("id='process-values'")[1].split("</table>")[0]
@@ -231,9 +242,12 @@ def test_alarms_and_commands_are_tables_with_who_and_why(
 
     page = served(store, users_file(tmp_path), steps)
     alarms = page.split("<table id='alarms'>")[1].split("</table>")[0]
-    assert "<th>acknowledged (at the site)</th>" in alarms
+    assert "<th>acknowledged (who, when, comment)</th>" in alarms
     assert "<td>1001</td><td>1.50</td><td>bioreactor</td><td>temperature 39.1</td>" in alarms
-    assert "critical" in alarms and "sam: seen" in alarms
+    assert "critical" in alarms and re.search(
+        r"sam</span>, \d{4}-\d\d-\d\d \d\d:\d\d UTC: seen", alarms
+    )
+    assert "Acknowledge" not in alarms  # acknowledged already: nothing to offer
     commands = page.split("<table id='commands'>")[1].split("</table>")[0]
     assert "<th>who</th><th>command</th><th>level</th><th>reason</th>" in commands
     assert "control-site:alice" in commands and "contamination &lt;alert&gt;" in commands

@@ -6,9 +6,9 @@ send them: the shipped CAR-T recipe run to its end, and a copy of it still runni
 at day 3 with a dissolved-oxygen alarm. site-c has a registered key and no batch.
 A supervisor signs in with the form; the overview and the running batch's page
 are photographed and every element named in the issue is checked to be drawn
-inside its screenshot: table headers, the trends' batch-time axis and alarm
-limits, the buttons, the idle site's row, the record link. The supervisor then
-holds the batch from its button: the confirmation dialog, the password, the
+inside its screenshot: table headers, the trends' batch-time axis, alarm limits
+and the band between them, the buttons, the idle site's row, the record link. The
+supervisor then holds the batch from its button: the confirmation dialog, the password, the
 answer as a page. Set ``POC_TWIN_SCREENSHOTS=DIR`` to keep the screenshots
 (docs/img holds the ones docs/control_site.md shows).
 """
@@ -111,8 +111,10 @@ def test_a_supervisor_reads_the_dashboard_and_holds_a_batch_in_chromium(
     assert "day" in overview["filters"] and "Site" in overview["filters"]
     assert batch["trends"] == 5 and batch["axis"] == "batch time (day)"
     assert "culture temperature high 38.5" in batch["limit"]
+    assert batch["band"] == "within alarm limits: 35 to 38.5"  # shaded, not only two lines
     assert batch["alarms head"].startswith("eventdaysourcealarmlevelnowacknowledged")
     assert "dissolved oxygen 13.8 below low 15" in batch["alarm row"]
+    assert "not acknowledged" in batch["alarm row"] and batch["acknowledge"] == "Acknowledge"
     assert batch["hold"] == "Request hold" and batch["record"] == "batch record"
     assert batch["dialog"].startswith("Confirm: hold batch cart2 at site site-a")
     assert batch["answer"].startswith("Sent: hold batch cart2 at site site-a, signed by alice")
@@ -149,8 +151,10 @@ async def look_at_the_dashboard(
         "trends": await batch.evaluate("document.querySelectorAll('svg.trend').length"),
         "axis": await shown_in(batch, "svg.trend text", size, "batch time"),
         "limit": await shown_in(batch, "svg.trend g.limit", size, "high 38.5"),
+        "band": await shown_in(batch, "svg.trend rect.band", size, "35 to 38.5"),
         "alarms head": await shown_in(batch, "#alarms thead", size),
         "alarm row": await shown_in(batch, "#alarms tbody tr", size),
+        "acknowledge": await shown_in(batch, "#alarms tbody tr a.act", size),
         "hold": await shown_in(batch, "#acts a.act", size),
         "record": await shown_in(batch, "#record-link", size),
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -114,9 +113,11 @@ def poison_messages(template: bytes) -> dict[str, Publish]:
     }
 
 
-def http_get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read().decode()
+def http_get(base: str, path: str) -> str:
+    """A JSON route as a program reads it (a control-site user's Basic credentials)."""
+    status, _, text = Person(base).get_as_program(path)
+    assert status == 200, text
+    return text
 
 
 def signed_in_get(base: str, path: str) -> str:
@@ -182,7 +183,7 @@ def test_each_poison_message_is_quarantined_and_both_good_batches_are_stored(
             await as_site(broker, work)
             assert stored(site, "good-before") == len(before) - 2  # every event, no gap
             rows = json.loads(
-                await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/api/quarantine")
+                await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}", "/api/quarantine")
             )
             page = await asyncio.to_thread(signed_in_get, f"http://127.0.0.1:{port}", "/")
             alive = site._task is not None and not site._task.done()

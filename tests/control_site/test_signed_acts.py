@@ -1,4 +1,5 @@
-"""Hold, suspend and reinstate from the dashboard's buttons: confirmed, signed, audited.
+"""Hold, suspend, reinstate and alarm acknowledgement from the dashboard's buttons:
+confirmed, signed, audited.
 
 A signed-in supervisor's act carries the reason and their password again (the
 session alone never signs), the session's CSRF token and this origin; it is
@@ -18,9 +19,14 @@ from typing import Any
 
 import aiomqtt
 from dashboard import Person, users_file
+from site_journals import poc_twin, running_batch, wait_until
+from site_users import PEOPLE
 
 from twin.control_site.serve import ControlSite
+from twin.engine.inbox import send_command
+from twin.journal import read_events
 from twin.telemetry.broker import BrokerConfig, free_port
+from twin.telemetry.site import SiteRecord
 from twin.telemetry.topics import BrokerURL
 
 
@@ -164,3 +170,118 @@ def test_acts_are_confirmed_signed_audited_and_offered_only_when_they_make_sense
     assert {who for _, _, who, _, _ in audit} == {"alice"}
     requests = seen["after"].split("id='requests'")[1].split("</table>")[0]
     assert "<th>user</th><th>request</th>" in requests and "not signed" in requests
+
+
+def test_an_alarm_is_acknowledged_from_the_batch_page_and_journalled_at_the_site(
+    broker: BrokerConfig, alarm_recipe: Path, tmp_path: Path
+) -> None:
+    """A real batch raises a critical alarm and holds; the supervisor acknowledges it from
+    its row (confirmation, reason, password); the request crosses Mosquitto to the batch's
+    forwarder, the batch journals it, and the page shows who acknowledged it and when."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    journal = tmp_path / "ack1.sqlite"
+
+    def stored(site: ControlSite, kind: str) -> list[tuple[Any, ...]]:
+        return site.store.query(
+            "SELECT seq, data FROM events WHERE site='site-a' AND batch='ack1' AND kind=?",
+            (kind,),
+        )
+
+    def acknowledge(alarm: int) -> dict[str, Any]:
+        person = Person(base)
+        person.sign_in()
+        page = f"/batch/site-a/ack1/alarm/{alarm}/acknowledge"
+        seen: dict[str, Any] = {"before": person.get("/batch/site-a/ack1")[2]}
+        seen["confirm"] = person.get(page)[2]
+        form = {"reason": "probe checked, culture fine", "next": "/batch/site-a/ack1"}
+        seen["no token"] = person.post(page, {**form, "password": "s3cret"}, csrf=False)[0]
+        seen["wrong password"] = person.post(page, {**form, "password": "guess"})[2]
+        seen["sent"] = person.post(page, {**form, "password": "s3cret"})
+        seen["not an alarm"] = person.get("/batch/site-a/ack1/alarm/1/acknowledge")[0]
+        return seen
+
+    def after(alarm: int) -> dict[str, Any]:
+        person = Person(base)
+        person.sign_in()
+        page = f"/batch/site-a/ack1/alarm/{alarm}/acknowledge"
+        form = {"reason": "again", "password": "s3cret", "next": "/batch/site-a/ack1"}
+        return {"page": person.get("/batch/site-a/ack1")[2], "again": person.post(page, form)[2]}
+
+    async def scenario() -> tuple[int, dict[str, Any], dict[str, Any], list[tuple[Any, ...]]]:
+        site = ControlSite(
+            broker.url("control"),
+            str(tmp_path / "cs.sqlite"),
+            "127.0.0.1",
+            port,
+            users_file(tmp_path),
+        )
+        await site.start()
+        url = broker.url("site-a", unit="cleanroom-9")
+        try:
+            async with running_batch(alarm_recipe, journal, "ack1", url) as proc:
+                await wait_until(lambda: stored(site, "alarm"))
+                await wait_until(lambda: site.store.batch_state("site-a", "ack1") == "Held")
+                alarm = int(stored(site, "alarm")[0][0])
+                seen = await asyncio.to_thread(acknowledge, alarm)
+                await wait_until(lambda: stored(site, "alarm_ack"))
+                later = await asyncio.to_thread(after, alarm)
+                abort = await send_command(
+                    journal, "abort", operator="sam", password=PEOPLE["sam"][2], reason="over"
+                )
+                assert abort["status"] == "accepted", abort
+                assert await proc.wait() == 3
+            audit = site.store.query(
+                "SELECT action, operator, reason, outcome FROM requests WHERE batch='ack1' "
+                "ORDER BY at"
+            )
+            return alarm, seen, later, audit
+        finally:
+            await site.stop()
+
+    alarm, seen, later, audit = asyncio.run(scenario())
+    # the row offers the act while the alarm waits for someone
+    row = f"/batch/site-a/ack1/alarm/{alarm}/acknowledge"
+    assert "not acknowledged" in seen["before"] and f"href='{row}'" in seen["before"]
+    assert ">Acknowledge</a>" in seen["before"]
+    assert f"Confirm: acknowledge alarm {alarm} of batch ack1 at site site-a" in seen["confirm"]
+    assert "type='password' name='password'" in seen["confirm"] and "name='csrf'" in seen["confirm"]
+    assert seen["no token"] == 403 and seen["not an alarm"] == 404
+    assert flash(seen["wrong password"]) == [
+        "Not signed (wrong user name or password): nothing was sent."
+    ]
+    status, path, text = seen["sent"]
+    assert (status, path) == (200, "/batch/site-a/ack1")
+    assert flash(text) == [
+        f"Sent: acknowledge alarm {alarm} of batch ack1 at site site-a, signed by alice, "
+        "reason “probe checked, culture fine”. The alarm shows acknowledged once the site has "
+        "journalled it."
+    ]
+    # the site journalled it, with who and why, as the batch's own act
+    acks = [e for e in read_events(journal) if e.kind == "alarm_ack"]
+    assert [(e.data["alarm_seq"], e.data["user"], e.data["comment"]) for e in acks] == [
+        (alarm, "control-site:alice", "probe checked, culture fine")
+    ]
+    assert acks[0].data["via"] == "control-site" and acks[0].data["critical"] is True
+    verified = poc_twin("verify", str(journal))  # chain and signatures: a relayed act is
+    assert verified.returncode == 0, verified.stdout + verified.stderr  # signed at the source
+    record = tmp_path / "ack1.html"
+    assert poc_twin("report", str(journal), "-o", str(record)).returncode == 0
+    assert "control-site:alice" in record.read_text()  # in the batch record's alarm list
+    site_record = SiteRecord.beside(journal).requests()
+    assert (f"acknowledge alarm {alarm}", "control-site:alice") in [r[:2] for r in site_record]
+    assert next(r for r in site_record if r[0].startswith("acknowledge"))[3] == "accepted"
+    # and the dashboard shows it acknowledged, by whom, when; the button is gone
+    alarms = later["page"].split("id='alarms'")[1].split("</table>")[0]
+    assert "control-site:alice</span>, " in alarms and "probe checked, culture fine" in alarms
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC: probe checked", alarms)
+    assert "not acknowledged" not in alarms and ">Acknowledge</a>" not in alarms
+    assert flash(later["again"]) == [
+        f"Not sent: alarm {alarm} was acknowledged already by control-site:alice."
+    ]
+    # every attempt audited at the control site
+    assert [(a, o.split(":")[0]) for a, _, _, o in audit] == [
+        (f"acknowledge alarm {alarm}", "not signed"),
+        (f"acknowledge alarm {alarm}", "sent"),
+        (f"acknowledge alarm {alarm}", f"alarm {alarm} was acknowledged already by control-site"),
+    ]

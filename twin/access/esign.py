@@ -84,10 +84,10 @@ def signer_of(event: Event) -> str | None:
     who = str(event.data.get(name_field, ""))
     if not who:
         return None
-    if event.kind == "command" and (
-        who == "engine" or who.startswith("alarm:") or event.data.get("via")
-    ):
-        return None  # the engine's, an alarm's, Ctrl-C at the console, the control site's
+    if event.kind == "command" and (who == "engine" or who.startswith("alarm:")):
+        return None  # the engine's, an alarm's
+    if event.kind in ("command", "alarm_ack") and event.data.get("via"):
+        return None  # Ctrl-C at the console, the control site's (its user signed there)
     return who
 
 

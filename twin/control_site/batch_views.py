@@ -4,8 +4,9 @@ Folded from the events the control site stored (:mod:`.boards`), the same fold t
 operator station uses on the journal, so supervisor and operator read the same
 alarms, acknowledgements and limits. Trends are the batch record's
 (:func:`twin.report.svg.trend_svg`): batch time on the x axis, the setpoint as a
-step line, the recipe's alarm limits as red dashed lines, holds shaded, alarms
-marked. Only the acts that make sense in the batch's state are offered.
+step line, the band within the recipe's alarm limits shaded green and each limit a red
+dashed line, holds shaded, alarms marked. Only the acts that make sense in the batch's
+state are offered.
 """
 
 from __future__ import annotations
@@ -108,21 +109,39 @@ def _trends(board: StoredBoard) -> str:
             )
         )
     legend = (
-        "<p class='muted'>Blue: process value; green dashed: setpoint; red dashed: the "
-        "recipe's alarm limits; shaded: held; red marks: alarms.</p>"
+        "<p class='muted'>Blue: process value; green dashed: setpoint; green band: within "
+        "the recipe's alarm limits (red dashed lines); orange: held; red marks: alarms.</p>"
     )
     return legend + "".join(parts) if parts else "<p class='muted'>no readings yet</p>"
 
 
-def _alarms(board: StoredBoard) -> str:
+def _when(wall_time: str) -> str:
+    """A journal wall time as a person reads it: 2026-12-05 16:20 UTC."""
+    return f"{wall_time[:10]} {wall_time[11:16]} UTC" if len(wall_time) >= 16 else wall_time
+
+
+def _alarms(board: StoredBoard, row: dict[str, Any], site: str, batch: str) -> str:
+    """The alarm list; an alarm not yet acknowledged of a batch still running has a button
+    to acknowledge it from here (signed, sent to the site, journalled there)."""
     rows = []
     for a in sorted(board.alarms.values(), key=lambda a: -a.seq):
         level = "<span class='bad'>critical</span>" if a.critical else "alarm"
-        ack = (
-            f"{escape(a.acknowledged_by)}: {escape(a.comment)}"
-            if a.acknowledged_by
-            else "<span class='warn'>not acknowledged</span>"
-        )
+        act = ""
+        if a.acknowledged_by:
+            ack = (
+                f"<span class='ok'>{escape(a.acknowledged_by)}</span>, "
+                f"{escape(_when(a.acknowledged_at))}: {escape(a.comment)}"
+            )
+        else:
+            ack = "<span class='warn'>not acknowledged</span>"
+            if not row["ended"]:
+                act = act_button(
+                    "Acknowledge",
+                    f"/batch/{site}/{batch}/alarm/{a.seq}/acknowledge",
+                    f"acknowledge alarm {a.seq} ({a.message}) of batch {batch} at site {site}",
+                    "The site's batch journals the acknowledgement as control-site:<you> with "
+                    "your reason as its comment; the alarm's cause is not changed.",
+                )
         rows.append(
             (
                 str(a.seq),
@@ -132,9 +151,19 @@ def _alarms(board: StoredBoard) -> str:
                 level,
                 "cleared" if a.cleared else "<span class='bad'>active</span>",
                 ack,
+                act,
             )
         )
-    head = ("event", "day", "source", "alarm", "level", "now", "acknowledged (at the site)")
+    head = (
+        "event",
+        "day",
+        "source",
+        "alarm",
+        "level",
+        "now",
+        "acknowledged (who, when, comment)",
+        "",
+    )
     return table(head, rows, "alarms", "no alarms")
 
 
@@ -204,7 +233,7 @@ def batch_live(
         f"<h2>Process values</h2>{_process_values(board)}"
         f"<h2>Forecast</h2>{forecast_panel(r['forecast'])}"
         f"<h2>Trends</h2>{_trends(board)}"
-        f"<h2>Alarms</h2>{_alarms(board)}"
+        f"<h2>Alarms</h2>{_alarms(board, r, site, batch)}"
         f"<h2>Operator commands</h2>{_commands(store, site, batch)}"
         f"<h2>Requests from the control site</h2>{requests_html(store, site, batch)}"
     )

@@ -401,6 +401,24 @@ class Store:
         rows = self.query("SELECT state FROM batches WHERE site=? AND batch=?", (site, batch))
         return str(json.loads(rows[0][0]).get("state")) if rows else None
 
+    def alarm_acknowledged_by(self, site: str, batch: str, seq: int) -> str | None:
+        """Who acknowledged the batch's alarm event ``seq`` ("" nobody yet); None if that
+        event is not an alarm of the batch the control site holds."""
+        if not self.query(
+            "SELECT 1 FROM events WHERE site=? AND batch=? AND seq=? AND kind='alarm'",
+            (site, batch, seq),
+        ):
+            return None
+        acks = self.query(
+            "SELECT data FROM events WHERE site=? AND batch=? AND kind='alarm_ack' ORDER BY seq",
+            (site, batch),
+        )
+        for (data,) in acks:
+            ack = json.loads(data)
+            if ack.get("alarm_seq") == seq:
+                return str(ack.get("user") or "?")
+        return ""
+
     def site_suspended(self, site: str) -> bool:
         """Whether the site's last suspension request that was sent suspended it."""
         rows = self.query("SELECT suspended FROM sites WHERE site=?", (site,))

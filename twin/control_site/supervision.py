@@ -1,4 +1,5 @@
-"""Requests to sites (hold a batch, suspend or reinstate a site), checked and audited.
+"""Requests to sites (hold a batch, acknowledge one of its alarms, suspend or reinstate a
+site), checked and audited.
 
 Every request an authenticated user makes is written to the ``requests`` table
 with the user, the reason and its outcome, refused ones included: the audit
@@ -80,6 +81,54 @@ class Supervision:
         body = {"id": rid, "command": "hold", "operator": operator, "reason": reason}
         return await self._audited(
             rid, site, batch, "hold", operator, reason, check, "command", body, retain=False
+        )
+
+    async def check_acknowledge(self, site: str, batch: str, alarm_seq: int) -> str:
+        """The batch's unit if its alarm ``alarm_seq`` may be acknowledged from here, else
+        RequestRefused: no such batch or alarm (404), acknowledged already or ended (409)."""
+        _safe(site, "site")
+        _safe(batch, "batch")
+        status = await asyncio.to_thread(self.store.batch_status, site, batch)
+        if status is None:
+            raise RequestRefused(f"no batch {batch} at site {site}", 404)
+        unit, ended = status
+        by = await asyncio.to_thread(self.store.alarm_acknowledged_by, site, batch, alarm_seq)
+        if by is None:
+            raise RequestRefused(f"event {alarm_seq} is not an alarm of batch {batch}", 404)
+        if by:
+            raise RequestRefused(f"alarm {alarm_seq} was acknowledged already by {by}", 409)
+        if ended:
+            raise RequestRefused(
+                f"batch {batch} at site {site} has ended: its alarms are acknowledged at the "
+                "site (poc-twin ack, signed into its journal)",
+                409,
+            )
+        return unit
+
+    async def acknowledge(
+        self, site: str, batch: str, alarm_seq: int, *, operator: str, reason: str
+    ) -> str:
+        """Acknowledge one alarm of a running batch: it travels as a command and the batch
+        journals the acknowledgement with who (``control-site:<user>``) and the comment."""
+        rid = uuid.uuid4().hex
+        body = {
+            "id": rid,
+            "command": "acknowledge",
+            "alarm": alarm_seq,
+            "operator": operator,
+            "reason": reason,
+        }
+        return await self._audited(
+            rid,
+            site,
+            batch,
+            f"acknowledge alarm {alarm_seq}",
+            operator,
+            reason,
+            lambda: self.check_acknowledge(site, batch, alarm_seq),
+            "command",
+            body,
+            retain=False,
         )
 
     async def suspend(

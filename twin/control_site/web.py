@@ -3,16 +3,18 @@
 Every page needs a signed-in user (users file; sign-in rate limited and locked out
 like every login, :mod:`.logins`); a session ends on sign-out or after 15 minutes
 without a request (put the dashboard behind the control room's TLS proxy). An act on
-a site (hold a batch, suspend or reinstate a site) is a form with the session's CSRF
+a site (hold a batch, acknowledge one of its alarms, suspend or reinstate a site) is a
+form with the session's CSRF
 token, from this origin, that carries the reason and the user's password again: the
 act is signed, audited, and answered with the page the browser came from and a
 message, never raw JSON.
 
-Programs keep the interface they had: ``POST`` of a hold or a suspension with HTTP
-Basic credentials is answered JSON (4xx with the reason as text when refused),
-``/api/anchors/...`` needs Basic, and ``/api/batches`` and ``/api/quarantine`` answer
-as before. Every request is audited and a refused one gives its reason
-(:mod:`.supervision`).
+Programs authenticate with a control-site user's HTTP Basic credentials: ``POST`` of
+a hold or a suspension is answered JSON (4xx with the reason as text when refused),
+and every ``/api/...`` route (``/api/batches``, ``/api/quarantine``, the page
+scripts' ``/api/overview`` and ``/api/batch/...``) answers a signed-in session or
+Basic credentials, and 401 to anyone else; ``/api/anchors/...`` needs Basic. Every
+request is audited and a refused one gives its reason (:mod:`.supervision`).
 """
 
 from __future__ import annotations
@@ -49,8 +51,6 @@ __all__ = ["COOKIE", "Users", "make_app"]
 COOKIE = "poc_twin_control_site"
 #: Longest reason accepted for a request (it goes into the batch record).
 MAX_REASON = 1000
-#: JSON endpoints for programs that answer without a session, as they always have.
-_OPEN_API = ("/api/batches", "/api/quarantine")
 
 _SESSION = web.RequestKey("session", Session)
 
@@ -72,6 +72,14 @@ def _refused(status: int, text: str, retry_after_s: float | None = None) -> web.
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="poc-twin control site"'
     return _ERRORS.get(status, web.HTTPBadRequest)(text=text, headers=headers)
+
+
+def _alarm_seq(request: web.Request) -> int:
+    """The alarm's event number in the URL (digits by the route; a journal's seq fits 12)."""
+    digits = request.match_info["alarm"]
+    if len(digits) > 12:
+        raise web.HTTPNotFound(text="no such alarm")
+    return int(digits)
 
 
 class _NotValid(ValueError):
@@ -116,10 +124,14 @@ def make_app(
             if origin is not None and origin.split("://", 1)[-1] != request.host:
                 raise web.HTTPForbidden(text="cross-site request refused")
         path = request.path
-        if path == "/login" or path in _OPEN_API or path.startswith("/api/anchors/"):
-            return await handler(request)
-        if request.method == "POST" and "Authorization" in request.headers:
-            return await handler(request)  # a program: its Basic login is checked there
+        if path == "/login" or path.startswith("/api/anchors/"):
+            return await handler(request)  # the anchors check their Basic login themselves
+        if "Authorization" in request.headers:
+            if request.method == "POST":
+                return await handler(request)  # a program: its Basic login is checked there
+            if path.startswith("/api/"):
+                await basic_user(request)  # a program reading JSON: its Basic login, here
+                return await handler(request)
         session = sessions.get(request.cookies.get(COOKIE))
         if session is None:
             if request.method == "GET" and not path.startswith("/api/"):
@@ -249,6 +261,15 @@ def make_app(
     def describe(request: web.Request) -> tuple[str, str, str, str]:
         """(act, what, effect, where to go back) of the act a URL names."""
         site = request.match_info["site"]
+        if "alarm" in request.match_info:
+            name, seq = request.match_info["batch"], request.match_info["alarm"]
+            return (
+                "acknowledge",
+                f"acknowledge alarm {seq} of batch {name} at site {site}",
+                "The site's batch journals the acknowledgement as control-site:<you> with "
+                "your reason as its comment; the alarm's cause is not changed.",
+                f"/batch/{site}/{name}",
+            )
         if "batch" in request.match_info:
             name = request.match_info["batch"]
             return (
@@ -269,7 +290,19 @@ def make_app(
     async def confirm(request: web.Request) -> web.Response:
         """The confirmation of an act as a page (the button's target without script)."""
         act, what, effect, back = describe(request)
-        if act == "hold":
+        if act == "acknowledge":
+            try:
+                await supervision.check_acknowledge(
+                    request.match_info["site"],
+                    request.match_info["batch"],
+                    _alarm_seq(request),
+                )
+            except RequestRefused as exc:
+                if exc.status == 404:
+                    raise web.HTTPNotFound(text=str(exc)) from None
+                request[_SESSION].flash.append(("error", f"{exc}: nothing to acknowledge"))
+                raise web.HTTPSeeOther(back) from None
+        elif act == "hold":
             site, name = request.match_info["site"], request.match_info["batch"]
             rows = await asyncio.to_thread(overview_rows, store, None, plans)
             row = next((r for r in rows if r["site"] == site and r["batch"] == name), None)
@@ -294,6 +327,14 @@ def make_app(
     async def send(request: web.Request, operator: str, reason: str, by_person: bool) -> str:
         """The act of this URL, through supervision: the request id, or RequestRefused."""
         site = request.match_info["site"]
+        if "alarm" in request.match_info:
+            return await supervision.acknowledge(
+                site,
+                request.match_info["batch"],
+                _alarm_seq(request),
+                operator=operator,
+                reason=reason,
+            )
         if "batch" in request.match_info:
             return await supervision.hold(
                 site, request.match_info["batch"], operator=operator, reason=reason
@@ -324,7 +365,12 @@ def make_app(
         except LoginRefused as exc:
             site = request.match_info["site"]
             name = request.match_info.get("batch", "-")
-            await supervision.refuse(site, name, action, session.user, reason, f"not signed: {exc}")
+            audited = (
+                f"acknowledge alarm {_alarm_seq(request)}" if action == "acknowledge" else action
+            )
+            await supervision.refuse(
+                site, name, audited, session.user, reason, f"not signed: {exc}"
+            )
             session.flash.append(("error", f"Not signed ({exc}): nothing was sent."))
             raise web.HTTPSeeOther(back) from None
         try:
@@ -336,7 +382,10 @@ def make_app(
             )
             session.flash.append(("error", f"{said}."))
             raise web.HTTPSeeOther(back) from None
-        after = " The batch shows Held once the site has taken it." if action == "hold" else ""
+        after = {
+            "hold": " The batch shows Held once the site has taken it.",
+            "acknowledge": " The alarm shows acknowledged once the site has journalled it.",
+        }.get(action, "")
         session.flash.append(
             ("ok", f"Sent: {what}, signed by {session.user}, reason “{reason}”.{after}")
         )
@@ -365,6 +414,8 @@ def make_app(
             web.get("/batch/{site}/{batch}/record", record),
             web.get("/batch/{site}/{batch}/hold", confirm),
             web.post("/batch/{site}/{batch}/hold", act),
+            web.get("/batch/{site}/{batch}/alarm/{alarm:[0-9]+}/acknowledge", confirm),
+            web.post("/batch/{site}/{batch}/alarm/{alarm:[0-9]+}/acknowledge", act),
             web.get("/site/{site}/{action:suspend|reinstate}", confirm),
             web.post("/site/{site}/{action:suspend|reinstate}", act),
             web.get("/api/anchors/{site}/{batch}", anchors),

@@ -345,8 +345,11 @@ class Batch:
         it, with the operator's signature when one is given)."""
         self.ctx.present_identity(patient_id, bag_id, who, why, signer)
 
-    def acknowledge(self, alarm_seq: int, *, who: str, comment: str) -> Event:
-        """A person acknowledges a raised alarm (by its event's sequence number)."""
+    def acknowledge(
+        self, alarm_seq: int, *, who: str, comment: str, via: str | None = None
+    ) -> Event:
+        """A person acknowledges a raised alarm (by its event's sequence number); ``via``
+        names a way in where no site user signs (the control site, whose user signed there)."""
         alarm = self.alarm_events.get(alarm_seq)
         if alarm is None:
             raise ValueError(f"event {alarm_seq} is not an alarm of this batch")
@@ -362,6 +365,7 @@ class Batch:
                 "critical": is_critical(alarm),
                 "user": who,
                 "comment": comment,
+                **({"via": via} if via else {}),
             },
         )
 

@@ -32,6 +32,7 @@ from twin.errors import CommandRefused, PocTwinError
 from twin.journal import Event, Journal
 
 __all__ = [
+    "RELAYED_COMMANDS",
     "RELAY_ENV",
     "CommandTarget",
     "NoRunningBatch",
@@ -57,7 +58,9 @@ class CommandTarget(Protocol):
         self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
     ) -> None: ...
 
-    def acknowledge(self, alarm_seq: int, *, who: str, comment: str) -> Event: ...
+    def acknowledge(
+        self, alarm_seq: int, *, who: str, comment: str, via: str | None = None
+    ) -> Event: ...
 
     @property
     def state(self) -> Any: ...
@@ -99,15 +102,19 @@ RELAY_ENV = "POC_TWIN_RELAY_TOKEN"
 RELAYED = "control-site:"
 
 
-def _relayed_hold(request: dict[str, Any], relay_token: str | None) -> bool:
-    """A hold the control site requested (its user authenticated there), relayed by this
-    batch's own forwarder: the only command not signed by a site user."""
+#: What the control site may ask of a batch (its user signed there with their password).
+RELAYED_COMMANDS = frozenset({"hold", "acknowledge"})
+
+
+def _relayed(request: dict[str, Any], relay_token: str | None) -> bool:
+    """A hold or an alarm acknowledgement the control site requested (its user signed there),
+    relayed by this batch's own forwarder: the only acts not signed by a site user."""
     token = request.get("relay_token")
     return (
         relay_token is not None
         and isinstance(token, str)
         and hmac.compare_digest(token.encode(), relay_token.encode())
-        and request.get("command") == "hold"
+        and request.get("command") in RELAYED_COMMANDS
         and str(request.get("operator", "")).startswith(RELAYED)
     )
 
@@ -126,11 +133,18 @@ def _answer(
         return {"status": "invalid", "message": "need command, operator, password and reason"}
     if not operator.strip() or not reason.strip():
         return {"status": "invalid", "message": "operator and reason must not be empty"}
-    if _relayed_hold(request, relay_token):
+    if _relayed(request, relay_token):
         try:
-            target.command("hold", who=operator, why=reason, via="control-site")
+            if command == "acknowledge":
+                target.acknowledge(
+                    _alarm_seq(request), who=operator, comment=reason, via="control-site"
+                )
+            else:
+                target.command("hold", who=operator, why=reason, via="control-site")
         except CommandRefused as exc:
             return {"status": "refused", "message": str(exc), "state": exc.state}
+        except ValueError as exc:  # not an alarm of this batch, or acknowledged already
+            return {"status": "refused", "message": str(exc), "state": target.status}
         return {"status": "accepted", "state": target.status}
     if operator.startswith(RELAYED):
         return {"status": "invalid", "message": f"'{RELAYED}' names are the control site's"}

@@ -177,6 +177,8 @@ def _trends(r: BatchRecord) -> str:
         '<p class="legend"><span style="color:#1f5fa8">━ process value (PV)</span>'
         '<span style="color:#27ae60">╌ setpoint (SP)</span>'
         '<span style="color:#c0392b">▼ alarm</span>'
+        '<span style="background:#dff0e3">&nbsp;within alarm limits&nbsp;</span>'
+        '<span style="color:#c0392b">┈ alarm limit</span>'
         '<span style="background:#f6d7a7">&nbsp;hold&nbsp;</span></p>'
     ]
     alarms = [(a.batch_time, f"{a.source}: {a.text}") for a in r.alarms]

@@ -1,4 +1,5 @@
-"""Inline SVG trend plots: a process value against its setpoint, holds shaded, alarms marked.
+"""Inline SVG trend plots: a process value against its setpoint, inside its alarm band (the
+range between the low and high alarm limits, shaded), holds shaded, alarms marked.
 
 Plain SVG text, no plotting library and no script, so the batch record is one
 self-contained file that renders the same in any browser and prints well.
@@ -77,8 +78,9 @@ def trend_svg(
     alarms: Sequence[tuple[float, str]] = (),
     limits: Sequence[tuple[str, float]] = (),
 ) -> str:
-    """One trend as an ``<svg>`` element; time axis in hours or days of batch time; alarm
-    limits as red dashed lines."""
+    """One trend as an ``<svg>`` element; time axis in hours or days of batch time; the alarm
+    band shaded between the low and high alarm limits (to the plot's edge where only one
+    side has a limit), each limit a red dashed line with its name."""
     pv = downsample(points)
     t_end = max(end_time, pv[-1][0] if pv else 0.0, 1.0)
     days = t_end > 2 * 86400
@@ -102,6 +104,17 @@ def trend_svg(
         f"<title>{escape(title)}</title>",
         f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>',
     ]
+    band = _band(limits)
+    if band is not None:
+        top = TOP if band[1] is None else y(band[1])
+        bottom = TOP + ph if band[0] is None else y(band[0])
+        low = "-" if band[0] is None else _fmt(band[0])
+        high = "-" if band[1] is None else _fmt(band[1])
+        parts.append(
+            f'<rect class="band" x="{LEFT}" y="{top:.1f}" width="{pw}" '
+            f'height="{max(bottom - top, 0.0):.1f}" fill="#dff0e3">'
+            f"<title>within alarm limits: {low} to {high}</title></rect>"
+        )
     for start, end in holds:
         x0, x1 = x(start), x(end if end is not None else t_end)
         parts.append(
@@ -141,6 +154,16 @@ def trend_svg(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _band(limits: Sequence[tuple[str, float]]) -> tuple[float | None, float | None] | None:
+    """(low, high) of the range no alarm limit is beyond (None: no limit on that side), from
+    labels ending in 'low' or 'high'; None when there is no limit at all."""
+    lows = [v for label, v in limits if label.endswith("low")]
+    highs = [v for label, v in limits if label.endswith("high")]
+    if not lows and not highs:
+        return None
+    return (max(lows) if lows else None, min(highs) if highs else None)
 
 
 def _step_path(setpoint: Sequence[tuple[float, float | None]], t_end: float, x, y) -> str:  # type: ignore[no-untyped-def]

@@ -52,6 +52,8 @@ class Alarm:
     cleared: bool = False
     acknowledged_by: str = ""
     comment: str = ""
+    #: Wall time (ISO 8601, UTC) the acknowledgement was journalled.
+    acknowledged_at: str = ""
 
 
 @dataclass
@@ -246,6 +248,7 @@ class BatchBoard:
         if alarm is not None:
             alarm.acknowledged_by = str(event.data.get("user", ""))
             alarm.comment = str(event.data.get("comment", ""))
+            alarm.acknowledged_at = event.wall_time
 
     def _identity(self, event: Event) -> None:
         self.scan_wanted = event.kind == "identity_requested"

@@ -47,7 +47,7 @@ from typing import Any
 import aiomqtt
 
 from twin.clock import wall_monotonic, wall_now
-from twin.engine.inbox import RELAY_ENV, NoRunningBatch, send_command
+from twin.engine.inbox import RELAY_ENV, RELAYED_COMMANDS, NoRunningBatch, send_command
 from twin.ensemble.forecast import brief, read_saved
 from twin.journal import CHECKPOINT, Event
 from twin.telemetry.site import SiteRecord
@@ -331,30 +331,42 @@ class Forwarder:
             )
 
     async def _forward_command(self, body: dict[str, Any]) -> None:
-        """A hold from the control site goes to the running batch like an operator command."""
+        """A hold, or an alarm's acknowledgement, from the control site goes to the running
+        batch like an operator's (journalled with who and why); the site's record keeps the
+        request and its outcome."""
         command = str(body.get("command", ""))
         who = f"control-site:{body.get('operator', '?')}"
         reason = str(body.get("reason", "")) or "requested by the control site"
-        if command != "hold":
-            outcome = f"refused: the control site may only request hold, not '{command}'"
+        extra: dict[str, Any] = {"relay_token": os.environ.get(RELAY_ENV, "")}
+        alarm = body.get("alarm")
+        if command == "acknowledge" and isinstance(alarm, int) and not isinstance(alarm, bool):
+            extra["alarm"] = alarm
+        if command not in RELAYED_COMMANDS:
+            outcome = (
+                f"refused: the control site may only request hold or acknowledge an alarm, "
+                f"not '{command}'"
+            )
+        elif command == "acknowledge" and "alarm" not in extra:
+            outcome = "refused: an acknowledgement names its alarm's event number"
         else:
             try:
                 reply = await send_command(
                     self.journal_path,
-                    "hold",
+                    command,
                     operator=who,
                     password="",
                     reason=reason,
-                    extra={"relay_token": os.environ.get(RELAY_ENV, "")},
+                    extra=extra,
                 )
                 outcome = str(reply.get("status"))
+                if reply.get("status") != "accepted" and reply.get("message"):
+                    outcome += f": {reply['message']}"
             except NoRunningBatch as exc:
                 outcome = f"not delivered: {exc}"
         if self.record is not None:
             rid = str(body.get("id", ""))
-            self.record.record(
-                self.broker.site, command, who, reason, request_id=rid, outcome=outcome
-            )
+            what = f"acknowledge alarm {extra['alarm']}" if "alarm" in extra else command
+            self.record.record(self.broker.site, what, who, reason, request_id=rid, outcome=outcome)
 
     # -- the loop -----------------------------------------------------------------
 
