@@ -20,7 +20,9 @@ from typing import Any
 from browser import Chromium, Page
 
 from twin.control_site.logins import Users
+from twin.control_site.serve import ControlSite
 from twin.journal import Journal, read_events
+from twin.telemetry.broker import BrokerConfig
 from twin.telemetry.fleet import load_events
 from twin.telemetry.state import BatchState
 
@@ -34,6 +36,15 @@ def users_file(directory: Path, *people: tuple[str, str]) -> Path:
     lines = [Users.line(name, password) for name, password in [(USER, PASSWORD), *people]]
     path.write_text("".join(line + "\n" for line in lines))
     return path
+
+
+async def started_site(broker: BrokerConfig, tmp_path: Path, port: int) -> ControlSite:
+    """A control site on 127.0.0.1:PORT: its SQLite store and users file in ``tmp_path``."""
+    site = ControlSite(
+        broker.url("control"), str(tmp_path / "cs.sqlite"), "127.0.0.1", port, users_file(tmp_path)
+    )
+    await site.start()
+    return site
 
 
 async def sign_in(

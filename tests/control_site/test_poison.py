@@ -19,7 +19,7 @@ from typing import Any
 
 import aiomqtt
 import psycopg
-from dashboard import Person, users_file
+from dashboard import Person, started_site
 
 from twin.clock import wall_monotonic
 from twin.control_site.serve import ControlSite
@@ -156,14 +156,7 @@ def test_each_poison_message_is_quarantined_and_both_good_batches_are_stored(
     port = free_port()
 
     async def scenario() -> tuple[list[dict[str, Any]], str, dict[str, int], bool]:
-        site = ControlSite(
-            broker.url("control"),
-            str(tmp_path / "cs.sqlite"),
-            "127.0.0.1",
-            port,
-            users_file(tmp_path),
-        )
-        await site.start()
+        site = await started_site(broker, tmp_path, port)
         acks: dict[str, int] = {}
         try:
 

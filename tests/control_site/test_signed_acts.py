@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from dashboard import Person, users_file
+from dashboard import Person, started_site
 from site_journals import poc_twin, running_batch, wait_until
 from site_users import PEOPLE
 
@@ -89,14 +89,7 @@ def test_acts_are_confirmed_signed_audited_and_offered_only_when_they_make_sense
         return seen
 
     async def scenario() -> tuple[dict[str, Any], Any, list[tuple[Any, ...]]]:
-        site = ControlSite(
-            broker.url("control"),
-            str(tmp_path / "cs.sqlite"),
-            "127.0.0.1",
-            port,
-            users_file(tmp_path),
-        )
-        await site.start()
+        site = await started_site(broker, tmp_path, port)
         site.store.ingest(
             [
                 state("run1", "Running"),
@@ -209,14 +202,7 @@ def test_an_alarm_is_acknowledged_from_the_batch_page_and_journalled_at_the_site
         return {"page": person.get("/batch/site-a/ack1")[2], "again": person.post(page, form)[2]}
 
     async def scenario() -> tuple[int, dict[str, Any], dict[str, Any], list[tuple[Any, ...]]]:
-        site = ControlSite(
-            broker.url("control"),
-            str(tmp_path / "cs.sqlite"),
-            "127.0.0.1",
-            port,
-            users_file(tmp_path),
-        )
-        await site.start()
+        site = await started_site(broker, tmp_path, port)
         url = broker.url("site-a", unit="cleanroom-9")
         try:
             async with running_batch(alarm_recipe, journal, "ack1", url) as proc:
