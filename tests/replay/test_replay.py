@@ -228,6 +228,43 @@ def test_resume_with_restart_completes_on_the_same_chain(
     assert replay(short).identical, "a resumed batch replays like any other"
 
 
+def _cut_points(events: list[Event]) -> dict[str, int]:
+    """Where a kill leaves the engine between a decision and the wait that follows it."""
+    culture_start = next(
+        e.seq
+        for e in events
+        if e.kind == "transition" and e.source.endswith(":culture") and e.data["to"] == "Running"
+    )
+    return {
+        "phase finished, next not started": culture_start - 1,
+        "culture started, setpoint journalled": culture_start + 1,
+        "culture sample drawn": next(
+            e.seq for e in events if e.kind == "sample" and e.seq > culture_start
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "phase finished, next not started",
+        "culture started, setpoint journalled",
+        "culture sample drawn",
+    ],
+)
+def test_the_interruption_counts_alike_in_the_resume_and_its_replay(
+    smoke_journal: Path, tmp_path: Path, where: str
+) -> None:
+    """The process dies right after the engine decided something and before it waits: the
+    down time counts as culture time (the plant went on) in the resume and in its replay,
+    so the resumed batch replays event for event (a kill here once broke the replay)."""
+    cut_at = _cut_points(list(read_events(smoke_journal)))[where]
+    short = cut(smoke_journal, tmp_path / "killed.sqlite", cut_at)
+    assert resume(short, operator="carol", reason="power restored", restart=True) is S.COMPLETE
+    result = replay(short)
+    assert result.identical, result.divergence.describe() if result.divergence else result
+
+
 def test_resume_refuses_an_ended_batch(smoke_journal: Path) -> None:
     with pytest.raises(ResumeRefused, match="already ended Complete"):
         resume(smoke_journal, operator="carol", reason="why not")

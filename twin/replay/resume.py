@@ -148,6 +148,7 @@ async def resume_async(
                 last = recording.events[-1]
                 gap = wall_now() - datetime.fromisoformat(last.wall_time)
                 gap_s = max(0.0, gap.total_seconds())
+                await loop.settle()  # the engine as far as the record takes it, as replay has it
                 if not bench.virtual_clock:
                     loop.go_live()
                 loop.advance_to(loop.time() + gap_s)

@@ -118,6 +118,7 @@ class ReplaySession:
             if is_interruption(event):
                 loop = asyncio.get_running_loop()
                 assert isinstance(loop, VirtualTimeLoop)
+                await loop.settle()  # as far as the resume's engine got before its gap
                 loop.advance_to(self.clock.origin + event.batch_time)
                 ends = self.feed.next_boundary(index).index
                 await hold_after_interruption(
