@@ -270,13 +270,19 @@ def test_commands_to_a_batch_never_crash(
     draw = data.draw
     batch = draw(st.one_of(st.sampled_from(PATHS), abusive_text))
     people = ["--operator", draw(abusive_text), "--reason", draw(abusive_text)]
-    if draw(st.booleans()):
+    which = draw(st.sampled_from(["command", "identity", "lot"]))
+    if which == "command":
         actions = ["pause", "resume", "hold", "restart", "stop", "abort", "start", "reset"]
         action = draw(st.one_of(st.sampled_from(actions), abusive_text))
         argv = ["command", batch, action, *people, *options(draw, {"--level": abusive_text})]
-    else:
+    elif which == "identity":
         ids = ["--patient-id", draw(abusive_text), "--bag-id", draw(abusive_text)]
         argv = ["confirm-identity", batch, *ids, *people]
+    else:
+        material = draw(st.one_of(st.sampled_from(["vector", "il2"]), abusive_text))
+        label = st.one_of(st.just("(01)09506000134352(17)301231(10)LV-1"), abusive_text)
+        argv = ["scan-lot", batch, "--material", material, *people]
+        argv += options(draw, {"--gs1": label, "--lot": abusive_text, "--expiry": abusive_text})
     check(template, tmp_path_factory, argv)
 
 

@@ -96,6 +96,22 @@ class BatchProcess:
         )
         assert done.returncode == 0, done.stderr
 
+    def scan_lot(self, *label: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        """``poc-twin scan-lot`` with the container's label (``--gs1 ...`` or ``--lot ...``)."""
+        done = subprocess.run(
+            [
+                *(EXE, "scan-lot", str(self.journal), *label),
+                *("--operator", "kim", "--reason", "container at the bedside"),
+            ],
+            input=PEOPLE["kim"][2] + "\n",
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert done.returncode == expect, (label, done.stdout, done.stderr)
+        return done
+
     def ends(self, code: int) -> list[Event]:
         _, err = self.proc.communicate(timeout=60)
         assert self.proc.returncode == code, err
@@ -286,3 +302,78 @@ def test_a_batch_waiting_for_the_identity_scan_follows_the_wall_and_obeys(
     confirmed = [e for e in events if e.kind == "identity_confirmation"]
     assert len(confirmed) == 1 and confirmed[0].data["match"] is True
     assert took_effect(events, "abort", "Aborted") <= POLL_S
+
+
+def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
+    batches: Callable[..., BatchProcess], tmp_path: Path
+) -> None:
+    """The activator is dosed only after the operator scans its container: a wrong material,
+    an expired label and a wrong lot are refused and journalled (the batch keeps waiting, its
+    clock on the wall); a hold and restart ask again; the right GS1 label doses that lot, and
+    the record and its replay carry it."""
+    recipe = tmp_path / "scanned.yaml"
+    recipe.write_text(
+        (ROOT / "recipes" / "smoke.yaml")
+        .read_text()
+        .replace(
+            "{phase: add, material: activator, volume_ml: 2.0}",
+            "{phase: add, material: activator, volume_ml: 2.0, scan_lot: true}",
+        )
+    )
+    batch = batches(str(recipe), "--lot", "activator=TA-2291")
+    events = batch.wait_for(
+        lambda ev: any(e.kind == "lot_requested" for e in ev), "the request for the scan"
+    )
+    asked = next(e for e in events if e.kind == "lot_requested")
+    assert asked.data == {"material": "activator", "expected_lot": "TA-2291"}
+    wrong = batch.scan_lot("--material", "vector", "--lot", "TA-2291", expect=4)
+    assert "waits for activator" in wrong.stderr
+    expired = "(01)09506000134352(17)200131(10)TA-2291"
+    assert (
+        "expired on 2020-01-31"
+        in batch.scan_lot("--material", "activator", "--gs1", expired, expect=4).stderr
+    )
+    other = batch.scan_lot("--material", "activator", "--lot", "TA-0001", expect=4)
+    assert "is to use lot TA-2291" in other.stderr
+    bad = batch.scan_lot("--material", "activator", "--gs1", "(01)0950600013435(10)X", expect=2)
+    assert "nothing sent" in bad.stderr  # malformed: refused here, never reaches the batch
+    wall_sleep(1.0)
+    batch.command("hold")
+    events = batch.wait_state("Held")
+    waited = events[-1].batch_time - asked.batch_time
+    assert waited <= 10 * PACE, waited  # a person's time, not a free-running clock
+    assert not any(e.kind == "setpoint" and e.data["parameter"] == "add_activator" for e in events)
+    batch.command("restart")
+    batch.wait_for(
+        lambda ev: sum(e.kind == "lot_requested" for e in ev) == 2, "the request after restart"
+    )
+    good = batch.scan_lot(
+        "--material", "activator", "--gs1", "(01)09506000134352(17)301231(10)TA-2291"
+    )
+    assert "lot TA-2291 of activator verified" in good.stdout
+    events = batch.ends(0)
+    scans = [e for e in events if e.kind == "lot_scan"]
+    assert [s.data["accepted"] for s in scans] == [False, False, False, True]
+    assert scans[-1].data["expiry"] == "2030-12-31" and scans[-1].data["gtin"] == "09506000134352"
+    signed = {e.data["signed_seq"] for e in events if e.kind == "signature"}
+    assert {s.seq for s in scans} <= signed, "every scan is the operator's signed act"
+    dose = next(
+        e for e in events if e.kind == "setpoint" and e.data["parameter"] == "add_activator"
+    )
+    assert dose.data["lot"] == "TA-2291" and dose.seq > scans[-1].seq
+    record = tmp_path / "record.html"
+    done = subprocess.run(
+        [EXE, "report", str(batch.journal), "-o", str(record)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    html = record.read_text()
+    assert "TA-2291" in html and "3 material scan(s) refused" in html
+    replayed = subprocess.run(
+        [EXE, "replay", str(batch.journal)], capture_output=True, text=True, timeout=120
+    )
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    ended = batch.scan_lot("--material", "activator", "--lot", "TA-2291", expect=4)
+    assert "Complete" in ended.stderr

@@ -255,13 +255,19 @@ def _wake(future: asyncio.Future[None]) -> None:
 class Clock:
     """Batch time in seconds since the clock was started, and every wait the batch makes."""
 
-    def __init__(self) -> None:
+    def __init__(self, started_at: datetime | None = None) -> None:
         # The loop is kept: asyncio.get_running_loop() costs a getpid() system call on
         # Python 3.11, and batch time is read about 12 times a simulated minute (plus a
         # timer per serial exchange).
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()
-        self._wall0 = wall_now()
+        #: The wall date and time of batch time 0 (a replay takes the record's).
+        self._wall0 = started_at if started_at is not None else wall_now()
+
+    @property
+    def started_at(self) -> datetime:
+        """The wall date and time of batch time 0 (dates such as a lot's expiry count from it)."""
+        return self._wall0
 
     @property
     def origin(self) -> float:

@@ -33,6 +33,8 @@ class BatchDisplay:
         self.below: dict[str, str] = {}
         #: Whether the batch waits for the operator's identity scan.
         self.scan = False
+        #: The material whose container the batch waits to see scanned ("" for none).
+        self.lot_wanted = ""
         self.phase = "-"
         self.batch_time = 0.0
         self.pv: dict[str, Any] = {}
@@ -77,6 +79,13 @@ class BatchDisplay:
         elif event.kind == "identity_confirmation":
             self.scan = False
             force = True
+        elif event.kind == "lot_requested":
+            self.lot_wanted = str(event.data.get("material", ""))
+            force = True
+        elif event.kind == "lot_scan":
+            if event.data.get("accepted"):
+                self.lot_wanted = ""
+            force = True
         elif event.kind == "reading" and event.data.get("what") == "pv":
             if "do_pct" in event.data["values"]:
                 self.pv = event.data["values"]
@@ -92,7 +101,7 @@ class BatchDisplay:
             self.unacknowledged.pop(event.data.get("alarm_seq", -1), None)
             force = True
         # While the batch waits on a person its clock follows the wall: show each reading.
-        waiting = self.state != "Running" or self.below or self.scan
+        waiting = self.state != "Running" or self.below or self.scan or self.lot_wanted
         if force or waiting or self.batch_time - self._last_refresh >= self.refresh_every_s:
             self._last_refresh = self.batch_time
             self.refreshes += 1
@@ -106,6 +115,8 @@ class BatchDisplay:
                 return f"Running ({element} {state})"
             if self.scan:
                 return "Running (waiting for the identity scan)"
+            if self.lot_wanted:
+                return f"Running (waiting for a scan of the {self.lot_wanted} container)"
         return self.state
 
     def render(self) -> Panel:

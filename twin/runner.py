@@ -189,6 +189,7 @@ async def run_batch_async(
                     },
                     "seeded_viable_cells": seeded,
                     "lots": dict(lots or {}),
+                    "clock_zero": clock.started_at.isoformat(),
                     REQUIRED_FLAG: users is not None,
                 },
             )
@@ -206,6 +207,7 @@ async def run_batch_async(
                 bag_id=bag_id,
                 users=users,
                 relay_token=relay_token,
+                lots=lots,
             )
             if on_batch is not None:
                 on_batch(batch)

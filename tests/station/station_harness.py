@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from types import TracebackType
 
 import aiohttp
 
-from twin.journal import Journal
+from twin.clock import wall_monotonic, wall_sleep
+from twin.errors import JournalError
+from twin.journal import Event, Journal, read_events
 from twin.station.acts import Station
 from twin.station.serve import StationServer
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def events_of(journal: Path) -> list[Event]:
+    """The journal as far as another process has written it (nothing yet: empty)."""
+    try:
+        return list(read_events(journal))
+    except JournalError:
+        return []
+
+
+def wait_for_event(journal: Path, kind: str, proc: subprocess.Popen[str]) -> None:
+    """Wait (real time: another process writes the journal) for the first ``kind`` event."""
+    deadline = wall_monotonic() + 60
+    while not any(e.kind == kind for e in events_of(journal)):
+        assert proc.poll() is None, proc.communicate()[1]
+        assert wall_monotonic() < deadline, f"no {kind} event"
+        wall_sleep(0.05)
 
 
 def ended_batch(path: Path, message: str = "temperature 39.1 beyond high 38.5") -> Path:

@@ -20,12 +20,10 @@ from pathlib import Path
 import pytest
 from browser import Chromium, Page
 from site_users import PEOPLE, Site
-from station_harness import RunningStation
+from station_harness import RunningStation, wait_for_event
 
 from twin.access.esign import check_signatures
-from twin.clock import wall_monotonic, wall_sleep
-from twin.errors import JournalError
-from twin.journal import Event, read_events, verify
+from twin.journal import read_events, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 EXE = str(Path(sys.executable).with_name("poc-twin"))
@@ -49,21 +47,6 @@ def bedside_recipe(folder: Path) -> Path:
     path = folder / "bedside.yaml"
     path.write_text(text)
     return path
-
-
-def events_of(journal: Path) -> list[Event]:
-    try:
-        return list(read_events(journal))
-    except JournalError:
-        return []
-
-
-def wait_for_event(journal: Path, kind: str, proc: subprocess.Popen[str]) -> None:
-    deadline = wall_monotonic() + 60
-    while not any(e.kind == kind for e in events_of(journal)):
-        assert proc.poll() is None, proc.communicate()[1]
-        assert wall_monotonic() < deadline, f"no {kind} event"
-        wall_sleep(0.05)  # real time: another process writes the journal
 
 
 @pytest.fixture

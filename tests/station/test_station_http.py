@@ -4,15 +4,20 @@ batch, and what reaches the page. The site's users file and journals are real fi
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from site_users import PEOPLE, Site, make_site
-from station_harness import Person, RunningStation, ended_batch
+from station_harness import Person, RunningStation, ended_batch, events_of, wait_for_event
 
 from twin.access.esign import check_signatures
 from twin.journal import read_events, verify
+
+ROOT = Path(__file__).resolve().parents[2]
+EXE = str(Path(sys.executable).with_name("poc-twin"))
 
 
 def kinds(path: Path) -> list[str]:
@@ -255,3 +260,71 @@ def test_the_batch_page_shows_its_latest_forecast(runs: Path, site: Site) -> Non
         assert "on day 6.02" in page and "50 %" in page and "on day 5.02" not in page
 
     run(runs, site.users, scenario)
+
+
+def test_the_station_scans_a_material_container_for_the_addition_waiting_on_it(
+    tmp_path: Path, site: Site
+) -> None:
+    """A real batch waits to dose the activator until its container is scanned: the station
+    says so, offers the scan to an operator (not to QA), refuses a wrong lot and a label it
+    cannot read, and the right label (as a scanner types it) doses that lot."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    recipe = tmp_path / "scanned.yaml"
+    recipe.write_text(
+        (ROOT / "recipes" / "smoke.yaml")
+        .read_text()
+        .replace(
+            "material: activator, volume_ml: 2.0}",
+            "material: activator, volume_ml: 2.0, scan_lot: true}",
+        )
+    )
+    journal = runs / "lots1.sqlite"
+    proc = subprocess.Popen(
+        [
+            *(EXE, "run", str(recipe), "--bench", str(ROOT / "benches/sim.yaml"), "-q"),
+            *("--journal", str(journal), "--operator", "eve", "--pace", "60"),
+            *("--lot", "activator=TA-2291"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+    async def scenario(station: RunningStation) -> None:
+        quinn = await signed_in(station, "quinn")
+        _, _, page = await quinn.get("/batch/lots1")
+        assert "/batch/lots1/lot" not in page  # QA does not scan at the bedside
+        kim = await signed_in(station, "kim")
+        _, _, page = await kim.get("/batch/lots1")
+        assert "waits for a scan of the activator container" in page
+        assert '<option value="activator" selected>' in page
+        form = {"material": "activator", "reason": "at the bedside", "password": PEOPLE["kim"][2]}
+        _, _, page = await kim.post("/batch/lots1/lot", {**form, "lot": "TA-0001"})
+        assert "refused — lot TA-0001 scanned, the batch is to use lot TA-2291" in page
+        _, _, page = await kim.post("/batch/lots1/lot", {**form, "gs1": "(10)TA-2291(17)301399"})
+        assert "not a GS1 label" in page and "nothing was signed" in page
+        label = "]d2010950600013435217301231" + "10TA-2291"
+        _, _, page = await kim.post("/batch/lots1/lot", {**form, "gs1": label})
+        assert "lot TA-2291 of activator verified" in page
+
+    try:
+        wait_for_event(journal, "lot_requested", proc)
+        run(runs, site.users, scenario)
+        wait_for_event(journal, "sample", proc)  # dosed, and the culture goes on
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    events = events_of(journal)
+    scans = [e.data for e in events if e.kind == "lot_scan"]
+    assert [(s["lot"], s["accepted"], s["operator"]) for s in scans] == [
+        ("TA-0001", False, "kim"),
+        ("TA-2291", True, "kim"),
+    ]
+    dose = next(
+        e for e in events if e.kind == "setpoint" and e.data["parameter"] == "add_activator"
+    )
+    assert dose.data["lot"] == "TA-2291"
+    assert verify(journal).ok and check_signatures(events).ok

@@ -1,10 +1,10 @@
 """Electronic signatures in the journal, bound to the act they sign (21 CFR 11.50, 11.70).
 
 A signed act is two events: the act itself (a ``command``, an
-``identity_confirmation``, an ``alarm_ack``, a ``qc_result``, a ``record_signature``),
-then a ``signature`` event that names the signer (id and printed name), the meaning
-(performed, verified, reviewed, approved), the UTC time and the sequence number and
-hash of the act's event. The act's hash covers its content and its place in the
+``identity_confirmation``, a ``lot_scan``, an ``alarm_ack``, a ``qc_result``, a
+``record_signature``), then a ``signature`` event that names the signer (id and printed
+name), the meaning (performed, verified, reviewed, approved), the UTC time and the
+sequence number and hash of the act's event. The act's hash covers its content and its place in the
 chain, and the signature event is itself in the chain: a signature cannot be moved
 to another act or another record, and a copied one signs an act twice.
 :func:`check_signatures` is what ``poc-twin verify`` runs over them.
@@ -38,6 +38,7 @@ ACCESS_REFUSED = "access_refused"
 SIGNED_KINDS = {
     "command": "operator",
     "identity_confirmation": "operator",
+    "lot_scan": "operator",  # a material container scanned for an addition
     "alarm_ack": "user",
     "qc_result": "operator",
     "record_signature": "user",

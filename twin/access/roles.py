@@ -31,6 +31,7 @@ class Act(StrEnum):
     STOP = "stop"
     ABORT = "abort"
     CONFIRM_IDENTITY = "confirm-identity"
+    SCAN_LOT = "scan-lot"
     ACKNOWLEDGE = "acknowledge"
     ACKNOWLEDGE_CRITICAL = "acknowledge-critical"
     RESUME_INTERRUPTED = "resume-interrupted"
@@ -42,7 +43,15 @@ class Act(StrEnum):
 
 
 _OPERATOR = frozenset(
-    {Act.HOLD, Act.RESTART, Act.PAUSE, Act.RESUME, Act.CONFIRM_IDENTITY, Act.ACKNOWLEDGE}
+    {
+        Act.HOLD,
+        Act.RESTART,
+        Act.PAUSE,
+        Act.RESUME,
+        Act.CONFIRM_IDENTITY,
+        Act.SCAN_LOT,
+        Act.ACKNOWLEDGE,
+    }
 )
 ACTS_OF: dict[Role, frozenset[Act]] = {
     Role.OPERATOR: _OPERATOR,
@@ -55,7 +64,14 @@ ACTS_OF: dict[Role, frozenset[Act]] = {
 
 #: The meaning a signature carries (21 CFR 11.50(a)(3)).
 MEANING: dict[Act, str] = {act: "performed" for act in Act}
-MEANING.update({Act.CONFIRM_IDENTITY: "verified", Act.REVIEW: "reviewed", Act.APPROVE: "approved"})
+MEANING.update(
+    {
+        Act.CONFIRM_IDENTITY: "verified",
+        Act.SCAN_LOT: "verified",
+        Act.REVIEW: "reviewed",
+        Act.APPROVE: "approved",
+    }
+)
 
 
 def may(roles: frozenset[Role] | set[Role], act: Act) -> bool:

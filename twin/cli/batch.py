@@ -38,6 +38,7 @@ from twin.cli.esign import (
     users_for_batch,
 )
 from twin.clock import wall_now
+from twin.engine.lots import MATERIALS
 from twin.errors import InvalidInput, JournalError, PocTwinError
 from twin.journal import check_new_journal
 from twin.names import UnsafeName, check_safe_name
@@ -211,7 +212,7 @@ def run(
         raise typer.Exit(_exit_code(final))
 
 
-_MATERIALS = ("medium", "activator", "il2", "vector", "base")
+_MATERIALS = MATERIALS
 
 
 def _lots(values: list[str] | None) -> dict[str, str]:
@@ -391,6 +392,48 @@ def confirm_identity(
         )
         raise typer.Exit(EXIT_REFUSED)
     out.print("scan handed to the batch; it records whether it matches")
+
+
+@app.command("scan-lot")
+def scan_lot(
+    batch: Annotated[str, typer.Argument(help="Batch id (runs/<id>.sqlite) or journal file")],
+    material: Annotated[str, typer.Option(help=f"The material scanned: {', '.join(_MATERIALS)}")],
+    operator: Annotated[str, typer.Option(help="Your site user id (you sign the scan)")],
+    reason: Annotated[str, typer.Option(help="Meaning, e.g. 'vector container at the bedside'")],
+    gs1: Annotated[
+        str | None,
+        typer.Option(help="The container's GS1 label: '(01)GTIN(17)YYMMDD(10)LOT' or raw scan"),
+    ] = None,
+    lot: Annotated[str | None, typer.Option(help="The lot, keyed in (instead of --gs1)")] = None,
+    expiry: Annotated[
+        str | None, typer.Option(help="The expiry date keyed in, YYYY-MM-DD (with --lot)")
+    ] = None,
+    password_file: PasswordFileOpt = None,
+) -> None:
+    """Scan a material container for the addition waiting on it: the batch checks material,
+    lot and expiry, journals the scan with your signature, and doses only a scan that passes."""
+    from twin.engine.lots import scan_from
+
+    try:
+        scan = scan_from(material, gs1, lot, expiry)
+    except ValueError as exc:
+        raise _fail(f"scan-lot: {exc}; nothing sent", EXIT_INVALID) from None
+    path = _journal_of(batch)
+    password = read_password(operator, password_file)
+    reply = _send(
+        path,
+        "scan-lot",
+        operator=operator,
+        password=password,
+        reason=reason,
+        extra=scan.record(),
+    )
+    if reply["status"] != "accepted":
+        err.print(
+            f"scan-lot: {reply['status']} — {reply['message']}", highlight=False, markup=False
+        )
+        raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else EXIT_INVALID)
+    out.print(f"lot {scan.lot} of {material} verified; the batch doses it", markup=False)
 
 
 @app.command("ack")

@@ -43,6 +43,7 @@ from twin.clock import Clock
 from twin.engine.alarms import Alarms, is_critical
 from twin.engine.context import BatchContext, PhaseInterrupted
 from twin.engine.inbox import serve_commands
+from twin.engine.lots import LotScan
 from twin.engine.modules import ControlModules
 from twin.engine.phases import PhaseLogic, make_phase
 from twin.engine.states import Command, ProceduralState, StateMachine
@@ -106,6 +107,7 @@ class Batch:
         command_path: Path | None = None,
         users: UserStore | None = None,
         relay_token: str | None = None,
+        lots: dict[str, str] | None = None,
     ) -> None:
         self.recipe = recipe
         self.equipment = equipment
@@ -138,6 +140,7 @@ class Batch:
         )
         if patient_id and bag_id:
             self.ctx.ordered_identity = (patient_id, bag_id)
+        self.ctx.expected_lots = dict(lots or {})
         kinds = {
             name: need.type for name, need in recipe.model.equipment.items() if name in equipment
         }
@@ -344,6 +347,13 @@ class Batch:
         """An operator's identity scan, handed to the confirm_identity phase (which journals
         it, with the operator's signature when one is given)."""
         self.ctx.present_identity(patient_id, bag_id, who, why, signer)
+
+    def present_lot(
+        self, scan: LotScan, *, who: str, why: str, signer: Signer | None = None
+    ) -> tuple[Event, str | None]:
+        """An operator's scan of a material container, checked by the addition waiting for it
+        (journalled, with the signature); NoScanWanted when none waits."""
+        return self.ctx.lots.present(scan, who=who, why=why, signer=signer)
 
     def acknowledge(
         self, alarm_seq: int, *, who: str, comment: str, via: str | None = None

@@ -21,6 +21,7 @@ from twin.access.users import Signer
 from twin.clock import Clock
 from twin.engine.alarms import Alarms
 from twin.engine.interlocks import check_write
+from twin.engine.lots import LotDesk
 from twin.equipment import Bioreactor, Electroporator, GasDispenser
 from twin.errors import PocTwinError
 from twin.journal import Journal
@@ -206,6 +207,14 @@ class BatchContext:
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
         self.identity: tuple[str, str] | None = None
         self._scans: asyncio.Queue[Scan] = asyncio.Queue()
+        #: Lots the run fixed (``run --lot``), by material: a scanned lot must match.
+        self.expected_lots: dict[str, str] = {}
+        #: Where an addition waits for its container's scan.
+        self.lots = LotDesk(
+            journal,
+            lambda: clock.batch_datetime().date(),
+            lambda waiting: self.on_awaiting_scan(waiting),
+        )
         self._restore: dict[tuple[str, str], Restorer] = {}
         self.latest: dict[str, Any] = {}
         #: The unit's control modules (set by the batch): phases engage loops on them.
@@ -254,10 +263,12 @@ class BatchContext:
         unit: str = "",
         restorable: bool = True,
         basis: dict[str, Any] | None = None,
+        lot: str | None = None,
     ) -> T:
         """Check interlocks, journal the setpoint (committed), write it, journal the device's
         confirmation (with its answer); remember the setpoint for a restart. ``basis``: what
-        a calculated setpoint was worked out from (journalled with it, for the record)."""
+        a calculated setpoint was worked out from, ``lot`` the material lot dosed (journalled
+        with it, for the record)."""
         check_write(
             equipment,
             self.equipment[equipment],
@@ -268,6 +279,8 @@ class BatchContext:
         data: dict[str, Any] = {"parameter": parameter, "value": as_record(value), "unit": unit}
         if basis is not None:
             data["basis"] = {k: as_record(v) for k, v in basis.items()}
+        if lot is not None:
+            data["lot"] = lot
         self.journal.append("setpoint", equipment, data)
         result = await self._confirmed(equipment, parameter, action)
         if restorable:

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from twin.access.esign import journal_refusal, sign_event
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer, UserStore
 from twin.engine.alarms import is_critical
+from twin.engine.lots import LotScan, NoScanWanted
 from twin.engine.states import Command
 from twin.errors import CommandRefused, PocTwinError
 from twin.journal import Event, Journal
@@ -57,6 +59,10 @@ class CommandTarget(Protocol):
     def present_identity(
         self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
     ) -> None: ...
+
+    def present_lot(
+        self, scan: LotScan, *, who: str, why: str, signer: Signer | None = None
+    ) -> tuple[Event, str | None]: ...
 
     def acknowledge(
         self, alarm_seq: int, *, who: str, comment: str, via: str | None = None
@@ -93,7 +99,8 @@ def _alarm_seq(request: dict[str, Any]) -> int:
 
 
 _COMMAND_ACTS = {a.value for a in Act if a.value in {c.value for c in Command}} | {
-    Act.CONFIRM_IDENTITY.value
+    Act.CONFIRM_IDENTITY.value,
+    Act.SCAN_LOT.value,
 }
 
 
@@ -156,6 +163,11 @@ def _answer(
         patient, bag = request.get("patient_id"), request.get("bag_id")
         if not patient or not bag:
             return {"status": "invalid", "message": "confirm-identity needs patient_id and bag_id"}
+    if command == "scan-lot":
+        try:
+            lot_scan_of(request)  # malformed: invalid before anyone signs
+        except ValueError as exc:
+            return {"status": "invalid", "message": str(exc)}
     try:
         if users is None:
             raise AccessRefused(
@@ -168,6 +180,25 @@ def _answer(
     return _perform(target, command, request, signer)
 
 
+def lot_scan_of(request: dict[str, Any]) -> LotScan:
+    """The scan a ``scan-lot`` request carries; ValueError says what is missing or malformed."""
+    material, lot = request.get("material"), request.get("lot")
+    expiry, gtin = request.get("expiry"), request.get("gtin")
+    if not isinstance(material, str) or not material:
+        raise ValueError("scan-lot needs the material scanned")
+    if not isinstance(lot, str) or not 0 < len(lot) <= 64 or not lot.isprintable():
+        raise ValueError("scan-lot needs a lot of 1-64 printable characters")
+    if expiry is not None and not isinstance(expiry, str):
+        raise ValueError("an expiry is a date, YYYY-MM-DD")
+    if gtin is not None and not (isinstance(gtin, str) and gtin.isdigit() and len(gtin) == 14):
+        raise ValueError("a GTIN is 14 digits")
+    try:
+        when = date.fromisoformat(expiry) if expiry else None
+    except ValueError:
+        raise ValueError(f"expiry '{expiry}' is not a date (YYYY-MM-DD)") from None
+    return LotScan(material, lot, when, gtin)
+
+
 def _perform(
     target: CommandTarget, command: str, request: dict[str, Any], signer: Signer
 ) -> dict[str, Any]:
@@ -176,6 +207,14 @@ def _perform(
     if command == "confirm-identity":
         patient, bag = str(request["patient_id"]), str(request["bag_id"])
         target.present_identity(patient, bag, who=who, why=why, signer=signer)
+        return {"status": "accepted", "state": target.status}
+    if command == "scan-lot":
+        try:
+            _, refused = target.present_lot(lot_scan_of(request), who=who, why=why, signer=signer)
+        except NoScanWanted as exc:
+            return {"status": "refused", "message": str(exc), "state": target.status}
+        if refused is not None:
+            return {"status": "refused", "message": refused, "state": target.status}
         return {"status": "accepted", "state": target.status}
     if command == "acknowledge":
         try:

@@ -135,6 +135,8 @@ class SetRocking(PhaseLogic):
 class AddMaterial(PhaseLogic):
     params: p.AddMaterial
     dosed: bool = False
+    #: The lot the operator's scan showed (scanned once: a hold after it keeps it).
+    scanned_lot: str | None = None
 
     def describe(self) -> str:
         pr = self.params
@@ -148,6 +150,9 @@ class AddMaterial(PhaseLogic):
         pr = self.params
         br = ctx.bioreactor(pr.bioreactor)
         material = Material[pr.material.upper()]
+        expected = pr.lot or ctx.expected_lots.get(pr.material)
+        if pr.scan_lot and self.scanned_lot is None:
+            self.scanned_lot = (await ctx.lots.wait(pr.material, expected)).lot
         volume, basis = await self._volume(ctx)
         self.dosed = True  # set first: after a hold mid-dose, never dose twice
         await ctx.write(
@@ -158,6 +163,7 @@ class AddMaterial(PhaseLogic):
             unit="mL",
             restorable=False,
             basis=basis,
+            lot=self.scanned_lot,
         )
 
     async def _volume(self, ctx: BatchContext) -> tuple[float, dict[str, Any] | None]:

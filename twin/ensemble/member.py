@@ -8,7 +8,8 @@ copies, CD4 share) comes from the twin's own harvest record, as a QC lab would
 report it; those outcomes are labelled "twin QC".
 
 Nobody stands at an ensemble batch, so a scripted operator does what the recipe
-waits for: it scans the bag's identity ``scan_delay_min`` after the batch asks,
+waits for: it scans the bag's identity and each material container (the lot the
+batch expects, or ``whatif-MATERIAL``) ``scan_delay_min`` after the batch asks,
 and restarts a batch an alarm held ``hold_response_min`` after the hold (as for a
 transient excursion; the outcome counts the holds), up to ``MAX_RESTARTS`` times,
 then aborts it. A batch still running at ``max_days`` is aborted; neither is released.
@@ -17,6 +18,7 @@ Plans and outcomes are plain dicts, so they travel to Dask workers and back.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from typing import Any
 
 from twin.bench import LoadedBench, load_bench
 from twin.clock import Clock, run_batch_loop
+from twin.engine.lots import LotScan, NoScanWanted
 from twin.engine.states import Command
 from twin.ensemble.vary import Variation
 from twin.journal import Event
@@ -121,8 +124,9 @@ def _patient_weight(recipe: LoadedRecipe) -> float | None:
 
 
 class _Operator:
-    """The scripted person of an ensemble batch: scans the identity the batch asks for, and
-    aborts a batch that runs past ``max_days`` (it would never be released)."""
+    """The scripted person of an ensemble batch: scans the identity and the material lots the
+    batch asks for, restarts after a hold, and aborts a batch that runs past ``max_days``
+    (it would never be released)."""
 
     def __init__(self, plan: MemberPlan, patient: str, bag: str) -> None:
         self.plan = plan
@@ -149,6 +153,12 @@ class _Operator:
             return
         if event.kind == "identity_requested":
             self.clock.call_later(self.plan.scan_delay_min * 60.0, self._scan)
+        elif event.kind == "lot_requested":
+            material, lot = str(event.data["material"]), event.data.get("expected_lot")
+            self.clock.call_later(
+                self.plan.scan_delay_min * 60.0,
+                lambda: self._scan_lot(material, str(lot or f"whatif-{material}")),
+            )
         elif (
             event.kind == "transition"
             and event.source.startswith("procedure:")
@@ -175,6 +185,13 @@ class _Operator:
             self.batch.present_identity(
                 *self.identity, who="whatif", why="scripted operator of an ensemble batch"
             )
+
+    def _scan_lot(self, material: str, lot: str) -> None:
+        if self.batch is not None and not self.batch.state.is_final:
+            with contextlib.suppress(NoScanWanted):  # a hold came first; it asks again
+                self.batch.present_lot(
+                    LotScan(material, lot), who="whatif", why="scripted operator: container"
+                )
 
     def _overrun(self) -> None:
         batch = self.batch

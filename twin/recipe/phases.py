@@ -104,6 +104,9 @@ class AddMaterial(_Phase):
     max_volume_ml: Annotated[Volume, Field(gt=0)] | None = None
     #: The lot dosed, when the recipe fixes it (else ``run --lot MATERIAL=LOT``).
     lot: str | None = Field(None, min_length=1, max_length=64)
+    #: Wait for the operator to scan the container before dosing (``poc-twin scan-lot``):
+    #: the scan must show this material, the fixed lot if there is one, and no past expiry.
+    scan_lot: bool = False
 
     @model_validator(mode="after")
     def _volume_or_moi(self) -> AddMaterial:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from twin.bench import LoadedBench
 from twin.clock import Clock, VirtualTimeLoop
 from twin.engine.batch import Batch
+from twin.engine.lots import LotScan, NoScanWanted
 from twin.errors import CommandRefused
 from twin.journal import Event
 from twin.recipe import LoadedRecipe
@@ -32,8 +34,8 @@ LATE_S = 1.0
 
 
 def is_input(event: Event) -> bool:
-    """True for what reached the engine from outside: an operator's command or identity scan."""
-    if event.kind == "identity_confirmation":
+    """True for what reached the engine from outside: an operator's command or scan."""
+    if event.kind in ("identity_confirmation", "lot_scan"):
         return True
     if event.kind != "command":
         return False
@@ -57,7 +59,7 @@ class ReplaySession:
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self.clock = Clock()
+        self.clock = Clock(started_at=self._clock_zero())
         decisions = self.recording.decisions
         self.journal = ReplayJournal(
             decisions,
@@ -84,7 +86,17 @@ class ReplaySession:
             patient_id=header.get("patient_id"),
             bag_id=header.get("bag_id"),
             command_path=self.command_path,
+            lots=header.get("lots") or None,
         )
+
+    def _clock_zero(self) -> datetime:
+        """The recorded batch's date and time at batch time 0 (its dates, e.g. a lot's expiry,
+        are judged as they were); older records give it from their first event."""
+        started = self.recording.started
+        zero = self.recording.header.get("clock_zero")
+        if isinstance(zero, str):
+            return datetime.fromisoformat(zero)
+        return datetime.fromisoformat(started.wall_time) - timedelta(seconds=started.batch_time)
 
     async def start(self) -> asyncio.Task[object]:
         """Write the recorded header, start the inputs, the watchdog and the engine."""
@@ -139,6 +151,18 @@ class ReplaySession:
                         why=d.get("reason", ""),
                         level=d.get("level", "procedure"),
                         via=d.get("via"),
+                    )
+            elif event.kind == "lot_scan":
+                with contextlib.suppress(NoScanWanted):  # the engine waits elsewhere: diverged
+                    self.batch.present_lot(
+                        LotScan(
+                            d["material"],
+                            d["lot"],
+                            date.fromisoformat(d["expiry"]) if d.get("expiry") else None,
+                            d.get("gtin"),
+                        ),
+                        who=d["operator"],
+                        why=d.get("reason", ""),
                     )
             else:
                 self.batch.present_identity(

@@ -82,6 +82,15 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
                 + ", ".join(f"event {a.seq}" for a in unacknowledged[:5]),
             )
         )
+    wrong = [d for d in r.deviations if d.kind == "lot scan"]
+    if wrong:
+        found.append(
+            (
+                "major",
+                f"{len(wrong)} material scan(s) refused (wrong material, lot or expired): "
+                + "; ".join(d.text for d in wrong[:3]),
+            )
+        )
     refused = [d for d in r.deviations if d.kind == "refused command"]
     if refused:
         found.append(("major", f"{len(refused)} operator command(s) refused."))

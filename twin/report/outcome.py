@@ -48,7 +48,8 @@ def materials(
 ) -> list[MaterialUse]:
     """Every addition (recipe doses, feeds): material, volume, lot and how it was worked out.
 
-    ``lots``: given for the run (``run --lot``); ``phase_lots``: fixed by the recipe."""
+    The lot is the one scanned at the bedside where the phase asked for a scan, else
+    ``lots`` (given for the run, ``run --lot``), else ``phase_lots`` (fixed by the recipe)."""
     used: list[MaterialUse] = []
     for e in events:
         parameter = e.data.get("parameter") if e.kind == "setpoint" else None
@@ -58,7 +59,8 @@ def materials(
         if volume is None:
             continue
         material = parameter.removeprefix("add_")
-        lot = lots.get(material) or phase_lots.get(material) or "not recorded"
+        scanned = e.data.get("lot")  # the operator's scan of the container, checked
+        lot = scanned or lots.get(material) or phase_lots.get(material) or "not recorded"
         basis = e.data.get("basis")
         used.append(
             MaterialUse(e.seq, e.batch_time, material, volume, str(lot), _basis_text(basis))

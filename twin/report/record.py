@@ -311,7 +311,8 @@ class _Builder:
             return
         self._operator(who)
         ok = d.get("match", d.get("accepted", True))
-        detail = ", ".join(f"{k} {d[k]}" for k in ("patient_id", "bag_id") if d.get(k))
+        keys = ("patient_id", "bag_id", "material", "lot", "expiry")
+        detail = ", ".join(f"{k} {d[k]}" for k in keys if d.get(k))
         self.r.actions.append(
             Action(
                 e.seq,
@@ -321,14 +322,13 @@ class _Builder:
                 e.kind.replace("_", " ") + (f" ({detail})" if detail else ""),
                 str(d["meaning"]),
                 str(d.get("reason", "")),
-                "ok" if ok else "MISMATCH",
+                "ok" if ok else "MISMATCH" if "match" in d else f"REFUSED: {d.get('refused')}",
             )
         )
         if not ok:
+            why = f"{d['meaning']}: {d['refused']}" if d.get("refused") else str(d["meaning"])
             self.r.deviations.append(
-                Deviation(
-                    e.seq, e.batch_time, e.kind.replace("_", " "), e.source, str(d["meaning"])
-                )
+                Deviation(e.seq, e.batch_time, e.kind.replace("_", " "), e.source, why)
             )
 
     def signature(self, e: Event) -> None:

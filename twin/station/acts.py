@@ -29,6 +29,7 @@ from twin.access.entries import (
 from twin.access.roles import Act, Role
 from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
 from twin.engine.inbox import NoRunningBatch, send_command
+from twin.engine.lots import scan_from
 from twin.errors import InvalidInput, PocTwinError
 
 __all__ = ["Outcome", "Station"]
@@ -117,6 +118,33 @@ class Station:
         if reply.get("status") == "accepted":
             return Outcome(True, "identity scan handed to the batch; it records whether it matches")
         return _reply("identity scan", reply)
+
+    @staticmethod
+    async def scan_lot(
+        journal: Path, user: str, password: str, form: dict[str, str], reason: str
+    ) -> Outcome:
+        """A material container's label (or lot and expiry keyed in), signed; the addition
+        waiting for it checks material, lot and expiry."""
+        try:
+            scan = scan_from(
+                form.get("material", ""), form.get("gs1"), form.get("lot"), form.get("expiry")
+            )
+        except ValueError as exc:
+            return Outcome(False, f"material scan: {exc}; nothing was signed")
+        try:
+            reply = await send_command(
+                journal,
+                "scan-lot",
+                operator=user,
+                password=password,
+                reason=reason,
+                extra=scan.record(),
+            )
+        except NoRunningBatch as exc:
+            return Outcome(False, f"material scan: {exc}")
+        if reply.get("status") == "accepted":
+            return Outcome(True, f"lot {scan.lot} of {scan.material} verified; the batch doses it")
+        return _reply("material scan", reply)
 
     # -- acts on either --------------------------------------------------------------------
 

@@ -79,6 +79,10 @@ class BatchBoard:
     alarms: dict[int, Alarm] = field(default_factory=dict)
     below: dict[str, str] = field(default_factory=dict)
     scan_wanted: bool = False
+    #: The material whose container an addition waits to see scanned ("" for none).
+    lot_wanted: str = ""
+    #: Every lot scan, accepted or refused (material, lot, expiry, operator, why refused).
+    lot_scans: list[dict[str, Any]] = field(default_factory=list)
     signatures: list[dict[str, Any]] = field(default_factory=list)
     qc: list[dict[str, Any]] = field(default_factory=list)
     holds: list[tuple[float, float | None]] = field(default_factory=list)
@@ -130,6 +134,8 @@ class BatchBoard:
                 return f"Running ({element.split(':', 1)[-1]} {state})"
             if self.scan_wanted:
                 return "Running (waiting for the identity scan)"
+            if self.lot_wanted:
+                return f"Running (waiting for a scan of the {self.lot_wanted} container)"
         return self.view.state
 
     @property
@@ -210,7 +216,12 @@ class BatchBoard:
         values = event.data.get("values") or {}
         if "do_pct" not in values:
             return
-        waiting = self.view.state != "Running" or bool(self.below) or self.scan_wanted
+        waiting = (
+            self.view.state != "Running"
+            or bool(self.below)
+            or self.scan_wanted
+            or bool(self.lot_wanted)
+        )
         for pv in TREND_PVS:
             value = values.get(pv)
             if not isinstance(value, int | float) or not math.isfinite(value):
@@ -253,6 +264,14 @@ class BatchBoard:
     def _identity(self, event: Event) -> None:
         self.scan_wanted = event.kind == "identity_requested"
 
+    def _lot(self, event: Event) -> None:
+        if event.kind == "lot_requested":
+            self.lot_wanted = str(event.data.get("material", ""))
+            return
+        self.lot_scans.append(event.data)
+        if event.data.get("accepted"):
+            self.lot_wanted = ""
+
     def _record_signature(self, event: Event) -> None:
         self.signatures.append(event.data)
 
@@ -274,6 +293,8 @@ _HANDLERS = {
     "alarm_ack": BatchBoard._alarm_ack,
     "identity_requested": BatchBoard._identity,
     "identity_confirmation": BatchBoard._identity,
+    "lot_requested": BatchBoard._lot,
+    "lot_scan": BatchBoard._lot,
     "record_signature": BatchBoard._record_signature,
     "qc_result": BatchBoard._qc,
 }

@@ -15,6 +15,7 @@ from typing import Any
 
 from twin.access.roles import Act, Role, may
 from twin.clock import wall_now
+from twin.engine.lots import MATERIALS
 from twin.engine.states import TABLE, Command
 from twin.ensemble.html import forecast_panel
 from twin.report.svg import trend_svg
@@ -300,6 +301,11 @@ def batch_live(board: BatchBoard, running: bool, roles: frozenset[Role]) -> str:
     scan = ""
     if board.scan_wanted:
         scan = '<p class="critical" role="alert">The batch waits for the identity scan.</p>'
+    elif board.lot_wanted:
+        scan = (
+            '<p class="critical" role="alert" id="lot-wanted">The batch waits for a scan of '
+            f"the {escape(board.lot_wanted)} container.</p>"
+        )
     return (
         f'<p><span class="state" id="state">{escape(board.shown_state)}</span> — '
         f"phase {escape(board.view.phase.split(':', 1)[-1])}, day {board.day:.2f}, "
@@ -344,6 +350,43 @@ def _scan_form(board: BatchBoard, session: Session) -> str:
         '<label>Meaning <input type="text" name="reason" '
         'value="chain of identity verified at the bedside" required></label>'
         '<label>Password <input type="password" id="scan-password" name="password" '
+        'autocomplete="current-password" required></label>'
+        '<button type="submit">Sign the scan</button></form></section>'
+    )
+
+
+def _lot_form(board: BatchBoard, session: Session) -> str:
+    """Scan a material container: the label's GS1 code (a scanner types it), or lot and
+    expiry keyed in; the batch checks it against the addition waiting for it."""
+    scans = _table(
+        ("Material", "Lot", "Expiry", "By", "Verdict"),
+        (
+            (
+                escape(str(s.get("material", ""))),
+                escape(str(s.get("lot", ""))),
+                escape(str(s.get("expiry") or "")),
+                escape(str(s.get("operator", ""))),
+                "verified" if s.get("accepted") else escape(f"refused: {s.get('refused', '')}"),
+            )
+            for s in board.lot_scans
+        ),
+        "no container scanned yet",
+    )
+    options = "".join(
+        f'<option value="{m}"{" selected" if m == board.lot_wanted else ""}>{m}</option>'
+        for m in MATERIALS
+    )
+    return (
+        f"<section><h2>Material scan</h2>{scans}"
+        f'<form method="post" action="/batch/{escape(board.name)}/lot">{_csrf(session)}'
+        f'<label>Material <select name="material">{options}</select></label>'
+        '<label>Container label (GS1) <input type="text" id="lot-gs1" name="gs1" '
+        'data-next="lot-password" autocomplete="off"></label>'
+        '<label>or lot <input type="text" name="lot" autocomplete="off"></label>'
+        '<label>expiry <input type="date" name="expiry"></label>'
+        '<label>Meaning <input type="text" name="reason" '
+        'value="material container verified at the bedside" required></label>'
+        '<label>Password <input type="password" id="lot-password" name="password" '
         'autocomplete="current-password" required></label>'
         '<button type="submit">Sign the scan</button></form></section>'
     )
@@ -409,6 +452,8 @@ def batch_page(board: BatchBoard, running: bool, session: Session) -> str:
     name = escape(board.name)
     roles = session.roles
     forms = _scan_form(board, session) if running and may(roles, Act.CONFIRM_IDENTITY) else ""
+    if running and may(roles, Act.SCAN_LOT):
+        forms += _lot_form(board, session)
     if board.ended and not running:
         if may(roles, Act.QC_RESULT):
             forms += _qc_form(board, session)

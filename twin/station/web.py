@@ -214,6 +214,14 @@ def make_app(
         )
         raise back(request, outcome)
 
+    async def lot(request: web.Request) -> web.Response:
+        board = await boards.one(request.match_info["batch"])
+        form = await form_of(request, "material", "reason", "password")
+        outcome = await station.scan_lot(
+            board.path, session_of(request).user, form["password"], form, form["reason"]
+        )
+        raise back(request, outcome)
+
     async def acknowledge(request: web.Request) -> web.Response:
         board = await boards.one(request.match_info["batch"])
         form = await form_of(request, "alarm", "reason", "password")
@@ -265,6 +273,7 @@ def make_app(
             web.get("/batch/{batch}/record", record),
             web.post("/batch/{batch}/command", command),
             web.post("/batch/{batch}/identity", identity),
+            web.post("/batch/{batch}/lot", lot),
             web.post("/batch/{batch}/ack", acknowledge),
             web.post("/batch/{batch}/qc", qc),
             web.post("/batch/{batch}/review", review),

@@ -1,0 +1,39 @@
+"""The scripted person of an ensemble batch does what the recipe waits for, on batch time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twin.ensemble.member import plan_members, run_member
+from twin.journal import Event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_an_ensemble_batch_scans_the_containers_its_additions_wait_for(tmp_path: Path) -> None:
+    recipe = tmp_path / "scanned.yaml"
+    recipe.write_text(
+        (ROOT / "recipes" / "smoke.yaml")
+        .read_text()
+        .replace(
+            "material: activator, volume_ml: 2.0}",
+            "material: activator, volume_ml: 2.0, lot: TA-7, scan_lot: true}",
+        )
+    )
+    (plan,) = plan_members(
+        recipe=str(recipe),
+        bench=str(ROOT / "benches" / "sim.yaml"),
+        batches=1,
+        base_seed=5,
+        variations=[],
+        scan_delay_min=20.0,
+    )
+    seen: list[Event] = []
+    result = run_member(plan, subscribers=[seen.append])
+    assert result["outcome"]["state"] == "Complete"
+    asked = next(e for e in seen if e.kind == "lot_requested")
+    scan = next(e for e in seen if e.kind == "lot_scan")
+    assert scan.data["lot"] == "TA-7" and scan.data["accepted"]
+    assert scan.batch_time - asked.batch_time == 20 * 60.0  # the plan's delay, on batch time
+    dose = next(e for e in seen if e.kind == "setpoint" and e.data["parameter"] == "add_activator")
+    assert dose.data["lot"] == "TA-7"
