@@ -60,7 +60,16 @@ def _full() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         journal = Path(tmp) / "bench.sqlite"
         start = time.perf_counter()
-        final = run_batch(recipe, bench, journal, batch_id="bench", operator="bench")
+        final = run_batch(
+            recipe,
+            bench,
+            journal,
+            batch_id="bench",
+            operator="bench",
+            patient_id="P-BENCH",  # the day-1 identity scan, by the twin's person at the bag
+            bag_id="BAG-BENCH",
+            bedside_after_s=0.0,
+        )
         wall = time.perf_counter() - start
         summary = summarize(journal)
         size = sum(p.stat().st_size for p in Path(tmp).iterdir())

@@ -115,8 +115,19 @@ def compare(directory: Path, name: str, events: Pattern, signer: Any, rounds: in
 def size_per_day(directory: Path, recipe: str) -> str:
     path = directory / "size.sqlite"
     start = time.perf_counter()
+    unattended = ["--patient-id", "P-BENCH", "--bag-id", "BAG-BENCH", "--simulated-operator", "0"]
     subprocess.run(
-        [POC_TWIN, "run", recipe, "--quiet", "--journal", str(path), "--batch-id", "size"],
+        [
+            POC_TWIN,
+            "run",
+            recipe,
+            "--quiet",
+            "--journal",
+            str(path),
+            "--batch-id",
+            "size",
+            *unattended,
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -79,7 +79,16 @@ def _run(profile: bool) -> dict[str, object]:
         start = time.perf_counter()
         if profiler:
             profiler.enable()
-        final = run_batch(recipe, bench, Path(tmp) / "b.sqlite", batch_id="b", operator="b")
+        final = run_batch(
+            recipe,
+            bench,
+            Path(tmp) / "b.sqlite",
+            batch_id="b",
+            operator="b",
+            patient_id="P-BENCH",  # the day-1 identity scan, by the twin's person at the bag
+            bag_id="BAG-BENCH",
+            bedside_after_s=0.0,
+        )
         if profiler:
             profiler.disable()
         wall = time.perf_counter() - start

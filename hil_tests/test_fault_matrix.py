@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from people import BAG, PATIENT, scan_at_the_bag
 
 from twin.bench import LoadedBench, OpenBench
 from twin.clock import Clock
@@ -122,7 +123,9 @@ def test_fault_leads_to_expected_outcome(
         batch_id=f"HIL-{path.stem}",
         operator="hil",
         seed=seed,
-        subscribers=[watch],
+        patient_id=PATIENT,
+        bag_id=BAG,
+        subscribers=[watch, scan_at_the_bag(batches)],
         on_batch=batches.append,
         on_bench=start_faults,
         pace=None,  # the scripted operator acts on the batch clock, not a person's

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from people import BAG, PATIENT, scan_at_the_bag
 
 from twin.bench import LoadedBench
 from twin.engine.batch import Batch
-from twin.journal import Event, read_events, verify
+from twin.journal import read_events, verify
 from twin.recipe import load_recipe
 from twin.recipe.limits import check_against_bench
 from twin.replay import replay
@@ -32,16 +33,6 @@ def test_recipe_reaches_complete(
     print(f"recipe {recipe} bench {bench.path} seed {seed} journal {journal}")
     batches: list[Batch] = []
 
-    def scan_at_the_bag(event: Event) -> None:
-        """The HIL operator scans wristband and bag when the batch asks (chain of identity)."""
-        if event.kind == "identity_requested":
-            batches[0].present_identity(
-                event.data["patient_id"],
-                event.data["bag_id"],
-                who="hil-operator",
-                why="scanned for the HIL run",
-            )
-
     final = run_batch(
         loaded,
         bench,
@@ -49,9 +40,9 @@ def test_recipe_reaches_complete(
         batch_id=f"HIL-{recipe}",
         operator="hil",
         seed=seed,
-        patient_id="P-HIL-001",
-        bag_id="BAG-HIL-001",
-        subscribers=[scan_at_the_bag],
+        patient_id=PATIENT,
+        bag_id=BAG,
+        subscribers=[scan_at_the_bag(batches)],
         on_batch=batches.append,
     )
     summary = summarize(journal)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bedside import UNATTENDED
 from site_users import PEOPLE
 from typer.testing import CliRunner
 
@@ -170,7 +171,9 @@ def _command(journal: Path, action: str) -> subprocess.CompletedProcess[str]:
 def test_operator_commands_from_another_process(tmp_path: Path) -> None:
     """Two real processes: a 10-day batch, and an operator's terminal holding then stopping it."""
     journal = tmp_path / "cart.sqlite"
-    batch = _poc_twin("run", "recipes/car_t_autologous.yaml", "--journal", str(journal), "-q")
+    batch = _poc_twin(
+        "run", "recipes/car_t_autologous.yaml", *UNATTENDED, "--journal", str(journal), "-q"
+    )
     try:
         for _ in range(200):  # until the batch listens (a few hundred ms)
             hold = _command(journal, "hold")

@@ -15,6 +15,7 @@ from twin.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "recipes" / "smoke.yaml")
 SIM = str(ROOT / "benches" / "sim.yaml")
+LAB = str(ROOT / "benches" / "example-lab.yaml")
 cli = CliRunner()
 
 
@@ -112,3 +113,38 @@ def test_a_new_batch_never_reuses_a_finished_batch_journal(tmp_path: Path) -> No
     assert again.exit_code == 2 and "already holds a batch" in again.output
     assert journal.stat().st_size == size
     assert cli.invoke(app, ["verify", str(journal)]).exit_code == 0  # untouched, intact
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--patient-id", "P-1"], "confirms the chain of identity"),  # no bag id
+        (["--bag-id", "BAG-1"], "confirms the chain of identity"),
+        (
+            [
+                "--patient-id",
+                "P-1",
+                "--bag-id",
+                "BAG-1",
+                "--simulated-operator",
+                "2",
+                "--bench",
+                LAB,
+            ],
+            "has real equipment",
+        ),
+        (
+            ["--patient-id", "P-1", "--bag-id", "BAG-1", "--simulated-operator", "-1"],
+            "simulated-operator",
+        ),
+    ],
+)
+def test_a_product_batch_without_its_identity_or_a_simulated_person_at_real_equipment_never_starts(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    journal = tmp_path / "b.sqlite"
+    recipe = str(ROOT / "recipes" / "car_t_autologous.yaml")
+    result = cli.invoke(app, ["run", recipe, "--journal", str(journal), "-q", *args])
+    assert result.exit_code == 2, result.output
+    assert said in result.output
+    assert not journal.exists()

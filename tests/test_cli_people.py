@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from bedside import UNATTENDED
 from rich.console import Console
+from site_users import Site
 from typer.testing import CliRunner
 
 from twin.cli import app
@@ -38,8 +40,9 @@ S = ProceduralState
 
 def _start_run(journal: Path, operator: str) -> subprocess.Popen[str]:
     """`poc-twin run` in its own process, as an operator starts it at a terminal."""
+    argv = [EXE, "run", LONG, "--bench", SIM, *UNATTENDED, "--journal", str(journal)]
     return subprocess.Popen(
-        [EXE, "run", LONG, "--bench", SIM, "--journal", str(journal), "--operator", operator, "-q"],
+        [*argv, "--operator", operator, "-q"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -314,3 +317,51 @@ def test_a_pace_that_is_not_a_positive_finite_rate_is_refused(pace: str) -> None
     result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--pace", pace, "-q"])
     assert result.exit_code == 2, result.output
     assert "--pace" in result.output and "Batch smoke" not in result.output
+
+
+# -- the twin's simulated person at the bag --------------------------------------------------
+
+
+def test_the_twins_simulated_person_scans_unsigned_and_the_record_says_so(
+    tmp_path: Path, site: Site
+) -> None:
+    """`run --simulated-operator 2` on the twin with a site's users: the identity the batch
+    asks for is scanned 2 batch minutes later by `twin:bedside`, which signs nothing (it is
+    no site user), the journal's signatures still check out, and the batch record names the
+    simulated act as a major exception."""
+    recipe = tmp_path / "identity.yaml"
+    recipe.write_text(
+        Path(SMOKE)
+        .read_text()
+        .replace(
+            "          - {phase: add, material: activator",
+            "          - {phase: confirm_identity, on_failure: abort}\n"
+            "          - {phase: add, material: activator",
+        )
+    )
+    journal = tmp_path / "b.sqlite"
+    ran = subprocess.run(
+        [
+            *(EXE, "run", str(recipe), "--bench", SIM, "--journal", str(journal), "-q"),
+            *("--patient-id", "P-7", "--bag-id", "BAG-7", "--simulated-operator", "2"),
+            *("--pace", "600"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert ran.returncode == 0, ran.stderr
+    events = list(read_events(journal))
+    asked = next(e for e in events if e.kind == "identity_requested")
+    (scan,) = [e for e in events if e.kind == "identity_confirmation"]
+    assert scan.data["operator"] == "twin:bedside" and scan.data["match"]
+    assert scan.batch_time - asked.batch_time == pytest.approx(120.0, abs=1.0)
+    signed = {e.data["signed_seq"] for e in events if e.kind == "signature"}
+    assert scan.seq not in signed
+    verified = subprocess.run([EXE, "verify", str(journal)], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    record = tmp_path / "record.html"
+    done = subprocess.run([EXE, "report", str(journal), "-o", str(record)], capture_output=True)
+    assert done.returncode == 0
+    assert "by the twin&#x27;s simulated person (twin:bedside" in record.read_text()

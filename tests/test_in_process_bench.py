@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bedside import BAG, PATIENT
 from pymodbus.transport import NULLMODEM_HOST
 
 from drivers import null_modem
@@ -34,7 +35,16 @@ def _run(recipe: Any, bench_path: Path, seed: int, donor_seed: int | None) -> li
     events: list[Event] = []
     run_batch_loop(
         lambda: run_batch_async(
-            recipe, bench, None, batch_id="b", operator="x", seed=seed, subscribers=[events.append]
+            recipe,
+            bench,
+            None,
+            batch_id="b",
+            operator="x",
+            seed=seed,
+            subscribers=[events.append],
+            patient_id=PATIENT,  # the product recipes confirm the chain of identity:
+            bag_id=BAG,
+            bedside_after_s=600.0,  # the twin's person at the bag scans 10 min after asked
         ),
         virtual=True,
         pace=None,

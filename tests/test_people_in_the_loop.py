@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from bedside import UNATTENDED
 from site_users import PEOPLE
 
 from twin.clock import wall_monotonic, wall_sleep
@@ -154,7 +155,11 @@ def in_culture(events: list[Event]) -> bool:
 def batches(tmp_path: Path) -> Iterator[Callable[..., BatchProcess]]:
     started: list[BatchProcess] = []
 
-    def start(recipe: str = "car_t_autologous.yaml", *extra: str) -> BatchProcess:
+    def start(recipe: str = "", *extra: str) -> BatchProcess:
+        """The lentiviral recipe by default, its day-1 identity scanned by the twin's person
+        at the bag; another recipe as the test gives it (its people are the test's)."""
+        if not recipe:
+            recipe, extra = "car_t_autologous.yaml", (*UNATTENDED, *extra)
         batch = BatchProcess(tmp_path / str(len(started)), recipe, *extra)
         batch.journal.parent.mkdir()
         started.append(batch)

@@ -19,10 +19,11 @@ from twin.bench import LoadedBench, OpenBench, open_bench, with_seed
 from twin.clock import DEFAULT_PACE, Clock, run_batch_loop
 from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
-from twin.errors import PocTwinError
+from twin.errors import InvalidInput, PocTwinError
 from twin.journal import Event, Journal, read_events
 from twin.recipe import LoadedRecipe
 from twin.signing import load_site_key
+from twin.sim.bedside import BedsideOperator
 
 __all__ = ["BatchSummary", "run_batch", "run_batch_async", "summarize", "twin_keep_path"]
 
@@ -118,8 +119,12 @@ async def run_batch_async(
     starter: Signer | None = None,
     lots: dict[str, str] | None = None,
     relay_token: str | None = None,
+    bedside_after_s: float | None = None,
 ) -> ProceduralState:
     """Run one batch to its end on an already-running loop (virtual or real).
+
+    ``bedside_after_s``: the twin's simulated person at the bag scans what the batch asks
+    for this long after it asks (:mod:`twin.sim.bedside`); only on a bench with the twin.
 
     ``starter``: the person who signed the start (an engineer's run-development
     signature on a development bench); their signature follows ``batch_started``.
@@ -131,7 +136,18 @@ async def run_batch_async(
     ``subscribers`` keep what they need) and the batch has no command address.
     """
     bench = with_seed(bench, seed)
+    if recipe.model.confirms_identity and not (patient_id and bag_id):
+        raise InvalidInput(
+            f"recipe {recipe.model.recipe.id} confirms the chain of identity: the batch needs "
+            "the patient id and the bag id it is made for (--patient-id, --bag-id)"
+        )
+    if bedside_after_s is not None and bench.model.twin is None:
+        raise InvalidInput(
+            f"bench {bench.model.bench}: a simulated operator stands only at the twin's bag; "
+            "at real equipment a person scans"
+        )
     clock = Clock()
+    bedside = BedsideOperator(clock, bedside_after_s) if bedside_after_s is not None else None
     signer = load_site_key(site_key) if site_key is not None else None
     if signer is not None:
         site = signer.site
@@ -141,7 +157,7 @@ async def run_batch_async(
     else:
         journal = Journal(journal_path, clock.now, signer=signer)
         keep = twin_keep_path(journal_path)
-    for subscriber in subscribers or []:
+    for subscriber in [*(subscribers or []), *([bedside.hear] if bedside else [])]:
         journal.subscribe(subscriber)
     try:
         async with open_bench(bench, clock, twin_keep=keep) as opened:
@@ -190,6 +206,11 @@ async def run_batch_async(
                     "seeded_viable_cells": seeded,
                     "lots": dict(lots or {}),
                     "clock_zero": clock.started_at.isoformat(),
+                    **(
+                        {"simulated_operator": {"scan_after_s": bedside_after_s}}
+                        if bedside_after_s is not None
+                        else {}
+                    ),
                     REQUIRED_FLAG: users is not None,
                 },
             )
@@ -209,6 +230,8 @@ async def run_batch_async(
                 relay_token=relay_token,
                 lots=lots,
             )
+            if bedside is not None:
+                bedside.attend(batch)
             if on_batch is not None:
                 on_batch(batch)
             final = await batch.run()

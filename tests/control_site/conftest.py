@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bedside import UNATTENDED
 from site_journals import REPO, SignedBatch, poc_twin
 
 from twin.signing import load_site_key
@@ -84,6 +85,7 @@ def cart_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ran = poc_twin(
         "run",
         "recipes/car_t_autologous.yaml",
+        *UNATTENDED,
         "--journal",
         str(journal),
         "--batch-id",

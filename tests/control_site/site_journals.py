@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bedside import UNATTENDED
+
 from twin.clock import wall_monotonic
 from twin.journal import CHECKPOINT, GENESIS, event_hash
 from twin.signing import SiteKey
@@ -66,6 +68,7 @@ async def running_batch(
         "run",
         str(recipe),
         *("--journal", str(journal), "--batch-id", batch_id, "-q", "--broker", broker_url),
+        *UNATTENDED,  # a product recipe's identity, scanned by the twin's person at the bag
         cwd=REPO,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

@@ -18,6 +18,7 @@ from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
 from twin.journal import Event, Journal
 from twin.recipe import load_recipe
+from twin.sim.bedside import BedsideOperator
 
 ROOT = Path(__file__).resolve().parents[2]
 S = ProceduralState
@@ -63,13 +64,15 @@ class Running:
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
-    """Start a batch of a shipped recipe on the sim bench; yields a factory taking the recipe."""
+    """Start a batch of a shipped recipe on the sim bench; yields a factory taking the recipe
+    (``scan_after_s``: the twin's simulated person scans identity and lots when asked)."""
     started: list[tuple[asyncio.Task[Any], Any]] = []
 
     async def start(
         recipe: str = "smoke.yaml",
         text: str | None = None,
         bench_text: str | None = None,
+        scan_after_s: float | None = None,
         **batch_args: Any,
     ) -> Running:
         path = ROOT / "recipes" / recipe
@@ -99,6 +102,10 @@ async def running(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
             users=users,
             **batch_args,
         )
+        if scan_after_s is not None:  # the twin's person at the bag scans what is asked
+            bedside = BedsideOperator(clock, scan_after_s)
+            journal.subscribe(bedside.hear)
+            bedside.attend(batch)
         task = asyncio.create_task(batch.run())
         started.append((task, ctx))
         return Running(batch, opened, journal, clock, events)

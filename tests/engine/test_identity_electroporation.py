@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_harness import ROOT, S, finished
+from batch_harness import HOUR, ROOT, S, finished
 
 from twin.engine.interlocks import check_write
 from twin.equipment import BioreactorLimits, GasDispenserLimits
@@ -80,6 +80,7 @@ class _Gas:
         (_Gas(), "o2_flow_sp", 150.0, "above the O2 cap 100 sccm"),
         (_Gas(), "n2_flow_sp", 900.0, "full scale 500"),
         (object(), "pulse", True, "chain of identity"),
+        (object(), "add_vector", 4.2, "no vector before the chain of identity"),
     ],
 )
 def test_interlocks_refuse_unsafe_writes(
@@ -93,6 +94,35 @@ def test_interlocks_allow_safe_writes() -> None:
     check_write("x", _Bag(), "temperature_sp", 37.0, identity_confirmed=False)
     check_write("x", _Gas(), "o2_flow_sp", 100.0, identity_confirmed=False)
     check_write("x", object(), "pulse", True, identity_confirmed=True)
+    check_write("x", object(), "add_vector", 4.2, identity_confirmed=True)
+    check_write("x", object(), "add_medium", 400.0, identity_confirmed=False)
+
+
+VIRAL = (ROOT / "recipes" / "car_t_autologous.yaml").read_text()
+
+
+async def test_the_viral_recipe_doses_vector_only_after_the_scan_matched(running: Any) -> None:
+    """Day 1: the batch asks for the scan before the count and the vector; it waits (a
+    person's act) and doses the patient's cells only after the wristband and bag matched."""
+    run = await running("lv.yaml", VIRAL, patient_id="P-0042", bag_id="BAG-7781")
+    asked = await run.until(lambda e: e.kind == "identity_requested")
+    assert asked.batch_time >= 24 * HOUR  # after the day of activation
+    assert run.batch.awaiting_person
+    await run.clock.sleep(600.0)
+    assert not [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_vector"]
+    run.batch.present_identity("P-0042", "BAG-7781", who="nurse.kim", why="scanned at the bag")
+    dose = await run.until(lambda e: e.kind == "setpoint" and e.data["parameter"] == "add_vector")
+    (confirmed,) = run.kinds("identity_confirmation")
+    assert confirmed.data["match"] and confirmed.seq < dose.seq
+
+
+async def test_no_recipe_can_dose_vector_before_identity(running: Any) -> None:
+    text = VIRAL.replace("          - {phase: confirm_identity, on_failure: abort}\n", "")
+    run = await running("lv.yaml", text, patient_id="P-0042", bag_id="BAG-7781")
+    await run.until_state(S.HELD)
+    alarm = run.kinds("alarm")[0].data
+    assert alarm["alarm"] == "interlock" and "no vector before the chain" in alarm["message"]
+    assert not [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_vector"]
 
 
 def test_shipped_nonviral_recipe_validates() -> None:

@@ -32,6 +32,10 @@ procedure:
 """
 
 
+#: Gene transfer only after the chain of identity: the batch's ids, scanned when asked.
+AT_THE_BAG = {"patient_id": "P-1", "bag_id": "BAG-1", "scan_after_s": 0.0}
+
+
 def recipe(*phases: str) -> str:
     return HEAD + "".join(f"          - {p}\n" for p in phases)
 
@@ -45,8 +49,10 @@ async def test_the_vector_dose_is_worked_out_from_the_count(running: Any) -> Non
         "q.yaml",
         recipe(
             "{phase: sample, name: day-1 count}",
+            "{phase: confirm_identity}",
             "{phase: add, material: vector, moi: 5, titre: 2e8 TU/mL, max_volume_ml: 10 mL}",
         ),
+        **AT_THE_BAG,
     )
     assert await finished(run) is S.COMPLETE
     count = run.kinds("sample")[0].data
@@ -64,8 +70,10 @@ async def test_a_dose_above_its_ceiling_holds_the_batch_and_doses_nothing(runnin
         "q.yaml",
         recipe(
             "{phase: sample, name: day-1 count}",
+            "{phase: confirm_identity}",
             "{phase: add, material: vector, moi: 50, titre: 1e7 TU/mL, max_volume_ml: 10 mL}",
         ),
+        **AT_THE_BAG,
     )
     await run.until_state(S.HELD)
     assert not setpoints(run, "add_vector")

@@ -25,6 +25,7 @@ __all__ = [
     "ACCESS_REFUSED",
     "SIGNATURE",
     "SIGNED_KINDS",
+    "SIMULATED_PERSON",
     "SignatureCheck",
     "check_signatures",
     "journal_refusal",
@@ -45,6 +46,9 @@ SIGNED_KINDS = {
     "deviation": "operator",  # an interrupted batch brought back (resume)
     "batch_started": "operator",  # signed only on a development bench (run-development)
 }
+#: The name prefix of the twin's simulated people (``twin:bedside``): never a site user (user
+#: ids have no ':'), refused from a batch's command socket, and so never signing.
+SIMULATED_PERSON = "twin:"
 #: Set in the ``batch_started`` event when the site's users sign every act.
 REQUIRED_FLAG = "signatures_required"
 
@@ -89,6 +93,8 @@ def signer_of(event: Event) -> str | None:
         return None  # the engine's, an alarm's
     if event.kind in ("command", "alarm_ack") and event.data.get("via"):
         return None  # Ctrl-C at the console, the control site's (its user signed there)
+    if who.startswith(SIMULATED_PERSON):
+        return None  # the twin's simulated person at the bag: no one to sign
     return who
 
 

@@ -118,6 +118,18 @@ def run(
     bag_id: Annotated[
         str | None, typer.Option("--bag-id", help="Label of the patient's starting-material bag")
     ] = None,
+    simulated_operator: Annotated[
+        float | None,
+        typer.Option(
+            "--simulated-operator",
+            min=0.0,
+            max=1440.0,
+            metavar="MINUTES",
+            help="On the twin's bench only: a simulated person at the bag scans the identity "
+            "and the containers the batch asks for, MINUTES of batch time after it asks "
+            "(journalled as twin:bedside, unsigned)",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
     pace: PaceOpt = 1.0,
     users: UsersOpt = None,
@@ -143,6 +155,18 @@ def run(
     except InvalidInput as exc:
         _print_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None
+    if loaded_recipe.model.confirms_identity and not (patient_id and bag_id):
+        raise _fail(
+            f"{recipe}: the recipe confirms the chain of identity: give the --patient-id and "
+            "--bag-id the batch is made for; nothing started",
+            EXIT_INVALID,
+        )
+    if simulated_operator is not None and loaded_bench.model.twin is None:
+        raise _fail(
+            f"--simulated-operator: bench {loaded_bench.model.bench} has real equipment; "
+            "a person scans there; nothing started",
+            EXIT_INVALID,
+        )
     stamp = wall_now().strftime("%Y%m%d-%H%M%S")
     if batch_id is None:
         batch_id = f"{loaded_recipe.model.recipe.id}-{stamp}"
@@ -191,6 +215,9 @@ def run(
                 starter=starter,
                 lots=lots,
                 relay_token=telemetry.relay_token if telemetry is not None else None,
+                bedside_after_s=simulated_operator * 60.0
+                if simulated_operator is not None
+                else None,
             )
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None

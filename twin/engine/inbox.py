@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
-from twin.access.esign import journal_refusal, sign_event
+from twin.access.esign import SIMULATED_PERSON, journal_refusal, sign_event
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer, UserStore
 from twin.engine.alarms import is_critical
@@ -155,6 +155,8 @@ def _answer(
         return {"status": "accepted", "state": target.status}
     if operator.startswith(RELAYED):
         return {"status": "invalid", "message": f"'{RELAYED}' names are the control site's"}
+    if operator.startswith(SIMULATED_PERSON):
+        return {"status": "invalid", "message": f"'{SIMULATED_PERSON}' names are the twin's"}
     try:
         act = _act(command, request, target)
     except ValueError as exc:

@@ -2,8 +2,9 @@
 
 They run in the engine's write path (``BatchContext.write``), below the phases,
 so a phase cannot skip them: temperature setpoints inside the bioreactor's limits,
-gas flows inside full scale and O2 inside its cap, and no electroporation pulse
-before the chain of identity has been confirmed for this batch.
+gas flows inside full scale and O2 inside its cap, and no gene transfer (an
+electroporation pulse, a vector dose) before the chain of identity has been confirmed
+for this batch.
 """
 
 from __future__ import annotations
@@ -45,4 +46,9 @@ def check_write(
     elif parameter == "pulse" and not identity_confirmed:
         raise InterlockTripped(
             f"{equipment}: no electroporation before the chain of identity is confirmed"
+        )
+    elif parameter == "add_vector" and not identity_confirmed:
+        raise InterlockTripped(
+            f"{equipment}: no vector before the chain of identity is confirmed (gene transfer "
+            "is to one patient's cells)"
         )

@@ -120,6 +120,16 @@ class Recipe(_Strict):
     monitors: list[Monitor] = Field(default_factory=list)
     procedure: list[UnitProcedure] = Field(min_length=1)
 
+    @property
+    def confirms_identity(self) -> bool:
+        """Whether a phase confirms the chain of identity: the batch needs its patient and bag."""
+        return any(
+            ph.phase == "confirm_identity"
+            for unit in self.procedure
+            for op in unit.operations
+            for ph in op.phases
+        )
+
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Header,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twin.access.esign import SIMULATED_PERSON
+
 if TYPE_CHECKING:
     from twin.report.record import BatchRecord
 
@@ -80,6 +82,16 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
                 "major",
                 f"{len(unacknowledged)} alarm(s) not acknowledged: "
                 + ", ".join(f"event {a.seq}" for a in unacknowledged[:5]),
+            )
+        )
+    simulated = [a for a in r.actions if a.who.startswith(SIMULATED_PERSON)]
+    if simulated:
+        acts = ", ".join(sorted({a.action.split(" (")[0] for a in simulated}))
+        found.append(
+            (
+                "major",
+                f"{len(simulated)} act(s) at the bag by the twin's simulated person "
+                f"({simulated[0].who}: {acts}), not by a person: a simulated batch.",
             )
         )
     wrong = [d for d in r.deviations if d.kind == "lot scan"]

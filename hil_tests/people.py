@@ -1,0 +1,27 @@
+"""The HIL run's scripted person at the bag: on the twin or at real equipment alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twin.journal import Event
+
+#: The patient and bag a HIL batch is made for (the identity the scripted person scans).
+PATIENT, BAG = "P-HIL-001", "BAG-HIL-001"
+
+
+def scan_at_the_bag(batches: list[Any]) -> Callable[[Event], None]:
+    """A journal subscriber that scans wristband and bag as soon as the batch asks (chain of
+    identity), handing the scan to ``batches[0]``, the batch the runner started."""
+
+    def hear(event: Event) -> None:
+        if event.kind == "identity_requested":
+            batches[0].present_identity(
+                event.data["patient_id"],
+                event.data["bag_id"],
+                who="hil-operator",
+                why="scanned for the HIL run",
+            )
+
+    return hear
