@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from bedside import UNATTENDED
+from bedside import UNATTENDED, scanned_smoke
 from site_users import PEOPLE
 
 from twin.clock import wall_monotonic, wall_sleep
@@ -316,15 +316,7 @@ def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     an expired label and a wrong lot are refused and journalled (the batch keeps waiting, its
     clock on the wall); a hold and restart ask again; the right GS1 label doses that lot, and
     the record and its replay carry it."""
-    recipe = tmp_path / "scanned.yaml"
-    recipe.write_text(
-        (ROOT / "recipes" / "smoke.yaml")
-        .read_text()
-        .replace(
-            "{phase: add, material: activator, volume_ml: 2.0}",
-            "{phase: add, material: activator, volume_ml: 2.0, scan_lot: true}",
-        )
-    )
+    recipe = scanned_smoke(tmp_path)
     batch = batches(str(recipe), "--lot", "activator=TA-2291")
     events = batch.wait_for(
         lambda ev: any(e.kind == "lot_requested" for e in ev), "the request for the scan"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bedside import scanned_smoke
+
 from twin.ensemble.member import plan_members, run_member
 from twin.journal import Event
 
@@ -11,15 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_an_ensemble_batch_scans_the_containers_its_additions_wait_for(tmp_path: Path) -> None:
-    recipe = tmp_path / "scanned.yaml"
-    recipe.write_text(
-        (ROOT / "recipes" / "smoke.yaml")
-        .read_text()
-        .replace(
-            "material: activator, volume_ml: 2.0}",
-            "material: activator, volume_ml: 2.0, lot: TA-7, scan_lot: true}",
-        )
-    )
+    recipe = scanned_smoke(tmp_path, "lot: TA-7")
     (plan,) = plan_members(
         recipe=str(recipe),
         bench=str(ROOT / "benches" / "sim.yaml"),

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from bedside import scanned_smoke
 from site_users import PEOPLE, Site, make_site
 from station_harness import Person, RunningStation, ended_batch, events_of, wait_for_event
 
@@ -270,15 +271,7 @@ def test_the_station_scans_a_material_container_for_the_addition_waiting_on_it(
     cannot read, and the right label (as a scanner types it) doses that lot."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    recipe = tmp_path / "scanned.yaml"
-    recipe.write_text(
-        (ROOT / "recipes" / "smoke.yaml")
-        .read_text()
-        .replace(
-            "material: activator, volume_ml: 2.0}",
-            "material: activator, volume_ml: 2.0, scan_lot: true}",
-        )
-    )
+    recipe = scanned_smoke(tmp_path)
     journal = runs / "lots1.sqlite"
     proc = subprocess.Popen(
         [
