@@ -9,7 +9,8 @@ report it; those outcomes are labelled "twin QC".
 
 Nobody stands at an ensemble batch, so a scripted operator does what the recipe
 waits for: it scans the bag's identity and each material container (the lot the
-batch expects, or ``whatif-MATERIAL``) ``scan_delay_min`` after the batch asks,
+batch expects, or ``twin-MATERIAL``: the twin's simulated person at the bag,
+:mod:`twin.sim.bedside`) ``scan_delay_min`` after the batch asks,
 and restarts a batch an alarm held ``hold_response_min`` after the hold (as for a
 transient excursion; the outcome counts the holds), up to ``MAX_RESTARTS`` times,
 then aborts it. A batch still running at ``max_days`` is aborted; neither is released.
@@ -18,7 +19,6 @@ Plans and outcomes are plain dicts, so they travel to Dask workers and back.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 from collections.abc import Callable
@@ -27,13 +27,13 @@ from typing import Any
 
 from twin.bench import LoadedBench, load_bench
 from twin.clock import Clock, run_batch_loop
-from twin.engine.lots import LotScan, NoScanWanted
 from twin.engine.states import Command
 from twin.ensemble.vary import Variation
 from twin.journal import Event
 from twin.recipe import LoadedRecipe, load_recipe
 from twin.report.record import recipe_phases
 from twin.runner import run_batch_async
+from twin.sim.bedside import BedsideOperator
 from twin.sim.donor import draw_donor
 
 __all__ = ["MemberPlan", "plan_members", "run_member", "sample_row"]
@@ -128,11 +128,12 @@ class _Operator:
     batch asks for, restarts after a hold, and aborts a batch that runs past ``max_days``
     (it would never be released)."""
 
-    def __init__(self, plan: MemberPlan, patient: str, bag: str) -> None:
+    def __init__(self, plan: MemberPlan) -> None:
         self.plan = plan
-        self.identity = (patient, bag)
         self.batch: Any = None
         self.clock: Clock | None = None
+        #: Who scans at the bag: the twin's simulated person, ``scan_delay_min`` after asked.
+        self.bedside: BedsideOperator | None = None
         self.events: list[Event] = []
         self.plant: Any = None
         self.overran = False
@@ -140,26 +141,23 @@ class _Operator:
 
     def on_bench(self, opened: Any, clock: Clock) -> None:
         self.clock = clock
+        self.bedside = BedsideOperator(clock, self.plan.scan_delay_min * 60.0)
+        self.bedside.attend(self.batch)
         self.plant = opened.twin.plant if opened.twin is not None else None
         clock.call_later(self.plan.max_days * DAY, self._overrun)
 
     def on_batch(self, batch: Any) -> None:
         self.batch = batch
+        if self.bedside is not None:
+            self.bedside.attend(batch)
 
     def hear(self, event: Event) -> None:
         if event.kind in _KEPT:
             self.events.append(event)
-        if self.clock is None:
+        if self.clock is None or self.bedside is None:
             return
-        if event.kind == "identity_requested":
-            self.clock.call_later(self.plan.scan_delay_min * 60.0, self._scan)
-        elif event.kind == "lot_requested":
-            material, lot = str(event.data["material"]), event.data.get("expected_lot")
-            self.clock.call_later(
-                self.plan.scan_delay_min * 60.0,
-                lambda: self._scan_lot(material, str(lot or f"whatif-{material}")),
-            )
-        elif (
+        self.bedside.hear(event)
+        if (
             event.kind == "transition"
             and event.source.startswith("procedure:")
             and event.data.get("to") == "Held"
@@ -179,19 +177,6 @@ class _Operator:
             batch.command(
                 Command.ABORT, who="whatif", why=f"held again after {MAX_RESTARTS} restarts"
             )
-
-    def _scan(self) -> None:
-        if self.batch is not None and not self.batch.state.is_final:
-            self.batch.present_identity(
-                *self.identity, who="whatif", why="scripted operator of an ensemble batch"
-            )
-
-    def _scan_lot(self, material: str, lot: str) -> None:
-        if self.batch is not None and not self.batch.state.is_final:
-            with contextlib.suppress(NoScanWanted):  # a hold came first; it asks again
-                self.batch.present_lot(
-                    LotScan(material, lot), who="whatif", why="scripted operator: container"
-                )
 
     def _overrun(self) -> None:
         batch = self.batch
@@ -288,7 +273,7 @@ def run_member(
     recipe = load_recipe(plan.recipe, plan.parameters or None)
     bench = _member_bench(load_bench(plan.bench), plan)
     patient, bag = f"WHATIF-{plan.index}", f"BAG-{plan.index}"
-    person = _Operator(plan, patient, bag)
+    person = _Operator(plan)
     final = run_batch_loop(
         lambda: run_batch_async(
             recipe,
