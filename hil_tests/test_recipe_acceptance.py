@@ -67,6 +67,10 @@ def test_recipe_reaches_complete(
         assert summary.days >= 9.9  # not reached: the culture ran its maximum
     qc = [e.data.get("qc_tests") for e in events if e.kind == "sample" and e.data.get("qc_tests")]
     assert qc and {"sterility", "vcn", "car"} <= set(qc[-1])  # the final sample went to QC
+    # The patient's dose formulated from the harvest, and the harvest held more than one.
+    (formulation,) = [e.data for e in events if e.kind == "formulation"]
+    assert formulation["dose_car_positive_cells"] == pytest.approx(2.0e6 * 70)
+    assert formulation["doses_in_harvest"] >= 1.0 and formulation["final_volume_ml"] == 70.0
     started = next(read_events(journal))
     assert started.data["recipe"]["sha256"] == loaded.sha256
     # A validator's check: the engine re-run on the recorded device I/O takes the same

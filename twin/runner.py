@@ -42,6 +42,8 @@ class BatchSummary:
     transduced_pct: float | None
     fold_expansion: float | None
     hold_reasons: list[str]
+    #: The infusion bag formulated from the harvest (``formulation`` event), if any.
+    formulation: dict[str, Any] | None = None
 
 
 def twin_keep_path(journal_path: Path) -> Path:
@@ -72,6 +74,7 @@ def summarize(journal_path: Path | str) -> BatchSummary:
     batch_id, state, seeded = "?", "Idle", None
     days, events = 0.0, 0
     harvest: dict[str, Any] = {}
+    formulation: dict[str, Any] | None = None
     holds: list[str] = []
     for event in read_events(journal_path):
         events += 1
@@ -85,6 +88,8 @@ def summarize(journal_path: Path | str) -> BatchSummary:
                 holds.append(event.data.get("why", ""))
         elif event.kind == "harvest":
             harvest = event.data
+        elif event.kind == "formulation":
+            formulation = event.data
     cells = harvest.get("viable_cells")
     return BatchSummary(
         batch_id=batch_id,
@@ -97,6 +102,7 @@ def summarize(journal_path: Path | str) -> BatchSummary:
         transduced_pct=harvest.get("transduced_pct"),
         fold_expansion=(cells / seeded) if cells and seeded else None,
         hold_reasons=holds,
+        formulation=formulation,
     )
 
 

@@ -17,9 +17,12 @@ NONVIRAL = (ROOT / "recipes" / "car_t_nonviral.yaml").read_text()
 
 
 def short(text: str) -> str:
-    """The non-viral recipe with hours instead of days of culture, to keep the test quick."""
+    """The non-viral recipe with hours instead of days of culture, to keep the test quick, for
+    a child's dose (10 kg at 1e6 CAR+ cells/kg) that hours of culture can give."""
     return (
         text.replace("value: 7 d, min: 5 d", "value: 2 h, min: 1 h")
+        .replace("patient_weight: {value: 70 kg", "patient_weight: {value: 10 kg")
+        .replace("dose_per_kg: {value: 2.0e+6", "dose_per_kg: {value: 1.0e+6")
         .replace("duration_h: 2 d", "duration_h: 6 h")
         .replace("duration_h: 1 d", "duration_h: 2 h")
     )
@@ -40,6 +43,9 @@ async def test_matching_scan_unlocks_electroporation(running: Any) -> None:
     check = next(e for e in run.kinds("sample") if e.batch_time > pulses[-1].batch_time)
     assert check.data["transduced_pct"] > 30  # a stable-expression fraction, as non-viral gives
     assert 50 < check.data["viability_pct"] < 95
+    (formulation,) = run.kinds("formulation")
+    assert formulation.data["dose_car_positive_cells"] == pytest.approx(1.0e7)
+    assert formulation.data["final_volume_ml"] == 70.0
 
 
 async def test_mismatched_scan_aborts_before_any_pulse(running: Any) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from bedside import UNATTENDED
 from typer.testing import CliRunner
 
 from twin.bench import load_bench
@@ -207,7 +208,8 @@ def b7(world: dict[str, Any]) -> Path:
     journal = runs / "b7.sqlite"
     ran = _poc_twin(
         "run", str(world["recipe"]), "--bench", str(ROOT / "benches" / "sim.yaml"),
-        "--journal", str(journal), "--batch-id", "b7", "--seed", "7", "-q", cwd=world["root"],
+        "--journal", str(journal), "--batch-id", "b7", "--seed", "7", "-q", *UNATTENDED,
+        cwd=world["root"],
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     return journal

@@ -27,8 +27,9 @@ def test_edited_copy_is_refused_naming_the_register(tmp_path: Path) -> None:
     problems = check_approval(load_recipe(copy), development=False, register=REGISTER)
     assert len(problems) == 1
     assert "is not in the site's register" in problems[0].message
-    assert "approved versions of car-t-autologous-lv: 1.0.0, 1.1.0, 1.2.0" in problems[0].message
-    version_line = copy.read_text().splitlines().index("  version: 1.2.0") + 1
+    versions = "approved versions of car-t-autologous-lv: 1.0.0, 1.1.0, 1.2.0, 1.3.0"
+    assert versions in problems[0].message
+    version_line = copy.read_text().splitlines().index("  version: 1.3.0") + 1
     assert problems[0].line == version_line  # the recipe's version line
 
 

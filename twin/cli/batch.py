@@ -354,6 +354,13 @@ def _print_summary(summary: Any, journal_path: Path) -> None:
         table.add_row("viability", f"{summary.viability_pct:.1f} %")
         table.add_row("transduced (CAR+)", f"{summary.transduced_pct:.1f} %")
         table.add_row("harvest volume", f"{summary.harvested_ml:.0f} mL")
+    if summary.formulation is not None:
+        f = summary.formulation
+        table.add_row(
+            "formulated dose",
+            f"{f['dose_car_positive_cells']:.3g} CAR+ in {f['final_volume_ml']:g} mL "
+            f"({f['harvest_drawn_ml']:.1f} mL of harvest)",
+        )
     for reason in summary.hold_reasons:
         table.add_row("held", Text(reason))  # an operator's words: text, never markup
     table.add_row("events", str(summary.events))

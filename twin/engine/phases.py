@@ -614,15 +614,69 @@ class Harvest(PhaseLogic):
         final = await take_sample(ctx, pr.bioreactor)
         self.harvested = True
         volume = await ctx.write(pr.bioreactor, "harvest", True, br.harvest, restorable=False)
+        harvest = {
+            "volume_ml": round(volume, 3),
+            "viable_cells": round(final.viable_cells_per_ml * volume, 0),
+            "viable_cells_per_ml": final.viable_cells_per_ml,
+            "viability_pct": final.viability_pct,
+            "transduced_pct": final.transduced_pct,
+        }
+        ctx.latest[f"{pr.bioreactor}.harvest"] = harvest  # what a formulation draws from
+        ctx.journal.append("harvest", pr.bioreactor, harvest)
+
+
+class Formulate(PhaseLogic):
+    """The dose for this patient from the harvest: how much of it holds the dose, resuspended
+    in the infusion bag's volume; the rest is kept (QC retains, a second dose).
+
+    The twin has no cell-processing device: the phase works out and journals what the
+    operator (or a formulation device) does, from the journalled harvest, and refuses a
+    harvest that cannot give the dose."""
+
+    params: p.Formulate
+
+    def describe(self) -> str:
+        pr = self.params
+        return f"formulate {pr.dose_per_kg:.3g} CAR+ cells/kg x {pr.patient_weight:g} kg"
+
+    async def run(self, ctx: BatchContext) -> None:
+        pr = self.params
+        harvest = ctx.latest.get(f"{pr.bioreactor}.harvest")
+        if harvest is None:
+            raise PhaseFailed(f"{pr.bioreactor}: no harvest to formulate from (harvest first)")
+        viable_per_ml = float(harvest["viable_cells_per_ml"])
+        car_per_ml = viable_per_ml * float(harvest["transduced_pct"]) / 100.0
+        dose = float(pr.dose_per_kg) * float(pr.patient_weight)
+        volume = float(harvest["volume_ml"])
+        in_harvest = car_per_ml * volume
+        if in_harvest < dose:
+            raise PhaseFailed(
+                f"the harvest holds {in_harvest:.3g} CAR+ viable cells, the dose "
+                f"({pr.dose_per_kg:.3g}/kg x {pr.patient_weight:g} kg) needs {dose:.3g}: "
+                "not formulated"
+            )
+        draw_ml = dose / car_per_ml
+        cells = draw_ml * viable_per_ml
+        density = cells / float(pr.final_volume_ml)
+        if density > float(pr.max_cells_per_ml):
+            raise PhaseFailed(
+                f"the dose comes with {cells:.3g} viable cells: {density:.3g}/mL in "
+                f"{pr.final_volume_ml:g} mL, above {pr.max_cells_per_ml:.3g}/mL: not formulated"
+            )
         ctx.journal.append(
-            "harvest",
+            "formulation",
             pr.bioreactor,
             {
-                "volume_ml": round(volume, 3),
-                "viable_cells": round(final.viable_cells_per_ml * volume, 0),
-                "viable_cells_per_ml": final.viable_cells_per_ml,
-                "viability_pct": final.viability_pct,
-                "transduced_pct": final.transduced_pct,
+                "dose_car_positive_cells": round(dose, 0),
+                "dose_per_kg": float(pr.dose_per_kg),
+                "patient_weight_kg": float(pr.patient_weight),
+                "harvest_drawn_ml": round(draw_ml, 2),
+                "final_volume_ml": float(pr.final_volume_ml),
+                "viable_cells": round(cells, 0),
+                "viable_cells_per_ml": round(density, 0),
+                "viability_pct": harvest["viability_pct"],
+                "doses_in_harvest": round(in_harvest / dose, 2),
+                "retained_ml": round(volume - draw_ml, 2),
             },
         )
 
@@ -637,6 +691,7 @@ PHASES: dict[str, Callable[[Any], PhaseLogic]] = {
     "wait": Wait,
     "media_exchange": MediaExchange,
     "confirm_identity": ConfirmIdentity,
+    "formulate": Formulate,
     "electroporate": Electroporate,
     "harvest": Harvest,
 }

@@ -18,6 +18,8 @@ from twin.recipe.phases import (
     AddMaterial,
     Culture,
     Electroporate,
+    Formulate,
+    Harvest,
     MediaExchange,
     SampleCheck,
     SetGas,
@@ -64,6 +66,7 @@ def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Proble
     if problems:
         return problems
     counted: set[str] = set()  # bioreactors with a cell count taken before this phase
+    harvested: set[str] = set()  # bioreactors harvested before this phase
     for u, unit in enumerate(recipe.model.procedure):
         for o, op in enumerate(unit.operations):
             for i, phase in enumerate(op.phases):
@@ -79,6 +82,16 @@ def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Proble
                             "sample_every_h): cells per mL x the volume now would be wrong",
                         )
                     )
+                if isinstance(phase, Formulate) and phase.bioreactor not in harvested:
+                    problems.append(
+                        src.problem(
+                            [*loc, "phase"],
+                            f"formulate draws the dose from {phase.bioreactor}'s harvest: "
+                            "put a harvest phase of it before this one",
+                        )
+                    )
+                if isinstance(phase, Harvest):
+                    harvested.add(phase.bioreactor)
                 if isinstance(phase, (AddMaterial, Electroporate)):
                     counted.discard(phase.bioreactor)  # volume changed: the count is stale
                 if isinstance(phase, SampleCheck) or (

@@ -39,6 +39,7 @@ __all__ = [
     "Culture",
     "Electroporate",
     "Feed",
+    "Formulate",
     "Harvest",
     "MediaExchange",
     "Perfusion",
@@ -325,6 +326,21 @@ class Harvest(_Phase):
     gas_dispenser: str = "gas"
 
 
+class Formulate(_Phase):
+    """The patient's dose from the harvest: the harvest volume that holds the dose (CAR+
+    viable cells per kg x body weight), washed and resuspended in the infusion bag's volume;
+    fails, formulating nothing, when the harvest holds less than one dose or the bag would
+    be denser than ``max_cells_per_ml``."""
+
+    phase: Literal["formulate"]
+    bioreactor: str = "bioreactor"
+    dose_per_kg: Annotated[DosePerKg, Field(gt=0)]
+    patient_weight: Annotated[BodyMass, Field(gt=0, le=250)]
+    final_volume_ml: Annotated[Volume, Field(gt=0, le=1000)]
+    #: All viable cells (CAR+ or not) per mL of the infusion bag at most.
+    max_cells_per_ml: Annotated[CellDensity, Field(gt=0)] = 1.0e8
+
+
 Phase = Annotated[
     SetTemperature
     | SetGas
@@ -336,7 +352,8 @@ Phase = Annotated[
     | Wait
     | ConfirmIdentity
     | Electroporate
-    | Harvest,
+    | Harvest
+    | Formulate,
     Field(discriminator="phase"),
 ]
 
@@ -358,5 +375,6 @@ PHASE_MODELS: tuple[type[BaseModel], ...] = (
     ConfirmIdentity,
     Electroporate,
     Harvest,
+    Formulate,
     Monitor,
 )

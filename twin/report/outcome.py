@@ -107,9 +107,13 @@ def outcome_rows(
     harvest: dict[str, Any] | None,
     seeded: float | None,
     patient_weight_kg: float | None,
+    formulation: dict[str, Any] | None = None,
+    *,
+    formulates: bool = False,
 ) -> list[tuple[str, str]]:
-    """The product as harvested: volume, viable cells, fold, viability, CAR+, and the dose
-    per kg where the recipe declares the patient's weight."""
+    """The product as harvested: volume, viable cells, fold, viability, CAR+, the dose
+    per kg where the recipe declares the patient's weight, and the formulated dose where the
+    recipe formulates one (or that it was not, when it should have been)."""
     if not harvest:
         return [("Harvest", "no harvest in the journal")]
     cells = _number(harvest.get("viable_cells"))
@@ -135,7 +139,32 @@ def outcome_rows(
                     f"{per_kg:.3g} CAR+ viable cells/kg for {patient_weight_kg:g} kg",
                 )
             )
+    if formulation:
+        rows += _formulated(formulation)
+    elif formulates:
+        rows.append(("Formulated dose", "not formulated: no formulation in the journal"))
     return rows
+
+
+def _formulated(f: dict[str, Any]) -> list[tuple[str, str]]:
+    """The infusion bag: the dose, its volume and density, and what was left of the harvest."""
+    dose, per_kg = _number(f.get("dose_car_positive_cells")), _number(f.get("dose_per_kg"))
+    weight, volume = _number(f.get("patient_weight_kg")), _number(f.get("final_volume_ml"))
+    density, drawn = _number(f.get("viable_cells_per_ml")), _number(f.get("harvest_drawn_ml"))
+    doses, retained = _number(f.get("doses_in_harvest")), _number(f.get("retained_ml"))
+    if None in (dose, per_kg, weight, volume, density, drawn, doses, retained):
+        return [("Formulated dose", "formulation recorded without its figures")]
+    return [
+        (
+            "Formulated dose",
+            f"{dose:.3g} CAR+ viable cells ({per_kg:.3g}/kg x {weight:g} kg) in "
+            f"{volume:g} mL, {density:.3g} viable cells/mL",
+        ),
+        (
+            "Harvest drawn",
+            f"{drawn:.1f} mL ({doses:.1f} doses in the harvest; {retained:.1f} mL retained)",
+        ),
+    ]
 
 
 def anomalies(

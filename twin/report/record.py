@@ -118,6 +118,7 @@ class BatchRecord:
     in_process: list[Result] = field(default_factory=list)
     release: list[Result] = field(default_factory=list)
     harvest: dict[str, Any] | None = None
+    formulation: dict[str, Any] | None = None
     exceptions: list[tuple[str, str]] = field(default_factory=list)
     #: Electronic signatures by the seq of the act they sign: "Name (id), meaning, UTC".
     esignatures: dict[int, str] = field(default_factory=dict)
@@ -494,6 +495,8 @@ def _what_was_made(record: BatchRecord, events: list[Event], phases: dict[str, A
         record.harvest,
         float(seeded) if type(seeded) in (int, float) else None,
         weights[0] if weights else None,
+        record.formulation,
+        formulates=any(ph.phase == "formulate" for ph in phases.values()),
     )
     planned = {
         path: float(ph.duration_h)
@@ -535,6 +538,8 @@ def build_record(
                 handler(e)
             elif e.kind == "harvest":
                 record.harvest = e.data
+            elif e.kind == "formulation":
+                record.formulation = e.data
             elif e.kind == "batch_ended":
                 record.ended = True
                 record.final_state = e.data.get("state", record.final_state)
