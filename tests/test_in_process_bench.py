@@ -109,6 +109,28 @@ async def test_an_exchange_takes_its_wire_time_as_on_a_pty() -> None:
     assert took == pytest.approx(wire_time_s(2, len(reply), 9600, 10), rel=1e-9)
 
 
+async def test_a_reply_later_than_the_timeout_times_out_as_on_a_pty() -> None:
+    """The reply is handed over without a timer only when nothing comes first: the driver's
+    deadline does, so a reply slower than it is not taken (counted as a timeout)."""
+    clock = Clock()
+    server = AlicatServer(Plant(seed=1), clock, baud=9600, line=MemoryLineEndpoint)
+    await server.start()
+    config = AlicatGasConfig.model_validate({"port": server.path, "baud": 9600})
+    gas = AlicatGasDispenser("gas", config, clock)
+    await gas.connect()
+    try:
+        line = gas.serial_line
+        assert line is not None
+        server.link.delay_s = 0.3
+        t0 = clock.now()
+        with pytest.raises(CommunicationError, match=r"no reply within 0\.2 s"):
+            await line.transact(b"A\r", device="gas", timeout=0.2)
+        assert clock.now() - t0 == pytest.approx(0.2)
+    finally:
+        await gas.close()
+        await server.stop()
+
+
 async def test_a_memory_port_nobody_serves_is_refused_like_a_missing_device() -> None:
     config = AlicatGasConfig.model_validate({"port": "memory://nothing-here"})
     with pytest.raises(CommunicationError, match="no device listens on memory://nothing-here"):
