@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,23 @@ def test_a_device_the_twin_serves_only_over_the_wire_is_refused_in_process(
     assert str(problem).startswith(f"{path}:7:")
     assert "serves 'modbus_rtu_bioreactor' only over the wire" in str(problem)
     assert "alicat_gas" in str(problem)  # what it does offer in process
+
+
+def test_a_null_modem_line_splits_requests_as_a_pty_line_does() -> None:
+    """The shortcut for a whole request line leaves the endpoint as the general splitter does."""
+    rng = random.Random(3)
+    pieces = [b"A", b"B", b"\r", b"\n", b"x", b"\x00"]
+    for _ in range(3000):
+        max_line = rng.choice([1, 2, 5, 64])
+        fast, general = (MemoryLineEndpoint(lambda line: None, max_line=max_line) for _ in "ab")
+        fast._answer_next = general._answer_next = lambda: None  # type: ignore[method-assign]
+        ends = (fast, general)
+        for _ in range(rng.randint(1, 4)):
+            if rng.random() < 0.5:
+                data = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+            else:
+                data = b"".join(rng.choice(pieces[:2]) for _ in range(rng.randint(0, 7))) + b"\r"
+            fast._received(data)
+            general._take(data)
+            state = [(list(e._lines), bytes(e._inbuf), e._skipped, e._lead) for e in ends]
+            assert state[0] == state[1], data
