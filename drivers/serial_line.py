@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import termios
 from collections.abc import Callable
@@ -99,6 +100,8 @@ class SerialLine:
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = 0
+        #: The context every exchange's timer runs in (one line, one loop): not a copy each.
+        self._timer_context = contextvars.Context()
 
     @property
     def is_open(self) -> bool:
@@ -230,9 +233,14 @@ class SerialLine:
         """
         assert self._loop is not None
         self._terminator, self._frames = terminator, frames
-        waiter: asyncio.Future[int] = self._loop.create_future()
+        loop = self._loop
+        waiter: asyncio.Future[int] = loop.create_future()
         self._waiter = waiter
-        timer = self._clock.call_later(timeout, _expire, waiter)
+        # What Clock.call_later sets (loop time plus the timeout), from the loop itself and
+        # in the line's own context (_expire reads no context variable): one call, not four.
+        timer = loop.call_at(
+            loop.time() + max(0.0, timeout), _expire, waiter, context=self._timer_context
+        )
         try:
             try:
                 self._send(request)
