@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import termios
 from collections.abc import Callable
@@ -53,6 +54,10 @@ SHOWN = 64
 
 class _Overlong(Exception):
     """The reply outgrew ``max_reply`` before its terminator came."""
+
+
+class _WriteFailed(Exception):
+    """The request could not be written (the port's error is its cause)."""
 
 
 def shown(data: bytes) -> str:
@@ -95,6 +100,8 @@ class SerialLine:
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = 0
+        #: The context every exchange's timer runs in (one line, one loop): not a copy each.
+        self._timer_context = contextvars.Context()
 
     @property
     def is_open(self) -> bool:
@@ -212,20 +219,37 @@ class SerialLine:
         if n < len(request):
             self._serial.write(request[n:])
 
-    async def _read_reply(self, terminator: bytes, frames: int, timeout: float) -> bytes:
-        """The next ``frames`` terminated frames; TimeoutError after ``timeout`` batch seconds."""
+    async def _exchange(
+        self, request: bytes, terminator: bytes, frames: int, timeout: float
+    ) -> bytes:
+        """Write ``request``, return the next ``frames`` terminated frames; TimeoutError after
+        ``timeout`` batch seconds.
+
+        The wait for the reply (its future and its deadline) is armed before the request is
+        written: a device that answers within the write call (a null modem,
+        twin/serve/memory_line.py) completes it, and its deadline is on the clock before
+        anything can answer, so a reply slower than the timeout is never taken. Writing is
+        the last act before waiting.
+        """
         assert self._loop is not None
         self._terminator, self._frames = terminator, frames
-        end = self._reply_end() if self._buffer else 0  # just flushed: usually empty
-        if not end:
-            waiter: asyncio.Future[int] = self._loop.create_future()
-            self._waiter = waiter
-            timer = self._clock.call_later(timeout, _expire, waiter)
+        loop = self._loop
+        waiter: asyncio.Future[int] = loop.create_future()
+        self._waiter = waiter
+        # What Clock.call_later sets (loop time plus the timeout), from the loop itself and
+        # in the line's own context (_expire reads no context variable): one call, not four.
+        timer = loop.call_at(
+            loop.time() + max(0.0, timeout), _expire, waiter, context=self._timer_context
+        )
+        try:
             try:
-                end = await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+                self._send(request)
+            except (serial.SerialException, OSError) as exc:
+                raise _WriteFailed from exc
+            end = await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
         reply = bytes(self._buffer[:end])
         del self._buffer[:end]
         return reply
@@ -258,11 +282,10 @@ class SerialLine:
                     raise CommunicationError(device, f"serial port {self.port} is not open")
                 self._flush_input()
                 try:
-                    self._send(request)
-                except (serial.SerialException, OSError) as exc:
+                    reply = await self._exchange(request, terminator, frames, timeout)
+                except _WriteFailed as failed:
+                    exc = failed.__cause__
                     raise CommunicationError(device, f"write to {self.port} failed: {exc}") from exc
-                try:
-                    reply = await self._read_reply(terminator, frames, timeout)
                 except TimeoutError:
                     c.timeouts += 1
                     partial = bytes(self._buffer)

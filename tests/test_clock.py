@@ -271,3 +271,35 @@ def test_pace_none_keeps_jumping_and_a_bad_pace_is_refused() -> None:
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="pace"):
             VirtualTimeLoop(pace=bad)
+
+
+async def test_run_ahead_moves_time_only_when_the_loop_would_jump_there_next() -> None:
+    """run_ahead(when) is a jump the loop would make next: refused while a callback is ready
+    or a live timer falls due first; a cancelled timer does not count."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualTimeLoop)
+    t0 = loop.time()
+    before = loop.call_at(t0 + 1.0, lambda: None)
+    assert not loop.run_ahead(t0 + 2.0)  # the timer at +1 s would run first
+    assert not loop.run_ahead(t0 + 1.0)  # ... or with it: not alone in its iteration
+    assert loop.time() == t0
+    before.cancel()
+    loop.call_soon(lambda: None)
+    assert not loop.run_ahead(t0 + 2.0)  # a ready callback runs before time moves
+    await asyncio.sleep(0)
+    later = loop.call_at(t0 + 5.0, lambda: None)
+    assert loop.run_ahead(t0 + 2.0)
+    assert loop.time() == t0 + 2.0
+    later.cancel()
+
+
+async def test_run_ahead_is_refused_while_time_follows_the_wall() -> None:
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualTimeLoop)
+    loop.pace = 1.0
+    loop.follow_wall(True)
+    try:
+        assert not loop.run_ahead(loop.time() + 1.0)
+    finally:
+        loop.follow_wall(False)
+        loop.pace = None

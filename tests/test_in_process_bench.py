@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,28 @@ async def test_an_exchange_takes_its_wire_time_as_on_a_pty() -> None:
     assert took == pytest.approx(wire_time_s(2, len(reply), 9600, 10), rel=1e-9)
 
 
+async def test_a_reply_later_than_the_timeout_times_out_as_on_a_pty() -> None:
+    """The reply is handed over without a timer only when nothing comes first: the driver's
+    deadline does, so a reply slower than it is not taken (counted as a timeout)."""
+    clock = Clock()
+    server = AlicatServer(Plant(seed=1), clock, baud=9600, line=MemoryLineEndpoint)
+    await server.start()
+    config = AlicatGasConfig.model_validate({"port": server.path, "baud": 9600})
+    gas = AlicatGasDispenser("gas", config, clock)
+    await gas.connect()
+    try:
+        line = gas.serial_line
+        assert line is not None
+        server.link.delay_s = 0.3
+        t0 = clock.now()
+        with pytest.raises(CommunicationError, match=r"no reply within 0\.2 s"):
+            await line.transact(b"A\r", device="gas", timeout=0.2)
+        assert clock.now() - t0 == pytest.approx(0.2)
+    finally:
+        await gas.close()
+        await server.stop()
+
+
 async def test_a_memory_port_nobody_serves_is_refused_like_a_missing_device() -> None:
     config = AlicatGasConfig.model_validate({"port": "memory://nothing-here"})
     with pytest.raises(CommunicationError, match="no device listens on memory://nothing-here"):
@@ -150,3 +173,23 @@ def test_a_device_the_twin_serves_only_over_the_wire_is_refused_in_process(
     assert str(problem).startswith(f"{path}:7:")
     assert "serves 'modbus_rtu_bioreactor' only over the wire" in str(problem)
     assert "alicat_gas" in str(problem)  # what it does offer in process
+
+
+def test_a_null_modem_line_splits_requests_as_a_pty_line_does() -> None:
+    """The shortcut for a whole request line leaves the endpoint as the general splitter does."""
+    rng = random.Random(3)
+    pieces = [b"A", b"B", b"\r", b"\n", b"x", b"\x00"]
+    for _ in range(3000):
+        max_line = rng.choice([1, 2, 5, 64])
+        fast, general = (MemoryLineEndpoint(lambda line: None, max_line=max_line) for _ in "ab")
+        fast._answer_next = general._answer_next = lambda: None  # type: ignore[method-assign]
+        ends = (fast, general)
+        for _ in range(rng.randint(1, 4)):
+            if rng.random() < 0.5:
+                data = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+            else:
+                data = b"".join(rng.choice(pieces[:2]) for _ in range(rng.randint(0, 7))) + b"\r"
+            fast._received(data)
+            general._take(data)
+            state = [(list(e._lines), bytes(e._inbuf), e._skipped, e._lead) for e in ends]
+            assert state[0] == state[1], data

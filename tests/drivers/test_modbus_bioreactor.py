@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -212,3 +214,20 @@ def test_config_is_strict() -> None:
         ModbusBioreactorConfig(host="h", limits={"temperature_c": (40.0, 4.0)})
     cfg = ModbusBioreactorConfig(host="h", limits={"temperature_c": (30.0, 38.0)})
     assert cfg.limits.to_limits().temperature_c == (30.0, 38.0)
+
+
+@pytest.mark.parametrize("order", ["big", "little"])
+def test_floats_decoded_together_are_the_floats_decoded_pair_by_pair(order: str) -> None:
+    """Every poll decodes its eight floats in one struct call: the same floats, NaN and
+    infinities included, as decoding each register pair."""
+    config = ModbusBioreactorConfig.model_validate({"host": "h", "port": 1, "word_order": order})
+    driver = ModbusBioreactor("br", config, Clock.__new__(Clock))
+    rng = random.Random(2)
+    regs = [rng.randrange(0x10000) for _ in range(64)] + [0x7F80, 0, 0xFF80, 0, 0x7FC0, 1]
+    words = zip(regs[::2], regs[1::2], strict=True)
+    pairs = [(a, b) if order == "big" else (b, a) for a, b in words]
+    one_by_one = [struct.unpack(">f", struct.pack(">HH", *p))[0] for p in pairs]
+    together = driver._floats(regs)
+    assert struct.pack(f">{len(pairs)}d", *together) == struct.pack(f">{len(pairs)}d", *one_by_one)
+    with pytest.raises(ValueError, match="cannot hold float32"):
+        driver._floats(regs[:3])

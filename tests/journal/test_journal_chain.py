@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,24 @@ def tamper(path: Path, sql: str, *args: object) -> None:
     db.execute(sql, args)
     db.commit()
     db.close()
+
+
+def test_a_journal_in_memory_chains_its_events_as_a_file_journal_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No database behind it, the same events and hashes (ensembles rely on them)."""
+    monkeypatch.setattr("twin.journal.wall_now", lambda: datetime(2026, 12, 5, tzinfo=UTC))
+    on_file, in_memory = [], []
+    for journal, heard in (
+        (Journal(tmp_path / "j.sqlite", lambda: 12.5), on_file),
+        (Journal.in_memory(lambda: 12.5), in_memory),
+    ):
+        journal.subscribe(heard.append)
+        for i in range(5):
+            journal.append("reading", "bioreactor", {"do_pct": 40.0 + i}, durable=i == 3)
+        journal.close()
+    assert in_memory == on_file
+    assert list(read_events(tmp_path / "j.sqlite")) == on_file
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any
 
 import pytest
@@ -14,6 +16,8 @@ from twin.serve.bioreactor_modbus import (
     DEFAULT_BIOREACTOR_IDENTITY,
     BioreactorModbusServer,
     BioreactorStatus,
+    encode_float32,
+    encode_float32s,
 )
 
 F32 = C.DATATYPE.FLOAT32
@@ -172,3 +176,15 @@ async def test_harvest_and_safe_state(raw: C, plant: Any, clock: Clock, word_ord
     harvested = f32((await raw.read_input_registers(60, count=2)).registers, word_order)
     assert harvested == pytest.approx(v0, rel=0.05)
     assert plant.bioreactor.state.volume_ml == pytest.approx(0.0, abs=1.0)
+
+
+def test_floats_packed_together_are_the_floats_packed_one_by_one() -> None:
+    """encode_float32s (every poll) is encode_float32 of each value, clamps included."""
+    rng = random.Random(1)
+    cases = [[rng.uniform(-1e6, 1e6) for _ in range(8)] for _ in range(200)]
+    cases += [[math.nan, 5e38, 1.0], [1.0, math.nan, 5e38], [3.5e38], [-3.5e38, 1.0]]
+    cases += [[math.inf, 2.0], [1.0, -math.inf], [3.4e38, -3.4e38], [-0.0, 0.0, 1e-46]]
+    for values in cases:
+        for order in ("big", "little"):
+            one_by_one = [r for x in values for r in encode_float32(x, order)]
+            assert encode_float32s(values, order) == one_by_one

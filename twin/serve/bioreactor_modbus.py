@@ -143,6 +143,21 @@ def encode_float32(value: float, word_order: WordOrder) -> list[int]:
     return [hi, lo] if word_order == "big" else [lo, hi]
 
 
+_F32_LIMIT = 3.4e38  # beyond it encode_float32 sends infinity
+
+
+def encode_float32s(values: list[float], word_order: WordOrder) -> list[int]:
+    """:func:`encode_float32` of each value, one after the other: packed in one go when no
+    value needs its clamp (the process values of every poll), one by one otherwise."""
+    if not (max(values) <= _F32_LIMIT and min(values) >= -_F32_LIMIT):  # NaN first: slow path
+        return [r for x in values for r in encode_float32(x, word_order)]
+    n = len(values)
+    regs = list(struct.unpack(f">{2 * n}H", struct.pack(f">{n}f", *values)))
+    if word_order != "big":
+        regs[0::2], regs[1::2] = regs[1::2], regs[0::2]
+    return regs
+
+
 def decode_float32(regs: list[int], word_order: WordOrder) -> float:
     """The float32 held in two registers in the configured word order."""
     hi, lo = (regs[0], regs[1]) if word_order == "big" else (regs[1], regs[0])
@@ -383,7 +398,7 @@ class BioreactorModbusServer:
             pv.perfusion_ml_per_day,
             pv.viable_cells_per_ml,
         ]
-        regs: list[int] = [r for x in floats for r in encode_float32(x, self.word_order)]
+        regs = encode_float32s(floats, self.word_order)
         remaining = 0 if self._pump is None else math.ceil(self._pump.t_end - now)
         regs += [self._status_word(pv), int(now) & 0xFFFF, _u16(remaining)]
         return dict(enumerate(regs, IR_PV_FLOATS))

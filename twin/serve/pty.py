@@ -289,7 +289,12 @@ class PtyEndpoint:
         loop = self._loop
         assert loop is not None
         delay = wire + max(0.0, link.delay_s)
-        self._timer = loop.call_at(loop.time() + delay, self._deliver, reply)
+        self._deliver_at(loop.time() + delay, reply)
+
+    def _deliver_at(self, when: float, reply: bytes) -> None:
+        """Write ``reply`` at loop time ``when`` (a timer); the next line waits until then."""
+        assert self._loop is not None
+        self._timer = self._loop.call_at(when, self._deliver, reply)
 
     def _deliver(self, reply: bytes) -> None:
         self._timer = None
