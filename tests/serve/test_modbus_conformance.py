@@ -20,9 +20,6 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pymodbus.framer import FramerSocket
-from pymodbus.pdu import DecodePDU
-from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from twin.clock import Clock, VirtualTimeLoop
 from twin.serve.bioreactor_modbus import BioreactorModbusServer
@@ -383,20 +380,3 @@ def test_server_still_serves_after_the_fuzzing(
 
     loop.run_until_complete(good())
     print(f"fuzzed {FUZZ_RUN['frames']} frames in {FUZZ_RUN['seconds']:.1f} s")
-
-
-@pytest.mark.parametrize(("fc", "address", "count"), [(4, 0, 18), (4, 0, 2), (3, 0, 8), (3, 0, 1)])
-async def test_a_register_read_is_framed_as_pymodbus_frames_it(
-    tcp: BioreactorModbusServer, fc: int, address: int, count: int
-) -> None:
-    """Register reads are framed by the server itself (every poll is one): byte for byte the
-    frame pymodbus builds for the same registers."""
-    stream = await connect(tcp)
-    try:
-        got = await exchange(stream, mbap(0x1234, read_pdu(fc, address, count), unit=1))
-    finally:
-        await close(stream)
-    registers = list(struct.unpack(f">{count}H", got[9:]))
-    kind = ReadInputRegistersResponse if fc == 4 else ReadHoldingRegistersResponse
-    response = kind(registers=registers, dev_id=1, transaction_id=0x1234)
-    assert got == FramerSocket(DecodePDU(True)).buildFrame(response)

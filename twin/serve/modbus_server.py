@@ -19,8 +19,6 @@ connection handler is ours:
   never meets a request it would log and answer with 0x01 under function 0x80.
 - A request is answered as soon as its frame is decoded, and every reply passes
   the device's :class:`LinkFaults` on its way out.
-- A register read (FC 3, FC 4: every poll) is decoded and framed here, byte for byte
-  as pymodbus would, without its request and response objects.
 
 Why answer inside the data callback: pymodbus schedules ``handle_later`` with
 ``call_soon``, which then starts a task (three loop iterations, a task and its
@@ -72,8 +70,6 @@ DATA_FUNCTIONS = frozenset(TABLE_OF_FUNCTION)
 """The data-access function codes: the only ones a twin device may list (see above)."""
 
 _MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
-_ADDRESS_COUNT = struct.Struct(">HH")  # a register read's start address and quantity
-_REGISTER_READS = frozenset((3, 4))
 _MBAP_SIZE = 7
 _MAX_LENGTH = 254  # unit id + a PDU of at most 253 bytes
 LISTEN_BACKLOG = 1024  # connections the kernel queues before the server accepts them
@@ -220,9 +216,6 @@ class _Handler(ServerRequestHandler):
         if refusal is not None:
             self._answer(tid, unit, ExceptionResponse(pdu[0], refusal), addr)
             return
-        if pdu[0] in _REGISTER_READS and not device.link.delay_s > 0.0:
-            self._read_registers(tid, unit, pdu, addr)
-            return
         request = self._decode(pdu)
         if request is None:  # check_request lets through only what pymodbus decodes
             _log.error("pymodbus could not decode a checked request %s", pdu.hex(" "))
@@ -233,28 +226,6 @@ class _Handler(ServerRequestHandler):
             self._later(self._serve(request, addr))
         else:
             self._reply(request, self._update_now(request), addr)
-
-    def _read_registers(self, tid: int, unit: int, pdu: bytes, addr: Any) -> None:
-        """FC 3 or 4 (checked), answered now: what pymodbus' decoder, ``datastore_update`` and
-        framer would send, byte for byte, without their request and response objects.
-
-        Every poll of a bioreactor is one of these (~15,000 a batch): the registers come from
-        the device's ``read`` as through :class:`_Context`, and are framed as pymodbus frames
-        a Read Holding/Input Registers response (MBAP, function code, byte count, words).
-        """
-        fc = pdu[0]
-        address, count = _ADDRESS_COUNT.unpack_from(pdu, 1)
-        try:
-            values = self._device.read(TABLE_OF_FUNCTION[fc], address, count)
-        except Exception:  # a twin bug must not kill the connection: answer 0x04, log it
-            _log.exception("request %s failed", pdu.hex(" "))
-            values = ExcCodes.DEVICE_FAILURE
-        if isinstance(values, ExcCodes):
-            self._send(tid, unit, ExceptionResponse(fc, values), addr)
-            return
-        n = len(values)
-        packet = struct.pack(f">HHHBBB{n}H", tid, 0, 3 + 2 * n, unit, fc, 2 * n, *values)
-        self._send_packet(packet)
 
     def _answer(self, tid: int, unit: int, response: ModbusPDU, addr: Any) -> None:
         """Send a reply built without the datastore (a refusal), late if the link is."""
@@ -302,10 +273,7 @@ class _Handler(ServerRequestHandler):
 
     def _send(self, tid: int, unit: int, response: ModbusPDU, addr: Any) -> None:
         response.transaction_id, response.dev_id = tid, unit
-        self._send_packet(self.framer.buildFrame(response))
-
-    def _send_packet(self, packet: bytes) -> None:
-        """Send a framed reply through the device's link faults."""
+        packet = self.framer.buildFrame(response)
         link = self._device.link
         if link.corrupt_next():
             packet = corrupt_tcp(packet, link.corrupt_mode)
