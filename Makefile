@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/poc-twin run recipes/car_t_autologous.yaml --bench benches/sim.yaml \
-	  --patient-id DEMO-P-0001 --bag-id DEMO-BAG-0001 --simulated-operator 2 --pace 60
+	  --patient-id DEMO-P-0001 --bag-id DEMO-BAG-0001 --simulated-operator 2 --simulated-qc-lab --pace 60
 
 # What the telemetry/control-site tests start as real servers: a broker, a database, a browser.
 # Installs only what is missing (apt, as root or with sudo); `make demo` needs none of it.

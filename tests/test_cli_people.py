@@ -364,4 +364,6 @@ def test_the_twins_simulated_person_scans_unsigned_and_the_record_says_so(
     record = tmp_path / "record.html"
     done = subprocess.run([EXE, "report", str(journal), "-o", str(record)], capture_output=True)
     assert done.returncode == 0
-    assert "by the twin&#x27;s simulated person (twin:bedside" in record.read_text()
+    assert "by the twin&#x27;s simulated people (twin:bedside: identity confirmation)" in (
+        record.read_text()
+    )

@@ -24,6 +24,7 @@ from twin.journal import Event, Journal, read_events
 from twin.recipe import LoadedRecipe
 from twin.signing import load_site_key
 from twin.sim.bedside import BedsideOperator
+from twin.sim.qc_lab import TwinQcLab
 
 __all__ = ["BatchSummary", "run_batch", "run_batch_async", "summarize", "twin_keep_path"]
 
@@ -126,11 +127,14 @@ async def run_batch_async(
     lots: dict[str, str] | None = None,
     relay_token: str | None = None,
     bedside_after_s: float | None = None,
+    qc_lab: bool = False,
 ) -> ProceduralState:
     """Run one batch to its end on an already-running loop (virtual or real).
 
     ``bedside_after_s``: the twin's simulated person at the bag scans what the batch asks
     for this long after it asks (:mod:`twin.sim.bedside`); only on a bench with the twin.
+    ``qc_lab``: the twin's simulated QC lab enters the results it can give for the batch's
+    QC samples once the batch has ended (:mod:`twin.sim.qc_lab`); only with the twin.
 
     ``starter``: the person who signed the start (an engineer's run-development
     signature on a development bench); their signature follows ``batch_started``.
@@ -152,6 +156,11 @@ async def run_batch_async(
             f"bench {bench.model.bench}: a simulated operator stands only at the twin's bag; "
             "at real equipment a person scans"
         )
+    if qc_lab and bench.model.twin is None:
+        raise InvalidInput(
+            f"bench {bench.model.bench}: the simulated QC lab measures only the twin's bag; "
+            "real samples go to a real lab (poc-twin qc)"
+        )
     clock = Clock()
     bedside = BedsideOperator(clock, bedside_after_s) if bedside_after_s is not None else None
     signer = load_site_key(site_key) if site_key is not None else None
@@ -169,6 +178,9 @@ async def run_batch_async(
         async with open_bench(bench, clock, twin_keep=keep) as opened:
             if on_bench is not None:  # e.g. the HIL suite starting a fault scenario on the twin
                 on_bench(opened, clock)
+            lab = TwinQcLab(opened.twin.plant) if qc_lab else None
+            if lab is not None:
+                journal.subscribe(lab.hear)
             seeded = None
             if bench.model.twin is not None:
                 ino = bench.model.twin.inoculum
@@ -217,6 +229,7 @@ async def run_batch_async(
                         if bedside_after_s is not None
                         else {}
                     ),
+                    **({"simulated_qc_lab": True} if qc_lab else {}),
                     REQUIRED_FLAG: users is not None,
                 },
             )
@@ -242,6 +255,8 @@ async def run_batch_async(
                 on_batch(batch)
             final = await batch.run()
             journal.append("batch_ended", "batch", {"state": final.label})
+            if lab is not None:  # results come after the batch, as from a real lab
+                lab.report(journal)
             return final
     finally:
         journal.close()

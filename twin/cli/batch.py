@@ -130,6 +130,15 @@ def run(
             "(journalled as twin:bedside, unsigned)",
         ),
     ] = None,
+    simulated_qc_lab: Annotated[
+        bool,
+        typer.Option(
+            "--simulated-qc-lab",
+            help="On the twin's bench only: the twin's simulated QC lab enters, once the "
+            "batch ends, results for the QC tests the twin models (vector copies) on each "
+            "sample sent for QC (journalled as twin:qc-lab, unsigned)",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
     pace: PaceOpt = 1.0,
     users: UsersOpt = None,
@@ -165,6 +174,12 @@ def run(
         raise _fail(
             f"--simulated-operator: bench {loaded_bench.model.bench} has real equipment; "
             "a person scans there; nothing started",
+            EXIT_INVALID,
+        )
+    if simulated_qc_lab and loaded_bench.model.twin is None:
+        raise _fail(
+            f"--simulated-qc-lab: bench {loaded_bench.model.bench} has real equipment; "
+            "its samples go to a real QC lab (poc-twin qc); nothing started",
             EXIT_INVALID,
         )
     stamp = wall_now().strftime("%Y%m%d-%H%M%S")
@@ -218,6 +233,7 @@ def run(
                 bedside_after_s=simulated_operator * 60.0
                 if simulated_operator is not None
                 else None,
+                qc_lab=simulated_qc_lab,
             )
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None

@@ -58,18 +58,22 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {">=": operator.ge, "<=": operator
 
 
 def judge_release(
-    harvest: dict[str, Any] | None, qc: dict[str, tuple[float, int]] | None = None
+    harvest: dict[str, Any] | None,
+    qc: dict[str, tuple[float, int]] | None = None,
+    simulated: set[int] | frozenset[int] = frozenset(),
 ) -> list[Result]:
     """Each criterion judged from the QC lab's result when one is in the journal (the latest
-    entry wins: a re-test supersedes), else from the harvest, else pending/not reached."""
+    entry wins: a re-test supersedes), else from the harvest, else pending/not reached.
+    ``simulated``: events of results the twin's simulated QC lab entered (so labelled)."""
     results = []
     qc = qc or {}
     for c in RELEASE_CRITERIA:
         if c.key in qc:
             value, seq = qc[c.key]
             verdict = "pass" if _OPS[c.op](value, c.limit) else "fail"
+            lab = "twin's simulated QC lab" if seq in simulated else "QC"
             results.append(
-                Result(c.name, f"{value:g} {c.unit}", c.text, verdict, f"QC, event {seq}")
+                Result(c.name, f"{value:g} {c.unit}", c.text, verdict, f"{lab}, event {seq}")
             )
         elif harvest is None:
             results.append(Result(c.name, "—", c.text, "not reached", "no harvest in journal"))

@@ -86,12 +86,15 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
         )
     simulated = [a for a in r.actions if a.who.startswith(SIMULATED_PERSON)]
     if simulated:
-        acts = ", ".join(sorted({a.action.split(" (")[0] for a in simulated}))
+        by_whom: dict[str, set[str]] = {}
+        for a in simulated:
+            by_whom.setdefault(a.who, set()).add(a.action.split(" (")[0])
+        acts = "; ".join(f"{who}: {', '.join(sorted(a))}" for who, a in sorted(by_whom.items()))
         found.append(
             (
                 "major",
-                f"{len(simulated)} act(s) at the bag by the twin's simulated person "
-                f"({simulated[0].who}: {acts}), not by a person: a simulated batch.",
+                f"{len(simulated)} act(s) by the twin's simulated people ({acts}), "
+                "not by a person: a simulated batch.",
             )
         )
     wrong = [d for d in r.deviations if d.kind == "lot scan"]

@@ -19,7 +19,7 @@ from twin.access.users import Signer
 from twin.errors import InvalidInput, Problem
 from twin.report.criteria import CRITERIA_BY_KEY
 
-__all__ = ["QC_RESULT", "QcEntry", "parse_results", "record_qc_results"]
+__all__ = ["QC_RESULT", "QcEntry", "parse_results", "record_qc_results", "result_data"]
 
 #: Kind of the journal event that carries one QC lab result.
 QC_RESULT = "qc_result"
@@ -83,23 +83,34 @@ def record_qc_results(
     written = []
     with ended_journal(journal, "enter QC results", site_signer=signer) as ended:
         for entry in entries:
-            c = CRITERIA_BY_KEY[entry.test]
-            data = {
-                "test": c.key,
-                "name": c.name,
-                "value": entry.value,
-                "unit": c.unit,
-                "criterion": c.text,
-                "verdict": "pass" if _meets(c.op, entry.value, c.limit) else "fail",
-                "lab_ref": lab_ref,
-                "operator": person.user,
-                "meaning": f"{person.name} enters the QC result for {c.name}",
-                "reason": reason,
-            }
+            name = CRITERIA_BY_KEY[entry.test].name
+            data = result_data(
+                entry,
+                operator=person.user,
+                meaning=f"{person.name} enters the QC result for {name}",
+                reason=reason,
+                lab_ref=lab_ref,
+            )
             ended.append_signed(QC_RESULT, "qc", data, person)
             written.append(data)
     return written
 
 
-def _meets(op: str, value: float, limit: float) -> bool:
-    return value >= limit if op == ">=" else value <= limit
+def result_data(
+    entry: QcEntry, *, operator: str, meaning: str, reason: str, lab_ref: str
+) -> dict[str, Any]:
+    """A ``qc_result`` event's data: the result against its release criterion."""
+    c = CRITERIA_BY_KEY[entry.test]
+    meets = entry.value >= c.limit if c.op == ">=" else entry.value <= c.limit
+    return {
+        "test": c.key,
+        "name": c.name,
+        "value": entry.value,
+        "unit": c.unit,
+        "criterion": c.text,
+        "verdict": "pass" if meets else "fail",
+        "lab_ref": lab_ref,
+        "operator": operator,
+        "meaning": meaning,
+        "reason": reason,
+    }

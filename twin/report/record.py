@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twin.access.esign import SIMULATED_PERSON
 from twin.errors import PocTwinError
 from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
 from twin.report.criteria import Result, judge_release
@@ -119,6 +120,8 @@ class BatchRecord:
     release: list[Result] = field(default_factory=list)
     harvest: dict[str, Any] | None = None
     formulation: dict[str, Any] | None = None
+    #: Events of QC results the twin's simulated lab entered (judged, labelled simulated).
+    simulated_qc: set[int] = field(default_factory=set)
     exceptions: list[tuple[str, str]] = field(default_factory=list)
     #: Electronic signatures by the seq of the act they sign: "Name (id), meaning, UTC".
     esignatures: dict[int, str] = field(default_factory=dict)
@@ -471,6 +474,8 @@ def _qc_results(events: list[Event], record: BatchRecord) -> dict[str, tuple[flo
             record.malformed.append(_malformed(e, ValueError("a test and a numeric value")))
             continue
         qc[test] = (float(value), e.seq)
+        if str(e.data.get("operator", "")).startswith(SIMULATED_PERSON):
+            record.simulated_qc.add(e.seq)
     return qc
 
 
@@ -553,7 +558,7 @@ def build_record(
     qc = _qc_results(events, record)
     _what_was_made(record, events, b.recipe_phases)
     if record.purpose == "product":
-        record.release = judge_release(record.harvest, qc)
+        record.release = judge_release(record.harvest, qc, simulated=record.simulated_qc)
     if record.holds and record.holds[-1][1] is None:
         record.holds[-1] = (record.holds[-1][0], record.end_time)
     from twin.report.exceptions import review_by_exception
