@@ -90,33 +90,25 @@ class BatchProcess:
         assert done.returncode == expect, (action, done.stdout, done.stderr)
         return done
 
-    def scan(self, patient: str, bag: str) -> None:
-        done = subprocess.run(
-            [
-                *(EXE, "confirm-identity", str(self.journal), "--patient-id", patient),
-                *("--bag-id", bag, "--operator", "kim", "--reason", "scanned at the bag"),
-            ],
+    def _at_the_bag(self, act: str, *args: str, reason: str) -> subprocess.CompletedProcess[str]:
+        """Kim's signed scan at the bag: ``poc-twin ACT JOURNAL ARGS``, password on stdin."""
+        return subprocess.run(
+            [EXE, act, str(self.journal), *args, "--operator", "kim", "--reason", reason],
             input=PEOPLE["kim"][2] + "\n",
             capture_output=True,
             text=True,
             cwd=ROOT,
             timeout=60,
         )
+
+    def scan(self, patient: str, bag: str) -> None:
+        ids = ("--patient-id", patient, "--bag-id", bag)
+        done = self._at_the_bag("confirm-identity", *ids, reason="scanned at the bag")
         assert done.returncode == 0, done.stderr
 
     def scan_lot(self, *label: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         """``poc-twin scan-lot`` with the container's label (``--gs1 ...`` or ``--lot ...``)."""
-        done = subprocess.run(
-            [
-                *(EXE, "scan-lot", str(self.journal), *label),
-                *("--operator", "kim", "--reason", "container at the bedside"),
-            ],
-            input=PEOPLE["kim"][2] + "\n",
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-        )
+        done = self._at_the_bag("scan-lot", *label, reason="container at the bedside")
         assert done.returncode == expect, (label, done.stdout, done.stderr)
         return done
 

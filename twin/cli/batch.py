@@ -407,11 +407,8 @@ def command(
     path = _journal_of(batch)
     password = read_password(operator, password_file)
     reply = _send(path, action, operator=operator, password=password, reason=reason, level=level)
-    if reply["status"] == "accepted":
-        out.print(f"{action}: accepted — batch is now {reply['state']}", markup=False)
-        return
-    err.print(f"{action}: {reply['status']} — {reply['message']}", highlight=False, markup=False)
-    raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else EXIT_INVALID)
+    _accepted_or_exit(action, reply)
+    out.print(f"{action}: accepted — batch is now {reply['state']}", markup=False)
 
 
 @app.command("confirm-identity")
@@ -434,13 +431,7 @@ def confirm_identity(
         reason=reason,
         extra={"patient_id": patient_id, "bag_id": bag_id},
     )
-    if reply["status"] != "accepted":
-        err.print(
-            f"confirm-identity: {reply['status']} — {reply['message']}",
-            highlight=False,
-            markup=False,
-        )
-        raise typer.Exit(EXIT_REFUSED)
+    _accepted_or_exit("confirm-identity", reply, invalid=EXIT_REFUSED)
     out.print("scan handed to the batch; it records whether it matches")
 
 
@@ -478,11 +469,7 @@ def scan_lot(
         reason=reason,
         extra=scan.record(),
     )
-    if reply["status"] != "accepted":
-        err.print(
-            f"scan-lot: {reply['status']} — {reply['message']}", highlight=False, markup=False
-        )
-        raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else EXIT_INVALID)
+    _accepted_or_exit("scan-lot", reply)
     out.print(f"lot {scan.lot} of {material} verified; the batch doses it", markup=False)
 
 
@@ -513,9 +500,7 @@ def acknowledge(
             reason=comment,
             extra={"alarm": alarm},
         )
-        if reply["status"] != "accepted":
-            err.print(f"ack: {reply['status']} — {reply['message']}", highlight=False, markup=False)
-            raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else EXIT_INVALID)
+        _accepted_or_exit("ack", reply)
         out.print(f"alarm {alarm} acknowledged", markup=False)
         return
     from twin.cli.signed import acknowledge_ended
@@ -540,6 +525,15 @@ def _journal_of(batch: str) -> Path:
     if not path.exists():
         raise _fail(f"no journal for batch '{batch}' (looked for {path})", EXIT_INVALID)
     return path
+
+
+def _accepted_or_exit(action: str, reply: dict[str, Any], invalid: int = EXIT_INVALID) -> None:
+    """Return if the batch accepted the request; else say why and exit 4 (refused) or
+    ``invalid`` (a request the batch could not take)."""
+    if reply["status"] == "accepted":
+        return
+    err.print(f"{action}: {reply['status']} — {reply['message']}", highlight=False, markup=False)
+    raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else invalid)
 
 
 def _send(path: Path, action: str, **request: Any) -> dict[str, Any]:
