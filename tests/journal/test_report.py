@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from twin.cli import app
-from twin.journal import Journal
+from twin.journal import Journal, read_events
 from twin.report import build_record, render_html
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,6 +177,24 @@ def test_real_batch_report_is_self_contained_and_complete(smoke_journal: Path) -
     record = build_record(smoke_journal)
     assert record.release == [] and record.purpose == "commissioning"
     assert not any(severity == "critical" for severity, _ in record.exceptions)
+    assert record.timing == []  # a batch that ran as planned has no timing anomaly
+
+
+def test_every_transition_says_why(smoke_journal: Path) -> None:
+    """The engine gives every state change of the procedure, unit, operations and phases a
+    reason, and the record shows each under Why."""
+    transitions = [e for e in read_events(smoke_journal) if e.kind == "transition"]
+    kinds = {e.source.partition(":")[0] for e in transitions}
+    assert kinds == {"procedure", "unit", "operation", "phase"}
+    assert [e.source for e in transitions if not e.data.get("why")] == []
+    html = render_html(build_record(smoke_journal))
+    table = html[html.index("<h3>Unit procedures, operations and phases</h3>") :]
+    table = table[: table.index("</table>")]
+    assert "<th>Why</th>" in table and "NO REASON RECORDED" not in table
+    assert "<td>unit expansion_bioreactor</td>" in table
+    assert "Complete: all its operations complete" in table  # the unit procedure
+    assert table.count("Complete: all its phases complete") == 3  # its three operations
+    assert table.count("Complete: phase logic finished") == 7  # the smoke recipe's phases
 
 
 def _png_is_drawn(png: bytes) -> bool:

@@ -260,11 +260,12 @@ def render_html(r: BatchRecord) -> str:
     )
     phases = (
         (
-            p["path"],
+            f"{p['kind']} {p['path']}",
             bt(p["start"]),
             bt(p["end"]) if p["end"] is not None else "—",
             f"{((r.end_time if p['end'] is None else p['end']) - p['start']) / 3600:.2f} h",
             p["state"],
+            "; ".join(f"{to}: {why or 'NO REASON RECORDED'}" for _, to, why in p["why"]),
         )
         for p in r.phases
     )
@@ -352,7 +353,8 @@ def render_html(r: BatchRecord) -> str:
         ),
         '<h2 id="timeline">Timeline of states</h2>',
         _table(("Batch time", "From", "To", "By", "Why"), states),
-        "<h3>Phases</h3>" + _table(("Phase", "Start", "End", "Duration", "State"), phases),
+        "<h3>Unit procedures, operations and phases</h3>"
+        + _table(("Element", "Start", "End", "Duration", "State", "Why"), phases),
         f'<h2 id="trends">Trends</h2>{_trends(r)}',
         '<h2 id="actions">Operator actions and signatures</h2>',
         _table(ACTION_HEAD, actions, "no operator commands during the batch"),
