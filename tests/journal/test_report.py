@@ -136,6 +136,12 @@ def test_troubled_batch_puts_every_exception_on_top(tmp_path: Path) -> None:
     assert "Temperature (bioreactor)" in html and 'class="mono">bioreactor.temperature_c' in html
     assert html.count('class="limit"') == 2
     assert "culture temperature high 38.5" in html and "culture temperature low 35" in html
+    # bob's hold and carol's refused pause were signed by no one; alice's start needs none
+    assert (
+        "minor: 2 act(s) by a person without an e-signature (event 25 (command by bob), "
+        "event 28 (command by carol)): their identities are as recorded by the batch system, "
+        "not authenticated." in exceptions
+    )
 
 
 def test_tampered_journal_report_is_written_marked_and_exits_1(tmp_path: Path) -> None:
@@ -195,6 +201,22 @@ def test_every_transition_says_why(smoke_journal: Path) -> None:
     assert "Complete: all its operations complete" in table  # the unit procedure
     assert table.count("Complete: all its phases complete") == 3  # its three operations
     assert table.count("Complete: phase logic finished") == 7  # the smoke recipe's phases
+
+
+def test_an_engineers_signed_start_is_with_the_signatures(smoke_journal: Path) -> None:
+    """On the twin (a development bench) the start is eve's signed act: the record shows
+    her signature with review and approval, and with every act signed, names no unsigned
+    act."""
+    record = build_record(smoke_journal)
+    assert [(who, meaning) for meaning, who, _, _ in record.start_signatures] == [
+        ("Eve Eng (eve)", "Batch started on sim (run-development): performed")
+    ]
+    html = render_html(record)
+    approval = html[html.index('<h2 id="approval">') :]
+    assert "Eve Eng (eve)" in approval and "run-development" in approval
+    assert "QA review" in approval and "QP / release" in approval  # still to be signed
+    assert record.unsigned == []
+    assert not any("e-signature" in text for _, text in record.exceptions)
 
 
 def _png_is_drawn(png: bytes) -> bool:
@@ -325,3 +347,4 @@ def test_the_record_prints_to_pdf_and_every_section_is_on_its_pages(
     assert "Dissolved oxygen (bioreactor)" in whole  # trend titles survive as text
     bad = runner.invoke(app, ["report", str(smoke_journal), "--pdf", str(tmp_path)])
     assert bad.exit_code == 2 and "is a directory" in bad.output
+

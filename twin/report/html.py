@@ -319,9 +319,10 @@ def render_html(r: BatchRecord) -> str:
         for a in r.alarms
     )
     roles = ("Production review", "QA review", "QP / release")
-    approvals = [(m, who, note, utc) for m, who, note, utc in r.approvals] or [
-        (role, "", "", "") for role in roles
-    ]
+    approvals = r.start_signatures + (
+        [(m, who, note, utc) for m, who, note, utc in r.approvals]
+        or [(role, "", "", "") for role in roles]
+    )
     deviations = ((d.seq, bt(d.batch_time), d.kind, d.source, d.text) for d in r.deviations)
     title = escape(str(h.get("batch_id", "?")))
     subtitle = escape(

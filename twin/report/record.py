@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twin.access.esign import signer_of
 from twin.errors import PocTwinError
 from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
 from twin.report.criteria import Result, judge_release
@@ -130,6 +131,10 @@ class BatchRecord:
     acknowledged: dict[int, tuple[str, str, str]] = field(default_factory=dict)
     #: QA's review and approval: (meaning, "Name (id)", comment, UTC).
     approvals: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: The signed start of a batch on a development bench (run-development), same shape.
+    start_signatures: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: A person's acts no e-signature signs: "event N (kind by who)".
+    unsigned: list[str] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -204,11 +209,13 @@ class _Builder:
         self.setpoints: dict[str, list[tuple[float, float | None]]] = {}
         self.recipe_phases: dict[str, Any] = {}
         self.model: Recipe | None = None
+        self.started_seq: int | None = None
         self.phase_open: dict[str, dict[str, Any]] = {}
         self.running_phase: str | None = None
 
     def started(self, e: Event) -> None:
         d = e.data
+        self.started_seq = e.seq
         recipe = d.get("recipe") or {}
         model = self.model = recorded_recipe(d)
         self.recipe_phases = recipe_phases(model)
@@ -360,6 +367,16 @@ class _Builder:
             return
         name = f"{d.get('name', '?')} ({d.get('user', '?')})"
         self.r.esignatures[seq] = f"{name}, {d.get('meaning', '?')}, {d.get('utc', '?')}"
+        if seq == self.started_seq:  # the batch_started event: a development bench's start
+            bench = self.r.header.get("bench") or "a development bench"
+            self.r.start_signatures.append(
+                (
+                    f"Batch started on {bench} ({d.get('act')}): {d.get('meaning')}",
+                    name,
+                    "",
+                    str(d.get("utc", "")),
+                )
+            )
         if d.get("act") in ("review", "approve"):
             self.r.approvals.append(
                 (str(d.get("meaning")), name, self.comments.get(seq, ""), str(d.get("utc", "")))
@@ -495,6 +512,22 @@ def _qc_results(events: list[Event], record: BatchRecord) -> dict[str, tuple[flo
     return qc
 
 
+def _unsigned(events: list[Event], signed: dict[int, str]) -> list[str]:
+    """A person's acts without an e-signature: those a site user signs (a start only on a
+    development bench), and a hold or stop given with Ctrl-C at the batch's console."""
+    unsigned = []
+    for e in events:
+        who = signer_of(e)
+        if e.kind == "command" and e.data.get("via") == "ctrl-c":
+            who = str(e.data.get("operator", "?"))
+        bench = e.data.get("bench") if e.kind == "batch_started" else None
+        if e.kind == "batch_started" and not (isinstance(bench, dict) and bench.get("development")):
+            continue  # a start is a signed act only on a development bench
+        if who is not None and e.seq not in signed:
+            unsigned.append(f"event {e.seq} ({e.kind.replace('_', ' ')} by {who})")
+    return unsigned
+
+
 def _what_was_made(
     record: BatchRecord, events: list[Event], phases: dict[str, Any], model: Recipe | None
 ) -> None:
@@ -573,6 +606,7 @@ def build_record(
     b.finish()
     qc = _qc_results(events, record)
     _what_was_made(record, events, b.recipe_phases, b.model)
+    record.unsigned = _unsigned(events, record.esignatures)
     if record.purpose == "product":
         record.release = judge_release(record.harvest, qc)
     if record.holds and record.holds[-1][1] is None:
