@@ -348,3 +348,29 @@ def test_the_record_prints_to_pdf_and_every_section_is_on_its_pages(
     bad = runner.invoke(app, ["report", str(smoke_journal), "--pdf", str(tmp_path)])
     assert bad.exit_code == 2 and "is a directory" in bad.output
 
+
+def dosed_journal(path: Path, text: str, parameters: dict[str, str] | None = None) -> Path:
+    """A batch of the recipe ``text`` that harvested 3.2e9 viable cells, 40 % CAR+."""
+    j = Journal(path, lambda: 0.0, signer=None)
+    recipe = {"id": "car-t", "version": "1.3.0", "status": "approved", "sha256": "ab" * 32}
+    recipe = {**recipe, "text": text, **({"parameters": parameters} if parameters else {})}
+    j.append("batch_started", "batch", {"batch_id": "B-10", "recipe": recipe})
+    harvest = {"volume_ml": 500.0, "viable_cells": 3.2e9, "viability_pct": 89.0}
+    j.append("harvest", "bioreactor", {**harvest, "transduced_pct": 40.0}, at=8 * 86400.0)
+    j.close()
+    return path
+
+
+def test_the_dose_available_for_the_patients_weight(tmp_path: Path) -> None:
+    """The lentiviral recipe's target names the patient's weight (70 kg, or as the batch was
+    run): the outcome shows the CAR+ viable cells per kg it can give; without one, no row."""
+    lv = (ROOT / "recipes" / "car_t_autologous.yaml").read_text(encoding="utf-8")
+    outcome = dict(build_record(dosed_journal(tmp_path / "lv.sqlite", lv)).outcome)
+    assert outcome["CAR+ viable cells"] == "1.28e+09"  # 3.2e9 x 40 %
+    assert outcome["Dose available"] == "1.83e+07 CAR+ viable cells/kg for 70 kg"
+    child = dosed_journal(tmp_path / "child.sqlite", lv, {"patient_weight": "20 kg"})
+    record = build_record(child)
+    assert dict(record.outcome)["Dose available"] == "6.4e+07 CAR+ viable cells/kg for 20 kg"
+    assert "6.4e+07 CAR+ viable cells/kg for 20 kg" in render_html(record)
+    no_weight = dict(build_record(dosed_journal(tmp_path / "p.sqlite", PRODUCT)).outcome)
+    assert "CAR+ viable cells" in no_weight and "Dose available" not in no_weight
