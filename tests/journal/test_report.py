@@ -127,6 +127,9 @@ def test_troubled_batch_puts_every_exception_on_top(tmp_path: Path) -> None:
     assert "Recipe status is 'draft'" in exceptions
     html = render_html(record)
     assert "P-0042" in html and "bob requests hold" in html and "bag inspection" in html
+    # the journal has no reason for the start, the Held and the restart: the record says so
+    timeline = html[html.index('<h2 id="timeline">') : html.index("<h3>Unit procedures")]
+    assert timeline.count("<td>NO REASON RECORDED</td>") == 4
     assert html.index("Review by exception") < html.index("Batch identification")
     temp = next(s for s in record.series if s.key == "bioreactor.temperature_c")
     assert temp.setpoint == [(120.0, 37.0)] and len(temp.points) == 20

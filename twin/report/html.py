@@ -57,6 +57,8 @@ ACTION_HEAD = (
     "Outcome",
     "Electronic signature",
 )
+#: Shown where the journal holds no reason for a state change (journals before 2026-12-06).
+NO_REASON = "NO REASON RECORDED"
 INTEGRITY_NOTE = (
     "Verification detects any edited, deleted, inserted or reordered event. Signed checkpoints "
     "additionally expose a rewrite of the whole chain by anyone without the site key; a rewrite "
@@ -265,7 +267,7 @@ def render_html(r: BatchRecord) -> str:
             bt(p["end"]) if p["end"] is not None else "—",
             f"{((r.end_time if p['end'] is None else p['end']) - p['start']) / 3600:.2f} h",
             p["state"],
-            "; ".join(f"{to}: {why or 'NO REASON RECORDED'}" for _, to, why in p["why"]),
+            "; ".join(f"{to}: {why or NO_REASON}" for _, to, why in p["why"]),
         )
         for p in r.phases
     )
@@ -293,7 +295,7 @@ def render_html(r: BatchRecord) -> str:
             ("Unsigned tail", f"{sig.unsigned_tail} events after the last signed head"),
             ("Anchored heads matched", sig.anchors_matched),
         ]
-    states = ((bt(t), a, b, who, why) for t, a, b, who, why in r.states)
+    states = ((bt(t), a, b, who, why or NO_REASON) for t, a, b, who, why in r.states)
     actions = (
         (
             a.seq,
