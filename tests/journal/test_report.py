@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from twin.cli import app
-from twin.journal import Journal
+from twin.journal import Journal, read_events
 from twin.report import build_record, render_html
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +127,9 @@ def test_troubled_batch_puts_every_exception_on_top(tmp_path: Path) -> None:
     assert "Recipe status is 'draft'" in exceptions
     html = render_html(record)
     assert "P-0042" in html and "bob requests hold" in html and "bag inspection" in html
+    # the journal has no reason for the start, the Held and the restart: the record says so
+    timeline = html[html.index('<h2 id="timeline">') : html.index("<h3>Unit procedures")]
+    assert timeline.count("<td>NO REASON RECORDED</td>") == 4
     assert html.index("Review by exception") < html.index("Batch identification")
     temp = next(s for s in record.series if s.key == "bioreactor.temperature_c")
     assert temp.setpoint == [(120.0, 37.0)] and len(temp.points) == 20
@@ -136,6 +139,12 @@ def test_troubled_batch_puts_every_exception_on_top(tmp_path: Path) -> None:
     assert "Temperature (bioreactor)" in html and 'class="mono">bioreactor.temperature_c' in html
     assert html.count('class="limit"') == 2
     assert "culture temperature high 38.5" in html and "culture temperature low 35" in html
+    # bob's hold and carol's refused pause were signed by no one; alice's start needs none
+    assert (
+        "minor: 2 act(s) by a person without an e-signature (event 25 (command by bob), "
+        "event 28 (command by carol)): their identities are as recorded by the batch system, "
+        "not authenticated." in exceptions
+    )
 
 
 def test_tampered_journal_report_is_written_marked_and_exits_1(tmp_path: Path) -> None:
@@ -177,6 +186,40 @@ def test_real_batch_report_is_self_contained_and_complete(smoke_journal: Path) -
     record = build_record(smoke_journal)
     assert record.release == [] and record.purpose == "commissioning"
     assert not any(severity == "critical" for severity, _ in record.exceptions)
+    assert record.timing == []  # a batch that ran as planned has no timing anomaly
+
+
+def test_every_transition_says_why(smoke_journal: Path) -> None:
+    """The engine gives every state change of the procedure, unit, operations and phases a
+    reason, and the record shows each under Why."""
+    transitions = [e for e in read_events(smoke_journal) if e.kind == "transition"]
+    kinds = {e.source.partition(":")[0] for e in transitions}
+    assert kinds == {"procedure", "unit", "operation", "phase"}
+    assert [e.source for e in transitions if not e.data.get("why")] == []
+    html = render_html(build_record(smoke_journal))
+    table = html[html.index("<h3>Unit procedures, operations and phases</h3>") :]
+    table = table[: table.index("</table>")]
+    assert "<th>Why</th>" in table and "NO REASON RECORDED" not in table
+    assert "<td>unit expansion_bioreactor</td>" in table
+    assert "Complete: all its operations complete" in table  # the unit procedure
+    assert table.count("Complete: all its phases complete") == 3  # its three operations
+    assert table.count("Complete: phase logic finished") == 7  # the smoke recipe's phases
+
+
+def test_an_engineers_signed_start_is_with_the_signatures(smoke_journal: Path) -> None:
+    """On the twin (a development bench) the start is eve's signed act: the record shows
+    her signature with review and approval, and with every act signed, names no unsigned
+    act."""
+    record = build_record(smoke_journal)
+    assert [(who, meaning) for meaning, who, _, _ in record.start_signatures] == [
+        ("Eve Eng (eve)", "Batch started on sim (run-development): performed")
+    ]
+    html = render_html(record)
+    approval = html[html.index('<h2 id="approval">') :]
+    assert "Eve Eng (eve)" in approval and "run-development" in approval
+    assert "QA review" in approval and "QP / release" in approval  # still to be signed
+    assert record.unsigned == []
+    assert not any("e-signature" in text for _, text in record.exceptions)
 
 
 def _png_is_drawn(png: bytes) -> bool:
@@ -307,3 +350,30 @@ def test_the_record_prints_to_pdf_and_every_section_is_on_its_pages(
     assert "Dissolved oxygen (bioreactor)" in whole  # trend titles survive as text
     bad = runner.invoke(app, ["report", str(smoke_journal), "--pdf", str(tmp_path)])
     assert bad.exit_code == 2 and "is a directory" in bad.output
+
+
+def dosed_journal(path: Path, text: str, parameters: dict[str, str] | None = None) -> Path:
+    """A batch of the recipe ``text`` that harvested 3.2e9 viable cells, 40 % CAR+."""
+    j = Journal(path, lambda: 0.0, signer=None)
+    recipe = {"id": "car-t", "version": "1.3.0", "status": "approved", "sha256": "ab" * 32}
+    recipe = {**recipe, "text": text, **({"parameters": parameters} if parameters else {})}
+    j.append("batch_started", "batch", {"batch_id": "B-10", "recipe": recipe})
+    harvest = {"volume_ml": 500.0, "viable_cells": 3.2e9, "viability_pct": 89.0}
+    j.append("harvest", "bioreactor", {**harvest, "transduced_pct": 40.0}, at=8 * 86400.0)
+    j.close()
+    return path
+
+
+def test_the_dose_available_for_the_patients_weight(tmp_path: Path) -> None:
+    """The lentiviral recipe's target names the patient's weight (70 kg, or as the batch was
+    run): the outcome shows the CAR+ viable cells per kg it can give; without one, no row."""
+    lv = (ROOT / "recipes" / "car_t_autologous.yaml").read_text(encoding="utf-8")
+    outcome = dict(build_record(dosed_journal(tmp_path / "lv.sqlite", lv)).outcome)
+    assert outcome["CAR+ viable cells"] == "1.28e+09"  # 3.2e9 x 40 %
+    assert outcome["Dose available"] == "1.83e+07 CAR+ viable cells/kg for 70 kg"
+    child = dosed_journal(tmp_path / "child.sqlite", lv, {"patient_weight": "20 kg"})
+    record = build_record(child)
+    assert dict(record.outcome)["Dose available"] == "6.4e+07 CAR+ viable cells/kg for 20 kg"
+    assert "6.4e+07 CAR+ viable cells/kg for 20 kg" in render_html(record)
+    no_weight = dict(build_record(dosed_journal(tmp_path / "p.sqlite", PRODUCT)).outcome)
+    assert "CAR+ viable cells" in no_weight and "Dose available" not in no_weight

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from twin.control_site.store import Store
-from twin.report.outcome import OVERRUN_SHARE
 from twin.report.record import recorded_recipe
+from twin.report.timing import overrun, planned_hours
 
 __all__ = ["Plan", "Plans", "overrun", "planned_hours"]
 
@@ -34,32 +34,6 @@ class Plan:
 
     recipe: str
     planned_h: float | None
-
-
-def planned_hours(model: Any) -> float | None:
-    """The longest batch time the recipe's bounded phases add up to, in hours."""
-    total = 0.0
-    for unit in model.procedure:
-        for op in unit.operations:
-            for ph in op.phases:
-                kind = ph.phase
-                if kind == "culture":
-                    total += float(ph.duration_h)
-                elif kind == "wait":
-                    total += float(ph.duration_h if ph.duration_h is not None else ph.timeout_h)
-                elif kind == "set_temperature":
-                    total += float(ph.timeout_min) / 60.0
-                elif kind == "media_exchange":
-                    total += float(ph.volume_ml) / float(ph.rate_ml_per_h)
-    return total or None
-
-
-def overrun(batch_time_s: float, planned_h: float | None) -> bool:
-    """Whether a batch time runs past the plan: by the share (and the hour) the batch record
-    also allows a phase before it calls it an overrun."""
-    if planned_h is None:
-        return False
-    return batch_time_s / 3600.0 > planned_h * (1.0 + OVERRUN_SHARE) + 1.0
 
 
 def _plan_of(started: dict[str, Any]) -> Plan:

@@ -513,9 +513,9 @@ class Batch:
                     if step.phase.state is S.COMPLETE:
                         self.alarms.deactivate(step.path)
                         if step.last_of_operation:
-                            step.operation.fire(Command.FINISH)
+                            step.operation.fire(Command.FINISH, why="all its phases complete")
                         if step.last_of_unit:
-                            step.unit.fire(Command.FINISH)
+                            step.unit.fire(Command.FINISH, why="all its operations complete")
                         self.position += 1
                         return "done"
                     # Its logic ended while it was stopping: the element ends (below).

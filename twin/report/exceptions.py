@@ -126,12 +126,13 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
                 "(no public key given).",
             )
         )
-    if r.actions or r.operators:
+    if r.unsigned:
         found.append(
             (
                 "minor",
-                "Operator identities are as recorded by the batch system, "
-                "not authenticated e-signatures.",
+                f"{len(r.unsigned)} act(s) by a person without an e-signature "
+                f"({', '.join(r.unsigned[:5])}{', ...' if len(r.unsigned) > 5 else ''}): "
+                "their identities are as recorded by the batch system, not authenticated.",
             )
         )
     order = {s: i for i, s in enumerate(SEVERITIES)}

@@ -57,6 +57,8 @@ ACTION_HEAD = (
     "Outcome",
     "Electronic signature",
 )
+#: Shown where the journal holds no reason for a state change (journals before 2026-12-06).
+NO_REASON = "NO REASON RECORDED"
 INTEGRITY_NOTE = (
     "Verification detects any edited, deleted, inserted or reordered event. Signed checkpoints "
     "additionally expose a rewrite of the whole chain by anyone without the site key; a rewrite "
@@ -260,11 +262,12 @@ def render_html(r: BatchRecord) -> str:
     )
     phases = (
         (
-            p["path"],
+            f"{p['kind']} {p['path']}",
             bt(p["start"]),
             bt(p["end"]) if p["end"] is not None else "—",
             f"{((r.end_time if p['end'] is None else p['end']) - p['start']) / 3600:.2f} h",
             p["state"],
+            "; ".join(f"{to}: {why or NO_REASON}" for _, to, why in p["why"]),
         )
         for p in r.phases
     )
@@ -292,7 +295,7 @@ def render_html(r: BatchRecord) -> str:
             ("Unsigned tail", f"{sig.unsigned_tail} events after the last signed head"),
             ("Anchored heads matched", sig.anchors_matched),
         ]
-    states = ((bt(t), a, b, who, why) for t, a, b, who, why in r.states)
+    states = ((bt(t), a, b, who, why or NO_REASON) for t, a, b, who, why in r.states)
     actions = (
         (
             a.seq,
@@ -318,9 +321,10 @@ def render_html(r: BatchRecord) -> str:
         for a in r.alarms
     )
     roles = ("Production review", "QA review", "QP / release")
-    approvals = [(m, who, note, utc) for m, who, note, utc in r.approvals] or [
-        (role, "", "", "") for role in roles
-    ]
+    approvals = r.start_signatures + (
+        [(m, who, note, utc) for m, who, note, utc in r.approvals]
+        or [(role, "", "", "") for role in roles]
+    )
     deviations = ((d.seq, bt(d.batch_time), d.kind, d.source, d.text) for d in r.deviations)
     title = escape(str(h.get("batch_id", "?")))
     subtitle = escape(
@@ -352,7 +356,8 @@ def render_html(r: BatchRecord) -> str:
         ),
         '<h2 id="timeline">Timeline of states</h2>',
         _table(("Batch time", "From", "To", "By", "Why"), states),
-        "<h3>Phases</h3>" + _table(("Phase", "Start", "End", "Duration", "State"), phases),
+        "<h3>Unit procedures, operations and phases</h3>"
+        + _table(("Element", "Start", "End", "Duration", "State", "Why"), phases),
         f'<h2 id="trends">Trends</h2>{_trends(r)}',
         '<h2 id="actions">Operator actions and signatures</h2>',
         _table(ACTION_HEAD, actions, "no operator commands during the batch"),

@@ -1,5 +1,5 @@
-"""What the batch made and with what: outcomes, materials with their lots, the equipment's
-identity, and timing anomalies a reviewer must see (issue 15: the record QA releases from).
+"""What the batch made and with what: outcomes, materials with their lots and the equipment's
+identity (issue 15: the record QA releases from; its timing anomalies: twin.report.timing).
 
 Read from the same journal as the rest of the record; nothing here is a second truth.
 """
@@ -14,17 +14,10 @@ from twin.journal import Event
 
 __all__ = [
     "MaterialUse",
-    "anomalies",
     "equipment_rows",
     "materials",
     "outcome_rows",
 ]
-
-HOUR = 3600.0
-#: A hold or pause longer than this is a timing anomaly (a person left a batch waiting).
-LONG_WAIT_H = 24.0
-#: A phase may overrun its planned time by this share (and an hour) before it is one.
-OVERRUN_SHARE = 0.10
 
 
 @dataclass(frozen=True)
@@ -165,38 +158,3 @@ def _formulated(f: dict[str, Any]) -> list[tuple[str, str]]:
             f"{drawn:.1f} mL ({doses:.1f} doses in the harvest; {retained:.1f} mL retained)",
         ),
     ]
-
-
-def anomalies(
-    holds: list[tuple[float, float | None]],
-    pauses: list[tuple[float, float | None]],
-    phases: list[dict[str, Any]],
-    planned_h: dict[str, float],
-    end_time: float,
-) -> list[str]:
-    """Every timing anomaly a reviewer must judge: long holds and pauses, and phases that
-    ran far past their planned time (holds included: a culture held a week is no culture
-    of a day)."""
-    found: list[str] = []
-    for what, spans in (("hold", holds), ("pause", pauses)):
-        for start, end in spans:
-            length_h = ((end if end is not None else end_time) - start) / HOUR
-            if length_h > LONG_WAIT_H:
-                found.append(
-                    f"a {what} of {_duration(length_h)} from batch time {start / HOUR:.1f} h "
-                    f"(longer than {LONG_WAIT_H:g} h)"
-                )
-    for phase in phases:
-        planned = planned_h.get(str(phase.get("path")))
-        start, end = phase.get("start"), phase.get("end")
-        if planned is None or start is None:
-            continue
-        took_h = ((end if end is not None else end_time) - start) / HOUR
-        if took_h > planned * (1.0 + OVERRUN_SHARE) + 1.0:
-            label = str(phase.get("path", "")).split("/")[-1].split(":")[-1]
-            found.append(f"phase {label} took {_duration(took_h)} of {_duration(planned)} planned")
-    return found
-
-
-def _duration(hours: float) -> str:
-    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twin.access.esign import SIMULATED_PERSON
+from twin.access.esign import SIMULATED_PERSON, signer_of
 from twin.errors import PocTwinError
 from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
 from twin.report.criteria import Result, judge_release
-from twin.report.outcome import MaterialUse, anomalies, equipment_rows, materials, outcome_rows
+from twin.report.outcome import MaterialUse, equipment_rows, materials, outcome_rows
 from twin.report.qc import QC_RESULT
+from twin.report.timing import anomalies, planned_hours
 from twin.signing import Anchor, SignatureCheck, check_signatures
 
 if TYPE_CHECKING:
@@ -97,6 +98,9 @@ class BatchRecord:
     end_time: float = 0.0
     events: int = 0
     states: list[tuple[float, str, str, str, str]] = field(default_factory=list)
+    #: Unit procedures, operations and phases in the order they started: ``kind``, ``path``,
+    #: ``start``, ``end``, ``state``, ``why`` (each transition's (batch time, to, reason))
+    #: and ``holds`` (their own holds, not the procedure's mirrored down).
     phases: list[dict[str, Any]] = field(default_factory=list)
     holds: list[tuple[float, float | None]] = field(default_factory=list)
     alarms: list[Deviation] = field(default_factory=list)
@@ -112,7 +116,7 @@ class BatchRecord:
     outcome: list[tuple[str, str]] = field(default_factory=list)
     materials: list[MaterialUse] = field(default_factory=list)
     equipment: list[tuple[str, str, str, str, str]] = field(default_factory=list)
-    #: Timing anomalies (long holds and pauses, phases far past their plan).
+    #: Timing anomalies (long waits on a person, phases or the batch far past their plan).
     timing: list[str] = field(default_factory=list)
     #: Alarm limits of the recipe's batch-wide monitors by series key: (label, value).
     limits: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
@@ -129,6 +133,10 @@ class BatchRecord:
     acknowledged: dict[int, tuple[str, str, str]] = field(default_factory=dict)
     #: QA's review and approval: (meaning, "Name (id)", comment, UTC).
     approvals: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: The signed start of a batch on a development bench (run-development), same shape.
+    start_signatures: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: A person's acts no e-signature signs: "event N (kind by who)".
+    unsigned: list[str] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -202,13 +210,16 @@ class _Builder:
         self.series: dict[str, Series] = {}
         self.setpoints: dict[str, list[tuple[float, float | None]]] = {}
         self.recipe_phases: dict[str, Any] = {}
+        self.model: Recipe | None = None
+        self.started_seq: int | None = None
         self.phase_open: dict[str, dict[str, Any]] = {}
         self.running_phase: str | None = None
 
     def started(self, e: Event) -> None:
         d = e.data
+        self.started_seq = e.seq
         recipe = d.get("recipe") or {}
-        model = recorded_recipe(d)
+        model = self.model = recorded_recipe(d)
         self.recipe_phases = recipe_phases(model)
         for monitor in model.monitors if model is not None else ():
             key = f"{monitor.equipment}.{monitor.pv}"
@@ -264,15 +275,11 @@ class _Builder:
             if to in ENDING:
                 why = d.get("why", "")
                 self.r.deviations.append(Deviation(e.seq, t, ENDING[to], d.get("who", ""), why))
-        elif e.source.startswith("phase:"):
+        elif e.source.startswith(("phase:", "operation:", "unit:")):
+            self._element(e)
+        if e.source.startswith("phase:"):
             path = e.source.removeprefix("phase:")
             to = d.get("to")
-            if path not in self.phase_open:
-                self.phase_open[path] = {"path": path, "start": t, "end": None, "state": to}
-                self.r.phases.append(self.phase_open[path])
-            self.phase_open[path]["state"] = to
-            if to in ("Complete", "Stopped", "Aborted"):
-                self.phase_open[path]["end"] = t
             params = self.recipe_phases.get(path)
             do_sp = getattr(params, "do_setpoint_pct", None)
             if to == "Running":
@@ -283,6 +290,26 @@ class _Builder:
                 self.running_phase = None
                 if do_sp is not None:
                     self.setpoints.setdefault("bioreactor.do_pct", []).append((t, None))
+
+    def _element(self, e: Event) -> None:
+        """A unit procedure's, operation's or phase's transition, with its reason."""
+        kind, _, path = e.source.partition(":")
+        d, t, to = e.data, e.batch_time, e.data.get("to")
+        element = self.phase_open.get(e.source)
+        if element is None:
+            element = {"kind": kind, "path": path, "start": t, "end": None, "holds": []}
+            element["why"] = []
+            self.phase_open[e.source] = element
+            self.r.phases.append(element)
+        element["state"] = to
+        element["why"].append((t, str(to), str(d.get("why") or "")))
+        if to in ("Complete", "Stopped", "Aborted"):
+            element["end"] = t
+        holds = element["holds"]
+        if to == "Holding" and self.r.final_state not in HOLD_STATES:
+            holds.append((t, None))  # its own hold (a procedure's is mirrored down)
+        elif to not in HOLD_STATES and holds and holds[-1][1] is None:
+            holds[-1] = (holds[-1][0], t)
 
     def command(self, e: Event) -> None:
         d = e.data
@@ -342,6 +369,16 @@ class _Builder:
             return
         name = f"{d.get('name', '?')} ({d.get('user', '?')})"
         self.r.esignatures[seq] = f"{name}, {d.get('meaning', '?')}, {d.get('utc', '?')}"
+        if seq == self.started_seq:  # the batch_started event: a development bench's start
+            bench = self.r.header.get("bench") or "a development bench"
+            self.r.start_signatures.append(
+                (
+                    f"Batch started on {bench} ({d.get('act')}): {d.get('meaning')}",
+                    name,
+                    "",
+                    str(d.get("utc", "")),
+                )
+            )
         if d.get("act") in ("review", "approve"):
             self.r.approvals.append(
                 (str(d.get("meaning")), name, self.comments.get(seq, ""), str(d.get("utc", "")))
@@ -479,7 +516,25 @@ def _qc_results(events: list[Event], record: BatchRecord) -> dict[str, tuple[flo
     return qc
 
 
-def _what_was_made(record: BatchRecord, events: list[Event], phases: dict[str, Any]) -> None:
+def _unsigned(events: list[Event], signed: dict[int, str]) -> list[str]:
+    """A person's acts without an e-signature: those a site user signs (a start only on a
+    development bench), and a hold or stop given with Ctrl-C at the batch's console."""
+    unsigned = []
+    for e in events:
+        who = signer_of(e)
+        if e.kind == "command" and e.data.get("via") == "ctrl-c":
+            who = str(e.data.get("operator", "?"))
+        bench = e.data.get("bench") if e.kind == "batch_started" else None
+        if e.kind == "batch_started" and not (isinstance(bench, dict) and bench.get("development")):
+            continue  # a start is a signed act only on a development bench
+        if who is not None and e.seq not in signed:
+            unsigned.append(f"event {e.seq} ({e.kind.replace('_', ' ')} by {who})")
+    return unsigned
+
+
+def _what_was_made(
+    record: BatchRecord, events: list[Event], phases: dict[str, Any], model: Recipe | None
+) -> None:
     """Outcome, materials with lots, equipment identity and timing anomalies."""
     started = events[0].data if events and events[0].kind == "batch_started" else {}
     record.purpose = str(record.header.get("purpose") or "product")
@@ -503,12 +558,10 @@ def _what_was_made(record: BatchRecord, events: list[Event], phases: dict[str, A
         record.formulation,
         formulates=any(ph.phase == "formulate" for ph in phases.values()),
     )
-    planned = {
-        path: float(ph.duration_h)
-        for path, ph in phases.items()
-        if ph.phase in ("culture", "wait") and getattr(ph, "duration_h", None)
-    }
-    record.timing = anomalies(record.holds, record.pauses, record.phases, planned, record.end_time)
+    planned = planned_hours(model) if model is not None else None
+    record.timing = anomalies(
+        record.holds, record.pauses, record.phases, phases, record.end_time, planned
+    )
 
 
 def build_record(
@@ -556,7 +609,8 @@ def build_record(
             record.malformed.append(_malformed(e, exc))  # forged or damaged: named, not a crash
     b.finish()
     qc = _qc_results(events, record)
-    _what_was_made(record, events, b.recipe_phases)
+    _what_was_made(record, events, b.recipe_phases, b.model)
+    record.unsigned = _unsigned(events, record.esignatures)
     if record.purpose == "product":
         record.release = judge_release(record.harvest, qc, simulated=record.simulated_qc)
     if record.holds and record.holds[-1][1] is None:
