@@ -22,9 +22,12 @@ from dashboard import Person, started_site
 from site_journals import poc_twin, running_batch, wait_until
 from site_users import PEOPLE
 
+from twin.access.roles import Role
 from twin.control_site.serve import ControlSite
 from twin.engine.inbox import send_command
 from twin.journal import read_events
+from twin.station.board import BatchBoard
+from twin.station.pages import batch_live
 from twin.telemetry.broker import BrokerConfig, free_port
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.topics import BrokerURL
@@ -254,6 +257,13 @@ def test_an_alarm_is_acknowledged_from_the_batch_page_and_journalled_at_the_site
     record = tmp_path / "ack1.html"
     assert poc_twin("report", str(journal), "-o", str(record)).returncode == 0
     assert "control-site:alice" in record.read_text()  # in the batch record's alarm list
+    # the operator station's alarm list (read from the same journal) shows it acknowledged
+    board = BatchBoard(journal)
+    board.refresh()
+    station = batch_live(board, running=False, roles=frozenset(Role))
+    station_alarms = station.split("<th>Acknowledgement</th>")[1].split("</table>")[0]
+    assert "control-site:alice: probe checked, culture fine" in station_alarms
+    assert f"Acknowledge alarm {alarm}" not in station_alarms
     site_record = SiteRecord.beside(journal).requests()
     assert (f"acknowledge alarm {alarm}", "control-site:alice") in [r[:2] for r in site_record]
     assert next(r for r in site_record if r[0].startswith("acknowledge"))[3] == "accepted"

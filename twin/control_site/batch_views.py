@@ -106,11 +106,13 @@ def _trends(board: StoredBoard) -> str:
                 holds=board.holds,
                 alarms=alarms,
                 limits=board.limit_lines.get(pv, []),
+                phase_limits=board.phase_lines.get(pv, []),
             )
         )
     legend = (
         "<p class='muted'>Blue: process value; green dashed: setpoint; green band: within "
-        "the recipe's alarm limits (red dashed lines); orange: held; red marks: alarms.</p>"
+        "the recipe's alarm limits (red dashed lines), darker where a phase's own limits applied "
+        "while it ran; orange: held; red marks: alarms.</p>"
     )
     return legend + "".join(parts) if parts else "<p class='muted'>no readings yet</p>"
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from twin.control_site.store import Store
 from twin.journal import Event
+from twin.recipe.monitors import Monitor
 from twin.station.board import PHASE_SETPOINTS, TREND_STEP_S, BatchBoard
 
 __all__ = ["Boards", "StoredBoard"]
@@ -34,12 +35,16 @@ _CHUNK = 20_000
 
 class StoredBoard(BatchBoard):
     """A BatchBoard that also keeps each setpoint's history and the recipe's alarm limits,
-    so a trend draws its process value against its setpoint and between its limits."""
+    so a trend draws its process value against its setpoint and between its limits; a
+    phase's own monitors over the batch time that phase ran."""
 
     def __init__(self, batch: str) -> None:
         super().__init__(Path(f"{batch}.sqlite"))  # the name only: no file is read
         self.sp_history: dict[str, list[tuple[float, float | None]]] = {}
         self.limit_lines: dict[str, list[tuple[str, float]]] = {}
+        #: A phase's monitors' limits by process value: (label, value, start, end or None).
+        self.phase_lines: dict[str, list[tuple[str, float, float, float | None]]] = {}
+        self._phase_open: dict[str, list[tuple[str, int]]] = {}
 
     def apply(self, event: Event) -> None:
         super().apply(event)
@@ -55,6 +60,7 @@ class StoredBoard(BatchBoard):
                 )
         elif event.kind == "transition" and event.source.startswith("phase:"):
             self._phase_setpoints(event)
+            self._phase_monitors(event)
 
     def _volume(self, event: Event) -> None:
         """The bag's volume as a trend too (feeds, perfusion, harvest), one point per step."""
@@ -69,13 +75,25 @@ class StoredBoard(BatchBoard):
     def _recipe_limits(self) -> None:
         """The recipe-wide monitors' limits (the board read them from the recorded recipe)."""
         for monitor in self._limits:
-            if monitor.equipment != "bioreactor":
-                continue
-            name = monitor.name or monitor.pv
-            for side, value in (("low", monitor.low), ("high", monitor.high)):
-                if value is not None:
-                    label = name if name.endswith(side) else f"{name} {side}"
-                    self.limit_lines.setdefault(monitor.pv, []).append((label, float(value)))
+            for pv, label, value in _sides(monitor):
+                self.limit_lines.setdefault(pv, []).append((label, value))
+
+    def _phase_monitors(self, event: Event) -> None:
+        """A phase's monitors watch from its start to its end (as the engine activates and
+        drops them): a span opens when the phase first runs and closes when it ends."""
+        path = event.source.removeprefix("phase:")
+        to = event.data.get("to")
+        if to == "Running" and path not in self._phase_open:
+            self._phase_open[path] = []
+            for monitor in self._phase_limits.get(path, []):
+                for pv, label, value in _sides(monitor):
+                    lines = self.phase_lines.setdefault(pv, [])
+                    self._phase_open[path].append((pv, len(lines)))
+                    lines.append((label, value, event.batch_time, None))
+        elif to in ("Complete", "Stopped", "Aborted"):
+            for pv, index in self._phase_open.get(path, []):
+                label, value, start, _ = self.phase_lines[pv][index]
+                self.phase_lines[pv][index] = (label, value, start, event.batch_time)
 
     def _phase_setpoints(self, event: Event) -> None:
         """A control loop's setpoint is the running phase's parameter: on while it runs."""
@@ -90,6 +108,18 @@ class StoredBoard(BatchBoard):
                 self.sp_history.setdefault(pv, []).append((event.batch_time, float(value)))
             elif to in ("Complete", "Stopped", "Aborted"):
                 self.sp_history.setdefault(pv, []).append((event.batch_time, None))
+
+
+def _sides(monitor: Monitor) -> list[tuple[str, str, float]]:
+    """A bioreactor monitor's limits as (pv, label naming its side, value)."""
+    if monitor.equipment != "bioreactor":
+        return []
+    name = monitor.name or monitor.pv
+    return [
+        (monitor.pv, name if name.endswith(side) else f"{name} {side}", float(value))
+        for side, value in (("low", monitor.low), ("high", monitor.high))
+        if value is not None
+    ]
 
 
 class Boards:
