@@ -377,3 +377,30 @@ def test_the_dose_available_for_the_patients_weight(tmp_path: Path) -> None:
     assert "6.4e+07 CAR+ viable cells/kg for 20 kg" in render_html(record)
     no_weight = dict(build_record(dosed_journal(tmp_path / "p.sqlite", PRODUCT)).outcome)
     assert "CAR+ viable cells" in no_weight and "Dose available" not in no_weight
+
+
+def test_the_record_draws_a_phase_s_own_limits_over_the_span_it_ran(tmp_path: Path) -> None:
+    """A monitor declared on the culture phase is drawn in the record's trend from that
+    phase's start to its end, not across the batch; the recipe-wide limit stays whole."""
+    text = (ROOT / "recipes" / "smoke.yaml").read_text()
+    anchor = "            do_setpoint_pct: 40\n"
+    recipe = tmp_path / "phase-monitors.yaml"
+    recipe.write_text(
+        text.replace(
+            anchor,
+            anchor + "            monitors:\n              - {name: culture pH, pv: ph, "
+            "low: 6.9, high: 7.6}\n",
+            1,
+        )
+    )
+    journal = tmp_path / "j.sqlite"
+    ran = CliRunner().invoke(app, ["run", str(recipe), "--journal", str(journal), "-q"])
+    assert ran.exit_code == 0, ran.output
+    record = build_record(journal)
+    culture = next(p for p in record.phases if p["path"].endswith(":culture"))
+    spans = record.phase_limits["bioreactor.ph"]
+    assert sorted(label for label, *_ in spans) == ["culture pH high", "culture pH low"]
+    assert all((start, end) == (culture["start"], culture["end"]) for _, _, start, end in spans)
+    assert culture["end"] < record.end_time  # the harvest ran after it: a span, not the batch
+    html = render_html(record)
+    assert "culture pH high" in html and "culture pH low" in html

@@ -200,6 +200,7 @@ def _trends(r: BatchRecord) -> str:
                 holds=r.holds,
                 alarms=alarms,
                 limits=r.limits.get(s.key, ()),
+                phase_limits=r.phase_limits.get(s.key, ()),
             )
         )
     if not r.series:

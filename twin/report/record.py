@@ -120,6 +120,11 @@ class BatchRecord:
     timing: list[str] = field(default_factory=list)
     #: Alarm limits of the recipe's batch-wide monitors by series key: (label, value).
     limits: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    #: Alarm limits of phases' own monitors by series key: (label, value, start, end), over
+    #: the batch time the phase ran (end None: it runs still).
+    phase_limits: dict[str, list[tuple[str, float, float, float | None]]] = field(
+        default_factory=dict
+    )
     in_process: list[Result] = field(default_factory=list)
     release: list[Result] = field(default_factory=list)
     harvest: dict[str, Any] | None = None
@@ -222,12 +227,8 @@ class _Builder:
         model = self.model = recorded_recipe(d)
         self.recipe_phases = recipe_phases(model)
         for monitor in model.monitors if model is not None else ():
-            key = f"{monitor.equipment}.{monitor.pv}"
-            name = monitor.name or monitor.pv
-            for side, value in (("high", monitor.high), ("low", monitor.low)):
-                if value is not None:
-                    label = name if name.endswith(side) else f"{name} {side}"
-                    self.r.limits.setdefault(key, []).append((label, float(value)))
+            for key, label, value in monitor_limits(monitor):
+                self.r.limits.setdefault(key, []).append((label, value))
         header = _recipe_header(recipe.get("text", ""))
         self.r.header = {
             "batch_id": d.get("batch_id", "?"),
@@ -564,6 +565,31 @@ def _what_was_made(
     )
 
 
+def monitor_limits(monitor: Any) -> list[tuple[str, str, float]]:
+    """A monitor's alarm limits as (series key, label naming its side, value)."""
+    key, name = f"{monitor.equipment}.{monitor.pv}", monitor.name or monitor.pv
+    return [
+        (key, name if name.endswith(side) else f"{name} {side}", float(value))
+        for side, value in (("high", monitor.high), ("low", monitor.low))
+        if value is not None
+    ]
+
+
+def phase_limit_spans(
+    elements: list[dict[str, Any]], recipe_phases: dict[str, Any]
+) -> dict[str, list[tuple[str, float, float, float | None]]]:
+    """Each phase's own monitors over the batch time that phase ran, by series key."""
+    spans: dict[str, list[tuple[str, float, float, float | None]]] = {}
+    for element in elements:
+        phase = recipe_phases.get(str(element.get("path")))
+        if element.get("kind") != "phase" or phase is None:
+            continue
+        for monitor in getattr(phase, "monitors", None) or ():
+            for key, label, value in monitor_limits(monitor):
+                spans.setdefault(key, []).append((label, value, element["start"], element["end"]))
+    return spans
+
+
 def build_record(
     path: Path | str, public_key: Any = None, anchors: list[Anchor] | None = None
 ) -> BatchRecord:
@@ -608,6 +634,7 @@ def build_record(
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             record.malformed.append(_malformed(e, exc))  # forged or damaged: named, not a crash
     b.finish()
+    record.phase_limits = phase_limit_spans(record.phases, b.recipe_phases)
     qc = _qc_results(events, record)
     _what_was_made(record, events, b.recipe_phases, b.model)
     record.unsigned = _unsigned(events, record.esignatures)
