@@ -87,7 +87,16 @@ def test_a_formulation_before_its_harvest_does_not_start(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("dose_per_kg", "0 cells/kg"), ("patient_weight", "400 kg"), ("final_volume_ml", "-1 mL")],
+    [
+        ("dose_per_kg", "0 cells/kg"),
+        ("dose_per_kg", "1e300 cells/kg"),
+        ("dose_per_kg", ".inf"),
+        ("dose_per_kg", "nan"),
+        ("patient_weight", "400 kg"),
+        ("patient_weight", "''"),
+        ("final_volume_ml", "-1 mL"),
+        ("final_volume_ml", "1e308 mL"),
+    ],
 )
 def test_impossible_formulation_values_are_refused_on_their_line(
     tmp_path: Path, field: str, value: str

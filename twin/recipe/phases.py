@@ -334,11 +334,12 @@ class Formulate(_Phase):
 
     phase: Literal["formulate"]
     bioreactor: str = "bioreactor"
-    dose_per_kg: Annotated[DosePerKg, Field(gt=0)]
+    #: CAR+ viable cells per kg; labelled doses are 0.2-5e6/kg: 1e9/kg is far past any.
+    dose_per_kg: Annotated[DosePerKg, Field(gt=0, le=1.0e9)]
     patient_weight: Annotated[BodyMass, Field(gt=0, le=250)]
     final_volume_ml: Annotated[Volume, Field(gt=0, le=1000)]
     #: All viable cells (CAR+ or not) per mL of the infusion bag at most.
-    max_cells_per_ml: Annotated[CellDensity, Field(gt=0)] = 1.0e8
+    max_cells_per_ml: Annotated[CellDensity, Field(gt=0, le=1.0e10)] = 1.0e8
 
 
 Phase = Annotated[
