@@ -4,6 +4,8 @@ judges the copy-number limit by them and says they are simulated; nothing else i
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from twin.cli import app
 from twin.journal import read_events
 from twin.recipe import load_recipe
 from twin.replay import replay
+from twin.replay.resume import resume
 from twin.report.record import build_record
 from twin.runner import run_batch
 
@@ -151,3 +154,42 @@ def test_a_real_bench_gets_no_simulated_lab(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "--simulated-qc-lab" in result.output and "nothing started" in result.output
     assert not (tmp_path / "j.sqlite").exists()
+
+
+def test_a_resumed_batch_keeps_its_simulated_people(tmp_path: Path) -> None:
+    """Killed while it waited for the identity scan: `resume --restart` brings the twin's
+    person at the bag and its QC lab back, as the batch was started; the scan comes from
+    `twin:bedside` after the interruption, the lab's result after the end, and the whole
+    resumed batch replays."""
+    recipe = load_recipe(transduced_smoke(tmp_path, 5.0))
+    whole = tmp_path / "whole.sqlite"
+    final = run_batch(
+        recipe,
+        load_bench(SIM),
+        whole,
+        batch_id="QC-2",
+        operator="alice",
+        patient_id="P-1",
+        bag_id="BAG-1",
+        bedside_after_s=60.0,
+        qc_lab=True,
+        pace=None,
+    )
+    assert final.label == "Complete"
+    asked = next(e for e in read_events(whole) if e.kind == "identity_requested")
+    killed = tmp_path / "killed.sqlite"
+    shutil.copy(whole, killed)
+    with sqlite3.connect(killed) as db:  # the process died right after asking for the scan
+        db.execute("DELETE FROM events WHERE seq > ?", (asked.seq,))
+    assert resume(killed, operator="carol", reason="power back", restart=True, pace=None).label == (
+        "Complete"
+    )
+    events = list(read_events(killed))
+    deviation = next(e for e in events if e.kind == "deviation")
+    ended = next(e for e in events if e.kind == "batch_ended")
+    (scan,) = [e for e in events if e.kind == "identity_confirmation"]
+    assert scan.seq > deviation.seq and scan.data["operator"] == "twin:bedside"
+    assert scan.data["match"]
+    (result,) = [e for e in events if e.kind == "qc_result"]
+    assert result.seq > ended.seq and result.data["operator"] == "twin:qc-lab"
+    assert replay(killed).identical

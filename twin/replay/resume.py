@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ from twin.replay.recording import Recording, load_recording
 from twin.replay.session import ReplaySession
 from twin.runner import twin_keep_path
 from twin.signing import load_site_key
+from twin.sim.bedside import BedsideOperator
+from twin.sim.qc_lab import TwinQcLab
 
 __all__ = ["ResumeRefused", "resume", "resume_async", "unconfirmed_setpoints"]
 
@@ -131,6 +134,7 @@ async def resume_async(
         signer = load_site_key(site_key) if site_key is not None else None
         live = Journal.reopen(recording.path, clock.now, signer=signer)
         derived = journal.hand_over(live)
+        people = _simulated_people(recording, bench, clock, batch, live)
         inbox = None
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -144,6 +148,9 @@ async def resume_async(
                         on_bench(opened, clock)
                     for name, device in batch.equipment.items():
                         device.live = opened.equipment[name]
+                    if people.wants_lab and opened.twin is not None:
+                        people.lab = TwinQcLab(opened.twin.plant)
+                        live.subscribe(people.lab.hear)
 
                 last = recording.events[-1]
                 gap = wall_now() - datetime.fromisoformat(last.wall_time)
@@ -176,6 +183,8 @@ async def resume_async(
                             sign_event(live, event, person)
                 final = await run
                 live.append("batch_ended", "batch", {"state": final.label})
+                if people.lab is not None:
+                    people.lab.report(live)
                 return final
         finally:
             if inbox is not None:
@@ -183,6 +192,34 @@ async def resume_async(
                 await inbox.wait_closed()
             await _cancel(run)
             live.close()
+
+
+@dataclass
+class _SimulatedPeople:
+    """The twin's simulated people the batch was started with, back for its resumed part."""
+
+    bedside: BedsideOperator | None = None
+    wants_lab: bool = False
+    lab: TwinQcLab | None = None
+
+
+def _simulated_people(
+    recording: Recording, bench: Any, clock: Clock, batch: Batch, live: Journal
+) -> _SimulatedPeople:
+    """A batch started with ``--simulated-operator`` / ``--simulated-qc-lab`` on the twin
+    keeps them when resumed: the person at the bag scans what the resumed batch asks for;
+    the lab measures the QC samples drawn from now on (the bag of earlier ones is gone)."""
+    people = _SimulatedPeople()
+    started = recording.events[0].data if recording.events else {}
+    if bench.model.twin is None:
+        return people
+    operator = started.get("simulated_operator")
+    if isinstance(operator, dict) and type(operator.get("scan_after_s")) in (int, float):
+        people.bedside = BedsideOperator(clock, float(operator["scan_after_s"]))
+        live.subscribe(people.bedside.hear)
+        people.bedside.attend(batch)
+    people.wants_lab = started.get("simulated_qc_lab") is True
+    return people
 
 
 async def _cancel(run: asyncio.Task[Any]) -> None:
