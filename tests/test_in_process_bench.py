@@ -100,13 +100,19 @@ async def test_bench_check_reads_every_in_process_device() -> None:
     assert "mass_flow_sccm" in results[1].reading
 
 
-async def test_an_exchange_takes_its_wire_time_as_on_a_pty() -> None:
-    clock = Clock()
+async def _gas_on_a_null_modem(clock: Clock) -> tuple[AlicatServer, AlicatGasDispenser]:
+    """The twin's Alicat unit on a null modem and its driver, connected (9600 baud)."""
     server = AlicatServer(Plant(seed=1), clock, baud=9600, line=MemoryLineEndpoint)
     await server.start()
     config = AlicatGasConfig.model_validate({"port": server.path, "baud": 9600})
     gas = AlicatGasDispenser("gas", config, clock)
     await gas.connect()
+    return server, gas
+
+
+async def test_an_exchange_takes_its_wire_time_as_on_a_pty() -> None:
+    clock = Clock()
+    server, gas = await _gas_on_a_null_modem(clock)
     try:
         t0 = clock.now()
         line = gas.serial_line
@@ -124,11 +130,7 @@ async def test_a_reply_later_than_the_timeout_times_out_as_on_a_pty() -> None:
     """The reply is handed over without a timer only when nothing comes first: the driver's
     deadline does, so a reply slower than it is not taken (counted as a timeout)."""
     clock = Clock()
-    server = AlicatServer(Plant(seed=1), clock, baud=9600, line=MemoryLineEndpoint)
-    await server.start()
-    config = AlicatGasConfig.model_validate({"port": server.path, "baud": 9600})
-    gas = AlicatGasDispenser("gas", config, clock)
-    await gas.connect()
+    server, gas = await _gas_on_a_null_modem(clock)
     try:
         line = gas.serial_line
         assert line is not None

@@ -51,20 +51,21 @@ def transduced_smoke(folder: Path, vector_ml: float, qc: str = "[vcn, cd3, endot
     return path
 
 
-def _run(recipe: Path, journal: Path, *, qc_lab: bool) -> Any:
-    """Run on the twin; return the twin's bag as it was harvested."""
+def _run(recipe: Path, journal: Path, *, qc_lab: bool, **kwargs: Any) -> Any:
+    """Run on the twin with its person at the bag; return the twin's bag as harvested."""
     plant: dict[str, Any] = {}
+    kwargs.setdefault("bedside_after_s", 0.0)
     final = run_batch(
         load_recipe(recipe),
         load_bench(SIM),
         journal,
-        batch_id="QC-1",
+        batch_id=journal.stem,
         operator="alice",
         patient_id="P-1",
         bag_id="BAG-1",
-        bedside_after_s=0.0,
         qc_lab=qc_lab,
         on_bench=lambda opened, _clock: plant.update(twin=opened.twin.plant),
+        **kwargs,
     )
     assert final.label == "Complete"
     return plant["twin"].bioreactor.harvested
@@ -161,21 +162,8 @@ def test_a_resumed_batch_keeps_its_simulated_people(tmp_path: Path) -> None:
     person at the bag and its QC lab back, as the batch was started; the scan comes from
     `twin:bedside` after the interruption, the lab's result after the end, and the whole
     resumed batch replays."""
-    recipe = load_recipe(transduced_smoke(tmp_path, 5.0))
     whole = tmp_path / "whole.sqlite"
-    final = run_batch(
-        recipe,
-        load_bench(SIM),
-        whole,
-        batch_id="QC-2",
-        operator="alice",
-        patient_id="P-1",
-        bag_id="BAG-1",
-        bedside_after_s=60.0,
-        qc_lab=True,
-        pace=None,
-    )
-    assert final.label == "Complete"
+    _run(transduced_smoke(tmp_path, 5.0), whole, qc_lab=True, bedside_after_s=60.0, pace=None)
     asked = next(e for e in read_events(whole) if e.kind == "identity_requested")
     killed = tmp_path / "killed.sqlite"
     shutil.copy(whole, killed)
