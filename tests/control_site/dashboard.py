@@ -13,7 +13,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,17 @@ class Person:
         request = urllib.request.Request(self.base + path)
         request.add_header("Authorization", f"Basic {token}")
         return self._open(request)
+
+
+def page_as_supervisor(path: str) -> Callable[[str], str]:
+    """Steps for ``served``: the default supervisor signs in and reads the page at ``path``."""
+
+    def steps(base: str) -> str:
+        person = Person(base)
+        person.sign_in()
+        return person.get(path)[2]
+
+    return steps
 
 
 Message = tuple[str, str, str, str, dict[str, Any]]

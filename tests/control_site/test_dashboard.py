@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from dashboard import PASSWORD, USER, Person, copy_batch, messages_of, users_file
+from dashboard import (
+    PASSWORD,
+    USER,
+    Person,
+    copy_batch,
+    messages_of,
+    page_as_supervisor,
+    users_file,
+)
 
 from twin.control_site.ingest import Ingest
 from twin.control_site.keys import SiteKeys
@@ -187,12 +195,7 @@ def test_trends_have_a_batch_time_axis_setpoints_and_alarm_limits(
 ) -> None:
     store.ingest(messages_of(cart_journal, "site-a", "cleanroom-1", "cart1"))
 
-    def steps(base: str) -> str:
-        person = Person(base)
-        person.sign_in()
-        return person.get("/batch/site-a/cart1")[2]
-
-    page = served(store, users_file(tmp_path), steps)
+    page = served(store, users_file(tmp_path), page_as_supervisor("/batch/site-a/cart1"))
     trends = page.split("<h2>Trends</h2>")[1].split("<h2>Alarms</h2>")[0]
     assert trends.count('<svg class="trend"') == 5
     for title in ("Temperature (°C)", "Dissolved oxygen (% air sat.)", "pH", "Volume (mL)"):
@@ -235,12 +238,7 @@ def test_alarms_and_commands_are_tables_with_who_and_why(
     )
     store.ingest(messages_of(journal, "site-a", "cleanroom-1", "a1"))
 
-    def steps(base: str) -> str:
-        person = Person(base)
-        person.sign_in()
-        return person.get("/batch/site-a/a1")[2]
-
-    page = served(store, users_file(tmp_path), steps)
+    page = served(store, users_file(tmp_path), page_as_supervisor("/batch/site-a/a1"))
     alarms = page.split("<table id='alarms'>")[1].split("</table>")[0]
     assert "<th>acknowledged (who, when, comment)</th>" in alarms
     assert "<td>1001</td><td>1.50</td><td>bioreactor</td><td>temperature 39.1</td>" in alarms
@@ -266,12 +264,7 @@ def test_every_registered_site_is_listed_idle_or_not(store: Store, tmp_path: Pat
         [("site-b", "u1", "B-1", "state", {"batch": "B-1", "state": "Running", "seq": 3})]
     )
 
-    def steps(base: str) -> str:
-        person = Person(base)
-        person.sign_in()
-        return person.get("/")[2]
-
-    page = served(registered, users_file(tmp_path), steps)
+    page = served(registered, users_file(tmp_path), page_as_supervisor("/"))
     registered.close()
     sites = page.split("<table id='sites'>")[1].split("</table>")[0]
     for site in ("site-a", "site-b", "site-c"):

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from browser import Chromium
-from dashboard import Person, messages_of, users_file
+from dashboard import messages_of, page_as_supervisor, users_file
 from site_journals import REPO, poc_twin
 from test_dashboard import served
 
@@ -80,12 +80,7 @@ def test_a_phase_s_own_limits_are_drawn_over_the_span_it_ran(tmp_path: Path) -> 
     try:
         store.ingest(messages_of(journal, "site-a", "cleanroom-1", "pm1"))
 
-        def steps(base: str) -> str:
-            person = Person(base)
-            person.sign_in()
-            return person.get("/batch/site-a/pm1")[2]
-
-        page = served(store, users_file(tmp_path), steps)
+        page = served(store, users_file(tmp_path), page_as_supervisor("/batch/site-a/pm1"))
     finally:
         store.close()
     trends = page.split("<h2>Trends</h2>")[1].split("<h2>Alarms</h2>")[0]
