@@ -35,6 +35,7 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ModbusPDU
 
+from drivers.modbus_null_modem import NULLMODEM_HOST, NullModemClient
 from drivers.settings import LinkSettings, ModbusEndpoint, SerialPortSettings, TcpSettings
 from twin.clock import Clock
 from twin.errors import CommunicationError, DeviceRefused
@@ -62,7 +63,7 @@ EXCEPTION_NAMES = {
 
 _LINKS: dict[tuple[int, str], ModbusLink] = {}
 
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+Client = AsyncModbusTcpClient | AsyncModbusSerialClient | NullModemClient
 Request = Callable[[Client], Awaitable[ModbusPDU]]
 Check = Callable[[ModbusPDU], bool]
 
@@ -167,6 +168,8 @@ class ModbusLink:
             "name": self.where,
         }
         if isinstance(ep, TcpSettings):
+            if ep.host == NULLMODEM_HOST:  # a device in this process: PDUs, not bytes
+                return NullModemClient(ep.port, **common)
             return AsyncModbusTcpClient(ep.host, port=ep.port, **common)
         assert isinstance(ep, SerialPortSettings)
         return AsyncModbusSerialClient(

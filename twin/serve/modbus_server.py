@@ -41,12 +41,13 @@ from collections.abc import Collection
 from typing import Any, Protocol
 
 from pymodbus.constants import ExcCodes
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.transport import NULLMODEM_HOST
 
+from drivers import modbus_null_modem
 from twin.clock import Clock
 from twin.serve.faults import LinkFaults, corrupt_tcp
 
@@ -56,6 +57,7 @@ __all__ = [
     "DISCRETE",
     "HOLDING",
     "INPUT",
+    "PduEnd",
     "RegisterDevice",
     "TwinModbusTcpServer",
     "check_request",
@@ -164,6 +166,68 @@ class _Context:
         return self.device.write(table, address, [int(v) for v in values])
 
 
+def _update_now(context: _Context, pdu: ModbusPDU) -> ModbusPDU:
+    """Run the PDU's own ``datastore_update`` to its end without the loop."""
+    update = pdu.datastore_update(context, pdu.dev_id)  # type: ignore[arg-type]
+    try:
+        update.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except Exception:  # a twin bug must not kill the connection: answer 0x04, log it
+        _log.exception("request %s failed", pdu)
+        return ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+    update.close()
+    _log.error("request %s waited on something other than the device", pdu)
+    return ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+
+
+_SERVER_DECODER = DecodePDU(True)
+#: The request class pymodbus decodes each data-access function code into.
+_REQUEST_CLASS = {
+    fc: pair[_SERVER_DECODER.pdu_inx]
+    for fc, pair in _SERVER_DECODER.pdu_table.items()
+    if fc in DATA_FUNCTIONS
+}
+
+
+class PduEnd:
+    """The device's end of the in-process PDU null modem (:mod:`drivers.modbus_null_modem`).
+
+    Answers a request PDU as :class:`_Handler` answers its frame, minus the framing: the
+    unit id and :func:`check_request` on the request's own bytes, then pymodbus' data
+    access. A request of a class pymodbus would not decode it into (a conformance kit's raw
+    PDU) is decoded from its bytes first. Faulty links are the byte path's (``sound``).
+    """
+
+    def __init__(self, device: RegisterDevice, context: _Context) -> None:
+        self._device = device
+        self._context = context
+
+    def sound(self) -> bool:
+        return self._device.link.healthy
+
+    def answer(self, request: ModbusPDU) -> ModbusPDU:
+        device = self._device
+        unit, fc = request.dev_id, request.function_code
+        if unit != device.unit:
+            response: ModbusPDU = ExceptionResponse(fc, ExcCodes.GATEWAY_NO_RESPONSE)
+        else:
+            pdu = bytes((fc,)) + request.encode()
+            refusal = check_request(pdu, device.functions)
+            if refusal is not None:
+                response = ExceptionResponse(fc, refusal)
+            else:
+                if type(request) is not _REQUEST_CLASS.get(fc):
+                    decoded = _SERVER_DECODER.decode(pdu)
+                    if decoded is None:  # check_request lets through only what it decodes
+                        return ExceptionResponse(fc, ExcCodes.DEVICE_FAILURE)
+                    decoded.dev_id = unit
+                    request = decoded
+                response = _update_now(self._context, request)
+        response.transaction_id, response.dev_id = request.transaction_id, unit
+        return response
+
+
 class _Handler(ServerRequestHandler):
     """One client connection: our MBAP framing and request checks, pymodbus' data access,
     the device's link faults on each reply."""
@@ -235,18 +299,7 @@ class _Handler(ServerRequestHandler):
             self._send(tid, unit, response, addr)
 
     def _update_now(self, pdu: ModbusPDU) -> ModbusPDU:
-        """Run the PDU's own ``datastore_update`` to its end without the loop."""
-        update = pdu.datastore_update(self.server.context, pdu.dev_id)
-        try:
-            update.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        except Exception:  # a twin bug must not kill the connection: answer 0x04, log it
-            _log.exception("request %s failed", pdu)
-            return ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
-        update.close()
-        _log.error("request %s waited on something other than the device", pdu)
-        return ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+        return _update_now(self.server.context, pdu)
 
     def _later(self, reply: Any) -> None:
         task = self.loop.create_task(reply)
@@ -300,6 +353,19 @@ class TwinModbusTcpServer(ModbusTcpServer):
             self.call_create = functools.partial(self.call_create, backlog=LISTEN_BACKLOG)
         self.twin_device = device
         self.context = _Context(device)  # type: ignore[assignment]
+        # In process, a driver's client hands PDUs over while the link is sound.
+        self._pdu_end = (
+            modbus_null_modem.listen(address[1], PduEnd(device, self.context))
+            if address[0] == NULLMODEM_HOST
+            else None
+        )
+
+    async def shutdown(self) -> None:
+        """Stop listening (the PDU end too), then close every connection."""
+        if self._pdu_end is not None:
+            self._pdu_end.close()
+            self._pdu_end = None
+        await super().shutdown()
 
     def callback_new_connection(self) -> _Handler:
         return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
