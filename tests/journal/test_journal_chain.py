@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from twin.errors import JournalError
 from twin.journal import Journal, read_events, verify
+from twin.signing import generate_site_key, load_site_key
 
 
 def write_journal(path: Path, n: int = 10) -> Journal:
@@ -47,10 +50,10 @@ def tamper(path: Path, sql: str, *args: object) -> None:
     db.close()
 
 
-def test_a_journal_in_memory_chains_its_events_as_a_file_journal_does(
+def test_a_journal_in_memory_journals_what_a_file_journal_does_without_a_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No database behind it, the same events and hashes (ensembles rely on them)."""
+    """No database behind it, the same events; no hash chain, as nothing is kept to verify."""
     monkeypatch.setattr("twin.journal.wall_now", lambda: datetime(2026, 12, 5, tzinfo=UTC))
     on_file, in_memory = [], []
     for journal, heard in (
@@ -61,8 +64,34 @@ def test_a_journal_in_memory_chains_its_events_as_a_file_journal_does(
         for i in range(5):
             journal.append("reading", "bioreactor", {"do_pct": 40.0 + i}, durable=i == 3)
         journal.close()
-    assert in_memory == on_file
     assert list(read_events(tmp_path / "j.sqlite")) == on_file
+    assert [replace(e, prev_hash="", hash="") for e in on_file] == in_memory
+    assert all(len(e.hash) == 64 for e in on_file)
+    with pytest.raises(ValueError, match="not JSON compliant"):  # refused as on file
+        Journal.in_memory(lambda: 0.0).append("reading", "bioreactor", {"do_pct": math.nan})
+
+
+def test_a_journal_in_memory_with_a_site_key_chains_and_signs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signature over the head needs a chain under it: with a key, memory chains as a file."""
+    monkeypatch.setattr("twin.journal.wall_now", lambda: datetime(2026, 12, 5, tzinfo=UTC))
+    generate_site_key("memory-site", tmp_path / "keys")
+    key = load_site_key(tmp_path / "keys" / "memory-site.key")
+    on_file, in_memory = [], []
+    for journal, heard in (
+        (Journal(tmp_path / "j.sqlite", lambda: 1.0, signer=key, checkpoint_every=3), on_file),
+        (Journal.in_memory(lambda: 1.0, signer=key), in_memory),
+    ):
+        journal.checkpoint_every = 3
+        journal.subscribe(heard.append)
+        for i in range(5):
+            journal.append("reading", "bioreactor", {"do_pct": 40.0 + i})
+        journal.close()
+    assert [(e.kind, e.prev_hash, e.hash) for e in in_memory] == [
+        (e.kind, e.prev_hash, e.hash) for e in on_file
+    ]
+    assert in_memory[0].prev_hash == "0" * 64 and in_memory[-1].kind == "checkpoint"
 
 
 @pytest.mark.parametrize(
