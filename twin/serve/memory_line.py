@@ -8,9 +8,11 @@ write reaches :meth:`_take` within the call, and the reply reaches the driver's
 buffer within the timer that ends its wire time, so an exchange costs no system
 call and no poll. Used by a bench whose twin says ``transport: in_process``.
 
-When the virtual loop would do nothing else before the reply is due, the reply is handed
-over at once and the clock moved to its time (:meth:`VirtualTimeLoop.run_ahead`): the
-driver's task then goes on without being suspended and resumed, with the same batch times.
+When the virtual loop would do nothing else before the reply is due, nor the driver's
+deadline (which it arms as a timer only if the reply is not in by the end of its write:
+``HostEnd.deadline``), the reply is handed over at once and the clock moved to its time
+(:meth:`VirtualTimeLoop.run_ahead`): the driver's task then goes on without being
+suspended and resumed, with the same batch times.
 """
 
 from __future__ import annotations
@@ -74,15 +76,22 @@ class MemoryLineEndpoint(PtyEndpoint):
 
     def _deliver_at(self, when: float, reply: bytes) -> None:
         """Hand the reply over at ``when`` without a timer when the virtual loop would do
-        nothing else before then (:meth:`~twin.clock.VirtualTimeLoop.run_ahead`): time moves
-        to ``when`` and the driver, which armed its wait before writing, finds its reply as
-        it comes to wait; its task is not suspended and resumed once per exchange (about
-        70,000 times a batch). Lines queued behind are answered next by the caller, as
-        :meth:`_deliver` would."""
-        loop = self._loop
-        if isinstance(loop, VirtualTimeLoop) and loop.run_ahead(when):
+        nothing else before then, the driver's deadline included
+        (:meth:`~twin.clock.VirtualTimeLoop.run_ahead`): time moves to ``when`` and the
+        driver, which set up its wait before writing, finds its reply as it comes to wait;
+        its task is not suspended and resumed once per exchange (about 70,000 times a
+        batch), and it arms no timeout timer. Lines queued behind are answered next by the
+        caller, as :meth:`_deliver` would."""
+        loop, device = self._loop, self._device
+        if (
+            isinstance(loop, VirtualTimeLoop)
+            and device is not None
+            and loop.run_ahead(when, device.reader_deadline)
+        ):
             self._write(reply)
             return
+        if device is not None:
+            device.before_timer()  # the driver's deadline first, as if armed before writing
         super()._deliver_at(when, reply)
 
     def _deliver(self, reply: bytes) -> None:
