@@ -42,6 +42,7 @@ class MemoryLineEndpoint(PtyEndpoint):
         if self._device is None:
             self._loop = asyncio.get_running_loop()
             self._device = null_modem.listen(f"twin-{self.name}", self._received)
+            self._reading = True  # always: no kernel buffer to pause (see _pause_reading)
 
     async def close(self) -> None:
         """Stop answering; the name disappears."""
@@ -51,15 +52,15 @@ class MemoryLineEndpoint(PtyEndpoint):
             device.close()
 
     def _received(self, data: bytes) -> None:
+        last = len(data) - 1
         if (
-            data[-1:] == b"\r"
-            and not (self._inbuf or self._skipped or self._lead)
-            and len(data) <= self.max_line + 1
-            and data.count(b"\r") == 1
+            data.find(b"\r") == last >= 0  # one CR, the last byte
+            and last <= self.max_line
             and b"\n" not in data
+            and not (self._inbuf or self._skipped or self._lead)
         ):  # one whole request line, as a driver writes it: what _take makes of it
-            if len(data) > 1:
-                self._lines.append((data[:-1], len(data)))
+            if last:
+                self._lines.append((data[:-1], last + 1))
         else:
             self._take(data)
         self._answer_next()
