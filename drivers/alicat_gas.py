@@ -93,6 +93,7 @@ class AlicatGasDispenser:
         # Per unit, built once rather than on each of ~70,000 exchanges a batch.
         self._device_names = {uid: f"{name} unit {uid}" for uid in self._units.values()}
         self._refusals = {uid: f"{uid} ?".encode() for uid in self._units.values()}
+        self._polls = {uid: f"{uid}\r".encode("ascii") for uid in self._units.values()}
         self.limits = GasDispenserLimits(
             full_scale_sccm={GAS_KEYS[k]: v for k, v in config.limits.full_scale_sccm.items()},
             o2_cap_sccm=config.limits.o2_cap_sccm,
@@ -219,24 +220,42 @@ class AlicatGasDispenser:
     ) -> _F:
         """One command answered by a data frame, split and parsed once (the reply check
         keeps what it parsed: ~70,000 frames a batch); ``make`` builds the answer from the
-        frame's fields (None: a number does not parse)."""
+        frame's fields (None: a number does not parse). What :meth:`_exchange` does, with
+        the refusal looked for only in a reply that is no data frame."""
+        line = self._line
+        if line is None:
+            raise CommunicationError(self.name, "not connected")
         parsed: list[_F | None] = [None]
 
         def accept(raw: bytes) -> bool:
-            parts = _split(raw)
             parsed[0] = None
-            if parts is None or not parts or parts[0] != uid:
+            try:
+                parts = raw.decode("ascii").split()
+            except UnicodeDecodeError:  # line noise sets bit 7: never sent by a controller
                 return False
-            if parts[1:] == ["?"]:
+            if not parts or parts[0] != uid:
+                return False
+            n = len(parts)
+            if n == 2 and parts[1] == "?":
                 return True  # refused: reported below
-            if len(parts) < 7:
+            if n < 7:
                 return False
             parsed[0] = make(uid, parts)
             return True
 
-        reply = await self._exchange(uid, command, 1, accept)
+        reply = await line.transact(
+            f"{uid}{command}\r".encode("ascii") if command else self._polls[uid],
+            device=self._device_names[uid],
+            terminator=b"\r",
+            timeout=self.config.timeout_s,
+            retries=self.config.retries,
+            accept=accept,
+            counters=self.counters,
+        )
         frame = parsed[0]
         if frame is None:
+            if reply.strip() == self._refusals[uid]:
+                raise DeviceRefused(self.name, f"unit {uid} refused {uid}{command!s}: replied '?'")
             raise CommunicationError(self.name, f"unit {uid} sent no data frame: {shown(reply)}")
         return frame
 
@@ -278,14 +297,6 @@ def _well_formed(uid: str, raw: bytes, frames: int) -> bool:
     return bool(parts) and parts[0] == uid and (parts[1:] == ["?"] or len(parts) >= 7)
 
 
-def _split(raw: bytes) -> list[str] | None:
-    """The reply's fields, or None if it holds bytes no controller sends (line noise)."""
-    try:
-        return raw.decode("ascii").split()
-    except UnicodeDecodeError:
-        return None
-
-
 def _frame_of(uid: str, parts: list[str]) -> AlicatFrame | None:
     """The data frame in a reply's fields (unit id checked by the caller); None if a number
     does not parse."""
@@ -302,8 +313,8 @@ def _frame_of(uid: str, parts: list[str]) -> AlicatFrame | None:
 def _flows_of(uid: str, parts: list[str]) -> tuple[float, float] | None:
     """Mass flow and setpoint of a data frame's fields, None where :func:`_frame_of` finds no
     frame (a number does not parse): what ``read`` keeps of each poll."""
-    try:
-        _, _, _, mass, setpoint = [float(p) for p in parts[1:6]]
+    try:  # the three numbers before must parse too, as for a whole frame
+        float(parts[1]), float(parts[2]), float(parts[3])
+        return float(parts[4]), float(parts[5])
     except ValueError:
         return None
-    return mass, setpoint

@@ -9,6 +9,15 @@ descriptor, no system call, no poll. What crosses is the same bytes a UART
 would carry, so framing, terminators, garbled replies and silence behave as on
 a pseudo-terminal; the device end still charges wire time on its clock.
 
+The host end also carries how long its driver waits for the reply to what it wrote
+(``HostEnd.deadline``, loop time): the driver arms its timeout timer only if the reply
+is not in by the end of the write, so a device end that hands a reply over within the
+write must not do so later than that deadline (twin/serve/memory_line.py), exactly as
+the timer would have fired first; and one that sets a timer of its own first has the
+driver arm its deadline (:meth:`DeviceEnd.before_timer`), so the two stand on the clock
+in the order they did when the driver armed its timer before writing (a reply due with
+the deadline still loses to it).
+
 Why: an ensemble of thousands of twin batches (``poc-twin whatif``) runs the
 real engine and drivers in-process, where a pty's two system calls and a poll
 per exchange would cost more than the rest of the batch. The port is chosen by
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import Callable
 
 __all__ = ["SCHEME", "HostEnd", "NullModemError", "connect", "is_memory_port", "listen"]
@@ -53,9 +63,15 @@ class _Port:
 class HostEnd:
     """What a driver holds: write requests, receive replies through its receiver."""
 
-    def __init__(self, port: _Port, receive: Receiver) -> None:
+    def __init__(
+        self, port: _Port, receive: Receiver, arm_deadline: Callable[[], None] | None = None
+    ) -> None:
         self._port: _Port | None = port
         self.receive = receive
+        #: Loop time until which the driver waits for a reply (inf: it waits for none).
+        self.deadline = math.inf
+        #: Puts the driver's deadline timer on the clock now, if it waits and has none yet.
+        self.arm_deadline = arm_deadline if arm_deadline is not None else _nothing
 
     @property
     def is_open(self) -> bool:
@@ -86,6 +102,20 @@ class DeviceEnd:
         """What a bench gives the driver as its serial port."""
         return SCHEME + self._port.name
 
+    @property
+    def reader_deadline(self) -> float:
+        """Until when (loop time) the connected driver waits for a reply; inf if it waits
+        for none (or none is connected)."""
+        host = self._port.host
+        return host.deadline if host is not None else math.inf
+
+    def before_timer(self) -> None:
+        """The device is about to set a timer (a reply after its wire time): the connected
+        driver's deadline timer, if it waits, goes on the clock first."""
+        host = self._port.host
+        if host is not None:
+            host.arm_deadline()
+
     def write(self, data: bytes) -> None:
         """Hand ``data`` to the connected driver; with none connected it is lost."""
         host = self._port.host
@@ -109,9 +139,16 @@ def listen(stem: str, receive: Receiver) -> DeviceEnd:
     return DeviceEnd(port, key)
 
 
-def connect(path: str, receive: Receiver) -> HostEnd:
+def _nothing() -> None:
+    pass
+
+
+def connect(
+    path: str, receive: Receiver, arm_deadline: Callable[[], None] | None = None
+) -> HostEnd:
     """Connect to the device listening on ``path`` (``memory://NAME``) on this loop; one
-    driver end per port at a time, as a serial port opened exclusively."""
+    driver end per port at a time, as a serial port opened exclusively. ``arm_deadline``:
+    see :meth:`DeviceEnd.before_timer`."""
     if not is_memory_port(path):
         raise NullModemError(f"{path!r} is not a {SCHEME} port")
     key = (id(asyncio.get_running_loop()), path[len(SCHEME) :])
@@ -120,5 +157,5 @@ def connect(path: str, receive: Receiver) -> HostEnd:
         raise NullModemError(f"no device listens on {path}")
     if port.host is not None and port.host.is_open:
         raise NullModemError(f"{path} is already open")
-    host = port.host = HostEnd(port, receive)
+    host = port.host = HostEnd(port, receive, arm_deadline)
     return host

@@ -17,7 +17,11 @@ it costs one future, one timer and one write system call. The reader callback
 completes the future only when the whole reply is in (not on every chunk), and
 pyserial's ``write`` would add a ``select()`` per write to wait for a drain that
 a non-blocking port does not need (it is still used when the kernel takes only
-part of a request).
+part of a request). The timer is armed after the write, at the deadline taken
+before it, and only if the reply is not already in: a null modem's device may
+answer within the write, and it is told the deadline (``HostEnd.deadline``) so it
+never answers later than the timer would have fired; a device that sets a timer
+for its reply has the line arm its deadline first (``HostEnd.arm_deadline``).
 
 Why a cap on a reply (``max_reply``): a device gone mad, or a cable picking up
 noise, can send without end and never a terminator. The buffer never holds more
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 import os
 import termios
 from collections.abc import Callable
@@ -95,6 +100,8 @@ class SerialLine:
         self._buffer = bytearray()
         # The exchange waiting for its reply: its future, terminator and frame count.
         self._waiter: asyncio.Future[int] | None = None
+        self._deadline = 0.0  # its deadline (loop time) and, once armed, the deadline's timer
+        self._timer: asyncio.TimerHandle | None = None
         self._terminator = b"\r"
         self._frames = 1
         self._lock = asyncio.Lock()
@@ -116,7 +123,7 @@ class SerialLine:
             return
         if is_memory_port(self.port):
             try:
-                self._memory = null_modem.connect(self.port, self._receive)
+                self._memory = null_modem.connect(self.port, self._receive, self._arm_deadline)
             except null_modem.NullModemError as exc:
                 raise CommunicationError(self.port, f"cannot open serial port: {exc}") from exc
             self._loop = asyncio.get_running_loop()
@@ -187,6 +194,9 @@ class SerialLine:
     def _reply_end(self) -> int:
         """Where the awaited reply ends in the buffer (its last terminator), 0 if incomplete."""
         buffer, terminator = self._buffer, self._terminator
+        if self._frames == 1:  # nearly every reply: one frame
+            i = buffer.find(terminator)
+            return i + len(terminator) if i >= 0 else 0
         end = 0
         for _ in range(self._frames):
             i = buffer.find(terminator, end)
@@ -225,34 +235,55 @@ class SerialLine:
         """Write ``request``, return the next ``frames`` terminated frames; TimeoutError after
         ``timeout`` batch seconds.
 
-        The wait for the reply (its future and its deadline) is armed before the request is
-        written: a device that answers within the write call (a null modem,
-        twin/serve/memory_line.py) completes it, and its deadline is on the clock before
-        anything can answer, so a reply slower than the timeout is never taken. Writing is
-        the last act before waiting.
+        The wait for the reply (its future and its deadline) is set up before the request
+        is written: a device that answers within the write call (a null modem,
+        twin/serve/memory_line.py) completes it, and knows the deadline
+        (``HostEnd.deadline``), so a reply slower than the timeout is never taken. The
+        deadline's timer is armed after the write, only if the reply is not in by then
+        (most exchanges on a null modem need none), or earlier if the device sets a timer
+        of its own within the write (:meth:`_arm_deadline`): it stands on the clock as
+        if armed before the write.
         """
         assert self._loop is not None
         self._terminator, self._frames = terminator, frames
         loop = self._loop
         waiter: asyncio.Future[int] = loop.create_future()
         self._waiter = waiter
-        # What Clock.call_later sets (loop time plus the timeout), from the loop itself and
-        # in the line's own context (_expire reads no context variable): one call, not four.
-        timer = loop.call_at(
-            loop.time() + max(0.0, timeout), _expire, waiter, context=self._timer_context
-        )
+        # What Clock.call_later sets (loop time plus the timeout), from the loop itself.
+        self._deadline = deadline = loop.time() + max(0.0, timeout)
+        memory = self._memory
+        if memory is not None:
+            memory.deadline = deadline
         try:
             try:
                 self._send(request)
             except (serial.SerialException, OSError) as exc:
                 raise _WriteFailed from exc
+            if not waiter.done():
+                self._arm_deadline()
             end = await waiter
         finally:
-            timer.cancel()
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            if memory is not None:
+                memory.deadline = math.inf
             self._waiter = None
-        reply = bytes(self._buffer[:end])
-        del self._buffer[:end]
+        buffer = self._buffer
+        if end == len(buffer):  # the reply and nothing after it (a copy less)
+            reply = bytes(buffer)
+            buffer.clear()
+            return reply
+        reply = bytes(buffer[:end])
+        del buffer[:end]
         return reply
+
+    def _arm_deadline(self) -> None:
+        """Put the waiting exchange's deadline timer on the clock, if not there yet."""
+        waiter, loop = self._waiter, self._loop
+        if self._timer is None and waiter is not None and not waiter.done() and loop:
+            # In the line's own context (_expire reads no context variable).
+            self._timer = loop.call_at(self._deadline, _expire, waiter, context=self._timer_context)
 
     async def transact(
         self,
@@ -273,7 +304,9 @@ class SerialLine:
         naming device and port.
         """
         c = counters if counters is not None else LinkCounters()
-        async with self._lock:
+        lock = self._lock
+        await lock.acquire()  # what ``async with`` does, two coroutines fewer per exchange
+        try:
             last = "no reply"
             for attempt in range(retries + 1):
                 if attempt:
@@ -312,6 +345,8 @@ class SerialLine:
                 device,
                 f"{last} on {self.port} to {shown(request)} after {retries + 1} attempt(s)",
             )
+        finally:
+            lock.release()
 
     def release(self) -> None:
         """One user is done with the shared line; the last one closes the port."""

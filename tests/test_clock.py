@@ -288,7 +288,10 @@ async def test_run_ahead_moves_time_only_when_the_loop_would_jump_there_next() -
     assert not loop.run_ahead(t0 + 2.0)  # a ready callback runs before time moves
     await asyncio.sleep(0)
     later = loop.call_at(t0 + 5.0, lambda: None)
-    assert loop.run_ahead(t0 + 2.0)
+    assert not loop.run_ahead(t0 + 2.0, limit=t0 + 1.5)  # a deadline without a timer: too
+    assert not loop.run_ahead(t0 + 2.0, limit=t0 + 2.0)  # ... or with it
+    assert loop.time() == t0
+    assert loop.run_ahead(t0 + 2.0, limit=t0 + 2.5)
     assert loop.time() == t0 + 2.0
     later.cancel()
 

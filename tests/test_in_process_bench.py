@@ -3,6 +3,7 @@ null modems, journalling what the same batch journals over loopback TCP and ptys
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -16,6 +17,7 @@ from pymodbus.transport import NULLMODEM_HOST
 
 from drivers import null_modem
 from drivers.alicat_gas import AlicatGasConfig, AlicatGasDispenser
+from drivers.serial_line import open_line
 from twin.bench import check_bench, load_bench, open_bench, with_donor_seed
 from twin.clock import Clock, run_batch_loop
 from twin.errors import CommunicationError, InvalidInput
@@ -142,6 +144,61 @@ async def test_a_reply_later_than_the_timeout_times_out_as_on_a_pty() -> None:
     finally:
         await gas.close()
         await server.stop()
+
+
+async def test_a_reply_in_time_arms_no_timer_and_a_reply_just_too_late_times_out() -> None:
+    """The driver arms its deadline's timer only when the reply is not in by the end of its
+    write; a reply due at the deadline itself is not taken, as when the timer came first."""
+    clock = Clock()
+    server, gas = await _gas_on_a_null_modem(clock)
+    loop = asyncio.get_running_loop()
+    try:
+        line = gas.serial_line
+        assert line is not None
+        armed = len(loop._scheduled)  # type: ignore[attr-defined]
+        reply = await line.transact(b"A\r", device="gas", timeout=1.0)
+        assert reply.startswith(b"A ")
+        assert len(loop._scheduled) <= armed  # type: ignore[attr-defined]
+        wire = wire_time_s(2, len(reply), 9600, 10)
+        server.link.delay_s = 0.2 - wire  # due exactly at the deadline
+        t0 = clock.now()
+        with pytest.raises(CommunicationError, match=r"no reply within 0\.2 s"):
+            await line.transact(b"A\r", device="gas", timeout=0.2)
+        assert clock.now() - t0 == pytest.approx(0.2)
+    finally:
+        await gas.close()
+        await server.stop()
+
+
+@pytest.mark.parametrize(("rest_after", "completes"), [(0.1, True), (0.3, False)])
+async def test_a_reply_in_pieces_on_a_null_modem_completes_or_times_out(
+    rest_after: float, completes: bool
+) -> None:
+    """Half the reply within the write, the rest later: the driver arms its timer after the
+    write and takes the reply if the rest comes before its deadline (else a timeout that
+    quotes the part that came)."""
+    loop = asyncio.get_running_loop()
+    clock = Clock()
+
+    def answer(data: bytes) -> None:
+        device.write(b"A +014")
+        loop.call_later(rest_after, device.write, b".70\r")
+
+    device = null_modem.listen("pieces", answer)
+    config = AlicatGasConfig.model_validate({"port": device.path, "baud": 9600})
+    line = open_line(config.port, baud=9600, clock=clock)
+    try:
+        t0 = clock.now()
+        if completes:
+            assert await line.transact(b"A\r", device="gas", timeout=0.2) == b"A +014.70\r"
+            assert clock.now() - t0 == pytest.approx(rest_after)
+        else:
+            with pytest.raises(CommunicationError, match=r"within 0\.2 s \(partial b'A \+014'\)"):
+                await line.transact(b"A\r", device="gas", timeout=0.2)
+            assert clock.now() - t0 == pytest.approx(0.2)
+    finally:
+        line.release()
+        device.close()
 
 
 async def test_a_memory_port_nobody_serves_is_refused_like_a_missing_device() -> None:

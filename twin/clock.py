@@ -238,15 +238,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self._virtual_now = self.time()
             self._live_from = time.monotonic()
 
-    def run_ahead(self, when: float) -> bool:
+    def run_ahead(self, when: float, limit: float = math.inf) -> bool:
         """Move time to loop time ``when`` now, if the loop's next act would be to jump there.
 
         True when nothing else could happen first: no callback is ready, no live timer falls
-        due before ``when`` (or with it, within the clock's resolution), no I/O is waiting,
-        and time is neither paced nor live. The caller then does at once, at ``when``, what
-        a timer at ``when`` would have done alone in its own iteration (an in-process
-        device's reply, twin/serve/memory_line.py): the same batch times, two loop
-        iterations fewer. False: nothing changed, set the timer.
+        due before ``when`` (or with it, within the clock's resolution), nor does ``limit``
+        (a deadline whose timer its owner arms only if still waiting: a driver on a null
+        modem, drivers/null_modem.py), no I/O is waiting, and time is neither paced nor
+        live. The caller then does at once, at ``when``, what a timer at ``when`` would have
+        done alone in its own iteration (an in-process device's reply,
+        twin/serve/memory_line.py): the same batch times, two loop iterations fewer.
+        False: nothing changed, set the timer.
         """
         busy = self._ready or self._stopping  # type: ignore[attr-defined]
         if busy or self._wall_anchor is not None or self._live_from is not None:
@@ -257,7 +259,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         while scheduled and scheduled[0]._cancelled:  # dropped as _run_once drops them
             self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
             heapq.heappop(scheduled)._scheduled = False
-        if scheduled and scheduled[0]._when < when + self._clock_resolution:
+        horizon = when + self._clock_resolution
+        if limit < horizon or (scheduled and scheduled[0]._when < horizon):
             return False
         selector = self._selector  # type: ignore[attr-defined]
         if len(selector.get_map()) > 1 and selector._real.select(0):  # more than the self-pipe
