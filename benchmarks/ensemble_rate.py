@@ -7,6 +7,9 @@ runs its full 10 days, as the issue's "ten-day batches" asks), each batch with i
 donor and seed as ``poc-twin whatif`` draws them:
 - seconds per batch in one process on ``benches/sim-in-process.yaml`` (null modems, the
   journal in memory) and the batches per core-hour that makes (target >= 1,000);
+- the bare plant's CPU over the same 10 days in the same run (the baseline: the machine's
+  speed at the time; this VM's speed has swung 1.5x within a day), and the batch's cost as
+  a multiple of it;
 - the same batches on ``benches/sim.yaml`` (loopback TCP, ptys), measured in the same run:
   the in-process speed-up is the ratio of the two;
 - an ensemble of M batches through ``run_ensemble`` on a Dask LocalCluster with 1 worker
@@ -58,6 +61,20 @@ def _serial(bench: str, n: int) -> dict[str, float]:
     }
 
 
+def _plant(n: int) -> dict[str, float]:
+    """CPU seconds of the bare plant over 10 simulated days, stepped once a simulated minute
+    (twin.sim.reference, as batch_speed.py's baseline): no engine, drivers or journal. The
+    machine's speed in the same run, so batches per core-hour compare across days."""
+    from twin.sim.reference import run_reference_process
+
+    times = []
+    for seed in range(n):
+        start = time.process_time()
+        run_reference_process(seed=seed, days=10.0, control_interval_s=60.0)
+        times.append(time.process_time() - start)
+    return {"cpu_s": statistics.median(times)}
+
+
 def _cluster(workers: int, n: int) -> dict[str, float]:
     from twin.ensemble.dispatch import run_ensemble
 
@@ -85,10 +102,13 @@ def main() -> None:
         kind, *rest = args.child
         if kind == "serial":
             result = _serial(rest[0], int(rest[1]))
+        elif kind == "plant":
+            result = _plant(int(rest[0]))
         else:
             result = _cluster(int(rest[0]), int(rest[1]))
         print(json.dumps(result))
         return
+    plant = _child("plant", "3")
     memory = _child("serial", "sim-in-process.yaml", str(args.batches))
     wire = _child("serial", "sim.yaml", str(args.batches))
     one = _child("cluster", "1", str(args.cluster_batches))
@@ -103,6 +123,11 @@ def main() -> None:
         f"in process: {memory['cpu_s_per_batch']:6.2f} s CPU per batch (median of "
         f"{args.batches}) = {per_hour:,.0f} ten-day batches per core-hour (target >= 1,000); "
         f"peak RSS {memory['max_rss_mb']:.0f} MB"
+    )
+    print(
+        f"baseline:   {plant['cpu_s']:6.2f} s CPU for the bare plant over 10 days (no engine, "
+        f"drivers or journal; this machine's speed now) -> a batch in process costs "
+        f"{memory['cpu_s_per_batch'] / plant['cpu_s']:.1f}x its plant"
     )
     print(
         f"over wire:  {wire['cpu_s_per_batch']:6.2f} s CPU per batch (benches/sim.yaml, same "
