@@ -107,5 +107,5 @@ class NullModemClient(ModbusClientMixin[Any]):
                 # attempt times out. On the null modem the error would reach the caller
                 # within the call; make it what the wire makes it.
                 self._bytes.close()
-                await asyncio.get_running_loop().create_future()
+                return await asyncio.get_running_loop().create_future()  # never completes
         return end.answer(request)

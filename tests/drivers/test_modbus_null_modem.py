@@ -11,6 +11,7 @@ import itertools
 from collections.abc import AsyncIterator
 
 import pytest
+from pymodbus.pdu import ModbusPDU
 
 from drivers import modbus_null_modem
 from drivers.modbus_bioreactor import ModbusBioreactor, ModbusBioreactorConfig
@@ -18,6 +19,7 @@ from drivers.modbus_link import ModbusRefused
 from twin.clock import Clock
 from twin.errors import CommunicationError
 from twin.serve.bioreactor_modbus import BioreactorModbusServer
+from twin.serve.modbus_server import PduEnd
 from twin.sim import Plant
 
 pytestmark = pytest.mark.usefixtures("no_task_leaks")
@@ -135,3 +137,27 @@ async def test_a_stopped_device_cannot_be_reached(clock: Clock) -> None:
             await driver.connect()
     finally:
         await driver.close()
+
+
+async def test_a_sound_link_hands_pdus_over_and_a_faulty_one_sends_bytes(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speed of an in-process batch comes from the PDU path: a sound link takes it, a
+    faulty one (here late) goes as bytes and still reads right."""
+    (server, driver) = pair[1]
+    answered: list[int] = []
+    original = PduEnd.answer
+
+    def spied(end: PduEnd, request: ModbusPDU) -> ModbusPDU:
+        answered.append(request.function_code)
+        return original(end, request)
+
+    monkeypatch.setattr(PduEnd, "answer", spied)
+    await driver.read()
+    assert answered == [4]
+    server.link.delay_s = 0.1
+    assert (await driver.read()).temperature_sp_c == pytest.approx(37.0)
+    assert answered == [4]
+    server.link.clear()
+    await driver.read()
+    assert answered == [4, 4]
