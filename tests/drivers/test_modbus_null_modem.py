@@ -7,6 +7,7 @@ faulty link must behave as on the wire (it goes as bytes).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
@@ -161,3 +162,44 @@ async def test_a_sound_link_hands_pdus_over_and_a_faulty_one_sends_bytes(
     server.link.clear()
     await driver.read()
     assert answered == [4, 4]
+
+
+async def test_a_corruption_set_mid_run_hits_the_replies_the_wire_would(
+    pair: Pair, clock: Clock
+) -> None:
+    """Every Nth reply is garbled, counted from the device's first reply: a sound in-process
+    link counts its replies too, so a fault set later breaks the same one as on the wire."""
+    outcomes = []
+    for server, driver in pair:
+        for _ in range(2):
+            await driver.read()
+        server.link.corrupt_every, server.link.corrupt_mode = 4, "tid"
+        t0 = clock.now()
+        await driver.read()
+        outcomes.append((clock.now() - t0, driver.counters.timeouts, driver.counters.retries))
+        server.link.clear()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][1] == 1  # the 4th reply counted, as sent: lost, retried
+
+
+async def test_bits_read_in_process_come_in_whole_bytes_as_on_the_wire(pair: Pair) -> None:
+    bits = []
+    for _, driver in pair:
+        response = await driver._call(  # no driver call reads discrete inputs yet
+            "reading 3 discrete inputs",
+            lambda c: c.read_discrete_inputs(0, count=3, device_id=1),
+        )
+        bits.append(list(response.bits))
+    assert bits[0] == bits[1] and len(bits[1]) == 8
+
+
+async def test_a_stopped_server_leaves_no_device_end(clock: Clock) -> None:
+    port = next(_ports)
+    server = BioreactorModbusServer(
+        Plant(seed=5), clock, host=modbus_null_modem.NULLMODEM_HOST, port=port
+    )
+    await server.start()
+    key = (id(asyncio.get_running_loop()), port)
+    assert key in modbus_null_modem._ends
+    await server.stop()
+    assert key not in modbus_null_modem._ends

@@ -255,7 +255,11 @@ class BioreactorModbusServer:
         On pymodbus' null-modem host (an in-process bench) the port is a name in this
         process, not a socket: the same server and client code, no wire."""
         server = TwinModbusTcpServer(self, address=(self.host, self.port))
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except BaseException:
+            server.forget_pdu_end()  # nobody will shut down a server that never listened
+            raise
         self._server = server
         sockets = getattr(server.transport, "sockets", None)
         if sockets:

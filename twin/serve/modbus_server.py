@@ -217,14 +217,28 @@ class PduEnd:
             if refusal is not None:
                 response = ExceptionResponse(fc, refusal)
             else:
-                if type(request) is not _REQUEST_CLASS.get(fc):
-                    decoded = _SERVER_DECODER.decode(pdu)
-                    if decoded is None:  # check_request lets through only what it decodes
-                        return ExceptionResponse(fc, ExcCodes.DEVICE_FAILURE)
-                    decoded.dev_id = unit
-                    request = decoded
-                response = _update_now(self._context, request)
+                response = self._data_access(request, pdu, unit)
         response.transaction_id, response.dev_id = request.transaction_id, unit
+        # Every reply is counted, as the byte path counts it: a corruption fault set later
+        # (every Nth reply) then hits the same replies as on the wire. Sound: never corrupt.
+        device.link.corrupt_next()
+        return response
+
+    def _data_access(self, request: ModbusPDU, pdu: bytes, unit: int) -> ModbusPDU:
+        """pymodbus' data access for a checked request (decoded from its bytes first when
+        it is not of the class pymodbus decodes such a request into)."""
+        fc = pdu[0]
+        if type(request) is not _REQUEST_CLASS.get(fc):
+            decoded = _SERVER_DECODER.decode(pdu)
+            if decoded is None:  # check_request lets through only what pymodbus decodes
+                return ExceptionResponse(fc, ExcCodes.DEVICE_FAILURE)
+            decoded.dev_id = unit
+            request = decoded
+        response = _update_now(self._context, request)
+        bits = getattr(response, "bits", None)
+        if fc in (1, 2) and bits is not None and len(bits) % 8:
+            # A client decodes whole bytes of bits: pad as the wire's decode does.
+            response.bits = [*bits, *[False] * (-len(bits) % 8)]
         return response
 
 
@@ -360,11 +374,15 @@ class TwinModbusTcpServer(ModbusTcpServer):
             else None
         )
 
-    async def shutdown(self) -> None:
-        """Stop listening (the PDU end too), then close every connection."""
+    def forget_pdu_end(self) -> None:
+        """Take the PDU end off the null modem (at shutdown, or a start that failed)."""
         if self._pdu_end is not None:
             self._pdu_end.close()
             self._pdu_end = None
+
+    async def shutdown(self) -> None:
+        """Stop listening (the PDU end too), then close every connection."""
+        self.forget_pdu_end()
         await super().shutdown()
 
     def callback_new_connection(self) -> _Handler:
