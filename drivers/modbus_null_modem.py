@@ -4,8 +4,8 @@ pymodbus connects a client to a server in the same process through its ``NullMod
 (host ``NULLMODEM_HOST``), but what crosses it are bytes: the client frames each request
 (MBAP), its transaction manager matches the reply, the server decodes the frame and frames
 its answer, and the client decodes that again. In an ensemble batch (``poc-twin whatif``)
-that framing is about a fifth of the CPU (issue 17), and it tells nothing new: Modbus
-framing is exercised over loopback TCP by every other bench and test.
+that framing was 11 % of the instructions (callgrind, issue 17), and it tells nothing new:
+Modbus framing is exercised over loopback TCP by every other bench and test.
 
 So a device served on the null modem may also register an *end* here under its port. A
 driver's client for that port (:class:`NullModemClient`) hands the request PDU that
