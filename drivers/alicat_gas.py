@@ -220,11 +220,8 @@ class AlicatGasDispenser:
     ) -> _F:
         """One command answered by a data frame, split and parsed once (the reply check
         keeps what it parsed: ~70,000 frames a batch); ``make`` builds the answer from the
-        frame's fields (None: a number does not parse). What :meth:`_exchange` does, with
-        the refusal looked for only in a reply that is no data frame."""
-        line = self._line
-        if line is None:
-            raise CommunicationError(self.name, "not connected")
+        frame's fields (None: a number does not parse). The refusal is looked for only in
+        a reply that is no data frame."""
         parsed: list[_F | None] = [None]
 
         def accept(raw: bytes) -> bool:
@@ -243,19 +240,10 @@ class AlicatGasDispenser:
             parsed[0] = make(uid, parts)
             return True
 
-        reply = await line.transact(
-            f"{uid}{command}\r".encode("ascii") if command else self._polls[uid],
-            device=self._device_names[uid],
-            terminator=b"\r",
-            timeout=self.config.timeout_s,
-            retries=self.config.retries,
-            accept=accept,
-            counters=self.counters,
-        )
+        reply = await self._transact(uid, command, 1, accept)
         frame = parsed[0]
         if frame is None:
-            if reply.strip() == self._refusals[uid]:
-                raise DeviceRefused(self.name, f"unit {uid} refused {uid}{command!s}: replied '?'")
+            self._check_refused(uid, command, reply)
             raise CommunicationError(self.name, f"unit {uid} sent no data frame: {shown(reply)}")
         return frame
 
@@ -267,10 +255,18 @@ class AlicatGasDispenser:
     async def _exchange(
         self, uid: str, command: str, frames: int, accept: Callable[[bytes], bool]
     ) -> bytes:
+        reply = await self._transact(uid, command, frames, accept)
+        self._check_refused(uid, command, reply)
+        return reply
+
+    async def _transact(
+        self, uid: str, command: str, frames: int, accept: Callable[[bytes], bool]
+    ) -> bytes:
+        """One request to unit ``uid`` on the line (a poll's request built once per unit)."""
         if self._line is None:
             raise CommunicationError(self.name, "not connected")
-        reply = await self._line.transact(
-            f"{uid}{command}\r".encode("ascii"),
+        return await self._line.transact(
+            f"{uid}{command}\r".encode("ascii") if command else self._polls[uid],
             device=self._device_names[uid],
             terminator=b"\r",
             timeout=self.config.timeout_s,
@@ -279,9 +275,11 @@ class AlicatGasDispenser:
             accept=accept,
             counters=self.counters,
         )
+
+    def _check_refused(self, uid: str, command: str, reply: bytes) -> None:
+        """DeviceRefused if ``reply`` is the unit's ``?``."""
         if reply.strip() == self._refusals[uid]:
             raise DeviceRefused(self.name, f"unit {uid} refused {uid}{command!s}: replied '?'")
-        return reply
 
 
 def _well_formed(uid: str, raw: bytes, frames: int) -> bool:

@@ -118,6 +118,14 @@ def check_request(pdu: bytes, functions: Collection[int]) -> ExcCodes | None:
     return None if fits and n == 10 + byte_count else ExcCodes.ILLEGAL_VALUE
 
 
+def _refusal(device: RegisterDevice, unit: int, pdu: bytes) -> ExcCodes | None:
+    """What ``device`` answers a request PDU for ``unit`` before its data is looked at:
+    0x0B for another unit id (the gateway's "no response"), else :func:`check_request`."""
+    if unit != device.unit:
+        return ExcCodes.GATEWAY_NO_RESPONSE
+    return check_request(pdu, device.functions)
+
+
 class RegisterDevice(Protocol):
     """What a twin device offers the server: its unit id, functions, faults, clock and map."""
 
@@ -209,15 +217,12 @@ class PduEnd:
     def answer(self, request: ModbusPDU) -> ModbusPDU:
         device = self._device
         unit, fc = request.dev_id, request.function_code
-        if unit != device.unit:
-            response: ModbusPDU = ExceptionResponse(fc, ExcCodes.GATEWAY_NO_RESPONSE)
+        pdu = bytes((fc,)) + request.encode()
+        refusal = _refusal(device, unit, pdu)
+        if refusal is not None:
+            response: ModbusPDU = ExceptionResponse(fc, refusal)
         else:
-            pdu = bytes((fc,)) + request.encode()
-            refusal = check_request(pdu, device.functions)
-            if refusal is not None:
-                response = ExceptionResponse(fc, refusal)
-            else:
-                response = self._data_access(request, pdu, unit)
+            response = self._data_access(request, pdu, unit)
         response.transaction_id, response.dev_id = request.transaction_id, unit
         # Every reply is counted, as the byte path counts it: a corruption fault set later
         # (every Nth reply) then hits the same replies as on the wire. Sound: never corrupt.
@@ -287,10 +292,7 @@ class _Handler(ServerRequestHandler):
         device = self._device
         if device.link.silent:
             return
-        if unit != device.unit:
-            refusal: ExcCodes | None = ExcCodes.GATEWAY_NO_RESPONSE
-        else:
-            refusal = check_request(pdu, device.functions)
+        refusal = _refusal(device, unit, pdu)
         if refusal is not None:
             self._answer(tid, unit, ExceptionResponse(pdu[0], refusal), addr)
             return
