@@ -7,8 +7,10 @@ kinds alternating for ``--rounds`` rounds, medians printed, so a shared machine'
 swings hit all alike):
 
 - full: the shipped recipe on benches/sim.yaml, as ``poc-twin run`` runs it;
-- no journal: the same batch with ``Journal.append`` doing nothing (an ablation
-  for this measurement only: nothing is recorded);
+- no journal file: the same batch with its journal kept in memory as an ensemble's is
+  (no SQLite, no hash chain; each event still encoded and heard by its subscribers; an
+  ablation for this measurement only: nothing is recorded). Until 2026-12-06 this made
+  ``Journal.append`` do nothing, which left the engine waiting on events never made;
 - polls only: no engine and no journal: the drivers read the bioreactor (one
   Modbus TCP read) and the gas dispenser (four Alicat polls over the pty) once a
   simulated minute for the batch's 10 days, against the same twin servers and plant;
@@ -134,7 +136,10 @@ def _ablation(kind: str) -> dict[str, object]:
         return {"wall_s": time.perf_counter() - start}
     import twin.journal
 
-    twin.journal.Journal.append = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    def in_memory(journal: twin.journal.Journal, path: Path, batch_time, signer, every) -> None:  # type: ignore[no-untyped-def]
+        journal._start(None, None, batch_time, None, every)  # as Journal.in_memory keeps one
+
+    twin.journal.Journal._open = in_memory  # type: ignore[method-assign]
     return _run(profile=False)
 
 

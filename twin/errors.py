@@ -23,6 +23,7 @@ __all__ = [
     "InterlockTripped",
     "InvalidInput",
     "JournalError",
+    "JournalWriteFailed",
     "PocTwinError",
     "Problem",
 ]
@@ -88,3 +89,19 @@ class InterlockTripped(PocTwinError):
 
 class JournalError(PocTwinError):
     """The journal could not be written, or does not verify."""
+
+
+class JournalWriteFailed(JournalError):
+    """A running batch's journal refused a write (disk full, I/O error, file gone): the
+    batch stops where it stands, unrecorded work being no work. Names the file, the cause,
+    the first event not recorded, and the way back (``poc-twin resume``)."""
+
+    def __init__(self, path: Any, cause: BaseException, seq: int) -> None:
+        self.path, self.cause, self.seq = path, cause, seq
+        reason = str(cause) or type(cause).__name__
+        super().__init__(
+            f"journal {path} cannot be written ({reason}) at event {seq}: the batch was "
+            "stopped where it stood and its equipment left as last set; the journal keeps "
+            "every event committed before; free the disk or mend the file, then "
+            f"'poc-twin resume {path}' brings the batch back Held"
+        )

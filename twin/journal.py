@@ -21,6 +21,7 @@ docs/journal.md for what that does and does not protect against).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import json.encoder
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twin.clock import wall_now
-from twin.errors import JournalError
+from twin.errors import JournalError, JournalWriteFailed
 
 __all__ = [
     "CHECKPOINT",
@@ -274,6 +275,9 @@ class Journal:
         self._subscribers: list[Subscriber] = []
         self._oldest_pending: float | None = None
         self._last_kind = ""
+        #: Set by the first write that failed: nothing more is written, every append raises.
+        self.failure: JournalWriteFailed | None = None
+        self._failure_listeners: list[Callable[[JournalWriteFailed], None]] = []
 
     @classmethod
     def in_memory(
@@ -346,6 +350,8 @@ class Journal:
         ``at`` stamps a batch time other than now: only for events a resumed batch
         re-derived for a moment before its interruption.
         """
+        if self.failure is not None:
+            raise JournalWriteFailed(self.failure.path, self.failure.cause, self.failure.seq)
         seq = self._seq + 1
         batch_time = self._batch_time() if at is None else at
         wall_time = wall_now().isoformat(timespec="microseconds")
@@ -356,13 +362,16 @@ class Journal:
             digest = ""
         db = self._db
         if db is not None:
-            if not self._in_tx:
-                db.execute("BEGIN")
-                self._in_tx = True
-            db.execute(
-                "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)",
-                (seq, batch_time, wall_time, kind, source, payload, self._head, digest),
-            )
+            try:
+                if not self._in_tx:
+                    db.execute("BEGIN")
+                    self._in_tx = True
+                db.execute(
+                    "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)",
+                    (seq, batch_time, wall_time, kind, source, payload, self._head, digest),
+                )
+            except (sqlite3.Error, OSError) as exc:
+                raise self._failed(exc, seq) from exc
         event = Event(seq, batch_time, wall_time, kind, source, data, self._head, digest)
         self._seq, self._head = seq, digest
         if self._oldest_pending is None:
@@ -385,18 +394,46 @@ class Journal:
 
     def commit(self) -> None:
         """Make every appended event durable (fsync through SQLite's WAL)."""
+        if self.failure is not None:
+            raise JournalWriteFailed(self.failure.path, self.failure.cause, self.failure.seq)
         if self._in_tx:
             assert self._db is not None  # a transaction is only ever begun on a database
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except (sqlite3.Error, OSError) as exc:
+                raise self._failed(exc, self._seq) from exc
             self._in_tx = False
         self._oldest_pending = None
 
+    def on_failure(self, listener: Callable[[JournalWriteFailed], None]) -> None:
+        """Be told (once) when a write fails: whoever runs the batch must stop it then."""
+        self._failure_listeners.append(listener)
+
+    def _failed(self, exc: BaseException, seq: int) -> JournalWriteFailed:
+        """Latch the first failed write: what was committed stays, nothing more is written.
+
+        A batch must not go on unrecorded, and a journal that failed once (a full disk, an
+        I/O error, a file removed under it) is not trusted to take the next event: events
+        after a gap would chain on as if nothing were missing."""
+        assert self.path is not None
+        failure = JournalWriteFailed(self.path, exc, seq)
+        self.failure = failure
+        if self._in_tx and self._db is not None:
+            with contextlib.suppress(sqlite3.Error, OSError):
+                self._db.execute("ROLLBACK")
+        self._in_tx = False
+        for listener in self._failure_listeners:
+            listener(failure)
+        return failure
+
     def close(self) -> None:
         """Sign the final head (when a site key is set), commit and close."""
-        self.sign_head()
-        self.commit()
+        if self.failure is None:
+            self.sign_head()
+            self.commit()
         if self._db is not None:
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
 
 
 _COLUMNS = "seq, batch_time, wall_time, kind, source, data, prev_hash, hash"

@@ -6,6 +6,8 @@ is one way a batch is run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,14 +21,21 @@ from twin.bench import LoadedBench, OpenBench, open_bench, with_seed
 from twin.clock import DEFAULT_PACE, Clock, run_batch_loop
 from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
-from twin.errors import InvalidInput, PocTwinError
+from twin.errors import InvalidInput, JournalWriteFailed, PocTwinError
 from twin.journal import Event, Journal, read_events
 from twin.recipe import LoadedRecipe
 from twin.signing import load_site_key
 from twin.sim.bedside import BedsideOperator
 from twin.sim.qc_lab import TwinQcLab
 
-__all__ = ["BatchSummary", "run_batch", "run_batch_async", "summarize", "twin_keep_path"]
+__all__ = [
+    "BatchSummary",
+    "run_batch",
+    "run_batch_async",
+    "run_while_recorded",
+    "summarize",
+    "twin_keep_path",
+]
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,39 @@ def summarize(journal_path: Path | str) -> BatchSummary:
         hold_reasons=holds,
         formulation=formulation,
     )
+
+
+async def run_while_recorded(
+    run: asyncio.Future[ProceduralState], journal: Journal
+) -> ProceduralState:
+    """The batch's final state, unless its journal fails first: then the batch is stopped
+    where it stands and JournalWriteFailed raised (the run ends with one sentence, and
+    ``poc-twin resume`` brings the batch back from what was committed).
+
+    Without this a failed write (a full disk) went into the engine's own fault handling,
+    which journals the fault: each handler failed in turn and the batch waited for ever,
+    unrecorded, on nothing."""
+    failed: asyncio.Future[JournalWriteFailed] = asyncio.get_running_loop().create_future()
+
+    def tell(failure: JournalWriteFailed) -> None:
+        if not failed.done():
+            failed.set_result(failure)
+
+    journal.on_failure(tell)
+    if journal.failure is not None:
+        tell(journal.failure)
+    try:
+        await asyncio.wait({run, failed}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this task cancelled (or interrupted): so is the batch's
+        run.cancel()
+        raise
+    if journal.failure is None:
+        return await run
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await run  # its clean-up (scan stopped, command inbox closed) writes nothing more
+    failure = journal.failure
+    raise JournalWriteFailed(failure.path, failure.cause, failure.seq)
 
 
 async def run_batch_async(
@@ -253,7 +295,7 @@ async def run_batch_async(
                 bedside.attend(batch)
             if on_batch is not None:
                 on_batch(batch)
-            final = await batch.run()
+            final = await run_while_recorded(asyncio.ensure_future(batch.run()), journal)
             journal.append("batch_ended", "batch", {"state": final.label})
             if lab is not None:  # results come after the batch, as from a real lab
                 lab.report(journal)

@@ -504,7 +504,12 @@ class Batch:
         self.phase_task = task
         while True:
             change = asyncio.create_task(self._wait_change())
-            done, _ = await asyncio.wait({task, change}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({task, change}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:  # the batch itself cancelled (its journal failed): no orphans
+                task.cancel()
+                change.cancel()
+                raise
             if task in done:
                 change.cancel()
                 exc = task.exception()

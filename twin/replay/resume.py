@@ -40,7 +40,7 @@ from twin.journal import Event, Journal
 from twin.replay.interruption import hold_after_interruption
 from twin.replay.recording import Recording, load_recording
 from twin.replay.session import ReplaySession
-from twin.runner import twin_keep_path
+from twin.runner import run_while_recorded, twin_keep_path
 from twin.signing import load_site_key
 from twin.sim.bedside import BedsideOperator
 from twin.sim.qc_lab import TwinQcLab
@@ -181,7 +181,7 @@ async def resume_async(
                         event = batch.command(Command.RESTART, who=operator, why=reason)
                         if person is not None:
                             sign_event(live, event, person)
-                final = await run
+                final = await run_while_recorded(run, live)
                 live.append("batch_ended", "batch", {"state": final.label})
                 if people.lab is not None:
                     people.lab.report(live)
