@@ -96,12 +96,23 @@ class JournalWriteFailed(JournalError):
     batch stops where it stands, unrecorded work being no work. Names the file, the cause,
     the first event not recorded, and the way back (``poc-twin resume``)."""
 
-    def __init__(self, path: Any, cause: BaseException, seq: int) -> None:
-        self.path, self.cause, self.seq = path, cause, seq
+    def __init__(self, path: Any, cause: BaseException, seq: int, *, started: bool = True) -> None:
+        self.path, self.cause, self.seq, self.started = path, cause, seq, started
         reason = str(cause) or type(cause).__name__
+        if not started:  # the batch's own first events: no procedure ran, nothing to resume
+            super().__init__(
+                f"journal {path} cannot be written ({reason}) at event {seq}, before the "
+                "batch began: nothing started; free the disk or name another --journal and "
+                "run again"
+            )
+            return
         super().__init__(
             f"journal {path} cannot be written ({reason}) at event {seq}: the batch was "
             "stopped where it stood and its equipment left as last set; the journal keeps "
             "every event committed before; free the disk or mend the file, then "
             f"'poc-twin resume {path}' brings the batch back Held"
         )
+
+    def again(self) -> JournalWriteFailed:
+        """The same failure, raised anew (each raise its own traceback)."""
+        return JournalWriteFailed(self.path, self.cause, self.seq, started=self.started)

@@ -351,7 +351,7 @@ class Journal:
         re-derived for a moment before its interruption.
         """
         if self.failure is not None:
-            raise JournalWriteFailed(self.failure.path, self.failure.cause, self.failure.seq)
+            raise self.failure.again()
         seq = self._seq + 1
         batch_time = self._batch_time() if at is None else at
         wall_time = wall_now().isoformat(timespec="microseconds")
@@ -395,7 +395,7 @@ class Journal:
     def commit(self) -> None:
         """Make every appended event durable (fsync through SQLite's WAL)."""
         if self.failure is not None:
-            raise JournalWriteFailed(self.failure.path, self.failure.cause, self.failure.seq)
+            raise self.failure.again()
         if self._in_tx:
             assert self._db is not None  # a transaction is only ever begun on a database
             try:
@@ -416,7 +416,8 @@ class Journal:
         I/O error, a file removed under it) is not trusted to take the next event: events
         after a gap would chain on as if nothing were missing."""
         assert self.path is not None
-        failure = JournalWriteFailed(self.path, exc, seq)
+        # event 1 is batch_started: a journal without it holds no batch to resume
+        failure = JournalWriteFailed(self.path, exc, seq, started=seq > 1)
         self.failure = failure
         if self._in_tx and self._db is not None:
             with contextlib.suppress(sqlite3.Error, OSError):

@@ -145,8 +145,7 @@ async def run_while_recorded(
     run.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await run  # its clean-up (scan stopped, command inbox closed) writes nothing more
-    failure = journal.failure
-    raise JournalWriteFailed(failure.path, failure.cause, failure.seq)
+    raise journal.failure.again()
 
 
 async def run_batch_async(

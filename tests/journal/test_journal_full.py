@@ -158,3 +158,58 @@ def test_poc_twin_run_on_a_full_disk_exits_1_with_one_sentence_and_resume_brings
     assert len(deviation) == 1 and deviation[0].data["last_seq"] == committed[-1].seq
     assert any(e.kind == "batch_ended" and e.data["state"] == "Complete" for e in events)
     assert verify(journal).ok
+
+
+async def test_a_disk_full_before_the_batch_began_says_nothing_started(tmp_path: Path) -> None:
+    """batch_started itself not written: no batch to resume, so the sentence says run again."""
+    recipe = load_recipe(RECIPE, {"dose_margin": "100"})
+    bench = load_bench(ROOT / "benches" / "sim.yaml")
+    real_init = Journal.__init__
+
+    def full_from_the_start(self: Journal, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        _cap(self)
+
+    Journal.__init__ = full_from_the_start  # type: ignore[method-assign]
+    try:
+        with pytest.raises(JournalWriteFailed) as failed:
+            async with asyncio.timeout(86400.0):
+                await run_batch_async(
+                    recipe,
+                    bench,
+                    tmp_path / "j.sqlite",
+                    batch_id="full",
+                    operator="eve",
+                    patient_id="P-FULL",
+                    bag_id="BAG-FULL",
+                    bedside_after_s=0.0,
+                )
+    finally:
+        Journal.__init__ = real_init  # type: ignore[method-assign]
+    assert failed.value.seq == 1 and not failed.value.started
+    assert "nothing started" in str(failed.value) and "resume" not in str(failed.value)
+    assert list(read_events(tmp_path / "j.sqlite")) == []
+
+
+async def test_the_twin_keeps_its_plant_on_through_a_write_it_cannot_make(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The twin's own picture of the plant: a failed write warns once, never raises, and
+    the next write that can be made is made (the batch's journal is what stops a batch)."""
+    from twin.clock import Clock
+    from twin.serve.keeping import PlantKeeper, restore_plant
+    from twin.sim import Plant
+
+    where = tmp_path / "gone"
+    keeper = PlantKeeper(Plant(seed=3), where / "j.sqlite.twin", Clock(), every_s=60.0)
+    keeper.start()
+    await asyncio.sleep(600.0)  # ten pictures due, none can be written
+    assert isinstance(keeper.error, FileNotFoundError)
+    warned = [r for r in caplog.records if "cannot be kept" in r.getMessage()]
+    assert len(warned) == 1 and "none is kept yet" in warned[0].getMessage()
+    where.mkdir()
+    await asyncio.sleep(60.0)
+    assert keeper.error is None
+    await keeper.stop()
+    assert restore_plant(where / "j.sqlite.twin", seed=3).seed == 3
+    assert not (where / "j.sqlite.twin.tmp").exists()

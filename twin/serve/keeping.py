@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -22,6 +23,8 @@ from twin.errors import PocTwinError
 from twin.sim import Plant
 
 __all__ = ["KEEP_EVERY_S", "PlantKeeper", "restore_plant"]
+
+_log = logging.getLogger(__name__)
 
 #: Batch time between two pictures of the plant (a picture costs a few ms: RNG states).
 KEEP_EVERY_S = 7200.0
@@ -48,12 +51,33 @@ class PlantKeeper:
         self.clock = clock
         self.every_s = every_s
         self._task: asyncio.Task[None] | None = None
+        #: Why the last picture could not be written (None once one is written again).
+        self.error: OSError | None = None
 
     def keep(self) -> None:
+        """Write a picture of the plant; on a full disk keep the last one and say so once.
+
+        The plant goes on either way (a real bag does not need its controller's disk), and
+        the batch's journal, on the same disk, is what stops the batch if writing fails."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("wb") as f:
-            pickle.dump(self.plant, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.path)
+        try:
+            with tmp.open("wb") as f:
+                pickle.dump(self.plant, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if self.error is None:
+                stays = "the last picture stays" if self.path.exists() else "none is kept yet"
+                _log.warning(
+                    "%s: the twin's plant cannot be kept (%s); %s",
+                    self.path,
+                    exc.strerror or exc,
+                    stays,
+                )
+            self.error = exc
+        else:
+            self.error = None
 
     async def _run(self) -> None:
         due = self.clock.now()
