@@ -51,6 +51,92 @@ async def test_timeout_fires_in_batch_time() -> None:
     assert clock.now() == pytest.approx(2.5)
 
 
+async def _answer_at_once() -> str:
+    return "at once"
+
+
+async def _answer_after_1s() -> str:
+    await asyncio.sleep(1.0)
+    return "after 1 s"
+
+
+async def _never_answer() -> str:
+    await asyncio.Event().wait()
+    return "never"
+
+
+async def _fail_after_1s() -> str:
+    await asyncio.sleep(1.0)
+    raise ValueError("refused")
+
+
+async def _answer_despite_the_cancel() -> str:
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        return "late"
+    return "never"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_answer_at_once, _answer_after_1s, _never_answer, _fail_after_1s, _answer_despite_the_cancel],
+)
+@pytest.mark.parametrize("seconds", [0.0, 2.5])
+async def test_within_bounds_an_exchange_as_timeout_does(make: Any, seconds: float) -> None:
+    """Clock.within and ``async with clock.timeout`` end the same way at the same batch
+    time, and leave the task as uncancelled (a link's exchanges use within)."""
+    clock = Clock()
+
+    async def outcome(bounded: Any) -> tuple[str, float, int]:
+        start = clock.now()
+        try:
+            what = await bounded()
+        except (TimeoutError, ValueError) as exc:
+            what = type(exc).__name__
+        task = asyncio.current_task()
+        assert task is not None
+        return what, clock.now() - start, task.cancelling()
+
+    async def with_timeout() -> str:
+        async with clock.timeout(seconds):
+            return await make()
+
+    expected = await outcome(with_timeout)
+    assert await outcome(lambda: clock.within(seconds, make())) == expected
+    await clock.sleep(10.0)  # no late cancel left behind by either
+
+
+async def test_within_arms_no_timer_for_an_answer_within_the_call() -> None:
+    loop = asyncio.get_running_loop()
+    clock = Clock()
+    armed = len(loop._scheduled)  # type: ignore[attr-defined]
+    assert await clock.within(1.0, _answer_at_once()) == "at once"
+    assert len(loop._scheduled) == armed  # type: ignore[attr-defined]
+
+
+async def test_within_cancelled_from_outside_stays_a_cancel() -> None:
+    clock = Clock()
+    seen: list[str] = []
+
+    async def exchange() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append(f"cancelled at {clock.now():g}")
+            raise
+
+    async def bounded() -> None:
+        await clock.within(10.0, exchange())
+
+    task = asyncio.create_task(bounded())
+    await clock.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == ["cancelled at 1"]
+
+
 async def test_pty_replies_are_never_overtaken_by_a_timeout() -> None:
     """2000 request/reply exchanges over a real pty while a far timer is pending.
 

@@ -365,6 +365,72 @@ class Clock:
         # What asyncio.timeout(seconds) makes, from the kept loop (one getpid() less).
         return asyncio.Timeout(None if seconds is None else self._loop.time() + seconds)
 
+    def within(self, seconds: float, awaitable: Awaitable[T]) -> Awaitable[T]:
+        """``awaitable`` under a deadline ``seconds`` of batch time from now, as
+        ``async with timeout(seconds)`` bounds it (TimeoutError when it passes), with
+        the deadline's timer armed only if ``awaitable`` has to wait: an exchange that is
+        answered within the call (a device in this process) costs no timer."""
+        return _Within(awaitable, self._loop, self._loop.time() + seconds)
+
+
+class _Within:
+    """What :meth:`Clock.within` returns: steps the awaitable itself, so it can tell
+    whether the first step finished it, and arms the deadline's timer if not; expiry
+    cancels the task and becomes TimeoutError, as ``asyncio.Timeout`` does it."""
+
+    __slots__ = ("_awaitable", "_loop", "_when")
+
+    def __init__(self, awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop, when: float):
+        self._awaitable, self._loop, self._when = awaitable, loop, when
+
+    def __await__(self) -> Any:
+        steps = self._awaitable.__await__()
+        try:
+            waited = steps.send(None)
+        except StopIteration as done:
+            return done.value  # answered within the call: no timer was needed
+        loop = self._loop
+        task = asyncio.current_task(loop)
+        if task is None:
+            steps.close()
+            raise RuntimeError("Clock.within must be awaited inside a task")
+        cancelling = task.cancelling()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(self._when, expire)  # a deadline already past fires next
+        try:
+            while True:  # what ``yield from steps`` does, with the step's outcome kept
+                try:
+                    sent = yield waited
+                except GeneratorExit:
+                    steps.close()
+                    raise
+                except BaseException as exc:  # thrown into the task: to the awaitable
+                    try:
+                        waited = steps.throw(exc)
+                    except StopIteration as done:
+                        return done.value
+                else:
+                    try:
+                        waited = steps.send(sent)
+                    except StopIteration as done:
+                        return done.value
+        except asyncio.CancelledError as exc:
+            if expired:
+                expired = False
+                if task.uncancel() <= cancelling:
+                    raise TimeoutError from exc
+            raise
+        finally:
+            timer.cancel()
+            if expired:  # expired, yet the awaitable finished: the cancel is taken back
+                task.uncancel()
+
 
 #: Batch seconds per wall second while a batch on the twin waits on a person: real time.
 DEFAULT_PACE = 1.0

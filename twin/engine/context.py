@@ -143,7 +143,9 @@ def recorded_pair(value: Any) -> tuple[Any, Any]:
     """:func:`as_recorded` of ``value`` and that value's :func:`as_record`, in one pass.
 
     A reading is rounded once and its record built from the same rounded floats (rounding
-    to six decimals again would change nothing: ``round`` is idempotent).
+    to six decimals again would change nothing: ``round`` is idempotent). A reading that
+    rounding leaves as it was (an Alicat frame's flows, two decimals) is handed back
+    itself, not rebuilt.
     """
     cls = type(value)
     if cls is float:
@@ -159,10 +161,13 @@ def recorded_pair(value: Any) -> tuple[Any, Any]:
         for name in shape.names:
             field = getattr(value, name)
             if type(field) is float:
-                field = changes[name] = field_record = _round6(field)
+                field_record = _round6(field)
+                if field_record != field:
+                    field = changes[name] = field_record
             elif isinstance(field, float | dict):
-                field, field_record = recorded_pair(field)
-                changes[name] = field
+                recorded, field_record = recorded_pair(field)
+                if recorded is not field:
+                    field = changes[name] = recorded
             else:
                 field_record = as_record(field)
             fields.append(field)
@@ -176,12 +181,16 @@ def recorded_pair(value: Any) -> tuple[Any, Any]:
     if isinstance(value, dict):
         recorded: dict[Any, Any] = {}
         record = {}
+        same = True
         for k, v in value.items():
             if type(v) is float:  # a gas line's flow: no call per value (~10 a reading)
-                recorded[k] = record[_key(k)] = _round6(v)
+                r = recorded[k] = record[_key(k)] = _round6(v)
+                same = same and r == v
             else:
-                recorded[k], record[_key(k)] = recorded_pair(v)
-        return recorded, record
+                r, record[_key(k)] = recorded_pair(v)
+                recorded[k] = r
+                same = same and r is v
+        return (value if same else recorded), record
     if isinstance(value, float):  # a float subclass
         rounded = round(value, 6)
         return rounded, rounded
