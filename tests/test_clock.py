@@ -392,3 +392,26 @@ async def test_run_ahead_is_refused_while_time_follows_the_wall() -> None:
     finally:
         loop.follow_wall(False)
         loop.pace = None
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_journal_wall_stamp_is_the_iso_utc_time_to_the_microsecond(seed: int) -> None:
+    """Each event's wall time, written from a per-second prefix: across seconds, days,
+    years and the epoch, the same text datetime writes."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from twin.clock import wall_now, wall_stamp
+
+    rng = random.Random(seed)
+    moments = [0, 999_999_999, 1_000_000_000, 1_796_571_151_999_999_999]
+    moments += sorted(rng.randrange(0, 4 * 10**18) for _ in range(5000))
+    moments += [1_796_571_151_000_000_000 + rng.randrange(0, 3 * 10**9) for _ in range(500)]
+    for ns in moments:
+        us = ns // 1000
+        then = datetime.fromtimestamp(us // 10**6, UTC).replace(microsecond=us % 10**6)
+        assert wall_stamp(ns) == then.isoformat(timespec="microseconds")
+    before = wall_now()
+    stamp = datetime.fromisoformat(wall_stamp())
+    tick = timedelta(microseconds=1)  # datetime rounds to the microsecond, the stamp cuts
+    assert before - tick <= stamp <= wall_now() + tick

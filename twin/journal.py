@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from twin.clock import wall_now
+from twin.clock import wall_stamp
 from twin.errors import JournalError, JournalWriteFailed
 
 __all__ = [
@@ -354,7 +354,7 @@ class Journal:
             raise self.failure.again()
         seq = self._seq + 1
         batch_time = self._batch_time() if at is None else at
-        wall_time = wall_now().isoformat(timespec="microseconds")
+        wall_time = wall_stamp()
         payload = _canonical(data)  # also refuses what no journal can hold (NaN, a set)
         if self._chained:
             digest = event_hash(self._head, seq, batch_time, wall_time, kind, source, payload)

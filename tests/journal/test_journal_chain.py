@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sqlite3
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -54,7 +53,7 @@ def test_a_journal_in_memory_journals_what_a_file_journal_does_without_a_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No database behind it, the same events; no hash chain, as nothing is kept to verify."""
-    monkeypatch.setattr("twin.journal.wall_now", lambda: datetime(2026, 12, 5, tzinfo=UTC))
+    monkeypatch.setattr("twin.journal.wall_stamp", lambda: "2026-12-05T00:00:00.000000+00:00")
     on_file, in_memory = [], []
     for journal, heard in (
         (Journal(tmp_path / "j.sqlite", lambda: 12.5), on_file),
@@ -75,7 +74,7 @@ def test_a_journal_in_memory_with_a_site_key_chains_and_signs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A signature over the head needs a chain under it: with a key, memory chains as a file."""
-    monkeypatch.setattr("twin.journal.wall_now", lambda: datetime(2026, 12, 5, tzinfo=UTC))
+    monkeypatch.setattr("twin.journal.wall_stamp", lambda: "2026-12-05T00:00:00.000000+00:00")
     generate_site_key("memory-site", tmp_path / "keys")
     key = load_site_key(tmp_path / "keys" / "memory-site.key")
     on_file, in_memory = [], []

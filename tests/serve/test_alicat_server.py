@@ -137,3 +137,20 @@ async def test_stop_removes_the_pty() -> None:
     assert not os.path.exists(path) or not os.access(path, os.R_OK | os.W_OK)
     with pytest.raises(RuntimeError):
         _ = server.path
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_frame_numbers_are_written_alike_whether_met_before_or_not(seed: int) -> None:
+    """A frame's numbers come from a table of values met before: each must be what the
+    format writes (a signed zero, NaN and values past the table's size included)."""
+    import math
+    import random
+
+    from twin.serve.alicat import _FIELDS_MAX, _field
+
+    rng = random.Random(seed)
+    values = [round(rng.uniform(-999.0, 999.0), 2) for _ in range(_FIELDS_MAX + 500)]
+    values += [0.0, -0.0, -1e-9, 1e-9, math.nan, math.inf, 14.695, 1234.5]
+    for _ in range(2):  # the second pass answers from the table
+        for value in values:
+            assert _field(value) == f"{value:+07.2f}"

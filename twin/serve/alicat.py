@@ -30,6 +30,25 @@ its CR, unanswered, as is a line with any byte outside printable ASCII."""
 
 _PRINTABLE = bytes(range(0x20, 0x7F))
 
+#: A frame's numbers as written (``f"{x:+07.2f}"``) for values met before: five per frame,
+#: ~57,000 frames a batch, and readings at the display's resolution repeat a small set of
+#: values. Zeros (signed) and NaN are never kept; emptied past ``_FIELDS_MAX``.
+_FIELDS: dict[float, str] = {}
+_FIELDS_MAX = 1 << 14
+
+
+def _field(x: float) -> str:
+    """One number of a data frame: sign, 3 integer digits, 2 decimals (``+014.70``)."""
+    text = _FIELDS.get(x)
+    if text is None:
+        text = f"{x:+07.2f}"
+        if x and x == x:
+            if len(_FIELDS) >= _FIELDS_MAX:
+                _FIELDS.clear()
+            _FIELDS[x] = text
+    return text
+
+
 VENDOR = "poc-twin"
 FIRMWARE = "10v05-twin"
 
@@ -148,12 +167,10 @@ class AlicatServer:
         fs = float(mfc.full_scale_sccm)
         held = uid in self._held
         setpoint = self._commanded[uid] if held else float(mfc.setpoint_sccm)
-        # One format call for the whole frame: it is built ~70,000 times a batch. Each
-        # number: sign, 3 integer digits, 2 decimals (``+014.70``). ``gas`` is a Gas (an
-        # IntEnum), so it looks its name up as it is.
+        # ``gas`` is a Gas (an IntEnum), so it looks its name up as it is.
         frame = (
-            f"{uid} {pressure:+07.2f} {temperature:+07.2f} "
-            f"{volumetric:+07.2f} {mass:+07.2f} {setpoint:+07.2f} {GAS_NAMES[mfc.gas]}"
+            f"{uid} {_field(pressure)} {_field(temperature)} "
+            f"{_field(volumetric)} {_field(mass)} {_field(setpoint)} {GAS_NAMES[mfc.gas]}"
         )
         if held:
             frame += " HLD"
