@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from dataclasses import replace
+from enum import IntEnum
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,73 @@ def test_a_journal_in_memory_journals_what_a_file_journal_does_without_a_chain(
     assert all(len(e.hash) == 64 for e in on_file)
     with pytest.raises(ValueError, match="not JSON compliant"):  # refused as on file
         Journal.in_memory(lambda: 0.0).append("reading", "bioreactor", {"do_pct": math.nan})
+
+
+def _cyclic() -> dict:
+    loop: dict = {"a": 1.0}
+    loop["self"] = loop
+    return loop
+
+
+def _deep(levels: int, leaf: object) -> dict:
+    value: object = leaf
+    for _ in range(levels):
+        value = {"down": value}
+    return value  # type: ignore[return-value]
+
+
+class _Level(IntEnum):
+    LOW = 1
+
+
+class _Ratio(float):
+    pass
+
+
+WHAT_A_JOURNAL_MAY_BE_GIVEN = [
+    {"do_pct": 40.0, "status": 2880, "ok": True, "note": None, "who": "qa"},
+    {"values": {"air": 20.0, "co2": 0.0, "n2": -0.0}, "list": [1, 2.5, "x", [None, False]]},
+    {"nan": math.nan},
+    {"deep": {"inf": math.inf}},
+    {"in a list": [1.0, -math.inf]},
+    {1: "int key"},
+    {"mixed": {1: "a", "b": 2}},
+    {"none key": {None: 1}},
+    {"tuple": (1, 2.0)},
+    {"set": {1, 2}},
+    {"bytes": b"raw"},
+    {"enum": _Level.LOW},
+    {"float subclass": _Ratio(0.5)},
+    {"subclass nan": _Ratio(math.nan)},
+    {"huge": 10**5000},
+    {"big": 2**70, "small": -(2**70)},
+    {"cycle": _cyclic()},
+    {"list cycle": (lambda xs: xs.append(xs) or xs)([])},
+    _deep(7, 1.0),
+    _deep(12, math.nan),
+    _deep(12, 3.0),
+    {"surrogate": "\ud800", "unicode": "µL"},
+]
+
+
+@pytest.mark.parametrize("data", WHAT_A_JOURNAL_MAY_BE_GIVEN)
+def test_a_journal_in_memory_refuses_exactly_what_a_file_refuses(
+    tmp_path: Path, data: dict
+) -> None:
+    """In memory without a chain the text is not written out when the data surely can be;
+    what is refused, and how, is still what a journal on file refuses."""
+
+    def outcome(journal: Journal) -> str:
+        try:
+            journal.append("reading", "bioreactor", data)
+        except Exception as exc:  # the type and message a caller would see
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            journal.close()
+        return "kept"
+
+    on_file = outcome(Journal(tmp_path / "j.sqlite", lambda: 1.0))
+    assert outcome(Journal.in_memory(lambda: 1.0)) == on_file
 
 
 def test_a_journal_in_memory_with_a_site_key_chains_and_signs(
