@@ -64,3 +64,26 @@ def test_off_grid_chunks_agree_closely() -> None:
     a, b = asdict(odd.bioreactor.state), asdict(coarse.bioreactor.state)
     for key in ("temperature_c", "do_um", "ph", "viable_cells", "glucose_mm", "lactate_mm"):
         assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), key
+
+
+@pytest.mark.parametrize(
+    ("noise_sd", "resolution"),
+    [(0.02, 0.01), (0.5, 0.1), (0.003, 0.001), (1e4, 1.0), (0.2, 0.25), (0.1, 0.0), (0.0, 0.01)],
+)
+def test_a_sensor_reads_what_gauss_and_quantize_give(noise_sd: float, resolution: float) -> None:
+    """A sensor's reading, written out for speed, is the reading of the plain calls on the
+    same random stream: the same floats, reading after reading (the second gaussian of
+    each pair included), for small, large, negative and off-grid values."""
+    import random
+
+    from twin.sim.noise import Sensor, quantize, sensor_rng
+    from twin.sim.params import SensorSpec
+
+    sensor = Sensor(7, "test/probe", SensorSpec(noise_sd, resolution))
+    same = sensor_rng(7, "test/probe")
+    values = random.Random(3)
+    for _ in range(3000):
+        true = values.choice([values.uniform(-50, 50), values.uniform(0, 1e6), 37.0, 0.0, 2e5])
+        expected = quantize(true + same.gauss(0.0, noise_sd), resolution)
+        assert sensor.read(true) == expected
+        assert str(sensor.read(true)) == str(quantize(true + same.gauss(0.0, noise_sd), resolution))
