@@ -329,8 +329,8 @@ class Journal:
         hash chain either (``prev_hash`` and ``hash`` are empty) unless a site key signs its
         head: a chain proves a kept record was not changed, and nothing here is kept; the
         second canonical encoding and SHA-256 of every event cost an ensemble batch ~4 %.
-        Each event's data is still encoded, so what a file journal refuses (NaN, a value
-        JSON cannot hold) is refused here too."""
+        Each event's data is still checked (:func:`_plain`, else encoded), so what a file
+        journal refuses (NaN, a value JSON cannot hold) is refused here too."""
         journal = cls.__new__(cls)
         journal._start(None, None, batch_time, signer, CHECKPOINT_EVERY)
         return journal
