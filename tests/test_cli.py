@@ -278,3 +278,30 @@ def test_the_donor_is_drawn_by_its_seed_or_given_and_recorded(tmp_path: Path) ->
     assert drawn == draw_donor(11).as_record() != reference
     assert given["growth_potential"] == 0.6
     assert given["cd4_fraction"] == draw_donor(5).as_record()["cd4_fraction"]
+
+
+def _to_full_device(args: list[str]) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("poc-twin")
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [str(exe), *args], stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full device)")
+@pytest.mark.parametrize(
+    "args", [["validate", "recipes/smoke.yaml"], ["bench", "check", "--bench", SIM]]
+)
+def test_output_that_cannot_be_written_is_one_sentence_and_exit_1(args: list[str]) -> None:
+    """Standard output on a full disk (``> /dev/full``): the command says so in one line on
+    stderr and exits 1, as any failure; no traceback."""
+    done = _to_full_device(args)
+    assert done.returncode == 1
+    assert done.stderr == "error: cannot write the output: No space left on device\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full device)")
+def test_debug_keeps_the_traceback_of_output_that_cannot_be_written() -> None:
+    done = _to_full_device(["bench", "check", "--bench", SIM, "--debug"])
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and done.stderr.rstrip().endswith("No space left on device")
