@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -78,14 +79,28 @@ async def _answer_despite_the_cancel() -> str:
     return "never"
 
 
+async def _fail_afresh_after_the_cancel() -> str:
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+    raise ValueError("refused")  # outside the handler: a fresh error, no context
+
+
 @pytest.mark.parametrize(
     "make",
-    [_answer_at_once, _answer_after_1s, _never_answer, _fail_after_1s, _answer_despite_the_cancel],
+    [
+        _answer_at_once,
+        _answer_after_1s,
+        _never_answer,
+        _fail_after_1s,
+        _answer_despite_the_cancel,
+        _fail_afresh_after_the_cancel,
+    ],
 )
 @pytest.mark.parametrize("seconds", [0.0, 2.5])
 async def test_within_bounds_an_exchange_as_timeout_does(make: Any, seconds: float) -> None:
     """Clock.within and ``async with clock.timeout`` end the same way at the same batch
-    time, and leave the task as uncancelled (a link's exchanges use within)."""
+    time, with the same exception context, and leave the task as uncancelled (a link's
+    exchanges use within)."""
     clock = Clock()
 
     async def outcome(bounded: Any) -> tuple[str, float, int]:
@@ -93,7 +108,7 @@ async def test_within_bounds_an_exchange_as_timeout_does(make: Any, seconds: flo
         try:
             what = await bounded()
         except (TimeoutError, ValueError) as exc:
-            what = type(exc).__name__
+            what = f"{type(exc).__name__} (context {type(exc.__context__).__name__})"
         task = asyncio.current_task()
         assert task is not None
         return what, clock.now() - start, task.cancelling()

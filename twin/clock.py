@@ -425,24 +425,29 @@ class _Within:
             expired = True
             task.cancel()
 
-        timer = loop.call_at(self._when, expire)  # a deadline already past fires next
+        # As asyncio.Timeout arms it: a deadline already past fires in the next iteration.
+        timer: asyncio.Handle
+        if self._when <= loop.time():
+            timer = loop.call_soon(expire)
+        else:
+            timer = loop.call_at(self._when, expire)
         try:
             while True:  # what ``yield from steps`` does, with the step's outcome kept
+                thrown: BaseException | None = None
                 try:
                     sent = yield waited
                 except GeneratorExit:
                     steps.close()
                     raise
                 except BaseException as exc:  # thrown into the task: to the awaitable
-                    try:
-                        waited = steps.throw(exc)
-                    except StopIteration as done:
-                        return done.value
-                else:
-                    try:
+                    thrown = exc
+                try:  # outside the handler, so the thrown error is no context of the next
+                    if thrown is None:
                         waited = steps.send(sent)
-                    except StopIteration as done:
-                        return done.value
+                    else:
+                        waited, thrown = steps.throw(thrown), None
+                except StopIteration as done:
+                    return done.value
         except asyncio.CancelledError as exc:
             if expired:
                 expired = False
@@ -450,6 +455,7 @@ class _Within:
                     raise TimeoutError from exc
             raise
         finally:
+            thrown = None  # no cycle through this frame's traceback
             timer.cancel()
             if expired:  # expired, yet the awaitable finished: the cancel is taken back
                 task.uncancel()
