@@ -79,6 +79,14 @@ async def _answer_despite_the_cancel() -> str:
     return "never"
 
 
+async def _fail_inside_the_cancel() -> str:
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        raise ValueError("refused") from None  # its context stays: the expiry
+    return "never"
+
+
 async def _fail_afresh_after_the_cancel() -> str:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
@@ -93,13 +101,14 @@ async def _fail_afresh_after_the_cancel() -> str:
         _never_answer,
         _fail_after_1s,
         _answer_despite_the_cancel,
+        _fail_inside_the_cancel,
         _fail_afresh_after_the_cancel,
     ],
 )
 @pytest.mark.parametrize("seconds", [0.0, 2.5])
 async def test_within_bounds_an_exchange_as_timeout_does(make: Any, seconds: float) -> None:
     """Clock.within and ``async with clock.timeout`` end the same way at the same batch
-    time, with the same exception context, and leave the task as uncancelled (a link's
+    time, with the same exception context chain, and leave the task as uncancelled (a link's
     exchanges use within)."""
     clock = Clock()
 
@@ -108,7 +117,10 @@ async def test_within_bounds_an_exchange_as_timeout_does(make: Any, seconds: flo
         try:
             what = await bounded()
         except (TimeoutError, ValueError) as exc:
-            what = f"{type(exc).__name__} (context {type(exc.__context__).__name__})"
+            what, context = type(exc).__name__, exc.__context__
+            while context is not None:  # the whole chain (3.13's Timeout adds to it)
+                what += f" <- {type(context).__name__}"
+                context = context.__context__
         task = asyncio.current_task()
         assert task is not None
         return what, clock.now() - start, task.cancelling()

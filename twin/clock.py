@@ -28,6 +28,7 @@ import asyncio
 import heapq
 import math
 import selectors
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -425,7 +426,9 @@ class _Within:
             expired = True
             task.cancel()
 
-        # As asyncio.Timeout arms it: a deadline already past fires in the next iteration.
+        # A deadline already past fires in the next iteration (call_soon, as asyncio.Timeout
+        # arms one). Unlike Timeout's, this timer is armed after the first step: callbacks
+        # that step scheduled run before it, which only matters for a deadline of 0.
         timer: asyncio.Handle
         if self._when <= loop.time():
             timer = loop.call_soon(expire)
@@ -454,11 +457,37 @@ class _Within:
                 if task.uncancel() <= cancelling:
                     raise TimeoutError from exc
             raise
+        except BaseException as exc:  # the awaitable made its own error of the expiry
+            if expired:
+                expired = False
+                if task.uncancel() <= cancelling and _TIMEOUT_IN_CHAIN:
+                    _insert_timeout_error(exc)
+            raise
         finally:
             thrown = None  # no cycle through this frame's traceback
             timer.cancel()
             if expired:  # expired, yet the awaitable finished: the cancel is taken back
                 task.uncancel()
+
+
+#: Whether asyncio.Timeout puts a TimeoutError into the chain of an error the body made of
+#: its expiry (Python 3.13 on); Clock.within does as the running Python's Timeout does.
+_TIMEOUT_IN_CHAIN = sys.version_info >= (3, 13)
+
+
+def _insert_timeout_error(exc: BaseException) -> None:
+    """Put a TimeoutError between ``exc`` (or an error of its group) and the expiry's
+    CancelledError in its context chain, as Python 3.13's asyncio.Timeout does."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            _insert_timeout_error(inner)
+    while exc.__context__ is not None:
+        if isinstance(exc.__context__, asyncio.CancelledError):
+            timeout = TimeoutError()
+            timeout.__context__ = timeout.__cause__ = exc.__context__
+            exc.__context__ = timeout
+            return
+        exc = exc.__context__
 
 
 #: Batch seconds per wall second while a batch on the twin waits on a person: real time.
