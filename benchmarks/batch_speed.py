@@ -195,31 +195,32 @@ def main() -> None:
     units = 4  # Alicat units on the gas line, each polled once a simulated minute
     modbus_s = statistics.median(f["modbus_read_s"] for f in floors)
     alicat_s = statistics.median(f["alicat_poll_s"] for f in floors)
+
     # Over the batch's own simulated minutes (it runs a little past 10 days), as the plant
     # baseline's 10 days are scaled to them.
-    minutes = full["days"] * 1440
+    def floor_of(f: dict[str, float], days: float) -> float:
+        return days * 1440 * (f["modbus_read_s"] + units * f["alicat_poll_s"])
 
-    def floor_of(f: dict[str, float]) -> float:
-        return minutes * (f["modbus_read_s"] + units * f["alicat_poll_s"])
-
-    floor_wall = statistics.median(floor_of(f) for f in floors)
+    floor_wall = statistics.median(
+        floor_of(p, f["days"]) for f, p in zip(fulls, floors, strict=True)
+    )
     base_batch = base_wall * full["days"] / DAYS
     print(
         f"floor:    bare pymodbus read {modbus_s * 1e6:.0f} us + {units} bare Alicat polls "
-        f"{alicat_s * 1e6:.0f} us each per simulated minute = {floor_wall:.1f} s per "
-        f"{full['days']:.2f} batch days (median of {len(floors)})"
+        f"{alicat_s * 1e6:.0f} us each per simulated minute (medians of {len(floors)} rounds); "
+        f"{floor_wall:.1f} s per {full['days']:.2f} batch days (median of the rounds' totals)"
     )
     print(
         f"          -> protocol exchanges alone: {(base_batch + floor_wall) / base_batch:.1f}x "
         f"the baseline (plant {1e6 * base_wall / (DAYS * 1440):.0f} us per simulated minute)"
     )
     # Each round's full batch against that round's floor (and plant), then the median.
-    over = sorted(f["wall_s"] / floor_of(p) for f, p in zip(fulls, floors, strict=True))
-    over_both = sorted(
-        f["wall_s"] / (floor_of(p) + b["wall_s"] * f["days"] / DAYS)
+    over = [f["wall_s"] / floor_of(p, f["days"]) for f, p in zip(fulls, floors, strict=True)]
+    over_both = [
+        f["wall_s"] / (floor_of(p, f["days"]) + b["wall_s"] * f["days"] / DAYS)
         for f, b, p in zip(fulls, bases, floors, strict=True)
-    )
-    rounds = ", ".join(f"{r:.2f}" for r in over)
+    ]
+    rounds = ", ".join(f"{r:.2f}" for r in over)  # in the order they ran
     print(
         f"targets:  {speedup:,.0f}x real time (target >= 43,200x); full / floor "
         f"{statistics.median(over):.2f}x (rounds: {rounds}), full / (floor + baseline) "
