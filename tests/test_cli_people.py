@@ -127,6 +127,55 @@ def test_ctrl_c_holds_then_a_second_ctrl_c_aborts(
     assert verified.exit_code == 0, verified.output
 
 
+def test_ctrl_c_at_a_resumed_batch_holds_then_aborts(
+    tmp_path: Path, running: list[subprocess.Popen[str]], site: Site
+) -> None:
+    """After a kill and ``poc-twin resume``, the batch runs on in the resume's process: a
+    Ctrl-C there holds it, journalled with the supervisor who resumed it, and a second one
+    aborts it (exit 3), as at ``run``. Before, the first Ctrl-C ended the process with
+    "the batch is left Held" while the journal said Running, and nothing was journalled."""
+    journal = tmp_path / "resumed.sqlite"
+    first = _start_run(journal, "eve")
+    running.append(first)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), first)
+    first.kill()  # the power goes
+    first.communicate()
+    died_at = list(read_events(journal))[-1].seq
+    resumed = subprocess.Popen(
+        [EXE, "resume", str(journal), *site.signed("sam"), "--reason", "power cut", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    running.append(resumed)
+
+    def since_resume(ev: list[Event]) -> list[str]:
+        return _procedure_states([e for e in ev if e.seq > died_at])
+
+    _wait_for(journal, lambda ev: since_resume(ev)[-1:] == ["Held"], resumed)
+    restart = _command("command", str(journal), "restart", *site.signed("kim"), "--reason", "ok")
+    assert restart.returncode == 0, restart.stderr
+    _wait_for(journal, lambda ev: since_resume(ev)[-1:] == ["Running"], resumed)
+
+    resumed.send_signal(signal.SIGINT)
+    _wait_for(journal, lambda ev: since_resume(ev)[-1:] == ["Held"], resumed)
+    assert resumed.poll() is None  # held, waiting for a person: the process stays
+    resumed.send_signal(signal.SIGINT)
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 3, err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert "Ctrl-C: batch held by sam; Ctrl-C again aborts it" in err
+    assert "Ctrl-C: batch aborted by sam (it was Held)" in err
+    events = [e for e in read_events(journal) if e.seq > died_at]
+    by_ctrl_c = [(e.data["command"], e.data["operator"]) for e in events if e.kind == "command"]
+    assert by_ctrl_c[-2:] == [("hold", "sam"), ("abort", "sam")]
+    assert since_resume(events)[-2:] == ["Aborting", "Aborted"]
+    assert events[-1].kind == "batch_ended" and events[-1].data["state"] == "Aborted"
+    verified = cli.invoke(app, ["verify", str(journal)])
+    assert verified.exit_code == 0, verified.output
+
+
 class _Batch:
     """Just what the handler uses of a Batch: its state and its commands, per the model."""
 

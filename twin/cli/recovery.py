@@ -122,7 +122,10 @@ def resume(
     """Bring back a batch whose process died: replay its record, hold, re-read the equipment.
 
     A supervisor's signed act (--operator is the site user id; the password is asked).
+    Once the batch is back, Ctrl-C holds it (journalled with this --operator) and a second
+    Ctrl-C aborts it, as in ``run``.
     """
+    from twin.cli.ctrl_c import CtrlC
     from twin.display import BatchDisplay
     from twin.replay.resume import resume as run_resume
     from twin.runner import summarize
@@ -139,6 +142,8 @@ def resume(
     batch_id = summary_before.batch_id if summary_before else str(journal)
     display = None if quiet else BatchDisplay(out, batch_id)
     subscribers: list[Any] = [display] if display is not None else []
+    ctrl_c = CtrlC(operator, journal, err)
+    subscribers.append(ctrl_c)
     try:
         with display if display is not None else contextlib.nullcontext():
             final = run_resume(
@@ -151,6 +156,7 @@ def resume(
                 pace=pace,
                 users=users_for_batch(users),
                 person=signer,
+                on_live=ctrl_c.attach,
             )
     except InvalidInput as exc:
         _print_problems(exc)
@@ -158,14 +164,18 @@ def resume(
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None
     except KeyboardInterrupt:
-        raise _fail(
-            f"interrupted; the batch is left Held; resume it again: poc-twin resume {journal}",
-            EXIT_REFUSED,
-        ) from None
+        if ctrl_c.batch is None or not ctrl_c.batch.state.is_final:
+            # before the batch was back (re-run, re-read), or a Ctrl-C that did not reach it
+            raise _fail(
+                f"interrupted while resuming; poc-twin resume {journal} brings it back",
+                EXIT_REFUSED,
+            ) from None
+        final = ctrl_c.batch.state
     from twin.cli.batch import _print_summary
 
-    out.print()
-    _print_summary(summarize(journal), journal)
-    if final.label == "Complete":
-        raise typer.Exit(EXIT_OK)
-    raise typer.Exit(EXIT_ENDED if final.is_final else EXIT_REFUSED)
+    with ctrl_c.ended(final):
+        out.print()
+        _print_summary(summarize(journal), journal)
+        if final.label == "Complete":
+            raise typer.Exit(EXIT_OK)
+        raise typer.Exit(EXIT_ENDED if final.is_final else EXIT_REFUSED)

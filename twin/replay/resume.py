@@ -93,6 +93,7 @@ async def resume_async(
     subscribers: list[Callable[[Event], None]] | None = None,
     on_bench: Callable[[OpenBench, Clock], None] | None = None,
     on_batch: Callable[[Batch], None] | None = None,
+    on_live: Callable[[Batch], None] | None = None,
     pace: float | None = DEFAULT_PACE,
     users: UserStore | None = None,
     person: Signer | None = None,
@@ -101,6 +102,9 @@ async def resume_async(
 
     The re-run goes at full speed; from the hand-over on, a batch on the twin that waits
     on a person (it is held until an operator restarts it) follows the wall at ``pace``.
+    ``on_batch`` gets the batch before its record is re-run; ``on_live`` once it is back
+    (held after the interruption, taking commands): from then on, as in a run, what a
+    person does to it is a command (Ctrl-C at the terminal, twin/cli/ctrl_c.py).
     """
     loop = asyncio.get_running_loop()
     if not isinstance(loop, VirtualTimeLoop):
@@ -175,6 +179,8 @@ async def resume_async(
                 if person is not None and recorded:  # the supervisor's signature of the resume
                     sign_event(live, recorded[-1], person)
                 inbox = await serve_commands(batch, recording.path, users)
+                if on_live is not None:
+                    on_live(batch)
                 if restart:
                     await _until_held(batch)
                     if batch.state is S.HELD:
