@@ -14,9 +14,14 @@ Prints, for the shipped reference recipe on benches/sim.yaml:
   own servers, with no driver layer, engine or journal (benchmarks/drivers_rate.py's bare
   clients). Whatever the rest costs, no batch polling every device once a simulated minute
   through these protocol stacks can be faster than the baseline plus this. The floor
-  counts the batch's own simulated minutes (it runs a little past 10 days).
+  counts the batch's own simulated minutes (it runs a little past 10 days),
+- the drivers' polls alone: the bench's own drivers (benches/sim.yaml) reading every device
+  once a simulated minute, with no engine, recipe or journal (twin_breakdown.py's "polls
+  only"), against the same floor. What the drivers and the twin's device service add to
+  the bare exchanges is spent before any engine work: it says how much of the 1.25x budget
+  is left for the engine and the journal.
 Each measurement runs in its own process so peak memory is its own. With ``--repeat N``
-full, baseline and floor runs alternate in N rounds, so a shared machine's swings hit all
+full, baseline, floor and polls runs alternate in N rounds, so a shared machine's swings hit all
 alike; the medians are printed (with the fastest run beside them), and each round's full
 batch is set against that round's floor before the median ratio is taken.
 """
@@ -140,6 +145,16 @@ def _floor(n: int = 2000) -> dict[str, float]:
     }
 
 
+def _polls() -> dict[str, float]:
+    """Wall seconds of the drivers polling every device once a simulated minute for DAYS."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from twin_breakdown import _polls_only
+
+    from twin.clock import run_batch_loop
+
+    return {"wall_s": run_batch_loop(lambda: _polls_only(DAYS), virtual=True), "days": DAYS}
+
+
 def _child(kind: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind], capture_output=True, text=True, check=True
@@ -150,20 +165,23 @@ def _child(kind: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--child", choices=["full", "baseline", "floor"])
+    parser.add_argument("--child", choices=["full", "baseline", "floor", "polls"])
     args = parser.parse_args()
     if args.child:
-        result = {"full": _full, "baseline": _baseline, "floor": _floor}[args.child]()
+        kinds = {"full": _full, "baseline": _baseline, "floor": _floor, "polls": _polls}
+        result = kinds[args.child]()
         result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
     fulls: list[dict[str, float]] = []
     bases: list[dict[str, float]] = []
     floors: list[dict[str, float]] = []
-    for _ in range(args.repeat):  # rounds of all three: a VM's swings hit every kind alike
+    polls: list[dict[str, float]] = []
+    for _ in range(args.repeat):  # rounds of all four: a VM's swings hit every kind alike
         fulls.append(_child("full"))
         bases.append(_child("baseline"))
         floors.append(_child("floor"))
+        polls.append(_child("polls"))
     full, base = fulls[-1], bases[-1]
     wall = statistics.median(r["wall_s"] for r in fulls)
     base_wall = statistics.median(r["wall_s"] for r in bases)
@@ -225,6 +243,19 @@ def main() -> None:
         f"targets:  {speedup:,.0f}x real time (target >= 43,200x); full / floor "
         f"{statistics.median(over):.2f}x (rounds: {rounds}), full / (floor + baseline) "
         f"{statistics.median(over_both):.2f}x (target <= 1.25x)"
+    )
+    # The drivers' polls alone (their DAYS scaled to the round's batch days) against the
+    # round's floor: what is left of the 1.25x for the engine and the journal.
+    alone = [
+        p["wall_s"] * f["days"] / p["days"] / floor_of(fl, f["days"])
+        for f, p, fl in zip(fulls, polls, floors, strict=True)
+    ]
+    polls_wall = statistics.median(p["wall_s"] for p in polls) * full["days"] / DAYS
+    alone_rounds = ", ".join(f"{r:.2f}" for r in alone)
+    print(
+        f"polls:    the drivers alone, every device read once a simulated minute, no engine or "
+        f"journal: {polls_wall:.1f} s per {full['days']:.2f} batch days = "
+        f"{statistics.median(alone):.2f}x the floor (rounds: {alone_rounds})"
     )
     print(f"peak RSS: {full['max_rss_mb']:.0f} MB full, {base['max_rss_mb']:.0f} MB baseline")
 

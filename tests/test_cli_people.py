@@ -176,6 +176,43 @@ def test_ctrl_c_at_a_resumed_batch_holds_then_aborts(
     assert verified.exit_code == 0, verified.output
 
 
+def test_resume_of_a_batch_whose_process_runs_writes_nothing_and_is_refused(
+    tmp_path: Path, running: list[subprocess.Popen[str]], site: Site
+) -> None:
+    """``resume`` is for a batch whose process died. Given a journal whose batch still runs
+    (held, say), it is refused before a password is checked or a byte written, and the
+    batch goes on. Before, it appended an interruption that never happened and its own
+    readings, and the real batch then died on the journal's next sequence number."""
+    journal = tmp_path / "live.sqlite"
+    proc = _start_run(journal, "eve")
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+    hold = _command("command", str(journal), "hold", *site.signed("kim"), "--reason", "check")
+    assert hold.returncode == 0, hold.stderr
+    _wait_for(journal, lambda ev: _procedure_states(ev)[-1:] == ["Held"], proc)
+    before = [e.seq for e in read_events(journal)]
+
+    for signed in (site.signed("sam"), ["--operator", "sam", "--password-file", "/nonexistent"]):
+        resumed = _command("resume", str(journal), *signed, "--reason", "power cut?", "-q")
+        assert resumed.returncode == 4, resumed.stderr
+        assert "running in another process" in resumed.stderr
+        assert "Nothing was written" in resumed.stderr
+        assert "Traceback" not in resumed.stderr
+    after = list(read_events(journal))
+    assert not any(e.kind in ("deviation", "access_refused") for e in after)
+    assert all(e.source != "resume" for e in after if e.seq > before[-1])
+    assert proc.poll() is None  # the batch is untouched and still takes commands
+    restart = _command("command", str(journal), "restart", *site.signed("kim"), "--reason", "ok")
+    assert restart.returncode == 0, restart.stderr
+    _wait_for(journal, lambda ev: _procedure_states(ev)[-1:] == ["Running"], proc)
+    abort = _command("command", str(journal), "abort", *site.signed("sam"), "--reason", "done")
+    assert abort.returncode == 0, abort.stderr
+    proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    verified = cli.invoke(app, ["verify", str(journal)])
+    assert verified.exit_code == 0, verified.output
+
+
 class _Batch:
     """Just what the handler uses of a Batch: its state and its commands, per the model."""
 

@@ -245,6 +245,29 @@ async def test_a_phase_stopped_by_the_operator_ends_at_its_safe_point_then_the_b
     assert run.kinds("harvest")
 
 
+@pytest.mark.parametrize(("command", "final"), [("stop", S.STOPPED), ("abort", S.ABORTED)])
+async def test_a_unit_ended_with_nothing_after_it_ends_the_batch_never_complete(
+    running: Any, command: str, final: S
+) -> None:
+    """The smoke recipe's one unit stopped (aborted) mid-culture: nothing of the procedure
+    remains to decide on, so the batch ends Stopped (Aborted) with its equipment driven to
+    its stop (abort) state. Before, it held, and a restart ended it Complete with no
+    culture or harvest done."""
+    run = await running()
+    await run.until_phase_running("2:culture")
+    step = run.batch.current
+    assert step is not None
+    run.batch.command(command, who="sam", why="batch withdrawn", level="unit")
+    assert await finished(run) is final
+    assert step.unit.state is final
+    assert run.procedure_states()[-2:] == [f"{final.label[:-2]}ing", final.label]
+    assert "Complete" not in run.procedure_states() and not run.kinds("harvest")
+    ended = run.kinds("command")[-1].data
+    assert (ended["command"], ended["operator"]) == (command, "engine")
+    assert "nothing of the procedure remains" in ended["reason"]
+    assert {e.source for e in run.kinds("safe_state")} >= {"bioreactor", "electroporator"}
+
+
 async def test_an_operation_aborted_ends_at_once_its_equipment_safe(running: Any) -> None:
     run = await running()
     await run.until_phase_running("2:culture")

@@ -127,6 +127,7 @@ def resume(
     """
     from twin.cli.ctrl_c import CtrlC
     from twin.display import BatchDisplay
+    from twin.engine.inbox import BatchProcessRunning, claim_command_address
     from twin.replay.resume import resume as run_resume
     from twin.runner import summarize
 
@@ -136,6 +137,15 @@ def resume(
         summary_before = summarize(journal)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_INVALID, debug) from None
+    try:  # before a password is asked or a byte written: one process writes a journal
+        claimed = claim_command_address(journal)
+    except BatchProcessRunning:
+        raise _fail(
+            f"{journal}: its batch is running in another process (it takes commands: "
+            "poc-twin command); resume brings back only a batch whose process died. "
+            "Nothing was written.",
+            EXIT_REFUSED,
+        ) from None
     signer = None
     if summary_before is None or summary_before.state not in ("Complete", "Stopped", "Aborted"):
         signer = _supervisor_signs(journal, operator, password_file, users)
@@ -157,6 +167,7 @@ def resume(
                 users=users_for_batch(users),
                 person=signer,
                 on_live=ctrl_c.attach,
+                claimed=claimed,
             )
     except InvalidInput as exc:
         _print_problems(exc)

@@ -16,7 +16,8 @@ active elements below it. Only the '-ing' states run logic:
   continues where it was (phases keep their own progress).
 - Stopping lets the phase reach its next safe point, Aborting cancels it at once;
   both drive the items (``on_stop``; an abort always safe). At the procedure they end
-  the batch; below it they end that element and the procedure holds for a decision.
+  the batch; below it they end that element and the procedure holds for a decision, or,
+  if nothing of the procedure remains after it, stops (aborts) too: never Complete.
 
 Basic control is not procedural: the unit's control modules (:mod:`twin.engine.modules`)
 read, monitor and control in every state. While only a person can move the batch on
@@ -618,7 +619,12 @@ class Batch:
                 left.operation.fire(Command.FINISH, why=f"after {why}")
             if left.last_of_unit and left.unit.state is S.RUNNING:
                 left.unit.fire(Command.FINISH, why=f"after {why}")
-        if self.procedure.can(Command.HOLD):
+        if self.current is None and self.procedure.can(Command.STOP):
+            # Nothing of the procedure is left to decide on: it cannot complete, and
+            # ends as the element did (a restart would have made a stopped unit Complete).
+            ends = Command.ABORT if aborted else Command.STOP
+            self.command(ends, who="engine", why=f"{why}: nothing of the procedure remains")
+        elif self.procedure.can(Command.HOLD):
             self.command(
                 Command.HOLD, who="engine", why=f"{why}: held for a decision on how to go on"
             )

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import socket
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,8 +37,10 @@ from twin.journal import Event, Journal
 __all__ = [
     "RELAYED_COMMANDS",
     "RELAY_ENV",
+    "BatchProcessRunning",
     "CommandTarget",
     "NoRunningBatch",
+    "claim_command_address",
     "command_address",
     "send_command",
     "serve_commands",
@@ -46,6 +49,10 @@ __all__ = [
 
 class NoRunningBatch(PocTwinError):
     """No batch process is running for that journal."""
+
+
+class BatchProcessRunning(PocTwinError):
+    """Another process already runs the batch of that journal (it holds its command address)."""
 
 
 class CommandTarget(Protocol):
@@ -79,6 +86,27 @@ def command_address(journal_path: Path | str) -> str:
     """The abstract socket name of the batch writing ``journal_path``."""
     digest = hashlib.sha256(str(Path(journal_path).resolve()).encode()).hexdigest()[:40]
     return f"\0poc-twin-{digest}"
+
+
+def claim_command_address(journal_path: Path | str) -> socket.socket:
+    """Bind the command address of ``journal_path``'s batch, or BatchProcessRunning.
+
+    Only one process may write a batch's journal, and the one that does holds this
+    address for its whole life (the kernel lets it go the moment the process ends, even
+    on kill -9). A process that would write an existing journal (``resume``) claims it
+    before it reads a password or writes a byte, and hands the socket to
+    :func:`serve_commands` once the batch takes commands.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(command_address(journal_path))
+    except OSError as exc:
+        sock.close()
+        raise BatchProcessRunning(
+            f"another batch process already writes {journal_path} ({exc.strerror})"
+        ) from None
+    sock.setblocking(False)
+    return sock
 
 
 def _act(command: str, request: dict[str, Any], target: CommandTarget) -> Act:
@@ -243,9 +271,12 @@ async def serve_commands(
     journal_path: Path | str,
     users: UserStore | None = None,
     relay_token: str | None = None,
+    claimed: socket.socket | None = None,
 ) -> asyncio.Server:
     """Start listening for operator commands for this batch, signed by ``users``
-    (and control-site holds relayed by the forwarder holding ``relay_token``)."""
+    (and control-site holds relayed by the forwarder holding ``relay_token``); on
+    ``claimed``, the address :func:`claim_command_address` bound, if given (the server
+    then owns it)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -266,12 +297,12 @@ async def serve_commands(
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    sock = claimed if claimed is not None else claim_command_address(journal_path)
     try:
-        return await asyncio.start_unix_server(handle, path=command_address(journal_path))
-    except OSError as exc:
-        raise PocTwinError(
-            f"another batch process already writes {journal_path} ({exc.strerror})"
-        ) from None
+        return await asyncio.start_unix_server(handle, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 async def send_command(

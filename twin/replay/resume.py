@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,7 @@ from twin.bench import OpenBench, open_bench
 from twin.clock import DEFAULT_PACE, Clock, VirtualTimeLoop, run_batch_loop, wall_now
 from twin.engine.batch import Batch
 from twin.engine.context import CONFIRMED
-from twin.engine.inbox import serve_commands
+from twin.engine.inbox import claim_command_address, serve_commands
 from twin.engine.states import Command, ProceduralState
 from twin.errors import JournalError, PocTwinError
 from twin.journal import Event, Journal
@@ -97,6 +98,7 @@ async def resume_async(
     pace: float | None = DEFAULT_PACE,
     users: UserStore | None = None,
     person: Signer | None = None,
+    claimed: socket.socket | None = None,
 ) -> ProceduralState:
     """Resume on the running loop, which must be a :class:`VirtualTimeLoop` (replay first).
 
@@ -105,6 +107,9 @@ async def resume_async(
     ``on_batch`` gets the batch before its record is re-run; ``on_live`` once it is back
     (held after the interruption, taking commands): from then on, as in a run, what a
     person does to it is a command (Ctrl-C at the terminal, twin/cli/ctrl_c.py).
+
+    Nothing is written while another process runs the batch: its command address is
+    claimed first (``claimed``, if the caller claimed it already), else BatchProcessRunning.
     """
     loop = asyncio.get_running_loop()
     if not isinstance(loop, VirtualTimeLoop):
@@ -112,7 +117,9 @@ async def resume_async(
     if recording.ended:
         state = next(e.data["state"] for e in reversed(recording.events) if e.kind == "batch_ended")
         raise ResumeRefused(f"{recording.path}: the batch already ended {state}; nothing to resume")
-    with recording.recipe() as recipe, recording.bench() as bench:
+    claim = claimed if claimed is not None else claim_command_address(recording.path)
+    # closed here if the batch never takes commands, else with its command server
+    with contextlib.closing(claim), recording.recipe() as recipe, recording.bench() as bench:
         session = ReplaySession(
             recording,
             recipe,
@@ -178,7 +185,7 @@ async def resume_async(
                 )
                 if person is not None and recorded:  # the supervisor's signature of the resume
                     sign_event(live, recorded[-1], person)
-                inbox = await serve_commands(batch, recording.path, users)
+                inbox = await serve_commands(batch, recording.path, users, claimed=claim)
                 if on_live is not None:
                     on_live(batch)
                 if restart:
