@@ -131,6 +131,28 @@ async def test_no_recipe_can_dose_vector_before_identity(running: Any) -> None:
     assert not [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_vector"]
 
 
+async def test_a_dose_the_interlock_refused_is_not_taken_as_given_on_restart(
+    running: Any,
+) -> None:
+    """The vector refused (no identity confirmed), then a restart: the add phase tries
+    again and is refused again; it never completes without its dose. Before, the phase
+    counted the refused dose as given and the batch ran on without vector."""
+    text = VIRAL.replace("          - {phase: confirm_identity, on_failure: abort}\n", "")
+    run = await running("lv.yaml", text, patient_id="P-0042", bag_id="BAG-7781")
+    await run.until_state(S.HELD)
+    add = run.batch.current
+    assert add is not None and "add" in add.path
+    run.batch.command("restart", who="kim", why="try again")
+    await run.until(lambda e: len(run.kinds("alarm")) == 2)
+    await run.until_state(S.HELD)
+    alarms = [e.data for e in run.kinds("alarm")]
+    assert all("no vector before the chain" in a["message"] for a in alarms)
+    assert add.phase.state is not S.COMPLETE and run.batch.current is add
+    assert not [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_vector"]
+    run.batch.command("stop", who="sam", why="no identity: withdrawn")
+    assert await finished(run) is S.STOPPED
+
+
 def test_shipped_nonviral_recipe_validates() -> None:
     from twin.recipe import load_recipe
 

@@ -154,12 +154,19 @@ class AddMaterial(PhaseLogic):
         if pr.scan_lot and self.scanned_lot is None:
             self.scanned_lot = (await ctx.lots.wait(pr.material, expected)).lot
         volume, basis = await self._volume(ctx)
-        self.dosed = True  # set first: after a hold mid-dose, never dose twice
+
+        async def dose() -> Any:
+            # Set as the write begins, once the interlocks let it and the setpoint is
+            # journalled: after a hold mid-dose, never dose twice; after a refusal (no vector
+            # before the identity is confirmed), dose on restart.
+            self.dosed = True
+            return await br.add(material, volume)
+
         await ctx.write(
             pr.bioreactor,
             f"add_{pr.material}",
             volume,
-            lambda: br.add(material, volume),
+            dose,
             unit="mL",
             restorable=False,
             basis=basis,
