@@ -38,9 +38,9 @@ cli = CliRunner()
 S = ProceduralState
 
 
-def _start_run(journal: Path, operator: str) -> subprocess.Popen[str]:
+def _start_run(journal: Path, operator: str, *more: str) -> subprocess.Popen[str]:
     """`poc-twin run` in its own process, as an operator starts it at a terminal."""
-    argv = [EXE, "run", LONG, "--bench", SIM, *UNATTENDED, "--journal", str(journal)]
+    argv = [EXE, "run", LONG, "--bench", SIM, *UNATTENDED, "--journal", str(journal), *more]
     return subprocess.Popen(
         [*argv, "--operator", operator, "-q"],
         stdout=subprocess.PIPE,
@@ -211,6 +211,34 @@ def test_resume_of_a_batch_whose_process_runs_writes_nothing_and_is_refused(
     assert proc.returncode == 3
     verified = cli.invoke(app, ["verify", str(journal)])
     assert verified.exit_code == 0, verified.output
+
+
+def test_a_held_batchs_readings_reach_the_file_every_scan(
+    tmp_path: Path, running: list[subprocess.Popen[str]], site: Site
+) -> None:
+    """Held, the batch follows the wall (at --pace 60 here: a scan a second); each scan's
+    readings are committed, so a reader of the file (report, export, the station) sees
+    them and a kill keeps them. Before, they waited for 600 s of batch time (10 s here,
+    10 min at the default pace) or the next command."""
+    journal = tmp_path / "held.sqlite"
+    proc = _start_run(journal, "eve", "--pace", "60")
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+    hold = _command("command", str(journal), "hold", *site.signed("kim"), "--reason", "overnight")
+    assert hold.returncode == 0, hold.stderr
+    held = _wait_for(journal, lambda ev: _procedure_states(ev)[-1:] == ["Held"], proc)
+    held_seq, since = held[-1].seq, wall_monotonic()
+
+    def readings_after(ev: list[Event]) -> list[Event]:
+        return [e for e in ev if e.seq > held_seq and e.kind == "reading"]
+
+    events = _wait_for(journal, lambda ev: len(readings_after(ev)) >= 4, proc)
+    assert wall_monotonic() - since < 8.0  # 600 s of batch time would be 10 s
+    assert not [e for e in events if e.seq > held_seq and e.kind == "command"]
+    assert {e.source for e in readings_after(events)} == {"bioreactor", "gas"}
+    proc.kill()  # the power goes: what was read while held is kept
+    proc.communicate()
+    assert len(readings_after(list(read_events(journal)))) >= 4
 
 
 class _Batch:

@@ -10,7 +10,10 @@ Durability: the database runs with ``synchronous=FULL``. Events are committed
 before the engine acts on them: every transition, command and setpoint is
 committed at once, and with it every reading before it (so the readings a
 control action followed from are durable before the action). Readings nothing
-acted on are committed within ``READING_COMMIT_S`` of batch time.
+acted on are committed within ``READING_COMMIT_S`` of batch time, and, while the batch
+follows the wall (it waits on a person: one scan a minute of real time), at the end of the
+scan that took them (``commit_lagging``, ``READING_COMMIT_WALL_S``): a held batch's
+readings are in the file for every reader, and survive a kill, within a poll period.
 
 Signed checkpoints: with a site key (``signer``, or ``POC_TWIN_SITE_KEY`` in the
 environment) the journal appends a ``checkpoint`` event every
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from twin.clock import wall_stamp
+from twin.clock import wall_monotonic, wall_stamp
 from twin.errors import JournalError, JournalWriteFailed
 
 __all__ = [
@@ -52,6 +55,9 @@ __all__ = [
 GENESIS = "0" * 64
 #: Longest batch time a reading nothing acted on may wait for its commit (seconds).
 READING_COMMIT_S = 600.0
+#: Longest wall time since the last commit after which a scan commits what it journalled.
+#: Durability only: when a commit happens never changes what an event says.
+READING_COMMIT_WALL_S = 1.0
 #: Kind of the event that carries a signature over the chain head before it.
 CHECKPOINT = "checkpoint"
 #: Events between signed checkpoints (about 6 h of batch time on the reference process).
@@ -311,6 +317,7 @@ class Journal:
         self._in_tx = False
         self._subscribers: list[Subscriber] = []
         self._oldest_pending: float | None = None
+        self._committed_wall = wall_monotonic()
         self._last_kind = ""
         #: Set by the first write that failed: nothing more is written, every append raises.
         self.failure: JournalWriteFailed | None = None
@@ -444,6 +451,17 @@ class Journal:
                 raise self._failed(exc, self._seq) from exc
             self._in_tx = False
         self._oldest_pending = None
+        self._committed_wall = wall_monotonic()
+
+    def commit_lagging(self, wall_s: float = READING_COMMIT_WALL_S) -> None:
+        """Commit what is pending if the last commit is ``wall_s`` of wall time old.
+
+        The control modules call it after each scan: running fast on the twin that is about
+        once a second of wall time (a few commits a batch); waiting on a person, when one
+        scan comes a minute of real time after the last, it is every scan.
+        """
+        if self._oldest_pending is not None and wall_monotonic() - self._committed_wall >= wall_s:
+            self.commit()
 
     def on_failure(self, listener: Callable[[JournalWriteFailed], None]) -> None:
         """Be told (once) when a write fails: whoever runs the batch must stop it then."""

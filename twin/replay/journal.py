@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twin.journal import Event, Journal, _canonical
+from twin.journal import READING_COMMIT_WALL_S, Event, Journal, _canonical
 
 __all__ = ["Divergence", "ReplayJournal"]
 
@@ -187,6 +187,10 @@ class ReplayJournal(Journal):
     def commit(self) -> None:
         if self.live is not None:
             self.live.commit()
+
+    def commit_lagging(self, wall_s: float = READING_COMMIT_WALL_S) -> None:
+        if self.live is not None:
+            self.live.commit_lagging(wall_s)
 
     def close(self) -> None:
         if self.live is not None:
