@@ -421,6 +421,38 @@ async def test_run_ahead_is_refused_while_time_follows_the_wall() -> None:
         loop.pace = None
 
 
+async def test_a_slow_pace_waits_for_a_person_without_overflowing_the_wait() -> None:
+    """At --pace 1e-5 the next scan (60 s of batch time) is 69 days of wall time away,
+    beyond what poll() takes: the loop waits in bounded steps, and a person's command
+    (I/O) still wakes it at once. Before, the wait raised OverflowError."""
+    import socket
+    import threading
+
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualTimeLoop)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    heard = loop.create_future()
+    loop.add_reader(ours.fileno(), lambda: heard.done() or heard.set_result(ours.recv(16)))
+    loop.pace = 1e-5
+    loop.follow_wall(True)
+    try:
+        scan = asyncio.ensure_future(asyncio.sleep(60.0))
+        # The person, from another process: their command comes while the loop waits.
+        person = threading.Timer(0.02, theirs.send, (b"hold",))
+        person.start()
+        assert await heard == b"hold"
+        person.join()
+        assert not scan.done()  # batch time moved by the wall only: micro-seconds
+        scan.cancel()
+    finally:
+        loop.follow_wall(False)
+        loop.pace = None
+        loop.remove_reader(ours.fileno())
+        ours.close()
+        theirs.close()
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_journal_wall_stamp_is_the_iso_utc_time_to_the_microsecond(seed: int) -> None:
     """Each event's wall time, written from a per-second prefix: across seconds, days,

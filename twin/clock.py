@@ -149,11 +149,16 @@ class _JumpingSelector(selectors.BaseSelector):
         if ahead > 0.0:
             # Waiting on a person: batch time may not run ahead of the (paced) wall clock.
             # Wait for the wall to catch up (or for a person's command to arrive).
-            events = self._real.select(ahead)
+            events = self._real.select(min(ahead, _LONGEST_WALL_WAIT_S))
             self._loop._catch_up(timeout)
             return events
         self._loop._jump(timeout)
         return []
+
+
+#: Longest real wait in one select while time follows the wall: at a slow pace a timer
+#: can be more wall time away than poll() takes (2^31 ms); the loop simply waits again.
+_LONGEST_WALL_WAIT_S = 3600.0
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
