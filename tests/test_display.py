@@ -4,12 +4,14 @@ a batch waiting for the identity scan, and every reading while the batch waits o
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from twin.display import BatchDisplay
 from twin.journal import Event
+from twin.station.board import BatchBoard
 
 
 def event(seq: int, t: float, kind: str, source: str, data: dict[str, Any]) -> Event:
@@ -39,6 +41,33 @@ def test_a_held_phase_and_an_awaited_scan_are_shown_at_procedure_level() -> None
         assert display.shown_state == "Running (waiting for the identity scan)"
         display(event(7, 50.0, "identity_confirmation", "batch", {"match": True}))
         assert display.shown_state == "Running"
+
+
+def test_the_scan_is_no_longer_shown_as_awaited_once_its_phase_stops_running() -> None:
+    """The identity phase stopped (or held) while it asked: the request lapses with it, so
+    the panel stops saying the batch waits for a scan (it asks again if the phase runs)."""
+    out = io.StringIO()
+    with BatchDisplay(Console(file=out, width=120), "B1") as display:
+        display(transition(1, 0.0, "procedure:p", "Running"))
+        display(transition(2, 10.0, "phase:u/o/1:confirm_identity", "Running"))
+        display(event(3, 20.0, "identity_requested", "batch", {}))
+        assert display.shown_state == "Running (waiting for the identity scan)"
+        display(transition(4, 30.0, "phase:u/o/1:confirm_identity", "Stopping"))
+        display(transition(5, 31.0, "phase:u/o/1:confirm_identity", "Stopped"))
+        display(transition(6, 32.0, "phase:u/o/2:add", "Running"))
+        assert display.shown_state == "Running"
+        display(reading(7, 92.0, 40.0))
+        display(reading(8, 152.0, 40.0))
+        assert display.refreshes == 6  # running again: readings refresh hourly, not each
+    board = BatchBoard(Path("B1.sqlite"))  # the operator station's view, from the journal
+    for seq, (t, source, to) in enumerate(
+        [(0.0, "procedure:p", "Running"), (10.0, "phase:u/o/1:confirm_identity", "Running")], 1
+    ):
+        board.apply(transition(seq, t, source, to))
+    board.apply(event(3, 20.0, "identity_requested", "batch", {}))
+    assert board.shown_state == "Running (waiting for the identity scan)"
+    board.apply(transition(4, 30.0, "phase:u/o/1:confirm_identity", "Stopped"))
+    assert board.shown_state == "Running"
 
 
 def test_while_held_every_reading_is_shown() -> None:

@@ -300,14 +300,22 @@ def test_a_batch_waiting_for_the_identity_scan_follows_the_wall_and_obeys(
     waited = events[-1].batch_time - asked_at
     assert waited >= 0.6 * 2 * PACE and kept_pace(waited, seen), waited  # a person's time
     assert took_effect(events, "hold", "Held") <= POLL_S
+    # Held, the batch asks for no scan: one given now is refused, not kept for later.
+    ids = ("--patient-id", "P-0042", "--bag-id", "BAG-7781")
+    early = batch._at_the_bag("confirm-identity", *ids, reason="scanned while held")
+    assert early.returncode == 4, early.stderr
+    assert "no identity scan is asked for now" in early.stderr
     batch.command("restart")
-    batch.wait_state("Running")
+    batch.wait_for(
+        lambda ev: sum(e.kind == "identity_requested" for e in ev) == 2, "the request again"
+    )
     batch.scan("P-0042", "BAG-7781")
     batch.wait_for(lambda ev: any(e.kind == "pulse" for e in ev), "the first pulse")
     batch.command("abort")
     events = batch.ends(3)
     confirmed = [e for e in events if e.kind == "identity_confirmation"]
     assert len(confirmed) == 1 and confirmed[0].data["match"] is True
+    assert confirmed[0].data["reason"] == "scanned at the bag"  # the scan given when asked
     assert took_effect(events, "abort", "Aborted") <= POLL_S
 
 

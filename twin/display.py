@@ -73,6 +73,8 @@ class BatchDisplay:
                 force = True
                 if event.source.startswith("phase:") and to == "Running":
                     self.phase = event.source.removeprefix("phase:")
+                elif event.source.startswith("phase:"):
+                    self.scan = False  # the request lapses with the phase's run; asked again
         elif event.kind == "identity_requested":
             self.scan = True
             force = True

@@ -57,13 +57,16 @@ class InvalidInput(PocTwinError):
 class CommandRefused(PocTwinError):
     """A command not valid in the current state: names the state and the valid commands."""
 
-    def __init__(self, element: str, command: str, state: str, valid: list[str]) -> None:
+    def __init__(
+        self, element: str, command: str, state: str, valid: list[str], why: str = ""
+    ) -> None:
         self.element, self.command, self.state, self.valid = element, command, state, valid
         #: The journalled refused command (set by the batch), for its signature to bind to.
         self.event: Any = None
         allowed = ", ".join(valid) if valid else "none"
         super().__init__(
             f"{element}: '{command}' is not valid in state {state}; valid commands: {allowed}"
+            + (f" ({why})" if why else "")
         )
 
 

@@ -317,6 +317,59 @@ async def test_an_aborted_phase_keeps_its_equipment_safe_through_the_hold_that_f
     assert await finished(run) is S.COMPLETE
 
 
+async def test_a_phase_held_while_the_procedure_is_paused_is_held_at_once(
+    running: Any,
+) -> None:
+    """Paused, then a phase hold: its items are driven and it is Held within a poll, not
+    when someone resumes. Before, it sat in Holding (equipment not driven, additions on)
+    and a phase restart was refused there."""
+    run = await running()
+    await run.until_phase_running("2:culture")
+    step = run.batch.current
+    assert step is not None
+    run.batch.command("pause", who="bob", why="shift change")
+    await run.until_state(S.PAUSED)
+    await run.clock.sleep(HOUR)
+    hold = run.batch.command("hold", who="bob", why="look at the bag", level="phase")
+    held = await run.until(
+        lambda e: (
+            e.kind == "transition" and e.source == step.phase.element and e.data["to"] == "Held"
+        )
+    )
+    assert held.batch_time - hold.batch_time <= 60.0
+    driven = [e for e in run.kinds("safe_state") + run.kinds("control_kept") if e.seq > hold.seq]
+    assert driven and all(e.seq < held.seq for e in driven)
+    assert run.batch.state is S.PAUSED
+    run.batch.command("resume", who="bob", why="back")
+    await run.clock.sleep(HOUR)
+    assert step.phase.state is S.HELD  # the phase waits for its own restart
+    run.batch.command("restart", who="bob", why="bag fine", level="phase")
+    assert await finished(run) is S.COMPLETE
+
+
+async def test_below_a_held_procedure_restart_stop_and_abort_are_refused_saying_why(
+    running: Any,
+) -> None:
+    """A procedure hold holds every element below it; restarting (stopping, aborting) one
+    of them alone is refused, naming what to do instead, and changes nothing."""
+    run = await running()
+    await run.until_phase_running("2:culture")
+    step = run.batch.current
+    assert step is not None
+    run.batch.command("hold", who="bob", why="bag inspection")
+    await run.until_state(S.HELD)
+    for command in ("restart", "stop", "abort"):
+        with pytest.raises(
+            CommandRefused, match=r"the procedure is Held: .* give them to the procedure"
+        ):
+            run.batch.command(command, who="sam", why="x", level="phase")
+    assert step.phase.state is S.HELD
+    await run.clock.sleep(HOUR)
+    assert step.phase.state is S.HELD and run.batch.state is S.HELD
+    run.batch.command("restart", who="bob", why="fine")
+    assert await finished(run) is S.COMPLETE
+
+
 async def test_a_held_phase_stays_held_across_a_pause_of_the_procedure_and_can_be_stopped(
     running: Any,
 ) -> None:

@@ -304,12 +304,22 @@ class Batch:
         target = self._element(level)
         valid = target.valid_commands()
         accepted = cmd is not Command.FINISH and target.can(cmd)
-        # Ending one element early is a decision taken while the procedure runs (the
-        # element itself running or held); otherwise stop or abort the procedure.
-        if (
+        why_not = ""
+        # Ending one element early, or restarting it, is a decision taken while the
+        # procedure runs (the element itself running or held, to end it); otherwise
+        # restart, stop or abort the procedure, which takes the elements below with it.
+        if level != "procedure" and self.state is not S.RUNNING:
+            valid = [c for c in valid if c not in ("restart", "stop", "abort")]
+            if cmd in (Command.RESTART, Command.STOP, Command.ABORT):
+                accepted = False
+                why_not = (
+                    f"the procedure is {self.state.label}: below it, restart, stop and abort "
+                    "act only while it runs; give them to the procedure"
+                )
+        elif (
             level != "procedure"
             and cmd in (Command.STOP, Command.ABORT)
-            and (self.state is not S.RUNNING or target.state not in (S.RUNNING, S.HELD))
+            and target.state not in (S.RUNNING, S.HELD)
         ):
             accepted = False
             valid = [c for c in valid if c not in ("stop", "abort")]
@@ -328,7 +338,7 @@ class Batch:
             },
         )
         if not accepted:
-            refused = CommandRefused(target.element, cmd.value, target.state.label, valid)
+            refused = CommandRefused(target.element, cmd.value, target.state.label, valid, why_not)
             refused.event = event
             raise refused
         if cmd in (Command.HOLD, Command.STOP, Command.ABORT):
@@ -348,6 +358,11 @@ class Batch:
         """An operator's identity scan, handed to the confirm_identity phase (which journals
         it, with the operator's signature when one is given)."""
         self.ctx.present_identity(patient_id, bag_id, who, why, signer)
+
+    @property
+    def identity_wanted(self) -> bool:
+        """Whether the batch asks for the identity scan now (a person's scan is taken then)."""
+        return self.ctx.identity_wanted
 
     def present_lot(
         self, scan: LotScan, *, who: str, why: str, signer: Signer | None = None
@@ -573,6 +588,18 @@ class Batch:
             await self._wait_change()
         return False
 
+    async def _hold_below_while_waiting(self) -> None:
+        """A unit, operation or phase held while the procedure waits (Paused): its items are
+        driven now, as the hold says, not when the procedure runs again."""
+        holding = [m for m in self._chain()[1:] if m.state is S.HOLDING]
+        if not holding:
+            return
+        scope, step = holding[0], self.current
+        equipment = step.logic.equipment if step is not None and scope is step.phase else None
+        await self._drive("hold", f"hold of {scope.element}: {self.hold_reason}", equipment)
+        for machine in reversed(holding):
+            machine.fire(Command.FINISH, why=self.hold_reason)
+
     async def _run_step(self, step: PhaseStep) -> None:
         for machine in (step.unit, step.operation, step.phase):
             if machine.state is S.IDLE:
@@ -649,6 +676,7 @@ class Batch:
                 elif state is S.PAUSING:
                     self._finish(why="paused between phases")
                 elif state in (S.PAUSED, S.HELD):
+                    await self._hold_below_while_waiting()
                     await self._wait_change()
                 elif state is S.HOLDING:
                     await self._drive("hold", f"hold: {self.hold_reason}")

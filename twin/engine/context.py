@@ -236,6 +236,9 @@ class BatchContext:
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
         self.identity: tuple[str, str] | None = None
         self._scans: asyncio.Queue[Scan] = asyncio.Queue()
+        #: Whether the confirm_identity phase asks for a scan now (a person's scan is taken
+        #: only then: one given before, or while the batch is held, is refused).
+        self.identity_wanted = False
         #: Lots the run fixed (``run --lot``), by material: a scanned lot must match.
         self.expected_lots: dict[str, str] = {}
         #: Where an addition waits for its container's scan.
@@ -347,16 +350,24 @@ class BatchContext:
     ) -> None:
         """An operator's scan of the patient wristband and bag label (from another terminal)."""
         self._scans.put_nowait((patient_id, bag_id, operator, reason, signer))
+        self.identity_wanted = False  # one scan answers one request
+
+    def want_identity(self) -> None:
+        """The confirm_identity phase asks for a scan (before it journals the request)."""
+        self.identity_wanted = True
 
     async def next_scan(self) -> Scan:
         """Wait for the next identity scan: the batch now waits on a person."""
-        if not self._scans.empty():
-            return self._scans.get_nowait()
-        self.on_awaiting_scan(True)
         try:
-            return await self._scans.get()
+            if not self._scans.empty():
+                return self._scans.get_nowait()
+            self.on_awaiting_scan(True)
+            try:
+                return await self._scans.get()
+            finally:
+                self.on_awaiting_scan(False)
         finally:
-            self.on_awaiting_scan(False)
+            self.identity_wanted = False  # taken, or no longer asked for (held, paused)
 
     def forget(self, equipment: str, parameter: str) -> None:
         """A setpoint no longer to be restored (e.g. perfusion after harvest)."""

@@ -67,6 +67,9 @@ class CommandTarget(Protocol):
         self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
     ) -> None: ...
 
+    @property
+    def identity_wanted(self) -> bool: ...
+
     def present_lot(
         self, scan: LotScan, *, who: str, why: str, signer: Signer | None = None
     ) -> tuple[Event, str | None]: ...
@@ -235,6 +238,14 @@ def _perform(
     """Do the signed act and journal its signature."""
     who, why = signer.user, str(request["reason"])
     if command == "confirm-identity":
+        if not target.identity_wanted:  # as a lot scan nothing waits for: nothing journalled
+            return {
+                "status": "refused",
+                "message": "no identity scan is asked for now: the batch asks for it at its "
+                "confirm_identity phase (identity_requested), and again after a hold or pause "
+                "there; scan then",
+                "state": target.status,
+            }
         patient, bag = str(request["patient_id"]), str(request["bag_id"])
         target.present_identity(patient, bag, who=who, why=why, signer=signer)
         return {"status": "accepted", "state": target.status}

@@ -504,6 +504,7 @@ class ConfirmIdentity(PhaseLogic):
             raise PhaseFailed("the batch was started without --patient-id and --bag-id")
         if ctx.identity == ordered:
             return
+        ctx.want_identity()
         ctx.journal.append(
             "identity_requested", "batch", {"patient_id": ordered[0], "bag_id": ordered[1]}
         )

@@ -209,6 +209,8 @@ class BatchBoard:
             self.below[event.source] = to
         else:
             self.below.pop(event.source, None)
+        if event.source.startswith("phase:") and to != "Running":
+            self.scan_wanted = False  # the request lapses with the phase's run; asked again
 
     def _reading(self, event: Event) -> None:
         if event.data.get("what", "pv") != "pv":
