@@ -315,6 +315,18 @@ def _command(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("action", ["start", "reset", "bogus", "HOLD"])
+def test_a_command_no_person_gives_is_invalid_and_the_valid_ones_are_listed(
+    completed: Path, action: str
+) -> None:
+    result = _command("command", str(completed), action, "--operator", "kim", "--reason", "x")
+    assert result.returncode == 2
+    assert (
+        f"unknown command '{action}'; valid: pause, resume, hold, restart, stop, abort"
+        in " ".join(result.stderr.split())
+    )
+
+
 def test_command_to_an_ended_batch_is_refused_naming_its_final_state(completed: Path) -> None:
     result = _command("command", str(completed), "hold", "--operator", "bob", "--reason", "late")
     assert result.returncode == 4

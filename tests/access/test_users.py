@@ -61,9 +61,9 @@ def test_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(store: UserS
     for _ in range(LOCK_AFTER - 1):
         with pytest.raises(AccessRefused, match="unknown user or wrong password"):
             store.sign("operator", "guess", Act.HOLD)
-    with pytest.raises(AccessRefused, match="now locked"):
-        store.sign("operator", "guess", Act.HOLD)
-    with pytest.raises(AccessRefused, match="locked"):  # even the right password
+    with pytest.raises(AccessRefused, match="unknown user or wrong password"):
+        store.sign("operator", "guess", Act.HOLD)  # the fifth: locked, and audited so
+    with pytest.raises(AccessRefused, match="account is locked"):  # the right password: told
         store.sign("operator", PASSWORD, Act.HOLD)
     assert store.get("operator").locked  # type: ignore[union-attr]
     store.unlock("operator", by=store.sign("root", "root-pass-0001", Act.MANAGE_USERS))
@@ -88,6 +88,29 @@ def test_unknown_user_and_wrong_password_read_the_same(store: UserStore) -> None
     with pytest.raises(AccessRefused) as wrong:
         store.sign("operator", "guess", Act.HOLD)
     assert unknown.value.reason == wrong.value.reason
+
+
+def test_without_its_password_a_locked_or_disabled_account_reads_as_an_unknown_id(
+    store: UserStore,
+) -> None:
+    """Nobody learns which ids exist, or are locked, by guessing: only whoever gives an
+    account's password is told it is locked or disabled."""
+    admin = store.sign("root", "root-pass-0001", Act.MANAGE_USERS)
+    store.add("lou", "Lou Locked", [Role.OPERATOR], PASSWORD, by=admin)
+    store.add("dee", "Dee Disabled", [Role.OPERATOR], PASSWORD, by=admin)
+    store.disable("dee", by=admin)
+    reasons = set()
+    for user in ("lou", "ghost", "dee"):
+        for _ in range(LOCK_AFTER + 2):
+            with pytest.raises(AccessRefused) as refused:
+                store.sign(user, "guess", Act.HOLD)
+            reasons.add(refused.value.reason)
+    assert len(reasons) == 1 and "unknown user or wrong password" in reasons.pop()
+    assert store.get("lou").locked  # type: ignore[union-attr]
+    with pytest.raises(AccessRefused, match="account is locked"):
+        store.sign("lou", PASSWORD, Act.HOLD)
+    with pytest.raises(AccessRefused, match="account is disabled"):
+        store.sign("dee", PASSWORD, Act.HOLD)
 
 
 def test_disabled_users_sign_nothing_and_keep_their_id(store: UserStore) -> None:

@@ -394,3 +394,16 @@ async def test_a_held_phase_stays_held_across_a_pause_of_the_procedure_and_can_b
     assert step.phase.state is S.STOPPED
     run.batch.command("restart", who="bob", why="harvest")
     assert await finished(run) is S.COMPLETE
+
+
+async def test_pause_and_resume_at_a_level_below_the_procedure_are_invalid(running: Any) -> None:
+    """Pause and resume act on the whole procedure: one asked of a phase is refused as
+    invalid, not quietly widened to the procedure."""
+    run = await running()
+    await run.until_phase_running("2:culture")
+    for command in ("pause", "resume"):
+        with pytest.raises(ValueError, match=f"{command} acts on the whole procedure"):
+            run.batch.command(command, who="bob", why="x", level="phase")
+    assert run.batch.state is S.RUNNING and not run.kinds("command")
+    run.batch.command("abort", who="sam", why="done")
+    assert await finished(run) is S.ABORTED

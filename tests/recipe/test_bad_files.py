@@ -126,3 +126,30 @@ def test_a_name_or_phase_type_that_is_not_text_is_a_problem(
     key = old.split(":")[0]
     text = SMOKE.replace(old, f"{key}: {value}", 1)
     assert f":{line}:" in refused(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("declared", "expect"),
+    [
+        ("gas: {type: gas_dispenser, on_stop: control}", "gas dispenser is made safe at a stop"),
+        ("electroporator: {type: electroporator, on_hold: control}", "no control loop to keep"),
+        ("gas: {type: gas_dispenser, on_hold: keep}", "on_hold"),
+        ("gas: {type: gas_dispenser, on_abort: control}", "on_abort"),
+    ],
+)
+def test_what_a_hold_or_stop_may_not_do_to_an_item_is_refused_where_it_is_declared(
+    tmp_path: Path, declared: str, expect: str
+) -> None:
+    """Declarations no batch can honour (gases flowing on after a stopped batch's loops
+    ended, control of a chamber that has none) or that name no reaction are refused at the
+    item's line, before any batch starts."""
+    name = declared.split(":", 1)[0]
+    lines = SMOKE.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.strip() == "equipment:") + 1
+    item = [i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:")]
+    if item:  # declared on the recipe's own item, else on one added after "equipment:"
+        at = item[0]
+        del lines[at]
+    lines.insert(at, "  " + declared + "\n")
+    out = refused(tmp_path, "".join(lines))
+    assert f":{at + 1}:" in out and expect in out

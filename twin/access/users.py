@@ -67,6 +67,14 @@ class UserStoreError(PocTwinError):
     """The users file cannot be used (missing, not a users file), or a change is invalid."""
 
 
+#: Every refusal of a wrong password, an unknown id, or a locked or disabled account whose
+#: password was not given: the same words (docs/access.md).
+UNSIGNED = (
+    f"unknown user or wrong password (after {LOCK_AFTER} wrong passwords in a row an "
+    "account is locked until an administrator unlocks it)"
+)
+
+
 class AccessRefused(PocTwinError):
     """A signature or an act refused: names the user, the act and why (never the password)."""
 
@@ -238,11 +246,28 @@ class UserStore:
         return str(row[0])
 
     def _refusal(self, user_id: str, password: str, row: tuple | None) -> str | None:
-        """Why the id and password do not sign (counting a wrong password), or None."""
+        """Why the id and password do not sign (counting a wrong password), or None.
+
+        Without the right password every refusal reads the same and takes as long, so
+        nobody can probe which ids exist or are locked; a locked or disabled account is
+        named only to whoever gives its password (the audit names every lock).
+        """
         if row is None:
             _hash(password, b"0" * 16)  # as slow as a real check: no probing for ids
-            return "unknown user or wrong password"
+            return UNSIGNED
         _, _, stored, disabled, locked, failures = row
+        if not _password_matches(password, stored):
+            if disabled or locked:
+                return UNSIGNED
+            failures += 1
+            lock = failures >= LOCK_AFTER
+            self._db.execute(
+                "UPDATE users SET failures = ?, locked = ? WHERE id = ?",
+                (failures, int(lock), user_id),
+            )
+            if lock:
+                self._log(user_id, "locked", user_id, f"{failures} wrong passwords in a row")
+            return UNSIGNED
         if disabled:
             return "the account is disabled"
         if locked:
@@ -250,17 +275,7 @@ class UserStore:
                 f"the account is locked after {LOCK_AFTER} wrong passwords; "
                 "an administrator unlocks it"
             )
-        if _password_matches(password, stored):
-            return None
-        failures += 1
-        lock = failures >= LOCK_AFTER
-        self._db.execute(
-            "UPDATE users SET failures = ?, locked = ? WHERE id = ?", (failures, int(lock), user_id)
-        )
-        if lock:
-            self._log(user_id, "locked", user_id, f"{failures} wrong passwords in a row")
-            return f"wrong password; the account is now locked ({LOCK_AFTER} in a row)"
-        return "unknown user or wrong password"
+        return None
 
     # -- managing --------------------------------------------------------------------
 

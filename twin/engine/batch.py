@@ -300,6 +300,11 @@ class Batch:
         if level not in LEVELS:
             raise ValueError(f"unknown level '{level}'; levels: {', '.join(LEVELS)}")
         if cmd not in (Command.HOLD, Command.RESTART, Command.STOP, Command.ABORT):
+            if level != "procedure":  # not quietly widened to the whole procedure
+                raise ValueError(
+                    f"{cmd.value} acts on the whole procedure, not a {level}; levels are for "
+                    "hold, restart, stop and abort"
+                )
             level = "procedure"
         target = self._element(level)
         valid = target.valid_commands()

@@ -85,6 +85,12 @@ class EquipmentRequirement(_Strict):
     def _electroporator_is_made_safe(self) -> EquipmentRequirement:
         if self.type == "electroporator" and "control" in (self.on_hold, self.on_stop):
             raise ValueError("an electroporator has no control loop to keep: use 'safe'")
+        if self.type == "gas_dispenser" and self.on_stop == "control":
+            raise ValueError(
+                "on_stop: control: a stopped batch ends, and its DO and pH loops with it, so "
+                "O2, N2 and CO2 would flow on at their last outputs with nothing controlling "
+                "them; a gas dispenser is made safe at a stop: use 'safe'"
+            )
         return self
 
     def reaction(self, to: str) -> str:
