@@ -181,6 +181,12 @@ def test_every_killed_batch_resumes_to_complete_and_replays(kills: list[Kill]) -
         assert [(e.seq, e.hash) for e in events[: len(before[k.n])]] == before[k.n]
         deviations = [e for e in events if e.kind == "deviation"]
         assert len(deviations) == 1 and deviations[0].data["last_seq"] == before[k.n][-1][0]
+        signed = [
+            (e.data["user"], e.data["act"])
+            for e in events
+            if e.kind == "signature" and e.seq > before[k.n][-1][0]
+        ]
+        assert signed[:2] == [("sam", "resume-interrupted"), ("sam", "restart")]  # each act
         assert events[-1].kind in ("batch_ended", "checkpoint")
         assert any(e.kind == "batch_ended" and e.data["state"] == "Complete" for e in events)
         assert check_journal_signatures(k.journal).ok

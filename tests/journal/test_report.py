@@ -116,6 +116,35 @@ def troubled_journal(path: Path) -> Path:
     return path
 
 
+def test_an_alarms_hold_on_a_held_batch_is_no_operator_refusal(tmp_path: Path) -> None:
+    """A monitor's hold (or the engine's) refused because the batch is held already is
+    listed, but not counted as an operator's command refused."""
+    path = troubled_journal(tmp_path / "t.sqlite")
+    j = Journal.reopen(path, lambda: 9000.0)
+    for who in ("alarm:culture temperature", "engine"):
+        j.append(
+            "command",
+            "procedure:smoke",
+            {
+                "command": "hold",
+                "operator": who,
+                "reason": "39.5 > 38",
+                "accepted": False,
+                "state": "Held",
+                "level": "procedure",
+            },
+        )
+    j.close()
+    record = build_record(path)
+    exceptions = "\n".join(f"{sev}: {text}" for sev, text in record.exceptions)
+    assert "major: 1 operator command(s) refused" in exceptions  # the person's, as before
+    listed = [d for d in record.deviations if d.kind == "reaction not needed"]
+    assert [d.text.split(" refused")[0] for d in listed] == [
+        "hold by alarm:culture temperature",
+        "hold by engine",
+    ]
+
+
 def test_troubled_batch_puts_every_exception_on_top(tmp_path: Path) -> None:
     record = build_record(troubled_journal(tmp_path / "t.sqlite"))
     exceptions = "\n".join(f"{sev}: {text}" for sev, text in record.exceptions)

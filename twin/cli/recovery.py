@@ -78,9 +78,10 @@ def replay(
 
 
 def _supervisor_signs(
-    journal: Path, operator: str, password_file: Path | None, users: Path | None
-) -> Signer:
-    """The signature of the supervisor who resumes; a refusal is journalled, exit 4."""
+    journal: Path, operator: str, password_file: Path | None, users: Path | None, restart: bool
+) -> tuple[Signer, Signer | None]:
+    """The signature of the supervisor who resumes (and, with ``--restart``, restarts: a
+    second act, signed for as such); a refusal is journalled, exit 4."""
     from twin.access.entries import journal_refusal_in
 
     store = users_for_batch(users)
@@ -91,7 +92,9 @@ def _supervisor_signs(
             EXIT_REFUSED,
         )
     try:
-        return store.sign(operator, read_password(operator, password_file), Act.RESUME_INTERRUPTED)
+        password = read_password(operator, password_file)
+        resumes = store.sign(operator, password, Act.RESUME_INTERRUPTED)
+        return resumes, store.sign(operator, password, Act.RESTART) if restart else None
     except AccessRefused as exc:
         journal_refusal_in(journal, exc)
         raise _fail(str(exc), EXIT_REFUSED) from None
@@ -146,9 +149,9 @@ def resume(
             "Nothing was written.",
             EXIT_REFUSED,
         ) from None
-    signer = None
+    signer = restarter = None
     if summary_before is None or summary_before.state not in ("Complete", "Stopped", "Aborted"):
-        signer = _supervisor_signs(journal, operator, password_file, users)
+        signer, restarter = _supervisor_signs(journal, operator, password_file, users, restart)
     batch_id = summary_before.batch_id if summary_before else str(journal)
     display = None if quiet else BatchDisplay(out, batch_id)
     subscribers: list[Any] = [display] if display is not None else []
@@ -166,6 +169,7 @@ def resume(
                 pace=pace,
                 users=users_for_batch(users),
                 person=signer,
+                restarter=restarter,
                 on_live=ctrl_c.attach,
                 claimed=claimed,
             )

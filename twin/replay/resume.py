@@ -98,6 +98,7 @@ async def resume_async(
     pace: float | None = DEFAULT_PACE,
     users: UserStore | None = None,
     person: Signer | None = None,
+    restarter: Signer | None = None,
     claimed: socket.socket | None = None,
 ) -> ProceduralState:
     """Resume on the running loop, which must be a :class:`VirtualTimeLoop` (replay first).
@@ -108,6 +109,7 @@ async def resume_async(
     (held after the interruption, taking commands): from then on, as in a run, what a
     person does to it is a command (Ctrl-C at the terminal, twin/cli/ctrl_c.py).
 
+    ``person`` signs the resume; ``restarter`` (or ``person``) the ``--restart``.
     Nothing is written while another process runs the batch: its command address is
     claimed first (``claimed``, if the caller claimed it already), else BatchProcessRunning.
     """
@@ -192,8 +194,8 @@ async def resume_async(
                     await _until_held(batch)
                     if batch.state is S.HELD:
                         event = batch.command(Command.RESTART, who=operator, why=reason)
-                        if person is not None:
-                            sign_event(live, event, person)
+                        if restarter or person:
+                            sign_event(live, event, restarter or person)
                 final = await run_while_recorded(run, live)
                 live.append("batch_ended", "batch", {"state": final.label})
                 if people.lab is not None:

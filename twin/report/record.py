@@ -331,9 +331,11 @@ class _Builder:
         if not accepted:
             who, state = d.get("operator"), d.get("state")
             text = f"{d.get('command')} by {who} refused in {state}: {d.get('reason', '')}"
-            self.r.deviations.append(
-                Deviation(e.seq, e.batch_time, "refused command", e.source, text)
-            )
+            # The engine's own reaction (an alarm's or a failure's hold on a batch already
+            # held) is no operator's command: listed, not counted as a refusal of a person.
+            machine = who == "engine" or str(who).startswith("alarm:")
+            kind = "reaction not needed" if machine else "refused command"
+            self.r.deviations.append(Deviation(e.seq, e.batch_time, kind, e.source, text))
 
     def signed_action(self, e: Event) -> None:
         """Any other event carrying who and meaning (e.g. identity confirmation) is an action."""
