@@ -25,7 +25,14 @@ from twin.names import UnsafeName, check_safe_name
 from twin.station.acts import Outcome, Station
 from twin.station.board import BatchBoard
 from twin.station.forecasts import Forecaster
-from twin.station.pages import batch_live, batch_page, login_page, overview_live, overview_page
+from twin.station.pages import (
+    LEVELLED,
+    batch_live,
+    batch_page,
+    login_page,
+    overview_live,
+    overview_page,
+)
 from twin.station.sessions import COOKIE, Session, Sessions
 
 __all__ = ["Boards", "make_app"]
@@ -197,7 +204,8 @@ def make_app(
             form["password"],
             form["command"],
             form["reason"],
-            form.get("level") or "procedure",
+            # The level chooser is hidden for pause and resume, yet the form still sends it.
+            (form.get("level") or "procedure") if form["command"] in LEVELLED else "procedure",
         )
         raise back(request, outcome)
 
