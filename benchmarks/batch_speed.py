@@ -253,7 +253,7 @@ def main() -> None:
     polls_wall = statistics.median(p["wall_s"] for p in polls) * full["days"] / DAYS
     alone_rounds = ", ".join(f"{r:.2f}" for r in alone)
     print(
-        f"polls:    the drivers alone, every device read once a simulated minute, no engine or "
+        f"drivers:  alone, every device read once a simulated minute, no engine or "
         f"journal: {polls_wall:.1f} s per {full['days']:.2f} batch days = "
         f"{statistics.median(alone):.2f}x the floor (rounds: {alone_rounds})"
     )
