@@ -241,6 +241,24 @@ def test_a_held_batchs_readings_reach_the_file_every_scan(
     assert len(readings_after(list(read_events(journal)))) >= 4
 
 
+def test_a_run_whose_journal_another_process_claims_creates_no_file(tmp_path: Path) -> None:
+    """The run claims its batch's command address before it creates the journal: while
+    another process holds it (a resume starting on that path, say), the run writes nothing."""
+    from twin.engine.inbox import claim_command_address
+
+    journal = tmp_path / "claimed.sqlite"
+    held = claim_command_address(journal)
+    try:
+        argv = [EXE, "run", SMOKE, "--bench", SIM, "-q", "--journal", str(journal)]
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    finally:
+        held.close()
+    assert done.returncode == 1, done.stderr
+    assert "another batch process already writes" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not journal.exists()
+
+
 class _Batch:
     """Just what the handler uses of a Batch: its state and its commands, per the model."""
 

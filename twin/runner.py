@@ -20,6 +20,7 @@ from twin.access.users import Signer, UserStore
 from twin.bench import LoadedBench, OpenBench, open_bench, with_seed
 from twin.clock import DEFAULT_PACE, Clock, run_batch_loop
 from twin.engine.batch import Batch
+from twin.engine.inbox import claim_command_address
 from twin.engine.states import ProceduralState
 from twin.errors import InvalidInput, JournalWriteFailed, PocTwinError
 from twin.journal import Event, Journal, read_events
@@ -207,11 +208,18 @@ async def run_batch_async(
     signer = load_site_key(site_key) if site_key is not None else None
     if signer is not None:
         site = signer.site
+    claimed = None
     if journal_path is None:
         journal = Journal.in_memory(clock.now, signer=signer)
         keep = None
     else:
-        journal = Journal(journal_path, clock.now, signer=signer)
+        # Claimed before the file exists: no resume can write it while this batch starts.
+        claimed = claim_command_address(journal_path)
+        try:
+            journal = Journal(journal_path, clock.now, signer=signer)
+        except BaseException:
+            claimed.close()
+            raise
         keep = twin_keep_path(journal_path)
     for subscriber in [*(subscribers or []), *([bedside.hear] if bedside else [])]:
         journal.subscribe(subscriber)
@@ -289,6 +297,7 @@ async def run_batch_async(
                 users=users,
                 relay_token=relay_token,
                 lots=lots,
+                command_socket=claimed,
             )
             if bedside is not None:
                 bedside.attend(batch)
@@ -300,6 +309,8 @@ async def run_batch_async(
                 lab.report(journal)
             return final
     finally:
+        if claimed is not None:
+            claimed.close()  # closed with the batch's command server, if it started one
         journal.close()
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,7 @@ class Batch:
         users: UserStore | None = None,
         relay_token: str | None = None,
         lots: dict[str, str] | None = None,
+        command_socket: socket.socket | None = None,
     ) -> None:
         self.recipe = recipe
         self.equipment = equipment
@@ -125,6 +127,8 @@ class Batch:
         #: Where operator commands reach this batch (the journal's path unless told otherwise;
         #: None for a journal kept in memory: an ensemble batch nobody can reach).
         self.command_path = command_path if command_path is not None else journal.path
+        #: The command address, if the runner claimed it before it created the journal.
+        self.command_socket = command_socket
         #: The site's users: who may sign which command sent to this batch (None: no one).
         self.users = users
         self.relay_token = relay_token
@@ -665,7 +669,9 @@ class Batch:
         """Execute the procedure until it ends Complete, Stopped or Aborted."""
         inbox = None
         if self.command_path is not None:
-            inbox = await serve_commands(self, self.command_path, self.users, self.relay_token)
+            inbox = await serve_commands(
+                self, self.command_path, self.users, self.relay_token, self.command_socket
+            )
         try:
             self.procedure.fire(Command.START, who=self.operator, why="batch started")
             self.alarms.activate("recipe", self.recipe.model.monitors)
