@@ -317,18 +317,24 @@ async def test_an_aborted_phase_keeps_its_equipment_safe_through_the_hold_that_f
     assert await finished(run) is S.COMPLETE
 
 
+async def _in_culture(running: Any, command: str, state: S) -> tuple[Any, Any]:
+    """A smoke batch in its culture phase, given ``command`` by bob and now in ``state``."""
+    run = await running()
+    await run.until_phase_running("2:culture")
+    step = run.batch.current
+    assert step is not None
+    run.batch.command(command, who="bob", why=f"{command} in the culture")
+    await run.until_state(state)
+    return run, step
+
+
 async def test_a_phase_held_while_the_procedure_is_paused_is_held_at_once(
     running: Any,
 ) -> None:
     """Paused, then a phase hold: its items are driven and it is Held within a poll, not
     when someone resumes. Before, it sat in Holding (equipment not driven, additions on)
     and a phase restart was refused there."""
-    run = await running()
-    await run.until_phase_running("2:culture")
-    step = run.batch.current
-    assert step is not None
-    run.batch.command("pause", who="bob", why="shift change")
-    await run.until_state(S.PAUSED)
+    run, step = await _in_culture(running, "pause", S.PAUSED)
     await run.clock.sleep(HOUR)
     hold = run.batch.command("hold", who="bob", why="look at the bag", level="phase")
     held = await run.until(
@@ -352,12 +358,7 @@ async def test_below_a_held_procedure_restart_stop_and_abort_are_refused_saying_
 ) -> None:
     """A procedure hold holds every element below it; restarting (stopping, aborting) one
     of them alone is refused, naming what to do instead, and changes nothing."""
-    run = await running()
-    await run.until_phase_running("2:culture")
-    step = run.batch.current
-    assert step is not None
-    run.batch.command("hold", who="bob", why="bag inspection")
-    await run.until_state(S.HELD)
+    run, step = await _in_culture(running, "hold", S.HELD)
     for command in ("restart", "stop", "abort"):
         with pytest.raises(
             CommandRefused, match=r"the procedure is Held: .* give them to the procedure"
