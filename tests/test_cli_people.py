@@ -345,6 +345,20 @@ def test_a_command_no_person_gives_is_invalid_and_the_valid_ones_are_listed(
     )
 
 
+@pytest.mark.parametrize("given", ["", "\n", "\r\n"])
+def test_no_password_is_invalid_not_a_wrong_one(completed: Path, given: str, site: Site) -> None:
+    """Nothing (or an empty line) on standard input is no password: exit 2, and nobody's
+    account counts a failure for it."""
+    argv = [EXE, "command", str(completed), "hold", "--operator", "kim", "--reason", "x"]
+    for _ in range(6):  # more than the lockout's five
+        done = subprocess.run(argv, input=given, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "no password for kim from standard input" in " ".join(done.stderr.split())
+    ok = _command("command", str(completed), "hold", *site.signed("kim"), "--reason", "x")
+    assert "unknown user or wrong password" not in ok.stderr  # kim is not locked
+    assert ok.returncode == 4 and "has ended Complete" in ok.stderr
+
+
 def test_command_to_an_ended_batch_is_refused_naming_its_final_state(completed: Path) -> None:
     result = _command("command", str(completed), "hold", "--operator", "bob", "--reason", "late")
     assert result.returncode == 4

@@ -88,11 +88,18 @@ def read_password(user: str, password_file: Path | None, what: str = "password")
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise _fail(f"--password-file {password_file}: {why}", EXIT_INVALID) from None
-        return lines[0] if lines else ""
-    if sys.stdin is not None and sys.stdin.isatty():
-        return getpass.getpass(f"{what} for {user}: ")
-    line = sys.stdin.readline() if sys.stdin is not None else ""
-    return line.rstrip("\r\n")
+        password = lines[0] if lines else ""
+        source = f"--password-file {password_file}"
+    elif sys.stdin is not None and sys.stdin.isatty():
+        password, source = getpass.getpass(f"{what} for {user}: "), "the prompt"
+    else:
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+        password, source = line.rstrip("\r\n"), "standard input"
+    if not password:  # never a password (8 characters at least): no one signs with it
+        raise _fail(
+            f"no {what} for {user} from {source}; nothing was signed or counted", EXIT_INVALID
+        )
+    return password
 
 
 def open_users(option: Path | None, *, create: bool = False) -> UserStore:
