@@ -223,6 +223,7 @@ async def run_batch_async(
         keep = twin_keep_path(journal_path)
     for subscriber in [*(subscribers or []), *([bedside.hear] if bedside else [])]:
         journal.subscribe(subscriber)
+    batch: Batch | None = None
     try:
         async with open_bench(bench, clock, twin_keep=keep) as opened:
             if on_bench is not None:  # e.g. the HIL suite starting a fault scenario on the twin
@@ -309,8 +310,11 @@ async def run_batch_async(
                 lab.report(journal)
             return final
     finally:
-        if claimed is not None:
-            claimed.close()  # closed with the batch's command server, if it started one
+        if claimed is not None and (batch is None or batch.command_socket is claimed):
+            # Never served. Once the batch's command server has it, only the server closes
+            # it: closed under a listening server (a cancelled run whose batch task has not
+            # finished yet), the loop would spin on its dead descriptor.
+            claimed.close()
         journal.close()
 
 

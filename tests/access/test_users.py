@@ -63,9 +63,10 @@ def test_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(store: UserS
             store.sign("operator", "guess", Act.HOLD)
     with pytest.raises(AccessRefused, match="unknown user or wrong password"):
         store.sign("operator", "guess", Act.HOLD)  # the fifth: locked, and audited so
-    with pytest.raises(AccessRefused, match="account is locked"):  # the right password: told
-        store.sign("operator", PASSWORD, Act.HOLD)
+    with pytest.raises(AccessRefused, match="unknown user or wrong password"):
+        store.sign("operator", PASSWORD, Act.HOLD)  # even the right password: locked
     assert store.get("operator").locked  # type: ignore[union-attr]
+    assert "HOLD: the account is locked (right password)".lower() in str(store.audit()).lower()
     store.unlock("operator", by=store.sign("root", "root-pass-0001", Act.MANAGE_USERS))
     assert store.sign("operator", PASSWORD, Act.HOLD).user == "operator"
     actions = [row[3] for row in store.audit()]
@@ -90,33 +91,34 @@ def test_unknown_user_and_wrong_password_read_the_same(store: UserStore) -> None
     assert unknown.value.reason == wrong.value.reason
 
 
-def test_without_its_password_a_locked_or_disabled_account_reads_as_an_unknown_id(
+def test_a_locked_or_disabled_account_reads_as_an_unknown_id_whatever_the_password(
     store: UserStore,
 ) -> None:
-    """Nobody learns which ids exist, or are locked, by guessing: only whoever gives an
-    account's password is told it is locked or disabled."""
+    """Nobody learns which ids exist or are locked by guessing, nor, once an account is
+    locked, whether a guess was right: every refusal reads the same. The administrator's
+    audit says what each was."""
     admin = store.sign("root", "root-pass-0001", Act.MANAGE_USERS)
     store.add("lou", "Lou Locked", [Role.OPERATOR], PASSWORD, by=admin)
     store.add("dee", "Dee Disabled", [Role.OPERATOR], PASSWORD, by=admin)
     store.disable("dee", by=admin)
     reasons = set()
     for user in ("lou", "ghost", "dee"):
-        for _ in range(LOCK_AFTER + 2):
+        for password in ["guess"] * (LOCK_AFTER + 2) + [PASSWORD]:
             with pytest.raises(AccessRefused) as refused:
-                store.sign(user, "guess", Act.HOLD)
+                store.sign(user, password, Act.HOLD)
             reasons.add(refused.value.reason)
     assert len(reasons) == 1 and "unknown user or wrong password" in reasons.pop()
     assert store.get("lou").locked  # type: ignore[union-attr]
-    with pytest.raises(AccessRefused, match="account is locked"):
-        store.sign("lou", PASSWORD, Act.HOLD)
-    with pytest.raises(AccessRefused, match="account is disabled"):
-        store.sign("dee", PASSWORD, Act.HOLD)
+    audited = [row[5] for row in store.audit() if row[3] == "refused"]
+    assert "hold: the account is locked (right password)" in audited
+    assert "hold: the account is locked (wrong password)" in audited
+    assert "hold: the account is disabled" in audited and "hold: unknown user" in audited
 
 
 def test_disabled_users_sign_nothing_and_keep_their_id(store: UserStore) -> None:
     admin = store.sign("root", "root-pass-0001", Act.MANAGE_USERS)
     store.disable("operator", by=admin)
-    with pytest.raises(AccessRefused, match="disabled"):
+    with pytest.raises(AccessRefused, match="unknown user or wrong password"):
         store.sign("operator", PASSWORD, Act.HOLD)
     with pytest.raises(UserStoreError, match="never reused"):
         store.add("operator", "Someone Else", [Role.OPERATOR], PASSWORD, by=admin)

@@ -408,3 +408,32 @@ async def test_pause_and_resume_at_a_level_below_the_procedure_are_invalid(runni
     assert run.batch.state is S.RUNNING and not run.kinds("command")
     run.batch.command("abort", who="sam", why="done")
     assert await finished(run) is S.ABORTED
+
+
+async def test_a_run_cancelled_mid_batch_lets_go_of_its_command_address(tmp_path: Any) -> None:
+    """Cancelling ``run_batch_async`` (a test's or a supervisor's timeout) while the batch
+    takes commands: it ends with the batch's command server closed and the address free
+    for a resume. Before, the runner closed the socket under the listening server and the
+    loop spun on the dead descriptor for ever."""
+    import asyncio
+
+    from twin.bench import load_bench
+    from twin.engine.inbox import claim_command_address
+    from twin.recipe import load_recipe
+    from twin.runner import run_batch_async
+
+    journal = tmp_path / "cancelled.sqlite"
+    recipe = load_recipe(ROOT / "recipes" / "smoke.yaml")
+    bench = load_bench(ROOT / "benches" / "sim.yaml")
+    task = asyncio.ensure_future(
+        run_batch_async(recipe, bench, journal, batch_id="C", operator="bob")
+    )
+    await asyncio.sleep(HOUR)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    watched = asyncio.get_running_loop()._selector.get_map().values()  # type: ignore[attr-defined]
+    assert all(key.fileobj.fileno() >= 0 for key in watched if hasattr(key.fileobj, "fileno"))
+    await asyncio.sleep(60.0)  # the loop goes on, and time with it
+    claim_command_address(journal).close()  # free: a resume could take it

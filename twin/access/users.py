@@ -67,8 +67,8 @@ class UserStoreError(PocTwinError):
     """The users file cannot be used (missing, not a users file), or a change is invalid."""
 
 
-#: Every refusal of a wrong password, an unknown id, or a locked or disabled account whose
-#: password was not given: the same words (docs/access.md).
+#: Every refusal of an id and password: unknown id, wrong password, locked or disabled
+#: account, whatever password was given: the same words (docs/access.md).
 UNSIGNED = (
     f"unknown user or wrong password (after {LOCK_AFTER} wrong passwords in a row an "
     "account is locked until an administrator unlocks it)"
@@ -230,12 +230,14 @@ class UserStore:
                 "SELECT name, roles, hash, disabled, locked, failures FROM users WHERE id = ?",
                 (user_id,),
             ).fetchone()
-            reason = self._refusal(user_id, password, row)
-            if reason is None:
+            refusal = self._refusal(user_id, password, row)
+            reason = refusal[0] if refusal is not None else None
+            if refusal is None:
                 self._db.execute("UPDATE users SET failures = 0 WHERE id = ?", (user_id,))
                 reason = role_refusal(_roles(row[1]))
             if reason is not None:
-                self._log(user_id, "refused", user_id, f"{act}: {reason}")
+                audited = refusal[1] if refusal is not None else reason
+                self._log(user_id, "refused", user_id, f"{act}: {audited}")
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -245,37 +247,35 @@ class UserStore:
             raise AccessRefused(user_id, act, reason)
         return str(row[0])
 
-    def _refusal(self, user_id: str, password: str, row: tuple | None) -> str | None:
-        """Why the id and password do not sign (counting a wrong password), or None.
+    def _refusal(self, user_id: str, password: str, row: tuple | None) -> tuple[str, str] | None:
+        """Why the id and password do not sign, as shown and as audited (a wrong password
+        counted), or None.
 
-        Without the right password every refusal reads the same and takes as long, so
-        nobody can probe which ids exist or are locked; a locked or disabled account is
-        named only to whoever gives its password (the audit names every lock).
+        Every refusal shows the same words and takes as long: an unknown id, a wrong
+        password, a locked or a disabled account, whatever password was given. So nobody
+        learns which ids exist or are locked, nor, once an account is locked, whether a
+        guess was right. The audit (the administrator's view) says which it was.
         """
         if row is None:
             _hash(password, b"0" * 16)  # as slow as a real check: no probing for ids
-            return UNSIGNED
+            return UNSIGNED, "unknown user"
         _, _, stored, disabled, locked, failures = row
-        if not _password_matches(password, stored):
-            if disabled or locked:
-                return UNSIGNED
-            failures += 1
-            lock = failures >= LOCK_AFTER
-            self._db.execute(
-                "UPDATE users SET failures = ?, locked = ? WHERE id = ?",
-                (failures, int(lock), user_id),
-            )
-            if lock:
-                self._log(user_id, "locked", user_id, f"{failures} wrong passwords in a row")
-            return UNSIGNED
+        matches = _password_matches(password, stored)  # checked in every case: same time
         if disabled:
-            return "the account is disabled"
+            return UNSIGNED, "the account is disabled"
         if locked:
-            return (
-                f"the account is locked after {LOCK_AFTER} wrong passwords; "
-                "an administrator unlocks it"
-            )
-        return None
+            return UNSIGNED, f"the account is locked ({'right' if matches else 'wrong'} password)"
+        if matches:
+            return None
+        failures += 1
+        lock = failures >= LOCK_AFTER
+        self._db.execute(
+            "UPDATE users SET failures = ?, locked = ? WHERE id = ?",
+            (failures, int(lock), user_id),
+        )
+        if lock:
+            self._log(user_id, "locked", user_id, f"{failures} wrong passwords in a row")
+        return UNSIGNED, "wrong password"
 
     # -- managing --------------------------------------------------------------------
 

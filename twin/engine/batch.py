@@ -127,7 +127,8 @@ class Batch:
         #: Where operator commands reach this batch (the journal's path unless told otherwise;
         #: None for a journal kept in memory: an ensemble batch nobody can reach).
         self.command_path = command_path if command_path is not None else journal.path
-        #: The command address, if the runner claimed it before it created the journal.
+        #: The command address, if the runner claimed it before it created the journal; None
+        #: once the batch's command server has it (and closes it when the batch ends).
         self.command_socket = command_socket
         #: The site's users: who may sign which command sent to this batch (None: no one).
         self.users = users
@@ -669,8 +670,9 @@ class Batch:
         """Execute the procedure until it ends Complete, Stopped or Aborted."""
         inbox = None
         if self.command_path is not None:
+            claimed, self.command_socket = self.command_socket, None  # the server's from here
             inbox = await serve_commands(
-                self, self.command_path, self.users, self.relay_token, self.command_socket
+                self, self.command_path, self.users, self.relay_token, claimed
             )
         try:
             self.procedure.fire(Command.START, who=self.operator, why="batch started")

@@ -364,6 +364,10 @@ class BatchContext:
             self.on_awaiting_scan(True)
             try:
                 return await self._scans.get()
+            except asyncio.CancelledError:  # held or paused: a scan given meanwhile is stale
+                while not self._scans.empty():
+                    self._scans.get_nowait()
+                raise
             finally:
                 self.on_awaiting_scan(False)
         finally:

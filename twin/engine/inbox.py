@@ -311,7 +311,7 @@ async def serve_commands(
     sock = claimed if claimed is not None else claim_command_address(journal_path)
     try:
         return await asyncio.start_unix_server(handle, sock=sock)
-    except BaseException:
+    except Exception:  # never served; a cancel may land once it is (the server has it then)
         sock.close()
         raise
 

@@ -52,7 +52,8 @@ class BedsideOperator:
             self.clock.call_later(self.scan_after_s, self._lot, material, lot)
 
     def _identity(self, patient: str, bag: str) -> None:
-        if self.batch is not None and not self.batch.state.is_final:
+        # Only while the batch asks (a hold came first: it asks again, and is heard again).
+        if self.batch is not None and self.batch.identity_wanted:
             self.scans += 1
             self.batch.present_identity(
                 patient, bag, who=NAME, why="the twin's simulated operator at the bag"
