@@ -259,6 +259,34 @@ def test_a_run_whose_journal_another_process_claims_creates_no_file(tmp_path: Pa
     assert not journal.exists()
 
 
+def test_no_signed_entry_is_written_while_another_process_holds_the_journal(
+    tmp_path: Path, completed: Path, site: Site
+) -> None:
+    """QA's review of an ended batch is written only while no other process holds the
+    batch's journal (a resume replaying it, say): refused meanwhile, then written."""
+    import shutil
+
+    from twin.engine.inbox import claim_command_address
+
+    journal = tmp_path / "ended.sqlite"
+    shutil.copy(completed, journal)
+    before = [e.seq for e in read_events(journal)]
+    review = ["review", str(journal), *site.signed("quinn"), "--comment", "record read"]
+    held = claim_command_address(journal)  # as `poc-twin resume` holds it while it replays
+    try:
+        refused = _command(*review)
+    finally:
+        held.close()
+    assert refused.returncode != 0 and "being resumed" in " ".join(refused.stderr.split())
+    assert [e.seq for e in read_events(journal)] == before
+    written = _command(*review)
+    assert written.returncode == 0, written.stderr
+    assert [e.kind for e in read_events(journal)][len(before) :] == [
+        "record_signature",
+        "signature",
+    ]
+
+
 class _Batch:
     """Just what the handler uses of a Batch: its state and its commands, per the model."""
 
@@ -345,18 +373,26 @@ def test_a_command_no_person_gives_is_invalid_and_the_valid_ones_are_listed(
     )
 
 
-@pytest.mark.parametrize("given", ["", "\n", "\r\n"])
-def test_no_password_is_invalid_not_a_wrong_one(completed: Path, given: str, site: Site) -> None:
-    """Nothing (or an empty line) on standard input is no password: exit 2, and nobody's
-    account counts a failure for it."""
-    argv = [EXE, "command", str(completed), "hold", "--operator", "kim", "--reason", "x"]
-    for _ in range(6):  # more than the lockout's five
+def test_no_password_is_invalid_not_a_wrong_one(
+    tmp_path: Path, running: list[subprocess.Popen[str]], site: Site
+) -> None:
+    """Nothing (or an empty line) on standard input is no password: exit 2 before anything
+    is sent, and no account counts a failure for it (six tries, one more than a lockout)."""
+    journal = tmp_path / "nopass.sqlite"
+    proc = _start_run(journal, "eve")
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+    argv = [EXE, "command", str(journal), "hold", "--operator", "kim", "--reason", "x"]
+    for given in ["", "\n", "\r\n"] * 2:
         done = subprocess.run(argv, input=given, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, done.stderr
         assert "no password for kim from standard input" in " ".join(done.stderr.split())
-    ok = _command("command", str(completed), "hold", *site.signed("kim"), "--reason", "x")
-    assert "unknown user or wrong password" not in ok.stderr  # kim is not locked
-    assert ok.returncode == 4 and "has ended Complete" in ok.stderr
+    assert not [e for e in read_events(journal) if e.kind in ("access_refused", "command")]
+    hold = _command("command", str(journal), "hold", *site.signed("kim"), "--reason", "x")
+    assert hold.returncode == 0, hold.stderr  # kim is not locked out
+    abort = _command("command", str(journal), "abort", *site.signed("sam"), "--reason", "end")
+    assert abort.returncode == 0, abort.stderr
+    proc.communicate(timeout=60)
 
 
 def test_command_to_an_ended_batch_is_refused_naming_its_final_state(completed: Path) -> None:

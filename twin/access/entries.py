@@ -20,7 +20,7 @@ from typing import Any
 from twin.access.esign import journal_refusal, sign_event
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer
-from twin.engine.inbox import command_address
+from twin.engine.inbox import BatchProcessRunning, claim_command_address, command_address
 from twin.errors import JournalError, PocTwinError
 from twin.journal import Event, HeadSigner, Journal, VerifyResult, read_events, verify
 
@@ -103,31 +103,46 @@ class EndedJournal:
 
 @contextlib.contextmanager
 def ended_journal(
-    journal: Path, what: str, *, site_signer: HeadSigner | None = None
+    journal: Path, what: str, *, site_signer: HeadSigner | None = None, held: bool = False
 ) -> Iterator[EndedJournal]:
-    """Reopen ``journal`` for signed entries; JournalError while its batch still runs."""
-    if batch_is_running(journal):
-        raise JournalError(
-            f"{journal}: a batch process is still writing this journal; {what} through it "
-            "(its command socket), or after the batch has ended"
-        )
-    events = list(read_events(journal))
-    if not any(e.kind == "batch_started" for e in events):
-        raise JournalError(f"{journal}: no batch in this journal")
-    last = max((e.batch_time for e in events), default=0.0)
-    book = Journal.reopen(journal, lambda: last, signer=site_signer)
+    """Reopen ``journal`` for signed entries; JournalError while its batch still runs.
+
+    The batch's command address is claimed while the entry is written (one process writes
+    a journal: not while a batch runs, starts or is being resumed); ``held``: the caller
+    (a resume refusing its supervisor's signature) holds it already.
+    """
+    claimed = None
+    if not held:
+        try:
+            claimed = claim_command_address(journal)
+        except BatchProcessRunning:
+            raise JournalError(
+                f"{journal}: a batch process is still writing this journal (running, starting "
+                f"or being resumed); {what} through it (its command socket), or after the "
+                "batch has ended"
+            ) from None
     try:
-        yield EndedJournal(book)
+        events = list(read_events(journal))
+        if not any(e.kind == "batch_started" for e in events):
+            raise JournalError(f"{journal}: no batch in this journal")
+        last = max((e.batch_time for e in events), default=0.0)
+        book = Journal.reopen(journal, lambda: last, signer=site_signer)
+        try:
+            yield EndedJournal(book)
+        finally:
+            book.close()
     finally:
-        book.close()
+        if claimed is not None:
+            claimed.close()
 
 
-def journal_refusal_in(journal: Path, refused: AccessRefused) -> None:
+def journal_refusal_in(journal: Path, refused: AccessRefused, *, held: bool = False) -> None:
     """Journal a refused signature in an ended batch's journal (best effort: a file that
-    is not a batch journal, or a running batch, keeps nothing)."""
+    is not a batch journal, or a running batch, keeps nothing); ``held``: as for
+    :func:`ended_journal`."""
     with (
         contextlib.suppress(JournalError, OSError),
-        ended_journal(journal, "refusals are journalled") as ended,
+        ended_journal(journal, "refusals are journalled", held=held) as ended,
     ):
         journal_refusal(ended.book, refused)
 

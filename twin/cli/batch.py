@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -403,7 +403,14 @@ def command(
     given = ("pause", "resume", "hold", "restart", "stop", "abort")
     if action not in given:
         raise _fail(f"unknown command '{action}'; valid: {', '.join(given)}", EXIT_INVALID)
+    if action in ("pause", "resume") and level != "procedure":  # before anyone signs
+        raise _fail(
+            f"{action} acts on the whole procedure, not a {level}; levels are for hold, "
+            "restart, stop and abort",
+            EXIT_INVALID,
+        )
     path = _journal_of(batch)
+    _served_or_exit(path, action)
     password = read_password(operator, password_file)
     reply = _send(path, action, operator=operator, password=password, reason=reason, level=level)
     _accepted_or_exit(action, reply)
@@ -421,6 +428,7 @@ def confirm_identity(
 ) -> None:
     """Scan patient and bag ids for the chain of identity; the batch compares them to its own."""
     path = _journal_of(batch)
+    _served_or_exit(path, "confirm-identity")
     password = read_password(operator, password_file)
     reply = _send(
         path,
@@ -459,6 +467,7 @@ def scan_lot(
     except ValueError as exc:
         raise _fail(f"scan-lot: {exc}; nothing sent", EXIT_INVALID) from None
     path = _journal_of(batch)
+    _served_or_exit(path, "scan-lot")
     password = read_password(operator, password_file)
     reply = _send(
         path,
@@ -535,24 +544,36 @@ def _accepted_or_exit(action: str, reply: dict[str, Any], invalid: int = EXIT_IN
     raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else invalid)
 
 
-def _send(path: Path, action: str, **request: Any) -> dict[str, Any]:
-    """Hand one request to the process running ``path``'s batch and return its reply.
+def _served_or_exit(path: Path, action: str) -> None:
+    """Before a password is asked: if no process runs ``path``'s batch, say why and exit."""
+    from twin.access.entries import batch_is_running
 
-    When no process answers, the journal says why (ended, died, not begun): one sentence,
-    a refusal (exit 4) for a batch that has ended or whose process died.
-    """
+    if not batch_is_running(path):
+        _unserved_exit(path, action)
+
+
+def _unserved_exit(path: Path, action: str) -> NoReturn:
+    """No process answers for ``path``: the journal says why (ended, died, not begun), one
+    sentence, a refusal (exit 4) for a batch that has ended or whose process died."""
     from twin.cli.recorded import unserved
+
+    try:
+        why = unserved(path)
+    except JournalError as exc:
+        raise _fail(f"{exc}; give the journal file of a batch", EXIT_INVALID) from None
+    if not why.refused:
+        raise _fail(why.message, why.code) from None
+    err.print(f"{action}: refused — {why.message}", highlight=False, markup=False)
+    raise typer.Exit(why.code) from None
+
+
+def _send(path: Path, action: str, **request: Any) -> dict[str, Any]:
+    """Hand one request to the process running ``path``'s batch and return its reply (a
+    process that ended since :func:`_served_or_exit` is explained the same way)."""
     from twin.engine.inbox import NoRunningBatch, send_command
 
     try:
         reply: dict[str, Any] = asyncio.run(send_command(path, action, **request))
     except NoRunningBatch:
-        try:
-            why = unserved(path)
-        except JournalError as exc:
-            raise _fail(f"{exc}; give the journal file of a batch", EXIT_INVALID) from None
-        if not why.refused:
-            raise _fail(why.message, why.code) from None
-        err.print(f"{action}: refused — {why.message}", highlight=False, markup=False)
-        raise typer.Exit(why.code) from None
+        _unserved_exit(path, action)
     return reply

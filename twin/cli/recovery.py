@@ -96,7 +96,7 @@ def _supervisor_signs(
         resumes = store.sign(operator, password, Act.RESUME_INTERRUPTED)
         return resumes, store.sign(operator, password, Act.RESTART) if restart else None
     except AccessRefused as exc:
-        journal_refusal_in(journal, exc)
+        journal_refusal_in(journal, exc, held=True)  # resume holds the journal's address
         raise _fail(str(exc), EXIT_REFUSED) from None
     finally:
         store.close()
