@@ -353,6 +353,35 @@ async def test_a_phase_held_while_the_procedure_is_paused_is_held_at_once(
     assert await finished(run) is S.COMPLETE
 
 
+async def test_a_phase_held_while_the_procedure_is_still_pausing_is_driven_too(
+    running: Any,
+) -> None:
+    """The pause asked for, the phase held before the pause lands at its safe point: the
+    pause does not carry the holding phase to Held undriven; its own hold drives it."""
+    run = await running()
+    await run.until_phase_running("2:culture")
+    step = run.batch.current
+    assert step is not None
+    run.batch.command("pause", who="bob", why="shift change")
+    assert run.batch.state is S.PAUSING
+    hold = run.batch.command("hold", who="bob", why="look at the bag", level="phase")
+    await run.until_state(S.PAUSED)
+    held = await run.until(
+        lambda e: (
+            e.kind == "transition" and e.source == step.phase.element and e.data["to"] == "Held"
+        )
+    )
+    assert held.batch_time - hold.batch_time <= 60.0
+    driven = [e for e in run.kinds("safe_state") + run.kinds("control_kept") if e.seq > hold.seq]
+    assert driven and all(e.seq < held.seq for e in driven)
+    assert held.data["why"] == "look at the bag"
+    run.batch.command("resume", who="bob", why="back")
+    await run.clock.sleep(HOUR)
+    assert step.phase.state is S.HELD
+    run.batch.command("restart", who="bob", why="bag fine", level="phase")
+    assert await finished(run) is S.COMPLETE
+
+
 async def test_below_a_held_procedure_restart_stop_and_abort_are_refused_saying_why(
     running: Any,
 ) -> None:

@@ -410,8 +410,18 @@ class Batch:
             self.alarm_events[event.seq] = event
 
     def _finish(self, who: str = "engine", why: str = "") -> None:
-        """The '-ing' state's logic is done: procedure and active elements move on."""
-        self._mirror(Command.FINISH, who, why)
+        """The '-ing' state's logic is done: procedure and active elements move on.
+
+        An element below that is Holding on its own (a phase hold given while the procedure
+        was pausing or restarting) is left to its own hold, which drives its items
+        (:meth:`_hold_below_while_waiting`, :meth:`_hold_below`): it is not carried to Held
+        by the procedure's pause or restart."""
+        own_holds = self.state in (S.PAUSING, S.RESTARTING)
+        for machine in self._below(self.procedure):
+            if own_holds and machine.state is S.HOLDING:
+                continue
+            if machine.can(Command.FINISH):
+                machine.fire(Command.FINISH, who=who, why=why)
         self.procedure.fire(Command.FINISH, who=who, why=why)
 
     async def _safe_point(self) -> None:
