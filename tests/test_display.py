@@ -68,6 +68,12 @@ def test_the_scan_is_no_longer_shown_as_awaited_once_its_phase_stops_running() -
     assert board.shown_state == "Running (waiting for the identity scan)"
     board.apply(transition(4, 30.0, "phase:u/o/1:confirm_identity", "Stopped"))
     assert board.shown_state == "Running"
+    board.apply(transition(5, 40.0, "phase:u/o/2:add", "Running"))
+    board.apply(event(6, 41.0, "lot_requested", "batch", {"material": "vector"}))
+    assert board.shown_state == "Running (waiting for a scan of the vector container)"
+    board.apply(transition(7, 50.0, "phase:u/o/2:add", "Held"))
+    board.apply(transition(8, 60.0, "phase:u/o/2:add", "Running"))
+    assert board.shown_state == "Running"  # until the phase asks again
 
 
 def test_while_held_every_reading_is_shown() -> None:

@@ -74,7 +74,8 @@ class BatchDisplay:
                 if event.source.startswith("phase:") and to == "Running":
                     self.phase = event.source.removeprefix("phase:")
                 elif event.source.startswith("phase:"):
-                    self.scan = False  # the request lapses with the phase's run; asked again
+                    # A scan asked for lapses with its phase's run; asked again if it runs.
+                    self.scan, self.lot_wanted = False, ""
         elif event.kind == "identity_requested":
             self.scan = True
             force = True

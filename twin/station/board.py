@@ -210,7 +210,8 @@ class BatchBoard:
         else:
             self.below.pop(event.source, None)
         if event.source.startswith("phase:") and to != "Running":
-            self.scan_wanted = False  # the request lapses with the phase's run; asked again
+            # A scan asked for lapses with its phase's run; the phase asks again if it runs.
+            self.scan_wanted, self.lot_wanted = False, ""
 
     def _reading(self, event: Event) -> None:
         if event.data.get("what", "pv") != "pv":
