@@ -328,56 +328,37 @@ async def _in_culture(running: Any, command: str, state: S) -> tuple[Any, Any]:
     return run, step
 
 
-async def test_a_phase_held_while_the_procedure_is_paused_is_held_at_once(
-    running: Any,
+@pytest.mark.parametrize("landed", [True, False], ids=["paused", "still pausing"])
+async def test_a_phase_held_while_the_procedure_pauses_is_driven_and_held_at_once(
+    running: Any, landed: bool
 ) -> None:
-    """Paused, then a phase hold: its items are driven and it is Held within a poll, not
-    when someone resumes. Before, it sat in Holding (equipment not driven, additions on)
-    and a phase restart was refused there."""
-    run, step = await _in_culture(running, "pause", S.PAUSED)
-    await run.clock.sleep(HOUR)
-    hold = run.batch.command("hold", who="bob", why="look at the bag", level="phase")
-    held = await run.until(
-        lambda e: (
-            e.kind == "transition" and e.source == step.phase.element and e.data["to"] == "Held"
-        )
-    )
-    assert held.batch_time - hold.batch_time <= 60.0
-    driven = [e for e in run.kinds("safe_state") + run.kinds("control_kept") if e.seq > hold.seq]
-    assert driven and all(e.seq < held.seq for e in driven)
-    assert run.batch.state is S.PAUSED
-    run.batch.command("resume", who="bob", why="back")
-    await run.clock.sleep(HOUR)
-    assert step.phase.state is S.HELD  # the phase waits for its own restart
-    run.batch.command("restart", who="bob", why="bag fine", level="phase")
-    assert await finished(run) is S.COMPLETE
-
-
-async def test_a_phase_held_while_the_procedure_is_still_pausing_is_driven_too(
-    running: Any,
-) -> None:
-    """The pause asked for, the phase held before the pause lands at its safe point: the
-    pause does not carry the holding phase to Held undriven; its own hold drives it."""
+    """A phase hold while the procedure is Paused, or still Pausing (its pause not yet at
+    the phase's safe point): its items are driven and it is Held within a poll, by its own
+    hold. Before, it sat in Holding until a resume (Paused), or the pause carried it to
+    Held with nothing driven (Pausing)."""
     run = await running()
     await run.until_phase_running("2:culture")
     step = run.batch.current
     assert step is not None
     run.batch.command("pause", who="bob", why="shift change")
-    assert run.batch.state is S.PAUSING
+    if landed:
+        await run.until_state(S.PAUSED)
+        await run.clock.sleep(HOUR)
+    else:
+        assert run.batch.state is S.PAUSING
     hold = run.batch.command("hold", who="bob", why="look at the bag", level="phase")
-    await run.until_state(S.PAUSED)
     held = await run.until(
         lambda e: (
             e.kind == "transition" and e.source == step.phase.element and e.data["to"] == "Held"
         )
     )
-    assert held.batch_time - hold.batch_time <= 60.0
+    await run.until_state(S.PAUSED)
+    assert held.batch_time - hold.batch_time <= 60.0 and held.data["why"] == "look at the bag"
     driven = [e for e in run.kinds("safe_state") + run.kinds("control_kept") if e.seq > hold.seq]
     assert driven and all(e.seq < held.seq for e in driven)
-    assert held.data["why"] == "look at the bag"
     run.batch.command("resume", who="bob", why="back")
     await run.clock.sleep(HOUR)
-    assert step.phase.state is S.HELD
+    assert step.phase.state is S.HELD  # the phase waits for its own restart
     run.batch.command("restart", who="bob", why="bag fine", level="phase")
     assert await finished(run) is S.COMPLETE
 
