@@ -265,11 +265,17 @@ class Batch:
         return chain[chain.index(machine) + 1 :] if machine in chain else []
 
     def _mirror(
-        self, command: Command, who: str, why: str, top: StateMachine | None = None
+        self,
+        command: Command,
+        who: str,
+        why: str,
+        top: StateMachine | None = None,
+        skip: ProceduralState | None = None,
     ) -> None:
-        """Apply a command to every active element below ``top`` that accepts it."""
+        """Apply a command to every active element below ``top`` that accepts it (but those
+        in state ``skip``)."""
         for machine in self._below(top or self.procedure):
-            if machine.can(command):
+            if machine.state is not skip and machine.can(command):
                 machine.fire(command, who=who, why=why)
 
     def _element(self, level: str) -> StateMachine:
@@ -414,14 +420,10 @@ class Batch:
 
         An element below that is Holding on its own (a phase hold given while the procedure
         was pausing or restarting) is left to its own hold, which drives its items
-        (:meth:`_hold_below_while_waiting`, :meth:`_hold_below`): it is not carried to Held
-        by the procedure's pause or restart."""
-        own_holds = self.state in (S.PAUSING, S.RESTARTING)
-        for machine in self._below(self.procedure):
-            if own_holds and machine.state is S.HOLDING:
-                continue
-            if machine.can(Command.FINISH):
-                machine.fire(Command.FINISH, who=who, why=why)
+        (:meth:`_drive_own_hold`): it is not carried to Held by the procedure's pause or
+        restart."""
+        own_holds = S.HOLDING if self.state in (S.PAUSING, S.RESTARTING) else None
+        self._mirror(Command.FINISH, who, why, skip=own_holds)
         self.procedure.fire(Command.FINISH, who=who, why=why)
 
     async def _safe_point(self) -> None:
@@ -584,13 +586,7 @@ class Batch:
     async def _hold_below(self, step: PhaseStep) -> bool:
         """A hold at unit, operation or phase level; True when the phase may run again."""
         chain = self._chain()[1:]
-        holding = [m for m in chain if m.state is S.HOLDING]
-        if holding:
-            scope = holding[0]
-            equipment = step.logic.equipment if scope is step.phase else None
-            await self._drive("hold", f"hold of {scope.element}: {self.hold_reason}", equipment)
-            for machine in reversed(holding):
-                machine.fire(Command.FINISH, why=self.hold_reason)
+        await self._drive_own_hold(step)
         while self.state is S.RUNNING:
             if any(m.state in (S.STOPPING, S.ABORTING) for m in chain):
                 return True  # a held element stopped or aborted: it ends (_end_below)
@@ -608,13 +604,14 @@ class Batch:
             await self._wait_change()
         return False
 
-    async def _hold_below_while_waiting(self) -> None:
-        """A unit, operation or phase held while the procedure waits (Paused): its items are
-        driven now, as the hold says, not when the procedure runs again."""
+    async def _drive_own_hold(self, step: PhaseStep | None) -> None:
+        """A unit, operation or phase Holding on its own: drive its items as the hold says
+        (the phase's own for a phase hold, else all), then it is Held. Whether the
+        procedure runs or waits (Paused): not when it runs again."""
         holding = [m for m in self._chain()[1:] if m.state is S.HOLDING]
         if not holding:
             return
-        scope, step = holding[0], self.current
+        scope = holding[0]
         equipment = step.logic.equipment if step is not None and scope is step.phase else None
         await self._drive("hold", f"hold of {scope.element}: {self.hold_reason}", equipment)
         for machine in reversed(holding):
@@ -699,7 +696,7 @@ class Batch:
                 elif state is S.PAUSING:
                     self._finish(why="paused between phases")
                 elif state in (S.PAUSED, S.HELD):
-                    await self._hold_below_while_waiting()
+                    await self._drive_own_hold(self.current)
                     await self._wait_change()
                 elif state is S.HOLDING:
                     await self._drive("hold", f"hold: {self.hold_reason}")
