@@ -446,7 +446,8 @@ def test_command_to_a_journal_without_a_batch_yet(tmp_path: Path) -> None:
     journal = tmp_path / "starting.sqlite"
     Journal(journal, lambda: 0.0, signer=None).close()  # what a process leaves before it begins
     result = cli.invoke(app, ["command", str(journal), "hold", "--operator", "b", "--reason", "r"])
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # a refusal, the only failure CLI.md lists for command
+    assert "hold: refused — " in result.stderr
     assert "records no batch that has begun" in result.stderr
 
 

@@ -554,17 +554,15 @@ def _served_or_exit(path: Path, action: str) -> None:
 
 def _unserved_exit(path: Path, action: str) -> NoReturn:
     """No process answers for ``path``: the journal says why (ended, died, not begun), one
-    sentence, a refusal (exit 4) for a batch that has ended or whose process died."""
+    sentence, a refusal (exit 4)."""
     from twin.cli.recorded import unserved
 
     try:
         why = unserved(path)
     except JournalError as exc:
         raise _fail(f"{exc}; give the journal file of a batch", EXIT_INVALID) from None
-    if not why.refused:
-        raise _fail(why.message, why.code) from None
-    err.print(f"{action}: refused — {why.message}", highlight=False, markup=False)
-    raise typer.Exit(why.code) from None
+    err.print(f"{action}: refused — {why}", highlight=False, markup=False)
+    raise typer.Exit(EXIT_REFUSED) from None
 
 
 def _send(path: Path, action: str, **request: Any) -> dict[str, Any]:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from twin.cli.common import EXIT_FAIL, EXIT_REFUSED
 from twin.engine.states import ProceduralState
 from twin.journal import read_events
 
-__all__ = ["RecordedBatch", "Unserved", "read_recorded", "unserved"]
+__all__ = ["RecordedBatch", "read_recorded", "unserved"]
 
 #: Labels of the states a batch ends in (Complete, Stopped, Aborted).
 FINAL = frozenset(s.label for s in ProceduralState if s.is_final)
@@ -43,42 +42,27 @@ def read_recorded(path: Path) -> RecordedBatch:
     return RecordedBatch(batch_id, state, ended or state in FINAL)
 
 
-@dataclass(frozen=True)
-class Unserved:
-    """Why no process answered for a journal: one sentence and the exit code it means."""
+def unserved(path: Path) -> str:
+    """Why no batch process answered for ``path``, in one sentence from the journal.
 
-    refused: bool  # True: a refusal of the command (exit 4); False: an error
-    message: str
-    code: int
-
-
-def unserved(path: Path) -> Unserved:
-    """Explain from the journal why no batch process answered for ``path``.
-
-    Ended and died are refusals (the batch exists, the command cannot act on it); a batch
-    that has not begun is an error to retry (its process may still be starting, and
-    the engine listens before the procedure's first transition).
+    Each is a refusal (exit 4, the only failure CLI.md lists for ``command``): the batch has
+    ended, its process died, or it has not begun (its process may still be starting, and
+    the engine listens before the procedure's first transition: try again).
     """
     recorded = read_recorded(path)
     name = f"batch {recorded.batch_id}"
     if recorded.ended:
-        return Unserved(
-            True,
+        return (
             f"{name} has ended {recorded.state}; no command can change it "
-            "(a new batch must be started)",
-            EXIT_REFUSED,
+            "(a new batch must be started)"
         )
     if recorded.batch_id is None or recorded.state == "Idle":
-        return Unserved(
-            False,
+        return (
             f"{path} records no batch that has begun: its process is still starting "
-            "(try again in a moment) or died before the batch began",
-            EXIT_FAIL,
+            "(try again in a moment) or died before the batch began"
         )
-    return Unserved(
-        True,
+    return (
         f"no process is running {name}, which has not ended (last recorded state "
         f"{recorded.state}): its process died; bring it back with "
-        f"poc-twin resume {path} --operator NAME --reason TEXT",
-        EXIT_REFUSED,
+        f"poc-twin resume {path} --operator NAME --reason TEXT"
     )
