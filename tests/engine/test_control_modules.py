@@ -218,3 +218,80 @@ async def test_a_silent_gas_dispenser_while_held_is_alarmed_once_and_not_written
     await run.clock.sleep(10 * 60)
     cleared = [e for e in run.kinds("alarm_cleared") if e.data.get("alarm") == "communication"]
     assert [e.source for e in cleared] == ["gas"]
+
+
+async def _command_during_safe_state(
+    run: Any, item: str, command: str, why: str, level: str = "procedure"
+) -> None:
+    """Give ``command`` while the engine drives ``item`` to its safe state (a person's act
+    landing in the middle of a hold's or restart's own work)."""
+    device = run.batch.equipment[item]
+    driven = device.safe_state
+
+    async def interrupted() -> None:
+        device.safe_state = driven  # once
+        run.batch.command(command, who="kim", why=why, level=level)
+        await driven()
+
+    device.safe_state = interrupted
+
+
+async def test_an_abort_given_while_a_hold_drives_its_items_makes_everything_safe(
+    running: Any,
+) -> None:
+    """The hold keeps the gas under control; an abort landing during the hold's drive
+    must still end in the abort's safe state (O2 and N2 closed), and say why it aborted."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(6 * HOUR)
+    await _command_during_safe_state(run, "bioreactor", "abort", "contamination seen")
+    run.batch.command("hold", who="kim", why="overnight")
+    assert await finished(run) is S.ABORTED
+    gas = run.bench.twin.plant.gas
+    assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+    assert "gas" in [e.source for e in run.kinds("safe_state")]
+    ended = [e for e in run.kinds("transition") if e.source.startswith("procedure:")][-1]
+    assert ended.data["to"] == "Aborted" and "contamination seen" in ended.data["why"], ended
+    assert "overnight" not in ended.data["why"]
+
+
+async def test_a_hold_given_while_a_restart_restores_setpoints_is_held_and_driven(
+    running: Any,
+) -> None:
+    """A hold landing while Restarting re-establishes setpoints: the batch ends Held with
+    the hold's drive done (not carried to Running by the restart's finish)."""
+    run = await running("dense.yaml", dense(on_hold_gas="safe"), bench_text=DENSE_BENCH)
+    await hold_dense_culture(run)
+    restore = run.batch.ctx.restore_setpoints
+
+    async def interrupted() -> None:
+        run.batch.ctx.restore_setpoints = restore  # once
+        await restore()
+        run.batch.command("hold", who="kim", why="second thoughts")
+
+    run.batch.ctx.restore_setpoints = interrupted
+    run.batch.command("restart", who="kim", why="go on")
+    await run.clock.sleep(10 * 60)
+    assert run.batch.state is S.HELD
+    holds = [e for e in run.kinds("safe_state") if e.source == "gas"]
+    assert len(holds) == 2 and "second thoughts" in holds[-1].data["why"]
+    gas = run.bench.twin.plant.gas
+    assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+
+
+async def test_a_procedure_aborted_while_a_phase_hold_drives_its_items_ends_safe(
+    running: Any,
+) -> None:
+    """At phase level: the procedure's abort, landing during a phase hold's own drive,
+    aborts the phase with the abort's reason (not the hold's) and makes everything safe."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(HOUR)
+    await _command_during_safe_state(run, "bioreactor", "abort", "bag leaking")
+    run.batch.command("hold", who="kim", why="look at the bag", level="phase")
+    assert await finished(run) is S.ABORTED
+    phase = [e for e in run.kinds("transition") if "4:culture" in e.source]
+    assert [e.data["to"] for e in phase[-3:]] == ["Holding", "Aborting", "Aborted"]
+    assert "bag leaking" in phase[-1].data["why"] and "look at" not in phase[-1].data["why"]
+    gas = run.bench.twin.plant.gas
+    assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0

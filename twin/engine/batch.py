@@ -615,7 +615,8 @@ class Batch:
         equipment = step.logic.equipment if step is not None and scope is step.phase else None
         await self._drive("hold", f"hold of {scope.element}: {self.hold_reason}", equipment)
         for machine in reversed(holding):
-            machine.fire(Command.FINISH, why=self.hold_reason)
+            if machine.state is S.HOLDING:  # not if stopped or aborted during the drive
+                machine.fire(Command.FINISH, why=self.hold_reason)
 
     async def _run_step(self, step: PhaseStep) -> None:
         for machine in (step.unit, step.operation, step.phase):
@@ -649,7 +650,8 @@ class Batch:
             equipment = step.logic.equipment if scope is step.phase else None
             await self._drive("abort", why, equipment)
         for machine in reversed(ending):
-            machine.fire(Command.FINISH, why=why)
+            if machine.state in (S.STOPPING, S.ABORTING):  # as it was before the drive
+                machine.fire(Command.FINISH, why=why)
         self.alarms.deactivate(step.path)
         # Skip what remains of the ended element; elements it leaves behind complete.
         while self.current is not None and scope in (
@@ -698,22 +700,29 @@ class Batch:
                 elif state in (S.PAUSED, S.HELD):
                     await self._drive_own_hold(self.current)
                     await self._wait_change()
+                # Each '-ing' state ends only if it is still the state its work was done
+                # for: a command given meanwhile (an abort during a hold's drive) is
+                # served by the next turn, with its own drive, never finished unserved.
                 elif state is S.HOLDING:
                     await self._drive("hold", f"hold: {self.hold_reason}")
-                    self._finish(why=self.hold_reason)
+                    if self.state is state:
+                        self._finish(why=self.hold_reason)
                 elif state is S.RESTARTING:
                     try:
                         await self._restore()
                     except EquipmentError as exc:
-                        self._fail(exc)
+                        if self.state is state:
+                            self._fail(exc)
                     else:
-                        self._finish(why="setpoints re-established")
+                        if self.state is state:
+                            self._finish(why="setpoints re-established")
                 elif state in (S.STOPPING, S.ABORTING):
                     to = "stop" if state is S.STOPPING else "abort"
                     await self._drive(to, state.label.lower())
                     done = "stopped" if to == "stop" else "aborted"
                     why = f"{done}, equipment in its {to} state"
-                    self._finish(why=f"{why}: {self.end_reason}" if self.end_reason else why)
+                    if self.state is state:
+                        self._finish(why=f"{why}: {self.end_reason}" if self.end_reason else why)
             return self.state
         finally:
             await self.modules.stop()
