@@ -9,6 +9,7 @@ and read back only through its journal.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -40,12 +41,13 @@ def kept_pace(batch_s: float, since: float) -> bool:
 class BatchProcess:
     """One `poc-twin run` and the terminal commands a person gives it."""
 
-    def __init__(self, tmp: Path, recipe: str, *extra: str) -> None:
+    def __init__(self, tmp: Path, recipe: str, *extra: str, bench: str = SIM) -> None:
         self.journal = tmp / "batch.sqlite"
+        pace = ("--pace", str(PACE)) if bench == SIM else ()  # a wall clock has no pace
         self.proc = subprocess.Popen(
             [
-                *(EXE, "run", str(ROOT / "recipes" / recipe), "--bench", SIM, "-q"),
-                *("--journal", str(self.journal), "--operator", "eve", "--pace", str(PACE)),
+                *(EXE, "run", str(ROOT / "recipes" / recipe), "--bench", bench, "-q"),
+                *("--journal", str(self.journal), "--operator", "eve", *pace),
                 *extra,
             ],
             stdout=subprocess.PIPE,
@@ -154,12 +156,13 @@ def in_culture(events: list[Event]) -> bool:
 def batches(tmp_path: Path) -> Iterator[Callable[..., BatchProcess]]:
     started: list[BatchProcess] = []
 
-    def start(recipe: str = "", *extra: str) -> BatchProcess:
+    def start(recipe: str = "", *extra: str, bench: str = SIM) -> BatchProcess:
         """The lentiviral recipe by default, its day-1 identity scanned by the twin's person
-        at the bag; another recipe as the test gives it (its people are the test's)."""
+        at the bag; another recipe (a path, or a name in recipes/) and bench as the test
+        gives them (its people are the test's)."""
         if not recipe:
             recipe, extra = "car_t_autologous.yaml", (*UNATTENDED, *extra)
-        batch = BatchProcess(tmp_path / str(len(started)), recipe, *extra)
+        batch = BatchProcess(tmp_path / str(len(started)), recipe, *extra, bench=bench)
         batch.journal.parent.mkdir()
         started.append(batch)
         return batch
@@ -384,3 +387,101 @@ def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     ended = batch.scan_lot("--material", "activator", "--lot", "TA-2291", expect=4)
     assert "Complete" in ended.stderr
+
+
+#: A short culture polled every second, for a bench whose clock is the wall's.
+WALL_RECIPE = """\
+recipe: {id: wall-hold, product: test, version: 1.0.0, status: draft, author: test,
+         purpose: commissioning}
+equipment:
+  bioreactor: {type: bioreactor}
+  gas: {type: gas_dispenser}
+procedure:
+  - unit_procedure: expansion
+    operations:
+      - operation: culture
+        phases:
+          - {phase: set_rocking, rpm: 10}
+          - {phase: set_gas, flows_sccm: {air: 190, co2: 10}}
+          - {phase: culture, duration_h: 0.5, do_setpoint_pct: 40, poll_s: 1}
+"""
+
+
+@pytest.fixture
+def wall_bench(tmp_path: Path) -> Iterator[Path]:
+    """A bench with ``clock: wall`` whose devices are the twin's, served in real time by
+    ``poc-twin twin serve`` in its own process: to the batch, a bench of real devices."""
+    serve = subprocess.Popen(
+        [EXE, "twin", "serve", "--bench", SIM, "--seed", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert serve.stdout is not None
+        lines = []
+        for line in serve.stdout:
+            lines.append(line)
+            if line.startswith("serving"):
+                break
+        endpoint = {ln.split()[0]: ln.split()[2] for ln in lines if len(ln.split()) == 3}
+        host, port = endpoint["bioreactor"].removeprefix("tcp://").rsplit(":", 1)
+        bench = tmp_path / "wall.yaml"
+        bench.write_text(
+            "bench: wall\nclock: wall\ndevelopment: true\nequipment:\n"
+            "  bioreactor:\n    type: bioreactor\n    driver: modbus_tcp_bioreactor\n"
+            f"    config: {{host: {host}, port: {port}, unit: 1, word_order: big}}\n"
+            "  gas:\n    type: gas_dispenser\n    driver: alicat_gas\n"
+            f"    config: {{port: {endpoint['gas']}, baud: 19200, timeout_s: 0.5}}\n"
+        )
+        yield bench
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.communicate(timeout=10)
+
+
+def test_people_on_a_wall_clock_bench_hold_restart_and_ctrl_c(
+    batches: Callable[..., BatchProcess], wall_bench: Path, tmp_path: Path
+) -> None:
+    """The same acts on a bench whose clock is the wall's (devices reached over TCP and a
+    pseudo-terminal, as real ones are): a person's hold is Held within a poll, every device
+    is read each poll while Held, batch time is wall time, a restart runs on, and Ctrl-C
+    twice aborts (exit 3) with every item driven to its abort state."""
+    recipe = tmp_path / "wall-hold.yaml"
+    recipe.write_text(WALL_RECIPE)
+    batch = batches(str(recipe), bench=str(wall_bench))
+    batch.wait_for(in_culture, "the culture")
+    batch.command("hold")
+    events = batch.wait_state("Held")
+    held_at, seen = events[-1].batch_time, wall_monotonic()
+    wall_sleep(4.0)  # a person looks at the bag for 4 s
+    events = batch.events()
+    waited = events[-1].batch_time - held_at
+    # batch time is wall time; the last scan is in the file within its poll (1 s)
+    assert 2.5 <= waited <= wall_monotonic() - seen + 1.0, waited
+    for source in ("bioreactor", "gas"):  # read every second while Held
+        n = sum(
+            1
+            for e in events
+            if e.kind == "reading" and e.source == source and e.batch_time > held_at
+        )
+        assert n >= 3, (source, n)
+    assert [e.source for e in events if e.kind == "control_kept"] == ["gas"]  # the default hold
+    batch.command("restart")
+    batch.wait_state("Running")
+    batch.proc.send_signal(signal.SIGINT)  # Ctrl-C at the batch's console: a hold
+    batch.wait_state("Held")
+    batch.proc.send_signal(signal.SIGINT)  # and again: abort
+    events = batch.ends(3)
+    assert procedure_states(events)[-6:] == [
+        "Restarting",
+        "Running",
+        "Holding",
+        "Held",
+        "Aborting",
+        "Aborted",
+    ]
+    for action, state in (("hold", "Held"), ("restart", "Running")):
+        assert took_effect(events, action, state) <= 1.0, action  # within one poll (1 s)
+    aborted = [e for e in events if e.kind == "safe_state" and e.data["why"] == "aborting"]
+    assert sorted(e.source for e in aborted) == ["bioreactor", "gas"]

@@ -55,9 +55,11 @@ __all__ = [
 GENESIS = "0" * 64
 #: Longest batch time a reading nothing acted on may wait for its commit (seconds).
 READING_COMMIT_S = 600.0
-#: Longest wall time since the last commit after which a scan commits what it journalled.
-#: Durability only: when a commit happens never changes what an event says.
-READING_COMMIT_WALL_S = 1.0
+#: Longest wall time since the last commit after which a scan commits what it journalled:
+#: half the shortest poll period a recipe may set (1 s), so that on the wall every scan
+#: commits, whatever its jitter. Durability only: when a commit happens never changes what
+#: an event says.
+READING_COMMIT_WALL_S = 0.5
 #: Kind of the event that carries a signature over the chain head before it.
 CHECKPOINT = "checkpoint"
 #: Events between signed checkpoints (about 6 h of batch time on the reference process).
@@ -457,8 +459,9 @@ class Journal:
         """Commit what is pending if the last commit is ``wall_s`` of wall time old.
 
         The control modules call it after each scan: running fast on the twin that is about
-        once a second of wall time (a few commits a batch); waiting on a person, when one
-        scan comes a minute of real time after the last, it is every scan.
+        twice a second of wall time (a few dozen commits a batch); waiting on a person, or
+        on a bench whose clock is the wall's, scans come a poll period (at least a second)
+        apart, and every one commits.
         """
         if self._oldest_pending is not None and wall_monotonic() - self._committed_wall >= wall_s:
             self.commit()

@@ -216,6 +216,27 @@ def test_uncommitted_readings_are_lost_but_chain_stays_intact(tmp_path: Path) ->
     assert verify(path).ok
 
 
+@pytest.mark.parametrize("jitter", [-0.05, 0.0, 0.05])
+def test_on_the_wall_each_scan_of_a_second_is_in_the_file_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jitter: float
+) -> None:
+    """Scans a second apart (the shortest poll period), a little early or late: each scan's
+    readings reach the file, for every reader, before the next scan (commit_lagging)."""
+    import twin.journal
+
+    wall = [100.0]
+    monkeypatch.setattr(twin.journal, "wall_monotonic", lambda: wall[0])
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, lambda: wall[0])
+    journal.append("batch_started", "engine", {})
+    for scan in range(1, 11):
+        wall[0] += 1.0 + (jitter if scan % 2 else -jitter)
+        journal.append("reading", "bioreactor", {"scan": scan}, durable=False)
+        journal.commit_lagging()
+        assert [e.data["scan"] for e in read_events(path) if e.kind == "reading"][-1:] == [scan]
+    journal.close()
+
+
 def test_refuses_to_overwrite_a_batch(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     write_journal(path).close()

@@ -246,7 +246,7 @@ class ControlModules:
         while True:
             async with self.lock:
                 await self.scan()
-            self.ctx.journal.commit_lagging()  # a held batch's readings: durable each scan
+            self.ctx.journal.commit_lagging()  # on the wall: each scan durable before the next
             waiters, self._scanned = self._scanned, []
             for fut in waiters:
                 if not fut.done():
