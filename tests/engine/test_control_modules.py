@@ -10,6 +10,7 @@ from __future__ import annotations
 from statistics import mean
 from typing import Any
 
+import pytest
 from batch_harness import ROOT, S, finished
 
 from twin.equipment import Gas
@@ -236,22 +237,24 @@ async def _command_during_safe_state(
     device.safe_state = interrupted
 
 
-async def test_an_abort_given_while_a_hold_drives_its_items_makes_everything_safe(
-    running: Any,
+@pytest.mark.parametrize(("command", "final"), [("abort", S.ABORTED), ("stop", S.STOPPED)])
+async def test_an_end_given_while_a_hold_drives_its_items_makes_everything_safe(
+    running: Any, command: str, final: S
 ) -> None:
-    """The hold keeps the gas under control; an abort landing during the hold's drive
-    must still end in the abort's safe state (O2 and N2 closed), and say why it aborted."""
+    """The hold keeps the gas under control; a stop or abort landing during the hold's drive
+    (valid from Holding) must still end in its own safe state (O2 and N2 closed), and say
+    why it ended."""
     run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
     await run.until_phase_running("4:culture")
     await run.clock.sleep(6 * HOUR)
-    await _command_during_safe_state(run, "bioreactor", "abort", "contamination seen")
+    await _command_during_safe_state(run, "bioreactor", command, "contamination seen")
     run.batch.command("hold", who="kim", why="overnight")
-    assert await finished(run) is S.ABORTED
+    assert await finished(run) is final
     gas = run.bench.twin.plant.gas
     assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
     assert "gas" in [e.source for e in run.kinds("safe_state")]
     ended = [e for e in run.kinds("transition") if e.source.startswith("procedure:")][-1]
-    assert ended.data["to"] == "Aborted" and "contamination seen" in ended.data["why"], ended
+    assert ended.data["to"] == final.label and "contamination seen" in ended.data["why"], ended
     assert "overnight" not in ended.data["why"]
 
 
