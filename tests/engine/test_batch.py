@@ -268,6 +268,38 @@ async def test_a_unit_ended_with_nothing_after_it_ends_the_batch_never_complete(
     assert {e.source for e in run.kinds("safe_state")} >= {"bioreactor", "electroporator"}
 
 
+@pytest.mark.parametrize(("held", "restarted"), [("operation", "phase"), ("unit", "operation")])
+async def test_a_restart_below_a_held_element_is_refused_and_writes_nothing(
+    running: Any, held: str, restarted: str
+) -> None:
+    """A hold of the operation (unit) stands until that element is restarted: a restart
+    given to the phase (operation) below it would re-establish every setpoint, perfusion
+    and gas flows too, while the hold stands. It is refused, naming what to restart."""
+    run = await running()
+    await run.until_phase_running("2:culture")
+    run.batch.command("hold", who="bob", why="inspect the bag", level=held)
+    await run.clock.sleep(5 * 60)
+    step = run.batch.current
+    assert step is not None and getattr(step, held).state is S.HELD
+    refused_at = run.clock.now()
+    with pytest.raises(CommandRefused, match=f"restart it \\(--level {held}\\)"):
+        run.batch.command("restart", who="bob", why="go on", level=restarted)
+    await run.clock.sleep(5 * 60)
+    assert getattr(step, held).state is S.HELD and step.phase.state is S.HELD
+    rewritten = [  # the DO loop writes the gas (kept under control); nothing else
+        e for e in run.kinds("setpoint") if e.batch_time >= refused_at and e.source != "gas"
+    ]
+    assert not rewritten, rewritten
+    refused = run.kinds("command")[-1].data
+    assert (refused["command"], refused["level"], refused["accepted"]) == (
+        "restart",
+        restarted,
+        False,
+    )
+    run.batch.command("restart", who="bob", why="go on", level=held)
+    assert await finished(run) is S.COMPLETE
+
+
 async def test_an_operation_aborted_ends_at_once_its_equipment_safe(running: Any) -> None:
     run = await running()
     await run.until_phase_running("2:culture")

@@ -339,6 +339,18 @@ class Batch:
         ):
             accepted = False
             valid = [c for c in valid if c not in ("stop", "abort")]
+        elif cmd is Command.RESTART and (
+            above := [m for m in self._chain()[1 : LEVELS.index(level)] if m.state is not S.RUNNING]
+        ):
+            # A restart below a held element would re-establish every setpoint (additions,
+            # items made safe) while that element's hold stands: it restarts the held one.
+            valid = [c for c in valid if c != "restart"]
+            accepted = False
+            held = above[0]
+            why_not = (
+                f"{held.element} is {held.state.label}: restart it "
+                f"(--level {LEVELS[self._chain().index(held)]}), which restarts what is below it"
+            )
         event = self.journal.append(
             "command",
             target.element,
