@@ -148,3 +148,71 @@ def test_a_product_batch_without_its_identity_or_a_simulated_person_at_real_equi
     assert result.exit_code == 2, result.output
     assert said in result.output
     assert not journal.exists()
+
+
+UNFIT_REASONS = [
+    "  ",  # says nothing
+    "line one\nline two",  # a forged second line in every record
+    "look \x1b[31mred\x1b[0m",  # recolours every console that shows it
+    "\u200b\u200b",  # reads blank
+    "ok \u202eevil",  # a bidirectional override: reads other than it is
+    "x" * 1001,
+]
+
+
+@pytest.mark.parametrize("reason", UNFIT_REASONS)
+@pytest.mark.parametrize(
+    "act",
+    [
+        ["command", "J", "hold", "--operator", "kim"],
+        ["confirm-identity", "J", "--patient-id", "P-1", "--bag-id", "B-1", "--operator", "kim"],
+        ["scan-lot", "J", "--material", "vector", "--lot", "L-1", "--operator", "kim"],
+        ["resume", "J", "--operator", "sam"],
+        ["ack", "J", "7", "--operator", "sam"],
+        ["qc", "J", "--result", "viability=90", "--operator", "qa"],
+    ],
+    ids=lambda act: act[0],
+)
+def test_an_unfit_reason_is_invalid_before_anyone_signs(
+    tmp_path: Path, act: list[str], reason: str
+) -> None:
+    """Every signed act refuses an unfit reason or comment with exit 2 before it reads a
+    journal or asks for a password (so nothing is signed, counted or written)."""
+    journal = tmp_path / "absent.sqlite"  # never opened: the words are checked first
+    option = "--comment" if act[0] == "ack" else "--reason"
+    args = [str(journal) if a == "J" else a for a in act]
+    result = cli.invoke(app, [*args, option, reason])
+    assert result.exit_code == 2, result.output
+    assert "nothing was signed or written" in result.stderr
+    assert not journal.exists()
+
+
+@pytest.mark.parametrize(
+    ("patient", "bag"),
+    [("  ", "B-1"), ("P-1", ""), (" P-1", "B-1"), ("P-1", "B-1\t"), ("P\x1b]0;x\x07", "B-1")],
+)
+def test_a_scanned_id_no_label_prints_is_invalid_before_anyone_signs(
+    tmp_path: Path, patient: str, bag: str
+) -> None:
+    """A blank, padded or unprintable id is no scan: exit 2, nothing sent (a blank patient
+    id once reached the batch as a mismatch and aborted it)."""
+    args = ["confirm-identity", str(tmp_path / "absent.sqlite"), "--patient-id", patient]
+    result = cli.invoke(app, [*args, "--bag-id", bag, "--operator", "kim", "--reason", "scan"])
+    assert result.exit_code == 2, result.output
+    assert "nothing sent" in result.stderr
+
+
+def test_an_unknown_level_is_invalid_before_anyone_signs(tmp_path: Path) -> None:
+    args = ["command", str(tmp_path / "absent.sqlite"), "hold", "--level", "bogus"]
+    result = cli.invoke(app, [*args, "--operator", "kim", "--reason", "check"])
+    assert result.exit_code == 2, result.output
+    assert "unknown level 'bogus'; levels: procedure, unit, operation, phase" in result.stderr
+
+
+@pytest.mark.parametrize("user", ["kim\n", " kim", "kïm", "k" * 101, "../kim"])
+def test_a_signer_id_no_site_user_can_hold_is_invalid_before_a_password(user: str) -> None:
+    result = cli.invoke(
+        app, ["site", "user", "disable", "bob", "--admin", user], input="pw-pw-pw\n"
+    )
+    assert result.exit_code == 2, result.output
+    assert "is not a safe name" in result.stderr and "nothing was signed" in result.stderr

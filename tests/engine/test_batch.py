@@ -149,6 +149,47 @@ async def test_commands_from_another_terminal(running: Any) -> None:
     assert [e.data["act"] for e in run.kinds("access_refused")] == ["abort"]
 
 
+@pytest.mark.parametrize(
+    ("operator", "reason", "extra"),
+    [
+        ("kim\n", "check", {}),  # no site user id holds a newline (nor spaces, nor ':')
+        (" kim", "check", {}),
+        ("k" * 300, "check", {}),
+        ("kim", "line one\nline two", {}),  # a forged second record line
+        ("kim", "look \x1b]0;pwned\x07", {}),  # a terminal escape for every console
+        ("kim", "\u200b\u200b", {}),  # reads blank
+        ("kim", "\u202eevil", {}),  # a bidirectional override
+        ("kim", "x" * 1001, {}),
+        ("kim", "scan", {"patient_id": "  ", "bag_id": "BAG-1"}),  # blank: no label says that
+        ("kim", "scan", {"patient_id": "P-1 ", "bag_id": "BAG-1"}),
+        ("kim", "scan", {"patient_id": "P-1", "bag_id": "BAG\x1b[31m-1"}),
+    ],
+)
+async def test_unfit_words_from_another_terminal_are_invalid_and_write_nothing(
+    running: Any, operator: str, reason: str, extra: dict[str, str]
+) -> None:
+    """Whatever client sends them (the CLI checks first; the station, a script), an operator
+    id no site user can hold, an unfit reason or a scanned id no label prints is invalid
+    before anyone signs: no signature, no refusal, no count towards a lockout, no event."""
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)
+    before = len(run.events)
+    command = "confirm-identity" if extra else "hold"
+    reply = await send_command(
+        run.journal.path,
+        command,
+        operator=operator,
+        password=PEOPLE["kim"][2],
+        reason=reason,
+        extra=extra or None,
+    )
+    assert reply["status"] == "invalid", reply
+    assert not [
+        e for e in run.events[before:] if e.kind in ("command", "signature", "access_refused")
+    ]
+    assert run.batch.state is S.RUNNING
+
+
 async def test_alarms_are_acknowledged_through_the_running_batch(running: Any) -> None:
     run = await running()
     await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)

@@ -29,6 +29,7 @@ from twin.cli.common import (
     app,
     err,
     out,
+    said,
 )
 from twin.cli.esign import (
     PasswordFileOpt,
@@ -409,6 +410,11 @@ def command(
             "restart, stop and abort",
             EXIT_INVALID,
         )
+    from twin.engine.batch import LEVELS
+
+    if level not in LEVELS:
+        raise _fail(f"unknown level '{level}'; levels: {', '.join(LEVELS)}", EXIT_INVALID)
+    said(reason)
     path = _journal_of(batch)
     _served_or_exit(path, action)
     password = read_password(operator, password_file)
@@ -427,6 +433,14 @@ def confirm_identity(
     password_file: PasswordFileOpt = None,
 ) -> None:
     """Scan patient and bag ids for the chain of identity; the batch compares them to its own."""
+    from twin.words import UnfitText, check_scanned_id
+
+    try:
+        check_scanned_id(patient_id, "--patient-id")
+        check_scanned_id(bag_id, "--bag-id")
+    except UnfitText as exc:
+        raise _fail(f"confirm-identity: {exc}; nothing sent", EXIT_INVALID) from None
+    said(reason)
     path = _journal_of(batch)
     _served_or_exit(path, "confirm-identity")
     password = read_password(operator, password_file)
@@ -438,7 +452,7 @@ def confirm_identity(
         reason=reason,
         extra={"patient_id": patient_id, "bag_id": bag_id},
     )
-    _accepted_or_exit("confirm-identity", reply, invalid=EXIT_REFUSED)
+    _accepted_or_exit("confirm-identity", reply)
     out.print("scan handed to the batch; it records whether it matches")
 
 
@@ -466,6 +480,7 @@ def scan_lot(
         scan = scan_from(material, gs1, lot, expiry)
     except ValueError as exc:
         raise _fail(f"scan-lot: {exc}; nothing sent", EXIT_INVALID) from None
+    said(reason)
     path = _journal_of(batch)
     _served_or_exit(path, "scan-lot")
     password = read_password(operator, password_file)
@@ -497,6 +512,7 @@ def acknowledge(
     """
     from twin.access.entries import batch_is_running
 
+    said(comment, "--comment")
     path = _journal_of(batch)
     if batch_is_running(path):
         password = read_password(operator, password_file)

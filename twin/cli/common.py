@@ -133,3 +133,14 @@ def _load(
 def _print_problems(exc: InvalidInput) -> None:
     for problem in exc.problems:
         err.print(str(problem), highlight=False, markup=False)
+
+
+def said(text: str, option: str = "--reason") -> str:
+    """A person's reason or comment as the record takes it, else exit 2 before anyone signs
+    (blank, control or invisible characters, too long: :mod:`twin.words`)."""
+    from twin.words import UnfitText, check_reason
+
+    try:
+        return check_reason(text, option)
+    except UnfitText as exc:
+        raise _fail(f"{exc}; nothing was signed or written", EXIT_INVALID) from None

@@ -26,6 +26,7 @@ from twin.access.users import (
     users_path,
 )
 from twin.cli.common import EXIT_INVALID, EXIT_REFUSED, _fail
+from twin.names import UnsafeName, check_safe_name
 
 __all__ = [
     "ENV_OPERATOR",
@@ -72,7 +73,14 @@ RunPasswordFileOpt = Annotated[
 
 
 def read_password(user: str, password_file: Path | None, what: str = "password") -> str:
-    """The signer's password: from the file, the terminal, or a line of standard input."""
+    """The signer's password: from the file, the terminal, or a line of standard input.
+
+    ``user`` must first be a name some site user could have (exit 2 if not: nothing is
+    asked, counted or journalled for an id no one can hold)."""
+    try:
+        check_safe_name(user, "user id")
+    except UnsafeName as exc:
+        raise _fail(f"{exc}; nothing was signed or counted", EXIT_INVALID) from None
     if password_file is not None:
         try:
             info = password_file.stat()

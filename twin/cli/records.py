@@ -16,6 +16,7 @@ from twin.cli.common import (
     app,
     err,
     out,
+    said,
 )
 from twin.cli.esign import PasswordFileOpt, UsersOpt, read_password
 from twin.cli.signed import _sign_entry, user_app
@@ -335,6 +336,7 @@ def qc(
         for problem in exc.problems:
             err.print(str(problem), highlight=False, markup=False)
         raise typer.Exit(EXIT_INVALID) from None
+    said(reason)
     person = _sign_entry(journal, operator, password_file, users, Act.QC_RESULT)
     try:
         signer = load_site_key(site_key) if site_key is not None else None

@@ -23,6 +23,7 @@ from twin.cli.common import (
     app,
     err,
     out,
+    said,
 )
 from twin.cli.esign import PasswordFileOpt, UsersOpt, read_password, users_for_batch
 from twin.errors import InvalidInput, PocTwinError
@@ -136,6 +137,7 @@ def resume(
 
     if not operator or not reason:
         raise _fail("resume needs --operator and --reason (recorded with the deviation)", 2)
+    said(reason)
     try:
         summary_before = summarize(journal)
     except PocTwinError as exc:

@@ -11,7 +11,7 @@ import typer
 
 from twin.access.roles import Act, Role
 from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
-from twin.cli.common import EXIT_FAIL, EXIT_INVALID, EXIT_REFUSED, _fail, app, out
+from twin.cli.common import EXIT_FAIL, EXIT_INVALID, EXIT_REFUSED, _fail, app, out, said
 from twin.cli.esign import PasswordFileOpt, UsersOpt, open_users, read_password, refused
 from twin.errors import PocTwinError
 
@@ -24,7 +24,7 @@ def _comment(text: str) -> str:
     """A signed entry's comment: what was seen or decided, never empty (exit 2)."""
     if not text.strip():
         raise _fail("--comment must say what was seen or decided; nothing written", EXIT_INVALID)
-    return text
+    return said(text, "--comment")
 
 
 def _sign_entry(

@@ -33,6 +33,8 @@ from twin.engine.lots import LotScan, NoScanWanted
 from twin.engine.states import Command
 from twin.errors import CommandRefused, PocTwinError
 from twin.journal import Event, Journal
+from twin.names import UnsafeName, check_safe_name
+from twin.words import UnfitText, check_reason, check_scanned_id
 
 __all__ = [
     "RELAYED_COMMANDS",
@@ -171,6 +173,10 @@ def _answer(
         return {"status": "invalid", "message": "need command, operator, password and reason"}
     if not operator.strip() or not reason.strip():
         return {"status": "invalid", "message": "operator and reason must not be empty"}
+    try:
+        check_reason(reason)
+    except UnfitText as exc:
+        return {"status": "invalid", "message": str(exc)}
     if _relayed(request, relay_token):
         try:
             if command == "acknowledge":
@@ -188,14 +194,23 @@ def _answer(
         return {"status": "invalid", "message": f"'{RELAYED}' names are the control site's"}
     if operator.startswith(SIMULATED_PERSON):
         return {"status": "invalid", "message": f"'{SIMULATED_PERSON}' names are the twin's"}
+    try:  # no site user has any other id: nothing to sign, count or journal
+        check_safe_name(operator, "operator")
+    except UnsafeName as exc:
+        return {"status": "invalid", "message": f"{exc}: a site user id"}
     try:
         act = _act(command, request, target)
     except ValueError as exc:
         return {"status": "invalid", "message": str(exc)}
     if command == "confirm-identity":
         patient, bag = request.get("patient_id"), request.get("bag_id")
-        if not patient or not bag:
+        if not isinstance(patient, str) or not isinstance(bag, str) or not patient or not bag:
             return {"status": "invalid", "message": "confirm-identity needs patient_id and bag_id"}
+        try:
+            check_scanned_id(patient, "patient id")
+            check_scanned_id(bag, "bag id")
+        except UnfitText as exc:
+            return {"status": "invalid", "message": str(exc)}
     if command == "scan-lot":
         try:
             lot_scan_of(request)  # malformed: invalid before anyone signs
