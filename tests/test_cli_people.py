@@ -176,6 +176,38 @@ def test_ctrl_c_at_a_resumed_batch_holds_then_aborts(
     assert verified.exit_code == 0, verified.output
 
 
+def test_one_ctrl_c_never_aborts_a_batch_someone_else_held(
+    tmp_path: Path, running: list[subprocess.Popen[str]], site: Site
+) -> None:
+    """kim holds the batch from another terminal; eve's one Ctrl-C at the batch's terminal
+    only says that a second press aborts (before, it aborted kim's held batch at once); the
+    second press aborts (exit 3)."""
+    journal = tmp_path / "held.sqlite"
+    proc = _start_run(journal, "eve", "--pace", "600")  # a held minute in 0.1 s of wall
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+    hold = _command("command", str(journal), "hold", *site.signed("kim"), "--reason", "look")
+    assert hold.returncode == 0, hold.stderr
+    events = _wait_for(journal, lambda ev: _procedure_states(ev)[-1:] == ["Held"], proc)
+    proc.send_signal(signal.SIGINT)
+    readings = sum(1 for e in events if e.kind == "reading")
+    # Two more scans (the clock follows the wall while Held): the press was long handled.
+    events = _wait_for(
+        journal, lambda ev: sum(1 for e in ev if e.kind == "reading") >= readings + 4, proc
+    )
+    assert _procedure_states(events)[-1] == "Held" and proc.poll() is None
+    assert [e.data["command"] for e in events if e.kind == "command"] == ["hold"]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "Ctrl-C: the batch is Held; Ctrl-C again aborts it" in err
+    assert "Ctrl-C: batch aborted by eve (it was Held)" in err
+    commands = [
+        (e.data["command"], e.data["operator"]) for e in read_events(journal) if e.kind == "command"
+    ]
+    assert commands[-2:] == [("hold", "kim"), ("abort", "eve")]
+
+
 def test_resume_of_a_batch_whose_process_runs_writes_nothing_and_is_refused(
     tmp_path: Path, running: list[subprocess.Popen[str]], site: Site
 ) -> None:
@@ -311,9 +343,11 @@ class _Batch:
         (S.RUNNING, "hold", "held by dan"),
         (S.PAUSED, "hold", "held by dan"),
         (S.RESTARTING, "hold", "held by dan"),  # restarted from another terminal: holds again
-        (S.HOLDING, "abort", "aborted by dan (it was Holding)"),  # the second Ctrl-C
-        (S.HELD, "abort", "aborted by dan (it was Held)"),
-        (S.STOPPING, "abort", "aborted by dan (it was Stopping)"),
+        # held or stopped from elsewhere (or brought back Held by resume): one press says
+        # what a second does, and never aborts
+        (S.HOLDING, None, "the batch is Holding; Ctrl-C again aborts it"),
+        (S.HELD, None, "the batch is Held; Ctrl-C again aborts it"),
+        (S.STOPPING, None, "the batch is Stopping; Ctrl-C again aborts it"),
         (S.ABORTING, None, "neither hold nor abort is valid; it finishes on its own"),
         (S.STOPPED, None, "has ended Stopped"),  # over: not aborted after the fact
         (S.COMPLETE, None, "has ended Complete"),
@@ -326,6 +360,27 @@ def test_what_a_ctrl_c_means_in_each_state(
     note = CtrlC("dan", tmp_path / "j.sqlite", Console(file=io.StringIO())).act(batch)  # type: ignore[arg-type]
     assert note.startswith("Ctrl-C: ") and "\n" not in note and says in note
     assert batch.given == ([(given, "dan", WHY)] if given else [])
+
+
+@pytest.mark.parametrize("state", [S.RUNNING, S.HELD, S.STOPPING])
+def test_a_second_ctrl_c_aborts_until_the_batch_runs_again(
+    state: ProceduralState, tmp_path: Path
+) -> None:
+    """The second press aborts, whatever the first did; once the batch has run again (a
+    restart from another terminal), a press is a first one again and holds."""
+    batch = _Batch(state)
+    ctrl_c = CtrlC("dan", tmp_path / "j.sqlite", Console(file=io.StringIO()))
+    ctrl_c.act(batch)  # type: ignore[arg-type]
+    assert "aborted by dan" in ctrl_c.act(batch)  # type: ignore[arg-type]
+    assert batch.given[-1] == ("abort", "dan", WHY)
+    again = _Batch(S.HELD)
+    ctrl_c = CtrlC("dan", tmp_path / "j.sqlite", Console(file=io.StringIO()))
+    ctrl_c.act(again)  # type: ignore[arg-type]
+    restarted = Event(1, 0.0, "", "transition", "procedure:x", {"to": "Running"}, "", "")
+    ctrl_c(restarted)
+    again.state = S.HELD  # held again by someone else
+    assert "Ctrl-C again aborts it" in ctrl_c.act(again)  # type: ignore[arg-type]
+    assert again.given == []
 
 
 def test_after_the_batch_ended_a_ctrl_c_only_gets_a_note(tmp_path: Path) -> None:

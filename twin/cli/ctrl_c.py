@@ -6,9 +6,11 @@ the batch then waits Held for a restart, stop or abort from any terminal. The ha
 sits on the batch's own event loop (``loop.add_signal_handler``), so the command reaches
 the engine between two of its callbacks, never inside one.
 
-One rule covers every press: hold where the state model allows a hold, else abort where
-it allows an abort, else let the batch finish. A second Ctrl-C finds the batch Holding
-or Held (hold not valid) and so aborts it.
+One rule covers every press: hold where the state model allows a hold; else, where it
+allows an abort, abort if this terminal pressed Ctrl-C before and the batch has not run
+again since (the second Ctrl-C), or say that a second press aborts (a batch held by
+someone else, or brought back Held by ``resume``, is never aborted by one keystroke);
+else let the batch finish.
 
 Once the batch has ended, a Ctrl-C (one press too many) only gets a note until the run
 command has printed its summary and exits with the code that says how the batch ended.
@@ -66,6 +68,8 @@ class CtrlC:
         #: The SIGINT handler before the run (restored by ``ended``).
         self._outer: Any = signal.getsignal(signal.SIGINT)
         self._noting = False
+        #: A Ctrl-C was pressed here and the batch has not run since: the next one aborts.
+        self.pressed_before = False
 
     # -- while the batch runs ---------------------------------------------------------
 
@@ -88,7 +92,15 @@ class CtrlC:
         state = batch.state
         if state.is_final:  # the batch is over; only its process is still closing down
             return f"Ctrl-C: the batch has ended {state.label}; finishing up"
-        for cmd in _wanted(state):
+        first, self.pressed_before = not self.pressed_before, True
+        wanted = _wanted(state)
+        if first and wanted == [Command.ABORT]:  # not held from here: one press never aborts
+            return (
+                f"Ctrl-C: the batch is {state.label}; Ctrl-C again aborts it (or from another "
+                f"terminal: poc-twin command {self.journal_path} restart --operator NAME "
+                "--reason TEXT)"
+            )
+        for cmd in wanted:
             try:
                 batch.command(cmd, who=self.operator, why=WHY, via="ctrl-c")
             except CommandRefused:
@@ -115,6 +127,12 @@ class CtrlC:
         self-pipe before it drops its signal handler, and a signal in between makes
         CPython print a traceback-like "Exception ignored" message.
         """
+        if (
+            event.kind == "transition"
+            and event.source.startswith("procedure:")
+            and event.data.get("to") == "Running"
+        ):
+            self.pressed_before = False  # it runs again: the next Ctrl-C is a first one
         if (
             self.attached
             and not self._noting
