@@ -383,3 +383,77 @@ def test_the_twin_keeps_its_plant_across_the_interruption(tmp_path: Path) -> Non
     assert abs(first["temperature_c"] - last["temperature_c"]) < 0.5
     assert abs(first["ph"] - last["ph"]) < 0.05
     assert replay(journal).identical
+
+
+def test_a_batch_held_when_it_died_has_its_hold_driven_again_on_resume(tmp_path: Path) -> None:
+    """Held when the process died, the batch comes back Held, and its hold is driven again
+    (a device may come back otherwise: the twin's bag comes back as last kept, from before
+    the hold, with perfusion running). Before, the engine's hold was refused (Held already)
+    and nothing was driven: perfusion ran on through a record that said Held. The resume
+    replays event for event."""
+    from twin.clock import run_batch_loop
+    from twin.replay.resume import resume_async
+    from twin.runner import run_batch_async, twin_keep_path
+
+    journal = tmp_path / "held.sqlite"
+
+    async def held_then_dies() -> None:
+        batches: list[Batch] = []
+        batch = asyncio.create_task(
+            run_batch_async(
+                load_recipe(SMOKE),
+                load_bench(BENCH),
+                journal,
+                batch_id="HELD",
+                operator="alice",
+                seed=11,
+                on_batch=batches.append,
+            )
+        )
+        await asyncio.sleep(3 * 3600.0)
+        batches[0].command("hold", who="bob", why="bag check")
+        await asyncio.sleep(1800.0)
+        assert batches[0].state is S.HELD
+        batch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await batch
+
+    run_batch_loop(held_then_dies, virtual=True, pace=None)  # a person's wait costs nothing
+    assert twin_keep_path(journal).exists()
+    before = list(read_events(journal))
+    held_at = max(e.seq for e in before if e.kind == "transition" and e.data["to"] == "Held")
+    assert [e.source for e in before if e.kind == "safe_state" and e.seq > held_at - 6]
+    plants: list[object] = []
+
+    async def resumed_then_looked_at() -> None:
+        task = asyncio.create_task(
+            resume_async(
+                load_recording(journal),
+                operator="carol",
+                reason="power back",
+                pace=None,
+                on_bench=lambda opened, clock: plants.append(opened.twin.plant),
+            )
+        )
+        for _ in range(24 * 60):  # a day at most (the replay of the record comes first)
+            await asyncio.sleep(60.0)
+            if any(e.kind == "safe_state" for e in read_events(journal, after=before[-1].seq)):
+                break
+        await asyncio.sleep(600.0)
+        if task.done():
+            task.result()  # the resume's own failure, if any
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run_batch_loop(resumed_then_looked_at, virtual=True, pace=None)
+    after = list(read_events(journal, after=before[-1].seq))
+    deviation = next(e for e in after if e.kind == "deviation")
+    driven = [e for e in after if e.kind == "safe_state" and e.seq > deviation.seq]
+    assert "bioreactor" in {e.source for e in driven}
+    assert all("resumed after an interruption" in e.data["why"] for e in driven)
+    states = [e.data["to"] for e in after if e.kind == "transition"]
+    assert "Running" not in states  # held all along, as the record says
+    plant = plants[0]
+    assert plant.bioreactor.perfusion_ml_per_day == 0.0  # type: ignore[attr-defined]
+    assert replay(journal).identical

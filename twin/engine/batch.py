@@ -122,6 +122,8 @@ class Batch:
         self.steps = list(self._build_steps())
         self.position = 0
         self.hold_reason = ""
+        #: Why a hold already in force is to be driven again (a batch brought back Held).
+        self._hold_again = ""
         #: Why the procedure was stopped or aborted (its final transition says it again).
         self.end_reason = ""
         #: Where operator commands reach this batch (the journal's path unless told otherwise;
@@ -211,19 +213,28 @@ class Batch:
             element,
             {"from": src.label, "to": dst.label, "command": cmd.value, "who": who, "why": why},
         )
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self._wake()
         self._update_awaiting_person()
 
     def _awaiting_scan_changed(self, waiting: bool) -> None:
         self._awaiting_scan = waiting
         self._update_awaiting_person()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Every wait for the batch's next change ends: look again."""
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+
+    def hold_again(self, why: str) -> None:
+        """Drive every item again as the hold in force declares: a batch brought back Held
+        after its process died (a device may have come back in another state: restarted,
+        power-cycled, or the twin's plant as last kept, from before the hold)."""
+        if self.state is S.HELD:
+            self._hold_again = why
+            self._wake()
 
     def _update_awaiting_person(self) -> None:
         """Tell the clock whether only a person can move the batch on (a person's time is
@@ -710,6 +721,10 @@ class Batch:
                 elif state is S.PAUSING:
                     self._finish(why="paused between phases")
                 elif state in (S.PAUSED, S.HELD):
+                    if self._hold_again and state is S.HELD:
+                        why, self._hold_again = self._hold_again, ""
+                        await self._drive("hold", why)
+                        continue
                     await self._drive_own_hold(self.current)
                     await self._wait_change()
                 # Each '-ing' state ends only if it is still the state its work was done

@@ -8,7 +8,6 @@ so a resumed batch replays event for event like any other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,7 +55,9 @@ async def hold_after_interruption(
         await batch.ctx.read(name, what, getattr(device, method))
     if not recorded_on():
         return
-    with contextlib.suppress(CommandRefused):
+    try:
         batch.command(Command.HOLD, who="engine", why=deviation["hold_reason"])
+    except CommandRefused:  # held when it died: the hold in force is driven again
+        batch.hold_again(deviation["hold_reason"])
     feed.enacting = None
     feed.pass_boundary(boundary)
