@@ -282,8 +282,9 @@ async def run_batch_async(
                     **({"simulated_qc_lab": True} if qc_lab else {}),
                     REQUIRED_FLAG: users is not None,
                 },
+                durable=starter is None,
             )
-            if starter is not None:
+            if starter is not None:  # committed with the start: no kill leaves it unsigned
                 sign_event(journal, started, starter)
             journal.append(EQUIPMENT_IDENTITY, "batch", identities)
             batch = Batch(

@@ -190,6 +190,41 @@ async def test_unfit_words_from_another_terminal_are_invalid_and_write_nothing(
     assert run.batch.state is S.RUNNING
 
 
+async def test_a_signed_act_and_its_signature_reach_the_file_in_one_commit(
+    running: Any,
+) -> None:
+    """A kill between a signed act and its signature would leave a record that never
+    verifies (an act without its e-signature) and a batch that acted on it. So neither is in
+    the file without the other: when the act is heard (appended) no other reader sees it yet;
+    with its signature both are there, before the command acts."""
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)
+    path = run.journal.path
+    seen_alone: list[tuple[str, bool]] = []
+
+    def at_append(event: Any) -> None:
+        if event.kind in ("command", "alarm_ack"):
+            in_file = [e.seq for e in read_events(path)]
+            seen_alone.append((event.kind, event.seq in in_file))
+        if event.kind == "transition" and event.data.get("command") == "hold":
+            in_file = {e.kind for e in read_events(path)}
+            assert "signature" in in_file, "the hold acted before its signature was committed"
+
+    run.journal.subscribe(at_append)
+    alarm = run.journal.append("alarm", "bioreactor", {"alarm": "do", "reaction": "hold_phase"})
+    for command, extra in (("acknowledge", {"alarm": alarm.seq}), ("hold", None)):
+        reply = await send_command(
+            path, command, operator="kim", password=PEOPLE["kim"][2], reason="check", extra=extra
+        )
+        assert reply["status"] == "accepted", reply
+    assert seen_alone == [("alarm_ack", False), ("command", False)]
+    events = list(read_events(path))
+    for act in (e for e in events if e.kind in ("command", "alarm_ack")):
+        signature = events[events.index(act) + 1]
+        assert signature.kind == "signature" and signature.data["signed_seq"] == act.seq
+    assert verify(path).ok
+
+
 async def test_alarms_are_acknowledged_through_the_running_batch(running: Any) -> None:
     run = await running()
     await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)

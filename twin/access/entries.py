@@ -92,8 +92,8 @@ class EndedJournal:
         self.book = book
 
     def append_signed(self, kind: str, source: str, data: dict[str, Any], person: Signer) -> Event:
-        """The act, then its signature."""
-        event = self.book.append(kind, source, data)
+        """The act, then its signature: one commit (no kill leaves the act unsigned)."""
+        event = self.book.append(kind, source, data, durable=False)
         sign_event(self.book, event, person)
         return event
 

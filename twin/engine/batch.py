@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twin.access.esign import sign_event
 from twin.access.users import Signer, UserStore
 from twin.clock import Clock
 from twin.engine.alarms import Alarms, is_critical
@@ -306,6 +307,7 @@ class Batch:
         why: str,
         level: str = "procedure",
         via: str | None = None,
+        signer: Signer | None = None,
     ) -> Event:
         """An operator (or engine) command to the active element at ``level``.
 
@@ -316,7 +318,8 @@ class Batch:
         Pause and resume act on the whole procedure. Returns the journalled ``command``
         event (a refusal carries it as ``CommandRefused.event``) for a signature to bind to.
         ``via`` names a way in where no site user signs: ``ctrl-c`` at the batch's own
-        console, a ``control-site`` request.
+        console, a ``control-site`` request. ``signer``'s signature is journalled with the
+        command, in one commit, before anything is done (no kill leaves it unsigned).
         """
         cmd = Command(command)
         if level not in LEVELS:
@@ -375,7 +378,10 @@ class Batch:
                 "state": target.state.label,
                 **({"via": via} if via else {}),
             },
+            durable=signer is None,
         )
+        if signer is not None:
+            sign_event(self.journal, event, signer)
         if not accepted:
             refused = CommandRefused(target.element, cmd.value, target.state.label, valid, why_not)
             refused.event = event
@@ -411,17 +417,24 @@ class Batch:
         return self.ctx.lots.present(scan, who=who, why=why, signer=signer)
 
     def acknowledge(
-        self, alarm_seq: int, *, who: str, comment: str, via: str | None = None
+        self,
+        alarm_seq: int,
+        *,
+        who: str,
+        comment: str,
+        via: str | None = None,
+        signer: Signer | None = None,
     ) -> Event:
         """A person acknowledges a raised alarm (by its event's sequence number); ``via``
-        names a way in where no site user signs (the control site, whose user signed there)."""
+        names a way in where no site user signs (the control site, whose user signed there).
+        ``signer``'s signature is committed with it."""
         alarm = self.alarm_events.get(alarm_seq)
         if alarm is None:
             raise ValueError(f"event {alarm_seq} is not an alarm of this batch")
         if alarm_seq in self.acknowledged:
             raise ValueError(f"alarm {alarm_seq} was acknowledged already")
         self.acknowledged.add(alarm_seq)
-        return self.journal.append(
+        event = self.journal.append(
             "alarm_ack",
             alarm.source,
             {
@@ -432,7 +445,11 @@ class Batch:
                 "comment": comment,
                 **({"via": via} if via else {}),
             },
+            durable=signer is None,
         )
+        if signer is not None:
+            sign_event(self.journal, event, signer)
+        return event
 
     def _remember_alarm(self, event: Event) -> None:
         if event.kind == "alarm":

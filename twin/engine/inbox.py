@@ -25,7 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
-from twin.access.esign import SIMULATED_PERSON, journal_refusal, sign_event
+from twin.access.esign import SIMULATED_PERSON, journal_refusal
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer, UserStore
 from twin.engine.alarms import is_critical
@@ -63,7 +63,15 @@ class CommandTarget(Protocol):
     journal: Journal
     alarm_events: dict[int, Event]
 
-    def command(self, command: str, *, who: str, why: str, level: str = "procedure") -> Event: ...
+    def command(
+        self,
+        command: str,
+        *,
+        who: str,
+        why: str,
+        level: str = "procedure",
+        signer: Signer | None = None,
+    ) -> Event: ...
 
     def present_identity(
         self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
@@ -77,7 +85,13 @@ class CommandTarget(Protocol):
     ) -> tuple[Event, str | None]: ...
 
     def acknowledge(
-        self, alarm_seq: int, *, who: str, comment: str, via: str | None = None
+        self,
+        alarm_seq: int,
+        *,
+        who: str,
+        comment: str,
+        via: str | None = None,
+        signer: Signer | None = None,
     ) -> Event: ...
 
     @property
@@ -273,22 +287,18 @@ def _perform(
             return {"status": "refused", "message": refused, "state": target.status}
         return {"status": "accepted", "state": target.status}
     if command == "acknowledge":
-        try:
-            event = target.acknowledge(_alarm_seq(request), who=who, comment=why)
+        try:  # the act and its signature: one commit
+            target.acknowledge(_alarm_seq(request), who=who, comment=why, signer=signer)
         except ValueError as exc:
             return {"status": "refused", "message": str(exc), "state": target.status}
-        sign_event(target.journal, event, signer)
         return {"status": "accepted", "state": target.status}
-    try:
+    try:  # the command and its signature (accepted or refused): one commit, then it acts
         level = str(request.get("level", "procedure"))
-        event = target.command(command, who=who, why=why, level=level)
+        target.command(command, who=who, why=why, level=level, signer=signer)
     except CommandRefused as exc:
-        if exc.event is not None:
-            sign_event(target.journal, exc.event, signer)
         return {"status": "refused", "message": str(exc), "state": exc.state, "valid": exc.valid}
     except ValueError as exc:
         return {"status": "invalid", "message": str(exc) or f"unknown command '{command}'"}
-    sign_event(target.journal, event, signer)
     return {"status": "accepted", "state": target.status}
 
 

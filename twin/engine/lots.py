@@ -171,8 +171,8 @@ class LotDesk:
             "refused": refused,
             "meaning": "material lot verified" if refused is None else "lot scan refused",
         }
-        event = self.journal.append("lot_scan", "batch", data)
-        if signer is not None:
+        event = self.journal.append("lot_scan", "batch", data, durable=signer is None)
+        if signer is not None:  # committed with the scan: no kill leaves it unsigned
             sign_event(self.journal, event, signer)
         if refused is None:
             wanted.future.set_result(scan)

@@ -521,8 +521,9 @@ class ConfirmIdentity(PhaseLogic):
                 "meaning": "chain of identity verified" if match else "identity mismatch",
                 "match": match,
             },
+            durable=signer is None,
         )
-        if signer is not None:
+        if signer is not None:  # committed with the scan: no kill leaves it unsigned
             sign_event(ctx.journal, event, signer)
         if not match:
             raise PhaseFailed(

@@ -34,18 +34,22 @@ async def hold_after_interruption(
     boundary: Boundary,
     open_equipment: Callable[[], Awaitable[None]] | None = None,
     recorded_on: Callable[[], bool] = lambda: True,
+    signed: Callable[[], None] | None = None,
 ) -> None:
     """Record the interruption, re-read every device, hold, then let waiting calls go on.
 
     Calls the phase had in flight at the interruption end as interrupted (the hold
     cancels the phase); others (a hold's safe states) go on once the boundary is passed.
     On replay, ``recorded_on`` says whether the record goes on before its next boundary: a
-    resume that itself died mid-way is re-enacted only as far as it got.
+    resume that itself died mid-way is re-enacted only as far as it got. ``signed`` journals
+    the resuming person's signature of the deviation, in the deviation's own commit.
     """
     task = asyncio.current_task()
     assert task is not None
     feed.enacting = (task, boundary)
-    batch.journal.append("deviation", "batch", deviation)
+    batch.journal.append("deviation", "batch", deviation, durable=signed is None)
+    if signed is not None:
+        signed()
     if open_equipment is not None:
         await open_equipment()
     for name, device in batch.equipment.items():

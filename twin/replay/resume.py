@@ -177,6 +177,11 @@ async def resume_async(
                 deviation = _deviation(batch, recording, gap_s, derived, operator, reason)
                 recorded: list[Event] = []
                 live.subscribe(lambda e: recorded.append(e) if e.kind == "deviation" else None)
+
+                def sign_resume() -> None:  # the supervisor's: committed with the deviation
+                    if person is not None and recorded:
+                        sign_event(live, recorded[-1], person)
+
                 await hold_after_interruption(
                     batch,
                     deviation,
@@ -184,18 +189,17 @@ async def resume_async(
                     session.feed,
                     session.feed.boundary(len(journal.recorded)),
                     open_equipment,
+                    signed=sign_resume if person is not None else None,
                 )
-                if person is not None and recorded:  # the supervisor's signature of the resume
-                    sign_event(live, recorded[-1], person)
                 inbox = await serve_commands(batch, recording.path, users, claimed=claim)
                 if on_live is not None:
                     on_live(batch)
                 if restart:
                     await _until_held(batch)
-                    if batch.state is S.HELD:
-                        event = batch.command(Command.RESTART, who=operator, why=reason)
-                        if restarter or person:
-                            sign_event(live, event, restarter or person)
+                    if batch.state is S.HELD:  # signed in the command's own commit
+                        batch.command(
+                            Command.RESTART, who=operator, why=reason, signer=restarter or person
+                        )
                 final = await run_while_recorded(run, live)
                 live.append("batch_ended", "batch", {"state": final.label})
                 if people.lab is not None:
