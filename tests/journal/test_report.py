@@ -145,6 +145,23 @@ def test_an_alarms_hold_on_a_held_batch_is_no_operator_refusal(tmp_path: Path) -
     ]
 
 
+def test_an_interruption_while_held_is_an_exception_of_its_own(tmp_path: Path) -> None:
+    """A process that died while the batch was Held opens no new hold on resume (the
+    engine's hold is not needed): the interruption itself is still on top for QA."""
+    path = troubled_journal(tmp_path / "t.sqlite")
+    j = Journal.reopen(path, lambda: 9000.0)
+    message = "batch process interrupted after event 40 for 600 s; resumed in Held"
+    j.append(
+        "deviation",
+        "batch",
+        {"deviation": "interruption", "message": message, "operator": "sam", "reason": "power"},
+    )
+    j.close()
+    record = build_record(path)
+    exceptions = [text for sev, text in record.exceptions if sev == "major"]
+    assert f"1 interruption(s) of the batch process: {message}" in exceptions
+
+
 def test_troubled_batch_puts_every_exception_on_top(tmp_path: Path) -> None:
     record = build_record(troubled_journal(tmp_path / "t.sqlite"))
     exceptions = "\n".join(f"{sev}: {text}" for sev, text in record.exceptions)

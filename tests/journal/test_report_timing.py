@@ -126,3 +126,26 @@ def test_a_step_of_minutes_taking_hours_and_a_phase_held_for_a_day(tmp_path: Pat
         "Timing: phase culture took 35.0 h of 24.0 h planned.",
         "Timing: phase harvest took 5.0 h, a step the recipe plans in minutes.",
     ]
+
+
+def test_a_hold_given_while_restarting_is_one_hold_not_one_to_the_end(tmp_path: Path) -> None:
+    """Held 10 min, restarting, held again (a second person, or a resume) for 20 min, then
+    running: one 30-min wait, no timing exception. Before, the first hold stayed open to
+    the end of the batch: "a hold of 9.0 days"."""
+    path = journal(
+        tmp_path / "twice.sqlite",
+        LV,
+        [
+            (42.0, PROC, "Holding"),
+            (42.0, PROC, "Held"),
+            (42.17, PROC, "Restarting"),
+            (42.17, PROC, "Holding"),
+            (42.17, PROC, "Held"),
+            (42.5, PROC, "Restarting"),
+            (42.5, PROC, "Running"),
+            (240.0, PROC, "Complete"),
+        ],
+    )
+    assert not [t for t in timing(path) if "hold" in t]
+    record = build_record(path)
+    assert [(round(a / HOUR, 2), round(b / HOUR, 2)) for a, b in record.holds] == [(42.0, 42.5)]

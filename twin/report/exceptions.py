@@ -65,6 +65,15 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
                 f"A {r.purpose} batch: judged on running as written, not against release criteria.",
             )
         )
+    interruptions = [d for d in r.deviations if d.kind == "interruption"]
+    if interruptions:  # whatever state it died in (held too: then no new hold is opened)
+        found.append(
+            (
+                "major",
+                f"{len(interruptions)} interruption(s) of the batch process: "
+                + "; ".join(d.text for d in interruptions[:3]),
+            )
+        )
     holds = [d for d in r.deviations if d.kind == "hold"]
     if holds:
         found.append(("major", f"{len(holds)} hold(s): " + "; ".join(d.text for d in holds[:3])))

@@ -263,7 +263,9 @@ class _Builder:
             to = d.get("to")
             self.r.final_state = to or self.r.final_state
             if to == "Holding":
-                self.r.holds.append((t, None))
+                if not (self.r.holds and self.r.holds[-1][1] is None):
+                    # (held again while Restarting: the batch never ran, one hold goes on)
+                    self.r.holds.append((t, None))
                 self.r.deviations.append(
                     Deviation(e.seq, t, "hold", d.get("who", ""), d.get("why", ""))
                 )
