@@ -1,5 +1,5 @@
 """``python -m twin.cli``: the same as the ``poc-twin`` command."""
 
-from twin.cli import main
+from twin.console import main
 
 main()

@@ -54,6 +54,11 @@ class CtrlC:
     hears the batch end); ``ended`` guards the summary after the batch's loop has closed.
     """
 
+    #: Set by the console script (``twin.console``): the process exits once the command is
+    #: done, so ``ended`` keeps the note handler to the very end (a late Ctrl-C must not
+    #: turn the batch's exit code into death by SIGINT). In-process callers get theirs back.
+    process_exits_after = False
+
     def __init__(self, operator: str, journal_path: Path, console: Console) -> None:
         self.operator = operator
         self.journal_path = journal_path
@@ -160,9 +165,9 @@ class CtrlC:
     def ended(self, final: ProceduralState) -> Iterator[None]:
         """Around the run command's last steps (summary, exit): a Ctrl-C only gets a note.
 
-        Re-installs the note if the loop's close reset SIGINT to its default; restores the
-        handler from before the batch ended on the way out (the process exits next, or an
-        in-process caller such as a test runner gets its Ctrl-C back).
+        Re-installs the note if the loop's close reset SIGINT to its default. On the way out
+        an in-process caller (a test runner) gets its own handler back; the ``poc-twin``
+        process keeps the note until it exits (``process_exits_after``).
         """
         try:
             self._note_from_now(final)
@@ -172,8 +177,9 @@ class CtrlC:
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, self._outer)
-            self._noting = False
+            if not self.process_exits_after:
+                signal.signal(signal.SIGINT, self._outer)
+                self._noting = False
 
     @contextlib.contextmanager
     def allow_interrupt(self) -> Iterator[None]:
