@@ -324,7 +324,7 @@ def opt(name: str, values: list[str] | st.SearchStrategy[str]) -> st.SearchStrat
 
 
 UNSAFE_IDS = MARKUP + LONG + CONTROL + ["", " ", "..", ".hidden", "a/b", "/tmp/x", "../../x", "é"]
-BAD_PACE = ["0", "-0", "-1", "nan", "inf", "1e999", "86401", "x", ""]
+BAD_PACE = ["0", "-0", "-1", "0.5", "1e-300", "nan", "inf", "1e999", "86401", "x", ""]
 BAD_PORTS = ["-1", "65536", "99999999999", "nan", "x", "", "1e3"]
 BAD_BROKERS = [
     "[/]",

@@ -153,3 +153,14 @@ def test_what_a_hold_or_stop_may_not_do_to_an_item_is_refused_where_it_is_declar
     lines.insert(at, "  " + declared + "\n")
     out = refused(tmp_path, "".join(lines))
     assert f":{at + 1}:" in out and expect in out
+
+
+@pytest.mark.parametrize("lot", ['"ACT 1 "', '" ACT-1"', '"A\\tB"', '"   "'])
+def test_a_fixed_lot_no_label_can_print_is_refused_at_its_line(tmp_path: Path, lot: str) -> None:
+    """A lot with padding or a control character passed validation, and then no scan
+    could ever match it: the add phase waited forever. Refused where it is written."""
+    old = "{phase: add, material: activator, volume_ml: 2.0}"
+    text = SMOKE.replace(old, old[:-1] + f", lot: {lot}}}")
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "lot:" in ln)
+    out = refused(tmp_path, text)
+    assert f":{line}:" in out and "as its label prints it" in out, out

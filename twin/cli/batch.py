@@ -165,6 +165,13 @@ def run(
     except InvalidInput as exc:
         _print_problems(exc)
         raise typer.Exit(EXIT_INVALID) from None
+    for material, fixed in loaded_recipe.model.fixed_lots().items():
+        if material in lots and lots[material] not in fixed:
+            raise _fail(
+                f"--lot {material}={lots[material]}: the recipe fixes the {material} lot "
+                f"({', '.join(sorted(fixed))}); a batch doses only that; nothing started",
+                EXIT_INVALID,
+            )
     if loaded_recipe.model.confirms_identity and not (patient_id and bag_id):
         raise _fail(
             f"{recipe}: the recipe confirms the chain of identity: give the --patient-id and "

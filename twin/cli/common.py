@@ -56,8 +56,10 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks")]
 
 
 def _pace(value: float) -> float:
-    if not (value > 0 and value <= 86400):  # also refuses NaN and inf
-        raise typer.BadParameter("between 0 and 86400 batch seconds per second (1 = real time)")
+    """1 (a person's real time) to 86400: slower than the wall, a waiting batch's clock all
+    but stops (at 1e-300 no reading in minutes), and nothing is gained by it."""
+    if not (1 <= value <= 86400):  # also refuses NaN and inf
+        raise typer.BadParameter("from 1 (real time) to 86400 batch seconds per wall second")
     return value
 
 
@@ -67,7 +69,7 @@ PaceOpt = Annotated[
         "--pace",
         callback=_pace,
         help="On the twin, batch seconds per wall second while the batch waits on a person "
-        "(held, paused, a scan): 1 = real time; e.g. 60 for a demo",
+        "(held, paused, a scan): 1 = real time (the least); e.g. 60 for a demo",
     ),
 ]
 

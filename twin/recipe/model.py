@@ -126,6 +126,17 @@ class Recipe(_Strict):
     monitors: list[Monitor] = Field(default_factory=list)
     procedure: list[UnitProcedure] = Field(min_length=1)
 
+    def fixed_lots(self) -> dict[str, set[str]]:
+        """The lots the recipe itself fixes, by material (its ``add`` phases' ``lot``)."""
+        fixed: dict[str, set[str]] = {}
+        for unit in self.procedure:
+            for op in unit.operations:
+                for ph in op.phases:
+                    lot = getattr(ph, "lot", None)
+                    if ph.phase == "add" and lot is not None:
+                        fixed.setdefault(str(ph.material), set()).add(lot)
+        return fixed
+
     @property
     def confirms_identity(self) -> bool:
         """Whether a phase confirms the chain of identity: the batch needs its patient and bag."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from twin.recipe.monitors import Monitor
 from twin.recipe.units import (
@@ -108,6 +108,17 @@ class AddMaterial(_Phase):
     #: Wait for the operator to scan the container before dosing (``poc-twin scan-lot``):
     #: the scan must show this material, the fixed lot if there is one, and no past expiry.
     scan_lot: bool = False
+
+    @field_validator("lot")
+    @classmethod
+    def _lot_as_labelled(cls, value: str | None) -> str | None:
+        """A fixed lot is matched character for character with the scanned label's."""
+        if value is not None and (value != value.strip() or not value.isprintable()):
+            raise ValueError(
+                f"{value!r}: 1-64 printable characters with no space at either end, as "
+                "its label prints it (no scan could match it)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _volume_or_moi(self) -> AddMaterial:
