@@ -189,6 +189,8 @@ def test_one_ctrl_c_never_aborts_a_batch_someone_else_held(
     hold = _command("command", str(journal), "hold", *site.signed("kim"), "--reason", "look")
     assert hold.returncode == 0, hold.stderr
     events = _wait_for(journal, lambda ev: _procedure_states(ev)[-1:] == ["Held"], proc)
+    reset = _command("command", str(journal), "reset", *site.signed("sam"), "--reason", "x")
+    assert reset.returncode == 4 and "this batch is Held: stop or abort it first" in reset.stderr
     proc.send_signal(signal.SIGINT)
     readings = sum(1 for e in events if e.kind == "reading")
     # Two more scans (the clock follows the wall while Held): the press was long handled.
@@ -513,6 +515,19 @@ def test_identity_scan_for_an_ended_batch_is_refused(completed: Path) -> None:
     )
     assert result.exit_code == 4
     assert "confirm-identity: refused — batch S-9 has ended Complete" in result.stderr
+
+
+def test_reset_of_an_ended_batch_names_its_final_state_and_writes_nothing(
+    completed: Path,
+) -> None:
+    """ISA-88's reset takes an ended batch to Idle: here the batch's process ended with it,
+    so nothing is left to reset. Refused (exit 4) naming the final state, nothing written."""
+    before = [e.seq for e in read_events(completed)]
+    result = _command("command", str(completed), "reset", "--operator", "sam", "--reason", "next")
+    assert result.returncode == 4, result.stderr
+    assert "reset: refused — batch S-9 has ended Complete" in result.stderr
+    assert "the unit is Idle for a new batch" in result.stderr
+    assert [e.seq for e in read_events(completed)] == before
 
 
 def test_command_to_a_batch_whose_process_died_points_to_resume(

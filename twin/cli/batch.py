@@ -407,8 +407,10 @@ def command(
 
     The batch checks your user id, password and role before anything happens.
     """
-    # What a person gives a running batch (start and reset are the engine's own).
+    # What a person gives a running batch (start is the engine's own; reset, below).
     given = ("pause", "resume", "hold", "restart", "stop", "abort")
+    if action == "reset":
+        _reset_refused(_journal_of(batch))
     if action not in given:
         raise _fail(f"unknown command '{action}'; valid: {', '.join(given)}", EXIT_INVALID)
     if action in ("pause", "resume") and level != "procedure":  # before anyone signs
@@ -565,6 +567,39 @@ def _accepted_or_exit(action: str, reply: dict[str, Any], invalid: int = EXIT_IN
         return
     err.print(f"{action}: {reply['status']} — {reply['message']}", highlight=False, markup=False)
     raise typer.Exit(EXIT_REFUSED if reply["status"] == "refused" else invalid)
+
+
+def _reset_refused(path: Path) -> NoReturn:
+    """ISA-88's reset takes an ended batch to Idle. Here a batch's process ends with the
+    batch, and the unit is free (Idle) for a new run then: nothing is left to reset, and a
+    batch still running cannot be reset. Exit 4 either way, saying which; nothing is signed
+    or journalled."""
+    from twin.access.entries import batch_is_running
+    from twin.cli.recorded import read_recorded
+
+    if not batch_is_running(path):
+        try:
+            recorded = read_recorded(path)
+        except JournalError as exc:
+            raise _fail(f"{exc}; give the journal file of a batch", EXIT_INVALID) from None
+        if recorded.ended:
+            err.print(
+                f"reset: refused — batch {recorded.batch_id} has ended {recorded.state}, and its "
+                "process with it: nothing is left to reset; the unit is Idle for a new batch "
+                "(poc-twin run)",
+                highlight=False,
+                markup=False,
+            )
+            raise typer.Exit(EXIT_REFUSED)
+        _unserved_exit(path, "reset")
+    state = read_recorded(path).state
+    err.print(
+        f"reset: refused — reset takes an ended batch (Complete, Stopped, Aborted) to Idle; "
+        f"this batch is {state}: stop or abort it first",
+        highlight=False,
+        markup=False,
+    )
+    raise typer.Exit(EXIT_REFUSED)
 
 
 def _served_or_exit(path: Path, action: str) -> None:
