@@ -268,6 +268,12 @@ def test_the_interruption_counts_alike_in_the_resume_and_its_replay(
 def test_resume_refuses_an_ended_batch(smoke_journal: Path) -> None:
     with pytest.raises(ResumeRefused, match="already ended Complete"):
         resume(smoke_journal, operator="carol", reason="why not")
+    before = [e.seq for e in read_events(smoke_journal)]
+    out = cli.invoke(app, ["resume", str(smoke_journal), "--operator", "carol", "--reason", "x"])
+    assert out.exit_code == 4  # a refusal, as a command to an ended batch is
+    assert "already ended Complete; nothing to resume" in out.stderr
+    assert "Idle" not in out.output  # no live panel of a batch that is not coming back
+    assert [e.seq for e in read_events(smoke_journal)] == before
 
 
 def test_unconfirmed_setpoints_are_named(smoke_journal: Path, tmp_path: Path) -> None:

@@ -130,6 +130,7 @@ def resume(
     Ctrl-C aborts it, as in ``run``.
     """
     from twin.cli.ctrl_c import CtrlC
+    from twin.cli.recorded import read_recorded
     from twin.display import BatchDisplay
     from twin.engine.inbox import BatchProcessRunning, claim_command_address
     from twin.replay.resume import resume as run_resume
@@ -140,8 +141,15 @@ def resume(
     said(reason)
     try:
         summary_before = summarize(journal)
+        recorded = read_recorded(journal)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_INVALID, debug) from None
+    if recorded.ended:  # a refusal, as a command to it is: before any panel or password
+        raise _fail(
+            f"{journal}: batch {recorded.batch_id} already ended {recorded.state}; nothing to "
+            "resume (a new batch is a new run)",
+            EXIT_REFUSED,
+        )
     try:  # before a password is asked or a byte written: one process writes a journal
         claimed = claim_command_address(journal)
     except BatchProcessRunning:
