@@ -193,7 +193,10 @@ def problems_from_validation(
             beside = missing.get(tuple(loc[:-1]), [])  # 'rmp' where 'rpm' is missing: that one
             close = difflib.get_close_matches(name, beside, n=1, cutoff=0.6)
             close = close or difflib.get_close_matches(name, sorted(vocabulary), n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            if close and close[0] == name:  # a key of another kind of mapping, not a typo
+                hint = " (a key of another kind of phase or item, not of this one)"
+            else:
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
             problems.append(source.problem(loc, f"unknown key '{name}'{hint}", key=True))
         elif kind == "missing":
             problems.append(source.problem(loc[:-1], f"missing required key '{loc[-1]}'"))

@@ -141,6 +141,9 @@ def test_passwords_are_stored_as_salted_scrypt_hashes(store: UserStore, tmp_path
         ("ok", [], PASSWORD, "at least one role"),
         ("ok", [Role.OPERATOR], "short", "at least 8 characters"),
         ("longname1", [Role.OPERATOR], "LONGNAME1", "may not be the user id"),
+        ("engine", [Role.OPERATOR], PASSWORD, "names the batch's own acts"),  # "engine holds"
+        ("Engine", [Role.SUPERVISOR], PASSWORD, "names the batch's own acts"),
+        ("batch", [Role.OPERATOR], PASSWORD, "names the batch's own acts"),
     ],
 )
 def test_bad_users_are_refused(

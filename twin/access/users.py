@@ -63,6 +63,11 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+#: Ids the journal uses for acts no site user signs ("engine requests hold"): a user of that
+#: name would read, in every record, as the batch itself.
+RESERVED_IDS = frozenset({"engine", "batch", "procedure", "ctrl-c"})
+
+
 class UserStoreError(PocTwinError):
     """The users file cannot be used (missing, not a users file), or a change is invalid."""
 
@@ -297,6 +302,11 @@ class UserStore:
             check_safe_name(user_id, "user id")
         except UnsafeName as exc:
             raise UserStoreError(str(exc)) from None
+        if user_id.lower() in RESERVED_IDS:
+            raise UserStoreError(
+                f"user id '{user_id}' names the batch's own acts in the record "
+                f"({', '.join(sorted(RESERVED_IDS))}): choose another"
+            )
         name = " ".join(name.split())
         if not name or len(name) > 100 or not name.isprintable():
             raise UserStoreError("the printed name must be 1-100 printable characters")

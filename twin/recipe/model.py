@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from twin.names import SAFE_NAME_RULE, UnsafeName, check_safe_name
 from twin.recipe.monitors import Monitor
@@ -80,6 +80,14 @@ class EquipmentRequirement(_Strict):
     on_hold: EquipmentReaction | None = None
     #: What a controlled stop does to it once the current phase has shut down.
     on_stop: EquipmentReaction | None = None
+
+    @field_validator("on_hold", "on_stop", mode="before")
+    @classmethod
+    def _declared_not_blank(cls, value: object) -> object:
+        """Written, a reaction is ``control`` or ``safe``; left out, the type's default."""
+        if value is None:
+            raise ValueError("write 'control' or 'safe', or leave the key out for the default")
+        return value
 
     @model_validator(mode="after")
     def _electroporator_is_made_safe(self) -> EquipmentRequirement:
