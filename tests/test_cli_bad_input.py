@@ -216,3 +216,21 @@ def test_a_signer_id_no_site_user_can_hold_is_invalid_before_a_password(user: st
     )
     assert result.exit_code == 2, result.output
     assert "is not a safe name" in result.stderr and "nothing was signed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--operator", "eve\x1b[31m"],  # journalled, and the owner of every Ctrl-C
+        ["--operator", "Dr Eve"],
+        ["--patient-id", "P-1 ", "--bag-id", "B-1"],  # no scan could ever match it
+        ["--patient-id", "P-1", "--bag-id", "\tB-1"],
+    ],
+)
+def test_run_takes_a_starter_and_ids_as_site_users_and_labels_have_them(
+    tmp_path: Path, args: list[str]
+) -> None:
+    journal = tmp_path / "j.sqlite"
+    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), *args])
+    assert result.exit_code == 2, result.output
+    assert "nothing started" in result.stderr and not journal.exists()

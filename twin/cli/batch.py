@@ -172,6 +172,7 @@ def run(
                 f"({', '.join(sorted(fixed))}); a batch doses only that; nothing started",
                 EXIT_INVALID,
             )
+    _starter_and_ids_or_exit(operator, patient_id, bag_id)
     if loaded_recipe.model.confirms_identity and not (patient_id and bag_id):
         raise _fail(
             f"{recipe}: the recipe confirms the chain of identity: give the --patient-id and "
@@ -264,6 +265,22 @@ def run(
 
 
 _MATERIALS = MATERIALS
+
+
+def _starter_and_ids_or_exit(operator: str, patient_id: str | None, bag_id: str | None) -> None:
+    """Who starts the batch is a site user id (it is journalled and every Ctrl-C is theirs),
+    and the patient and bag ids are what their labels print (every scan is compared with
+    them): exit 2, nothing started, for anything else."""
+    from twin.words import UnfitText, check_scanned_id
+
+    try:
+        check_safe_name(operator, "--operator")
+        if patient_id is not None:
+            check_scanned_id(patient_id, "--patient-id")
+        if bag_id is not None:
+            check_scanned_id(bag_id, "--bag-id")
+    except (UnsafeName, UnfitText) as exc:
+        raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
 
 
 def _lots(values: list[str] | None) -> dict[str, str]:
