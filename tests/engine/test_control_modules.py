@@ -298,3 +298,36 @@ async def test_a_procedure_aborted_while_a_phase_hold_drives_its_items_ends_safe
     assert "bag leaking" in phase[-1].data["why"] and "look at" not in phase[-1].data["why"]
     gas = run.bench.twin.plant.gas
     assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+
+
+async def test_a_unit_hold_given_while_the_unit_restart_restores_setpoints_is_driven(
+    running: Any,
+) -> None:
+    """The same below the procedure: a unit held, restarted, and held again while its
+    restart rewrites setpoints. Before, the second hold was never driven and the unit
+    stayed Holding (N2 flowing on an item the hold declares safe), restartable by no one."""
+    run = await running("dense.yaml", dense(on_hold_gas="safe"), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(6 * HOUR)
+    run.batch.command("hold", who="kim", why="first look", level="unit")
+    await run.clock.sleep(10 * 60)
+    step = run.batch.current
+    assert step is not None and step.unit.state is S.HELD
+    restore = run.batch.ctx.restore_setpoints
+
+    async def interrupted() -> None:
+        run.batch.ctx.restore_setpoints = restore  # once
+        await restore()
+        run.batch.command("hold", who="kim", why="second thoughts", level="unit")
+
+    run.batch.ctx.restore_setpoints = interrupted
+    run.batch.command("restart", who="kim", why="go on", level="unit")
+    await run.clock.sleep(10 * 60)
+    assert step.unit.state is S.HELD and step.phase.state is S.HELD
+    holds = [e for e in run.kinds("safe_state") if e.source == "gas"]
+    assert len(holds) == 2 and "second thoughts" in holds[-1].data["why"]
+    gas = run.bench.twin.plant.gas
+    assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+    run.batch.command("restart", who="kim", why="now go on", level="unit")
+    await run.clock.sleep(10 * 60)
+    assert step.unit.state is S.RUNNING

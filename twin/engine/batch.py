@@ -572,7 +572,8 @@ class Batch:
             {"alarm": kind, "message": message, "phase": where, "reaction": reaction},
         )
         command = Command.ABORT if reaction == "abort" else Command.HOLD
-        self.command(command, who="engine", why=message, level=REACTION_LEVEL[reaction])
+        with contextlib.suppress(CommandRefused):  # held or ending already: alarm recorded
+            self.command(command, who="engine", why=message, level=REACTION_LEVEL[reaction])
 
     # -- the run -------------------------------------------------------------------
 
@@ -626,8 +627,12 @@ class Batch:
     async def _hold_below(self, step: PhaseStep) -> bool:
         """A hold at unit, operation or phase level; True when the phase may run again."""
         chain = self._chain()[1:]
-        await self._drive_own_hold(step)
         while self.state is S.RUNNING:
+            if any(m.state is S.HOLDING for m in chain):
+                # (also a hold given while an element's restart rewrote setpoints, or the
+                # hold a failed rewrite called for: each is driven, then Held)
+                await self._drive_own_hold(step)
+                continue
             if any(m.state in (S.STOPPING, S.ABORTING) for m in chain):
                 return True  # a held element stopped or aborted: it ends (_end_below)
             if any(m.state is S.RESTARTING for m in chain):
@@ -639,6 +644,7 @@ class Batch:
                 for machine in chain:
                     if machine.state is S.RESTARTING:
                         machine.fire(Command.FINISH, why="setpoints re-established")
+                continue  # look again: a command may have come during the rewrite
             if all(m.state is S.RUNNING for m in chain):
                 return True
             await self._wait_change()
@@ -755,8 +761,7 @@ class Batch:
                     try:
                         await self._restore()
                     except EquipmentError as exc:
-                        if self.state is state:
-                            self._fail(exc)
+                        self._fail(exc)  # its alarm, whatever command came meanwhile
                     else:
                         if self.state is state:
                             self._finish(why="setpoints re-established")
