@@ -321,6 +321,9 @@ class Journal:
         self._oldest_pending: float | None = None
         self._committed_wall = wall_monotonic()
         self._last_kind = ""
+        #: Inside :meth:`together`: nothing is committed and no checkpoint signed until it ends.
+        self._together = 0
+        self._checkpoint_due = False
         #: Set by the first write that failed: nothing more is written, every append raises.
         self.failure: JournalWriteFailed | None = None
         self._failure_listeners: list[Callable[[JournalWriteFailed], None]] = []
@@ -425,14 +428,35 @@ class Journal:
         self._seq, self._head = seq, digest
         if self._oldest_pending is None:
             self._oldest_pending = batch_time
-        if durable or batch_time - self._oldest_pending >= READING_COMMIT_S:
+        if not self._together and (
+            durable or batch_time - self._oldest_pending >= READING_COMMIT_S
+        ):
             self.commit()
         self._last_kind = kind
         for subscriber in self._subscribers:
             subscriber(event)
         if kind != CHECKPOINT and self.signer is not None and seq % self.checkpoint_every == 0:
-            self.sign_head()
+            if self._together:
+                self._checkpoint_due = True  # signed once the events together are in
+            else:
+                self.sign_head()
         return event
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Events appended inside reach the file in one commit when it ends (an act and its
+        signature: no kill leaves one without the other). Nothing in between commits them,
+        neither a durable append, nor the 600 s rule, nor a checkpoint (signed after)."""
+        self._together += 1
+        try:
+            yield
+        finally:
+            self._together -= 1
+            if not self._together and self.failure is None:
+                self.commit()
+                if self._checkpoint_due:
+                    self._checkpoint_due = False
+                    self.sign_head()
 
     def sign_head(self) -> Event | None:
         """Append a signed checkpoint over the current head (committed); None without a key."""
@@ -463,6 +487,8 @@ class Journal:
         on a bench whose clock is the wall's, scans come a poll period (at least a second)
         apart, and every one commits.
         """
+        if self._together:
+            return  # an act and its signature go in together
         if self._oldest_pending is not None and wall_monotonic() - self._committed_wall >= wall_s:
             self.commit()
 

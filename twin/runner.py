@@ -237,55 +237,55 @@ async def run_batch_async(
                 seeded = ino.volume_ml * ino.viable_cells_per_ml
             # read before the batch starts: the engine's first act and replay's start coincide
             identities = await _identities(opened.equipment)
-            started = journal.append(
-                "batch_started",
-                "batch",
-                {
-                    "batch_id": batch_id,
-                    "operator": operator,
-                    "site": site,
-                    "site_key_id": signer.key_id if signer is not None else None,
-                    "patient_id": patient_id,
-                    "bag_id": bag_id,
-                    "poc_twin_version": __version__,
-                    "recipe": {
-                        "id": recipe.model.recipe.id,
-                        "version": recipe.model.recipe.version,
-                        "status": recipe.model.recipe.status,
-                        "path": str(recipe.path),
-                        "sha256": recipe.sha256,
-                        "text": recipe.text,
-                        "parameters": recipe.parameters,
-                    },
-                    "bench": {
-                        "name": bench.model.bench,
-                        "path": str(bench.path),
-                        "text": bench.path.read_text(encoding="utf-8"),
-                        "seed": bench.model.twin.seed if bench.model.twin else None,
-                        "development": bench.model.development,
-                        "donor": (
-                            bench.model.twin.donor.profile(
-                                bench.model.twin.inoculum.viability_pct
-                            ).as_record()
-                            if bench.model.twin
-                            else None
+            with journal.together():  # the start and its signature: one commit
+                started = journal.append(
+                    "batch_started",
+                    "batch",
+                    {
+                        "batch_id": batch_id,
+                        "operator": operator,
+                        "site": site,
+                        "site_key_id": signer.key_id if signer is not None else None,
+                        "patient_id": patient_id,
+                        "bag_id": bag_id,
+                        "poc_twin_version": __version__,
+                        "recipe": {
+                            "id": recipe.model.recipe.id,
+                            "version": recipe.model.recipe.version,
+                            "status": recipe.model.recipe.status,
+                            "path": str(recipe.path),
+                            "sha256": recipe.sha256,
+                            "text": recipe.text,
+                            "parameters": recipe.parameters,
+                        },
+                        "bench": {
+                            "name": bench.model.bench,
+                            "path": str(bench.path),
+                            "text": bench.path.read_text(encoding="utf-8"),
+                            "seed": bench.model.twin.seed if bench.model.twin else None,
+                            "development": bench.model.development,
+                            "donor": (
+                                bench.model.twin.donor.profile(
+                                    bench.model.twin.inoculum.viability_pct
+                                ).as_record()
+                                if bench.model.twin
+                                else None
+                            ),
+                        },
+                        "seeded_viable_cells": seeded,
+                        "lots": dict(lots or {}),
+                        "clock_zero": clock.started_at.isoformat(),
+                        **(
+                            {"simulated_operator": {"scan_after_s": bedside_after_s}}
+                            if bedside_after_s is not None
+                            else {}
                         ),
+                        **({"simulated_qc_lab": True} if qc_lab else {}),
+                        REQUIRED_FLAG: users is not None,
                     },
-                    "seeded_viable_cells": seeded,
-                    "lots": dict(lots or {}),
-                    "clock_zero": clock.started_at.isoformat(),
-                    **(
-                        {"simulated_operator": {"scan_after_s": bedside_after_s}}
-                        if bedside_after_s is not None
-                        else {}
-                    ),
-                    **({"simulated_qc_lab": True} if qc_lab else {}),
-                    REQUIRED_FLAG: users is not None,
-                },
-                durable=starter is None,
-            )
-            if starter is not None:  # committed with the start: no kill leaves it unsigned
-                sign_event(journal, started, starter)
+                )
+                if starter is not None:
+                    sign_event(journal, started, starter)
             journal.append(EQUIPMENT_IDENTITY, "batch", identities)
             batch = Batch(
                 recipe,

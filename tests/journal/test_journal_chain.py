@@ -237,6 +237,29 @@ def test_on_the_wall_each_scan_of_a_second_is_in_the_file_before_the_next(
     journal.close()
 
 
+def test_events_together_reach_the_file_in_one_commit_checkpoint_after(tmp_path: Path) -> None:
+    """An act and its signature (``together``): neither a durable append, nor the 600 s rule,
+    nor a signed checkpoint falling due on the act commits it alone; the checkpoint
+    follows them. A kill in between would leave an act that never verifies."""
+    generate_site_key("site", tmp_path / "keys")
+    key = load_site_key(tmp_path / "keys" / "site.key")
+    t = [0.0]
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, lambda: t[0], signer=key, checkpoint_every=3)
+    journal.append("batch_started", "batch", {})
+    journal.append("reading", "bioreactor", {"do_pct": 40.0}, durable=False)
+    with journal.together():
+        t[0] = 601.0  # the 600 s rule would commit here
+        act = journal.append("command", "procedure:x", {"command": "hold"})  # seq 3: due
+        assert [e.kind for e in read_events(path)] == ["batch_started"]
+        journal.append("signature", "user:kim", {"signed_seq": act.seq})
+        assert [e.kind for e in read_events(path)] == ["batch_started"]
+    kinds = [e.kind for e in read_events(path)]
+    assert kinds == ["batch_started", "reading", "command", "signature", "checkpoint"]
+    journal.close()
+    assert verify(path).ok
+
+
 def test_refuses_to_overwrite_a_batch(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     write_journal(path).close()

@@ -93,8 +93,9 @@ class EndedJournal:
 
     def append_signed(self, kind: str, source: str, data: dict[str, Any], person: Signer) -> Event:
         """The act, then its signature: one commit (no kill leaves the act unsigned)."""
-        event = self.book.append(kind, source, data, durable=False)
-        sign_event(self.book, event, person)
+        with self.book.together():
+            event = self.book.append(kind, source, data)
+            sign_event(self.book, event, person)
         return event
 
     def events(self) -> Iterator[Event]:

@@ -365,23 +365,23 @@ class Batch:
                 f"{held.element} is {held.state.label}: restart it "
                 f"(--level {LEVELS[self._chain().index(held)]}), which restarts what is below it"
             )
-        event = self.journal.append(
-            "command",
-            target.element,
-            {
-                "command": cmd.value,
-                "level": level,
-                "operator": who,
-                "reason": why,
-                "meaning": f"{who} requests {cmd.value} of {target.element}",
-                "accepted": accepted,
-                "state": target.state.label,
-                **({"via": via} if via else {}),
-            },
-            durable=signer is None,
-        )
-        if signer is not None:
-            sign_event(self.journal, event, signer)
+        with self.journal.together():  # the command and its signature: one commit
+            event = self.journal.append(
+                "command",
+                target.element,
+                {
+                    "command": cmd.value,
+                    "level": level,
+                    "operator": who,
+                    "reason": why,
+                    "meaning": f"{who} requests {cmd.value} of {target.element}",
+                    "accepted": accepted,
+                    "state": target.state.label,
+                    **({"via": via} if via else {}),
+                },
+            )
+            if signer is not None:
+                sign_event(self.journal, event, signer)
         if not accepted:
             refused = CommandRefused(target.element, cmd.value, target.state.label, valid, why_not)
             refused.event = event
@@ -434,21 +434,21 @@ class Batch:
         if alarm_seq in self.acknowledged:
             raise ValueError(f"alarm {alarm_seq} was acknowledged already")
         self.acknowledged.add(alarm_seq)
-        event = self.journal.append(
-            "alarm_ack",
-            alarm.source,
-            {
-                "alarm_seq": alarm_seq,
-                "alarm": alarm.data.get("alarm", ""),
-                "critical": is_critical(alarm),
-                "user": who,
-                "comment": comment,
-                **({"via": via} if via else {}),
-            },
-            durable=signer is None,
-        )
-        if signer is not None:
-            sign_event(self.journal, event, signer)
+        with self.journal.together():  # the acknowledgement and its signature: one commit
+            event = self.journal.append(
+                "alarm_ack",
+                alarm.source,
+                {
+                    "alarm_seq": alarm_seq,
+                    "alarm": alarm.data.get("alarm", ""),
+                    "critical": is_critical(alarm),
+                    "user": who,
+                    "comment": comment,
+                    **({"via": via} if via else {}),
+                },
+            )
+            if signer is not None:
+                sign_event(self.journal, event, signer)
         return event
 
     def _remember_alarm(self, event: Event) -> None:

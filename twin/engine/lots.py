@@ -171,9 +171,10 @@ class LotDesk:
             "refused": refused,
             "meaning": "material lot verified" if refused is None else "lot scan refused",
         }
-        event = self.journal.append("lot_scan", "batch", data, durable=signer is None)
-        if signer is not None:  # committed with the scan: no kill leaves it unsigned
-            sign_event(self.journal, event, signer)
+        with self.journal.together():  # the scan and its signature: one commit
+            event = self.journal.append("lot_scan", "batch", data)
+            if signer is not None:
+                sign_event(self.journal, event, signer)
         if refused is None:
             wanted.future.set_result(scan)
         return event, refused

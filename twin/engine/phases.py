@@ -510,21 +510,21 @@ class ConfirmIdentity(PhaseLogic):
         )
         patient, bag, operator, reason, signer = await ctx.next_scan()
         match = (patient, bag) == ordered
-        event = ctx.journal.append(
-            "identity_confirmation",
-            "batch",
-            {
-                "patient_id": patient,
-                "bag_id": bag,
-                "operator": operator,
-                "reason": reason,
-                "meaning": "chain of identity verified" if match else "identity mismatch",
-                "match": match,
-            },
-            durable=signer is None,
-        )
-        if signer is not None:  # committed with the scan: no kill leaves it unsigned
-            sign_event(ctx.journal, event, signer)
+        with ctx.journal.together():  # the scan and its signature: one commit
+            event = ctx.journal.append(
+                "identity_confirmation",
+                "batch",
+                {
+                    "patient_id": patient,
+                    "bag_id": bag,
+                    "operator": operator,
+                    "reason": reason,
+                    "meaning": "chain of identity verified" if match else "identity mismatch",
+                    "match": match,
+                },
+            )
+            if signer is not None:
+                sign_event(ctx.journal, event, signer)
         if not match:
             raise PhaseFailed(
                 f"identity mismatch: scanned patient {patient} / bag {bag}, "

@@ -47,9 +47,10 @@ async def hold_after_interruption(
     task = asyncio.current_task()
     assert task is not None
     feed.enacting = (task, boundary)
-    batch.journal.append("deviation", "batch", deviation, durable=signed is None)
-    if signed is not None:
-        signed()
+    with batch.journal.together():  # the deviation and its signature: one commit
+        batch.journal.append("deviation", "batch", deviation)
+        if signed is not None:
+            signed()
     if open_equipment is not None:
         await open_equipment()
     for name, device in batch.equipment.items():

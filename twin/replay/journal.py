@@ -12,6 +12,7 @@ append.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,10 @@ class ReplayJournal(Journal):
     def commit_lagging(self, wall_s: float = READING_COMMIT_WALL_S) -> None:
         if self.live is not None:
             self.live.commit_lagging(wall_s)
+
+    def together(self) -> contextlib.AbstractContextManager[None]:
+        """As :meth:`Journal.together` once live; a replayed record commits nothing."""
+        return self.live.together() if self.live is not None else contextlib.nullcontext()
 
     def close(self) -> None:
         if self.live is not None:
