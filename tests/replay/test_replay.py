@@ -276,6 +276,20 @@ def test_resume_refuses_an_ended_batch(smoke_journal: Path) -> None:
     assert [e.seq for e in read_events(smoke_journal)] == before
 
 
+def test_a_batch_killed_between_its_end_and_batch_ended_is_closed_by_resume(
+    smoke_journal: Path, tmp_path: Path
+) -> None:
+    """Complete in the record but its process killed before ``batch_ended``: resume closes
+    the record (exit 0), as it always did; only a closed record is refused."""
+    events = list(read_events(smoke_journal))
+    ended = next(e.seq for e in events if e.kind == "batch_ended")
+    short = cut(smoke_journal, tmp_path / "unclosed.sqlite", ended - 1)
+    out = cli.invoke(app, ["resume", str(short), "--operator", "carol", "--reason", "close"])
+    assert out.exit_code == 0, out.output
+    assert list(read_events(short))[-1].kind in ("batch_ended", "checkpoint")
+    assert any(e.kind == "batch_ended" for e in read_events(short))
+
+
 def test_unconfirmed_setpoints_are_named(smoke_journal: Path, tmp_path: Path) -> None:
     events = list(read_events(smoke_journal))
     setpoint = next(e for e in events if e.kind == "setpoint" and "add_" in e.data["parameter"])

@@ -25,21 +25,22 @@ class RecordedBatch:
 
     batch_id: str | None  # None: no batch_started event yet
     state: str  # the procedure's last state; Idle before its first transition
-    ended: bool
+    ended: bool  # in a final state (its process may have died before closing the record)
+    closed: bool = False  # ``batch_ended`` recorded: nothing more will be written
 
 
 def read_recorded(path: Path) -> RecordedBatch:
     """Read ``path``'s batch id and final procedure state; raises JournalError if unreadable."""
     batch_id: str | None = None
-    state, ended = "Idle", False
+    state, closed = "Idle", False
     for event in read_events(path):
         if event.kind == "batch_started":
             batch_id = str(event.data.get("batch_id", path.stem))
         elif event.kind == "transition" and event.source.startswith("procedure:"):
             state = str(event.data["to"])
         elif event.kind == "batch_ended":
-            state, ended = str(event.data.get("state", state)), True
-    return RecordedBatch(batch_id, state, ended or state in FINAL)
+            state, closed = str(event.data.get("state", state)), True
+    return RecordedBatch(batch_id, state, closed or state in FINAL, closed)
 
 
 def unserved(path: Path) -> str:

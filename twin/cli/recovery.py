@@ -144,7 +144,9 @@ def resume(
         recorded = read_recorded(journal)
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_INVALID, debug) from None
-    if recorded.ended:  # a refusal, as a command to it is: before any panel or password
+    if recorded.closed:  # a refusal, as a command to it is: before any panel or password
+        # (a batch final but not closed, its process killed in between, is resumed: the
+        # resume writes its batch_ended)
         raise _fail(
             f"{journal}: batch {recorded.batch_id} already ended {recorded.state}; nothing to "
             "resume (a new batch is a new run)",
