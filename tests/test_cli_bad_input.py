@@ -234,3 +234,23 @@ def test_run_takes_a_starter_and_ids_as_site_users_and_labels_have_them(
     result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), *args])
     assert result.exit_code == 2, result.output
     assert "nothing started" in result.stderr and not journal.exists()
+
+
+def test_run_lot_is_refused_only_where_no_addition_would_dose_it(tmp_path: Path) -> None:
+    """Every activator addition fixes its lot: another --lot is refused. With one more
+    activator addition that fixes none, the --lot is that one's, and taken."""
+    fixed = "{phase: add, material: activator, volume_ml: 2.0, lot: ACT-1}"
+    text = (
+        Path(SMOKE).read_text().replace("{phase: add, material: activator, volume_ml: 2.0}", fixed)
+    )
+    recipe = tmp_path / "fixed.yaml"
+    recipe.write_text(text)
+    args = ["run", str(recipe), "--bench", SIM, "--lot", "activator=OTHER", "-q"]
+    result = cli.invoke(app, [*args, "--journal", str(tmp_path / "a.sqlite")])
+    assert result.exit_code == 2 and "would never be dosed" in result.stderr, result.output
+    both = text.replace(
+        fixed, fixed + "\n          - {phase: add, material: activator, volume_ml: 1.0}"
+    )
+    recipe.write_text(both)
+    result = cli.invoke(app, [*args, "--journal", str(tmp_path / "b.sqlite")])
+    assert result.exit_code == 0, result.output

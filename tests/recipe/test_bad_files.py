@@ -135,8 +135,6 @@ def test_a_name_or_phase_type_that_is_not_text_is_a_problem(
         ("electroporator: {type: electroporator, on_hold: control}", "no control loop to keep"),
         ("gas: {type: gas_dispenser, on_hold: keep}", "on_hold"),
         ("gas: {type: gas_dispenser, on_abort: control}", "on_abort"),
-        ("gas: {type: gas_dispenser, on_hold: ~}", "leave the key out for the default"),
-        ("bioreactor: {type: bioreactor, on_stop: null}", "leave the key out for the default"),
     ],
 )
 def test_what_a_hold_or_stop_may_not_do_to_an_item_is_refused_where_it_is_declared(
@@ -166,14 +164,6 @@ def test_a_fixed_lot_no_label_can_print_is_refused_at_its_line(tmp_path: Path, l
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if "lot:" in ln)
     out = refused(tmp_path, text)
     assert f":{line}:" in out and "as its label prints it" in out, out
-
-
-@pytest.mark.parametrize("value", ['"yes"', "1", '"true"', "on"])
-def test_a_yes_no_key_takes_true_or_false_only(tmp_path: Path, value: str) -> None:
-    """`scan_lot: "yes"` was taken as true: a yes-no key takes true or false."""
-    old = "{phase: add, material: activator, volume_ml: 2.0}"
-    text = SMOKE.replace(old, old[:-1] + f", scan_lot: {value}}}")
-    assert "scan_lot: Input should be a valid boolean" in refused(tmp_path, text)
 
 
 def test_a_key_of_another_phase_type_is_named_as_such(tmp_path: Path) -> None:

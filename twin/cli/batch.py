@@ -168,8 +168,9 @@ def run(
     for material, fixed in loaded_recipe.model.fixed_lots().items():
         if material in lots and lots[material] not in fixed:
             raise _fail(
-                f"--lot {material}={lots[material]}: the recipe fixes the {material} lot "
-                f"({', '.join(sorted(fixed))}); a batch doses only that; nothing started",
+                f"--lot {material}={lots[material]}: every {material} addition of the recipe "
+                f"fixes its lot ({', '.join(sorted(fixed))}); this one would never be dosed; "
+                "nothing started",
                 EXIT_INVALID,
             )
     _starter_and_ids_or_exit(operator, patient_id, bag_id)

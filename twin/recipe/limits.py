@@ -71,6 +71,17 @@ def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Proble
         for o, op in enumerate(unit.operations):
             for i, phase in enumerate(op.phases):
                 loc = ["procedure", u, "operations", o, "phases", i]
+                lot = getattr(phase, "lot", None)
+                if lot is not None and (lot != lot.strip() or not lot.isprintable()):
+                    # (checked before a batch starts, not in the schema: a recorded recipe
+                    # is still read back for replay whatever it says)
+                    problems.append(
+                        src.problem(
+                            [*loc, "lot"],
+                            f"lot {lot!r}: 1-64 printable characters with no space at either "
+                            "end, as its label prints it (no scan could match it)",
+                        )
+                    )
                 problems += _check_phase(recipe, bench, phase, loc)
                 uncounted = isinstance(phase, AddMaterial) and phase.bioreactor not in counted
                 if uncounted and phase.moi is not None:

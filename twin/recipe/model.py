@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from twin.names import SAFE_NAME_RULE, UnsafeName, check_safe_name
 from twin.recipe.monitors import Monitor
@@ -81,14 +81,6 @@ class EquipmentRequirement(_Strict):
     #: What a controlled stop does to it once the current phase has shut down.
     on_stop: EquipmentReaction | None = None
 
-    @field_validator("on_hold", "on_stop", mode="before")
-    @classmethod
-    def _declared_not_blank(cls, value: object) -> object:
-        """Written, a reaction is ``control`` or ``safe``; left out, the type's default."""
-        if value is None:
-            raise ValueError("write 'control' or 'safe', or leave the key out for the default")
-        return value
-
     @model_validator(mode="after")
     def _electroporator_is_made_safe(self) -> EquipmentRequirement:
         if self.type == "electroporator" and "control" in (self.on_hold, self.on_stop):
@@ -135,15 +127,21 @@ class Recipe(_Strict):
     procedure: list[UnitProcedure] = Field(min_length=1)
 
     def fixed_lots(self) -> dict[str, set[str]]:
-        """The lots the recipe itself fixes, by material (its ``add`` phases' ``lot``)."""
+        """The lots the recipe itself fixes, by material, for materials whose every ``add``
+        fixes its lot (a ``run --lot`` for them is never used)."""
         fixed: dict[str, set[str]] = {}
+        free: set[str] = set()
         for unit in self.procedure:
             for op in unit.operations:
                 for ph in op.phases:
+                    if ph.phase != "add":
+                        continue
                     lot = getattr(ph, "lot", None)
-                    if ph.phase == "add" and lot is not None:
+                    if lot is None:
+                        free.add(str(ph.material))
+                    else:
                         fixed.setdefault(str(ph.material), set()).add(lot)
-        return fixed
+        return {material: lots for material, lots in fixed.items() if material not in free}
 
     @property
     def confirms_identity(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from twin.recipe.monitors import Monitor
 from twin.recipe.units import (
@@ -107,18 +107,7 @@ class AddMaterial(_Phase):
     lot: str | None = Field(None, min_length=1, max_length=64)
     #: Wait for the operator to scan the container before dosing (``poc-twin scan-lot``):
     #: the scan must show this material, the fixed lot if there is one, and no past expiry.
-    scan_lot: StrictBool = False  # true or false: "yes" or 1 is no answer to a yes-no key
-
-    @field_validator("lot")
-    @classmethod
-    def _lot_as_labelled(cls, value: str | None) -> str | None:
-        """A fixed lot is matched character for character with the scanned label's."""
-        if value is not None and (value != value.strip() or not value.isprintable()):
-            raise ValueError(
-                f"{value!r}: 1-64 printable characters with no space at either end, as "
-                "its label prints it (no scan could match it)"
-            )
-        return value
+    scan_lot: bool = False
 
     @model_validator(mode="after")
     def _volume_or_moi(self) -> AddMaterial:
