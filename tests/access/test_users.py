@@ -163,3 +163,18 @@ def test_only_an_admin_manages_users(store: UserStore, tmp_path: Path) -> None:
     fresh = UserStore.open(tmp_path / "other.sqlite", create=True)
     with pytest.raises(UserStoreError, match="must be its administrator"):
         fresh.add("op", "Op", [Role.OPERATOR], PASSWORD, by=None)
+
+
+def test_a_user_with_a_reserved_id_made_before_it_was_reserved_signs_nothing(
+    store: UserStore,
+) -> None:
+    """A user 'engine' from an older users file: their acts would read as the batch's own
+    (and their signature could not bind to them), so they sign nothing."""
+    store._db.execute(
+        "INSERT INTO users (id, name, roles, hash, created, changed) "
+        "SELECT 'engine', 'Old Engine', roles, hash, created, changed FROM users WHERE id = ?",
+        ("operator",),
+    )
+    with pytest.raises(AccessRefused, match="unknown user or wrong password"):
+        store.sign("engine", PASSWORD, Act.HOLD)
+    assert store.sign("operator", PASSWORD, Act.HOLD).user == "operator"

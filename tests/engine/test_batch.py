@@ -163,24 +163,32 @@ async def test_commands_from_another_terminal(running: Any) -> None:
         ("kim", "scan", {"patient_id": "  ", "bag_id": "BAG-1"}),  # blank: no label says that
         ("kim", "scan", {"patient_id": "P-1 ", "bag_id": "BAG-1"}),
         ("kim", "scan", {"patient_id": "P-1", "bag_id": "BAG\x1b[31m-1"}),
+        ("kim", "check", {"level": "bogus"}),  # the command line checks it before signing
+        ("kim", "check", {"level": ["phase"]}),
+        ("kim", "scan", {"material": "vector\x1b[31m", "lot": "L-1"}),
     ],
 )
 async def test_unfit_words_from_another_terminal_are_invalid_and_write_nothing(
     running: Any, operator: str, reason: str, extra: dict[str, str]
 ) -> None:
     """Whatever client sends them (the CLI checks first; the station, a script), an operator
-    id no site user can hold, an unfit reason or a scanned id no label prints is invalid
-    before anyone signs: no signature, no refusal, no count towards a lockout, no event."""
+    id no site user can hold, an unfit reason, a scanned id no label prints, a level that
+    does not exist or a material no one doses is invalid before anyone signs: no signature,
+    no refusal, no count towards a lockout, no event."""
     run = await running()
     await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)
     before = len(run.events)
-    command = "confirm-identity" if extra else "hold"
+    command = (
+        "confirm-identity" if "patient_id" in extra else "scan-lot" if "lot" in extra else "hold"
+    )
+    level = extra.pop("level", "procedure") if command == "hold" else "procedure"
     reply = await send_command(
         run.journal.path,
         command,
         operator=operator,
-        password=PEOPLE["kim"][2],
+        password="wrong-password",  # invalid before the password is even checked
         reason=reason,
+        level=level,
         extra=extra or None,
     )
     assert reply["status"] == "invalid", reply

@@ -437,7 +437,7 @@ def command(
             "restart, stop and abort",
             EXIT_INVALID,
         )
-    from twin.engine.batch import LEVELS
+    from twin.engine.states import LEVELS
 
     if level not in LEVELS:
         raise _fail(f"unknown level '{level}'; levels: {', '.join(LEVELS)}", EXIT_INVALID)

@@ -49,7 +49,7 @@ from twin.engine.inbox import serve_commands
 from twin.engine.lots import LotScan
 from twin.engine.modules import ControlModules
 from twin.engine.phases import PhaseLogic, make_phase
-from twin.engine.states import Command, ProceduralState, StateMachine
+from twin.engine.states import LEVELS, Command, ProceduralState, StateMachine
 from twin.errors import CommandRefused, CommunicationError, EquipmentError, InterlockTripped
 from twin.journal import Event, Journal
 from twin.recipe import LoadedRecipe
@@ -59,8 +59,6 @@ __all__ = ["Batch", "PhaseStep"]
 
 S = ProceduralState
 
-#: Procedural levels, outermost first: the chain of active elements has one of each.
-LEVELS = ("procedure", "unit", "operation", "phase")
 #: Which level a monitor's or a failure's reaction holds (or aborts).
 REACTION_LEVEL = {
     "hold_phase": "phase",

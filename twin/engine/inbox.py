@@ -29,8 +29,8 @@ from twin.access.esign import SIMULATED_PERSON, journal_refusal
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer, UserStore
 from twin.engine.alarms import is_critical
-from twin.engine.lots import LotScan, NoScanWanted
-from twin.engine.states import Command
+from twin.engine.lots import MATERIALS, LotScan, NoScanWanted
+from twin.engine.states import LEVELS, Command
 from twin.errors import CommandRefused, PocTwinError
 from twin.journal import Event, Journal
 from twin.names import UnsafeName, check_safe_name
@@ -140,6 +140,17 @@ def _act(command: str, request: dict[str, Any], target: CommandTarget) -> Act:
     raise ValueError(f"unknown command '{command}'")
 
 
+def _level_of(command: str, request: dict[str, Any]) -> str:
+    """The level a request names; ValueError for one that does not exist, or for a pause or
+    resume below the procedure (they act on the whole procedure)."""
+    level = request.get("level", "procedure")
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {str(level)[:40]!r}; levels: {', '.join(LEVELS)}")
+    if command in ("pause", "resume") and level != "procedure":
+        raise ValueError(f"{command} acts on the whole procedure, not a {level}")
+    return str(level)
+
+
 def _alarm_seq(request: dict[str, Any]) -> int:
     seq = request.get("alarm")
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
@@ -214,6 +225,7 @@ def _answer(
         return {"status": "invalid", "message": f"{exc}: a site user id"}
     try:
         act = _act(command, request, target)
+        _level_of(command, request)  # before anyone signs, as the command line checks it
     except ValueError as exc:
         return {"status": "invalid", "message": str(exc)}
     if command == "confirm-identity":
@@ -246,8 +258,8 @@ def lot_scan_of(request: dict[str, Any]) -> LotScan:
     """The scan a ``scan-lot`` request carries; ValueError says what is missing or malformed."""
     material, lot = request.get("material"), request.get("lot")
     expiry, gtin = request.get("expiry"), request.get("gtin")
-    if not isinstance(material, str) or not material:
-        raise ValueError("scan-lot needs the material scanned")
+    if not isinstance(material, str) or material not in MATERIALS:
+        raise ValueError(f"scan-lot needs the material scanned, one of {', '.join(MATERIALS)}")
     if not isinstance(lot, str) or not 0 < len(lot) <= 64 or not lot.isprintable():
         raise ValueError("scan-lot needs a lot of 1-64 printable characters")
     if expiry is not None and not isinstance(expiry, str):

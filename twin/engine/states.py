@@ -17,12 +17,16 @@ from twin.errors import CommandRefused
 
 __all__ = [
     "COMMANDS",
+    "LEVELS",
     "TABLE",
     "Command",
     "ProceduralState",
     "StateMachine",
     "Transition",
 ]
+
+#: The levels of the procedural model a command may name, the procedure first.
+LEVELS = ("procedure", "unit", "operation", "phase")
 
 
 class ProceduralState(Enum):
