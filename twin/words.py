@@ -49,12 +49,12 @@ def check_reason(text: str, what: str = "reason") -> str:
 def check_scanned_id(text: str, what: str) -> str:
     """``text`` if it can be a scanned id as printed on a label; else UnfitText."""
     if not text.strip():
-        raise UnfitText(f"{what} is blank: scan the label")
+        raise UnfitText(f"{what} is blank: give it as printed")
     if text != text.strip():
-        raise UnfitText(f"{what} {text!r} has leading or trailing spaces: scan the label")
+        raise UnfitText(f"{what} {text!r} has leading or trailing spaces: give it as printed")
     bad = _unfit_character(text)
     if bad is not None or not text.isprintable():
-        raise UnfitText(f"{what} {text!r} holds a character no label prints: scan the label")
+        raise UnfitText(f"{what} {text!r} holds a character no label prints: give it as printed")
     if len(text) > MAX_SCANNED_ID:
         raise UnfitText(f"{what} is {len(text)} characters; at most {MAX_SCANNED_ID}")
     return text

@@ -149,3 +149,24 @@ def test_a_hold_given_while_restarting_is_one_hold_not_one_to_the_end(tmp_path: 
     assert not [t for t in timing(path) if "hold" in t]
     record = build_record(path)
     assert [(round(a / HOUR, 2), round(b / HOUR, 2)) for a, b in record.holds] == [(42.0, 42.5)]
+
+
+def test_a_unit_held_again_while_restarting_is_one_hold(tmp_path: Path) -> None:
+    """The same below the procedure: a unit held, restarting, held again, running 30 min
+    later: one hold, no "hold of the unit of N days"."""
+    unit = "unit:expansion_bioreactor"
+    path = journal(
+        tmp_path / "unit.sqlite",
+        LV,
+        [
+            (42.0, unit, "Holding"),
+            (42.0, unit, "Held"),
+            (42.17, unit, "Restarting"),
+            (42.17, unit, "Holding"),
+            (42.17, unit, "Held"),
+            (42.5, unit, "Restarting"),
+            (42.5, unit, "Running"),
+            (240.0, PROC, "Complete"),
+        ],
+    )
+    assert not [t for t in timing(path) if "hold" in t]

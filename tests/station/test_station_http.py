@@ -184,6 +184,12 @@ def test_qa_enters_qc_results_and_approves_the_record(runs: Path, site: Site) ->
         _, _, page = await quinn.post("/batch/b1/qc", qc)
         assert "car: &#x27;oops&#x27; is not a number" in page  # nothing entered: all or none
         qc["results"] = "cd3=92.5\ncar=35"
+        for unfit in ({"reason": "QC\x1b[31m lab"}, {"lab_ref": "LAB-7\nforged line"}):
+            _, _, page = await quinn.post("/batch/b1/qc", {**qc, **unfit})
+            assert "QC results entered" not in page  # refused before anyone signs
+        bad = {"comment": "fine\u202e", "password": PEOPLE["quinn"][2]}
+        _, _, page = await quinn.post("/batch/b1/review", bad)
+        assert "control or invisible character" in page
         _, _, page = await quinn.post("/batch/b1/qc", {**qc, "lab_ref": "LAB-7"})
         assert "QC results entered by Quinn Ash" in page and "CD3" in page
         _, _, record = await quinn.get("/batch/b1/record")

@@ -595,11 +595,11 @@ def _reset_refused(path: Path) -> NoReturn:
     from twin.access.entries import batch_is_running
     from twin.cli.recorded import read_recorded
 
-    if not batch_is_running(path):
-        try:
-            recorded = read_recorded(path)
-        except JournalError as exc:
-            raise _fail(f"{exc}; give the journal file of a batch", EXIT_INVALID) from None
+    try:
+        recorded = read_recorded(path)
+    except JournalError as exc:
+        raise _fail(f"{exc}; give the journal file of a batch", EXIT_INVALID) from None
+    if recorded.ended or not batch_is_running(path):  # (ended: its process may be closing)
         if recorded.ended:
             err.print(
                 f"reset: refused — batch {recorded.batch_id} has ended {recorded.state}, and its "
@@ -610,10 +610,9 @@ def _reset_refused(path: Path) -> NoReturn:
             )
             raise typer.Exit(EXIT_REFUSED)
         _unserved_exit(path, "reset")
-    state = read_recorded(path).state
     err.print(
         f"reset: refused — reset takes an ended batch (Complete, Stopped, Aborted) to Idle; "
-        f"this batch is {state}: stop or abort it first",
+        f"this batch is {recorded.state}: stop or abort it first",
         highlight=False,
         markup=False,
     )

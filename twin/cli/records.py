@@ -337,6 +337,13 @@ def qc(
             err.print(str(problem), highlight=False, markup=False)
         raise typer.Exit(EXIT_INVALID) from None
     said(reason)
+    if lab_ref:
+        from twin.words import UnfitText, check_scanned_id
+
+        try:
+            check_scanned_id(lab_ref, "--lab-ref")
+        except UnfitText as exc:
+            raise _fail(f"{exc}; nothing was signed or written", EXIT_INVALID) from None
     person = _sign_entry(journal, operator, password_file, users, Act.QC_RESULT)
     try:
         signer = load_site_key(site_key) if site_key is not None else None

@@ -309,7 +309,8 @@ class _Builder:
         if to in ("Complete", "Stopped", "Aborted"):
             element["end"] = t
         holds = element["holds"]
-        if to == "Holding" and self.r.final_state not in HOLD_STATES:
+        open_hold = bool(holds) and holds[-1][1] is None  # held again while Restarting
+        if to == "Holding" and self.r.final_state not in HOLD_STATES and not open_hold:
             holds.append((t, None))  # its own hold (a procedure's is mirrored down)
         elif to not in HOLD_STATES and holds and holds[-1][1] is None:
             holds[-1] = (holds[-1][0], t)

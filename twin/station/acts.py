@@ -31,6 +31,7 @@ from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
 from twin.engine.inbox import NoRunningBatch, send_command
 from twin.engine.lots import scan_from
 from twin.errors import InvalidInput, PocTwinError
+from twin.words import UnfitText, check_reason, check_scanned_id
 
 __all__ = ["Outcome", "Station"]
 
@@ -168,6 +169,7 @@ class Station:
                 return _reply(f"alarm {alarm} acknowledgement", reply)
 
         def ended() -> Outcome:
+            check_reason(comment, "comment")  # before anyone signs, as the batch checks it
             raised, act = alarm_to_acknowledge(journal, alarm)
             person = self._sign(journal, user, password, act)
             write_alarm_ack(journal, raised, person, comment)
@@ -184,6 +186,9 @@ class Station:
         from twin.report.qc import parse_results, record_qc_results
 
         def enter() -> Outcome:
+            check_reason(reason)
+            if lab_ref:
+                check_scanned_id(lab_ref, "lab ref")
             entries = parse_results(results)
             person = self._sign(journal, user, password, Act.QC_RESULT)
             written = record_qc_results(
@@ -207,6 +212,7 @@ class Station:
         """QA's signed review, or approval, of the ended batch's record."""
 
         def sign() -> Outcome:
+            check_reason(comment, "comment")
             intact = record_to_sign(journal)
             person = self._sign(journal, user, password, Act.APPROVE if approve else Act.REVIEW)
             write_record_signature(journal, intact, person, comment)
@@ -221,6 +227,8 @@ class Station:
             result: Outcome = await asyncio.to_thread(work)
         except InvalidInput as exc:
             return Outcome(False, "; ".join(str(p.message) for p in exc.problems))
+        except UnfitText as exc:  # nothing signed or written
+            return Outcome(False, str(exc))
         except (AccessRefused, EntryRefused, UserStoreError, PocTwinError) as exc:
             return Outcome(False, str(exc))
         return result
