@@ -417,6 +417,29 @@ def test_in_the_poc_twin_process_the_end_note_stays_to_the_exit(
         signal.signal(signal.SIGINT, before)
 
 
+@pytest.mark.parametrize("late_by_s", [0.0, 0.1, 0.25])
+def test_a_third_ctrl_c_as_the_process_closes_keeps_exit_3(
+    tmp_path: Path, running: list[subprocess.Popen[str]], late_by_s: float
+) -> None:
+    """Hold, abort, then one press more while the process prints its summary and shuts
+    down: exit 3 all the same. Before, a press in the last few hundred milliseconds (the
+    interpreter's shutdown puts SIGINT back to the kernel's default) killed it: exit -2."""
+    journal = tmp_path / "third.sqlite"
+    proc = _start_run(journal, "eve", "--pace", "600")
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+    proc.send_signal(signal.SIGINT)
+    _wait_for(journal, lambda ev: "Held" in _procedure_states(ev), proc)
+    proc.send_signal(signal.SIGINT)
+    _wait_for(journal, lambda ev: "Aborted" in _procedure_states(ev), proc)
+    wall_sleep(late_by_s)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, (proc.returncode, err)
+    assert "Traceback" not in err
+
+
 def test_a_ctrl_c_while_the_command_line_loads_is_no_traceback() -> None:
     """Pressed in the half second the command line takes to load: one line, exit 130."""
     proc = subprocess.Popen(

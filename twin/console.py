@@ -3,12 +3,14 @@
 Loading the command line (typer, rich, pydantic) takes about half a second; a Ctrl-C in
 it would otherwise print a traceback from some import. And once a batch has ended and its
 exit code is settled, a Ctrl-C pressed while the process closes down only gets a note
-(``twin.cli.ctrl_c``): it must not turn exit 3 into death by SIGINT. So this module is
-the smallest thing the script imports, and it holds both edges.
+(``twin.cli.ctrl_c``), and once the command has returned it is ignored: it must not turn
+exit 3 into death by SIGINT. So this module is the smallest thing the script imports,
+and it holds both edges.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 __all__ = ["EXIT_INTERRUPTED", "main"]
@@ -31,3 +33,8 @@ def main() -> None:
         if exc.code == EXIT_INTERRUPTED:  # typer's silent answer to a Ctrl-C in a command
             sys.stderr.write("poc-twin: interrupted (Ctrl-C)\n")
         raise
+    finally:
+        # The exit code is settled. Python puts SIGINT back to the kernel's default while it
+        # shuts down, where a late press would kill the process (exit -2); an ignored one
+        # it leaves ignored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
