@@ -599,23 +599,19 @@ def _reset_refused(path: Path) -> NoReturn:
         recorded = read_recorded(path)
     except JournalError as exc:
         raise _fail(f"{exc}; give the journal file of a batch", EXIT_INVALID) from None
-    if recorded.ended or not batch_is_running(path):  # (ended: its process may be closing)
-        if recorded.ended:
-            err.print(
-                f"reset: refused — batch {recorded.batch_id} has ended {recorded.state}, and its "
-                "process with it: nothing is left to reset; the unit is Idle for a new batch "
-                "(poc-twin run)",
-                highlight=False,
-                markup=False,
-            )
-            raise typer.Exit(EXIT_REFUSED)
+    if recorded.ended:  # (its process may still be closing down)
+        why = (
+            f"batch {recorded.batch_id} has ended {recorded.state}, and its process with it: "
+            "nothing is left to reset; the unit is Idle for a new batch (poc-twin run)"
+        )
+    elif not batch_is_running(path):
         _unserved_exit(path, "reset")
-    err.print(
-        f"reset: refused — reset takes an ended batch (Complete, Stopped, Aborted) to Idle; "
-        f"this batch is {recorded.state}: stop or abort it first",
-        highlight=False,
-        markup=False,
-    )
+    else:
+        why = (
+            "reset takes an ended batch (Complete, Stopped, Aborted) to Idle; this batch is "
+            f"{recorded.state}: stop or abort it first"
+        )
+    err.print(f"reset: refused — {why}", highlight=False, markup=False)
     raise typer.Exit(EXIT_REFUSED)
 
 
