@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -15,13 +16,16 @@ def scan_at_the_bag(batches: list[Any]) -> Callable[[Event], None]:
     """A journal subscriber that scans wristband and bag as soon as the batch asks (chain of
     identity), handing the scan to ``batches[0]``, the batch the runner started."""
 
-    def hear(event: Event) -> None:
-        if event.kind == "identity_requested":
+    def scan(patient_id: str, bag_id: str) -> None:
+        if batches[0].identity_wanted:  # a hold came first: it asks again, heard again
             batches[0].present_identity(
-                event.data["patient_id"],
-                event.data["bag_id"],
-                who="hil-operator",
-                why="scanned for the HIL run",
+                patient_id, bag_id, who="hil-operator", why="scanned for the HIL run"
+            )
+
+    def hear(event: Event) -> None:
+        if event.kind == "identity_requested":  # the scan journals itself: after this event
+            asyncio.get_running_loop().call_soon(
+                scan, event.data["patient_id"], event.data["bag_id"]
             )
 
     return hear

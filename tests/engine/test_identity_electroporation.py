@@ -181,6 +181,26 @@ async def test_a_pause_while_waiting_for_the_scan_takes_effect_and_the_scan_is_a
     assert len(run.kinds("identity_confirmation")) == 1
 
 
+async def test_a_scan_accepted_just_before_a_hold_is_recorded_and_taken_on_restart(
+    running: Any,
+) -> None:
+    """The scan is answered "accepted"; a hold lands before the phase has taken it. The scan
+    is in the record as it was accepted, and the restarted phase takes it without asking
+    again. Before, it was dropped after being answered "accepted" (the batch asked again)."""
+    run = await running("nv.yaml", short(NONVIRAL), patient_id="P-0042", bag_id="BAG-7781")
+    await run.until(lambda e: e.kind == "identity_requested")
+    run.batch.present_identity("P-0042", "BAG-7781", who="kim", why="scanned at the bag")
+    run.batch.command("hold", who="sam", why="scanner alarm")  # same instant: not yet taken
+    (confirmation,) = run.kinds("identity_confirmation")  # recorded as accepted
+    assert confirmation.data["match"] and confirmation.data["operator"] == "kim"
+    await run.until_state(S.HELD)
+    run.batch.command("restart", who="sam", why="go on")
+    assert await finished(run) is S.COMPLETE
+    assert len(run.kinds("identity_requested")) == 1  # not asked again
+    assert len(run.kinds("identity_confirmation")) == 1
+    assert run.kinds("identity_confirmation")[0].seq < run.kinds("pulse")[0].seq
+
+
 @pytest.mark.parametrize("at", ["load", "pulse"])
 async def test_a_hold_mid_portion_pulses_every_portion_once(running: Any, at: str) -> None:
     """An operator holds the batch as the 10th portion is being loaded (or fired): after the

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from twin.access.esign import sign_event
 from twin.access.users import Signer
 from twin.clock import Clock
 from twin.engine.alarms import Alarms
@@ -201,8 +202,8 @@ def recorded_pair(value: Any) -> tuple[Any, Any]:
 CONFIRMED = "confirmed"
 
 Restorer = tuple[Any, str, Callable[[], Awaitable[Any]]]
-#: An identity scan: patient id, bag id, operator, reason, and the operator's signature.
-Scan = tuple[str, str, str, str, "Signer | None"]
+#: An identity scan as journalled: patient id, bag id, and whether it matched the batch's.
+Scan = tuple[str, str, bool]
 
 
 def _never() -> asyncio.Future[None]:
@@ -236,6 +237,9 @@ class BatchContext:
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
         self.identity: tuple[str, str] | None = None
         self._scans: asyncio.Queue[Scan] = asyncio.Queue()
+        #: The phase whose request the scans in ``_scans`` answer (a later phase's request
+        #: never takes them).
+        self._scan_for: object | None = None
         #: Whether the confirm_identity phase asks for a scan now (a person's scan is taken
         #: only then: one given before, or while the batch is held, is refused).
         self.identity_wanted = False
@@ -348,13 +352,42 @@ class BatchContext:
         reason: str,
         signer: Signer | None = None,
     ) -> None:
-        """An operator's scan of the patient wristband and bag label (from another terminal)."""
-        self._scans.put_nowait((patient_id, bag_id, operator, reason, signer))
+        """An operator's scan of the patient wristband and bag label (from another terminal),
+        journalled (with the signature, in one commit) as it is accepted: "accepted" means
+        recorded, even if a hold cancels the wait before the phase takes it (its restart
+        takes it then, without asking again)."""
+        match = (patient_id, bag_id) == self.ordered_identity
+        with self.journal.together():
+            event = self.journal.append(
+                "identity_confirmation",
+                "batch",
+                {
+                    "patient_id": patient_id,
+                    "bag_id": bag_id,
+                    "operator": operator,
+                    "reason": reason,
+                    "meaning": "chain of identity verified" if match else "identity mismatch",
+                    "match": match,
+                },
+            )
+            if signer is not None:
+                sign_event(self.journal, event, signer)
+        self._scans.put_nowait((patient_id, bag_id, match))
         self.identity_wanted = False  # one scan answers one request
 
-    def want_identity(self) -> None:
-        """The confirm_identity phase asks for a scan (before it journals the request)."""
+    def want_identity(self, asking: object) -> None:
+        """The confirm_identity phase ``asking`` asks for a scan (before it journals the
+        request); scans recorded for another phase's request are not its to take."""
+        if asking is not self._scan_for:
+            while not self._scans.empty():
+                self._scans.get_nowait()
+            self._scan_for = asking
         self.identity_wanted = True
+
+    def scan_recorded_for(self, asking: object) -> bool:
+        """Whether a scan answering ``asking``'s request is recorded and not yet taken (it
+        was accepted just before a hold or pause cancelled the wait)."""
+        return asking is self._scan_for and not self._scans.empty()
 
     async def next_scan(self) -> Scan:
         """Wait for the next identity scan: the batch now waits on a person."""
@@ -363,11 +396,7 @@ class BatchContext:
                 return self._scans.get_nowait()
             self.on_awaiting_scan(True)
             try:
-                return await self._scans.get()
-            except asyncio.CancelledError:  # held or paused: a scan given meanwhile is stale
-                while not self._scans.empty():
-                    self._scans.get_nowait()
-                raise
+                return await self._scans.get()  # (cancelled: a scan put meanwhile stays)
             finally:
                 self.on_awaiting_scan(False)
         finally:

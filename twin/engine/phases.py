@@ -11,7 +11,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from twin.access.esign import sign_event
 from twin.engine.context import BatchContext, as_record, as_recorded
 from twin.engine.modules import PerfusionLoop, PHLoop
 from twin.equipment import CellSample, Gas, Material, PulseProgram
@@ -504,27 +503,12 @@ class ConfirmIdentity(PhaseLogic):
             raise PhaseFailed("the batch was started without --patient-id and --bag-id")
         if ctx.identity == ordered:
             return
-        ctx.want_identity()
-        ctx.journal.append(
-            "identity_requested", "batch", {"patient_id": ordered[0], "bag_id": ordered[1]}
-        )
-        patient, bag, operator, reason, signer = await ctx.next_scan()
-        match = (patient, bag) == ordered
-        with ctx.journal.together():  # the scan and its signature: one commit
-            event = ctx.journal.append(
-                "identity_confirmation",
-                "batch",
-                {
-                    "patient_id": patient,
-                    "bag_id": bag,
-                    "operator": operator,
-                    "reason": reason,
-                    "meaning": "chain of identity verified" if match else "identity mismatch",
-                    "match": match,
-                },
+        if not ctx.scan_recorded_for(self):  # else: taken just before a hold, recorded
+            ctx.want_identity(self)
+            ctx.journal.append(
+                "identity_requested", "batch", {"patient_id": ordered[0], "bag_id": ordered[1]}
             )
-            if signer is not None:
-                sign_event(ctx.journal, event, signer)
+        patient, bag, match = await ctx.next_scan()  # journalled as it was accepted
         if not match:
             raise PhaseFailed(
                 f"identity mismatch: scanned patient {patient} / bag {bag}, "
