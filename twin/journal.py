@@ -450,7 +450,16 @@ class Journal:
         self._together += 1
         try:
             yield
-        finally:
+        except BaseException as exc:
+            # Something between the act and its signature failed (a subscriber, an
+            # interrupt): the act must not reach the file alone. A file journal takes it as
+            # a failed write (rolled back, nothing more written: the batch is stopped and
+            # ``resume`` goes on from the last commit).
+            self._together -= 1
+            if self.failure is None and self._db is not None and self._in_tx:
+                raise self._failed(exc, self._seq) from exc
+            raise
+        else:
             self._together -= 1
             if not self._together and self.failure is None:
                 self.commit()

@@ -7,6 +7,7 @@ All on virtual time; the scripted operator acts on the batch clock.
 
 from __future__ import annotations
 
+import asyncio
 from statistics import mean
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from batch_harness import ROOT, S, finished
 
 from twin.equipment import Gas
+from twin.errors import EquipmentError
 
 HOUR = 3600.0
 
@@ -331,3 +333,36 @@ async def test_a_unit_hold_given_while_the_unit_restart_restores_setpoints_is_dr
     run.batch.command("restart", who="kim", why="now go on", level="unit")
     await run.clock.sleep(10 * 60)
     assert step.unit.state is S.RUNNING
+
+
+async def test_a_restart_whose_setpoints_fail_holds_again_and_never_spins(
+    running: Any,
+) -> None:
+    """An operation restarted after its hold, the rewrite of setpoints failing (a device
+    refusing, not silent), the phase's reaction a phase hold: the operation holds again for
+    a person, with one alarm. Before, the operation stayed Restarting and the rewrite was
+    retried at once, alarm after alarm (or blocked the loop when it failed at once)."""
+    text = dense().replace(
+        "{phase: culture, duration_h: 48, do_setpoint_pct: 40}",
+        "{phase: culture, duration_h: 48, do_setpoint_pct: 40, on_failure: hold_phase}",
+    )
+    run = await running("dense.yaml", text, bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    run.batch.command("hold", who="kim", why="look", level="operation")
+    await run.clock.sleep(10 * 60)
+    step = run.batch.current
+    assert step is not None and step.operation.state is S.HELD
+    rewrites = []
+
+    async def refused() -> None:
+        rewrites.append(run.clock.now())
+        await asyncio.sleep(0)
+        raise EquipmentError("bioreactor", "perfusion setpoint refused (exception 3)")
+
+    run.batch.ctx.restore_setpoints = refused
+    run.batch.command("restart", who="kim", why="go on", level="operation")
+    await run.clock.sleep(30 * 60)
+    assert len(rewrites) == 1
+    assert step.operation.state is S.HELD and step.phase.state is S.HELD
+    alarms = [e for e in run.kinds("alarm") if "exception 3" in e.data.get("message", "")]
+    assert len(alarms) == 1

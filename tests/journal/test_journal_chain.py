@@ -260,6 +260,28 @@ def test_events_together_reach_the_file_in_one_commit_checkpoint_after(tmp_path:
     assert verify(path).ok
 
 
+def test_a_failure_between_an_act_and_its_signature_commits_neither(tmp_path: Path) -> None:
+    """Something raising inside ``together`` (a subscriber, an interrupt) after the act was
+    appended: the act is not committed alone; the journal takes it as a failed write (rolled
+    back, nothing more written), so the file still verifies without it."""
+    from twin.errors import JournalWriteFailed
+
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, lambda: 0.0)
+    journal.append("batch_started", "batch", {})
+
+    def broken(event: object) -> None:
+        if getattr(event, "kind", "") == "command":
+            raise RuntimeError("a subscriber's bug")
+
+    journal.subscribe(broken)
+    with pytest.raises(JournalWriteFailed), journal.together():
+        journal.append("command", "procedure:x", {"command": "hold"})
+        journal.append("signature", "user:kim", {"signed_seq": 2})  # never reached
+    assert [e.kind for e in read_events(path)] == ["batch_started"]
+    assert journal.failure is not None and verify(path).ok
+
+
 def test_refuses_to_overwrite_a_batch(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     write_journal(path).close()

@@ -398,8 +398,8 @@ class Batch:
     def present_identity(
         self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
     ) -> None:
-        """An operator's identity scan, handed to the confirm_identity phase (which journals
-        it, with the operator's signature when one is given)."""
+        """An operator's identity scan, journalled at once (with the operator's signature when
+        one is given) and handed to the confirm_identity phase."""
         self.ctx.present_identity(patient_id, bag_id, who, why, signer)
 
     @property
@@ -573,6 +573,16 @@ class Batch:
         with contextlib.suppress(CommandRefused):  # held or ending already: alarm recorded
             self.command(command, who="engine", why=message, level=REACTION_LEVEL[reaction])
 
+    def _restart_failed(self, exc: EquipmentError, restarting: StateMachine) -> None:
+        """Setpoints not re-established: the failure's alarm and the recipe's reaction, and
+        the element being restarted holds again, for a person to restart it (never retried
+        on its own: a rewrite failing at once would otherwise spin, alarm after alarm)."""
+        self._fail(exc)  # its alarm, whatever command came meanwhile
+        if restarting.state is S.RESTARTING:
+            level = LEVELS[self._chain().index(restarting)]
+            with contextlib.suppress(CommandRefused):
+                self.command(Command.HOLD, who="engine", why=f"restart failed: {exc}", level=level)
+
     # -- the run -------------------------------------------------------------------
 
     async def _supervise(self, step: PhaseStep) -> str:
@@ -637,7 +647,8 @@ class Batch:
                 try:
                     await self._restore()
                 except EquipmentError as exc:
-                    self._fail(exc)
+                    restarting = next(m for m in chain if m.state is S.RESTARTING)
+                    self._restart_failed(exc, restarting)
                     continue
                 for machine in chain:
                     if machine.state is S.RESTARTING:
@@ -759,7 +770,7 @@ class Batch:
                     try:
                         await self._restore()
                     except EquipmentError as exc:
-                        self._fail(exc)  # its alarm, whatever command came meanwhile
+                        self._restart_failed(exc, self.procedure)
                     else:
                         if self.state is state:
                             self._finish(why="setpoints re-established")
