@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -358,32 +359,44 @@ def test_resume_from_the_command_line_waits_held_for_the_operator(
     assert replay(short).identical
 
 
+async def smoke_process_that_dies(
+    journal: Path, meanwhile: Callable[[Batch], Awaitable[None]]
+) -> None:
+    """The smoke batch in a process that dies (its task cancelled, nothing closed) once
+    ``meanwhile`` (what happens to the batch until then, on its clock) is done."""
+    from twin.runner import run_batch_async
+
+    started: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_batch_async(
+            load_recipe(SMOKE),
+            load_bench(BENCH),
+            journal,
+            batch_id=journal.stem.upper(),
+            operator="alice",
+            seed=11,
+            on_batch=started.set_result,
+        )
+    )
+    await meanwhile(await started)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def test_the_twin_keeps_its_plant_across_the_interruption(tmp_path: Path) -> None:
     """On the sim bench the bag outlives the batch process, as a real one would: after the
     process stops at 3 h, the resumed twin's first reading is the plant as it was left
     (DO held near its setpoint, pH as it was), not a fresh bag from the bench's inoculum."""
     from twin.clock import run_batch_loop
-    from twin.runner import run_batch_async, twin_keep_path
+    from twin.runner import twin_keep_path
 
     journal = tmp_path / "kept.sqlite"
 
-    async def process_dies_at_3h() -> None:
-        batch = asyncio.create_task(
-            run_batch_async(
-                load_recipe(SMOKE),
-                load_bench(BENCH),
-                journal,
-                batch_id="KEPT",
-                operator="alice",
-                seed=11,
-            )
-        )
+    async def three_hours(batch: Batch) -> None:
         await asyncio.sleep(3 * 3600.0)
-        batch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await batch
 
-    run_batch_loop(process_dies_at_3h, virtual=True)
+    run_batch_loop(lambda: smoke_process_that_dies(journal, three_hours), virtual=True)
     assert twin_keep_path(journal).exists()
     before = [e for e in read_events(journal) if e.kind == "reading" and e.source == "bioreactor"]
     added = sum(
@@ -413,32 +426,18 @@ def test_a_batch_held_when_it_died_has_its_hold_driven_again_on_resume(tmp_path:
     replays event for event."""
     from twin.clock import run_batch_loop
     from twin.replay.resume import resume_async
-    from twin.runner import run_batch_async, twin_keep_path
+    from twin.runner import twin_keep_path
 
     journal = tmp_path / "held.sqlite"
 
-    async def held_then_dies() -> None:
-        batches: list[Batch] = []
-        batch = asyncio.create_task(
-            run_batch_async(
-                load_recipe(SMOKE),
-                load_bench(BENCH),
-                journal,
-                batch_id="HELD",
-                operator="alice",
-                seed=11,
-                on_batch=batches.append,
-            )
-        )
+    async def held(batch: Batch) -> None:
         await asyncio.sleep(3 * 3600.0)
-        batches[0].command("hold", who="bob", why="bag check")
+        batch.command("hold", who="bob", why="bag check")
         await asyncio.sleep(1800.0)
-        assert batches[0].state is S.HELD
-        batch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await batch
+        assert batch.state is S.HELD
 
-    run_batch_loop(held_then_dies, virtual=True, pace=None)  # a person's wait costs nothing
+    # a person's wait costs nothing (no pace)
+    run_batch_loop(lambda: smoke_process_that_dies(journal, held), virtual=True, pace=None)
     assert twin_keep_path(journal).exists()
     before = list(read_events(journal))
     held_at = max(e.seq for e in before if e.kind == "transition" and e.data["to"] == "Held")
