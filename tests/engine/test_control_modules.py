@@ -269,10 +269,11 @@ async def test_a_hold_given_while_a_restart_restores_setpoints_is_held_and_drive
     await hold_dense_culture(run)
     restore = run.batch.ctx.restore_setpoints
 
-    async def interrupted() -> None:
+    async def interrupted(go_on: Any) -> bool:
         run.batch.ctx.restore_setpoints = restore  # once
-        await restore()
+        restored = await restore(go_on)
         run.batch.command("hold", who="kim", why="second thoughts")
+        return restored
 
     run.batch.ctx.restore_setpoints = interrupted
     run.batch.command("restart", who="kim", why="go on")
@@ -282,6 +283,91 @@ async def test_a_hold_given_while_a_restart_restores_setpoints_is_held_and_drive
     assert len(holds) == 2 and "second thoughts" in holds[-1].data["why"]
     gas = run.bench.twin.plant.gas
     assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+
+
+@pytest.mark.parametrize("level", ["procedure", "unit", "phase"])
+async def test_a_hold_given_during_a_restarts_rewrite_stops_the_rewrite_there(
+    running: Any, level: str
+) -> None:
+    """A hold (or a resume's hold after the process died mid-restart) supersedes the
+    restart: the setpoints not yet re-established are not written after it (perfusion
+    was started again after the hold was given), and the hold's drive decides."""
+    run = await running("dense.yaml", dense(on_hold_gas="safe"), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(6 * HOUR)
+    run.batch.command("hold", who="kim", why="first look", level=level)
+    await run.clock.sleep(10 * 60)
+    loop = asyncio.get_running_loop()
+    restored: list[str] = []
+
+    def hear(event: Any) -> None:
+        if event.kind == "setpoint" and event.data.get("restored"):
+            restored.append(event.data["parameter"])
+            if len(restored) == 1:  # the second thoughts land during the first write
+                loop.call_soon(
+                    lambda: run.batch.command("hold", who="kim", why="second", level=level)
+                )
+
+    run.journal.subscribe(hear)
+    run.batch.command("restart", who="kim", why="go on", level=level)
+    await run.clock.sleep(10 * 60)
+    assert restored and len(restored) == 1, restored
+    remembered = len(run.batch.ctx._restore)
+    assert remembered > 1  # else the test proves nothing
+    step = run.batch.current
+    assert step is not None
+    held = {"procedure": run.batch.procedure, "unit": step.unit, "phase": step.phase}[level]
+    assert held.state is S.HELD
+    last = [e for e in run.kinds("safe_state") if e.source == "gas"][-1]
+    assert "second" in last.data["why"]
+    gas = run.bench.twin.plant.gas
+    assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+    run.batch.command("restart", who="kim", why="now go on", level=level)
+    await run.clock.sleep(10 * 60)
+    assert held.state is S.RUNNING
+    assert len(restored) == 1 + remembered  # the whole rewrite, this time
+
+
+@pytest.mark.parametrize("level", ["unit", "operation", "phase"])
+@pytest.mark.parametrize("command", ["abort", "stop"])
+@pytest.mark.parametrize("during", ["Holding", "Restarting"])
+async def test_an_element_is_ended_early_from_holding_and_restarting(
+    running: Any, level: str, command: str, during: str
+) -> None:
+    """STATE_MODEL.md: Holding and Restarting take stop and abort, below the procedure as
+    at it. Before, an element's stop or abort landing while its hold drove the items, or
+    while its restart re-established setpoints, was refused, naming no reason."""
+    run = await running("dense.yaml", dense(on_hold_gas="safe"), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(6 * HOUR)
+    step = run.batch.current
+    assert step is not None
+    element = {"unit": step.unit, "operation": step.operation, "phase": step.phase}[level]
+    seen: list[str] = []
+
+    def hear(event: Any) -> None:  # the person's act lands in the state's own work
+        to = event.data.get("to") if event.kind == "transition" else None
+        if event.source == element.element and to == during and not seen:
+            seen.append(during)
+            asyncio.get_running_loop().call_soon(
+                lambda: run.batch.command(command, who="sam", why="enough", level=level)
+            )
+
+    run.journal.subscribe(hear)
+    run.batch.command("hold", who="kim", why="look", level=level)
+    await run.clock.sleep(10 * 60)
+    if during == "Restarting":
+        run.batch.command("restart", who="kim", why="go on", level=level)
+        await run.clock.sleep(10 * 60)
+    assert seen == [during]
+    asked = next(e for e in run.kinds("command") if e.data["operator"] == "sam")
+    assert asked.data["accepted"] and asked.data["state"] == during, asked.data
+    ended = "Aborted" if command == "abort" else "Stopped"
+    moves = [e.data["to"] for e in run.kinds("transition") if e.source == element.element]
+    assert moves[-1] == ended, moves
+    # held for a person to decide how the batch goes on, or ended where nothing remains
+    assert run.batch.state in (S.HELD, S.ABORTED if command == "abort" else S.STOPPED)
+    assert not [e for e in run.kinds("setpoint") if e.data.get("restored") and e.seq > asked.seq]
 
 
 async def test_a_procedure_aborted_while_a_phase_hold_drives_its_items_ends_safe(
@@ -317,10 +403,11 @@ async def test_a_unit_hold_given_while_the_unit_restart_restores_setpoints_is_dr
     assert step is not None and step.unit.state is S.HELD
     restore = run.batch.ctx.restore_setpoints
 
-    async def interrupted() -> None:
+    async def interrupted(go_on: Any) -> bool:
         run.batch.ctx.restore_setpoints = restore  # once
-        await restore()
+        restored = await restore(go_on)
         run.batch.command("hold", who="kim", why="second thoughts", level="unit")
+        return restored
 
     run.batch.ctx.restore_setpoints = interrupted
     run.batch.command("restart", who="kim", why="go on", level="unit")
@@ -354,7 +441,7 @@ async def test_a_restart_whose_setpoints_fail_holds_again_and_never_spins(
     assert step is not None and step.operation.state is S.HELD
     rewrites = []
 
-    async def refused() -> None:
+    async def refused(go_on: Any) -> bool:
         rewrites.append(run.clock.now())
         await asyncio.sleep(0)
         raise EquipmentError("bioreactor", "perfusion setpoint refused (exception 3)")

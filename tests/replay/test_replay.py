@@ -12,6 +12,7 @@ import sys
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from site_users import PEOPLE, Site
@@ -416,6 +417,166 @@ def test_the_twin_keeps_its_plant_across_the_interruption(tmp_path: Path) -> Non
     assert abs(first["temperature_c"] - last["temperature_c"]) < 0.5
     assert abs(first["ph"] - last["ph"]) < 0.05
     assert replay(journal).identical
+
+
+def test_a_batch_that_died_mid_restart_is_resumed_held_without_the_rest_of_the_rewrite(
+    tmp_path: Path,
+) -> None:
+    """The process died while a restart re-established setpoints. The resume holds the
+    batch, and the setpoints the dead restart had not yet written stay unwritten: the
+    hold's drive decides what the items do. Before, the rest of the rewrite was written
+    after the resume's hold was given (perfusion started again on a held batch)."""
+    from twin.clock import run_batch_loop
+    from twin.replay.resume import resume_async
+
+    journal = tmp_path / "restarting.sqlite"
+
+    async def dies_restarting(batch: Batch) -> None:
+        await asyncio.sleep(3 * 3600.0)
+        batch.command("hold", who="bob", why="bag check")
+        await asyncio.sleep(1800.0)
+        first = asyncio.get_running_loop().create_future()
+
+        def hear(event: Any) -> None:
+            if event.kind == "setpoint" and event.data.get("restored") and not first.done():
+                first.set_result(None)
+
+        batch.journal.subscribe(hear)
+        assert len(batch.ctx._restore) > 1  # else nothing is left to (not) write
+        batch.command("restart", who="bob", why="looked fine")
+        await first  # dies with the first setpoint's write in flight
+
+    run_batch_loop(
+        lambda: smoke_process_that_dies(journal, dies_restarting), virtual=True, pace=None
+    )
+    before = list(read_events(journal))
+    assert before[-1].kind == "setpoint" and before[-1].data.get("restored")
+
+    async def resumed() -> None:
+        task = asyncio.create_task(
+            resume_async(load_recording(journal), operator="carol", reason="power back", pace=None)
+        )
+        for _ in range(24 * 60):
+            await asyncio.sleep(60.0)
+            if any(e.kind == "safe_state" for e in read_events(journal, after=before[-1].seq)):
+                break
+        await asyncio.sleep(600.0)
+        if task.done():
+            task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run_batch_loop(resumed, virtual=True, pace=None)
+    after = list(read_events(journal, after=before[-1].seq))
+    assert any(e.kind == "deviation" for e in after)
+    assert [e for e in after if e.kind == "setpoint" and e.data.get("restored")] == []
+    assert any(e.kind == "safe_state" and e.source == "bioreactor" for e in after)
+    procedure = [
+        e.data["to"] for e in after if e.kind == "transition" and e.source.startswith("procedure")
+    ]
+    assert procedure[-1] == "Held" and "Running" not in procedure, procedure
+    assert replay(journal).identical
+
+
+@pytest.mark.parametrize("command", ["abort", "stop", "hold"])
+def test_a_command_given_during_a_restarts_rewrite_ends_it_and_replays_identically(
+    tmp_path: Path, command: str
+) -> None:
+    """A stop, abort or hold accepted while a restart re-establishes setpoints: nothing of
+    the rewrite is written after it (perfusion and N2 were written after an accepted abort),
+    and the record replays event for event (before: a false divergence, exit 1)."""
+    from twin.clock import run_batch_loop
+    from twin.runner import run_batch_async
+
+    journal = tmp_path / f"{command}.sqlite"
+
+    async def the_batch() -> None:
+        started: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            run_batch_async(
+                load_recipe(SMOKE),
+                load_bench(BENCH),
+                journal,
+                batch_id="R",
+                operator="alice",
+                seed=11,
+                on_batch=started.set_result,
+            )
+        )
+        batch = await started
+        await asyncio.sleep(3 * 3600.0)
+        batch.command("hold", who="bob", why="bag check")
+        await asyncio.sleep(1800.0)
+
+        def hear(event: Event) -> None:
+            if event.kind == "setpoint" and event.data.get("restored") and not given:
+                given.append(event.seq)
+                asyncio.get_running_loop().call_soon(
+                    lambda: batch.command(command, who="bob", why="second thoughts")
+                )
+
+        given: list[int] = []
+        batch.journal.subscribe(hear)
+        batch.command("restart", who="bob", why="looked fine")
+        if command == "hold":
+            await asyncio.sleep(3600.0)
+            assert batch.state is S.HELD
+            batch.command("abort", who="bob", why="enough")
+        await task
+
+    run_batch_loop(the_batch, virtual=True, pace=None)
+    events = list(read_events(journal))
+    accepted = next(
+        e
+        for e in events
+        if e.kind == "command"
+        and e.data.get("command") == command
+        and e.seq > 0
+        and "second thoughts" in str(e.data)
+    )
+    late = [e for e in events if e.seq > accepted.seq and e.data.get("restored")]
+    assert late == [], late
+    assert replay(journal).identical
+
+
+def test_an_interruption_is_measured_from_the_batchs_own_last_event(tmp_path: Path) -> None:
+    """A refused ``resume`` (a wrong password) journals its refusal in the dead batch's
+    journal. The interruption still begins at the batch's own last event: before, it was
+    measured from the refusal, so one refused attempt a minute before the real resume
+    cut an overnight outage to a minute, on the record and on the batch clock."""
+    from twin.access.entries import journal_refusal_in
+    from twin.access.users import AccessRefused
+    from twin.clock import run_batch_loop
+    from twin.replay.resume import resume_async
+
+    journal = tmp_path / "refused.sqlite"
+
+    async def an_hour(batch: Batch) -> None:
+        await asyncio.sleep(3600.0)
+
+    run_batch_loop(lambda: smoke_process_that_dies(journal, an_hour), virtual=True, pace=None)
+    last_of_batch = list(read_events(journal))[-1]
+    journal_refusal_in(journal, AccessRefused("sam", "resume", "wrong password"), held=True)
+    refusal = list(read_events(journal))[-1]
+    assert refusal.kind == "access_refused"
+    assert load_recording(journal).last_of_the_batch == last_of_batch
+
+    async def resumed() -> None:
+        task = asyncio.create_task(
+            resume_async(load_recording(journal), operator="carol", reason="power back", pace=None)
+        )
+        while not any(e.kind == "deviation" for e in read_events(journal, after=refusal.seq)):
+            await asyncio.sleep(60.0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run_batch_loop(resumed, virtual=True, pace=None)
+    deviation = next(e for e in read_events(journal, after=refusal.seq) if e.kind == "deviation")
+    assert deviation.data["last_seq"] == last_of_batch.seq
+    assert deviation.data["interrupted_after"] == last_of_batch.wall_time
+    assert f"interrupted after event {last_of_batch.seq} " in deviation.data["message"]
 
 
 def test_a_batch_held_when_it_died_has_its_hold_driven_again_on_resume(tmp_path: Path) -> None:

@@ -59,6 +59,10 @@ __all__ = ["Batch", "PhaseStep"]
 
 S = ProceduralState
 
+#: The states a unit, operation or phase may be stopped or aborted from (STATE_MODEL.md:
+#: Holding and Restarting take stop and abort as Running and Held do).
+ENDS_EARLY_FROM = frozenset({S.RUNNING, S.HELD, S.HOLDING, S.RESTARTING})
+
 #: Which level a monitor's or a failure's reaction holds (or aborts).
 REACTION_LEVEL = {
     "hold_phase": "phase",
@@ -347,10 +351,14 @@ class Batch:
         elif (
             level != "procedure"
             and cmd in (Command.STOP, Command.ABORT)
-            and target.state not in (S.RUNNING, S.HELD)
+            and target.state not in ENDS_EARLY_FROM
         ):
             accepted = False
             valid = [c for c in valid if c not in ("stop", "abort")]
+            why_not = (
+                f"a {level} is ended early while it runs, is held, holding or restarting; "
+                f"this one is {target.state.label}"
+            )
         elif cmd is Command.RESTART and (
             above := [m for m in self._chain()[1 : LEVELS.index(level)] if m.state is not S.RUNNING]
         ):
@@ -397,10 +405,10 @@ class Batch:
 
     def present_identity(
         self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
-    ) -> None:
+    ) -> bool:
         """An operator's identity scan, journalled at once (with the operator's signature when
-        one is given) and handed to the confirm_identity phase."""
-        self.ctx.present_identity(patient_id, bag_id, who, why, signer)
+        one is given) and handed to the confirm_identity phase; whether it matches."""
+        return self.ctx.present_identity(patient_id, bag_id, who, why, signer)
 
     @property
     def identity_wanted(self) -> bool:
@@ -529,11 +537,21 @@ class Batch:
                 else:
                     self.journal.append("safe_state", name, {"why": why, "reaction": reaction})
 
-    async def _restore(self) -> None:
-        """Restarting: every remembered setpoint re-established, the loops act on all again."""
+    async def _restore(self, restarting: list[StateMachine]) -> bool:
+        """Restarting: every remembered setpoint re-established, the loops act on all again.
+
+        False if a hold, stop or abort superseded the restart part-way: the rest of the
+        setpoints are not written (that command's drive decides what the items do), also
+        where a resumed batch's process died mid-rewrite and the resume holds it."""
+
+        def still_restarting() -> bool:
+            return all(m.state is S.RESTARTING for m in restarting)
+
         async with self.modules.lock:
-            await self.ctx.restore_setpoints()
+            if not await self.ctx.restore_setpoints(still_restarting):
+                return False
             self.modules.resume()
+            return True
 
     def _device_failed(self, exc: Exception, equipment: str | None = None) -> None:
         """The control modules hit a fault (a device stopped answering, an interlock refused
@@ -643,14 +661,14 @@ class Batch:
                 continue
             if any(m.state in (S.STOPPING, S.ABORTING) for m in chain):
                 return True  # a held element stopped or aborted: it ends (_end_below)
-            if any(m.state is S.RESTARTING for m in chain):
+            restarting = [m for m in chain if m.state is S.RESTARTING]
+            if restarting:
                 try:
-                    await self._restore()
+                    restored = await self._restore(restarting)
                 except EquipmentError as exc:
-                    restarting = next(m for m in chain if m.state is S.RESTARTING)
-                    self._restart_failed(exc, restarting)
+                    self._restart_failed(exc, restarting[0])
                     continue
-                for machine in chain:
+                for machine in restarting if restored else []:
                     if machine.state is S.RESTARTING:
                         machine.fire(Command.FINISH, why="setpoints re-established")
                 continue  # look again: a command may have come during the rewrite
@@ -768,11 +786,11 @@ class Batch:
                         self._finish(why=self.hold_reason)
                 elif state is S.RESTARTING:
                     try:
-                        await self._restore()
+                        restored = await self._restore([self.procedure])
                     except EquipmentError as exc:
                         self._restart_failed(exc, self.procedure)
                     else:
-                        if self.state is state:
+                        if restored and self.state is state:
                             self._finish(why="setpoints re-established")
                 elif state in (S.STOPPING, S.ABORTING):
                     to = "stop" if state is S.STOPPING else "abort"

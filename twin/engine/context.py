@@ -351,11 +351,11 @@ class BatchContext:
         operator: str,
         reason: str,
         signer: Signer | None = None,
-    ) -> None:
+    ) -> bool:
         """An operator's scan of the patient wristband and bag label (from another terminal),
         journalled (with the signature, in one commit) as it is accepted: "accepted" means
         recorded, even if a hold cancels the wait before the phase takes it (its restart
-        takes it then, without asking again)."""
+        takes it then, without asking again). Whether it matches the batch's ids."""
         match = (patient_id, bag_id) == self.ordered_identity
         with self.journal.together():
             event = self.journal.append(
@@ -374,6 +374,7 @@ class BatchContext:
                 sign_event(self.journal, event, signer)
         self._scans.put_nowait((patient_id, bag_id, match))
         self.identity_wanted = False  # one scan answers one request
+        return match
 
     def want_identity(self, asking: object) -> None:
         """The confirm_identity phase ``asking`` asks for a scan (before it journals the
@@ -406,12 +407,17 @@ class BatchContext:
         """A setpoint no longer to be restored (e.g. perfusion after harvest)."""
         self._restore.pop((equipment, parameter), None)
 
-    async def restore_setpoints(self) -> None:
-        """Re-establish every remembered setpoint, in the order they were first written."""
+    async def restore_setpoints(self, go_on: Callable[[], bool] = lambda: True) -> bool:
+        """Re-establish every remembered setpoint, in the order they were first written;
+        False, with the rest left unwritten, once ``go_on`` says the restart was superseded
+        (a hold, stop or abort given meanwhile drives the items as it declares instead)."""
         for (equipment, parameter), (value, unit, action) in list(self._restore.items()):
+            if not go_on():
+                return False
             self.journal.append(
                 "setpoint",
                 equipment,
                 {"parameter": parameter, "value": as_record(value), "unit": unit, "restored": True},
             )
             await self._confirmed(equipment, parameter, action)
+        return True

@@ -15,6 +15,7 @@ or the engine has diverged; :class:`Feed` tells its owner which.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -104,9 +105,14 @@ class Feed:
         *,
         cursor: Callable[[], int],
         phase_task: Callable[[], asyncio.Task[None] | None],
+        inputs: Callable[[Event], bool] = lambda event: False,
+        reached: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.clock = clock
         self.cursor = cursor
+        self.reached = reached
+        #: Where the record has a person's input (a command, a scan), in order.
+        self.inputs = [i for i, e in enumerate(events) if inputs(e)] if reached else []
         self.phase_task = phase_task
         self.queues: dict[str, deque[tuple[int, Event]]] = {name: deque() for name in equipment}
         for index, event in enumerate(events):
@@ -141,6 +147,15 @@ class Feed:
             await boundary.passed.wait()
             self._interrupted_if_phase()
 
+    def _input_before(self, index: int | None) -> int | None:
+        """The first recorded input not yet reproduced that the record has before ``index``."""
+        if index is None or not self.inputs:
+            return None
+        i = bisect.bisect_left(self.inputs, self.cursor())
+        if i < len(self.inputs) and self.inputs[i] < index:
+            return self.inputs[i]
+        return None
+
     def _interrupted_if_phase(self) -> None:
         if asyncio.current_task() is self.phase_task():
             raise PhaseInterrupted("held: the batch's process was interrupted here")
@@ -159,15 +174,22 @@ class Feed:
         while True:
             cursor = self.cursor()
             ahead = next(b for b in self.boundaries if b.index >= cursor and not b.passed.is_set())
-            event = _first_answer(queue, ahead.index, call, what)
-            if event is None:
+            found = _first_answer(queue, ahead.index, call, what)
+            if found is None:
                 # Nothing of this kind before the boundary: the call was in flight when the
                 # process died (or the engine diverged: then the journal's comparison and the
                 # watchdog name the first event it does not reproduce).
                 await ahead.passed.wait()
                 self._interrupted_if_phase()
                 return None
+            at, event = found
             await self.clock.sleep_until(event.batch_time)
+            pending = self._input_before(at)
+            if pending is not None and self.reached is not None:
+                # A person's input the record has before this answer (a command given while
+                # the call was on the wire, at the same batch time) is handed over first.
+                await self.reached(pending + 1)
+                continue
             if _take(queue, event):
                 break  # still ours: no other call took it while we waited
         if _is_failure(event):
@@ -177,8 +199,9 @@ class Feed:
 
 def _first_answer(
     queue: deque[tuple[int, Event]], before: int, call: str, what: str
-) -> Event | None:
-    """The first queued answer (up to index ``before``) that can answer this call."""
+) -> tuple[int, Event] | None:
+    """The first queued answer (up to index ``before``) that can answer this call, with its
+    index in the record."""
     kind = ANSWERS[call]
     for index, event in queue:
         if index > before:
@@ -186,7 +209,7 @@ def _first_answer(
         if _is_failure(event) or (
             event.kind == kind and (not what or event.data.get("what") == what)
         ):
-            return event
+            return index, event
     return None
 
 

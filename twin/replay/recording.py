@@ -34,6 +34,10 @@ NOT_THE_ENGINES = frozenset(
     }
 )
 
+#: Event kinds written to a batch's journal by other processes (a person's refused
+#: signature, a QC result, a record signature), also while the batch's process is dead.
+WRITTEN_FROM_OUTSIDE = frozenset({"access_refused", "qc_result", "record_signature"})
+
 
 @dataclass(frozen=True)
 class Recording:
@@ -54,6 +58,20 @@ class Recording:
     def ended(self) -> bool:
         """True when the batch ran to its end (the record closes with ``batch_ended``)."""
         return any(e.kind == "batch_ended" for e in self.events)
+
+    @property
+    def last_of_the_batch(self) -> Event:
+        """The last event the batch's own process wrote: where an interruption begins.
+
+        Others may write to a dead batch's journal after it (a refused ``resume``'s
+        ``access_refused``, a QC result, a record signature, with their signatures): the
+        interruption is measured from the batch's own last event, not from theirs."""
+        outside = {e.seq for e in self.events if e.kind in WRITTEN_FROM_OUTSIDE}
+        for event in reversed(self.events):
+            signed = event.data.get("signed_seq") if event.kind == "signature" else None
+            if event.seq not in outside and signed not in outside:
+                return event
+        return self.events[0]
 
     @property
     def decisions(self) -> list[Event]:

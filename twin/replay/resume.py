@@ -165,7 +165,7 @@ async def resume_async(
                         people.lab = TwinQcLab(opened.twin.plant)
                         live.subscribe(people.lab.hear)
 
-                last = recording.events[-1]
+                last = recording.last_of_the_batch
                 gap = wall_now() - datetime.fromisoformat(last.wall_time)
                 gap_s = max(0.0, gap.total_seconds())
                 await loop.settle()  # the engine as far as the record takes it, as replay has it
@@ -257,7 +257,7 @@ def _deviation(
     reason: str,
 ) -> dict[str, Any]:
     """The interruption as the batch record shows it: how long, where, what is unconfirmed."""
-    last = recording.events[-1]
+    last = recording.last_of_the_batch
     step = batch.current
     unconfirmed = unconfirmed_setpoints(recording.events)
     where = f" at {step.path}" if step else ""

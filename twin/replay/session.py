@@ -73,6 +73,8 @@ class ReplaySession:
             self.clock,
             cursor=lambda: self.journal.cursor,
             phase_task=lambda: self.batch.phase_task,
+            inputs=is_input,
+            reached=self.journal.reached,
         )
         self.kinds = {name: self.bench.spec(name).equipment_type for name in self.bench.configs}
         header = self.recording.header
