@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import typer
 from bedside import UNATTENDED
 from rich.console import Console
 from site_users import Site
@@ -690,3 +691,73 @@ def test_the_twins_simulated_person_scans_unsigned_and_the_record_says_so(
     assert "by the twin&#x27;s simulated people (twin:bedside: identity confirmation)" in (
         record.read_text()
     )
+
+
+@pytest.fixture
+def production_bench(tmp_path: Path) -> Path:
+    """benches/sim.yaml as a production bench, with the site's register of approved recipes."""
+    bench = tmp_path / "production.yaml"
+    text = (ROOT / "benches" / "sim.yaml").read_text()
+    assert "\ndevelopment: true\n" in text
+    bench.write_text(text.replace("\ndevelopment: true\n", "\ndevelopment: false\n"))
+    register = ROOT / "benches" / "approved-recipes.yaml"
+    (tmp_path / register.name).write_text(register.read_text())
+    return bench
+
+
+@pytest.mark.parametrize("who", ["ghost", "dan-disabled", "lee-locked"])
+def test_a_production_batch_is_started_only_by_an_enabled_site_user(
+    tmp_path: Path, production_bench: Path, who: str
+) -> None:
+    """Who starts a batch on a production bench signs nothing, but their name is on
+    `batch_started` and on every Ctrl-C hold and abort: an id that is not an enabled,
+    unlocked site user starts nothing (exit 4). Before, any name was taken."""
+    from site_users import PEOPLE, make_site
+
+    from twin.access.roles import Act, Role
+    from twin.access.users import LOCK_AFTER, UserStore
+
+    site = make_site(tmp_path / "site")
+    store = UserStore.open(site.users)
+    admin = store.sign("root", PEOPLE["root"][2], Act.MANAGE_USERS)
+    store.add("dan-disabled", "Dan Gone", [Role.OPERATOR], "dan-pass-0001", by=admin)
+    store.disable("dan-disabled", by=admin)
+    store.add("lee-locked", "Lee Out", [Role.OPERATOR], "lee-pass-0001", by=admin)
+    for _ in range(LOCK_AFTER):
+        with contextlib.suppress(Exception):
+            store.sign("lee-locked", "not-lee", Act.HOLD)
+    assert store.get("lee-locked").locked  # type: ignore[union-attr]
+    store.close()
+    journal = tmp_path / "prod.sqlite"
+    argv = ["run", str(ROOT / "recipes" / "car_t_nonviral.yaml"), "--bench"]
+    argv += [str(production_bench), "--journal", str(journal), "--operator", who, "-q"]
+    argv += ["--patient-id", "P-1", "--bag-id", "B-1", "--users", str(site.users)]
+    result = cli.invoke(app, argv)
+    assert result.exit_code == 4, result.output
+    assert f"--operator '{who}': not a site user who may start a batch" in result.output
+    assert "nothing started" in result.output
+    assert not journal.exists()
+
+
+def test_an_enabled_site_user_may_start_a_production_batch(
+    tmp_path: Path, production_bench: Path
+) -> None:
+    """The same check lets kim (an operator) through on the production bench; without a
+    users file (no site users in force) no id can be checked, and none is refused."""
+    from site_users import make_site
+
+    from twin.access.users import UserStore
+    from twin.bench import load_bench
+    from twin.cli.batch import _production_starter_or_exit
+
+    site = make_site(tmp_path / "site")
+    bench = load_bench(production_bench)
+    store = UserStore.open(site.users)
+    try:
+        _production_starter_or_exit(store, bench, "kim")
+        with pytest.raises(typer.Exit) as refused:
+            _production_starter_or_exit(store, bench, "ghost")
+        assert refused.value.exit_code == 4
+    finally:
+        store.close()
+    _production_starter_or_exit(None, bench, "ghost")

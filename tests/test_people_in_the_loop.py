@@ -322,6 +322,27 @@ def test_a_batch_waiting_for_the_identity_scan_follows_the_wall_and_obeys(
     assert took_effect(events, "abort", "Aborted") <= POLL_S
 
 
+def test_a_mismatched_identity_scan_is_told_to_the_person_at_the_bag(
+    batches: Callable[..., BatchProcess],
+) -> None:
+    """A scan whose patient id is one look-alike letter off (a Cyrillic "Р") is recorded,
+    signed, and the batch aborts as the recipe says; the person scanning is told so, with
+    exit 4. Before, they got exit 0 and "scan handed to the batch"."""
+    batch = batches("car_t_nonviral.yaml", "--patient-id", "P-0042", "--bag-id", "BAG-7781")
+    batch.wait_for(
+        lambda ev: any(e.kind == "identity_requested" for e in ev), "the identity request"
+    )
+    ids = ("--patient-id", "\u0420-0042", "--bag-id", "BAG-7781")
+    done = batch._at_the_bag("confirm-identity", *ids, reason="scanned at the bag")
+    assert done.returncode == 4, (done.stdout, done.stderr)
+    assert "MISMATCH" in done.stderr and "\u0420-0042" in done.stderr
+    events = batch.ends(3)
+    scan = next(e for e in events if e.kind == "identity_confirmation")
+    assert scan.data["match"] is False and scan.data["meaning"] == "identity mismatch"
+    assert procedure_states(events)[-1] == "Aborted"
+    assert not [e for e in events if e.kind == "pulse"]
+
+
 def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     batches: Callable[..., BatchProcess], tmp_path: Path
 ) -> None:

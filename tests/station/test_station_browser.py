@@ -163,7 +163,7 @@ def test_an_operator_holds_acknowledges_restarts_scans_and_qa_approves(
     assert seen["hold"].startswith("hold: accepted")
     assert "acknowledgement: accepted" in seen["ack"]
     assert seen["restart"].startswith("restart: accepted")
-    assert seen["scan"].startswith("identity scan handed to the batch")
+    assert seen["scan"].startswith("identity scan matches this batch")
     assert seen["approve"] == "record approved by Quinn Ash (quinn)"
     events = list(read_events(journal))
     commands = [(e.data["command"], e.data["operator"]) for e in events if e.kind == "command"]

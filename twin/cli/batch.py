@@ -206,6 +206,7 @@ def run(
         raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
     site_users = users_for_batch(users)
     starter = _development_signature(site_users, loaded_bench, operator, password_file)
+    _production_starter_or_exit(site_users, loaded_bench, operator)
     if site_users is None:
         err.print(
             "note: no site users file (site/users.sqlite or --users): no command can be "
@@ -218,7 +219,9 @@ def run(
     display = None if quiet else BatchDisplay(out, batch_id)
     if display is not None:
         subscribers.append(display)
-    ctrl_c = CtrlC(operator, journal_path, err)
+    # Through the live panel's own console while it is shown: a line printed past it (on
+    # stderr) is drawn over by its next refresh, and the person never reads "again aborts".
+    ctrl_c = CtrlC(operator, journal_path, err if display is None else display.console)
     subscribers.append(ctrl_c)
     try:
         with display if display is not None else contextlib.nullcontext():
@@ -312,6 +315,22 @@ def _development_signature(
         return users.sign(operator, read_password(operator, password_file), Act.RUN_DEVELOPMENT)
     except AccessRefused as exc:
         raise _fail(f"{exc}; nothing started", EXIT_REFUSED) from None
+
+
+def _production_starter_or_exit(users: UserStore | None, bench: LoadedBench, operator: str) -> None:
+    """On a production bench with site users in force, who starts the batch (unsigned) is
+    an enabled, unlocked site user: their name is on ``batch_started`` and on every Ctrl-C
+    hold and abort. Exit 4, nothing started, for anyone else; one message for an unknown,
+    disabled or locked id, as a refused signature has (no one learns which ids exist)."""
+    if users is None or bench.model.development:
+        return
+    user = users.get(operator)
+    if user is None or user.disabled or user.locked:
+        raise _fail(
+            f"--operator '{operator}': not a site user who may start a batch on this bench "
+            "(unknown, disabled or locked id); nothing started",
+            EXIT_REFUSED,
+        )
 
 
 def _interrupted(ctrl_c: CtrlC, journal_path: Path) -> ProceduralState:
@@ -479,8 +498,11 @@ def confirm_identity(
         reason=reason,
         extra={"patient_id": patient_id, "bag_id": bag_id},
     )
+    if reply["status"] == "mismatch":  # recorded and signed: the batch reacts to it
+        err.print(f"confirm-identity: MISMATCH — {reply['message']}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_REFUSED)
     _accepted_or_exit("confirm-identity", reply)
-    out.print("scan handed to the batch; it records whether it matches")
+    out.print("scan matches this batch's patient and bag; the batch goes on")
 
 
 @app.command("scan-lot")

@@ -167,7 +167,7 @@ def resume(
     batch_id = summary_before.batch_id if summary_before else str(journal)
     display = None if quiet else BatchDisplay(out, batch_id)
     subscribers: list[Any] = [display] if display is not None else []
-    ctrl_c = CtrlC(operator, journal, err)
+    ctrl_c = CtrlC(operator, journal, err if display is None else display.console)  # as run
     subscribers.append(ctrl_c)
     try:
         with display if display is not None else contextlib.nullcontext():

@@ -75,7 +75,7 @@ class CommandTarget(Protocol):
 
     def present_identity(
         self, patient_id: str, bag_id: str, *, who: str, why: str, signer: Signer | None = None
-    ) -> None: ...
+    ) -> bool: ...
 
     @property
     def identity_wanted(self) -> bool: ...
@@ -288,8 +288,14 @@ def _perform(
                 "state": target.status,
             }
         patient, bag = str(request["patient_id"]), str(request["bag_id"])
-        target.present_identity(patient, bag, who=who, why=why, signer=signer)
-        return {"status": "accepted", "state": target.status}
+        if target.present_identity(patient, bag, who=who, why=why, signer=signer):
+            return {"status": "accepted", "state": target.status}
+        return {  # recorded, signed, and the phase reacts as the recipe says (its on_failure)
+            "status": "mismatch",
+            "message": f"patient '{patient}' / bag '{bag}' do not match this batch's ids: the "
+            "mismatch is recorded and the batch reacts as its recipe says (on_failure)",
+            "state": target.status,
+        }
     if command == "scan-lot":
         try:
             _, refused = target.present_lot(lot_scan_of(request), who=who, why=why, signer=signer)

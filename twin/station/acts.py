@@ -117,7 +117,7 @@ class Station:
         except NoRunningBatch as exc:
             return Outcome(False, f"identity scan: {exc}")
         if reply.get("status") == "accepted":
-            return Outcome(True, "identity scan handed to the batch; it records whether it matches")
+            return Outcome(True, "identity scan matches this batch's patient and bag")
         return _reply("identity scan", reply)
 
     @staticmethod
