@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import ScalarNode
 
 from twin.errors import InvalidInput, Problem
 
@@ -107,11 +108,54 @@ def _decode(file: str, raw: bytes) -> str:
     return text
 
 
+#: What a plain key resolves to, said in words (a key must be text: a name).
+_KEY_KINDS = {
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "true or false",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _key_problem(event: Any, resolver: Any) -> str | None:
+    """What is wrong with this mapping key, or None for a name (text). Merge keys (``<<``)
+    and anything but text (a list, a mapping, a number, null, a tag) are refused: every
+    key poc-twin reads is a name, and a merge would bring keys in that no line holds."""
+    kind = type(event).__name__
+    if kind in ("MappingStartEvent", "SequenceStartEvent"):
+        what = "mapping" if kind == "MappingStartEvent" else "list"
+        return f"a {what} as a key is not allowed: a key is a name"
+    if kind != "ScalarEvent":
+        return None
+    tag = str(event.tag) if event.tag is not None else None
+    plain = event.style is None and event.implicit[0]
+    if tag == _MERGE or (tag is None and plain and event.value == "<<"):
+        return "YAML merge keys (<<) are not allowed: write the keys out"
+    if tag is not None:
+        return f"a tag ({tag}) on a key is not allowed: a key is a name"
+    if not plain:
+        return None  # quoted: text
+    resolved = str(resolver.resolve(ScalarNode, event.value, event.implicit))
+    what = _KEY_KINDS.get(resolved) if resolved != "tag:yaml.org,2002:str" else None
+    if what is None:
+        return None
+    if event.value == "":
+        return "empty key: a key is a name"
+    return f"key '{event.value}' reads as {what}, not a name (quote it if it is meant as text)"
+
+
 def _check_events(file: str, text: str) -> None:
-    """Refuse aliases (a 'billion laughs' file expands without end), too deep nesting and
-    overlong integers before any object is built: each as one Problem with its line."""
-    depth = 0
-    for event in YAML(typ="rt").parse(text):
+    """Refuse aliases (a 'billion laughs' file expands without end), merge keys and keys
+    that are not text, too deep nesting and overlong integers before any object is built:
+    each as one Problem with its line."""
+    yaml = YAML(typ="rt")
+    resolver = yaml.resolver
+    #: Per open collection: whether it is a mapping, and how many nodes it holds so far
+    #: (in a mapping, the even ones are keys).
+    open_: list[list[Any]] = []
+    for event in yaml.parse(text):
         mark = event.start_mark
         where = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         kind = type(event).__name__
@@ -119,14 +163,21 @@ def _check_events(file: str, text: str) -> None:
             raise InvalidInput(
                 [Problem(file, *where, "YAML aliases (*name) are not allowed: write it out")]
             )
+        if kind in ("ScalarEvent", "MappingStartEvent", "SequenceStartEvent") and open_:
+            is_mapping, count = open_[-1]
+            open_[-1][1] += 1
+            if is_mapping and count % 2 == 0:
+                problem = _key_problem(event, resolver)
+                if problem is not None:
+                    raise InvalidInput([Problem(file, *where, problem)])
         if kind in ("MappingStartEvent", "SequenceStartEvent"):
-            depth += 1
-            if depth > MAX_DEPTH:
+            open_.append([kind == "MappingStartEvent", 0])
+            if len(open_) > MAX_DEPTH:
                 raise InvalidInput(
                     [Problem(file, *where, f"nested more than {MAX_DEPTH} levels deep")]
                 )
         elif kind in ("MappingEndEvent", "SequenceEndEvent"):
-            depth -= 1
+            open_.pop()
         elif kind == "ScalarEvent" and event.style is None:
             digits = event.value.lstrip("+-").replace("_", "")
             if digits.isdigit() and len(digits) > MAX_DIGITS:
@@ -135,10 +186,29 @@ def _check_events(file: str, text: str) -> None:
                 )
 
 
+def _check_keys(file: str, node: Any) -> None:
+    """Every key of the loaded document is text, else one Problem at the key: a net under
+    :func:`_check_events`, so that no later check sorts or looks up a key that is not a
+    name whatever the parser makes of one."""
+    if isinstance(node, CommentedMap):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                pos = node.lc.key(key) if key in node.lc.data else None
+                line, col = (pos[0] + 1, pos[1] + 1) if pos else (1, 1)
+                raise InvalidInput(
+                    [Problem(file, line, col, f"key {key!r} is not text: a key is a name")]
+                )
+            _check_keys(file, value)
+    elif isinstance(node, CommentedSeq):
+        for item in node:
+            _check_keys(file, item)
+
+
 def load_yaml(path: Path) -> tuple[Any, SourceMap]:
     """Read a YAML file keeping positions; any malformed file becomes one Problem with its
-    line: unreadable, too large, not UTF-8, control characters, aliases, too deep, a syntax
-    error. Never a traceback, a hang or unbounded memory."""
+    line: unreadable, too large, not UTF-8, control characters, aliases, merge keys, keys
+    that are not text, too deep, a syntax error. Never a traceback, a hang or unbounded
+    memory."""
     file = str(path)
     try:
         with path.open("rb") as f:
@@ -152,6 +222,7 @@ def load_yaml(path: Path) -> tuple[Any, SourceMap]:
     try:
         _check_events(file, text)
         data = YAML(typ="rt").load(text)
+        _check_keys(file, data)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

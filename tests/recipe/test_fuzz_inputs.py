@@ -61,9 +61,39 @@ hostile_scalar = st.one_of(
             "&anchor x",
             "!!python/object:os.system x",
             "{a: [1, {b: 2}]}",
+            "<<",
+            "{<<: {a: 1}}",
+            "{[a]: 1}",
         ]
     ),
     st.text(alphabet=string.printable + "°µ²₂éü漢", max_size=40),
+)
+
+#: Keys that are not names: merges, collections, numbers, null, booleans, dates, tags.
+hostile_key = st.one_of(
+    st.sampled_from(
+        [
+            "<<",
+            "!!merge <<",
+            "? <<\n",
+            "[a]",
+            "{a: 1}",
+            "? [a]\n",
+            "1",
+            "-1.5",
+            "0x1f",
+            "~",
+            "null",
+            "true",
+            "False",
+            "2026-01-01",
+            "!!str a",
+            "!tag a",
+            "'<<'",
+            '"1"',
+        ]
+    ),
+    st.text(alphabet=string.printable + "°µ漢", max_size=20),
 )
 
 
@@ -103,6 +133,20 @@ def test_a_hostile_value_on_any_recipe_line_is_a_clear_problem(
     n = line % len(lines)
     key, sep, _ = lines[n].partition(": ")
     lines[n] = f"{key}{sep}{value}" if sep else lines[n] + value
+    load_and_check(write(tmp_path_factory.mktemp("fuzz"), "r.yaml", "\n".join(lines) + "\n"))
+
+
+@FUZZ
+@given(recipe=st.sampled_from([SMOKE, NONVIRAL]), line=st.integers(0, 200), key=hostile_key)
+def test_a_hostile_key_on_any_recipe_line_is_a_clear_problem(
+    tmp_path_factory, recipe: str, line: int, key: str
+) -> None:
+    """Merge keys and keys that are not text were a KeyError or a TypeError (exit 1)."""
+    lines = recipe.splitlines()
+    n = line % len(lines)
+    old, sep, value = lines[n].partition(": ")
+    indent = old[: len(old) - len(old.lstrip(" -"))]
+    lines[n] = f"{indent}{key}{sep}{value}" if sep else lines[n]
     load_and_check(write(tmp_path_factory.mktemp("fuzz"), "r.yaml", "\n".join(lines) + "\n"))
 
 
