@@ -50,6 +50,10 @@ class SourceMap:
             last = i == len(loc) - 1
             if isinstance(node, CommentedMap) and part in node:
                 line, col = node.lc.key(part) if (key and last) else node.lc.value(part)
+                if node[part] is None and line > node.lc.key(part)[0]:
+                    # `key:` left empty: the parser placed its value at the next token,
+                    # lines below; the key is where the person wrote nothing.
+                    line, col = node.lc.key(part)
                 pos = (line + 1, col + 1)
                 node = node[part]
             elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):

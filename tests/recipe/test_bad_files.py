@@ -135,14 +135,19 @@ def test_a_name_or_phase_type_that_is_not_text_is_a_problem(
         ("electroporator: {type: electroporator, on_hold: control}", "no control loop to keep"),
         ("gas: {type: gas_dispenser, on_hold: keep}", "on_hold"),
         ("gas: {type: gas_dispenser, on_abort: control}", "on_abort"),
+        ("gas: {type: gas_dispenser, on_hold: }", "on_hold: written but empty"),
+        ("gas: {type: gas_dispenser, on_hold: null}", "on_hold: written but empty"),
+        ("bioreactor: {type: bioreactor, on_stop: ~}", "on_stop: written but empty"),
+        ("gas: {type: gas_dispenser, on_abort: }", "unknown key 'on_abort'"),
     ],
 )
 def test_what_a_hold_or_stop_may_not_do_to_an_item_is_refused_where_it_is_declared(
     tmp_path: Path, declared: str, expect: str
 ) -> None:
     """Declarations no batch can honour (gases flowing on after a stopped batch's loops
-    ended, control of a chamber that has none) or that name no reaction are refused at the
-    item's line, before any batch starts."""
+    ended, control of a chamber that has none) or that name no reaction (written and left
+    empty: was taken as not written) are refused at the item's line, before any batch
+    starts."""
     name = declared.split(":", 1)[0]
     lines = SMOKE.splitlines(keepends=True)
     at = next(i for i, line in enumerate(lines) if line.strip() == "equipment:") + 1
@@ -174,3 +179,14 @@ def test_a_key_of_another_phase_type_is_named_as_such(tmp_path: Path) -> None:
     out = refused(tmp_path, text)
     assert "unknown key 'scan_lot' (a key of another kind of phase or item" in out
     assert "did you mean" not in out
+
+
+@pytest.mark.parametrize("key", ["on_hold", "on_stop"])
+def test_a_reaction_written_and_left_empty_is_refused_at_its_line(tmp_path: Path, key: str) -> None:
+    """Block style: `on_hold:` with nothing after it was the default, silently."""
+    text = SMOKE.replace(
+        "  gas: {type: gas_dispenser}\n", f"  gas:\n    type: gas_dispenser\n    {key}:\n"
+    )
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.strip() == f"{key}:")
+    out = refused(tmp_path, text)
+    assert f":{line}:" in out and f"{key}: written but empty" in out, out
