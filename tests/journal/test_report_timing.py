@@ -170,3 +170,38 @@ def test_a_unit_held_again_while_restarting_is_one_hold(tmp_path: Path) -> None:
         ],
     )
     assert not [t for t in timing(path) if "hold" in t]
+
+
+def test_a_unit_held_for_thirty_hours_is_one_long_wait_not_one_per_element(
+    tmp_path: Path,
+) -> None:
+    """A hold of the unit is mirrored to its operation and phase as transitions: one wait on a
+    person of 30 h, named at the unit (before: three, the unit's, the operation's and the
+    phase's)."""
+    unit, op = "unit:expansion_bioreactor", f"operation:{GENE}"
+    culture = f"phase:{GENE}/4:culture"
+    path = journal(
+        tmp_path / "unit30.sqlite",
+        LV,
+        [
+            (26.0, unit, "Running"),
+            (26.0, op, "Running"),
+            (26.0, culture, "Running"),
+            (30.0, unit, "Holding"),
+            (30.0, op, "Holding"),
+            (30.0, culture, "Holding"),
+            (30.0, unit, "Held"),
+            (30.0, op, "Held"),
+            (30.0, culture, "Held"),
+            (60.0, unit, "Restarting"),
+            (60.0, op, "Restarting"),
+            (60.0, culture, "Restarting"),
+            (60.0, unit, "Running"),
+            (60.0, op, "Running"),
+            (60.0, culture, "Running"),
+        ],
+    )
+    assert [t for t in timing(path) if "hold" in t] == [
+        "Timing: a hold of unit expansion_bioreactor of 30.0 h from batch time 30.0 h "
+        "(longer than 24 h)."
+    ]

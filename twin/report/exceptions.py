@@ -74,9 +74,14 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
                 + "; ".join(d.text for d in interruptions[:3]),
             )
         )
-    holds = [d for d in r.deviations if d.kind == "hold"]
+    for sentence in r.ended_early:  # a unit procedure, operation or phase cut short
+        found.append(("major", sentence[0].upper() + sentence[1:] + "."))
+    holds = [d for d in r.deviations if d.kind == "hold"]  # at every level, each once
     if holds:
-        found.append(("major", f"{len(holds)} hold(s): " + "; ".join(d.text for d in holds[:3])))
+        more = f"; and {len(holds) - 3} more (Deviations)" if len(holds) > 3 else ""
+        found.append(
+            ("major", f"{len(holds)} hold(s): " + "; ".join(d.text for d in holds[:3]) + more)
+        )
     if r.alarms:
         found.append(
             (

@@ -296,7 +296,7 @@ def render_html(r: BatchRecord) -> str:
             ("Unsigned tail", f"{sig.unsigned_tail} events after the last signed head"),
             ("Anchored heads matched", sig.anchors_matched),
         ]
-    states = ((bt(t), a, b, who, why or NO_REASON) for t, a, b, who, why in r.states)
+    states = ((bt(t), el, a, b, who, why or NO_REASON) for t, el, a, b, who, why in r.states)
     actions = (
         (
             a.seq,
@@ -356,7 +356,7 @@ def render_html(r: BatchRecord) -> str:
             "the journal holds no equipment identity (recorded since 2026-12-05)",
         ),
         '<h2 id="timeline">Timeline of states</h2>',
-        _table(("Batch time", "From", "To", "By", "Why"), states),
+        _table(("Batch time", "Element", "From", "To", "By", "Why"), states),
         "<h3>Unit procedures, operations and phases</h3>"
         + _table(("Element", "Start", "End", "Duration", "State", "Why"), phases),
         f'<h2 id="trends">Trends</h2>{_trends(r)}',

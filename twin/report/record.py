@@ -16,6 +16,7 @@ from twin.access.esign import SIMULATED_PERSON, signer_of
 from twin.errors import PocTwinError
 from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
 from twin.report.criteria import Result, judge_release
+from twin.report.elements import HOLD_STATES, Episode, Episodes, span, timed
 from twin.report.outcome import MaterialUse, equipment_rows, materials, outcome_rows
 from twin.report.qc import QC_RESULT
 from twin.report.timing import anomalies, planned_hours
@@ -45,7 +46,6 @@ SETPOINT_OF = {
 NOT_PV = {"heartbeat", "status", "temperature_sp_c"}
 UNITS = {"_pct": "%", "_c": "°C", "_rpm": "rpm", "_per_ml": "cells/mL", "_ml": "mL"}
 UNITS_EXACT = {"do_pct": "% air sat.", "ph": "pH", "perfusion_ml_per_day": "mL/d"}
-HOLD_STATES = {"Holding", "Held", "Restarting"}
 ENDING = {"Stopping": "stop", "Aborting": "abort"}
 
 
@@ -97,12 +97,22 @@ class BatchRecord:
     ended: bool = False
     end_time: float = 0.0
     events: int = 0
-    states: list[tuple[float, str, str, str, str]] = field(default_factory=list)
+    #: The timeline of states: (batch time, element, from, to, who, why); every change of
+    #: the procedure, and of a unit procedure, operation or phase through its own hold, stop
+    #: or abort (not those mirrored down from the procedure or an element above it).
+    states: list[tuple[float, str, str, str, str, str]] = field(default_factory=list)
     #: Unit procedures, operations and phases in the order they started: ``kind``, ``path``,
     #: ``start``, ``end``, ``state``, ``why`` (each transition's (batch time, to, reason))
-    #: and ``holds`` (their own holds, not the procedure's mirrored down).
+    #: and ``holds`` (their own holds, not one of the procedure or an element above mirrored
+    #: down).
     phases: list[dict[str, Any]] = field(default_factory=list)
     holds: list[tuple[float, float | None]] = field(default_factory=list)
+    #: Holds, stops and aborts given to a unit procedure, operation or phase (each once, at
+    #: the element it was given to); each is a deviation too.
+    episodes: list[Episode] = field(default_factory=list)
+    #: A sentence for each unit procedure, operation or phase stopped or aborted before its
+    #: end: which, by whom, when, why (and how much of a timed phase ran): a major exception.
+    ended_early: list[str] = field(default_factory=list)
     alarms: list[Deviation] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
@@ -219,6 +229,7 @@ class _Builder:
         self.started_seq: int | None = None
         self.phase_open: dict[str, dict[str, Any]] = {}
         self.running_phase: str | None = None
+        self.episodes = Episodes()
 
     def started(self, e: Event) -> None:
         d = e.data
@@ -256,10 +267,14 @@ class _Builder:
 
     def transition(self, e: Event) -> None:
         d, t = e.data, e.batch_time
-        if e.source.startswith("procedure:"):
+        episode, shown = self.episodes.see(e)
+        kind, _, path = e.source.partition(":")
+        if kind == "procedure" or shown:  # an element's own hold, stop or abort: shown too
+            element = "procedure" if kind == "procedure" else f"{kind} {path}"
             self.r.states.append(
-                (t, d.get("from", ""), d.get("to", ""), d.get("who", ""), d.get("why", ""))
+                (t, element, d.get("from", ""), d.get("to", ""), d.get("who", ""), d.get("why", ""))
             )
+        if kind == "procedure":
             to = d.get("to")
             self.r.final_state = to or self.r.final_state
             if to == "Holding":
@@ -279,7 +294,7 @@ class _Builder:
                 why = d.get("why", "")
                 self.r.deviations.append(Deviation(e.seq, t, ENDING[to], d.get("who", ""), why))
         elif e.source.startswith(("phase:", "operation:", "unit:")):
-            self._element(e)
+            self._element(e, own_hold=episode is not None and episode.kind == "hold")
         if e.source.startswith("phase:"):
             path = e.source.removeprefix("phase:")
             to = d.get("to")
@@ -294,8 +309,9 @@ class _Builder:
                 if do_sp is not None:
                     self.setpoints.setdefault("bioreactor.do_pct", []).append((t, None))
 
-    def _element(self, e: Event) -> None:
-        """A unit procedure's, operation's or phase's transition, with its reason."""
+    def _element(self, e: Event, own_hold: bool) -> None:
+        """A unit procedure's, operation's or phase's transition, with its reason; ``own_hold``:
+        a hold given to it (not one of the procedure or an element above mirrored down)."""
         kind, _, path = e.source.partition(":")
         d, t, to = e.data, e.batch_time, e.data.get("to")
         element = self.phase_open.get(e.source)
@@ -310,7 +326,7 @@ class _Builder:
             element["end"] = t
         holds = element["holds"]
         open_hold = bool(holds) and holds[-1][1] is None  # held again while Restarting
-        if to == "Holding" and self.r.final_state not in HOLD_STATES and not open_hold:
+        if own_hold and not open_hold:
             holds.append((t, None))  # its own hold (a procedure's is mirrored down)
         elif to not in HOLD_STATES and holds and holds[-1][1] is None:
             holds[-1] = (holds[-1][0], t)
@@ -478,6 +494,48 @@ class _Builder:
                 )
             )
 
+    def element_episodes(self) -> None:
+        """Each hold, stop and abort given to a unit procedure, operation or phase, once:
+        a deviation (holds with how long), and an element ended early a major exception."""
+        r = self.r
+        r.episodes = self.episodes.episodes
+        for ep in r.episodes:
+            if ep.kind == "hold":
+                text = f"{ep.element} held by {ep.who} for {timed(ep, r.end_time)}: {ep.why}"
+                r.deviations.append(Deviation(ep.seq, ep.start, "hold", ep.who, text))
+                continue
+            ran = self._ran(ep)
+            text = f"{ep.element} {ep.done}: {ep.why}" + (f" ({ran})" if ran else "")
+            r.deviations.append(Deviation(ep.seq, ep.start, ep.kind, ep.who, text))
+            r.ended_early.append(
+                f"{ep.element} {ep.done} by {ep.who} at batch time {ep.start / 3600:.1f} h: "
+                f"{ep.why}" + (f" ({ran})" if ran else "")
+            )
+        r.deviations.sort(key=lambda d: d.seq)  # in the journal's order, as they happened
+
+    def _ran(self, ep: Episode) -> str:
+        """How much of its planned duration each timed phase (a culture, a wait) the stop or
+        abort ended had run: ``phase culture ran 7.0 h of the 72.0 h planned``."""
+        said = []
+        for element in self.r.phases:
+            path = str(element["path"])
+            inside = path == ep.path if ep.level == "phase" else path.startswith(ep.path + "/")
+            if element["kind"] != "phase" or not inside or element["state"] == "Complete":
+                continue
+            ph = self.recipe_phases.get(path)
+            kind = getattr(ph, "phase", None)
+            planned = getattr(ph, "duration_h", None) if kind in ("culture", "wait") else None
+            if planned is None or element["start"] is None:
+                continue
+            running, since = 0.0, None
+            for t, to, _ in element["why"]:
+                if since is not None:
+                    running += t - since
+                since = t if to == "Running" else None
+            label = "it" if ep.level == "phase" else f"phase {path.split(':')[-1]}"
+            said.append(f"{label} ran {span(running)} of the {span(float(planned) * 3600)} planned")
+        return "; ".join(said)
+
     def finish(self) -> None:
         for key, s in sorted(self.series.items()):
             param = setpoint_param(key)
@@ -639,6 +697,7 @@ def build_record(
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             record.malformed.append(_malformed(e, exc))  # forged or damaged: named, not a crash
     b.finish()
+    b.element_episodes()
     record.phase_limits = phase_limit_spans(record.phases, b.recipe_phases)
     qc = _qc_results(events, record)
     _what_was_made(record, events, b.recipe_phases, b.model)
