@@ -55,6 +55,9 @@ class BatchSummary:
     hold_reasons: list[str]
     #: The infusion bag formulated from the harvest (``formulation`` event), if any.
     formulation: dict[str, Any] | None = None
+    #: Each unit procedure, operation or phase stopped or aborted before its end: which,
+    #: by whom, when and why ("held" rows name its holds, with who and how long).
+    ended_early: list[str] = dataclasses.field(default_factory=list)
 
 
 def twin_keep_path(journal_path: Path) -> Path:
@@ -81,26 +84,41 @@ async def _identities(equipment: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize(journal_path: Path | str) -> BatchSummary:
-    """Read a journal and say how its batch ended."""
+    """Read a journal and say how its batch ended: its holds at every level (the
+    procedure's by its reason, an element's by the element, who and how long) and each
+    element stopped or aborted early."""
+    from twin.report.elements import Episodes, timed
+
+    episodes = Episodes()
     batch_id, state, seeded = "?", "Idle", None
     days, events = 0.0, 0
     harvest: dict[str, Any] = {}
     formulation: dict[str, Any] | None = None
-    holds: list[str] = []
+    holds: list[tuple[int, str]] = []
     for event in read_events(journal_path):
         events += 1
         days = event.batch_time / 86400.0
         if event.kind == "batch_started":
             batch_id = event.data["batch_id"]
             seeded = event.data.get("seeded_viable_cells")
-        elif event.kind == "transition" and event.source.startswith("procedure:"):
-            state = event.data["to"]
-            if state == "Holding":
-                holds.append(event.data.get("why", ""))
+        elif event.kind == "transition":
+            episodes.see(event)
+            if event.source.startswith("procedure:"):
+                state = event.data["to"]
+                if state == "Holding":
+                    holds.append((event.seq, event.data.get("why", "")))
         elif event.kind == "harvest":
             harvest = event.data
         elif event.kind == "formulation":
             formulation = event.data
+    ended = []
+    for ep in episodes.episodes:  # an element's own (not the procedure's mirrored down)
+        if ep.kind == "hold":
+            how_long = timed(ep, days * 86400.0)
+            holds.append((ep.seq, f"{ep.element} by {ep.who} for {how_long}: {ep.why}"))
+        else:
+            when = f"at batch time {ep.start / 3600.0:.1f} h"
+            ended.append(f"{ep.element} {ep.done} by {ep.who} {when}: {ep.why}")
     cells = harvest.get("viable_cells")
     return BatchSummary(
         batch_id=batch_id,
@@ -112,8 +130,9 @@ def summarize(journal_path: Path | str) -> BatchSummary:
         viability_pct=harvest.get("viability_pct"),
         transduced_pct=harvest.get("transduced_pct"),
         fold_expansion=(cells / seeded) if cells and seeded else None,
-        hold_reasons=holds,
+        hold_reasons=[why for _, why in sorted(holds)],
         formulation=formulation,
+        ended_early=ended,
     )
 
 

@@ -1,4 +1,4 @@
-"""Holds, stops and aborts below the procedure in the batch record: real
+"""Holds, stops and aborts below the procedure in the batch record and the run summary: real
 smoke batches on the twin (virtual clock), a person acting at a unit, operation or phase.
 
 A culture cut short and restarted on ends Complete: the record must still say which
@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import pytest
+
 from twin.bench import load_bench
+from twin.cli.batch import _print_summary
 from twin.engine.batch import Batch
 from twin.engine.states import ProceduralState
 from twin.errors import CommandRefused
@@ -19,7 +22,7 @@ from twin.journal import Event
 from twin.recipe import load_recipe
 from twin.report import build_record, render_html
 from twin.report.record import BatchRecord
-from twin.runner import run_batch
+from twin.runner import BatchSummary, run_batch, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3600.0
@@ -29,7 +32,7 @@ PHASE = f"{CULTURE}/2:culture"  # its 6 h culture phase
 Script = list[tuple[float, str, str, str, str]]
 
 
-def smoke(path: Path, script: Script) -> tuple[ProceduralState, BatchRecord]:
+def smoke(path: Path, script: Script) -> tuple[ProceduralState, BatchRecord, BatchSummary]:
     """A smoke batch; the script's commands given once its culture runs, and every hold of
     the procedure restarted by sam 10 min later (a decision on how to go on)."""
     batches: list[Batch] = []
@@ -61,7 +64,7 @@ def smoke(path: Path, script: Script) -> tuple[ProceduralState, BatchRecord]:
         subscribers=[person],
         on_batch=batches.append,
     )
-    return final, build_record(path)
+    return final, build_record(path), summarize(path)
 
 
 def major(record: BatchRecord, start: str) -> list[str]:
@@ -73,15 +76,20 @@ def element_rows(record: BatchRecord) -> list[tuple[str, str, str, str, str]]:
     return [row[1:] for row in record.states if row[1] != "procedure"]
 
 
+def printed(summary: BatchSummary, path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    _print_summary(summary, path)
+    return " ".join(capsys.readouterr().out.split())
+
+
 def test_an_operation_aborted_mid_culture_is_a_major_exception_though_the_batch_completes(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Case A: the culture operation aborted by bob 2 h into its 6 h culture; the engine holds
     the procedure for a decision, sam restarts it, the batch harvests and ends Complete.
     Before, the only trace in the review was the engine's hold: no deviation for the abort,
     nothing saying the culture ran 2 of 6 h, and the run summary said nothing of it."""
     path = tmp_path / "aborted.sqlite"
-    final, record = smoke(path, [(2 * HOUR, "abort", "operation", "bob", "bag leak")])
+    final, record, summary = smoke(path, [(2 * HOUR, "abort", "operation", "bob", "bag leak")])
     assert final is ProceduralState.COMPLETE and record.final_state == "Complete"
     [ended] = major(record, f"Operation {CULTURE} aborted")
     assert ended.startswith(f"Operation {CULTURE} aborted by bob at batch time 2.2 h: bag leak")
@@ -97,27 +105,33 @@ def test_an_operation_aborted_mid_culture_is_a_major_exception_though_the_batch_
         (f"operation {CULTURE}", "Running", "Aborting", "bob", "bag leak"),
         (f"operation {CULTURE}", "Aborting", "Aborted", "engine", f"operation:{CULTURE} aborted"),
     ]
+    assert summary.ended_early == [
+        f"operation {CULTURE} aborted by bob at batch time 2.2 h: bag leak"
+    ]
+    shown = printed(summary, path, capsys)
+    assert "│ ended early │ operation" in shown and "aborted by bob" in shown
 
 
 def test_a_culture_phase_stopped_early_says_how_much_of_it_ran(tmp_path: Path) -> None:
     """A stop at phase level (the 8-day culture stopped on day 5.8, here the 6 h one at 4 h)."""
     path = tmp_path / "stopped.sqlite"
-    final, record = smoke(path, [(4 * HOUR, "stop", "phase", "bob", "density reached")])
+    final, record, summary = smoke(path, [(4 * HOUR, "stop", "phase", "bob", "density reached")])
     assert final is ProceduralState.COMPLETE
     [ended] = major(record, f"Phase {PHASE} stopped")
     assert ended.startswith(f"Phase {PHASE} stopped by bob at batch time 4.2 h: density reached")
     assert ended.endswith("(it ran 4.0 h of the 6.0 h planned).")
     assert [(d.kind, d.source) for d in record.deviations] == [("stop", "bob"), ("hold", "engine")]
+    assert [e.startswith(f"phase {PHASE} stopped by bob") for e in summary.ended_early] == [True]
 
 
 def test_holds_of_a_phase_and_a_unit_are_deviations_with_who_why_and_how_long(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Case B: the culture phase held 30 min, later the unit held 1 h, each restarted at its
     level. Before, the record named neither (exceptions, deviations and timeline all
     silent) and the run summary had no "held" row."""
     path = tmp_path / "held.sqlite"
-    final, record = smoke(
+    final, record, summary = smoke(
         path,
         [
             (0.5 * HOUR, "hold", "phase", "bob", "look at the bag"),
@@ -145,16 +159,22 @@ def test_holds_of_a_phase_and_a_unit_are_deviations_with_who_why_and_how_long(
         ("unit expansion_bioreactor", "Running", "engine"),
     ]
     assert "Timeline of states" in (html := render_html(record)) and unit_hold in html
+    assert summary.hold_reasons == [
+        f"phase {PHASE} by bob for 30 min: look at the bag",
+        "unit expansion_bioreactor by bob for 1.0 h: tube kinked",
+    ]
+    assert printed(summary, path, capsys).count("│ held │") == 2
 
 
 def test_a_hold_of_the_procedure_is_one_hold_not_one_per_element(tmp_path: Path) -> None:
     """A procedure hold is mirrored to the unit, operation and phase as transitions: one
     deviation, one "held" row, and the timeline shows the procedure's rows only."""
     path = tmp_path / "procedure.sqlite"
-    final, record = smoke(path, [(HOUR, "hold", "procedure", "bob", "bag inspection")])
+    final, record, summary = smoke(path, [(HOUR, "hold", "procedure", "bob", "bag inspection")])
     assert final is ProceduralState.COMPLETE
     assert [(d.kind, d.source, d.text) for d in record.deviations] == [
         ("hold", "bob", "bag inspection")
     ]
     assert major(record, "1 hold(s): ") == ["1 hold(s): bag inspection"]
     assert not element_rows(record) and not record.ended_early
+    assert summary.hold_reasons == ["bag inspection"] and summary.ended_early == []

@@ -424,6 +424,8 @@ def _print_summary(summary: Any, journal_path: Path) -> None:
         )
     for reason in summary.hold_reasons:
         table.add_row("held", Text(reason))  # an operator's words: text, never markup
+    for ended in summary.ended_early:  # a unit procedure, operation or phase cut short
+        table.add_row("ended early", Text(ended))
     table.add_row("events", str(summary.events))
     out.print(table)
     out.print(f"journal: {journal_path}", soft_wrap=True, highlight=False, markup=False)
