@@ -453,3 +453,38 @@ async def test_a_restart_whose_setpoints_fail_holds_again_and_never_spins(
     assert step.operation.state is S.HELD and step.phase.state is S.HELD
     alarms = [e for e in run.kinds("alarm") if "exception 3" in e.data.get("message", "")]
     assert len(alarms) == 1
+
+
+async def test_a_pause_while_a_unit_is_held_says_where_it_took_effect(running: Any) -> None:
+    """The record says where a pause took effect: with the unit held mid-culture it is not
+    "between phases" (it was, whatever the batch was doing)."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(HOUR)
+    run.batch.command("hold", who="kim", why="look at the bag", level="unit")
+    await run.clock.sleep(10 * 60)
+    run.batch.command("pause", who="kim", why="shift change")
+    await run.until_state(S.PAUSED)
+    paused = [
+        e
+        for e in run.kinds("transition")
+        if e.source.startswith("procedure:") and e.data["to"] == "Paused"
+    ][-1]
+    assert paused.data["why"] == "paused while unit:expansion is Held", paused.data
+
+
+async def test_a_phase_held_while_the_procedure_is_paused_is_named_in_the_answer(
+    running: Any,
+) -> None:
+    """A phase hold accepted while the procedure is Paused: the state the person is shown
+    names the held phase (as "Running (phase:... Held)" does), not a bare "Paused"."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(HOUR)
+    run.batch.command("pause", who="kim", why="shift change")
+    await run.until_state(S.PAUSED)
+    run.batch.command("hold", who="kim", why="look at the bag", level="phase")
+    await run.clock.sleep(10 * 60)
+    step = run.batch.current
+    assert step is not None and step.phase.state is S.HELD
+    assert run.batch.status == f"Paused ({step.phase.element} Held)"

@@ -263,6 +263,10 @@ class Batch:
                     return f"Running ({machine.element} {machine.state.label})"
             if self._awaiting_scan:
                 return "Running (waiting for the identity scan)"
+        elif state in (S.PAUSING, S.PAUSED):  # a hold below stands through the pause
+            for machine in self._chain()[1:]:
+                if machine.state in (S.HOLDING, S.HELD, S.STOPPING, S.ABORTING):
+                    return f"{state.label} ({machine.element} {machine.state.label})"
         return state.label
 
     def _next_change(self) -> asyncio.Future[None]:
@@ -471,6 +475,19 @@ class Batch:
         own_holds = S.HOLDING if self.state in (S.PAUSING, S.RESTARTING) else None
         self._mirror(Command.FINISH, who, why, skip=own_holds)
         self.procedure.fire(Command.FINISH, who=who, why=why)
+
+    def _pause_point(self) -> str:
+        """Where a pause outside a phase's own safe point took effect, as the record says it:
+        between phases, or at a phase that waits (held below, or for the identity scan)."""
+        step = self.current
+        if step is None or step.phase.state in (S.IDLE, S.COMPLETE):
+            return "paused between phases"
+        waiting = [m for m in self._chain()[1:] if m.state in (S.HOLDING, S.HELD)]
+        if waiting:
+            return f"paused while {waiting[0].element} is {waiting[0].state.label}"
+        if self._awaiting_scan:
+            return f"paused at {step.path}, waiting for the identity scan"
+        return f"paused at {step.path}"
 
     async def _safe_point(self) -> None:
         # One turn of the loop first: a command due at this very batch time (an operator's
@@ -769,7 +786,7 @@ class Batch:
                     else:
                         await self._run_step(step)
                 elif state is S.PAUSING:
-                    self._finish(why="paused between phases")
+                    self._finish(why=self._pause_point())
                 elif state in (S.PAUSED, S.HELD):
                     if self._hold_again and state is S.HELD:
                         why, self._hold_again = self._hold_again, ""
