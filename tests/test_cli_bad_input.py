@@ -189,7 +189,15 @@ def test_an_unfit_reason_is_invalid_before_anyone_signs(
 
 @pytest.mark.parametrize(
     ("patient", "bag"),
-    [("  ", "B-1"), ("P-1", ""), (" P-1", "B-1"), ("P-1", "B-1\t"), ("P\x1b]0;x\x07", "B-1")],
+    [
+        ("  ", "B-1"),
+        ("P-1", ""),
+        (" P-1", "B-1"),
+        ("P-1", "B-1\t"),
+        ("P\x1b]0;x\x07", "B-1"),
+        ("\u0420-1", "B-1"),  # a Cyrillic look-alike: typed, never scanned
+        ("P-1", "B\uff0d1"),  # a full-width hyphen
+    ],
 )
 def test_a_scanned_id_no_label_prints_is_invalid_before_anyone_signs(
     tmp_path: Path, patient: str, bag: str
@@ -225,6 +233,7 @@ def test_a_signer_id_no_site_user_can_hold_is_invalid_before_a_password(user: st
         ["--operator", "Dr Eve"],
         ["--patient-id", "P-1 ", "--bag-id", "B-1"],  # no scan could ever match it
         ["--patient-id", "P-1", "--bag-id", "\tB-1"],
+        ["--patient-id", "P-\u0661", "--bag-id", "B-1"],  # an Arabic-Indic digit one
     ],
 )
 def test_run_takes_a_starter_and_ids_as_site_users_and_labels_have_them(

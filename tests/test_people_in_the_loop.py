@@ -325,20 +325,27 @@ def test_a_batch_waiting_for_the_identity_scan_follows_the_wall_and_obeys(
 def test_a_mismatched_identity_scan_is_told_to_the_person_at_the_bag(
     batches: Callable[..., BatchProcess],
 ) -> None:
-    """A scan whose patient id is one look-alike letter off (a Cyrillic "Р") is recorded,
+    """A patient id typed with a look-alike letter (a Cyrillic "Р") is no barcode's: exit 2,
+    nothing sent, the batch still asks. A real mismatch (two digits swapped) is recorded,
     signed, and the batch aborts as the recipe says; the person scanning is told so, with
-    exit 4. Before, they got exit 0 and "scan handed to the batch"."""
+    exit 4. Before, the look-alike aborted the batch as a mismatch, and either gave exit 0
+    and "scan handed to the batch"."""
     batch = batches("car_t_nonviral.yaml", "--patient-id", "P-0042", "--bag-id", "BAG-7781")
     batch.wait_for(
         lambda ev: any(e.kind == "identity_requested" for e in ev), "the identity request"
     )
-    ids = ("--patient-id", "\u0420-0042", "--bag-id", "BAG-7781")
+    typed = ("--patient-id", "\u0420-0042", "--bag-id", "BAG-7781")
+    done = batch._at_the_bag("confirm-identity", *typed, reason="typed at the bag")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "U+0420" in done.stderr and "nothing sent" in done.stderr
+    ids = ("--patient-id", "P-0024", "--bag-id", "BAG-7781")
     done = batch._at_the_bag("confirm-identity", *ids, reason="scanned at the bag")
     assert done.returncode == 4, (done.stdout, done.stderr)
-    assert "MISMATCH" in done.stderr and "\u0420-0042" in done.stderr
+    assert "MISMATCH" in done.stderr and "P-0024" in done.stderr
     events = batch.ends(3)
-    scan = next(e for e in events if e.kind == "identity_confirmation")
-    assert scan.data["match"] is False and scan.data["meaning"] == "identity mismatch"
+    scans = [e for e in events if e.kind == "identity_confirmation"]
+    assert [s.data["patient_id"] for s in scans] == ["P-0024"]
+    assert scans[0].data["match"] is False and scans[0].data["meaning"] == "identity mismatch"
     assert procedure_states(events)[-1] == "Aborted"
     assert not [e for e in events if e.kind == "pulse"]
 

@@ -58,3 +58,19 @@ def check_scanned_id(text: str, what: str) -> str:
     if len(text) > MAX_SCANNED_ID:
         raise UnfitText(f"{what} is {len(text)} characters; at most {MAX_SCANNED_ID}")
     return text
+
+
+def check_barcode_id(text: str, what: str) -> str:
+    """``text`` if it can be a patient's or a bag's id as its barcode prints it; else
+    UnfitText. Wristband and bag barcodes (Code 128, GS1) encode ASCII only: a letter
+    outside it (a Cyrillic "Р" for a Latin "P", a full-width digit) was typed, and can
+    never match the batch's ids (held to the same rule), so it is refused as input, to be
+    scanned again, not taken as a chain-of-identity mismatch that ends the batch."""
+    check_scanned_id(text, what)
+    if not text.isascii():
+        odd = next(c for c in text if not c.isascii())
+        raise UnfitText(
+            f"{what} {text!r} holds {odd!r} (U+{ord(odd):04X}), which no wristband or bag "
+            "barcode encodes (a look-alike letter?): scan it, or type it as printed"
+        )
+    return text

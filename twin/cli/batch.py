@@ -275,14 +275,14 @@ def _starter_and_ids_or_exit(operator: str, patient_id: str | None, bag_id: str 
     """Who starts the batch is a site user id (it is journalled and every Ctrl-C is theirs),
     and the patient and bag ids are what their labels print (every scan is compared with
     them): exit 2, nothing started, for anything else."""
-    from twin.words import UnfitText, check_scanned_id
+    from twin.words import UnfitText, check_barcode_id
 
     try:
         check_safe_name(operator, "--operator")
         if patient_id is not None:
-            check_scanned_id(patient_id, "--patient-id")
+            check_barcode_id(patient_id, "--patient-id")
         if bag_id is not None:
-            check_scanned_id(bag_id, "--bag-id")
+            check_barcode_id(bag_id, "--bag-id")
     except (UnsafeName, UnfitText) as exc:
         raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
 
@@ -481,11 +481,11 @@ def confirm_identity(
     password_file: PasswordFileOpt = None,
 ) -> None:
     """Scan patient and bag ids for the chain of identity; the batch compares them to its own."""
-    from twin.words import UnfitText, check_scanned_id
+    from twin.words import UnfitText, check_barcode_id
 
     try:
-        check_scanned_id(patient_id, "--patient-id")
-        check_scanned_id(bag_id, "--bag-id")
+        check_barcode_id(patient_id, "--patient-id")
+        check_barcode_id(bag_id, "--bag-id")
     except UnfitText as exc:
         raise _fail(f"confirm-identity: {exc}; nothing sent", EXIT_INVALID) from None
     said(reason)

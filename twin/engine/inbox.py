@@ -34,7 +34,7 @@ from twin.engine.states import LEVELS, Command
 from twin.errors import CommandRefused, PocTwinError
 from twin.journal import Event, Journal
 from twin.names import UnsafeName, check_safe_name
-from twin.words import UnfitText, check_reason, check_scanned_id
+from twin.words import UnfitText, check_barcode_id, check_reason
 
 __all__ = [
     "RELAYED_COMMANDS",
@@ -233,8 +233,8 @@ def _answer(
         if not isinstance(patient, str) or not isinstance(bag, str) or not patient or not bag:
             return {"status": "invalid", "message": "confirm-identity needs patient_id and bag_id"}
         try:
-            check_scanned_id(patient, "patient id")
-            check_scanned_id(bag, "bag id")
+            check_barcode_id(patient, "patient id")
+            check_barcode_id(bag, "bag id")
         except UnfitText as exc:
             return {"status": "invalid", "message": str(exc)}
     if command == "scan-lot":
