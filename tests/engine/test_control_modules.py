@@ -15,7 +15,7 @@ import pytest
 from batch_harness import ROOT, S, finished
 
 from twin.equipment import Gas
-from twin.errors import EquipmentError
+from twin.errors import CommandRefused, EquipmentError
 
 HOUR = 3600.0
 
@@ -488,3 +488,61 @@ async def test_a_phase_held_while_the_procedure_is_paused_is_named_in_the_answer
     step = run.batch.current
     assert step is not None and step.phase.state is S.HELD
     assert run.batch.status == f"Paused ({step.phase.element} Held)"
+
+
+@pytest.mark.parametrize("below", ["operation", "phase"])
+async def test_an_own_hold_below_a_restarting_unit_is_driven_after_its_rewrite(
+    running: Any, below: str
+) -> None:
+    """A unit's restart rewriting setpoints, and a hold of its phase (operation) given
+    meanwhile: the unit's rewrite finishes, then the lower hold is driven (gas made safe,
+    as declared) and stands. The rewrite is not begun again over the lower hold (it was,
+    and the DO loop then wrote N2 to a held phase's dispenser every minute)."""
+    run = await running("dense.yaml", dense(on_hold_gas="safe"), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(6 * HOUR)
+    run.batch.command("hold", who="kim", why="first look", level="unit")
+    await run.clock.sleep(10 * 60)
+    restored: list[str] = []
+
+    def hear(event: Any) -> None:
+        if event.kind == "setpoint" and event.data.get("restored"):
+            restored.append(event.data["parameter"])
+            if len(restored) == 1:
+                asyncio.get_running_loop().call_soon(
+                    lambda: run.batch.command("hold", who="kim", why="the bag", level=below)
+                )
+
+    run.journal.subscribe(hear)
+    run.batch.command("restart", who="kim", why="go on", level="unit")
+    await run.clock.sleep(30 * 60)
+    step = run.batch.current
+    assert step is not None
+    assert len(restored) == len(run.batch.ctx._restore), restored  # once, whole
+    assert step.unit.state is S.RUNNING
+    held = step.operation if below == "operation" else step.phase
+    assert held.state is S.HELD and step.phase.state is S.HELD
+    gas = run.bench.twin.plant.gas
+    assert gas.mfc_for(Gas.O2).setpoint_sccm == 0.0 and gas.mfc_for(Gas.N2).setpoint_sccm == 0.0
+    last = [e for e in run.kinds("safe_state") if e.source == "gas"][-1]
+    assert "the bag" in last.data["why"]
+
+
+@pytest.mark.parametrize("command", ["stop", "abort"])
+async def test_ending_an_element_below_a_held_one_is_refused_naming_the_held_one(
+    running: Any, command: str
+) -> None:
+    """With the unit held (or restarting), ending its phase alone would leave the unit so
+    for good: refused, naming the unit and its level (ending the unit ends the phase)."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(HOUR)
+    run.batch.command("hold", who="kim", why="look", level="unit")
+    await run.clock.sleep(10 * 60)
+    with pytest.raises(CommandRefused) as refused:
+        run.batch.command(command, who="sam", why="enough", level="phase")
+    assert f"unit:expansion is Held: {command} it (--level unit)" in str(refused.value)
+    run.batch.command(command, who="sam", why="enough", level="unit")
+    await run.clock.sleep(10 * 60)
+    step_unit = [e for e in run.kinds("transition") if e.source == "unit:expansion"][-1]
+    assert step_unit.data["to"] in ("Stopped", "Aborted")

@@ -154,7 +154,7 @@ def run(
     Ctrl-C holds the batch (journalled with this --operator) and a second Ctrl-C aborts it:
     the batch is never killed mid-step, and ends as any other batch does.
     """
-    from twin.cli.ctrl_c import CtrlC
+    from twin.cli.ctrl_c import CtrlC, lines_to
     from twin.display import BatchDisplay
     from twin.runner import run_batch, summarize
 
@@ -221,7 +221,7 @@ def run(
         subscribers.append(display)
     # Through the live panel's own console while it is shown: a line printed past it (on
     # stderr) is drawn over by its next refresh, and the person never reads "again aborts".
-    ctrl_c = CtrlC(operator, journal_path, err if display is None else display.console)
+    ctrl_c = CtrlC(operator, journal_path, lines_to(display, err))
     subscribers.append(ctrl_c)
     try:
         with display if display is not None else contextlib.nullcontext():
@@ -322,9 +322,11 @@ def _production_starter_or_exit(users: UserStore | None, bench: LoadedBench, ope
     an enabled, unlocked site user: their name is on ``batch_started`` and on every Ctrl-C
     hold and abort. Exit 4, nothing started, for anyone else; one message for an unknown,
     disabled or locked id, as a refused signature has (no one learns which ids exist)."""
+    from twin.access.users import RESERVED_IDS
+
     if users is None or bench.model.development:
         return
-    user = users.get(operator)
+    user = None if operator.lower() in RESERVED_IDS else users.get(operator)
     if user is None or user.disabled or user.locked:
         raise _fail(
             f"--operator '{operator}': not a site user who may start a batch on this bench "

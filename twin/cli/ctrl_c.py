@@ -32,10 +32,11 @@ from twin.engine.states import TABLE, Command, ProceduralState
 from twin.errors import CommandRefused
 
 if TYPE_CHECKING:
+    from twin.display import BatchDisplay
     from twin.engine.batch import Batch
     from twin.journal import Event
 
-__all__ = ["WHY", "CtrlC"]
+__all__ = ["WHY", "CtrlC", "lines_to"]
 
 WHY = "Ctrl-C at the terminal running the batch"
 
@@ -189,3 +190,12 @@ class CtrlC:
             yield
         finally:
             self.interruptible = False
+
+
+def lines_to(display: BatchDisplay | None, fallback: Console) -> Console:
+    """Where Ctrl-C's lines go: through the live panel's own console while it is drawn on a
+    terminal (a line printed past it, on stderr, is drawn over by its next refresh and the
+    person never reads "again aborts"); else ``fallback`` (stderr), where scripts read them."""
+    if display is not None and display.console.is_terminal:
+        return display.console
+    return fallback

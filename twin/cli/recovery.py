@@ -129,7 +129,7 @@ def resume(
     Once the batch is back, Ctrl-C holds it (journalled with this --operator) and a second
     Ctrl-C aborts it, as in ``run``.
     """
-    from twin.cli.ctrl_c import CtrlC
+    from twin.cli.ctrl_c import CtrlC, lines_to
     from twin.cli.recorded import read_recorded
     from twin.display import BatchDisplay
     from twin.engine.inbox import BatchProcessRunning, claim_command_address
@@ -167,7 +167,7 @@ def resume(
     batch_id = summary_before.batch_id if summary_before else str(journal)
     display = None if quiet else BatchDisplay(out, batch_id)
     subscribers: list[Any] = [display] if display is not None else []
-    ctrl_c = CtrlC(operator, journal, err if display is None else display.console)  # as run
+    ctrl_c = CtrlC(operator, journal, lines_to(display, err))
     subscribers.append(ctrl_c)
     try:
         with display if display is not None else contextlib.nullcontext():

@@ -144,6 +144,9 @@ class Batch:
         journal.subscribe(self._remember_alarm)
         #: The task running the current phase's logic (None between phases).
         self.phase_task: asyncio.Task[None] | None = None
+        #: The task re-establishing setpoints for a restart, while it does (a replay ends its
+        #: call in flight where the batch's process died, as it ends the phase's).
+        self.restoring_task: asyncio.Task[Any] | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self.alarms = Alarms(journal, self._on_alarm)
         self.ctx = BatchContext(
@@ -363,17 +366,20 @@ class Batch:
                 f"a {level} is ended early while it runs, is held, holding or restarting; "
                 f"this one is {target.state.label}"
             )
-        elif cmd is Command.RESTART and (
+        elif cmd in (Command.RESTART, Command.STOP, Command.ABORT) and (
             above := [m for m in self._chain()[1 : LEVELS.index(level)] if m.state is not S.RUNNING]
         ):
             # A restart below a held element would re-establish every setpoint (additions,
             # items made safe) while that element's hold stands: it restarts the held one.
-            valid = [c for c in valid if c != "restart"]
+            # Ending one below it would leave the held (restarting) one so for good: that
+            # one is stopped or aborted instead, which ends what is below it.
+            valid = [c for c in valid if c not in ("restart", "stop", "abort")]
             accepted = False
             held = above[0]
+            verb = "restart" if cmd is Command.RESTART else cmd.value
             why_not = (
-                f"{held.element} is {held.state.label}: restart it "
-                f"(--level {LEVELS[self._chain().index(held)]}), which restarts what is below it"
+                f"{held.element} is {held.state.label}: {verb} it "
+                f"(--level {LEVELS[self._chain().index(held)]}), which {verb}s what is below it"
             )
         with self.journal.together():  # the command and its signature: one commit
             event = self.journal.append(
@@ -557,16 +563,26 @@ class Batch:
     async def _restore(self, restarting: list[StateMachine]) -> bool:
         """Restarting: every remembered setpoint re-established, the loops act on all again.
 
-        False if a hold, stop or abort superseded the restart part-way: the rest of the
-        setpoints are not written (that command's drive decides what the items do), also
-        where a resumed batch's process died mid-rewrite and the resume holds it."""
+        False if a hold, stop or abort superseded the restart part-way (the element whose
+        restart it is left Restarting): the rest of the setpoints are not written, that
+        command's drive decides what the items do; also where a resumed batch's process
+        died mid-rewrite (the write then in flight is not sent again after the resume's
+        hold). A lower element's own hold given meanwhile lets the rewrite finish: it is
+        driven after it, as that element's hold declares."""
+        lead = restarting[0]
 
         def still_restarting() -> bool:
-            return all(m.state is S.RESTARTING for m in restarting)
+            return lead.state is S.RESTARTING
 
         async with self.modules.lock:
-            if not await self.ctx.restore_setpoints(still_restarting):
+            self.restoring_task = asyncio.current_task()
+            try:
+                if not await self.ctx.restore_setpoints(still_restarting):
+                    return False
+            except PhaseInterrupted:  # replay: the call in flight where the process died
                 return False
+            finally:
+                self.restoring_task = None
             self.modules.resume()
             return True
 

@@ -106,11 +106,13 @@ class Feed:
         cursor: Callable[[], int],
         phase_task: Callable[[], asyncio.Task[None] | None],
         inputs: Callable[[Event], bool] = lambda event: False,
+        restoring_task: Callable[[], asyncio.Task[Any] | None] = lambda: None,
         reached: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.clock = clock
         self.cursor = cursor
         self.reached = reached
+        self.restoring_task = restoring_task
         #: Where the record has a person's input (a command, a scan), in order.
         self.inputs = [i for i, e in enumerate(events) if inputs(e)] if reached else []
         self.phase_task = phase_task
@@ -157,7 +159,8 @@ class Feed:
         return None
 
     def _interrupted_if_phase(self) -> None:
-        if asyncio.current_task() is self.phase_task():
+        current = asyncio.current_task()
+        if current is self.phase_task() or current is self.restoring_task():
             raise PhaseInterrupted("held: the batch's process was interrupted here")
 
     async def answer(self, device: str, call: str, what: str = "") -> Event | None:

@@ -34,10 +34,6 @@ NOT_THE_ENGINES = frozenset(
     }
 )
 
-#: Event kinds written to a batch's journal by other processes (a person's refused
-#: signature, a QC result, a record signature), also while the batch's process is dead.
-WRITTEN_FROM_OUTSIDE = frozenset({"access_refused", "qc_result", "record_signature"})
-
 
 @dataclass(frozen=True)
 class Recording:
@@ -61,17 +57,15 @@ class Recording:
 
     @property
     def last_of_the_batch(self) -> Event:
-        """The last event the batch's own process wrote: where an interruption begins.
+        """The last event of the batch's own decisions: where an interruption begins.
 
         Others may write to a dead batch's journal after it (a refused ``resume``'s
-        ``access_refused``, a QC result, a record signature, with their signatures): the
-        interruption is measured from the batch's own last event, not from theirs."""
-        outside = {e.seq for e in self.events if e.kind in WRITTEN_FROM_OUTSIDE}
-        for event in reversed(self.events):
-            signed = event.data.get("signed_seq") if event.kind == "signature" else None
-            if event.seq not in outside and signed not in outside:
-                return event
-        return self.events[0]
+        ``access_refused``, a QC result or an alarm acknowledgement with its signature, the
+        site key's checkpoint): the interruption is measured from the batch's own last
+        decision, not from theirs (at most a poll period before its last checkpoint)."""
+        return next(
+            (e for e in reversed(self.events) if e.kind not in NOT_THE_ENGINES), self.events[0]
+        )
 
     @property
     def decisions(self) -> list[Event]:

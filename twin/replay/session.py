@@ -74,6 +74,7 @@ class ReplaySession:
             cursor=lambda: self.journal.cursor,
             phase_task=lambda: self.batch.phase_task,
             inputs=is_input,
+            restoring_task=lambda: self.batch.restoring_task,
             reached=self.journal.reached,
         )
         self.kinds = {name: self.bench.spec(name).equipment_type for name in self.bench.configs}
