@@ -34,6 +34,10 @@ NOT_THE_ENGINES = frozenset(
     }
 )
 
+#: What people write to a batch's journal from other processes, also while the batch's
+#: process is dead (each may be followed by its signature and a site-key checkpoint).
+WRITTEN_FROM_OUTSIDE = frozenset({"access_refused", "qc_result", "alarm_ack", "record_signature"})
+
 
 @dataclass(frozen=True)
 class Recording:
@@ -57,15 +61,21 @@ class Recording:
 
     @property
     def last_of_the_batch(self) -> Event:
-        """The last event of the batch's own decisions: where an interruption begins.
+        """The last event the batch's own process wrote: where an interruption begins.
 
-        Others may write to a dead batch's journal after it (a refused ``resume``'s
-        ``access_refused``, a QC result or an alarm acknowledgement with its signature, the
-        site key's checkpoint): the interruption is measured from the batch's own last
-        decision, not from theirs (at most a poll period before its last checkpoint)."""
-        return next(
-            (e for e in reversed(self.events) if e.kind not in NOT_THE_ENGINES), self.events[0]
-        )
+        Others may write to a dead batch's journal after it: a refused ``resume``'s
+        ``access_refused``, a QC result, an alarm acknowledgement or a record signature,
+        each with its signature and the site key's checkpoint. The interruption is measured
+        from before the first of those in the journal's tail, not from the last of them."""
+        events = self.events
+        last = len(events) - 1
+        for index in range(len(events) - 1, 0, -1):
+            kind = events[index].kind
+            if kind in WRITTEN_FROM_OUTSIDE:
+                last = index - 1
+            elif kind not in ("signature", CHECKPOINT):
+                break
+        return events[last]
 
     @property
     def decisions(self) -> list[Event]:
