@@ -450,3 +450,38 @@ def test_the_record_draws_a_phase_s_own_limits_over_the_span_it_ran(tmp_path: Pa
     assert culture["end"] < record.end_time  # the harvest ran after it: a span, not the batch
     html = render_html(record)
     assert "culture pH high" in html and "culture pH low" in html
+
+
+def test_an_exception_line_lists_what_it_counts_or_says_how_many_more(tmp_path: Path) -> None:
+    """Four refused material scans and four alarms: each line quotes the first three and says
+    how many more the Deviations table lists (it once said 4 and quoted 3, no word of the
+    fourth); three quote all three and say no more."""
+    path = troubled_journal(tmp_path / "t.sqlite")  # one alarm already
+    j = Journal.reopen(path, lambda: 9000.0)
+    for i in range(4):
+        j.append(
+            "lot_scan",
+            "batch",
+            {
+                "material": "activator",
+                "lot": f"TA-{i}",
+                "expiry": None,
+                "gtin": None,
+                "operator": "kim",
+                "reason": "at the bag",
+                "accepted": False,
+                "refused": f"lot TA-{i} scanned without an expiry date",
+                "meaning": "lot scan refused",
+            },
+        )
+    for i in range(2):
+        j.append("alarm", "bioreactor", {"alarm": "do", "message": f"DO low {i}"})
+    j.close()
+    major = [text for sev, text in build_record(path).exceptions if sev == "major"]
+    (scans,) = [t for t in major if "material scan(s) refused" in t]
+    assert scans.startswith("4 material scan(s) refused")
+    assert scans.count("lot scan refused: ") == 3 and "TA-3" not in scans
+    assert scans.endswith("; and 1 more (under Deviations)")
+    (alarms,) = [t for t in major if "alarm(s) raised" in t]
+    assert alarms.startswith("3 alarm(s) raised") and "more" not in alarms
+    assert alarms.endswith("temperature 39.5 > 38; DO low 0; DO low 1")

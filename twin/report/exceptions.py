@@ -19,6 +19,14 @@ __all__ = ["SEVERITIES", "review_by_exception"]
 SEVERITIES = ("critical", "major", "minor")
 
 
+def _first(texts: list[str], shown: int = 3, sep: str = "; ", where: str = "Deviations") -> str:
+    """The first ``shown`` of ``texts``, and how many more there are: a line that counts N
+    lists N, or says how many more the record's table ``where`` lists."""
+    left = len(texts) - shown
+    listed = sep.join(texts[:shown])
+    return f"{listed}{sep}and {left} more (under {where})" if left > 0 else listed
+
+
 def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
     """(severity, sentence) for each exception, critical first."""
     found: list[tuple[str, str]] = []
@@ -71,22 +79,19 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
             (
                 "major",
                 f"{len(interruptions)} interruption(s) of the batch process: "
-                + "; ".join(d.text for d in interruptions[:3]),
+                + _first([d.text for d in interruptions]),
             )
         )
     for sentence in r.ended_early:  # a unit procedure, operation or phase cut short
         found.append(("major", sentence[0].upper() + sentence[1:] + "."))
     holds = [d for d in r.deviations if d.kind == "hold"]  # at every level, each once
     if holds:
-        more = f"; and {len(holds) - 3} more (Deviations)" if len(holds) > 3 else ""
-        found.append(
-            ("major", f"{len(holds)} hold(s): " + "; ".join(d.text for d in holds[:3]) + more)
-        )
+        found.append(("major", f"{len(holds)} hold(s): " + _first([d.text for d in holds])))
     if r.alarms:
         found.append(
             (
                 "major",
-                f"{len(r.alarms)} alarm(s) raised: " + "; ".join(a.text for a in r.alarms[:3]),
+                f"{len(r.alarms)} alarm(s) raised: " + _first([a.text for a in r.alarms]),
             )
         )
     unacknowledged = [a for a in r.alarms if a.seq not in r.acknowledged]
@@ -95,7 +100,7 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
             (
                 "major",
                 f"{len(unacknowledged)} alarm(s) not acknowledged: "
-                + ", ".join(f"event {a.seq}" for a in unacknowledged[:5]),
+                + _first([f"event {a.seq}" for a in unacknowledged], 5, ", ", "Alarms"),
             )
         )
     simulated = [a for a in r.actions if a.who.startswith(SIMULATED_PERSON)]
@@ -116,8 +121,8 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
         found.append(
             (
                 "major",
-                f"{len(wrong)} material scan(s) refused (wrong material, lot or expired): "
-                + "; ".join(d.text for d in wrong[:3]),
+                f"{len(wrong)} material scan(s) refused (wrong material or lot, expired or "
+                "no expiry): " + _first([d.text for d in wrong]),
             )
         )
     refused = [d for d in r.deviations if d.kind == "refused command"]
