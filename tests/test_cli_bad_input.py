@@ -210,6 +210,28 @@ def test_a_scanned_id_no_label_prints_is_invalid_before_anyone_signs(
     assert "nothing sent" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("label", "why"),
+    [
+        (["--gs1", "(10)X(10)TA-2291"], "(10) twice"),  # the last lot must not win
+        (["--gs1", "(17)301231(17)200131(10)TA-2291"], "(17) twice"),
+        (["--gs1", "]d21730123110X\x1d10TA-2291"], "(10) twice"),  # as a scanner sends it
+        (["--gs1", "(01)09506000134352(17)301231(10)TA-2291(01)09506000134352"], "(01) twice"),
+    ],
+)
+def test_a_container_scan_no_label_can_give_is_invalid_before_anyone_signs(
+    tmp_path: Path, label: list[str], why: str
+) -> None:
+    """A label that gives its lot or expiry (or any AI) twice: which one? Exit 2, nothing
+    sent, no password asked (the last one won: '(10)X(10)TA-2291' passed as TA-2291)."""
+    journal = tmp_path / "absent.sqlite"
+    args = ["scan-lot", str(journal), "--material", "activator", *label]
+    result = cli.invoke(app, [*args, "--operator", "kim", "--reason", "scan"])
+    assert result.exit_code == 2, result.output
+    assert why in result.stderr and "nothing sent" in result.stderr, result.stderr
+    assert not journal.exists()
+
+
 def test_an_unknown_level_is_invalid_before_anyone_signs(tmp_path: Path) -> None:
     args = ["command", str(tmp_path / "absent.sqlite"), "hold", "--level", "bogus"]
     result = cli.invoke(app, [*args, "--operator", "kim", "--reason", "check"])

@@ -76,7 +76,15 @@ def parse_gs1(code: str) -> tuple[str, date | None, str | None]:
         if parsed.gs1_message is None:
             raise ValueError(f"not a GS1 label: {parsed.gs1_message_error}")
         message = parsed.gs1_message
-    found = {e.ai.ai: e for e in message.element_strings}
+    found: dict[str, Any] = {}
+    for element in message.element_strings:
+        ai = element.ai.ai
+        if ai in found:  # two lots or two expiries: never guess which one is meant
+            raise ValueError(
+                f"the label gives application identifier ({ai}) twice: not a well-formed "
+                "GS1 label; scan the container's own label"
+            )
+        found[ai] = element
     if AI_LOT not in found:
         raise ValueError("the label has no lot (GS1 application identifier 10)")
     gtin = found.get(AI_GTIN)
