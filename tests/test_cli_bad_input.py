@@ -166,7 +166,10 @@ UNFIT_REASONS = [
     [
         ["command", "J", "hold", "--operator", "kim"],
         ["confirm-identity", "J", "--patient-id", "P-1", "--bag-id", "B-1", "--operator", "kim"],
-        ["scan-lot", "J", "--material", "vector", "--lot", "L-1", "--operator", "kim"],
+        [
+            *("scan-lot", "J", "--material", "vector", "--lot", "L-1"),
+            *("--expiry", "2030-12-31", "--operator", "kim"),
+        ],
         ["resume", "J", "--operator", "sam"],
         ["ack", "J", "7", "--operator", "sam"],
         ["qc", "J", "--result", "viability=90", "--operator", "qa"],
@@ -213,17 +216,26 @@ def test_a_scanned_id_no_label_prints_is_invalid_before_anyone_signs(
 @pytest.mark.parametrize(
     ("label", "why"),
     [
+        (["--lot", "TA-2291"], "without its expiry"),  # every label prints one
+        (["--lot", "TA-2291", "--expiry", " "], "without its expiry"),
+        (["--lot", "TA-2291", "--expiry", "2030-02-30"], "is not a date"),
+        (["--lot", "TA-2291", "--expiry", "2030-W01-1"], "is not a date"),  # read as 2029-12-31
+        (["--lot", "TA-2291", "--expiry", "20301231"], "is not a date"),
+        (["--lot", "TA-2291", "--expiry", "31/12/2030"], "is not a date"),
+        (["--lot", "TA\x1b[31m-2291", "--expiry", "2030-12-31"], "printable"),
         (["--gs1", "(10)X(10)TA-2291"], "(10) twice"),  # the last lot must not win
         (["--gs1", "(17)301231(17)200131(10)TA-2291"], "(17) twice"),
         (["--gs1", "]d21730123110X\x1d10TA-2291"], "(10) twice"),  # as a scanner sends it
         (["--gs1", "(01)09506000134352(17)301231(10)TA-2291(01)09506000134352"], "(01) twice"),
+        (["--gs1", "(17)300231(10)TA-2291"], "not a GS1 label"),  # no 31 February
+        (["--gs1", "(17)301231(10)TA 2291\x1b"], "not a GS1 label"),
     ],
 )
 def test_a_container_scan_no_label_can_give_is_invalid_before_anyone_signs(
     tmp_path: Path, label: list[str], why: str
 ) -> None:
-    """A label that gives its lot or expiry (or any AI) twice: which one? Exit 2, nothing
-    sent, no password asked (the last one won: '(10)X(10)TA-2291' passed as TA-2291)."""
+    """A lot keyed in without its expiry, a date that is not YYYY-MM-DD, a label that gives
+    its lot or expiry twice (which one?): exit 2, nothing sent, no password asked."""
     journal = tmp_path / "absent.sqlite"
     args = ["scan-lot", str(journal), "--material", "activator", *label]
     result = cli.invoke(app, [*args, "--operator", "kim", "--reason", "scan"])

@@ -354,9 +354,10 @@ def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     batches: Callable[..., BatchProcess], tmp_path: Path
 ) -> None:
     """The activator is dosed only after the operator scans its container: a wrong material,
-    an expired label and a wrong lot are refused and journalled (the batch keeps waiting, its
-    clock on the wall); a hold and restart ask again; the right GS1 label doses that lot, and
-    the record and its replay carry it."""
+    an expired label, a label with no expiry and a wrong lot are refused and journalled (the
+    batch keeps waiting, its clock on the wall); a lot keyed in without its expiry or a label
+    giving its lot twice never reaches it; a hold and restart ask again; the right GS1 label
+    doses that lot, and the record and its replay carry it."""
     recipe = scanned_smoke(tmp_path)
     batch = batches(str(recipe), "--lot", "activator=TA-2291")
     events = batch.wait_for(
@@ -364,17 +365,29 @@ def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     )
     asked, seen = next(e for e in events if e.kind == "lot_requested"), wall_monotonic()
     assert asked.data == {"material": "activator", "expected_lot": "TA-2291"}
-    wrong = batch.scan_lot("--material", "vector", "--lot", "TA-2291", expect=4)
+    in_date = ("--expiry", "2030-12-31")
+    wrong = batch.scan_lot("--material", "vector", "--lot", "TA-2291", *in_date, expect=4)
     assert "waits for activator" in wrong.stderr
     expired = "(01)09506000134352(17)200131(10)TA-2291"
     assert (
         "expired on 2020-01-31"
         in batch.scan_lot("--material", "activator", "--gs1", expired, expect=4).stderr
     )
-    other = batch.scan_lot("--material", "activator", "--lot", "TA-0001", expect=4)
+    undated = "(01)09506000134352(10)TA-2291"  # a label with no expiry (AI 17): no dose
+    assert (
+        "without an expiry date"
+        in batch.scan_lot("--material", "activator", "--gs1", undated, expect=4).stderr
+    )
+    other = batch.scan_lot("--material", "activator", "--lot", "TA-0001", *in_date, expect=4)
     assert "is to use lot TA-2291" in other.stderr
     bad = batch.scan_lot("--material", "activator", "--gs1", "(01)0950600013435(10)X", expect=2)
     assert "nothing sent" in bad.stderr  # malformed: refused here, never reaches the batch
+    for malformed in (
+        ("--gs1", "(01)09506000134352(17)301231(10)X(10)TA-2291"),  # which lot? not the last
+        ("--lot", "TA-2291"),  # keyed in without the expiry the label prints
+    ):
+        bad = batch.scan_lot("--material", "activator", *malformed, expect=2)
+        assert "nothing sent" in bad.stderr
     wall_sleep(1.0)
     batch.command("hold")
     events = batch.wait_state("Held")
@@ -391,7 +404,8 @@ def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     assert "lot TA-2291 of activator verified" in good.stdout
     events = batch.ends(0)
     scans = [e for e in events if e.kind == "lot_scan"]
-    assert [s.data["accepted"] for s in scans] == [False, False, False, True]
+    assert [s.data["accepted"] for s in scans] == [False, False, False, False, True]
+    assert scans[2].data["expiry"] is None and "without an expiry" in scans[2].data["refused"]
     assert scans[-1].data["expiry"] == "2030-12-31" and scans[-1].data["gtin"] == "09506000134352"
     signed = {e.data["signed_seq"] for e in events if e.kind == "signature"}
     assert {s.seq for s in scans} <= signed, "every scan is the operator's signed act"
@@ -408,12 +422,13 @@ def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     )
     assert done.returncode == 0, done.stderr
     html = record.read_text()
-    assert "TA-2291" in html and "3 material scan(s) refused" in html
+    assert "TA-2291" in html and "4 material scan(s) refused" in html
+    assert "; and 1 more (under Deviations)" in html  # the line lists three, counts four
     replayed = subprocess.run(
         [EXE, "replay", str(batch.journal)], capture_output=True, text=True, timeout=120
     )
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    ended = batch.scan_lot("--material", "activator", "--lot", "TA-2291", expect=4)
+    ended = batch.scan_lot("--material", "activator", "--lot", "TA-2291", *in_date, expect=4)
     assert "Complete" in ended.stderr
 
 

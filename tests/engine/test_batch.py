@@ -166,6 +166,9 @@ async def test_commands_from_another_terminal(running: Any) -> None:
         ("kim", "check", {"level": "bogus"}),  # the command line checks it before signing
         ("kim", "check", {"level": ["phase"]}),
         ("kim", "scan", {"material": "vector\x1b[31m", "lot": "L-1"}),
+        ("kim", "scan", {"material": "vector", "lot": " L-1"}),  # padded: as no label prints it
+        ("kim", "scan", {"material": "vector", "lot": "L-1", "expiry": "2030-W01-1"}),
+        ("kim", "scan", {"material": "vector", "lot": "L-1", "expiry": "20301231"}),
     ],
 )
 async def test_unfit_words_from_another_terminal_are_invalid_and_write_nothing(

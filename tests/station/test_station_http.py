@@ -273,8 +273,9 @@ def test_the_station_scans_a_material_container_for_the_addition_waiting_on_it(
     tmp_path: Path, site: Site
 ) -> None:
     """A real batch waits to dose the activator until its container is scanned: the station
-    says so, offers the scan to an operator (not to QA), refuses a wrong lot and a label it
-    cannot read, and the right label (as a scanner types it) doses that lot."""
+    says so, offers the scan to an operator (not to QA), refuses a wrong lot, a label with no
+    expiry, a label it cannot read and a lot keyed in without its expiry, and the right label
+    (as a scanner types it) doses that lot."""
     runs = tmp_path / "runs"
     runs.mkdir()
     recipe = scanned_smoke(tmp_path)
@@ -300,8 +301,13 @@ def test_the_station_scans_a_material_container_for_the_addition_waiting_on_it(
         assert "waits for a scan of the activator container" in page
         assert '<option value="activator" selected>' in page
         form = {"material": "activator", "reason": "at the bedside", "password": PEOPLE["kim"][2]}
-        _, _, page = await kim.post("/batch/lots1/lot", {**form, "lot": "TA-0001"})
+        keyed = {**form, "lot": "TA-0001", "expiry": "2030-12-31"}
+        _, _, page = await kim.post("/batch/lots1/lot", keyed)
         assert "refused — lot TA-0001 scanned, the batch is to use lot TA-2291" in page
+        _, _, page = await kim.post("/batch/lots1/lot", {**form, "gs1": "(10)TA-2291"})
+        assert "refused — lot TA-2291 scanned without an expiry date" in page
+        _, _, page = await kim.post("/batch/lots1/lot", {**form, "lot": "TA-2291"})
+        assert "without its expiry" in page and "nothing was signed" in page
         _, _, page = await kim.post("/batch/lots1/lot", {**form, "gs1": "(10)TA-2291(17)301399"})
         assert "not a GS1 label" in page and "nothing was signed" in page
         label = "]d2010950600013435217301231" + "10TA-2291"
@@ -320,6 +326,7 @@ def test_the_station_scans_a_material_container_for_the_addition_waiting_on_it(
     scans = [e.data for e in events if e.kind == "lot_scan"]
     assert [(s["lot"], s["accepted"], s["operator"]) for s in scans] == [
         ("TA-0001", False, "kim"),
+        ("TA-2291", False, "kim"),  # no expiry on the label
         ("TA-2291", True, "kim"),
     ]
     dose = next(

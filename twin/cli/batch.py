@@ -519,9 +519,11 @@ def scan_lot(
         str | None,
         typer.Option(help="The container's GS1 label: '(01)GTIN(17)YYMMDD(10)LOT' or raw scan"),
     ] = None,
-    lot: Annotated[str | None, typer.Option(help="The lot, keyed in (instead of --gs1)")] = None,
+    lot: Annotated[
+        str | None, typer.Option(help="The lot, keyed in (instead of --gs1; needs --expiry)")
+    ] = None,
     expiry: Annotated[
-        str | None, typer.Option(help="The expiry date keyed in, YYYY-MM-DD (with --lot)")
+        str | None, typer.Option(help="The expiry date keyed in, YYYY-MM-DD (needed with --lot)")
     ] = None,
     password_file: PasswordFileOpt = None,
 ) -> None:

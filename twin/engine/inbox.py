@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import socket
-from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +28,7 @@ from twin.access.esign import SIMULATED_PERSON, journal_refusal
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer, UserStore
 from twin.engine.alarms import is_critical
-from twin.engine.lots import MATERIALS, LotScan, NoScanWanted
+from twin.engine.lots import MATERIALS, LotScan, NoScanWanted, expiry_date
 from twin.engine.states import LEVELS, Command
 from twin.errors import CommandRefused, PocTwinError
 from twin.journal import Event, Journal
@@ -262,15 +261,14 @@ def lot_scan_of(request: dict[str, Any]) -> LotScan:
         raise ValueError(f"scan-lot needs the material scanned, one of {', '.join(MATERIALS)}")
     if not isinstance(lot, str) or not 0 < len(lot) <= 64 or not lot.isprintable():
         raise ValueError("scan-lot needs a lot of 1-64 printable characters")
+    if lot != lot.strip():
+        raise ValueError(f"lot {lot!r} has leading or trailing spaces: give it as printed")
     if expiry is not None and not isinstance(expiry, str):
         raise ValueError("an expiry is a date, YYYY-MM-DD")
     if gtin is not None and not (isinstance(gtin, str) and gtin.isdigit() and len(gtin) == 14):
         raise ValueError("a GTIN is 14 digits")
-    try:
-        when = date.fromisoformat(expiry) if expiry else None
-    except ValueError:
-        raise ValueError(f"expiry '{expiry}' is not a date (YYYY-MM-DD)") from None
-    return LotScan(material, lot, when, gtin)
+    # No expiry is no malformed request: the batch refuses (and journals) that scan itself.
+    return LotScan(material, lot, expiry_date(expiry) if expiry else None, gtin)
 
 
 def _perform(

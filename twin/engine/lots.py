@@ -12,6 +12,7 @@ scan does. Every scan is a signed act of the operator who made it.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -26,7 +27,15 @@ from twin.access.users import Signer
 from twin.equipment import Material
 from twin.journal import Event, Journal
 
-__all__ = ["MATERIALS", "LotDesk", "LotScan", "NoScanWanted", "parse_gs1", "scan_from"]
+__all__ = [
+    "MATERIALS",
+    "LotDesk",
+    "LotScan",
+    "NoScanWanted",
+    "expiry_date",
+    "parse_gs1",
+    "scan_from",
+]
 
 #: The materials an addition port delivers, by the names recipes and scans use.
 MATERIALS: tuple[str, ...] = tuple(m.name.lower() for m in Material)
@@ -61,7 +70,10 @@ def parse_gs1(code: str) -> tuple[str, date | None, str | None]:
     """(lot, expiry, GTIN) from a GS1 label: bracketed ``(01)...(17)YYMMDD(10)LOT`` as printed
     under the barcode, or the scanner's raw string (FNC1 as ASCII 29, ``]d2``/``]C1`` prefix).
 
-    ValueError says what is wrong: not GS1, no lot (AI 10), a bad GTIN check digit.
+    ValueError says what is wrong: not GS1, an AI given twice (which lot, which expiry?),
+    no lot (AI 10), a bad GTIN check digit. A label without an expiry (AI 17) parses (its
+    expiry None): the batch refuses and journals that scan, as it does an expired one. An
+    expiry's day 00 is the month's last day (GS1).
     """
     text = code.strip()
     if not text:
@@ -98,14 +110,26 @@ def parse_gs1(code: str) -> tuple[str, date | None, str | None]:
     )
 
 
+def expiry_date(text: str) -> date:
+    """An expiry keyed in as YYYY-MM-DD (only that: not 20301231, nor a week date such as
+    2030-W01-1, which reads as 2029-12-31); ValueError otherwise."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text, re.ASCII):
+        raise ValueError(f"expiry {text[:40]!r} is not a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expiry {text!r} is not a date (YYYY-MM-DD)") from None  # 2030-02-30
+
+
 def scan_from(material: str, gs1: str | None, lot: str | None, expiry: str | None) -> LotScan:
-    """A scan from a container's GS1 label, or from its lot (and expiry, YYYY-MM-DD) keyed in:
-    ValueError says what is wrong, before anything reaches the batch."""
+    """A scan from a container's GS1 label, or from its lot and expiry (YYYY-MM-DD) keyed in:
+    ValueError says what is wrong, before anything reaches the batch (a lot keyed in without
+    its expiry too: every label prints one)."""
     if material not in MATERIALS:
         raise ValueError(f"material '{material}': one of {', '.join(MATERIALS)}")
     gs1, lot, expiry = (v.strip() if v and v.strip() else None for v in (gs1, lot, expiry))
     if (gs1 is None) == (lot is None):
-        raise ValueError("give the label's GS1 code, or the lot (and expiry) keyed in")
+        raise ValueError("give the label's GS1 code, or the lot and expiry keyed in")
     if gs1 is not None:
         if expiry is not None:
             raise ValueError("the expiry comes from the GS1 label; key it in only with a lot")
@@ -114,11 +138,12 @@ def scan_from(material: str, gs1: str | None, lot: str | None, expiry: str | Non
     assert lot is not None
     if len(lot) > 64 or not lot.isprintable():
         raise ValueError("a lot is 1-64 printable characters")
-    try:
-        when = date.fromisoformat(expiry) if expiry is not None else None
-    except ValueError:
-        raise ValueError(f"expiry '{expiry}' is not a date (YYYY-MM-DD)") from None
-    return LotScan(material, lot, when)
+    if expiry is None:
+        raise ValueError(
+            f"lot {lot} keyed in without its expiry: key in the expiry date the label "
+            "prints too (YYYY-MM-DD)"
+        )
+    return LotScan(material, lot, expiry_date(expiry))
 
 
 @dataclass(frozen=True)
@@ -193,6 +218,11 @@ class LotDesk:
         if wanted.expected_lot is not None and scan.lot != wanted.expected_lot:
             return f"lot {scan.lot} scanned, the batch is to use lot {wanted.expected_lot}"
         today = self._today()
-        if scan.expiry is not None and scan.expiry < today:
+        if scan.expiry is None:  # whatever client sent it: no expiry, no dose
+            return (
+                f"lot {scan.lot} scanned without an expiry date (batch date {today}): scan "
+                "the label's GS1 code with its expiry (AI 17), or key in lot and expiry"
+            )
+        if scan.expiry < today:
             return f"lot {scan.lot} expired on {scan.expiry.isoformat()} (batch date {today})"
         return None

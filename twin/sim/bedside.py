@@ -6,7 +6,8 @@ stand in for the nurse who scans the wristband and the bag, and the material
 containers. This is that person, part of the simulated world like the twin's
 devices: ``poc-twin run --simulated-operator MIN`` attaches one, and only to a bench
 whose plant is the twin. It scans exactly what the batch asks for (the identity the
-batch was started with, the lot it expects), ``scan_after_s`` of batch time after
+batch was started with, the lot it expects, an expiry a year after the batch's date:
+the twin's containers are in date), ``scan_after_s`` of batch time after
 the request, and its acts are journalled under the name ``twin:bedside`` — not a
 site user, so they carry no e-signature and the batch record says a simulated
 person confirmed them.
@@ -15,6 +16,7 @@ person confirmed them.
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 from twin.access.esign import SIMULATED_PERSON
@@ -26,6 +28,8 @@ __all__ = ["NAME", "BedsideOperator"]
 
 #: What the journal names the simulated person (no site user is named so).
 NAME = f"{SIMULATED_PERSON}bedside"
+#: How long after the batch's date the twin's material containers expire.
+SHELF_LIFE = timedelta(days=365)
 
 
 class BedsideOperator:
@@ -63,6 +67,7 @@ class BedsideOperator:
         if self.batch is not None and not self.batch.state.is_final:
             with contextlib.suppress(NoScanWanted):  # a hold came first: it asks again
                 self.scans += 1
+                expiry = self.clock.batch_datetime().date() + SHELF_LIFE
                 self.batch.present_lot(
-                    LotScan(material, lot), who=NAME, why="the twin's simulated operator"
+                    LotScan(material, lot, expiry), who=NAME, why="the twin's simulated operator"
                 )

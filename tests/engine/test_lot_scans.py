@@ -1,0 +1,96 @@
+"""Material lot scans at a running batch's command address, as every client sends them (the
+command line, the station, a script): the batch's own check decides, and journals the scan.
+All on virtual time, against the twin over the wire."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from batch_harness import S, finished
+from bedside import scanned_smoke
+from site_users import PEOPLE
+
+from twin.engine.inbox import send_command
+from twin.engine.lots import scan_from
+from twin.report import build_record
+
+
+async def scan(run: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """kim's signed scan of a container, sent as any client sends it."""
+    return await send_command(
+        run.journal.path,
+        "scan-lot",
+        operator="kim",
+        password=PEOPLE["kim"][2],
+        reason="activator container at the bedside",
+        extra=extra,
+    )
+
+
+async def test_a_container_scanned_without_an_expiry_is_refused_and_journalled(
+    running: Any, tmp_path: Path
+) -> None:
+    """No expiry, no dose: a GS1 label without AI 17 (as the command line parses it), a lot
+    sent with no expiry or an empty one (a script), and an expiry before the batch date are
+    each refused by the batch with why, journalled and signed, and the addition waits on; an
+    expiry on the batch date itself is in date and doses."""
+    run = await running(str(scanned_smoke(tmp_path, "lot: TA-2291")))
+    asked = await run.until(lambda e: e.kind == "lot_requested")
+    no_ai17 = scan_from("activator", "(01)09506000134352(10)TA-2291", None, None)
+    assert no_ai17.expiry is None  # a label may lack it: the batch says no, not the parser
+    today = run.clock.batch_datetime().date()
+    sent = [
+        no_ai17.record(),
+        {"material": "activator", "lot": "TA-2291"},
+        {"material": "activator", "lot": "TA-2291", "expiry": ""},
+        {"material": "activator", "lot": "TA-2291", "expiry": str(today - timedelta(days=1))},
+    ]
+    replies = [await scan(run, extra) for extra in sent]
+    assert [r["status"] for r in replies] == ["refused"] * 4, replies
+    assert all("without an expiry date" in r["message"] for r in replies[:3]), replies
+    assert "expired on" in replies[3]["message"]
+    scans = run.kinds("lot_scan")
+    assert [s.data["accepted"] for s in scans] == [False] * 4
+    assert [s.data["expiry"] for s in scans[:3]] == [None] * 3
+    assert all("without an expiry date" in s.data["refused"] for s in scans[:3])
+    signed = {e.data["signed_seq"] for e in run.kinds("signature")}
+    assert {s.seq for s in scans} <= signed, "each refused scan is kim's signed act"
+    assert not [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_activator"]
+    # The batch date is the last day the container may be used.
+    reply = await scan(run, {"material": "activator", "lot": "TA-2291", "expiry": str(today)})
+    assert reply["status"] == "accepted", reply
+    assert await finished(run) is S.COMPLETE
+    dose = next(e for e in run.kinds("setpoint") if e.data["parameter"] == "add_activator")
+    assert dose.data["lot"] == "TA-2291" and dose.seq > asked.seq
+    assert run.kinds("lot_scan")[-1].data["expiry"] == str(today)
+    # The record's exception counts the four refused scans and lists (or counts) each.
+    run.journal.commit()
+    record = build_record(run.journal.path)
+    (line,) = [t for sev, t in record.exceptions if "material scan(s) refused" in t]
+    assert line.count("lot scan refused: ") == 3  # listed: the first three ...
+    assert line.endswith("; and 1 more (under Deviations)")  # ... and how many are not
+    assert line.startswith("4 material scan(s) refused (wrong material or lot, expired or no")
+    assert len([d for d in record.deviations if d.kind == "lot scan"]) == 4
+
+
+async def test_the_twins_simulated_person_scans_a_container_in_date(running: Any) -> None:
+    """The twin's person at the bag scans what is asked for with an expiry after the batch
+    date (a scan with none would be refused forever): the addition doses."""
+    text = (
+        Path(__file__)
+        .resolve()
+        .parents[2]
+        .joinpath("recipes", "smoke.yaml")
+        .read_text()
+        .replace(
+            "material: activator, volume_ml: 2.0}",
+            "material: activator, volume_ml: 2.0, scan_lot: true}",
+        )
+    )
+    run = await running("scanned.yaml", text=text, scan_after_s=600.0)
+    assert await finished(run) is S.COMPLETE
+    (accepted,) = run.kinds("lot_scan")
+    assert accepted.data["accepted"] and accepted.data["expiry"] is not None
+    assert accepted.data["expiry"] > str(run.clock.batch_datetime().date())
