@@ -356,8 +356,9 @@ def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     """The activator is dosed only after the operator scans its container: a wrong material,
     an expired label, a label with no expiry and a wrong lot are refused and journalled (the
     batch keeps waiting, its clock on the wall); a lot keyed in without its expiry or a label
-    giving its lot twice never reaches it; a hold and restart ask again; the right GS1 label
-    doses that lot, and the record and its replay carry it."""
+    giving its lot twice never reaches it; a pause or a hold there is named when a scan comes,
+    and a restart asks again; the right GS1 label doses that lot, and the record and its replay
+    carry it."""
     recipe = scanned_smoke(tmp_path)
     batch = batches(str(recipe), "--lot", "activator=TA-2291")
     events = batch.wait_for(
@@ -394,6 +395,8 @@ def test_an_addition_waits_for_its_container_scan_and_doses_only_the_right_lot(
     waited = events[-1].batch_time - asked.batch_time
     assert kept_pace(waited, seen), waited  # a person's time, not a free-running clock
     assert not any(e.kind == "setpoint" and e.data["parameter"] == "add_activator" for e in events)
+    held = batch.scan_lot("--material", "activator", "--lot", "TA-2291", *in_date, expect=4)
+    assert "the batch is Held: its addition of activator waits" in held.stderr
     batch.command("restart")
     batch.wait_for(
         lambda ev: sum(e.kind == "lot_requested" for e in ev) == 2, "the request after restart"

@@ -4,16 +4,17 @@ All on virtual time, against the twin over the wire."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from batch_harness import S, finished
 from bedside import scanned_smoke
 from site_users import PEOPLE
 
 from twin.engine.inbox import send_command
-from twin.engine.lots import scan_from
+from twin.engine.lots import LotScan, NoScanWanted, scan_from
 from twin.report import build_record
 
 
@@ -58,6 +59,7 @@ async def test_a_container_scanned_without_an_expiry_is_refused_and_journalled(
     signed = {e.data["signed_seq"] for e in run.kinds("signature")}
     assert {s.seq for s in scans} <= signed, "each refused scan is kim's signed act"
     assert not [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_activator"]
+    assert run.batch.status == "Running (waiting for a scan of the activator container)"
     # The batch date is the last day the container may be used.
     reply = await scan(run, {"material": "activator", "lot": "TA-2291", "expiry": str(today)})
     assert reply["status"] == "accepted", reply
@@ -73,6 +75,32 @@ async def test_a_container_scanned_without_an_expiry_is_refused_and_journalled(
     assert line.endswith("; and 1 more (under Deviations)")  # ... and how many are not
     assert line.startswith("4 material scan(s) refused (wrong material or lot, expired or no")
     assert len([d for d in record.deviations if d.kind == "lot scan"]) == 4
+
+
+async def test_a_scan_while_paused_is_told_the_addition_waits_for_the_batch(
+    running: Any, tmp_path: Path
+) -> None:
+    """Paused (or held) while its addition waits for the scan, the batch takes none and says
+    why: it is paused, the addition waits and asks again when resumed; nothing is journalled.
+    Once resumed it asks again and takes the scan."""
+    run = await running(str(scanned_smoke(tmp_path)))
+    await run.until(lambda e: e.kind == "lot_requested")
+    run.batch.command("pause", who="bob", why="shift change")
+    await run.until_state(S.PAUSED)
+    before = len(run.events)
+    good = {"material": "activator", "lot": "TA-1", "expiry": "2099-12-31"}
+    reply = await scan(run, good)
+    assert reply["status"] == "refused" and reply["state"] == "Paused", reply
+    assert reply["message"].startswith("the batch is Paused: its addition of activator waits")
+    assert "no addition is waiting" not in reply["message"]
+    assert not [e for e in run.events[before:] if e.kind in ("lot_scan", "signature")]
+    run.batch.command("resume", who="bob", why="back")
+    await run.until(lambda e: e.kind == "lot_requested" and e.seq > before)
+    assert (await scan(run, good))["status"] == "accepted"
+    assert await finished(run) is S.COMPLETE
+    # Ended (its command address closed), the engine itself still says why it takes none.
+    with pytest.raises(NoScanWanted, match=r"no addition is waiting .* \(the batch is Complete\)"):
+        run.batch.present_lot(LotScan("activator", "TA-1", date(2099, 12, 31)), who="kim", why="x")
 
 
 async def test_the_twins_simulated_person_scans_a_container_in_date(running: Any) -> None:

@@ -46,9 +46,9 @@ from twin.clock import Clock
 from twin.engine.alarms import Alarms, is_critical
 from twin.engine.context import BatchContext, PhaseInterrupted
 from twin.engine.inbox import serve_commands
-from twin.engine.lots import LotScan
+from twin.engine.lots import LotScan, NoScanWanted
 from twin.engine.modules import ControlModules
-from twin.engine.phases import PhaseLogic, make_phase
+from twin.engine.phases import AddMaterial, PhaseLogic, make_phase
 from twin.engine.states import LEVELS, Command, ProceduralState, StateMachine
 from twin.errors import CommandRefused, CommunicationError, EquipmentError, InterlockTripped
 from twin.journal import Event, Journal
@@ -265,6 +265,9 @@ class Batch:
                 if machine.state is not S.RUNNING and machine.state is not S.IDLE:
                     return f"Running ({machine.element} {machine.state.label})"
             if self._awaiting_scan:
+                material = self.ctx.lots.waiting_for
+                if material is not None:  # as the station and the console show it
+                    return f"Running (waiting for a scan of the {material} container)"
                 return "Running (waiting for the identity scan)"
         elif state in (S.PAUSING, S.PAUSED):  # a hold below stands through the pause
             for machine in self._chain()[1:]:
@@ -429,8 +432,34 @@ class Batch:
         self, scan: LotScan, *, who: str, why: str, signer: Signer | None = None
     ) -> tuple[Event, str | None]:
         """An operator's scan of a material container, checked by the addition waiting for it
-        (journalled, with the signature); NoScanWanted when none waits."""
-        return self.ctx.lots.present(scan, who=who, why=why, signer=signer)
+        (journalled, with the signature); NoScanWanted when none waits, saying why."""
+        try:
+            return self.ctx.lots.present(scan, who=who, why=why, signer=signer)
+        except NoScanWanted:
+            raise NoScanWanted(self._no_lot_wanted()) from None
+
+    def _no_lot_wanted(self) -> str:
+        """Why no lot scan is taken now: the addition waits while the batch does (paused,
+        held: it asks again when it runs on), or no addition waits for one."""
+        status, step = self.status, self.current
+        logic = step.logic if step is not None else None
+        ending = (S.STOPPING, S.ABORTING)
+        if (
+            isinstance(logic, AddMaterial)
+            and logic.params.scan_lot
+            and logic.scanned_lot is None
+            and not logic.dosed
+            and not any(m.state.is_final or m.state in ending for m in self._chain())
+        ):
+            return (
+                f"the batch is {status}: its addition of {logic.params.material} waits for "
+                "the container's scan and asks for it again (lot_requested) when the batch "
+                "runs on (resumed after a pause, restarted after a hold); scan then"
+            )
+        return (
+            f"no addition is waiting for a lot scan (the batch is {status}): an add phase "
+            "with scan_lot asks for one (lot_requested); scan then"
+        )
 
     def acknowledge(
         self,
