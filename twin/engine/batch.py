@@ -265,15 +265,19 @@ class Batch:
                 if machine.state is not S.RUNNING and machine.state is not S.IDLE:
                     return f"Running ({machine.element} {machine.state.label})"
             if self._awaiting_scan:
-                material = self.ctx.lots.waiting_for
-                if material is not None:  # as the station and the console show it
-                    return f"Running (waiting for a scan of the {material} container)"
-                return "Running (waiting for the identity scan)"
+                return f"Running (waiting for {self._scan_awaited()})"
         elif state in (S.PAUSING, S.PAUSED):  # a hold below stands through the pause
             for machine in self._chain()[1:]:
                 if machine.state in (S.HOLDING, S.HELD, S.STOPPING, S.ABORTING):
                     return f"{state.label} ({machine.element} {machine.state.label})"
         return state.label
+
+    def _scan_awaited(self) -> str:
+        """The scan a phase waits for, as the station and the console name it."""
+        material = self.ctx.lots.waiting_for
+        if material is not None:
+            return f"a scan of the {material} container"
+        return "the identity scan"
 
     def _next_change(self) -> asyncio.Future[None]:
         """A future resolved (with None) at the batch's next state change."""
@@ -521,7 +525,7 @@ class Batch:
         if waiting:
             return f"paused while {waiting[0].element} is {waiting[0].state.label}"
         if self._awaiting_scan:
-            return f"paused at {step.path}, waiting for the identity scan"
+            return f"paused at {step.path}, waiting for {self._scan_awaited()}"
         return f"paused at {step.path}"
 
     async def _safe_point(self) -> None:
