@@ -23,12 +23,14 @@ from ruamel.yaml.nodes import ScalarNode
 from twin.errors import InvalidInput, Problem
 
 __all__ = [
+    "EMPTY_VALUE",
     "MAX_BYTES",
     "MAX_DEPTH",
     "SourceMap",
     "load_yaml",
     "problems_from_validation",
     "validate_document",
+    "with_empty",
 ]
 
 Loc = Sequence[int | str]
@@ -41,6 +43,29 @@ class SourceMap:
     def __init__(self, file: str, root: Any) -> None:
         self.file = file
         self.root = root
+        #: Each key written and left empty (``key:``, ``key: null``) by its path, with its
+        #: Problem: reported with the schema's problems by :func:`validate_document`.
+        self.empty_at: dict[tuple[int | str, ...], Problem] = {}
+
+    @property
+    def empty(self) -> list[Problem]:
+        return list(self.empty_at.values())
+
+    def path(self, loc: Loc) -> tuple[int | str, ...] | None:
+        """``loc`` as a path in the document (a pydantic union tag left out), or None when
+        its last part is not there (a missing key)."""
+        node = self.root
+        path: list[int | str] = []
+        for part in loc:
+            in_map = isinstance(node, CommentedMap) and part in node
+            in_seq = isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node)
+            if in_map or in_seq:
+                node = node[part]
+                path.append(part)
+            elif not (isinstance(node, CommentedMap) and isinstance(part, str)):
+                return None
+            # else a union tag in pydantic's path (or a missing key: below)
+        return tuple(path) if loc and path and path[-1] == loc[-1] else None
 
     def position(self, loc: Loc, *, key: bool = False) -> tuple[int, int]:
         """1-based (line, col) of the value at ``loc`` (or of its key), as near as the file says."""
@@ -72,6 +97,8 @@ class SourceMap:
         return Problem(self.file, line, col, message)
 
 
+#: Said of a key written and left empty, after its name.
+EMPTY_VALUE = "written but empty: declare a value, or leave the key out for the default"
 #: Larger recipe, bench or scenario files are refused unread (the shipped ones are < 10 KiB).
 MAX_BYTES = 1024 * 1024
 #: Deeper nesting is refused before it is built (a recipe is about 8 levels deep).
@@ -208,11 +235,31 @@ def _check_keys(file: str, node: Any) -> None:
             _check_keys(file, item)
 
 
+def _find_empty(source: SourceMap, node: Any, path: tuple[int | str, ...]) -> None:
+    """Note every key written and left empty (``key:``, ``key: null``, ``key: ~``) at its
+    key: a key written declares something, and one left empty was taken as not written (a
+    default, often no check at all: an empty ``min_viability_pct:`` dropped an acceptance
+    check). Every optional key has its default by leaving it out."""
+    if isinstance(node, CommentedMap):
+        for key, value in node.items():
+            if value is None:
+                pos = node.lc.key(key) if key in node.lc.data else None
+                line, col = (pos[0] + 1, pos[1] + 1) if pos else (1, 1)
+                problem = Problem(source.file, line, col, f"{key}: {EMPTY_VALUE}")
+                source.empty_at[(*path, key)] = problem
+            else:
+                _find_empty(source, value, (*path, key))
+    elif isinstance(node, CommentedSeq):
+        for i, item in enumerate(node):
+            _find_empty(source, item, (*path, i))
+
+
 def load_yaml(path: Path) -> tuple[Any, SourceMap]:
     """Read a YAML file keeping positions; any malformed file becomes one Problem with its
     line: unreadable, too large, not UTF-8, control characters, aliases, merge keys, keys
     that are not text, too deep, a syntax error. Never a traceback, a hang or unbounded
-    memory."""
+    memory. Keys written and left empty are listed in the map (``SourceMap.empty``), to be
+    reported with the schema's problems."""
     file = str(path)
     try:
         with path.open("rb") as f:
@@ -236,7 +283,9 @@ def load_yaml(path: Path) -> tuple[Any, SourceMap]:
         raise InvalidInput([Problem(file, 1, 1, f"cannot be read as YAML: {exc}")]) from None
     if not isinstance(data, CommentedMap):
         raise InvalidInput([Problem(file, 1, 1, "expected a mapping at the top of the file")])
-    return data, SourceMap(file, data)
+    source = SourceMap(file, data)
+    _find_empty(source, data, ())
+    return data, source
 
 
 def _vocabulary(models: Iterable[type[BaseModel]]) -> set[str]:
@@ -263,6 +312,8 @@ def problems_from_validation(
         loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
         where = str(loc[-1]) if loc else "(top)"
         kind = err["type"]
+        if kind != "extra_forbidden" and source.empty_at and source.path(loc) in source.empty_at:
+            continue  # the value left empty is not a mapping, not text...: said once, as empty
         if kind == "extra_forbidden":
             name = str(loc[-1])
             beside = missing.get(tuple(loc[:-1]), [])  # 'rmp' where 'rpm' is missing: that one
@@ -291,8 +342,23 @@ def problems_from_validation(
 def validate_document(
     model: type[M], data: Any, source: SourceMap, models: Iterable[type[BaseModel]] = ()
 ) -> M:
-    """Validate a loaded document; all problems at once as InvalidInput."""
+    """Validate a loaded document; all problems at once as InvalidInput, keys written and
+    left empty among them."""
     try:
-        return model.model_validate(data)
+        validated = model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(problems_from_validation(exc, source, models)) from None
+        raise InvalidInput(
+            with_empty(source, problems_from_validation(exc, source, models))
+        ) from None
+    if source.empty:
+        raise InvalidInput(source.empty)
+    return validated
+
+
+def with_empty(source: SourceMap, problems: Iterable[Problem]) -> list[Problem]:
+    """``problems`` and the keys written and left empty, sorted; an unknown key left empty
+    is named as unknown only."""
+    every = set(problems)
+    unknown = {(p.line, p.col) for p in every if p.message.startswith("unknown key")}
+    every |= {p for p in source.empty if (p.line, p.col) not in unknown}
+    return sorted(every, key=lambda p: (p.line, p.col, p.message))

@@ -11,7 +11,7 @@ from twin.errors import InvalidInput, Problem
 from twin.recipe.model import ALL_MODELS, Recipe
 from twin.recipe.parameters import resolve_parameters
 from twin.recipe.phases import Phase
-from twin.sourcemap import SourceMap, load_yaml, validate_document
+from twin.sourcemap import SourceMap, load_yaml, validate_document, with_empty
 
 __all__ = ["LoadedRecipe", "content_hash", "load_recipe"]
 
@@ -139,7 +139,7 @@ def load_recipe(path: Path | str, parameters: dict[str, str] | None = None) -> L
     data, source = load_yaml(path)
     values, problems = resolve_parameters(data, source, parameters)
     if problems:
-        raise InvalidInput(problems)
+        raise InvalidInput(with_empty(source, problems))
     problems = _check_references(data, source)
     try:
         model = validate_document(Recipe, data, source, ALL_MODELS)

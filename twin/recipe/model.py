@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from twin.names import SAFE_NAME_RULE, UnsafeName, check_safe_name
 from twin.recipe.monitors import Monitor
@@ -80,19 +80,6 @@ class EquipmentRequirement(_Strict):
     on_hold: EquipmentReaction | None = None
     #: What a controlled stop does to it once the current phase has shut down.
     on_stop: EquipmentReaction | None = None
-
-    @field_validator("on_hold", "on_stop", mode="before")
-    @classmethod
-    def _written_means_declared(cls, value: object) -> object:
-        # Only a key that is written reaches this (a missing one takes the default): one
-        # written and left empty (`on_hold:`, `on_hold: null`) declares nothing, and
-        # someone meant it to.
-        if value is None:
-            raise ValueError(
-                "written but empty: declare 'control' or 'safe', or leave the key out for "
-                "the default by type"
-            )
-        return value
 
     @model_validator(mode="after")
     def _electroporator_is_made_safe(self) -> EquipmentRequirement:

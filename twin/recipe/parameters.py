@@ -105,6 +105,8 @@ def resolve_parameters(
     values: dict[str, Any] = {}
     overrides = dict(overrides or {})
     for name, spec_raw in raw.items():
+        if spec_raw is None:
+            continue  # written and left empty: said so at its key (SourceMap.empty)
         try:
             spec = Parameter.model_validate(spec_raw)
         except ValidationError as exc:  # one line per problem, at its key
