@@ -5,9 +5,11 @@ raises InvalidInput with FILE:LINE:COL problems; never another exception, never 
 from __future__ import annotations
 
 import os
+import re
 import string
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -164,3 +166,59 @@ def test_a_hostile_value_on_any_bench_line_is_a_clear_problem(
         load_bench(path)
     except InvalidInput as exc:
         assert exc.problems and all(p.line >= 1 and p.message for p in exc.problems)
+
+
+RECIPES = {
+    "smoke": SMOKE,
+    "car_t_nonviral": NONVIRAL,
+    "car_t_autologous": (ROOT / "recipes" / "car_t_autologous.yaml").read_text(),
+}
+#: A key and its plain value: on a block-style line (``key: value`` to the end of the line,
+#: after ``- `` too) or as one entry of a flow mapping (``{a: 1, key: value}``, to , or }).
+_BLOCK = re.compile(r"^[ -]*([a-z_][a-z0-9_]*): (?![\x22'])([^{\[#\n]*[^{\[#\s])")
+_FLOW = re.compile(
+    r"(?:(?<=\{)|(?<=, )|^ +)([a-z_][a-z0-9_]*): (?![\x22'])([^,{}\[\]#\n]*[^,{}\[\]#\s])"
+)
+
+
+def _keyed_values() -> list[tuple[str, int, str, int, int]]:
+    """Every such place in the shipped recipes: (recipe, line index, key, its start, the
+    value's end)."""
+    places = []
+    for name, text in RECIPES.items():
+        depth = 0  # open flow mappings and lists (a flow mapping may go on over lines)
+        for n, line in enumerate(text.splitlines()):
+            if line.lstrip().startswith("#"):
+                continue
+            pattern = _FLOW if depth or "{" in line else _BLOCK
+            places += [(name, n, m.group(1), m.start(1), m.end(2)) for m in pattern.finditer(line)]
+            depth += line.count("{") + line.count("[") - line.count("}") - line.count("]")
+    return places
+
+
+KEYED_VALUES = _keyed_values()
+
+
+@FUZZ
+@given(
+    place=st.sampled_from(KEYED_VALUES),
+    empty=st.sampled_from(["", "null", "~", "Null", "NULL", "!!null ''"]),
+)
+def test_any_key_of_a_recipe_left_empty_is_refused_at_that_key(
+    tmp_path_factory, place: tuple[str, int, str, int, int], empty: str
+) -> None:
+    """Whatever key of a shipped recipe (of the header, a parameter, an item, a monitor, a
+    phase, a nested perfusion or target) is left empty, in block or flow style, the recipe
+    is refused with that key named, at its line and column. Before, an optional one was
+    taken as not written: ``min_viability_pct:`` dropped a check and the batch ran."""
+    recipe, n, key, start, end = place
+    lines = RECIPES[recipe].splitlines()
+    lines[n] = f"{lines[n][:start]}{key}: {empty}{lines[n][end:]}"
+    path = write(tmp_path_factory.mktemp("fuzz"), "r.yaml", "\n".join(lines) + "\n")
+    with pytest.raises(InvalidInput) as err:
+        load_recipe(path)
+    where = (n + 1, start + 1)
+    assert any(
+        (p.line, p.col) == where and p.message.startswith(f"{key}: written but empty")
+        for p in err.value.problems
+    ), (lines[n], err.value.problems)
