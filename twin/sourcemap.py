@@ -8,9 +8,11 @@ position in the file.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +31,7 @@ __all__ = [
     "SourceMap",
     "load_yaml",
     "problems_from_validation",
+    "recorded_text",
     "validate_document",
     "with_empty",
 ]
@@ -254,6 +257,22 @@ def _find_empty(source: SourceMap, node: Any, path: tuple[int | str, ...]) -> No
             _find_empty(source, item, (*path, i))
 
 
+#: Set while a journal's recorded text is read again (replay, resume, its batch record).
+_RECORDED: contextvars.ContextVar[bool] = contextvars.ContextVar("recorded", default=False)
+
+
+@contextlib.contextmanager
+def recorded_text() -> Iterator[None]:
+    """Read recorded recipe and bench texts as the version that ran them did: a key left
+    empty was taken as not written until 2026-12-07, and a journal recorded with one must
+    still replay, resume and report as it ran. Every file given anew is held to the rule."""
+    token = _RECORDED.set(True)
+    try:
+        yield
+    finally:
+        _RECORDED.reset(token)
+
+
 def load_yaml(path: Path) -> tuple[Any, SourceMap]:
     """Read a YAML file keeping positions; any malformed file becomes one Problem with its
     line: unreadable, too large, not UTF-8, control characters, aliases, merge keys, keys
@@ -284,7 +303,8 @@ def load_yaml(path: Path) -> tuple[Any, SourceMap]:
     if not isinstance(data, CommentedMap):
         raise InvalidInput([Problem(file, 1, 1, "expected a mapping at the top of the file")])
     source = SourceMap(file, data)
-    _find_empty(source, data, ())
+    if not _RECORDED.get():
+        _find_empty(source, data, ())
     return data, source
 
 

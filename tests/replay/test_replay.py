@@ -640,3 +640,31 @@ def test_a_batch_held_when_it_died_has_its_hold_driven_again_on_resume(tmp_path:
     plant = plants[0]
     assert plant.bioreactor.perfusion_ml_per_day == 0.0  # type: ignore[attr-defined]
     assert replay(journal).identical
+
+
+def test_a_recorded_recipe_with_a_key_left_empty_is_read_as_it_ran(smoke_journal: Path) -> None:
+    """A key left empty was taken as not written until 2026-12-07, and is refused in any
+    file given now; a journal recorded with one is read again as the version that ran it
+    read it (replay, resume and its batch record would otherwise lose the recipe)."""
+    import dataclasses
+
+    from twin.errors import InvalidInput
+    from twin.replay.recording import Recording
+    from twin.report.record import recorded_recipe
+
+    events = list(read_events(smoke_journal))
+    header = dict(events[0].data)
+    text = header["recipe"]["text"].replace(
+        "min_viability_pct: 50}", "min_viability_pct: 50, min_viable_cells_per_ml: }"
+    )
+    assert text != header["recipe"]["text"]
+    header["recipe"] = {**header["recipe"], "text": text, "path": "/nonexistent/smoke.yaml"}
+    started = dataclasses.replace(events[0], data=header)
+    recording = Recording(smoke_journal, [started, *events[1:]])
+    with recording.recipe() as loaded:
+        assert loaded.model.recipe.id == load_recipe(SMOKE).model.recipe.id
+    assert recorded_recipe(header) is not None
+    given = smoke_journal.parent / "given.yaml"
+    given.write_text(text)
+    with pytest.raises(InvalidInput, match="written but empty"):
+        load_recipe(given)

@@ -18,6 +18,7 @@ from twin.bench import LoadedBench, load_bench, with_seed
 from twin.errors import JournalError
 from twin.journal import CHECKPOINT, Event, read_events, require_intact
 from twin.recipe import LoadedRecipe, load_recipe
+from twin.sourcemap import recorded_text
 
 __all__ = ["NOT_THE_ENGINES", "Recording", "load_recording"]
 
@@ -92,14 +93,18 @@ class Recording:
             yield load_recipe(override, params)
             return
         with _as_file(recorded["path"], recorded["text"]) as path:
-            yield load_recipe(path, params)
+            with recorded_text():  # as the version that ran it read it
+                recipe = load_recipe(path, params)
+            yield recipe
 
     @contextlib.contextmanager
     def bench(self) -> Iterator[LoadedBench]:
         """The recorded bench (its recorded text, wherever the file is now)."""
         recorded = self.header["bench"]
         with _as_file(recorded["path"], recorded["text"]) as path:
-            yield with_seed(load_bench(path), recorded.get("seed"))
+            with recorded_text():
+                bench = with_seed(load_bench(path), recorded.get("seed"))
+            yield bench
 
 
 @contextlib.contextmanager

@@ -196,13 +196,15 @@ def recorded_recipe(started: dict[str, Any]) -> Recipe | None:
     if not text:
         return None
     from twin.recipe import load_recipe
+    from twin.sourcemap import recorded_text
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "recipe.yaml"
         path.write_text(text, encoding="utf-8")
         try:
             params = recipe.get("parameters") or {}
-            return load_recipe(path, {k: str(v) for k, v in params.items()} or None).model
+            with recorded_text():  # as the version that ran it read it
+                return load_recipe(path, {k: str(v) for k, v in params.items()} or None).model
         except (PocTwinError, TypeError, ValueError, AttributeError):
             return None
 
