@@ -293,6 +293,7 @@ async def run_batch_async(
                         },
                         "seeded_viable_cells": seeded,
                         "lots": dict(lots or {}),
+                        "lot_expiry_required": True,
                         "clock_zero": clock.started_at.isoformat(),
                         **(
                             {"simulated_operator": {"scan_after_s": bedside_after_s}}

@@ -150,7 +150,25 @@ _KEY_KINDS = {
     "tag:yaml.org,2002:null": "null",
     "tag:yaml.org,2002:timestamp": "a date",
 }
+#: Set while a journal's recorded text is read again (replay, resume, its batch record).
+_RECORDED: contextvars.ContextVar[bool] = contextvars.ContextVar("recorded", default=False)
+
+
+@contextlib.contextmanager
+def recorded_text() -> Iterator[None]:
+    """Read recorded recipe and bench texts as the version that ran them did: a key left
+    empty was taken as not written, and a merge key (``<<``) merged, until 2026-12-07; a
+    journal recorded with one must still replay, resume and report as it ran. Every file
+    given anew is held to the rules."""
+    token = _RECORDED.set(True)
+    try:
+        yield
+    finally:
+        _RECORDED.reset(token)
+
+
 _MERGE = "tag:yaml.org,2002:merge"
+_MERGE_REFUSED = "YAML merge keys (<<) are not allowed: write the keys out"
 
 
 def _key_problem(event: Any, resolver: Any) -> str | None:
@@ -166,7 +184,7 @@ def _key_problem(event: Any, resolver: Any) -> str | None:
     tag = str(event.tag) if event.tag is not None else None
     plain = event.style is None and event.implicit[0]
     if tag == _MERGE or (tag is None and plain and event.value == "<<"):
-        return "YAML merge keys (<<) are not allowed: write the keys out"
+        return _MERGE_REFUSED
     if tag is not None:
         return f"a tag ({tag}) on a key is not allowed: a key is a name"
     if not plain:
@@ -202,7 +220,8 @@ def _check_events(file: str, text: str) -> None:
             open_[-1][1] += 1
             if is_mapping and count % 2 == 0:
                 problem = _key_problem(event, resolver)
-                if problem is not None:
+                # (a recorded text is read as it ran: a merge was taken until 2026-12-07)
+                if problem is not None and not (problem is _MERGE_REFUSED and _RECORDED.get()):
                     raise InvalidInput([Problem(file, *where, problem)])
         if kind in ("MappingStartEvent", "SequenceStartEvent"):
             open_.append([kind == "MappingStartEvent", 0])
@@ -255,22 +274,6 @@ def _find_empty(source: SourceMap, node: Any, path: tuple[int | str, ...]) -> No
     elif isinstance(node, CommentedSeq):
         for i, item in enumerate(node):
             _find_empty(source, item, (*path, i))
-
-
-#: Set while a journal's recorded text is read again (replay, resume, its batch record).
-_RECORDED: contextvars.ContextVar[bool] = contextvars.ContextVar("recorded", default=False)
-
-
-@contextlib.contextmanager
-def recorded_text() -> Iterator[None]:
-    """Read recorded recipe and bench texts as the version that ran them did: a key left
-    empty was taken as not written until 2026-12-07, and a journal recorded with one must
-    still replay, resume and report as it ran. Every file given anew is held to the rule."""
-    token = _RECORDED.set(True)
-    try:
-        yield
-    finally:
-        _RECORDED.reset(token)
 
 
 def load_yaml(path: Path) -> tuple[Any, SourceMap]:

@@ -656,7 +656,8 @@ def test_a_recorded_recipe_with_a_key_left_empty_is_read_as_it_ran(smoke_journal
     header = dict(events[0].data)
     text = header["recipe"]["text"].replace(
         "min_viability_pct: 50}", "min_viability_pct: 50, min_viable_cells_per_ml: }"
-    )
+    )  # and a merge key, as a recipe could have it then
+    text = text.replace("sample_every_h: 2", "<<: {sample_every_h: 2}")
     assert text != header["recipe"]["text"]
     header["recipe"] = {**header["recipe"], "text": text, "path": "/nonexistent/smoke.yaml"}
     started = dataclasses.replace(events[0], data=header)
@@ -666,5 +667,34 @@ def test_a_recorded_recipe_with_a_key_left_empty_is_read_as_it_ran(smoke_journal
     assert recorded_recipe(header) is not None
     given = smoke_journal.parent / "given.yaml"
     given.write_text(text)
+    with pytest.raises(InvalidInput, match="merge keys"):
+        load_recipe(given)
+    given.write_text(text.replace("<<: {sample_every_h: 2}", "sample_every_h: 2"))
     with pytest.raises(InvalidInput, match="written but empty"):
         load_recipe(given)
+
+
+def test_a_batch_recorded_before_scans_needed_an_expiry_is_judged_as_it_was(
+    smoke_journal: Path,
+) -> None:
+    """A lot scan without an expiry was accepted until 2026-12-07 (the twin's simulated
+    person scanned so): a journal recorded then replays, and resumes, judging it as it was.
+    A batch started now records that a scan needs an expiry, and is held to it."""
+    import dataclasses
+
+    from twin.replay.recording import Recording
+    from twin.replay.session import ReplaySession
+
+    events = list(read_events(smoke_journal))
+    assert events[0].data["lot_expiry_required"] is True
+    old = {k: v for k, v in events[0].data.items() if k != "lot_expiry_required"}
+    for header, required in ((events[0].data, True), (old, False)):
+        recording = Recording(smoke_journal, [dataclasses.replace(events[0], data=header)])
+        with recording.recipe() as recipe, recording.bench() as bench:
+
+            async def built(recording: Recording = recording) -> ReplaySession:
+                path = smoke_journal.with_suffix(".x")
+                return ReplaySession(recording, recipe, bench, command_path=path)
+
+            session = asyncio.run(built())
+            assert session.batch.ctx.lots.expiry_required is required

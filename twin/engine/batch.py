@@ -113,6 +113,7 @@ class Batch:
         users: UserStore | None = None,
         relay_token: str | None = None,
         lots: dict[str, str] | None = None,
+        lot_expiry_required: bool = True,
         command_socket: socket.socket | None = None,
     ) -> None:
         self.recipe = recipe
@@ -155,6 +156,8 @@ class Batch:
         if patient_id and bag_id:
             self.ctx.ordered_identity = (patient_id, bag_id)
         self.ctx.expected_lots = dict(lots or {})
+        # (False only to replay or resume a batch started before a scan needed an expiry)
+        self.ctx.lots.expiry_required = lot_expiry_required
         kinds = {
             name: need.type for name, need in recipe.model.equipment.items() if name in equipment
         }

@@ -166,6 +166,9 @@ class LotDesk:
         self._today = today
         self._on_waiting = on_waiting
         self._wanted: _Wanted | None = None
+        #: A scan without an expiry is refused (batches recorded before 2026-12-07 took it:
+        #: their replay and resume judge it as they did, from ``batch_started``).
+        self.expiry_required = True
 
     @property
     def waiting_for(self) -> str | None:
@@ -218,11 +221,11 @@ class LotDesk:
         if wanted.expected_lot is not None and scan.lot != wanted.expected_lot:
             return f"lot {scan.lot} scanned, the batch is to use lot {wanted.expected_lot}"
         today = self._today()
-        if scan.expiry is None:  # whatever client sent it: no expiry, no dose
+        if scan.expiry is None and self.expiry_required:  # whatever client sent it
             return (
                 f"lot {scan.lot} scanned without an expiry date (batch date {today}): scan "
                 "the label's GS1 code with its expiry (AI 17), or key in lot and expiry"
             )
-        if scan.expiry < today:
+        if scan.expiry is not None and scan.expiry < today:
             return f"lot {scan.lot} expired on {scan.expiry.isoformat()} (batch date {today})"
         return None

@@ -90,6 +90,8 @@ class ReplaySession:
             bag_id=header.get("bag_id"),
             command_path=self.command_path,
             lots=header.get("lots") or None,
+            # recorded before a scan needed an expiry: judged as it was
+            lot_expiry_required=header.get("lot_expiry_required") is True,
         )
 
     def _clock_zero(self) -> datetime:
