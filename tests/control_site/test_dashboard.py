@@ -9,8 +9,11 @@ differ). A person signs in with the form and reads the pages over HTTP.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -353,3 +356,146 @@ def test_each_batch_links_to_its_record_built_from_the_stored_events(
     events = len(list(read_events(cart_journal)))
     assert f"from the {events} events of batch {batch}" in record
     assert "JOURNAL DOES NOT VERIFY" in broken and "broken at event 500" in broken
+
+
+def _moved(src: str, dst: str, command: str, why: str) -> dict[str, str]:
+    """A transition event's data, as the batch journals it."""
+    return {"from": src, "to": dst, "command": command, "who": "kim", "why": why}
+
+
+def test_a_hold_below_the_procedure_a_pause_and_a_scan_awaited_need_attention(
+    store: Store, cart_journal: Path, tmp_path: Path
+) -> None:
+    """A held unit showed "Running", ok, with "Request hold" offered; a batch waiting for the
+    identity scan showed only its phase; a paused one was not flagged. Each now reads as the
+    batch itself words it (``Batch.status``, as the station shows it) and needs attention."""
+    unit, op = "unit:expansion_bioreactor", "operation:expansion_bioreactor/activation"
+    why = "look at the bag"
+    held = copy_batch(
+        cart_journal,
+        tmp_path / "u1.sqlite",
+        "u1",
+        upto=2000,
+        extra=[
+            (0.7 * DAY, "transition", unit, _moved("Running", "Holding", "hold", why)),
+            (0.7 * DAY, "transition", op, _moved("Running", "Holding", "hold", why)),
+            (0.7 * DAY, "transition", op, _moved("Holding", "Held", "finish", "")),
+            (0.7 * DAY, "transition", unit, _moved("Holding", "Held", "finish", "")),
+        ],
+    )
+    procedure = "procedure:car-t-autologous-lv"
+    paused = copy_batch(
+        cart_journal,
+        tmp_path / "p1.sqlite",
+        "p1",
+        upto=2000,
+        extra=[
+            (
+                0.7 * DAY,
+                "transition",
+                procedure,
+                _moved("Running", "Pausing", "pause", "shift change"),
+            ),
+            (
+                0.7 * DAY,
+                "transition",
+                procedure,
+                _moved("Pausing", "Paused", "finish", ""),
+            ),
+        ],
+    )
+    scan = copy_batch(cart_journal, tmp_path / "i1.sqlite", "i1", upto=3240)  # identity asked
+    running = copy_batch(cart_journal, tmp_path / "r1.sqlite", "r1", upto=2000)
+    for name, journal in (("u1", held), ("p1", paused), ("i1", scan), ("r1", running)):
+        store.ingest(messages_of(journal, "site-a", "cleanroom-1", name))
+
+    def steps(base: str) -> dict[str, Any]:
+        person = Person(base)
+        person.sign_in()
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        hold = urllib.request.Request(
+            f"{base}/batch/site-a/u1/hold", data=b"reason=check", method="POST"
+        )
+        hold.add_header("Authorization", f"Basic {token}")
+        try:
+            urllib.request.urlopen(hold, timeout=30)
+            refused: tuple[int, str] = (200, "")
+        except urllib.error.HTTPError as exc:
+            refused = (exc.code, exc.read().decode())
+        return {
+            "api": json.loads(person.get("/api/batches")[2]),
+            "overview": person.get("/")[2],
+            "held only": person.get("/?state=held")[2],
+            "u1": person.get("/batch/site-a/u1")[2],
+            "i1": person.get("/batch/site-a/i1")[2],
+            "p1": person.get("/batch/site-a/p1")[2],
+            "hold u1": refused,
+        }
+
+    seen = served(store, users_file(tmp_path), steps)
+    api = {r["batch"]: r for r in seen["api"]}
+    assert api["u1"]["state"] == "Running (unit:expansion_bioreactor Held)"
+    assert api["u1"]["procedure_state"] == "Running"
+    assert api["u1"]["attention"] == [
+        "Running (unit:expansion_bioreactor Held): unit:expansion_bioreactor: look at the bag"
+    ]
+    assert api["i1"]["state"] == "Running (waiting for the identity scan)"
+    assert api["i1"]["attention"] == [
+        "Running (waiting for the identity scan): a person at the site must scan it"
+    ]
+    assert api["p1"]["state"] == "Paused"
+    assert api["p1"]["attention"] == ["Paused: shift change"]
+    assert api["r1"]["state"] == "Running" and api["r1"]["attention"] == []
+    assert "unit:expansion_bioreactor Held" in row_of(seen["overview"], "u1")
+    assert "a person at the site must scan it" in row_of(seen["overview"], "i1")
+    assert "data-batch='u1'" in seen["held only"] and "data-batch='r1'" not in seen["held only"]
+    # No hold offered over a held unit, and none sent if asked for (409, audited).
+    assert "Request hold" not in seen["u1"]
+    assert (
+        "The batch is Running (unit:expansion_bioreactor Held): there is nothing to hold."
+        in seen["u1"]
+    )
+    status, text = seen["hold u1"]
+    assert status == 409 and "is Running (unit:expansion_bioreactor Held)" in text, text
+    # A batch waiting for a scan, or paused, can still be held from here.
+    assert "Request hold" in seen["i1"] and "Request hold" in seen["p1"]
+    assert "<b id='state'>Running (waiting for the identity scan)</b>" in seen["i1"]
+
+
+def test_alarm_counts_are_every_alarm_raised_and_those_not_acknowledged(
+    store: Store, cart_journal: Path, tmp_path: Path
+) -> None:
+    """129 alarms raised showed as "20 alarm(s)" (the message lists the latest 20), and the
+    count never went down as they were acknowledged."""
+    alarms = [
+        (0.7 * DAY + i, "alarm", "bioreactor", {"alarm": "t", "message": f"temperature {i}"})
+        for i in range(129)
+    ]
+    journal = copy_batch(cart_journal, tmp_path / "a1.sqlite", "a1", upto=2000, extra=alarms)
+    store.ingest(messages_of(journal, "site-a", "cleanroom-1", "a1"))
+    first = [e.seq for e in read_events(journal) if e.kind == "alarm"]
+    row = {r["batch"]: r for r in overview_rows(store)}["a1"]
+    assert row["attention"] == [
+        "129 alarm(s) not acknowledged of 129 raised, last: temperature 128"
+    ]
+    acks = [
+        (0.8 * DAY, "alarm_ack", "bioreactor", {"alarm_seq": seq, "user": "sam", "comment": "ok"})
+        for seq in first[:100]
+    ]
+    acked = copy_batch(
+        cart_journal, tmp_path / "a2.sqlite", "a1", upto=2000, extra=[*alarms, *acks]
+    )
+    store.ingest(messages_of(acked, "site-a", "cleanroom-1", "a1")[-1:])  # its newer state
+    row = {r["batch"]: r for r in overview_rows(store)}["a1"]
+    assert row["attention"] == ["29 alarm(s) not acknowledged of 129 raised, last: temperature 128"]
+    assert (row["alarms_raised"], row["alarms_unacknowledged"]) == (129, 29)
+    acks = [
+        (0.8 * DAY, "alarm_ack", "bioreactor", {"alarm_seq": seq, "user": "sam", "comment": "ok"})
+        for seq in first
+    ]
+    acked = copy_batch(
+        cart_journal, tmp_path / "a3.sqlite", "a1", upto=2000, extra=[*alarms, *acks]
+    )
+    store.ingest(messages_of(acked, "site-a", "cleanroom-1", "a1")[-1:])
+    row = {r["batch"]: r for r in overview_rows(store)}["a1"]
+    assert row["attention"] == [] and row["alarms_unacknowledged"] == 0

@@ -20,7 +20,7 @@ from twin.control_site.live import batch_token, live_region
 from twin.control_site.pages import act_button, fmt, page, sign_dialog, table
 from twin.control_site.plans import Plans
 from twin.control_site.store import Store
-from twin.control_site.supervision import NOT_HOLDABLE
+from twin.control_site.supervision import no_hold_why
 from twin.control_site.views import (
     data_age,
     head_cell,
@@ -41,8 +41,9 @@ TREND_PVS = ("temperature_c", "do_pct", "ph", "viable_cells_per_ml", "volume_ml"
 
 
 def hold_offered(row: dict[str, Any]) -> bool:
-    """Whether 'request hold' makes sense: the batch has not ended and is not held already."""
-    return not row["ended"] and row["state"] not in NOT_HOLDABLE
+    """Whether 'request hold' makes sense: the batch has not ended, is not held already and
+    nothing below its procedure is held (the supervision refuses the same)."""
+    return no_hold_why(row["procedure_state"], row["state"], row["ended"]) is None
 
 
 def _acts(row: dict[str, Any], site: str, batch: str) -> str:
@@ -64,6 +65,8 @@ def _acts(row: dict[str, Any], site: str, batch: str) -> str:
         why = f"The batch has ended {row['state']}: no hold."
     else:
         why = f"The batch is {row['state']}: there is nothing to hold."
+        if row["procedure_state"] == "Running":
+            why += " Its operators restart the held element at the site."
     return f"<p id='no-hold' class='muted'>{escape(why)}</p>"
 
 

@@ -110,13 +110,19 @@ class StateBody(_Body):
     """A batch's retained state: what the overview shows per batch."""
 
     state: StateName
+    #: The state as the batch words it ("Running (unit:x Held)"); sites before it: none.
+    status: Long | None = None
     seq: Seq
     phase: Short = "-"
     batch_time: Finite = 0.0
     day: Finite | None = None
     pv: Annotated[dict[Short, Finite | None], Field(max_length=50)] = {}
     alarms: Annotated[list[Alarm], Field(max_length=100)] = []
+    #: Every alarm raised, and those not acknowledged (``alarms`` lists only the latest).
+    alarms_raised: Seq | None = None
+    alarms_unacknowledged: Seq | None = None
     hold_reason: Long = ""
+    status_reason: Long = ""
     recipe: Short = ""
     ended: Annotated[bool, Field(strict=True)] = False
 

@@ -401,6 +401,16 @@ class Store:
         rows = self.query("SELECT state FROM batches WHERE site=? AND batch=?", (site, batch))
         return str(json.loads(rows[0][0]).get("state")) if rows else None
 
+    def batch_states(self, site: str, batch: str) -> tuple[str, str]:
+        """(procedural state, state as the batch words it: "Running (unit:x Held)") of the
+        batch's latest retained state message; ("", "") for a batch not held."""
+        rows = self.query("SELECT state FROM batches WHERE site=? AND batch=?", (site, batch))
+        if not rows:
+            return "", ""
+        message = json.loads(rows[0][0])
+        state = str(message.get("state", ""))
+        return state, str(message.get("status") or state)
+
     def alarm_acknowledged_by(self, site: str, batch: str, seq: int) -> str | None:
         """Who acknowledged the batch's alarm event ``seq`` ("" nobody yet); None if that
         event is not an alarm of the batch the control site holds."""

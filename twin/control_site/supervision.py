@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -28,7 +29,7 @@ from twin.control_site.messages import shown
 from twin.names import UnsafeName, check_safe_name
 from twin.telemetry.topics import TelemetryError
 
-__all__ = ["NOT_HOLDABLE", "RequestRefused", "Supervision"]
+__all__ = ["NOT_HOLDABLE", "RequestRefused", "Supervision", "held_below", "no_hold_why"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,31 @@ log = logging.getLogger(__name__)
 NOT_HOLDABLE = frozenset(
     {"Holding", "Held", "Stopping", "Stopped", "Aborting", "Aborted", "Complete"}
 )
+
+#: A state below the procedure that is a hold already (or ends its element): a hold of the
+#: batch is not offered over it; its operators restart it (or decide) at its level.
+_HELD_BELOW = frozenset({"Holding", "Held", "Stopping", "Aborting"})
+#: "Running (unit:x Held)", as ``Batch.status`` names a lower element not running.
+_BELOW = re.compile(r"\w+ \((?P<element>(?:unit|operation|phase):\S+) (?P<state>\w+)\)")
+
+
+def held_below(status: str) -> str | None:
+    """The element below the procedure that a batch's status names held (holding, or being
+    stopped or aborted), as "unit:x Held"; None when there is none."""
+    match = _BELOW.fullmatch(status or "")
+    if match is None or match["state"] not in _HELD_BELOW:
+        return None
+    return f"{match['element']} {match['state']}"
+
+
+def no_hold_why(state: str, status: str, ended: bool) -> str | None:
+    """Why a hold of a batch makes no sense (its state, as the batch words it), else None:
+    it has ended, it is held or ending, or an element below the procedure is held."""
+    if ended:
+        return f"has ended {state}: there is nothing to hold"
+    if state in NOT_HOLDABLE or held_below(status):
+        return f"is {status or state}: there is nothing to hold"
+    return None
 
 
 class RequestRefused(TelemetryError):
@@ -71,11 +97,10 @@ class Supervision:
                 raise RequestRefused(
                     f"batch {batch} at site {site} has ended: there is nothing to hold", 409
                 )
-            state = await asyncio.to_thread(self.store.batch_state, site, batch)
-            if state in NOT_HOLDABLE:
-                raise RequestRefused(
-                    f"batch {batch} at site {site} is {state}: there is nothing to hold", 409
-                )
+            state, shown = await asyncio.to_thread(self.store.batch_states, site, batch)
+            why = no_hold_why(state, shown, ended=False)
+            if why is not None:
+                raise RequestRefused(f"batch {batch} at site {site} {why}", 409)
             return unit
 
         body = {"id": rid, "command": "hold", "operator": operator, "reason": reason}

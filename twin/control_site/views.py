@@ -22,6 +22,7 @@ from twin.control_site.pages import act_button, fmt, page, sign_dialog, table
 from twin.control_site.plans import Plans, overrun
 from twin.control_site.quarantine import quarantine_html
 from twin.control_site.store import Store
+from twin.control_site.supervision import held_below
 from twin.station.sessions import Session
 
 __all__ = [
@@ -43,7 +44,17 @@ STALE_AFTER_S = 600.0
 #: Chain flags listed per batch on the overview (the batch page lists them all).
 _FLAGS_SHOWN = 3
 
-_ATTENTION_STATES = {"Held", "Holding", "Stopped", "Aborted", "Stopping", "Aborting"}
+#: Procedure states in which the batch is not running as planned: someone must act.
+_ATTENTION_STATES = {
+    "Held",
+    "Holding",
+    "Stopped",
+    "Aborted",
+    "Stopping",
+    "Aborting",
+    "Paused",
+    "Pausing",
+}
 PV_LABELS = {
     "temperature_c": "temperature °C",
     "do_pct": "DO % air sat.",
@@ -114,12 +125,18 @@ def overview_rows(
         state = json.loads(state_json)
         chain = flags.get((site, batch), [])
         reasons = []
-        if state.get("state") in _ATTENTION_STATES:
-            reasons.append(f"{state['state']}: {state.get('hold_reason') or '-'}")
-        if state.get("alarms"):
-            reasons.append(
-                f"{len(state['alarms'])} alarm(s), last: {state['alarms'][-1]['message']}"
-            )
+        procedure = state.get("state")
+        # As the batch words it: a hold below the procedure, a scan awaited (a site that
+        # sends no status yet: the procedure's state).
+        status = state.get("status") or procedure
+        why = state.get("status_reason") or state.get("hold_reason") or "-"
+        if procedure in _ATTENTION_STATES or held_below(status):
+            reasons.append(f"{status}: {why}")
+        elif "(waiting for " in str(status):
+            reasons.append(f"{status}: a person at the site must scan it")
+        alarms = _alarm_counts(state)
+        if alarms is not None:
+            reasons.append(alarms)
         age = now - float(updated)
         if not online and not state.get("ended"):
             reasons.append("site offline")
@@ -142,7 +159,8 @@ def overview_rows(
                 "site": site,
                 "unit": unit,
                 "batch": batch,
-                "state": state.get("state"),
+                "state": status,
+                "procedure_state": procedure,
                 "phase": state.get("phase"),
                 "day": state.get("day", round(batch_time / 86400, 3) if batch_time else None),
                 "pv": state.get("pv", {}),
@@ -156,6 +174,8 @@ def overview_rows(
                 "updated_at": updated,
                 "age_s": age,
                 "ended": bool(state.get("ended")),
+                "alarms_raised": state.get("alarms_raised", len(state.get("alarms") or [])),
+                "alarms_unacknowledged": state.get("alarms_unacknowledged"),
                 "forecast": state.get("forecast"),
                 "recipe": plan.recipe if plan is not None else state.get("recipe"),
                 "planned_days": None if planned_h is None else round(planned_h / 24, 3),
@@ -163,6 +183,21 @@ def overview_rows(
             }
         )
     return rows
+
+
+def _alarm_counts(state: dict[str, Any]) -> str | None:
+    """The alarms that need someone: those not acknowledged, of all the batch raised (the
+    message lists only the latest 20); None when none waits. A site that sends no counts
+    yet: the alarms its message lists."""
+    listed = state.get("alarms") or []
+    waiting = state.get("alarms_unacknowledged")
+    if not isinstance(waiting, int):
+        return f"{len(listed)} alarm(s), last: {listed[-1]['message']}" if listed else None
+    if waiting == 0:
+        return None
+    raised = state.get("alarms_raised")
+    last = f", last: {listed[-1]['message']}" if listed else ""
+    return f"{waiting} alarm(s) not acknowledged of {raised} raised{last}"
 
 
 def _batch_time(state: dict[str, Any]) -> float:
@@ -235,7 +270,7 @@ class OverviewQuery:
             "all": True,
             "active": not row["ended"],
             "attention": bool(row["attention"]),
-            "held": state in ("Held", "Holding"),
+            "held": row["procedure_state"] in ("Held", "Holding") or bool(held_below(state)),
             "ended": row["ended"],
         }[self.state]
 
