@@ -334,3 +334,74 @@ def test_the_station_scans_a_material_container_for_the_addition_waiting_on_it(
     )
     assert dose.data["lot"] == "TA-2291"
     assert verify(journal).ok and check_signatures(events).ok
+
+
+def test_a_hold_below_the_procedure_is_restarted_at_its_own_level(
+    tmp_path: Path, site: Site
+) -> None:
+    """A unit held (an operator's hold at unit level): the station offered only the
+    procedure's Pause and Hold (and a supervisor's Stop and Abort), none of which lifts it.
+    It offers Restart of the held unit at its level (a supervisor also Stop and Abort there,
+    where the batch takes them), and that restart lifts the hold."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    journal = runs / "unit1.sqlite"
+    proc = subprocess.Popen(
+        [
+            *(
+                EXE,
+                "run",
+                str(ROOT / "recipes/smoke.yaml"),
+                "--bench",
+                str(ROOT / "benches/sim.yaml"),
+            ),
+            *("-q", "--journal", str(journal), "--operator", "eve", "--pace", "60"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    unit = "unit:expansion_bioreactor"
+
+    async def scenario(station: RunningStation) -> None:
+        kim = await signed_in(station, "kim")
+        _, _, page = await kim.get("/batch/unit1")
+        assert f"Restart {unit}" not in page  # nothing held yet
+        form = {"command": "hold", "level": "unit", "reason": "look at the bag"}
+        _, _, page = await kim.post("/batch/unit1/command", {**form, "password": PEOPLE["kim"][2]})
+        assert "hold" in page and "accepted" in page, page
+        while "(expansion_bioreactor Held)" not in page:
+            await asyncio.sleep(0.1)
+            _, _, page = await kim.get("/batch/unit1")
+        assert f'data-what="Restart {unit}" data-command="restart" data-level="unit"' in page, page
+        assert f"Stop {unit}" not in page and f"Abort {unit}" not in page  # an operator
+        sam = await signed_in(station, "sam")
+        _, _, page = await sam.get("/batch/unit1")
+        for act in ("Restart", "Stop", "Abort"):
+            assert f'data-what="{act} {unit}"' in page, act
+        # The button's form: command and level as the page gives them.
+        form = {"command": "restart", "level": "unit", "reason": "bag checked"}
+        _, _, page = await kim.post("/batch/unit1/command", {**form, "password": PEOPLE["kim"][2]})
+        assert "accepted" in page, page
+        while '<span class="state" id="state">Running</span>' not in page:  # restarted
+            await asyncio.sleep(0.1)
+            _, _, page = await kim.get("/batch/unit1")
+        assert f"Restart {unit}" not in page
+
+    try:
+        wait_for_event(journal, "setpoint", proc)  # running, its command socket open
+        run(runs, site.users, scenario)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    events = events_of(journal)
+    commands = [
+        (e.data["command"], e.data["level"], e.data["accepted"])
+        for e in events
+        if e.kind == "command"
+    ]
+    assert commands == [("hold", "unit", True), ("restart", "unit", True)]
+    moves = [e.data["to"] for e in events if e.kind == "transition" and e.source == unit]
+    assert moves[-4:] == ["Holding", "Held", "Restarting", "Running"]

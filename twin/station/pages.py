@@ -35,6 +35,8 @@ LABELS = {
 }
 #: Commands that act at a level below the procedure too.
 LEVELLED = {"hold", "restart", "stop", "abort"}
+#: The levels below the procedure, as its elements are named ("unit:expansion_bioreactor").
+LEVELLED_AT = ("unit", "operation", "phase")
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;color:#222}
@@ -67,6 +69,8 @@ function signDialog(button){
   d.querySelector('.what').textContent = button.dataset.what;
   f.elements['command'].value = button.dataset.command || '';
   f.elements['alarm'].value = button.dataset.alarm || '';
+  // a button for one element (restart a held unit) signs at that element's level only
+  f.elements['level'].value = button.dataset.level || 'procedure';
   f.elements['level'].parentElement.hidden = !button.dataset.levelled;
   f.elements['reason'].value = '';
   f.elements['password'].value = '';
@@ -207,6 +211,38 @@ def _commands_for(state: str, roles: frozenset[Role]) -> list[str]:
     ]
 
 
+def _held_below(board: BatchBoard) -> tuple[str, str, str] | None:
+    """(level, element, state) of the highest element below a Running procedure that is not
+    running (held, holding, restarting): the batch takes restart, stop and abort below the
+    procedure only there, at that element's own level."""
+    if board.state != "Running":
+        return None
+    for element, (state, _) in board.view.below_in_order():
+        level = element.split(":", 1)[0]
+        if level in LEVELLED_AT:
+            return level, element, state
+    return None
+
+
+def _levelled_buttons(board: BatchBoard, roles: frozenset[Role]) -> list[str]:
+    """Restart (and, for a supervisor, stop and abort) of the element held below the
+    procedure, at its level: a hold there is lifted there, not at the procedure."""
+    held = _held_below(board)
+    if held is None:
+        return []
+    level, element, state = held
+    return [
+        _sign_button(
+            f"{command.capitalize()} {element}",
+            f"/batch/{board.name}/command",
+            command=command,
+            level=level,
+        )
+        for command in _commands_for(state, roles)
+        if command in LEVELLED - {"hold"}
+    ]
+
+
 def _sign_button(what: str, action: str, **data: str) -> str:
     attrs = "".join(f' data-{k}="{escape(v)}"' for k, v in data.items())
     return (
@@ -297,6 +333,7 @@ def batch_live(board: BatchBoard, running: bool, roles: frozenset[Role]) -> str:
             )
             for command in _commands_for(board.state, roles)
         ]
+        buttons += _levelled_buttons(board, roles)
         commands = "<p>" + "".join(buttons) + "</p>" if buttons else ""
     scan = ""
     if board.scan_wanted:
