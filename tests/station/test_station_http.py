@@ -4,6 +4,7 @@ batch, and what reaches the page. The site's users file and journals are real fi
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -405,3 +406,35 @@ def test_a_hold_below_the_procedure_is_restarted_at_its_own_level(
     assert commands == [("hold", "unit", True), ("restart", "unit", True)]
     moves = [e.data["to"] for e in events if e.kind == "transition" and e.source == unit]
     assert moves[-4:] == ["Holding", "Held", "Restarting", "Running"]
+
+
+def test_an_act_on_an_ended_batch_names_its_final_state_not_the_servers_files(
+    runs: Path, site: Site
+) -> None:
+    """A command or scan for an ended batch said "hold: no running batch is writing
+    /srv/.../runs/b1.sqlite": the server's path, and not why. It says the batch has ended
+    and in which state, as ``poc-twin command`` does."""
+    before = kinds(runs / "b1.sqlite")
+
+    async def scenario(station: RunningStation) -> None:
+        sam = await signed_in(station, "sam")
+        password = PEOPLE["sam"][2]
+        acts = {
+            "/batch/b1/command": {"command": "hold", "level": "procedure"},
+            "/batch/b1/identity": {"patient_id": "P-1", "bag_id": "BAG-1"},
+            "/batch/b1/lot": {"material": "activator", "lot": "TA-1", "expiry": "2030-12-31"},
+        }
+        said = []
+        for path, form in acts.items():
+            _, where, page = await sam.post(path, {**form, "reason": "r", "password": password})
+            assert where == "/batch/b1"
+            said += re.findall(r'class="flash-error" role="status">([^<]*)<', page)
+            assert str(runs) not in page and "sqlite" not in page, page
+        assert said == [
+            "hold: batch b1 has ended Complete: no command can change it",
+            "identity scan: batch b1 has ended Complete: no command can change it",
+            "material scan: batch b1 has ended Complete: no command can change it",
+        ]
+
+    run(runs, site.users, scenario)
+    assert kinds(runs / "b1.sqlite") == before

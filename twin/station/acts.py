@@ -44,6 +44,33 @@ class Outcome:
     message: str
 
 
+async def _unserved(journal: Path, what: str) -> Outcome:
+    """No process serves the batch's commands: why, from its journal, as ``poc-twin command``
+    says it (it has ended, its process died, it has not begun), never naming the server's
+    files."""
+    from twin.cli.recorded import read_recorded
+
+    name = f"batch {journal.stem}"
+    try:
+        recorded = await asyncio.to_thread(read_recorded, journal)
+    except PocTwinError:
+        return Outcome(False, f"{what}: no process serves {name} and its journal is unreadable")
+    name = f"batch {recorded.batch_id or journal.stem}"
+    if recorded.ended:
+        why = f"{name} has ended {recorded.state}: no command can change it"
+    elif recorded.batch_id is None or recorded.state == "Idle":
+        why = (
+            f"{name} has not begun: its process is still starting (try again in a moment) "
+            "or died before the batch began"
+        )
+    else:
+        why = (
+            f"no process is running {name}, which has not ended (last recorded state "
+            f"{recorded.state}): its process died; a supervisor brings it back (poc-twin resume)"
+        )
+    return Outcome(False, f"{what}: {why}")
+
+
 def _reply(what: str, reply: dict[str, Any]) -> Outcome:
     if reply.get("status") == "accepted":
         return Outcome(True, f"{what}: accepted — batch is now {reply.get('state')}")
@@ -96,8 +123,8 @@ class Station:
             reply = await send_command(
                 journal, action, operator=user, password=password, reason=reason, level=level
             )
-        except NoRunningBatch as exc:
-            return Outcome(False, f"{action}: {exc}")
+        except NoRunningBatch:
+            return await _unserved(journal, action)
         return _reply(action, reply)
 
     @staticmethod
@@ -114,8 +141,8 @@ class Station:
                 reason=reason,
                 extra={"patient_id": patient, "bag_id": bag},
             )
-        except NoRunningBatch as exc:
-            return Outcome(False, f"identity scan: {exc}")
+        except NoRunningBatch:
+            return await _unserved(journal, "identity scan")
         if reply.get("status") == "accepted":
             return Outcome(True, "identity scan matches this batch's patient and bag")
         return _reply("identity scan", reply)
@@ -141,8 +168,8 @@ class Station:
                 reason=reason,
                 extra=scan.record(),
             )
-        except NoRunningBatch as exc:
-            return Outcome(False, f"material scan: {exc}")
+        except NoRunningBatch:
+            return await _unserved(journal, "material scan")
         if reply.get("status") == "accepted":
             return Outcome(True, f"lot {scan.lot} of {scan.material} verified; the batch doses it")
         return _reply("material scan", reply)
