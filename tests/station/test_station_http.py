@@ -16,6 +16,8 @@ from site_users import PEOPLE, Site, make_site
 from station_harness import Person, RunningStation, ended_batch, events_of, wait_for_event
 
 from twin.access.esign import check_signatures
+from twin.access.roles import Act
+from twin.access.users import UserStore
 from twin.journal import read_events, verify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -438,3 +440,32 @@ def test_an_act_on_an_ended_batch_names_its_final_state_not_the_servers_files(
 
     run(runs, site.users, scenario)
     assert kinds(runs / "b1.sqlite") == before
+
+
+def test_a_session_of_a_user_locked_or_disabled_since_ends_at_its_next_request(
+    runs: Path, tmp_path: Path
+) -> None:
+    """kim locked (five wrong passwords in signatures) and sam disabled by the administrator
+    while signed in: their open sessions kept showing pages until the idle timeout. Each
+    ends at its next request: back to sign-in, saying why; quinn's goes on."""
+    own = make_site(tmp_path / "own-site")  # lockout must not reach the shared site's users
+
+    async def scenario(station: RunningStation) -> None:
+        kim, sam, quinn = [await signed_in(station, u) for u in ("kim", "sam", "quinn")]
+        form = {"alarm": "4", "reason": "seen", "password": "wrong-password-1"}
+        for _ in range(5):
+            _, where, page = await kim.post("/batch/b1/ack", form)
+        assert where == "/login" and "You were signed out: your account is locked" in page
+        assert (await kim.get("/batch/b1"))[:2] == (200, "/login")
+        admin = UserStore.open(own.users)
+        admin.disable("sam", by=admin.sign("root", PEOPLE["root"][2], Act.MANAGE_USERS))
+        admin.close()
+        status, where, page = await sam.get("/batch/b1/live")
+        assert status == 401 and "locked or disabled" in page
+        status, where, page = await sam.get("/batch/b1")  # the refresh reloads the page
+        assert (status, where) == (200, "/login") and "Batch b1" not in page
+        assert "You were signed out: your account is locked or disabled" in page
+        assert (await sam.get("/"))[:2] == (200, "/login")  # and stays ended
+        assert (await quinn.get("/batch/b1"))[:2] == (200, "/batch/b1")
+
+    run(runs, own.users, scenario)

@@ -98,6 +98,23 @@ class Station:
         finally:
             store.close()
 
+    async def in_good_standing(self, user: str) -> bool:
+        """Whether ``user`` may still act here: known, not disabled, not locked. A signed-in
+        session of a user locked or disabled since ends at its next request."""
+
+        def check() -> bool:
+            store = UserStore.open(self.users)
+            try:
+                known = store.get(user)
+            finally:
+                store.close()
+            return known is not None and not known.disabled and not known.locked
+
+        try:
+            return await asyncio.to_thread(check)
+        except (UserStoreError, PocTwinError):
+            return False  # no users file to check against: nobody acts
+
     async def sign_in(self, user: str, password: str) -> tuple[Signer, frozenset[Role]]:
         """Check id and password (lockout counts here too); the user's printed name and roles."""
 

@@ -38,6 +38,11 @@ from twin.station.sessions import COOKIE, Session, Sessions
 __all__ = ["Boards", "make_app"]
 
 _SESSION = web.RequestKey("session", Session)
+#: Said when a session ends because its user was locked or disabled (one message for both,
+#: as a sign-in refusal does not tell them apart either).
+ENDED_ACCOUNT = (
+    "You were signed out: your account is locked or disabled. Ask the site's administrator."
+)
 
 
 class Boards:
@@ -106,10 +111,21 @@ def make_app(
                 raise web.HTTPForbidden(text="cross-site request refused")
         if request.path == "/login":
             return await handler(request)
-        session = sessions.get(request.cookies.get(COOKIE))
+        sid = request.cookies.get(COOKIE)
+        session = sessions.get(sid)
+        ended = ""
+        if session is not None and not await station.in_good_standing(session.user):
+            # Locked (wrong passwords in a signature) or disabled since signing in: the
+            # session ends now, not at its idle timeout (a page's refresh is refused and
+            # reloads the page, whose request ends it and says why at the sign-in).
+            if not request.path.endswith("/live"):
+                sessions.end(sid)
+            session, ended = None, "&ended=account"
         if session is None:
             if request.method == "GET" and not request.path.endswith("/live"):
-                raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+                raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}{ended}")
+            if ended:
+                raise web.HTTPUnauthorized(text=ENDED_ACCOUNT)
             raise web.HTTPUnauthorized(text="sign in first")
         if request.method == "POST":
             form = await request.post()
@@ -137,7 +153,8 @@ def make_app(
     # -- signing in and out -----------------------------------------------------------------
 
     async def login_form(request: web.Request) -> web.Response:
-        page = login_page(next_url=_local(request.query.get("next", "/")))
+        why = ENDED_ACCOUNT if request.query.get("ended") == "account" else ""
+        page = login_page(why, next_url=_local(request.query.get("next", "/")))
         return web.Response(text=page, content_type="text/html")
 
     async def login(request: web.Request) -> web.Response:
