@@ -168,7 +168,9 @@ def test_a_supervisor_reads_the_dashboard_and_holds_a_batch_in_chromium(
     assert overview["late"] == "day 12.5 of a recipe planned for at most 10.2 days: past its recipe"
     assert overview["late day"] == "12.50 of ≤10.2" and overview["late day class"] == "bad"
     # its forwarder sent all and stopped: the alarm, and the site's connection gone
-    assert overview["attention"].startswith("1 alarm(s), last: dissolved oxygen 13.8 below")
+    assert overview["attention"].startswith(
+        "1 alarm(s) not acknowledged of 1 raised, last: dissolved oxygen 13.8 below"
+    )
     assert int(overview["fresh age"].split()[0]) < 90 and overview["fresh age"].endswith(" s")
     assert overview["idle site"].startswith("site-c") and "idle: no batch" in overview["idle site"]
     assert overview["record link"] == "record"
