@@ -95,9 +95,11 @@ def summarize(journal_path: Path | str) -> BatchSummary:
     harvest: dict[str, Any] = {}
     formulation: dict[str, Any] | None = None
     holds: list[tuple[int, str]] = []
+    closed = False
     for event in read_events(journal_path):
         events += 1
         days = event.batch_time / 86400.0
+        closed = closed or event.kind == "batch_ended"
         if event.kind == "batch_started":
             batch_id = event.data["batch_id"]
             seeded = event.data.get("seeded_viable_cells")
@@ -114,7 +116,7 @@ def summarize(journal_path: Path | str) -> BatchSummary:
     ended = []
     for ep in episodes.episodes:  # an element's own (not the procedure's mirrored down)
         if ep.kind == "hold":
-            how_long = timed(ep, days * 86400.0)
+            how_long = timed(ep, days * 86400.0, ended=closed)
             holds.append((ep.seq, f"{ep.element} by {ep.who} for {how_long}: {ep.why}"))
         else:
             when = f"at batch time {ep.start / 3600.0:.1f} h"

@@ -698,3 +698,29 @@ def test_a_batch_recorded_before_scans_needed_an_expiry_is_judged_as_it_was(
 
             session = asyncio.run(built())
             assert session.batch.ctx.lots.expiry_required is required
+
+
+def test_a_hold_open_when_the_process_died_is_not_said_to_last_to_the_end(
+    tmp_path: Path,
+) -> None:
+    """A unit held when the batch's process died: the record (and the summary) say the
+    hold is still open at the journal's last event, not that it lasted "to the end of the
+    batch", which has not ended."""
+    from twin.clock import run_batch_loop
+    from twin.report.record import build_record
+    from twin.runner import summarize
+
+    journal = tmp_path / "open.sqlite"
+
+    async def held_below(batch: Batch) -> None:
+        await asyncio.sleep(3 * 3600.0)
+        batch.command("hold", who="bob", why="bag check", level="unit")
+        await asyncio.sleep(1800.0)
+
+    run_batch_loop(lambda: smoke_process_that_dies(journal, held_below), virtual=True, pace=None)
+    record = build_record(journal)
+    assert not record.ended
+    (hold,) = [d for d in record.deviations if d.kind == "hold"]
+    assert "min so far, still held at the journal's last event: bag check" in hold.text
+    assert "to the end of the batch" not in hold.text
+    assert any("still held" in h for h in summarize(journal).hold_reasons)

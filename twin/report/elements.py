@@ -123,8 +123,12 @@ def span(seconds: float) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
 
 
-def timed(episode: Episode, end_time: float) -> str:
-    """How long a hold lasted: ``30 min``, or ``5.0 h, to the end of the batch``."""
+def timed(episode: Episode, end_time: float, *, ended: bool = True) -> str:
+    """How long a hold lasted: ``30 min``, ``5.0 h, to the end of the batch``, or (a journal
+    with no ``batch_ended``: the batch runs on, or its process died) ``5.0 h so far, still
+    held at the journal's last event``."""
     if episode.end is not None:
         return span(episode.end - episode.start)
+    if not ended:
+        return f"{span(end_time - episode.start)} so far, still held at the journal's last event"
     return f"{span(end_time - episode.start)}, to the end of the batch"

@@ -503,7 +503,8 @@ class _Builder:
         r.episodes = self.episodes.episodes
         for ep in r.episodes:
             if ep.kind == "hold":
-                text = f"{ep.element} held by {ep.who} for {timed(ep, r.end_time)}: {ep.why}"
+                how_long = timed(ep, r.end_time, ended=r.ended)
+                text = f"{ep.element} held by {ep.who} for {how_long}: {ep.why}"
                 r.deviations.append(Deviation(ep.seq, ep.start, "hold", ep.who, text))
                 continue
             ran = self._ran(ep)
