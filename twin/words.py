@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["MAX_REASON", "MAX_SCANNED_ID", "UnfitText", "check_reason", "check_scanned_id"]
+__all__ = [
+    "MAX_REASON",
+    "MAX_SCANNED_ID",
+    "UnfitText",
+    "check_reason",
+    "check_scanned_id",
+    "escaped",
+]
 
 #: Longest reason or comment, in characters (a paragraph; the record is no essay).
 MAX_REASON = 1000
@@ -44,6 +51,19 @@ def check_reason(text: str, what: str = "reason") -> str:
     if len(text) > MAX_REASON:
         raise UnfitText(f"{what} is {len(text)} characters; at most {MAX_REASON}")
     return text
+
+
+def escaped(value: object, limit: int = 200) -> str:
+    """``value`` as one inert line for a log or an audit row: every control or format
+    character written as its escape (``\\x1b``, ``\\n``), cut at ``limit``. For words that
+    were refused, so the refusal can say what came without passing it on."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return "".join(
+        ascii(c)[1:-1] if unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" else c
+        for c in text
+    )
 
 
 def check_scanned_id(text: str, what: str) -> str:

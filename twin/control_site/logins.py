@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twin.clock import wall_monotonic
+from twin.names import UnsafeName, check_safe_name
 from twin.telemetry.topics import TelemetryError
 
 __all__ = ["LoginGuard", "LoginRefused", "Logins", "Users"]
@@ -52,6 +53,10 @@ class Users:
             for line in Path(path).read_text().splitlines():
                 if line.strip() and not line.startswith("#"):
                     name, _, salt, digest = line.strip().split(":")
+                    try:  # its name goes to sites with every request it signs: a user id
+                        check_safe_name(name, f"{path}: user")
+                    except UnsafeName as exc:
+                        raise TelemetryError(f"{exc} (control-site add-user makes one)") from None
                     self._users[name] = (bytes.fromhex(salt), bytes.fromhex(digest))
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(64))
 

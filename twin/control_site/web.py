@@ -44,6 +44,7 @@ from twin.control_site.views import (
     overview_rows,
 )
 from twin.station.sessions import Session, Sessions
+from twin.words import UnfitText, check_reason
 
 __all__ = ["COOKIE", "Users", "make_app"]
 
@@ -92,6 +93,10 @@ def _reason(value: object) -> str:
         raise _NotValid("a reason is required (it goes into the batch record)")
     if len(reason) > MAX_REASON or not reason.isprintable():
         raise _NotValid(f"a reason is one line of at most {MAX_REASON} printable characters")
+    try:  # what the site checks it against before it journals it (twin.words)
+        check_reason(reason)
+    except UnfitText as exc:
+        raise _NotValid(str(exc)) from None
     return reason
 
 

@@ -33,7 +33,7 @@ from twin.engine.states import LEVELS, Command
 from twin.errors import CommandRefused, PocTwinError
 from twin.journal import Event, Journal
 from twin.names import UnsafeName, check_safe_name
-from twin.words import UnfitText, check_barcode_id, check_reason
+from twin.words import UnfitText, check_barcode_id, check_reason, escaped
 
 __all__ = [
     "RELAYED_COMMANDS",
@@ -202,6 +202,10 @@ def _answer(
     except UnfitText as exc:
         return {"status": "invalid", "message": str(exc)}
     if _relayed(request, relay_token):
+        try:  # the control site's user id: a safe name, as every user id (docs/access.md)
+            check_safe_name(operator.removeprefix(RELAYED), "control-site user")
+        except UnsafeName as exc:
+            return {"status": "invalid", "message": escaped(exc, 300)}
         try:
             if command == "acknowledge":
                 target.acknowledge(

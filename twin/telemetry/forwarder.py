@@ -47,12 +47,20 @@ from typing import Any
 import aiomqtt
 
 from twin.clock import wall_monotonic, wall_now
-from twin.engine.inbox import RELAY_ENV, RELAYED_COMMANDS, NoRunningBatch, send_command
+from twin.engine.inbox import (
+    RELAY_ENV,
+    RELAYED,
+    RELAYED_COMMANDS,
+    NoRunningBatch,
+    send_command,
+)
 from twin.ensemble.forecast import brief, read_saved
 from twin.journal import CHECKPOINT, Event
+from twin.names import UnsafeName, check_safe_name
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.state import BatchState
 from twin.telemetry.topics import BrokerURL, decode, encode, parse_topic, topic
+from twin.words import UnfitText, check_reason, escaped
 
 __all__ = ["AckFile", "Forwarder"]
 
@@ -66,6 +74,29 @@ STABLE_S = 10.0
 #: process that (re)connects 50 simulated sites at once on a loaded machine.
 CONNECT_S = 30.0
 _COLUMNS = "seq, batch_time, wall_time, kind, source, data, prev_hash, hash"
+
+
+def _unfit_request(operator: object, reason: object) -> str | None:
+    """Why a relayed request's user or reason cannot go into the record, or None.
+
+    The user is the control site's signed-in user id: a safe name (twin.names), as the
+    control site's ``add-user`` makes it. The reason is its user's words, fit for the
+    record as a site user's are (twin.words.check_reason: one line, no control or format
+    character, not blank, at most 1,000 characters).
+    """
+    if not isinstance(operator, str):
+        return "the request names no control-site user"
+    try:
+        check_safe_name(operator, "control-site user")
+    except UnsafeName as exc:
+        return escaped(exc, 300)
+    if not isinstance(reason, str):
+        return "the request gives no reason"
+    try:
+        check_reason(reason)
+    except UnfitText as exc:
+        return str(exc)
+    return None
 
 
 class AckFile:
@@ -301,9 +332,9 @@ class Forwarder:
                 self.record.record(
                     self.broker.site,
                     action,
-                    str(body.get("operator", "?")),
-                    str(body.get("reason", "")),
-                    request_id=str(body.get("id", body.get("at", ""))),
+                    escaped(body.get("operator", "?"), 100),
+                    escaped(body.get("reason", ""), 1000),
+                    request_id=escaped(body.get("id", body.get("at", "")), 100),
                     outcome="recorded",
                 )
 
@@ -318,37 +349,53 @@ class Forwarder:
             f"{where[2]} (one MQTT login, two batches at once; docs/telemetry.md, Identities)"
         )
         log.warning(
-            "%s: %s for batch %s %s", self.journal_path.name, body.get("command"), where[2], why
+            "%s: %s for batch %s %s",
+            self.journal_path.name,
+            escaped(body.get("command"), 40),
+            escaped(where[2], 100),
+            why,
         )
         if self.record is not None:
             self.record.record(
                 self.broker.site,
                 str(body.get("command", "")),
-                f"control-site:{body.get('operator', '?')}",
-                str(body.get("reason", "")),
-                request_id=str(body.get("id", "")),
+                f"{RELAYED}{escaped(body.get('operator', '?'), 100)}",
+                escaped(body.get("reason", ""), 1000),
+                request_id=escaped(body.get("id", ""), 100),
                 outcome=why,
             )
 
     async def _forward_command(self, body: dict[str, Any]) -> None:
         """A hold, or an alarm's acknowledgement, from the control site goes to the running
         batch like an operator's (journalled with who and why); the site's record keeps the
-        request and its outcome."""
+        request and its outcome.
+
+        What the site trusts is the broker's word that the message came from a control
+        login (docs/access.md, "Relayed from the control site"), not its words: the user it
+        names must be a safe name, as every user id is, and the reason must be fit for the
+        record (twin.words). Anything else is invalid: nothing reaches the batch, nothing is
+        journalled; the site's record and the log say what came, escaped.
+        """
         command = str(body.get("command", ""))
-        who = f"control-site:{body.get('operator', '?')}"
-        reason = str(body.get("reason", "")) or "requested by the control site"
+        operator, reason = body.get("operator"), body.get("reason")
+        who = f"{RELAYED}{escaped(operator, 100)}"
         extra: dict[str, Any] = {"relay_token": os.environ.get(RELAY_ENV, "")}
         alarm = body.get("alarm")
         if command == "acknowledge" and isinstance(alarm, int) and not isinstance(alarm, bool):
             extra["alarm"] = alarm
+        invalid = _unfit_request(operator, reason)
         if command not in RELAYED_COMMANDS:
             outcome = (
                 f"refused: the control site may only request hold or acknowledge an alarm, "
-                f"not '{command}'"
+                f"not '{escaped(command, 40)}'"
             )
+        elif invalid is not None:
+            outcome = f"invalid: {invalid}; nothing was journalled"
         elif command == "acknowledge" and "alarm" not in extra:
             outcome = "refused: an acknowledgement names its alarm's event number"
         else:
+            assert isinstance(operator, str) and isinstance(reason, str)
+            who = f"{RELAYED}{operator}"
             try:
                 reply = await send_command(
                     self.journal_path,
@@ -363,10 +410,27 @@ class Forwarder:
                     outcome += f": {reply['message']}"
             except NoRunningBatch as exc:
                 outcome = f"not delivered: {exc}"
+        if outcome != "accepted":
+            log.warning(
+                "%s: control-site %s by %s: %s",
+                self.journal_path.name,
+                escaped(command, 40),
+                who,
+                outcome,
+            )
         if self.record is not None:
-            rid = str(body.get("id", ""))
-            what = f"acknowledge alarm {extra['alarm']}" if "alarm" in extra else command
-            self.record.record(self.broker.site, what, who, reason, request_id=rid, outcome=outcome)
+            rid = escaped(body.get("id", ""), 100)
+            what = (
+                f"acknowledge alarm {extra['alarm']}" if "alarm" in extra else escaped(command, 40)
+            )
+            self.record.record(
+                self.broker.site,
+                what,
+                who,
+                escaped(reason if reason is not None else "", 1000),
+                request_id=rid,
+                outcome=outcome,
+            )
 
     # -- the loop -----------------------------------------------------------------
 

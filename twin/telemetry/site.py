@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.clock import wall_now
+from twin.words import escaped
 
 __all__ = ["SiteRecord", "Suspension"]
 
@@ -42,11 +43,12 @@ class Suspension:
 
     @classmethod
     def from_payload(cls, body: dict[str, Any]) -> Suspension:
+        # Shown in run's refusal on the site's terminal: control characters escaped.
         return cls(
             bool(body.get("suspended")),
-            str(body.get("operator", "")),
-            str(body.get("reason", "")),
-            str(body.get("at", "")),
+            escaped(body.get("operator", ""), 100),
+            escaped(body.get("reason", ""), 1000),
+            escaped(body.get("at", ""), 100),
         )
 
 
