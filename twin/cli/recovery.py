@@ -103,6 +103,41 @@ def _supervisor_signs(
         store.close()
 
 
+def _telemetry_of(broker: str, journal: Path) -> Any:
+    """The telemetry of the resumed batch (its URL checked: exit 2, nothing signed or written)."""
+    from twin.telemetry.launch import SiteTelemetry
+    from twin.telemetry.topics import TelemetryError
+
+    try:
+        return SiteTelemetry(broker, journal)
+    except TelemetryError as exc:
+        raise _fail(f"--broker: {exc}; nothing resumed", EXIT_INVALID) from None
+    except ValueError as exc:  # urllib: a port that is not a number or out of range, bad IPv6
+        raise _fail(f"--broker: {exc}; nothing resumed", EXIT_INVALID) from None
+
+
+def _start_resumed_telemetry(telemetry: Any) -> None:
+    """Forward the resumed batch's journal. A suspension stops new batches only, not this one
+    (it started before); the site's record keeps it and the supervisor is told."""
+    suspension, live = telemetry.suspension()
+    if suspension.suspended:
+        err.print(
+            f"note: site {telemetry.broker.site} is suspended by the control site "
+            f"({suspension.operator}: {suspension.reason}): no new batch may start; this one "
+            "started before and resumes",
+            highlight=False,
+            markup=False,
+        )
+    if not live:
+        err.print(
+            f"note: broker {telemetry.broker.host}:{telemetry.broker.port} unreachable; the batch "
+            "resumes and its journal is forwarded when the broker is back",
+            highlight=False,
+            markup=False,
+        )
+    telemetry.start()
+
+
 @app.command()
 def resume(
     journal: JournalArg,
@@ -117,6 +152,14 @@ def resume(
         Path | None,
         typer.Option(envvar="POC_TWIN_SITE_KEY", help="Site Ed25519 key: signs the journal"),
     ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            envvar="POC_TWIN_BROKER",
+            help="MQTT broker URL for telemetry, as the batch was run with: its forwarder "
+            "sends the control site what it lacks and carries its requests back",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
     pace: PaceOpt = 1.0,
     users: UsersOpt = None,
@@ -127,7 +170,10 @@ def resume(
 
     A supervisor's signed act (--operator is the site user id; the password is asked).
     Once the batch is back, Ctrl-C holds it (journalled with this --operator) and a second
-    Ctrl-C aborts it, as in ``run``.
+    Ctrl-C aborts it, as in ``run``. With a broker (``--broker`` or POC_TWIN_BROKER, as for
+    ``run``) the journal is forwarded again from what the control site lacks, the events
+    written while the process was dead and the resume's deviation included, and the
+    control site's holds and acknowledgements reach the resumed batch.
     """
     from twin.cli.ctrl_c import CtrlC, lines_to
     from twin.cli.recorded import read_recorded
@@ -161,9 +207,12 @@ def resume(
             "Nothing was written.",
             EXIT_REFUSED,
         ) from None
+    telemetry = _telemetry_of(broker, journal) if broker else None  # a bad URL: nothing signed
     signer = restarter = None
     if summary_before is None or summary_before.state not in ("Complete", "Stopped", "Aborted"):
         signer, restarter = _supervisor_signs(journal, operator, password_file, users, restart)
+    if telemetry is not None:
+        _start_resumed_telemetry(telemetry)
     batch_id = summary_before.batch_id if summary_before else str(journal)
     display = None if quiet else BatchDisplay(out, batch_id)
     subscribers: list[Any] = [display] if display is not None else []
@@ -184,6 +233,7 @@ def resume(
                 restarter=restarter,
                 on_live=ctrl_c.attach,
                 claimed=claimed,
+                relay_token=telemetry.relay_token if telemetry is not None else None,
             )
     except InvalidInput as exc:
         _print_problems(exc)
@@ -198,11 +248,20 @@ def resume(
                 EXIT_REFUSED,
             ) from None
         final = ctrl_c.batch.state
-    from twin.cli.batch import _print_summary
+    from twin.cli.batch import _finish_telemetry, _print_summary
 
     with ctrl_c.ended(final):
         out.print()
         _print_summary(summarize(journal), journal)
+        if telemetry is not None:
+            try:
+                with ctrl_c.allow_interrupt():
+                    _finish_telemetry(telemetry)
+            except KeyboardInterrupt:
+                err.print(
+                    "interrupted: telemetry still pending; a background forwarder keeps trying",
+                    highlight=False,
+                )
         if final.label == "Complete":
             raise typer.Exit(EXIT_OK)
         raise typer.Exit(EXIT_ENDED if final.is_final else EXIT_REFUSED)

@@ -100,6 +100,7 @@ async def resume_async(
     person: Signer | None = None,
     restarter: Signer | None = None,
     claimed: socket.socket | None = None,
+    relay_token: str | None = None,
 ) -> ProceduralState:
     """Resume on the running loop, which must be a :class:`VirtualTimeLoop` (replay first).
 
@@ -112,6 +113,9 @@ async def resume_async(
     ``person`` signs the resume; ``restarter`` (or ``person``) the ``--restart``.
     Nothing is written while another process runs the batch: its command address is
     claimed first (``claimed``, if the caller claimed it already), else BatchProcessRunning.
+    ``relay_token`` is the secret of the telemetry forwarder started with it (``resume
+    --broker``): holds and acknowledgements the control site requests reach the batch through
+    that forwarder only, as in a run.
     """
     loop = asyncio.get_running_loop()
     if not isinstance(loop, VirtualTimeLoop):
@@ -191,7 +195,9 @@ async def resume_async(
                     open_equipment,
                     signed=sign_resume if person is not None else None,
                 )
-                inbox = await serve_commands(batch, recording.path, users, claimed=claim)
+                inbox = await serve_commands(
+                    batch, recording.path, users, relay_token=relay_token, claimed=claim
+                )
                 if on_live is not None:
                     on_live(batch)
                 if restart:

@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 from collections.abc import Awaitable
 from pathlib import Path
@@ -52,6 +53,7 @@ from twin.engine.inbox import (
     RELAYED,
     RELAYED_COMMANDS,
     NoRunningBatch,
+    command_address,
     send_command,
 )
 from twin.ensemble.forecast import brief, read_saved
@@ -434,6 +436,24 @@ class Forwarder:
 
     # -- the loop -----------------------------------------------------------------
 
+    def _superseded(self, parent_pid: int | None) -> bool:
+        """Our batch process is gone and another one writes the journal (``resume``): its own
+        forwarder delivers from here (and holds the relay secret the batch now takes)."""
+        if parent_pid is None or os.getppid() == parent_pid:
+            return False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(command_address(self.journal_path))
+        except OSError:
+            return False
+        finally:
+            sock.close()
+        log.info(
+            "%s: the batch was resumed by another process: its forwarder takes over",
+            self.journal_path.name,
+        )
+        return True
+
     def _finished(self, until_ended: bool, parent_pid: int | None) -> bool:
         if self.ended_seq is not None and self.acked >= self.ended_seq and until_ended:
             return True
@@ -476,11 +496,14 @@ class Forwarder:
                     if listener.done():
                         listener.result()  # re-raise why the connection ended
                     rows = self._rows(self.acked, self.chunk)
+                    if self._superseded(parent_pid):
+                        return True  # the resumed batch's forwarder says online, not us
                     if rows:
                         await self._unless_lost(self._publish_rows(client, rows), listener)
                         continue
                     if self._finished(until_ended, parent_pid):
-                        gone = {"online": False, "why": "batch ended", "batch": self.batch}
+                        why = "batch ended" if self.ended_seq is not None else "batch process ended"
+                        gone = {"online": False, "why": why, "batch": self.batch}
                         await client.publish(self._topic("status"), encode("status", gone), 1, True)
                         if self.ended_seq is not None:
                             # The session outlives us: later acks and holds of an ended batch
@@ -521,6 +544,8 @@ class Forwarder:
                 offline_since = offline_since or wall_monotonic()
                 if give_up_s and wall_monotonic() - offline_since > give_up_s:
                     return False
+                if self._superseded(parent_pid):
+                    return True
                 await asyncio.sleep(backoff)  # real time: the broker is away, try again later
                 backoff = min(backoff * 2, self.backoff_max_s)
         finally:
