@@ -30,6 +30,9 @@ from twin.journal import CHECKPOINT, GENESIS, event_hash
 from twin.signing import SiteKey
 
 REPO = Path(__file__).resolve().parents[2]
+#: No forwarder outlives a test: it gives up offline after 45 s and waits at most 20 s for a
+#: control site to acknowledge an ended batch (there is none in some tests).
+QUICK = {"POC_TWIN_TELEMETRY_GIVE_UP_S": "45", "POC_TWIN_TELEMETRY_CONFIRM_S": "20"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class SignedBatch:
 
 def poc_twin(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """The real CLI in a child process (no forwarder outlives a test)."""
-    env = {**os.environ, "POC_TWIN_TELEMETRY_GIVE_UP_S": "45"}
+    env = {**os.environ, **QUICK}
     code = "from twin.cli import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -57,10 +60,10 @@ def poc_twin(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
 
 @contextlib.asynccontextmanager
 async def running_batch(
-    recipe: str | Path, journal: Path, batch_id: str, broker_url: str
+    recipe: str | Path, journal: Path, batch_id: str, broker_url: str, **env: str
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``poc-twin run RECIPE --broker URL`` in a child process; killed on the way out if the
-    test has not ended it."""
+    """``poc-twin run RECIPE --broker URL`` in a child process (``env`` added to its
+    environment); killed on the way out if the test has not ended it."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -72,7 +75,7 @@ async def running_batch(
         cwd=REPO,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "POC_TWIN_TELEMETRY_GIVE_UP_S": "45"},
+        env={**os.environ, **QUICK, **env},
     )
     try:
         yield proc

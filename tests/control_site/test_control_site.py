@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from dashboard import page_html
-from site_journals import running_batch
+from site_journals import QUICK, running_batch
 from site_users import PEOPLE
 
 from twin.clock import wall_monotonic
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def poc_twin(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "POC_TWIN_TELEMETRY_GIVE_UP_S": "45"}
+    env = {**os.environ, **QUICK}
     code = "from twin.cli import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *args],

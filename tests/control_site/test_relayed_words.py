@@ -44,7 +44,10 @@ def test_forged_users_and_unfit_reasons_are_refused_at_the_site(
     command_topic = "poc-twin/site-a/cleanroom-5/rw1/command"
 
     async def scenario() -> int:
-        async with running_batch(alarm_recipe, journal, "rw1", url) as proc:
+        # no control site here: its forwarder must not linger for one (it would take site-a's
+        # session from the next test's forwarder)
+        no_wait = {"POC_TWIN_TELEMETRY_CONFIRM_S": "0"}
+        async with running_batch(alarm_recipe, journal, "rw1", url, **no_wait) as proc:
             await wait_until(lambda: kinds(journal, "alarm"))
             # its forwarder has subscribed once it has delivered a chunk (ack file written)
             await wait_until(Path(f"{journal}.telemetry.json").exists)

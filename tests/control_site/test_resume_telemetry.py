@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from dashboard import started_site
-from site_journals import REPO, running_batch, wait_until
+from site_journals import QUICK, REPO, running_batch, wait_until
 from site_users import PEOPLE
 
 from twin.control_site.supervision import Supervision
-from twin.engine.inbox import send_command
+from twin.engine.inbox import command_address, send_command
 from twin.journal import read_events
 from twin.telemetry.broker import BrokerConfig, free_port
 from twin.telemetry.site import SiteRecord
+
+
+def takes_commands(journal: Path) -> bool:
+    """The resumed batch listens on its command address (after its deviation is written)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(command_address(journal))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
 
 
 def test_a_resumed_batch_forwards_what_the_control_site_lacks_and_takes_its_requests(
@@ -56,7 +69,7 @@ def test_a_resumed_batch_forwards_what_the_control_site_lacks_and_takes_its_requ
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, "POC_TWIN_TELEMETRY_GIVE_UP_S": "45"},
+                env={**os.environ, **QUICK},
             )
             try:
                 assert resume.stdin is not None
@@ -64,6 +77,7 @@ def test_a_resumed_batch_forwards_what_the_control_site_lacks_and_takes_its_requ
                 await resume.stdin.drain()
                 resume.stdin.close()
                 await wait_until(lambda: stored("deviation"), 90)
+                await wait_until(lambda: takes_commands(journal), 90)  # handed over
                 alarm = int(stored("alarm")[0][0])
                 await Supervision(site.ingest).acknowledge(
                     "site-a", "rs1", alarm, operator="alice", reason="checked after the crash"
@@ -89,6 +103,7 @@ def test_a_resumed_batch_forwards_what_the_control_site_lacks_and_takes_its_requ
 
     code, out, err, before, total, seqs, contiguous = asyncio.run(scenario())
     assert code == 3, out + err  # ended Aborted
+    assert f"every event delivered and stored by the control site ({total})" in out, out + err
     assert total > before
     assert seqs == list(range(1, total + 1)) and contiguous == total  # no gap, nothing missing
     events = list(read_events(journal))

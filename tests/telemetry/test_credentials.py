@@ -63,6 +63,7 @@ def test_a_batch_forwards_with_the_password_in_a_file_and_never_in_argv(
         PASSWORD_FILE_ENV: str(secret_file(tmp_path, password + "\n")),
         "POC_TWIN_BROKER": f"mqtt://site-a@127.0.0.1:{broker.port}/?unit=cleanroom-5",
         "POC_TWIN_TELEMETRY_GIVE_UP_S": "45",
+        "POC_TWIN_TELEMETRY_CONFIRM_S": "0",  # no control site here to confirm delivery
     }
     journal = tmp_path / "pf1.sqlite"
     argv = ["run", "recipes/smoke.yaml", "--journal", str(journal), "--batch-id", "pf1", "-q"]

@@ -25,7 +25,8 @@ POC = [sys.executable, "-m", "twin.cli"]
 
 def poc_twin(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     code = "from twin.cli import main; main()"
-    env = {**os.environ, "POC_TWIN_TELEMETRY_GIVE_UP_S": "45"}  # no forwarder outlives a test
+    # no forwarder outlives a test; no control site here to confirm delivery
+    env = {**os.environ, "POC_TWIN_TELEMETRY_GIVE_UP_S": "45", "POC_TWIN_TELEMETRY_CONFIRM_S": "0"}
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,
@@ -268,7 +269,9 @@ def test_the_batch_state_carries_its_latest_forecast(broker: BrokerConfig, tmp_p
         env = {**os.environ, BROKER_ENV: broker.url("site-a", unit="cleanroom-1")}
         forward = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "twin.telemetry", "forward", str(journal), "--once"],
+            # no control site here to confirm delivery
+            [sys.executable, "-m", "twin.telemetry", "forward", str(journal), "--once",
+             "--confirm-s", "0"],
             capture_output=True, text=True, timeout=60, cwd=REPO, env=env,
         )  # fmt: skip
         return await listener, forward

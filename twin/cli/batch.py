@@ -388,15 +388,21 @@ def _start_telemetry(broker: str, journal_path: Path) -> Any:
 
 
 def _finish_telemetry(telemetry: Any) -> None:
-    if telemetry.finish():
-        out.print("telemetry: every event delivered to the broker")
-    else:
-        err.print(
-            "note: telemetry still pending (broker unreachable?); a background forwarder keeps "
-            f"trying; or later: python -m twin.telemetry forward {telemetry.journal_path} --once",
-            highlight=False,
-            markup=False,
+    """Say where the journal's events are: stored by the control site, only at the broker,
+    or still on their way (a detached forwarder keeps trying)."""
+    status, said_ = telemetry.outcome()
+    if status == "stored":
+        out.print(f"telemetry: {said_}", highlight=False, markup=False)
+        return
+    hint = f"python -m twin.telemetry forward {telemetry.journal_path} --once"
+    if status == "pending":
+        said_ = (
+            f"telemetry {said_} (broker unreachable, or the control "
+            f"site not acknowledging yet?); a background forwarder keeps trying; or later: {hint}"
         )
+    else:
+        said_ = f"telemetry: {said_}; send them again: {hint}"
+    err.print(f"note: {said_}", highlight=False, markup=False)
 
 
 def _print_summary(summary: Any, journal_path: Path) -> None:

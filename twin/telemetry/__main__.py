@@ -24,7 +24,7 @@ from twin.telemetry.credentials import (
     password_in_url,
     resolve_broker,
 )
-from twin.telemetry.forwarder import Forwarder
+from twin.telemetry.forwarder import CONFIRM_ENV, RESEND_ENV, UNCONFIRMED, Forwarder
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.topics import TelemetryError
 
@@ -39,6 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     fwd.add_argument("--once", action="store_true", help="deliver what is there, then stop")
     give_up = float(os.environ.get("POC_TWIN_TELEMETRY_GIVE_UP_S", "86400"))
     fwd.add_argument("--give-up-s", type=float, default=give_up, help="max time offline")
+    resend = float(os.environ.get(RESEND_ENV, "30"))
+    fwd.add_argument(
+        "--resend-after-s",
+        type=float,
+        default=resend,
+        help="resend what the control site's ack lags behind by after this long (doubling)",
+    )
+    confirm = float(os.environ.get(CONFIRM_ENV, "300"))
+    fwd.add_argument(
+        "--confirm-s",
+        type=float,
+        default=confirm,
+        help="an ended batch: wait this long for the control site's ack of its last event",
+    )
     sub.add_parser("fleet-worker", help="simulated sites, given on stdin (twin.telemetry.fleet)")
     args = parser.parse_args(argv)
     if args.cmd == "fleet-worker":
@@ -61,14 +75,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     record = SiteRecord.beside(args.journal)
-    forwarder = Forwarder(args.journal, broker, record=record)
+    forwarder = Forwarder(
+        args.journal,
+        broker,
+        record=record,
+        resend_after_s=args.resend_after_s,
+        confirm_s=args.confirm_s,
+    )
     ok = asyncio.run(
         forwarder.run(
             until_ended=not args.once, parent_pid=args.parent_pid, give_up_s=args.give_up_s
         )
     )
     record.close()
-    return 0 if ok else 1
+    if not ok:
+        return 1  # gave up offline
+    return UNCONFIRMED if forwarder.confirmed is False else 0
 
 
 if __name__ == "__main__":

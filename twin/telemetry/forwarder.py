@@ -27,9 +27,18 @@ forwarder unsubscribes them. Two forwarders of one login alive at once take
 the session from each other on every connect, so a session that ends young
 does not reset the back-off: they settle into turns instead of a tight loop.
 
+End to end, the control site's retained ``ack`` (its highest seq stored with no gap) is
+followed for as long as the connection lasts: what stays unacknowledged past
+``resend_after_s`` is sent again (a chunk at a time, the grace doubling while the ack does
+not move), and an ended batch is done once that ack reaches its last event, or after
+``confirm_s``, saying what is still unacknowledged. The broker's PUBACK only says the broker
+has it: a clean session of the control login, taking over the ingest's, loses what the
+broker queued for it.
+
 Real waits here (the only ones): polling the journal for new events
-(``poll_s``) and the back-off between reconnect attempts. Both wait on the
-world (a batch writing, a broker coming back), not on batch time.
+(``poll_s``), the back-off between reconnect attempts, the resend grace and the
+confirmation wait. All wait on the world (a batch writing, a broker coming back, a
+control site storing), not on batch time.
 """
 
 from __future__ import annotations
@@ -75,6 +84,17 @@ STABLE_S = 10.0
 #: Longest wait for CONNACK, SUBACK or a single PUBACK. 10 s was too short for a worker
 #: process that (re)connects 50 simulated sites at once on a loaded machine.
 CONNECT_S = 30.0
+#: Longest wait for our batch process to take a request from the control site (it is
+#: starting, or a resume is handing the batch over); then the request is "not delivered".
+DELIVER_S = 30.0
+#: Longest wait between two resends to a control site whose ack does not move.
+RESEND_MAX_S = 600.0
+#: Seconds the control site's ack may lag behind what the broker took before a resend.
+RESEND_ENV = "POC_TWIN_TELEMETRY_RESEND_S"
+#: Seconds an ended batch's forwarder waits for the control site to acknowledge it all.
+CONFIRM_ENV = "POC_TWIN_TELEMETRY_CONFIRM_S"
+#: ``forward``'s exit status: the broker has every event, the control site's ack stayed behind.
+UNCONFIRMED = 3
 _COLUMNS = "seq, batch_time, wall_time, kind, source, data, prev_hash, hash"
 
 
@@ -115,9 +135,18 @@ class AckFile:
         except (OSError, ValueError, KeyError, TypeError):
             return 0
 
-    def save(self, seq: int, first_hash: str) -> None:
+    def read(self) -> dict[str, Any]:
+        """The whole file (``acked_seq``, ``control_seq``, ``last_seq``...), {} if none."""
+        try:
+            body = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    def save(self, seq: int, first_hash: str, **more: Any) -> None:
+        """``seq`` the broker acknowledged; ``more``: what the control site acknowledged."""
         tmp = self.path.with_suffix(".tmp")
-        body = {"acked_seq": seq, "first_hash": first_hash, "at": wall_now().isoformat()}
+        body = {"acked_seq": seq, "first_hash": first_hash, "at": wall_now().isoformat(), **more}
         tmp.write_text(json.dumps(body))
         os.replace(tmp, self.path)
 
@@ -135,6 +164,8 @@ class Forwarder:
         backoff_max_s: float = 5.0,
         keepalive_s: int = 30,
         record: SiteRecord | None = None,
+        resend_after_s: float = 30.0,
+        confirm_s: float = 0.0,
     ) -> None:
         self.journal_path = Path(journal_path)
         self.broker = broker
@@ -142,6 +173,20 @@ class Forwarder:
         self.chunk = chunk
         self.backoff_max_s = backoff_max_s
         self.keepalive_s = keepalive_s
+        #: How long the control site's ack may stay behind what the broker took before the
+        #: events after it are sent again (doubling, up to RESEND_MAX_S, while it stays put).
+        self.resend_after_s = resend_after_s
+        #: How long an ended batch's forwarder waits for the control site's ack to reach the
+        #: journal's last event before it stops (0: it does not wait).
+        self.confirm_s = confirm_s
+        #: The control site's ack for this batch (highest seq stored with no gap), if heard.
+        self.control_seq: int | None = None
+        #: True once the control site acknowledged the whole ended batch; False if it did not
+        #: within ``confirm_s``; None while undecided.
+        self.confirmed: bool | None = None
+        self.resends = 0
+        self._lag_since: float | None = None
+        self._resend_wait = resend_after_s
         self.ack = AckFile(journal_path)
         self.acked = 0
         self.first_hash = ""
@@ -156,6 +201,8 @@ class Forwarder:
         self._control_ack_seen = False
         self.sessions = 0
         self._session_started = 0.0
+        self._delivered_at: float | None = None
+        self._parent_pid: int | None = None
         self._db: sqlite3.Connection | None = None
 
     # -- journal ------------------------------------------------------------------
@@ -291,7 +338,10 @@ class Forwarder:
         await asyncio.gather(*sends)
         self._published_head = head
         self.acked = rows[-1][0]
-        self.ack.save(self.acked, self.first_hash)
+        self._save_ack()
+
+    def _save_ack(self) -> None:
+        self.ack.save(self.acked, self.first_hash, control_seq=self.control_seq)
 
     def head_payload(self) -> dict[str, Any]:
         """The ``head`` message: the latest signed checkpoint, else the plain chain head."""
@@ -323,10 +373,15 @@ class Forwarder:
             if kind is None:
                 self._not_ours(str(message.topic), body)
                 continue
-            if kind == "ack" and not self._control_ack_seen:
-                self._control_ack_seen = True
-                # The control site's own ack is the end-to-end truth: resend what it lacks.
-                self.acked = min(self.acked, int(body.get("seq", 0)))
+            if kind == "ack":
+                seq = body.get("seq")
+                if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+                    continue
+                if not self._control_ack_seen:
+                    self._control_ack_seen = True
+                    # The control site's own ack is the end-to-end truth: resend what it lacks.
+                    self.acked = min(self.acked, seq)
+                self._heard_control_ack(seq)
             elif kind == "command":
                 await self._forward_command(body)
             elif kind == "suspension" and self.record is not None:
@@ -339,6 +394,55 @@ class Forwarder:
                     request_id=escaped(body.get("id", body.get("at", "")), 100),
                     outcome="recorded",
                 )
+
+    def _heard_control_ack(self, seq: int) -> None:
+        """Follow the control site's retained ack for as long as we are connected."""
+        if seq != self.control_seq:
+            self.control_seq = seq
+            self._lag_since = None  # it moved: the control site is storing
+            self._resend_wait = self.resend_after_s
+
+    def _lagging(self) -> bool:
+        """The control site's ack stays behind what the broker took, for longer than the grace
+        period: something it was sent did not reach its store (a takeover of its session, a
+        broker that lost a queue). Only a control site that has spoken for this batch counts:
+        without an ack there is no telling what it lacks."""
+        if self.control_seq is None or self.control_seq >= self.acked:
+            self._lag_since = None
+            return False
+        now = wall_monotonic()
+        if self._lag_since is None:
+            self._lag_since = now
+            return False
+        return now - self._lag_since >= self._resend_wait
+
+    async def _resend(self, client: aiomqtt.Client, listener: asyncio.Task[None]) -> None:
+        """Send again the events after the control site's ack, one chunk of them: when they
+        fill its gap its ack jumps to the next gap (or the end) and the next resend starts
+        there. A control site that is down gets one chunk per (doubling) grace period, not
+        the whole journal again and again."""
+        assert self.control_seq is not None
+        rows = self._rows(self.control_seq, min(self.chunk, self.acked - self.control_seq))
+        if rows:
+            log.warning(
+                "%s: the control site acknowledged up to event %d of %d for %.0f s: sending "
+                "events %d-%d again",
+                self.journal_path.name,
+                self.control_seq,
+                self.acked,
+                self._resend_wait,
+                rows[0][0],
+                rows[-1][0],
+            )
+            event_topic = self._topic("event")
+            sends = [
+                client.publish(event_topic, self._event_payload(r), qos=1, timeout=PUBLISH_S)
+                for r in rows
+            ]
+            await self._unless_lost(asyncio.gather(*sends), listener)
+            self.resends += 1
+        self._lag_since = wall_monotonic()
+        self._resend_wait = min(self._resend_wait * 2, max(RESEND_MAX_S, self.resend_after_s))
 
     def _not_ours(self, name: str, body: dict[str, Any]) -> None:
         """A hold for another batch of this login reached us: it cannot reach its batch from
@@ -398,20 +502,7 @@ class Forwarder:
         else:
             assert isinstance(operator, str) and isinstance(reason, str)
             who = f"{RELAYED}{operator}"
-            try:
-                reply = await send_command(
-                    self.journal_path,
-                    command,
-                    operator=who,
-                    password="",
-                    reason=reason,
-                    extra=extra,
-                )
-                outcome = str(reply.get("status"))
-                if reply.get("status") != "accepted" and reply.get("message"):
-                    outcome += f": {reply['message']}"
-            except NoRunningBatch as exc:
-                outcome = f"not delivered: {exc}"
+            outcome = await self._deliver(command, who, reason, extra)
         if outcome != "accepted":
             log.warning(
                 "%s: control-site %s by %s: %s",
@@ -434,6 +525,32 @@ class Forwarder:
                 outcome=outcome,
             )
 
+    async def _deliver(self, command: str, who: str, reason: str, extra: dict[str, Any]) -> str:
+        """Hand a checked request to the batch; its outcome. While our batch process lives
+        but does not take commands yet (starting, or a resume handing over), wait a little
+        (``DELIVER_S``) rather than drop the request."""
+        deadline = wall_monotonic() + DELIVER_S
+        while True:
+            try:
+                reply = await send_command(
+                    self.journal_path,
+                    command,
+                    operator=who,
+                    password="",
+                    reason=reason,
+                    extra=extra,
+                )
+            except NoRunningBatch as exc:
+                alive = self._parent_pid is not None and os.getppid() == self._parent_pid
+                if alive and wall_monotonic() < deadline:
+                    await asyncio.sleep(self.poll_s)  # real time: the batch opens its inbox
+                    continue
+                return f"not delivered: {exc}"
+            outcome = str(reply.get("status"))
+            if reply.get("status") != "accepted" and reply.get("message"):
+                outcome += f": {reply['message']}"
+            return outcome
+
     # -- the loop -----------------------------------------------------------------
 
     def _superseded(self, parent_pid: int | None) -> bool:
@@ -451,6 +568,41 @@ class Forwarder:
         log.info(
             "%s: the batch was resumed by another process: its forwarder takes over",
             self.journal_path.name,
+        )
+        return True
+
+    def _confirmed(self) -> bool:
+        """An ended batch the broker has in full: done once the control site's ack reaches
+        its last event, or ``confirm_s`` after the broker took it (then it says what the
+        control site still lacks). Anything else: done as it is."""
+        if self.ended_seq is None or self.confirm_s <= 0:
+            self._save_ack()
+            return True
+        if self.control_seq is not None and self.control_seq >= self.acked:
+            self.confirmed = True
+            self._save_ack()
+            return True
+        now = wall_monotonic()
+        if self._delivered_at is None:
+            self._delivered_at = now
+        if now - self._delivered_at < self.confirm_s:
+            return False
+        self.confirmed = False
+        self._save_ack()
+        heard = (
+            "no control site acknowledged any of it"
+            if self.control_seq is None
+            else f"the control site acknowledged only up to event {self.control_seq}: events "
+            f"{self.control_seq + 1}-{self.acked} unconfirmed"
+        )
+        log.warning(
+            "%s: the broker has all %d events, but after %.0f s %s (python -m twin.telemetry "
+            "forward %s --once sends them again)",
+            self.journal_path.name,
+            self.acked,
+            self.confirm_s,
+            heard,
+            self.journal_path,
         )
         return True
 
@@ -501,7 +653,9 @@ class Forwarder:
                     if rows:
                         await self._unless_lost(self._publish_rows(client, rows), listener)
                         continue
-                    if self._finished(until_ended, parent_pid):
+                    if self._lagging():
+                        await self._resend(client, listener)
+                    if self._finished(until_ended, parent_pid) and self._confirmed():
                         why = "batch ended" if self.ended_seq is not None else "batch process ended"
                         gone = {"online": False, "why": why, "batch": self.batch}
                         await client.publish(self._topic("status"), encode("status", gone), 1, True)
@@ -522,6 +676,7 @@ class Forwarder:
         self, *, until_ended: bool = True, parent_pid: int | None = None, give_up_s: float = 0
     ) -> bool:
         """Forward until the batch ended and all is delivered; False if it gave up offline."""
+        self._parent_pid = parent_pid
         while self.batch is None:
             self._prime()
             if self.batch is None:

@@ -21,6 +21,7 @@ import aiomqtt
 
 from twin.engine.inbox import RELAY_ENV
 from twin.telemetry.credentials import BROKER_ENV, resolve_broker
+from twin.telemetry.forwarder import UNCONFIRMED, AckFile
 from twin.telemetry.site import SiteRecord, Suspension
 from twin.telemetry.topics import BrokerURL, decode, encode, topic
 
@@ -130,11 +131,38 @@ class SiteTelemetry:
 
     def finish(self, wait_s: float = 15.0) -> bool:
         """Wait (real time) for delivery of the whole journal; False if it is still pending."""
+        return self.outcome(wait_s)[0] == "stored"
+
+    def outcome(self, wait_s: float = 15.0) -> tuple[str, str]:
+        """Wait (real time) for the forwarder, then say where the journal's events are:
+        ``stored`` (the control site acknowledged the last one), ``unconfirmed`` (the broker
+        has them all, the control site's ack stayed behind), ``pending`` (the forwarder
+        still works, detached), ``gave up``; and one sentence for the person."""
         if self.proc is None:
-            return True
+            return "stored", "no forwarder"
         if not self.live:
             wait_s = min(wait_s, 2.0)  # the broker was away at start: do not hold the operator
         try:
-            return self.proc.wait(wait_s) == 0
+            code: int | None = self.proc.wait(wait_s)
         except subprocess.TimeoutExpired:
-            return False
+            code = None
+        body = AckFile(self.journal_path).read()
+        sent, stored = body.get("acked_seq"), body.get("control_seq")
+        heard = (
+            "no control site has acknowledged any of it"
+            if not isinstance(stored, int)
+            else f"the control site has acknowledged up to event {stored}"
+        )
+        if code == 0:
+            if isinstance(stored, int) and isinstance(sent, int) and stored >= sent:
+                return "stored", f"every event delivered and stored by the control site ({sent})"
+            return "stored", f"every event delivered to the broker ({sent}); {heard}"
+        if code == UNCONFIRMED:
+            return "unconfirmed", (
+                f"every event delivered to the broker ({sent}), but {heard}: events "
+                f"{(stored if isinstance(stored, int) else 0) + 1}-{sent} are not confirmed "
+                f"(see {self.journal_path}.telemetry.log)"
+            )
+        if code is None:
+            return "pending", f"still pending: the broker has up to event {sent or 0}; {heard}"
+        return "gave up", f"not delivered: the broker has up to event {sent or 0}; {heard}"
