@@ -361,10 +361,11 @@ def test_resume_from_the_command_line_waits_held_for_the_operator(
 
 
 async def smoke_process_that_dies(
-    journal: Path, meanwhile: Callable[[Batch], Awaitable[None]]
+    journal: Path, meanwhile: Callable[[Batch], Awaitable[None]], *, dies: bool = True
 ) -> None:
     """The smoke batch in a process that dies (its task cancelled, nothing closed) once
-    ``meanwhile`` (what happens to the batch until then, on its clock) is done."""
+    ``meanwhile`` (what happens to the batch until then, on its clock) is done; with
+    ``dies=False`` the batch runs on to its end instead."""
     from twin.runner import run_batch_async
 
     started: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
@@ -380,6 +381,9 @@ async def smoke_process_that_dies(
         )
     )
     await meanwhile(await started)
+    if not dies:
+        await task
+        return
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -490,24 +494,10 @@ def test_a_command_given_during_a_restarts_rewrite_ends_it_and_replays_identical
     the rewrite is written after it (perfusion and N2 were written after an accepted abort),
     and the record replays event for event (before: a false divergence, exit 1)."""
     from twin.clock import run_batch_loop
-    from twin.runner import run_batch_async
 
     journal = tmp_path / f"{command}.sqlite"
 
-    async def the_batch() -> None:
-        started: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(
-            run_batch_async(
-                load_recipe(SMOKE),
-                load_bench(BENCH),
-                journal,
-                batch_id="R",
-                operator="alice",
-                seed=11,
-                on_batch=started.set_result,
-            )
-        )
-        batch = await started
+    async def the_batch(batch: Batch) -> None:
         await asyncio.sleep(3 * 3600.0)
         batch.command("hold", who="bob", why="bag check")
         await asyncio.sleep(1800.0)
@@ -526,9 +516,10 @@ def test_a_command_given_during_a_restarts_rewrite_ends_it_and_replays_identical
             await asyncio.sleep(3600.0)
             assert batch.state is S.HELD
             batch.command("abort", who="bob", why="enough")
-        await task
 
-    run_batch_loop(the_batch, virtual=True, pace=None)
+    run_batch_loop(
+        lambda: smoke_process_that_dies(journal, the_batch, dies=False), virtual=True, pace=None
+    )
     events = list(read_events(journal))
     accepted = next(
         e

@@ -256,15 +256,7 @@ def run(
         summary = summarize(journal_path)
         out.print()
         _print_summary(summary, journal_path)
-        if telemetry is not None:
-            try:
-                with ctrl_c.allow_interrupt():
-                    _finish_telemetry(telemetry)
-            except KeyboardInterrupt:
-                err.print(
-                    "interrupted: telemetry still pending; a background forwarder keeps trying",
-                    highlight=False,
-                )
+        _close_telemetry(telemetry, ctrl_c)
         raise typer.Exit(_exit_code(final))
 
 
@@ -385,6 +377,21 @@ def _start_telemetry(broker: str, journal_path: Path) -> Any:
         )
     telemetry.start()
     return telemetry
+
+
+def _close_telemetry(telemetry: Any, ctrl_c: CtrlC) -> None:
+    """After the summary: where the events are (a Ctrl-C meanwhile leaves the forwarder
+    detached, still trying)."""
+    if telemetry is None:
+        return
+    try:
+        with ctrl_c.allow_interrupt():
+            _finish_telemetry(telemetry)
+    except KeyboardInterrupt:
+        err.print(
+            "interrupted: telemetry still pending; a background forwarder keeps trying",
+            highlight=False,
+        )
 
 
 def _finish_telemetry(telemetry: Any) -> None:

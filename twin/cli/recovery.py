@@ -11,7 +11,6 @@ import typer
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer
 from twin.cli.common import (
-    EXIT_ENDED,
     EXIT_FAIL,
     EXIT_INVALID,
     EXIT_OK,
@@ -248,20 +247,10 @@ def resume(
                 EXIT_REFUSED,
             ) from None
         final = ctrl_c.batch.state
-    from twin.cli.batch import _finish_telemetry, _print_summary
+    from twin.cli.batch import _close_telemetry, _exit_code, _print_summary
 
     with ctrl_c.ended(final):
         out.print()
         _print_summary(summarize(journal), journal)
-        if telemetry is not None:
-            try:
-                with ctrl_c.allow_interrupt():
-                    _finish_telemetry(telemetry)
-            except KeyboardInterrupt:
-                err.print(
-                    "interrupted: telemetry still pending; a background forwarder keeps trying",
-                    highlight=False,
-                )
-        if final.label == "Complete":
-            raise typer.Exit(EXIT_OK)
-        raise typer.Exit(EXIT_ENDED if final.is_final else EXIT_REFUSED)
+        _close_telemetry(telemetry, ctrl_c)
+        raise typer.Exit(_exit_code(final))
