@@ -106,3 +106,35 @@ def test_unacknowledged_alarms_stay_on_the_panel_until_acknowledged() -> None:
         out.truncate(0)
         console.print(display.render())
         assert "not acknowledged" not in out.getvalue()
+
+
+def test_a_hold_below_stays_shown_while_the_procedure_is_paused_over_it() -> None:
+    """As the batch's own status words it: "Paused (unit:u Held)", not a bare "Paused"
+    that hides the unit's hold (the lower elements' mirrored pause is not shown)."""
+    out = io.StringIO()
+    with BatchDisplay(Console(file=out, width=120), "B1") as display:
+        display(transition(1, 0.0, "procedure:p", "Running"))
+        display(transition(2, 10.0, "unit:u", "Running"))
+        display(transition(3, 10.0, "phase:u/o/1:culture", "Running"))
+        display(transition(4, 20.0, "unit:u", "Held"))
+        display(transition(5, 20.0, "phase:u/o/1:culture", "Held"))
+        display(transition(6, 30.0, "procedure:p", "Pausing"))
+        display(transition(7, 30.0, "procedure:p", "Paused"))
+        assert display.shown_state == "Paused (unit:u Held)"
+        display(transition(8, 40.0, "procedure:p", "Running"))
+        assert display.shown_state == "Running (unit:u Held)"
+
+
+def test_the_station_words_a_hold_below_as_the_batch_does() -> None:
+    """The station's board: "Running (unit:u Held)", and "Paused (unit:u Held)" while the
+    procedure is paused over it (it said "Running (u Held)", and a bare "Paused")."""
+    board = BatchBoard(Path("b.sqlite"))
+    for e in (
+        transition(1, 0.0, "procedure:p", "Running"),
+        transition(2, 10.0, "unit:u", "Running"),
+        transition(3, 20.0, "unit:u", "Held"),
+    ):
+        board.apply(e)
+    assert board.shown_state == "Running (unit:u Held)"
+    board.apply(transition(4, 30.0, "procedure:p", "Paused"))
+    assert board.shown_state == "Paused (unit:u Held)"

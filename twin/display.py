@@ -120,6 +120,10 @@ class BatchDisplay:
                 return "Running (waiting for the identity scan)"
             if self.lot_wanted:
                 return f"Running (waiting for a scan of the {self.lot_wanted} container)"
+        elif self.state in ("Pausing", "Paused"):  # a hold below stands through the pause
+            for element, state in self.below.items():
+                if state in ("Holding", "Held", "Stopping", "Aborting"):
+                    return f"{self.state} ({element} {state})"
         return self.state
 
     def render(self) -> Panel:

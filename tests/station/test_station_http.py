@@ -374,7 +374,7 @@ def test_a_hold_below_the_procedure_is_restarted_at_its_own_level(
         form = {"command": "hold", "level": "unit", "reason": "look at the bag"}
         _, _, page = await kim.post("/batch/unit1/command", {**form, "password": PEOPLE["kim"][2]})
         assert "hold" in page and "accepted" in page, page
-        while "(expansion_bioreactor Held)" not in page:
+        while "(unit:expansion_bioreactor Held)" not in page:
             await asyncio.sleep(0.1)
             _, _, page = await kim.get("/batch/unit1")
         assert f'data-what="Restart {unit}" data-command="restart" data-level="unit"' in page, page

@@ -129,14 +129,19 @@ class BatchBoard:
     @property
     def shown_state(self) -> str:
         """The procedure's state, with a lower element's hold or pause or a scan awaited."""
-        if self.view.state == "Running":
-            for element, state in self.below.items():
-                return f"Running ({element.split(':', 1)[-1]} {state})"
+        state = self.view.state
+        if state == "Running":
+            for element, below in self.below.items():
+                return f"Running ({element} {below})"  # as the batch words it
             if self.scan_wanted:
                 return "Running (waiting for the identity scan)"
             if self.lot_wanted:
                 return f"Running (waiting for a scan of the {self.lot_wanted} container)"
-        return self.view.state
+        elif state in ("Pausing", "Paused"):  # a hold below stands through the pause
+            for element, below in self.below.items():
+                if below in ("Holding", "Held", "Stopping", "Aborting"):
+                    return f"{state} ({element} {below})"
+        return state
 
     @property
     def day(self) -> float:
