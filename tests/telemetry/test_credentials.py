@@ -89,3 +89,34 @@ def test_a_batch_forwards_with_the_password_in_a_file_and_never_in_argv(
     assert run.returncode == 0, err
     assert "every event delivered" in out
     assert seen_in_argv == []
+
+
+def test_without_a_control_site_the_forwarder_does_not_wait_out_its_confirmation(
+    broker: BrokerConfig, tmp_path: Path
+):
+    """No control site has ever acknowledged the batch: its forwarder waits a few seconds
+    for one, not the whole confirmation wait (300 s by default) after every batch, and
+    `run` says plainly that no control site confirmed it. Before, the forwarder stayed
+    detached for 5 minutes ("a background forwarder keeps trying"), holding the site's
+    one MQTT session while the next batch's forwarder needed it."""
+    env = {
+        **os.environ,
+        PASSWORD_FILE_ENV: str(secret_file(tmp_path, broker.sites["site-a"] + "\n")),
+        "POC_TWIN_BROKER": f"mqtt://site-a@127.0.0.1:{broker.port}/?unit=cleanroom-5",
+        "POC_TWIN_TELEMETRY_GIVE_UP_S": "45",
+    }
+    env.pop("POC_TWIN_TELEMETRY_CONFIRM_S", None)  # the default wait
+    journal = tmp_path / "nc1.sqlite"
+    argv = ["run", "recipes/smoke.yaml", "--journal", str(journal), "--batch-id", "nc1", "-q"]
+    done = subprocess.run(
+        [sys.executable, "-c", "from twin.cli import main; main()", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no control site has acknowledged any of it" in done.stderr, done.stderr
+    assert "are not confirmed" in done.stderr
+    assert "a background forwarder keeps trying" not in done.stderr

@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -87,6 +88,8 @@ CONNECT_S = 30.0
 #: Longest wait for our batch process to take a request from the control site (it is
 #: starting, or a resume is handing the batch over); then the request is "not delivered".
 DELIVER_S = 30.0
+#: How long an ended batch's forwarder waits for a control site never heard for the batch.
+UNHEARD_S = 5.0
 #: Longest wait between two resends to a control site whose ack does not move.
 RESEND_MAX_S = 600.0
 #: Seconds the control site's ack may lag behind what the broker took before a resend.
@@ -585,7 +588,10 @@ class Forwarder:
         now = wall_monotonic()
         if self._delivered_at is None:
             self._delivered_at = now
-        if now - self._delivered_at < self.confirm_s:
+        # A control site never heard for this batch (none at this site, or it is away): a
+        # short wait for its retained ack, not the whole ``confirm_s`` after every batch.
+        wait = self.confirm_s if self.control_seq is not None else min(self.confirm_s, UNHEARD_S)
+        if now - self._delivered_at < wait:
             return False
         self.confirmed = False
         self._save_ack()
@@ -692,6 +698,13 @@ class Forwarder:
                         return True
                 except aiomqtt.MqttError as exc:
                     log.warning("%s: broker connection ended: %s", self.journal_path.name, exc)
+                    if self._delivered_at is not None:
+                        # Waiting only for the control site's ack, the broker having it all:
+                        # the session was lost, or taken by the site's next forwarder (one
+                        # login, one session). Reconnecting would republish from that ack and
+                        # take it back, again and again: stop, saying what is unconfirmed.
+                        self._delivered_at = -math.inf  # the wait is over
+                        return self._confirmed()
                 if self.sessions != sessions:
                     offline_since = None
                     if wall_monotonic() - self._session_started >= STABLE_S:
