@@ -120,3 +120,31 @@ def test_without_a_control_site_the_forwarder_does_not_wait_out_its_confirmation
     assert "no control site has acknowledged any of it" in done.stderr, done.stderr
     assert "are not confirmed" in done.stderr
     assert "a background forwarder keeps trying" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("POC_TWIN_TELEMETRY_RESEND_S", "30s"),
+        ("POC_TWIN_TELEMETRY_RESEND_S", "0"),  # a resend every poll: a flood
+        ("POC_TWIN_TELEMETRY_CONFIRM_S", "inf"),  # a forwarder that never ends
+        ("POC_TWIN_TELEMETRY_CONFIRM_S", "nan"),
+        ("POC_TWIN_TELEMETRY_GIVE_UP_S", "-1"),
+    ],
+)
+def test_a_forwarder_timing_no_one_can_mean_is_refused_before_the_batch_starts(
+    tmp_path: Path, name: str, value: str
+):
+    """Before, the forwarder child died on '30s' in the background (the batch ran on with
+    no telemetry), and took 0 as a resend every 0.2 s."""
+    from typer.testing import CliRunner
+
+    from twin.cli import app
+
+    journal = tmp_path / "t.sqlite"
+    env = {name: value, "POC_TWIN_BROKER": "mqtt://site-a@127.0.0.1:1/"}
+    argv = ["run", str(REPO / "recipes" / "smoke.yaml"), "--journal", str(journal), "-q"]
+    result = CliRunner().invoke(app, argv, env=env)
+    assert result.exit_code == 2, result.output
+    assert f"{name}={value!r}" in result.output
+    assert not journal.exists()

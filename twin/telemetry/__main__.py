@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 
 from twin.telemetry.credentials import (
     BROKER_ENV,
@@ -24,7 +25,13 @@ from twin.telemetry.credentials import (
     password_in_url,
     resolve_broker,
 )
-from twin.telemetry.forwarder import CONFIRM_ENV, RESEND_ENV, UNCONFIRMED, Forwarder
+from twin.telemetry.forwarder import (
+    SETTINGS,
+    UNCONFIRMED,
+    Forwarder,
+    seconds_setting,
+    settings_from,
+)
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.topics import TelemetryError
 
@@ -37,20 +44,41 @@ def main(argv: list[str] | None = None) -> int:
     fwd.add_argument("--broker", help=f"broker URL (default ${BROKER_ENV}); no password here")
     fwd.add_argument("--parent-pid", type=int, default=None, help="stop when it is gone + drained")
     fwd.add_argument("--once", action="store_true", help="deliver what is there, then stop")
-    give_up = float(os.environ.get("POC_TWIN_TELEMETRY_GIVE_UP_S", "86400"))
-    fwd.add_argument("--give-up-s", type=float, default=give_up, help="max time offline")
-    resend = float(os.environ.get(RESEND_ENV, "30"))
+    try:
+        settings = settings_from(os.environ)
+    except TelemetryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def seconds(key: str) -> Callable[[str], float]:
+        _, _, zero_ok, most = SETTINGS[key]
+
+        def parse(text: str) -> float:
+            try:
+                return seconds_setting(
+                    f"--{key.replace('_', '-')}", text, zero_ok=zero_ok, most=most
+                )
+            except TelemetryError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        return parse
+
+    fwd.add_argument(
+        "--give-up-s",
+        type=seconds("give_up_s"),
+        default=settings["give_up_s"],
+        help="max time offline (0: never give up)",
+    )
     fwd.add_argument(
         "--resend-after-s",
-        type=float,
-        default=resend,
+        type=seconds("resend_after_s"),
+        default=settings["resend_after_s"],
         help="resend what the control site's ack lags behind by after this long (doubling)",
     )
-    confirm = float(os.environ.get(CONFIRM_ENV, "300"))
     fwd.add_argument(
         "--confirm-s",
-        type=float,
-        default=confirm,
+        type=seconds("confirm_s"),
+        default=settings["confirm_s"],
         help="an ended batch: wait this long for the control site's ack of its last event",
     )
     sub.add_parser("fleet-worker", help="simulated sites, given on stdin (twin.telemetry.fleet)")

@@ -51,7 +51,7 @@ import math
 import os
 import socket
 import sqlite3
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,14 @@ from twin.journal import CHECKPOINT, Event
 from twin.names import UnsafeName, check_safe_name
 from twin.telemetry.site import SiteRecord
 from twin.telemetry.state import BatchState
-from twin.telemetry.topics import BrokerURL, decode, encode, parse_topic, topic
+from twin.telemetry.topics import (
+    BrokerURL,
+    TelemetryError,
+    decode,
+    encode,
+    parse_topic,
+    topic,
+)
 from twin.words import UnfitText, check_reason, escaped
 
 __all__ = ["AckFile", "Forwarder"]
@@ -98,6 +105,40 @@ RESEND_ENV = "POC_TWIN_TELEMETRY_RESEND_S"
 CONFIRM_ENV = "POC_TWIN_TELEMETRY_CONFIRM_S"
 #: ``forward``'s exit status: the broker has every event, the control site's ack stayed behind.
 UNCONFIRMED = 3
+GIVE_UP_ENV = "POC_TWIN_TELEMETRY_GIVE_UP_S"
+#: Each timing setting: (environment variable, default, 0 allowed (meaning), at most).
+SETTINGS = {
+    "give_up_s": (GIVE_UP_ENV, 86400.0, True, 30 * 86400.0),  # 0: never give up
+    "resend_after_s": (RESEND_ENV, 30.0, False, RESEND_MAX_S),
+    "confirm_s": (CONFIRM_ENV, 300.0, True, 3600.0),  # 0: do not wait
+}
+
+
+def seconds_setting(name: str, text: str, *, zero_ok: bool, most: float) -> float:
+    """A forwarder's timing setting, in seconds; TelemetryError naming it for anything else
+    (a unit, NaN, infinity, a negative; 0 where it would mean a resend every poll)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and (value > 0 or (zero_ok and value == 0)) and value <= most):
+        low = "0" if zero_ok else "more than 0"
+        raise TelemetryError(f"{name}={text!r}: give seconds, {low} to {most:g}")
+    return value
+
+
+def settings_from(environ: Mapping[str, str]) -> dict[str, float]:
+    """The forwarder's timing settings from the environment (defaults where unset), checked:
+    ``run``/``resume`` refuse bad ones (exit 2) before the batch starts or anything is
+    signed, not a forwarder that dies on them in the background."""
+    return {
+        key: seconds_setting(env, environ[env], zero_ok=zero_ok, most=most)
+        if env in environ
+        else default
+        for key, (env, default, zero_ok, most) in SETTINGS.items()
+    }
+
+
 _COLUMNS = "seq, batch_time, wall_time, kind, source, data, prev_hash, hash"
 
 

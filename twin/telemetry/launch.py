@@ -21,7 +21,7 @@ import aiomqtt
 
 from twin.engine.inbox import RELAY_ENV
 from twin.telemetry.credentials import BROKER_ENV, resolve_broker
-from twin.telemetry.forwarder import UNCONFIRMED, AckFile
+from twin.telemetry.forwarder import UNCONFIRMED, AckFile, settings_from
 from twin.telemetry.site import SiteRecord, Suspension
 from twin.telemetry.topics import BrokerURL, decode, encode, topic
 
@@ -74,6 +74,7 @@ class SiteTelemetry:
         self.broker_url = broker_url
         #: The password may come from POC_TWIN_BROKER_PASSWORD_FILE; the child inherits it.
         self.broker = resolve_broker(broker_url)
+        settings_from(os.environ)  # the forwarder's timings: refused here, not in the child
         self.journal_path = Path(journal_path)
         self.proc: subprocess.Popen[bytes] | None = None
         self.live = True
