@@ -715,3 +715,22 @@ def test_a_hold_open_when_the_process_died_is_not_said_to_last_to_the_end(
     assert "min so far, still held at the journal's last event: bag check" in hold.text
     assert "to the end of the batch" not in hold.text
     assert any("still held" in h for h in summarize(journal).hold_reasons)
+
+
+def test_resume_with_a_broker_url_no_one_can_use_resumes_nothing(tmp_path: Path) -> None:
+    """A bad `--broker` is exit 2 before anything is signed or written, said once."""
+    from twin.clock import run_batch_loop
+
+    journal = tmp_path / "dead.sqlite"
+
+    async def an_hour(batch: Batch) -> None:
+        await asyncio.sleep(3600.0)
+
+    run_batch_loop(lambda: smoke_process_that_dies(journal, an_hour), virtual=True, pace=None)
+    before = list(read_events(journal))
+    argv = ["resume", str(journal), "--operator", "sam", "--reason", "power back"]
+    result = CliRunner().invoke(app, [*argv, "--broker", "mqtt://site-a@127.0.0.1:99999/"])
+    assert result.exit_code == 2, result.output
+    assert "nothing resumed" in result.output and "nothing started" not in result.output
+    assert "--broker: --broker" not in result.output
+    assert list(read_events(journal)) == before

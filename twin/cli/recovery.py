@@ -109,8 +109,9 @@ def _telemetry_of(broker: str, journal: Path) -> Any:
 
     try:
         return SiteTelemetry(broker, journal)
-    except TelemetryError as exc:
-        raise _fail(f"--broker: {exc}; nothing resumed", EXIT_INVALID) from None
+    except TelemetryError as exc:  # it names what it is about (--broker, a setting)
+        said = str(exc).removesuffix("; nothing started")
+        raise _fail(f"{said}; nothing resumed", EXIT_INVALID) from None
     except ValueError as exc:  # urllib: a port that is not a number or out of range, bad IPv6
         raise _fail(f"--broker: {exc}; nothing resumed", EXIT_INVALID) from None
 

@@ -189,7 +189,8 @@ class AckFile:
 
     def save(self, seq: int, first_hash: str, **more: Any) -> None:
         """``seq`` the broker acknowledged; ``more``: what the control site acknowledged."""
-        tmp = self.path.with_suffix(".tmp")
+        # (a name of this process's own: a resume's forwarder may save beside the dead one's)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         body = {"acked_seq": seq, "first_hash": first_hash, "at": wall_now().isoformat(), **more}
         tmp.write_text(json.dumps(body))
         os.replace(tmp, self.path)
