@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from twin.journal import Event
+from twin.status import status_words
 
 __all__ = ["BatchDisplay"]
 
@@ -113,18 +114,9 @@ class BatchDisplay:
     @property
     def shown_state(self) -> str:
         """The procedure's state, with a lower element's hold or pause, or a scan awaited."""
-        if self.state == "Running":
-            for element, state in self.below.items():
-                return f"Running ({element} {state})"
-            if self.scan:
-                return "Running (waiting for the identity scan)"
-            if self.lot_wanted:
-                return f"Running (waiting for a scan of the {self.lot_wanted} container)"
-        elif self.state in ("Pausing", "Paused"):  # a hold below stands through the pause
-            for element, state in self.below.items():
-                if state in ("Holding", "Held", "Stopping", "Aborting"):
-                    return f"{self.state} ({element} {state})"
-        return self.state
+        return status_words(
+            self.state, self.below.items(), identity_wanted=self.scan, lot_wanted=self.lot_wanted
+        )
 
     def render(self) -> Panel:
         day = self.batch_time / DAY

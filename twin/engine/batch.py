@@ -54,6 +54,7 @@ from twin.errors import CommandRefused, CommunicationError, EquipmentError, Inte
 from twin.journal import Event, Journal
 from twin.recipe import LoadedRecipe
 from twin.recipe.monitors import Monitor
+from twin.status import status_words
 
 __all__ = ["Batch", "PhaseStep"]
 
@@ -262,18 +263,17 @@ class Batch:
     @property
     def status(self) -> str:
         """The procedure's state, with a lower element's hold or pause made visible."""
-        state = self.state
-        if state is S.RUNNING:
-            for machine in self._chain()[1:]:
-                if machine.state is not S.RUNNING and machine.state is not S.IDLE:
-                    return f"Running ({machine.element} {machine.state.label})"
-            if self._awaiting_scan:
-                return f"Running (waiting for {self._scan_awaited()})"
-        elif state in (S.PAUSING, S.PAUSED):  # a hold below stands through the pause
-            for machine in self._chain()[1:]:
-                if machine.state in (S.HOLDING, S.HELD, S.STOPPING, S.ABORTING):
-                    return f"{state.label} ({machine.element} {machine.state.label})"
-        return state.label
+        lot = self.ctx.lots.waiting_for if self._awaiting_scan else None
+        return status_words(
+            self.state.label,
+            (
+                (m.element, m.state.label)
+                for m in self._chain()[1:]
+                if m.state is not S.RUNNING and m.state is not S.IDLE
+            ),
+            identity_wanted=self._awaiting_scan and lot is None,
+            lot_wanted=lot or "",
+        )
 
     def _scan_awaited(self) -> str:
         """The scan a phase waits for, as the station and the console name it."""

@@ -25,6 +25,7 @@ from twin.report.record import (
     recorded_recipe,
     unit_of,
 )
+from twin.status import status_words
 from twin.telemetry.state import KEY_PVS, BatchState
 
 __all__ = ["TREND_STEP_S", "Alarm", "BatchBoard", "Limit"]
@@ -129,19 +130,12 @@ class BatchBoard:
     @property
     def shown_state(self) -> str:
         """The procedure's state, with a lower element's hold or pause or a scan awaited."""
-        state = self.view.state
-        if state == "Running":
-            for element, below in self.below.items():
-                return f"Running ({element} {below})"  # as the batch words it
-            if self.scan_wanted:
-                return "Running (waiting for the identity scan)"
-            if self.lot_wanted:
-                return f"Running (waiting for a scan of the {self.lot_wanted} container)"
-        elif state in ("Pausing", "Paused"):  # a hold below stands through the pause
-            for element, below in self.below.items():
-                if below in ("Holding", "Held", "Stopping", "Aborting"):
-                    return f"{state} ({element} {below})"
-        return state
+        return status_words(  # as the batch words it
+            self.view.state,
+            self.below.items(),
+            identity_wanted=self.scan_wanted,
+            lot_wanted=self.lot_wanted,
+        )
 
     @property
     def day(self) -> float:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twin.journal import Event
+from twin.status import status_words
 
 __all__ = ["KEY_PVS", "BatchState"]
 
@@ -25,8 +26,6 @@ _MAX_ALARMS = 20
 _SHOWN_BELOW = frozenset(
     {"Holding", "Held", "Restarting", "Pausing", "Paused", "Stopping", "Aborting"}
 )
-#: ... and those a Pausing or Paused one shows: a hold (or an ending) below stands through it.
-_SHOWN_BELOW_PAUSE = frozenset({"Holding", "Held", "Stopping", "Aborting"})
 #: Elements below the procedure, from the top: the first one not running is named.
 _LEVEL_ORDER = ("unit:", "operation:", "phase:")
 
@@ -75,19 +74,12 @@ class BatchState:
         "Paused (phase:... Held)", "Running (waiting for the identity scan)"."""
         if self.ended:
             return self.state
-        below = self.below_in_order()
-        if self.state == "Running":
-            for element, (state, _) in below:
-                return f"Running ({element} {state})"
-            if self.lot_wanted:
-                return f"Running (waiting for a scan of the {self.lot_wanted} container)"
-            if self.identity_wanted:
-                return "Running (waiting for the identity scan)"
-        elif self.state in ("Pausing", "Paused"):
-            for element, (state, _) in below:
-                if state in _SHOWN_BELOW_PAUSE:
-                    return f"{self.state} ({element} {state})"
-        return self.state
+        return status_words(
+            self.state,
+            ((element, state) for element, (state, _) in self.below_in_order()),
+            identity_wanted=self.identity_wanted,
+            lot_wanted=self.lot_wanted,
+        )
 
     @property
     def status_reason(self) -> str:
