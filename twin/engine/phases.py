@@ -485,8 +485,13 @@ class Wait(PhaseLogic):
                     return
                 raise PhaseFailed(f"{self.describe()}: not reached within {pr.timeout_h:g} h")
             step = min(pr.poll_s, limit - self.elapsed_s) or pr.poll_s
-            await ctx.clock.sleep_until(started + step)
-            self.elapsed_s += step
+            # Up to 600 s between checks: a command wakes the wait (a pause or controlled
+            # stop meets the safe point above within the unit's poll, as in a culture).
+            reached = False
+            try:
+                reached = await ctx.wait_until(started + step)
+            finally:  # a hold cancels the wait: the Running time until then still counts
+                self.elapsed_s += step if reached else ctx.clock.now() - started
 
 
 class ConfirmIdentity(PhaseLogic):
