@@ -143,6 +143,50 @@ async def test_an_alarm_during_held_is_journalled(running: Any) -> None:
     assert all(not e.data["accepted"] for e in refused)
 
 
+async def test_an_alarm_whose_hold_found_the_batch_held_holds_it_when_restarted(
+    running: Any,
+) -> None:
+    """The alarm's hold could not take effect while Held; restarted with the bag still cold,
+    the batch holds again for it (it did run on at room temperature to Complete)."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    held_at = await hold_dense_culture(run)
+    run.bench.twin.plant.bioreactor.heater_failed = True  # the bag cools overnight
+    await run.clock.sleep(10 * HOUR)
+    alarm = next(e for e in run.kinds("alarm") if e.batch_time > held_at)
+    run.batch.command("restart", who="kim", why="morning: go on")
+    restarted = run.clock.now()
+    await run.clock.sleep(HOUR)
+    assert run.batch.state is S.HELD
+    hold = [e for e in run.kinds("command") if e.batch_time >= restarted and e.data["accepted"]]
+    assert [(e.data["command"], e.data["operator"]) for e in hold] == [
+        ("restart", "kim"),
+        ("hold", "alarm:culture temperature"),
+    ]
+    assert hold[1].batch_time - restarted <= 60.0  # within one poll of running again
+    assert alarm.data["message"] in hold[1].data["reason"]
+    assert len(run.kinds("alarm")) == 1  # the same alarm, not raised again
+    # A second restart is a person's decision with the alarm before them: it runs on.
+    run.batch.command("restart", who="sam", why="heater replaced, warming up")
+    await run.clock.sleep(HOUR)
+    assert run.batch.state is S.RUNNING
+
+
+async def test_an_alarm_raised_and_cleared_while_held_does_not_hold_the_restart(
+    running: Any,
+) -> None:
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    await hold_dense_culture(run)
+    bag = run.bench.twin.plant.bioreactor
+    bag.heater_failed = True
+    await run.clock.sleep(4 * HOUR)
+    bag.heater_failed = False  # repaired while held: the bag warms up, the alarm clears
+    await run.clock.sleep(6 * HOUR)
+    assert [e.data["alarm"] for e in run.kinds("alarm_cleared")] == ["culture temperature"]
+    run.batch.command("restart", who="kim", why="go on")
+    await run.clock.sleep(HOUR)
+    assert run.batch.state is S.RUNNING
+
+
 async def test_readings_go_on_while_paused_and_between_phases(running: Any) -> None:
     run = await running()
     await run.until_phase_running("2:culture")

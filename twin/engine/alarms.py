@@ -70,6 +70,10 @@ class Alarms:
     def raised(self) -> list[str]:
         return [s.monitor.label for s in self._states.values() if s.raised]
 
+    def is_raised(self, monitor: Monitor) -> bool:
+        """Whether ``monitor`` is watched and its alarm raised now."""
+        return any(s.raised for (_, m), s in self._states.items() if m == monitor)
+
     def evaluate(self, equipment: str, values: dict[str, Any], now: float) -> None:
         """Check every monitor of ``equipment`` against a fresh set of process values."""
         for state in self._states.values():

@@ -151,6 +151,9 @@ class Batch:
         self.restoring_task: asyncio.Task[Any] | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self.alarms = Alarms(journal, self._on_alarm)
+        #: Alarms whose reaction (a hold) found its element held or holding already: the
+        #: reaction is due when that element runs again, if the alarm is still raised then.
+        self._pending_reactions: dict[Monitor, str] = {}
         self.ctx = BatchContext(
             clock, journal, equipment, safe_point=self._safe_point, alarms=self.alarms
         )
@@ -559,9 +562,20 @@ class Batch:
             return
         command = Command.ABORT if reaction == "abort" else Command.HOLD
         level = REACTION_LEVEL[reaction]
-        # Already held or ending: the alarm is in the journal all the same.
-        with contextlib.suppress(CommandRefused):
+        try:
             self.command(command, who=f"alarm:{monitor.label}", why=message, level=level)
+        except CommandRefused:
+            # Already held or ending: the alarm is in the journal all the same, and a hold
+            # waits for the element to run again (a restart does not run past it unseen).
+            self._pending_reactions[monitor] = message
+
+    def _react_pending(self) -> None:
+        """Restarted: each alarm whose hold found the batch held and that is still raised
+        holds it now (once: a person then restarts with the alarm before them)."""
+        pending, self._pending_reactions = self._pending_reactions, {}
+        for monitor, message in pending.items():
+            if self.alarms.is_raised(monitor):
+                self._on_alarm(monitor, f"{message}, raised while held and still so at the restart")
 
     def _reaction(self, name: str, to: str) -> str:
         """``control`` or ``safe``: what ``to`` (hold, stop, abort) does to item ``name``."""
@@ -740,6 +754,8 @@ class Batch:
                 for machine in restarting if restored else []:
                     if machine.state is S.RESTARTING:
                         machine.fire(Command.FINISH, why="setpoints re-established")
+                if restored:
+                    self._react_pending()
                 continue  # look again: a command may have come during the rewrite
             if all(m.state is S.RUNNING for m in chain):
                 return True
@@ -861,6 +877,7 @@ class Batch:
                     else:
                         if restored and self.state is state:
                             self._finish(why="setpoints re-established")
+                            self._react_pending()
                 elif state in (S.STOPPING, S.ABORTING):
                     to = "stop" if state is S.STOPPING else "abort"
                     await self._drive(to, state.label.lower())
