@@ -571,6 +571,33 @@ def test_command_to_a_batch_whose_process_died_points_to_resume(
     assert f"poc-twin resume {journal} --operator NAME --reason TEXT" in lines[0]
 
 
+def test_command_while_a_resume_re_runs_the_record_says_so_not_that_the_process_died(
+    completed: Path, tmp_path: Path
+) -> None:
+    """A resume holds the batch's address while it re-runs the record (seconds for a long
+    batch) before it takes commands: a command then is told so, and not to resume (which
+    another process is doing; a second resume is refused)."""
+    from twin.engine.inbox import claim_command_address
+
+    journal = tmp_path / "resuming.sqlite"
+    with sqlite3.connect(journal) as copy, sqlite3.connect(completed) as source:
+        source.backup(copy)
+        copy.execute("DELETE FROM events WHERE seq > 400")  # died Running; the chain whole
+    with contextlib.closing(claim_command_address(journal)):  # what resume does first
+        for action in ("hold", "restart"):
+            result = cli.invoke(
+                app, ["command", str(journal), action, "--operator", "sam", "--reason", "x"]
+            )
+            assert result.exit_code == 4, result.output
+            assert "its process died" not in result.stderr
+            assert "poc-twin resume" not in result.stderr.replace("(poc-twin resume re-", "")
+            assert "another process holds batch S-9" in result.stderr
+            assert "try again in a moment" in result.stderr
+    args = ["command", str(journal), "hold", "--operator", "sam", "--reason", "x"]
+    result = cli.invoke(app, args)
+    assert result.exit_code == 4 and "its process died" in result.stderr  # released: it died
+
+
 def test_command_to_a_journal_without_a_batch_yet(tmp_path: Path) -> None:
     journal = tmp_path / "starting.sqlite"
     Journal(journal, lambda: 0.0, signer=None).close()  # what a process leaves before it begins

@@ -50,6 +50,8 @@ def unserved(path: Path) -> str:
     ended, its process died, or it has not begun (its process may still be starting, and
     the engine listens before the procedure's first transition: try again).
     """
+    from twin.engine.inbox import address_held
+
     recorded = read_recorded(path)
     name = f"batch {recorded.batch_id}"
     if recorded.ended:
@@ -61,6 +63,12 @@ def unserved(path: Path) -> str:
         return (
             f"{path} records no batch that has begun: its process is still starting "
             "(try again in a moment) or died before the batch began"
+        )
+    if address_held(path):  # claimed, not yet listening: a resume re-runs the record
+        return (
+            f"another process holds {name} (last recorded state {recorded.state}) and does "
+            "not take commands yet: it is being resumed (poc-twin resume re-runs its record "
+            "first) or started; try again in a moment"
         )
     return (
         f"no process is running {name}, which has not ended (last recorded state "

@@ -41,6 +41,7 @@ __all__ = [
     "BatchProcessRunning",
     "CommandTarget",
     "NoRunningBatch",
+    "address_held",
     "claim_command_address",
     "command_address",
     "send_command",
@@ -104,6 +105,21 @@ def command_address(journal_path: Path | str) -> str:
     """The abstract socket name of the batch writing ``journal_path``."""
     digest = hashlib.sha256(str(Path(journal_path).resolve()).encode()).hexdigest()[:40]
     return f"\0poc-twin-{digest}"
+
+
+def address_held(journal_path: Path | str) -> bool:
+    """Whether a process holds ``journal_path``'s command address, listening or not (a
+    resume re-running the record, a run starting: claimed, no commands taken yet).
+
+    Read from /proc/net/unix, never by binding the name: a probe that bound it, however
+    briefly, could make the resume or run claiming it then fail. False where it cannot be
+    read (no command then says more than that no process answers)."""
+    name = "@" + command_address(journal_path)[1:]
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as table:
+            return any(line.split()[-1:] == [name] for line in table)
+    except OSError:
+        return False
 
 
 def claim_command_address(journal_path: Path | str) -> socket.socket:

@@ -28,7 +28,7 @@ from twin.access.entries import (
 )
 from twin.access.roles import Act, Role
 from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
-from twin.engine.inbox import NoRunningBatch, send_command
+from twin.engine.inbox import NoRunningBatch, address_held, send_command
 from twin.engine.lots import scan_from
 from twin.errors import InvalidInput, PocTwinError
 from twin.words import UnfitText, check_reason, check_scanned_id
@@ -62,6 +62,11 @@ async def _unserved(journal: Path, what: str) -> Outcome:
         why = (
             f"{name} has not begun: its process is still starting (try again in a moment) "
             "or died before the batch began"
+        )
+    elif address_held(journal):  # claimed, not yet listening: a resume re-runs the record
+        why = (
+            f"another process holds {name} (last recorded state {recorded.state}) and does "
+            "not take commands yet: it is being resumed or started; try again in a moment"
         )
     else:
         why = (
