@@ -126,6 +126,20 @@ async def test_refused_command_names_state_and_valid_commands(running: Any) -> N
     assert run.batch.state is S.RUNNING
 
 
+async def test_a_refused_command_below_the_procedure_lists_no_pause(running: Any) -> None:
+    """The valid commands a refusal names at a phase are those a phase takes: pause and
+    resume act on the whole procedure (given at a phase they are invalid), so a refused
+    phase restart does not offer them. Before, it listed "pause, hold, stop, abort"."""
+    run = await running()
+    await run.until_phase_running("2:culture")
+    with pytest.raises(CommandRefused) as refused:
+        run.batch.command("restart", who="bob", why="oops", level="phase")
+    assert refused.value.valid == ["hold", "stop", "abort"]
+    assert str(refused.value).endswith("valid commands: hold, stop, abort")
+    run.batch.command("abort", who="sam", why="done")
+    assert await finished(run) is S.ABORTED
+
+
 async def test_commands_from_another_terminal(running: Any) -> None:
     run = await running()
     await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)

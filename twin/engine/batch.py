@@ -355,6 +355,8 @@ class Batch:
             level = "procedure"
         target = self._element(level)
         valid = target.valid_commands()
+        if level != "procedure":  # pause and resume act on the whole procedure only
+            valid = [c for c in valid if c not in (Command.PAUSE.value, Command.RESUME.value)]
         accepted = cmd is not Command.FINISH and target.can(cmd)
         why_not = ""
         # Ending one element early, or restarting it, is a decision taken while the
