@@ -734,3 +734,48 @@ def test_resume_with_a_broker_url_no_one_can_use_resumes_nothing(tmp_path: Path)
     assert "nothing resumed" in result.output and "nothing started" not in result.output
     assert "--broker: --broker" not in result.output
     assert list(read_events(journal)) == before
+
+
+def test_a_restart_refused_by_a_silent_gas_unit_alarms_the_gas_dispenser(tmp_path: Path) -> None:
+    """One controller of the gas line goes silent; the batch holds; a restart while it is
+    still silent fails its rewrite and holds again. That failure's alarm names the
+    equipment item ("gas"), as the read's alarm and its clearing do: before, it named "gas
+    unit B", an alarm no "answers again" ever cleared. The record replays identically."""
+    scenario_file = tmp_path / "silent-b.yaml"
+    scenario_file.write_text(
+        "scenario: silent-b\nfaults:\n  - {at: 1h, device: gas, fault: silent, unit: B, "
+        "until: 1h 15m}\n"
+    )
+    scenario = load_scenario(scenario_file)
+    batches: list[Batch] = []
+    restarts: list[float] = []
+
+    def start_faults(opened: OpenBench, clock: Clock) -> None:
+        FaultScheduler(
+            scenario.model, plant=opened.twin.plant, servers=opened.twin.servers, clock=clock
+        ).start()
+
+    def command(action: str, why: str) -> None:
+        with contextlib.suppress(CommandRefused):
+            batches[0].command(action, who="bob", why=why)
+
+    def operator(event: Event) -> None:
+        if event.kind != "transition" or not event.source.startswith("procedure:"):
+            return
+        if event.data["to"] == "Held" and len(restarts) < 4:  # a person restarts each hold
+            restarts.append(event.batch_time)
+            asyncio.get_running_loop().call_later(600.0, command, "restart", "line checked")
+
+    journal = tmp_path / "silent-b.sqlite"
+    final = run_smoke(
+        journal, subscribers=[operator], on_batch=batches.append, on_bench=start_faults
+    )
+    assert final is S.COMPLETE
+    events = list(read_events(journal))
+    alarms = [e for e in events if e.kind == "alarm" and e.data["alarm"] == "communication"]
+    assert len(alarms) >= 2, [e.data for e in alarms]  # the read's, then the restart's
+    assert {e.source for e in alarms} == {"gas"}, [(e.source, e.data) for e in alarms]
+    cleared = [e for e in events if e.kind == "alarm_cleared" and e.source == "gas"]
+    assert cleared
+    result = replay(journal)
+    assert result.identical, result.divergence and result.divergence.describe()

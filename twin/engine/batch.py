@@ -663,7 +663,7 @@ class Batch:
         """A phase failed: alarm naming the device or phase, then the recipe's reaction."""
         step = self.current
         where = step.path if step else "procedure"
-        device = getattr(exc, "device", None)
+        device = self.modules.equipment_of(exc)  # "gas unit B" is item "gas", as when read
         kind = _alarm_kind(exc, device, otherwise="phase_failure")
         message = str(exc) or type(exc).__name__
         reaction = "hold" if kind == "communication" or step is None else step.logic.on_failure

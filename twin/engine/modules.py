@@ -212,8 +212,9 @@ class ControlModules:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def _equipment_of(self, exc: Exception) -> str | None:
-        """The equipment item a device error names (a driver may name a unit on its line)."""
+    def equipment_of(self, exc: BaseException) -> str | None:
+        """The equipment item a device error names (a driver may name a unit on its line:
+        'gas unit B' is item 'gas'): what its alarm, and its clearing, are journalled as."""
         device = getattr(exc, "device", None)
         if device is None:
             return None
@@ -225,7 +226,7 @@ class ControlModules:
     def _report(self, exc: Exception, equipment: str | None = None) -> None:
         """Hand a fault to the batch; if even that fails, the journal still gets an alarm."""
         try:
-            self.on_failure(exc, equipment or self._equipment_of(exc))
+            self.on_failure(exc, equipment or self.equipment_of(exc))
         except Exception as failed:  # the last line of defence of monitoring
             with contextlib.suppress(Exception):
                 self.ctx.journal.append(
@@ -309,7 +310,7 @@ class ControlModules:
             elif isinstance(exc, EquipmentError):  # recorded (a replay sees it fail), no alarm
                 self.ctx.journal.append(
                     "no_answer",
-                    self._equipment_of(exc) or exc.device,
+                    self.equipment_of(exc) or exc.device,
                     {"what": loop, "message": str(exc)},
                     durable=False,
                 )
