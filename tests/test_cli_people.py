@@ -386,6 +386,23 @@ def test_a_second_ctrl_c_aborts_until_the_batch_runs_again(
     assert again.given == []
 
 
+def test_a_restart_that_fails_makes_the_next_ctrl_c_a_first_one_again(tmp_path: Path) -> None:
+    """Held by someone else, a press here only says a second one aborts; someone restarts,
+    the restart fails (a device still silent) and the engine holds again, the batch never
+    reaching Running. A press now is a first one again (it says, it does not abort): the
+    earlier "Ctrl-C again aborts it" was about the earlier hold. Before, it aborted."""
+    batch = _Batch(S.HELD)
+    ctrl_c = CtrlC("dan", tmp_path / "j.sqlite", Console(file=io.StringIO()))
+    ctrl_c.act(batch)  # type: ignore[arg-type]
+    restarting = Event(1, 0.0, "", "transition", "procedure:x", {"to": "Restarting"}, "", "")
+    ctrl_c(restarting)
+    held = Event(2, 0.0, "", "transition", "procedure:x", {"to": "Held"}, "", "")
+    ctrl_c(held)  # the restart failed: held again by the engine
+    assert "Ctrl-C again aborts it" in ctrl_c.act(batch)  # type: ignore[arg-type]
+    assert batch.given == []
+    assert "aborted by dan" in ctrl_c.act(batch)  # type: ignore[arg-type]
+
+
 def test_after_the_batch_ended_a_ctrl_c_only_gets_a_note(tmp_path: Path) -> None:
     """One press too many while the summary is printed: a note, then the caller's handler back."""
     before = signal.getsignal(signal.SIGINT)

@@ -7,8 +7,8 @@ sits on the batch's own event loop (``loop.add_signal_handler``), so the command
 the engine between two of its callbacks, never inside one.
 
 One rule covers every press: hold where the state model allows a hold; else, where it
-allows an abort, abort if this terminal pressed Ctrl-C before and the batch has not run
-again since (the second Ctrl-C), or say that a second press aborts (a batch held by
+allows an abort, abort if this terminal pressed Ctrl-C before and the batch has not been
+restarted since (the second Ctrl-C), or say that a second press aborts (a batch held by
 someone else, or brought back Held by ``resume``, is never aborted by one keystroke);
 else let the batch finish.
 
@@ -74,7 +74,8 @@ class CtrlC:
         #: The SIGINT handler before the run (restored by ``ended``).
         self._outer: Any = signal.getsignal(signal.SIGINT)
         self._noting = False
-        #: A Ctrl-C was pressed here and the batch has not run since: the next one aborts.
+        #: A Ctrl-C was pressed here and the batch has not been restarted since: the next
+        #: one aborts.
         self.pressed_before = False
 
     # -- while the batch runs ---------------------------------------------------------
@@ -136,9 +137,11 @@ class CtrlC:
         if (
             event.kind == "transition"
             and event.source.startswith("procedure:")
-            and event.data.get("to") == "Running"
+            and event.data.get("to") in ("Restarting", "Running")
         ):
-            self.pressed_before = False  # it runs again: the next Ctrl-C is a first one
+            # Restarted (even if the restart fails and holds again): the next Ctrl-C is a
+            # first one; the earlier press's "Ctrl-C again aborts it" was about that hold.
+            self.pressed_before = False
         if (
             self.attached
             and not self._noting
