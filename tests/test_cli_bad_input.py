@@ -297,3 +297,38 @@ def test_run_lot_is_refused_only_where_no_addition_would_dose_it(tmp_path: Path)
     recipe.write_text(both)
     result = cli.invoke(app, [*args, "--journal", str(tmp_path / "b.sqlite")])
     assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def finished_journal(tmp_path_factory: pytest.TempPathFactory, _site_users: object) -> Path:
+    """The journal of one ended smoke batch, copied by each test that could change it."""
+    journal = tmp_path_factory.mktemp("finished") / "done.sqlite"
+    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), "-q"])
+    assert result.exit_code == 0, result.output
+    return journal
+
+
+@pytest.mark.parametrize(
+    ("command", "onto"),
+    [
+        (["report", "-o"], "itself"),
+        (["report", "-o"], "another"),
+        (["export", "--format", "csv", "-o"], "itself"),
+        (["export", "--format", "json", "-o"], "another"),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, list) else v,
+)
+def test_a_report_or_export_is_never_written_over_a_journal(
+    tmp_path: Path, finished_journal: Path, command: list[str], onto: str
+) -> None:
+    journal = tmp_path / "b.sqlite"
+    other = tmp_path / "other.sqlite"
+    journal.write_bytes(finished_journal.read_bytes())
+    other.write_bytes(finished_journal.read_bytes())
+    target = journal if onto == "itself" else other
+    before = {p: p.read_bytes() for p in (journal, other)}
+    result = cli.invoke(app, [command[0], str(journal), *command[1:], str(target)])
+    assert result.exit_code == 2, result.output
+    assert "is an SQLite database" in result.output and "nothing written" in result.output
+    assert {p: p.read_bytes() for p in (journal, other)} == before
+    assert cli.invoke(app, ["verify", str(target)]).exit_code == 0

@@ -93,6 +93,32 @@ def _output_file(target: Path, option: str) -> Path:
     return target
 
 
+#: The first bytes of every SQLite database: a journal, a users file, a results store.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _text_output(target: Path, option: str, *, given: bool = True) -> Path:
+    """``target`` if a command may write a report or an export there: as
+    :func:`_output_file` (where the user ``given`` it), and never over an SQLite database (a
+    journal, this batch's own or another's, a users file): exit 2, nothing written."""
+    if given:
+        _output_file(target, option)
+    try:
+        head = b""
+        if target.is_file():  # never opened if a FIFO or a device: it could block
+            with target.open("rb") as existing:
+                head = existing.read(len(_SQLITE_HEADER))
+    except OSError:
+        return target  # unreadable: the write itself says why
+    if head == _SQLITE_HEADER:
+        raise _fail(
+            f"{option} {target} is an SQLite database (a journal?), not a report or an "
+            "export: name another file; nothing written",
+            EXIT_INVALID,
+        )
+    return target
+
+
 def _bench_path(bench: Path | None) -> Path:
     if bench is not None:
         return bench

@@ -11,7 +11,17 @@ from typing import Annotated, Any
 
 import typer
 
-from twin.cli.common import EXIT_FAIL, EXIT_INVALID, DebugOpt, _fail, _output_file, app, err, out
+from twin.cli.common import (
+    EXIT_FAIL,
+    EXIT_INVALID,
+    DebugOpt,
+    _fail,
+    _output_file,
+    _text_output,
+    app,
+    err,
+    out,
+)
 from twin.cli.whatif import _default_bench
 from twin.errors import InvalidInput, PocTwinError
 
@@ -98,7 +108,7 @@ def forecast_cmd(
     record["library"] = str(library_path)
     _print(result)
     if summary_json is not None:
-        _output_file(summary_json, "--json").write_text(
+        _text_output(summary_json, "--json").write_text(
             json.dumps(record, indent=2), encoding="utf-8"
         )
     if save and at_day is None:

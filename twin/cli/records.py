@@ -12,7 +12,7 @@ from twin.cli.common import (
     EXIT_FAIL,
     EXIT_INVALID,
     _fail,
-    _output_file,
+    _text_output,
     app,
     err,
     out,
@@ -226,8 +226,12 @@ def report(
     from twin.report import write_report
     from twin.report.pdf import print_pdf
 
-    target = _output_file(output, "--output") if output else _beside(journal, ".html")
-    printed = _output_file(pdf, "--pdf") if pdf is not None else None
+    target = (
+        _text_output(output, "--output")
+        if output
+        else _text_output(_beside(journal, ".html"), "default --output", given=False)
+    )
+    printed = _text_output(pdf, "--pdf") if pdf is not None else None
     try:
         key, anchors = _signature_inputs(journal, public_key, anchor, control_password_file)
         record = write_report(journal, target, key, anchors)
@@ -265,7 +269,11 @@ def export(
     if fmt not in FORMATS:
         raise _fail(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}", EXIT_INVALID)
     suffix = ".json" if fmt == "json" else (".trends.csv" if fmt == "trends-csv" else ".csv")
-    target = _output_file(output, "--output") if output else _beside(journal, suffix)
+    target = (
+        _text_output(output, "--output")
+        if output
+        else _text_output(_beside(journal, suffix), "default --output", given=False)
+    )
     try:
         ok = export_journal(journal, fmt, target)
     except PocTwinError as exc:

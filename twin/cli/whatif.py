@@ -20,6 +20,7 @@ from twin.cli.common import (
     _output_file,
     _params,
     _print_problems,
+    _text_output,
     app,
     err,
     out,
@@ -165,7 +166,7 @@ def whatif(
     )
     results_path = results or Path("runs") / f"whatif-{recipe_id}-{seed}.sqlite"
     _output_file(results_path, "--results")
-    report_path = _output_file(report or results_path.with_suffix(".html"), "--report")
+    report_path = _text_output(report or results_path.with_suffix(".html"), "--report")
     try:
         store = ResultsFile(results_path, definition)
     except EnsembleMismatch as exc:
@@ -208,7 +209,7 @@ def whatif(
     _print_summary(analysis)
     out.print(f"report: {report_path}   results: {results_path}")
     if summary_json is not None:
-        _output_file(summary_json, "--json").write_text(
+        _text_output(summary_json, "--json").write_text(
             json.dumps(_figures(analysis), indent=2), encoding="utf-8"
         )
     if analysis.errors:
