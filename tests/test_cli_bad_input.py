@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -332,3 +333,33 @@ def test_a_report_or_export_is_never_written_over_a_journal(
     assert "is an SQLite database" in result.output and "nothing written" in result.output
     assert {p: p.read_bytes() for p in (journal, other)} == before
     assert cli.invoke(app, ["verify", str(target)]).exit_code == 0
+
+
+def test_a_journal_named_as_the_users_file_is_refused_and_left_unchanged(
+    tmp_path: Path, finished_journal: Path, site: Any
+) -> None:
+    journal = tmp_path / "b.sqlite"
+    journal.write_bytes(finished_journal.read_bytes())
+    before = journal.read_bytes()
+    listed = cli.invoke(app, ["site", "user", "list", "--users", str(journal)])
+    assert listed.exit_code == 4, listed.output
+    assert "not a users file (tables: events)" in listed.output
+    added = cli.invoke(
+        app,
+        [
+            *("site", "user", "add", "bob", "--name", "Bob", "--role", "operator"),
+            *("--users", str(journal), "--admin", "root"),
+            *("--admin-password-file", str(site.password_file("root"))),
+            *("--password-file", str(site.password_file("kim"))),
+        ],
+    )
+    assert added.exit_code == 4, added.output
+    new = tmp_path / "new.sqlite"
+    started = cli.invoke(
+        app, ["run", SMOKE, "--bench", SIM, "--journal", str(new), "--users", str(journal), "-q"]
+    )
+    assert started.exit_code == 2 and "nothing started" in started.output, started.output
+    assert not new.exists()
+    assert journal.read_bytes() == before
+    with sqlite3.connect(journal) as db:
+        assert [t for (t,) in db.execute("SELECT name FROM sqlite_master")] == ["events"]

@@ -149,6 +149,27 @@ def _roles(text: str) -> frozenset[Role]:
     return frozenset(Role(r) for r in text.split(",") if r)
 
 
+#: The tables of a users file (``sqlite_sequence`` is SQLite's own, for the audit's seq).
+_TABLES = frozenset({"users", "audit", "sqlite_sequence"})
+
+
+def _check_tables(path: Path, db: sqlite3.Connection, create: bool) -> None:
+    """A users file's tables, or none yet where one is being created: never a journal, a
+    control-site store or any other database, which the schema would be written into."""
+    query = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+    tables = {name for (name,) in db.execute(query)}
+    if "users" in tables and tables <= _TABLES:
+        return
+    if not tables and create:
+        return
+    if not tables:
+        raise UserStoreError(f"{path}: an empty file, not a users file; nothing changed")
+    raise UserStoreError(
+        f"{path}: an SQLite database but not a users file (tables: "
+        f"{', '.join(sorted(tables))}); nothing changed"
+    )
+
+
 class UserStore:
     """The users file of one site."""
 
@@ -170,8 +191,15 @@ class UserStore:
                         "with: poc-twin site user add ID --name NAME --role admin"
                     )
                 path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.is_file():  # a device (/dev/null): SQLite would write beside it
+                raise UserStoreError(f"{path} is not a regular file, not a users file")
             db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-            db.executescript(_SCHEMA)
+            try:
+                _check_tables(path, db, create)
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
             if create:
                 path.chmod(0o600)
         except sqlite3.DatabaseError as exc:
