@@ -4,7 +4,7 @@ reader of a journal says in one line what is wrong with a file that is not one (
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +363,62 @@ def test_a_journal_named_as_the_users_file_is_refused_and_left_unchanged(
     assert journal.read_bytes() == before
     with sqlite3.connect(journal) as db:
         assert [t for (t,) in db.execute("SELECT name FROM sqlite_master")] == ["events"]
+
+
+@pytest.fixture
+def locked_users(
+    tmp_path: Path, site: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[sqlite3.Connection]:
+    """A copy of the site's users file that another process holds locked for writing (as
+    an administrator's open ``sqlite3`` session would): every sign-in must wait, then fail."""
+    import shutil
+
+    from twin.access import users as users_module
+
+    copy = tmp_path / "users.sqlite"
+    shutil.copy(site.users, copy)
+    monkeypatch.setenv(users_module.ENV_USERS, str(copy))
+    monkeypatch.setattr(users_module, "BUSY_TIMEOUT_S", 0.05)
+    holder = sqlite3.connect(copy, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("UPDATE users SET failures = failures")
+    yield holder
+    holder.execute("ROLLBACK")
+    holder.close()
+
+
+def test_a_users_file_locked_by_another_process_refuses_in_one_line(
+    tmp_path: Path, finished_journal: Path, site: Any, locked_users: sqlite3.Connection
+) -> None:
+    journal = tmp_path / "b.sqlite"
+    journal.write_bytes(finished_journal.read_bytes())
+    before = journal.read_bytes()
+    reviewed = cli.invoke(
+        app, ["review", str(journal), "--comment", "record reviewed", *site.signed("quinn")]
+    )
+    assert reviewed.exit_code == 4, reviewed.output
+    assert "cannot be used now" in reviewed.output and "try again" in reviewed.output
+    assert journal.read_bytes() == before
+    new = tmp_path / "new.sqlite"
+    started = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(new), "-q"])
+    assert started.exit_code == 4 and "nothing started" in started.output, started.output
+    assert not new.exists()
+
+
+def test_a_running_batch_answers_a_command_while_its_users_file_is_locked(
+    site: Any, locked_users: sqlite3.Connection
+) -> None:
+    from twin.access.users import UserStore, users_path
+    from twin.engine.inbox import _answer
+
+    class Target:  # the batch's side: nothing may be journalled for a busy users file
+        status = "Running"
+        journal = None
+
+    store = UserStore.open(users_path())
+    try:
+        request = {"command": "hold", "operator": "kim", "reason": "bag check"}
+        reply = _answer(Target(), {**request, "password": "kim-pass-0001"}, store)  # type: ignore[arg-type]
+    finally:
+        store.close()
+    assert reply["status"] == "refused" and "cannot be used now" in reply["message"]

@@ -17,6 +17,7 @@ with a batch role (segregation of duties).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -25,6 +26,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from twin.access.roles import MEANING, Act, Role, may, roles_for
 from twin.clock import wall_now
@@ -49,6 +51,9 @@ DEFAULT_USERS = Path("site/users.sqlite")
 #: Wrong passwords in a row that lock an account.
 LOCK_AFTER = 5
 MIN_PASSWORD = 8
+#: How long a command waits for another process's hold on the users file (SQLite's lock)
+#: before it says the file cannot be used now.
+BUSY_TIMEOUT_S = 10.0
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -70,6 +75,31 @@ RESERVED_IDS = frozenset({"engine", "batch", "procedure", "ctrl-c"})
 
 class UserStoreError(PocTwinError):
     """The users file cannot be used (missing, not a users file), or a change is invalid."""
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> UserStoreError:
+    """The users file could not be read or written just now (another process holds it
+    locked, a read-only file system, a disk error): nothing was signed, counted or changed."""
+    return UserStoreError(
+        f"{path}: the site's users file cannot be used now ({exc}; another process may hold "
+        "it: try again); nothing was signed or changed"
+    )
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _usable(method: _Method) -> _Method:
+    """``method`` of a :class:`UserStore`, its SQLite errors as :class:`UserStoreError`."""
+
+    @functools.wraps(method)
+    def wrapper(self: UserStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 #: Every refusal of an id and password: unknown id, wrong password, locked or disabled
@@ -193,7 +223,7 @@ class UserStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
             elif not path.is_file():  # a device (/dev/null): SQLite would write beside it
                 raise UserStoreError(f"{path} is not a regular file, not a users file")
-            db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
                 _check_tables(path, db, create)
                 db.executescript(_SCHEMA)
@@ -202,6 +232,8 @@ class UserStore:
                 raise
             if create:
                 path.chmod(0o600)
+        except sqlite3.OperationalError as exc:  # locked by another process, read-only
+            raise _unusable(path, exc) from None
         except sqlite3.DatabaseError as exc:
             raise UserStoreError(f"{path}: not a users file ({exc})") from None
         except OSError as exc:
@@ -213,6 +245,7 @@ class UserStore:
 
     # -- reading ---------------------------------------------------------------------
 
+    @_usable
     def get(self, user_id: str) -> User | None:
         row = self._db.execute(
             "SELECT id, name, roles, disabled, locked, failures FROM users WHERE id = ?",
@@ -222,16 +255,19 @@ class UserStore:
             return None
         return User(row[0], row[1], _roles(row[2]), bool(row[3]), bool(row[4]), row[5])
 
+    @_usable
     def users(self) -> list[User]:
         ids = [r[0] for r in self._db.execute("SELECT id FROM users ORDER BY id")]
         return [u for u in (self.get(i) for i in ids) if u is not None]
 
+    @_usable
     def audit(self) -> list[tuple[int, str, str, str, str, str]]:
         """Every change and refused sign-in, oldest first."""
         return list(self._db.execute("SELECT * FROM audit ORDER BY seq"))
 
     # -- signing ---------------------------------------------------------------------
 
+    @_usable
     def sign(self, user_id: str, password: str, act: Act) -> Signer:
         """Check id, password and role for one act; AccessRefused (audited) otherwise."""
 
@@ -244,6 +280,7 @@ class UserStore:
         name = self._authenticate(user_id, password, act.value, role_refusal)
         return Signer(user_id, name, act.value, MEANING[act], _now())
 
+    @_usable
     def sign_in(self, user_id: str, password: str) -> Signer:
         """Id and password only (a user changing their own password); AccessRefused else."""
         name = self._authenticate(user_id, password, "sign-in", lambda roles: None)
@@ -314,9 +351,11 @@ class UserStore:
 
     # -- managing --------------------------------------------------------------------
 
+    @_usable
     def is_empty(self) -> bool:
         return self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
 
+    @_usable
     def add(
         self,
         user_id: str,
@@ -362,12 +401,14 @@ class UserStore:
         assert user is not None
         return user
 
+    @_usable
     def disable(self, user_id: str, *, by: Signer) -> None:
         """The user signs nothing any more; id, name and history stay."""
         self._change(
             user_id, by, "disable", "UPDATE users SET disabled = 1, changed = ? WHERE id = ?"
         )
 
+    @_usable
     def unlock(self, user_id: str, *, by: Signer) -> None:
         self._change(
             user_id,
@@ -376,6 +417,7 @@ class UserStore:
             "UPDATE users SET locked = 0, failures = 0, changed = ? WHERE id = ?",
         )
 
+    @_usable
     def set_password(self, user_id: str, password: str, *, by: Signer) -> None:
         """A new password, set by the user (signing with the old one) or an administrator."""
         if by.user != user_id and by.act != Act.MANAGE_USERS.value:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from twin.access.roles import Act
-from twin.access.users import AccessRefused, Signer, UserStore
+from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
 from twin.bench import with_donor_seed
 from twin.cli.common import (
     EXIT_ENDED,
@@ -305,7 +305,7 @@ def _development_signature(
         return None
     try:
         return users.sign(operator, read_password(operator, password_file), Act.RUN_DEVELOPMENT)
-    except AccessRefused as exc:
+    except (AccessRefused, UserStoreError) as exc:
         raise _fail(f"{exc}; nothing started", EXIT_REFUSED) from None
 
 
@@ -318,7 +318,10 @@ def _production_starter_or_exit(users: UserStore | None, bench: LoadedBench, ope
 
     if users is None or bench.model.development:
         return
-    user = None if operator.lower() in RESERVED_IDS else users.get(operator)
+    try:
+        user = None if operator.lower() in RESERVED_IDS else users.get(operator)
+    except UserStoreError as exc:
+        raise _fail(f"{exc}; nothing started", EXIT_REFUSED) from None
     if user is None or user.disabled or user.locked:
         raise _fail(
             f"--operator '{operator}': not a site user who may start a batch on this bench "

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from twin.access.roles import Act
-from twin.access.users import AccessRefused, Signer
+from twin.access.users import AccessRefused, Signer, UserStoreError
 from twin.cli.common import (
     EXIT_FAIL,
     EXIT_INVALID,
@@ -97,6 +97,8 @@ def _supervisor_signs(
         return resumes, store.sign(operator, password, Act.RESTART) if restart else None
     except AccessRefused as exc:
         journal_refusal_in(journal, exc, held=True)  # resume holds the journal's address
+        raise _fail(str(exc), EXIT_REFUSED) from None
+    except UserStoreError as exc:  # the users file locked by another process
         raise _fail(str(exc), EXIT_REFUSED) from None
     finally:
         store.close()

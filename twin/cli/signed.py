@@ -46,6 +46,8 @@ def _sign_entry(
     except AccessRefused as exc:
         journal_refusal_in(journal, exc)
         raise refused(exc) from None
+    except UserStoreError as exc:  # the users file locked by another process
+        raise refused(exc) from None
     finally:
         store.close()
 
@@ -125,7 +127,7 @@ def _admin(store_users: Path | None, admin: str | None, password_file: Path | No
         return store.sign(
             admin, read_password(admin, password_file, "admin password"), Act.MANAGE_USERS
         )
-    except AccessRefused as exc:
+    except (AccessRefused, UserStoreError) as exc:
         raise refused(exc) from None
     finally:
         store.close()
@@ -243,7 +245,7 @@ def user_passwd(
             by = store.sign_in(
                 user_id, read_password(user_id, old_password_file, "current password")
             )
-        except AccessRefused as exc:
+        except (AccessRefused, UserStoreError) as exc:
             raise refused(exc) from None
         finally:
             store.close()
@@ -262,12 +264,15 @@ def user_list(users: UsersOpt = None) -> None:
     """The site's users: id, printed name, roles, and whether disabled or locked."""
     store = open_users(users)
     try:
-        for u in store.users():
-            flags = " ".join(f for f, on in (("disabled", u.disabled), ("locked", u.locked)) if on)
-            out.print(
-                f"{u.id:20} {u.name:30} {','.join(sorted(u.roles)):22} {flags}".rstrip(),
-                markup=False,
-                highlight=False,
-            )
+        listed = store.users()
+    except UserStoreError as exc:
+        raise refused(exc) from None
     finally:
         store.close()
+    for u in listed:
+        flags = " ".join(f for f, on in (("disabled", u.disabled), ("locked", u.locked)) if on)
+        out.print(
+            f"{u.id:20} {u.name:30} {','.join(sorted(u.roles)):22} {flags}".rstrip(),
+            markup=False,
+            highlight=False,
+        )

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from twin.access.esign import SIMULATED_PERSON, journal_refusal
 from twin.access.roles import Act
-from twin.access.users import AccessRefused, Signer, UserStore
+from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
 from twin.engine.alarms import is_critical
 from twin.engine.lots import MATERIALS, LotScan, NoScanWanted, expiry_date
 from twin.engine.states import LEVELS, Command
@@ -269,6 +269,8 @@ def _answer(
         signer = users.sign(operator, password, act)
     except AccessRefused as exc:
         journal_refusal(target.journal, exc)
+        return {"status": "refused", "message": str(exc), "state": target.status}
+    except UserStoreError as exc:  # the users file locked by another process: nobody refused
         return {"status": "refused", "message": str(exc), "state": target.status}
     return _perform(target, command, request, signer)
 
