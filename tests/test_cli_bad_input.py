@@ -422,3 +422,16 @@ def test_a_running_batch_answers_a_command_while_its_users_file_is_locked(
     finally:
         store.close()
     assert reply["status"] == "refused" and "cannot be used now" in reply["message"]
+
+
+@pytest.mark.parametrize("below", ["j.sqlite", "a/b/j.sqlite"])
+def test_run_refuses_a_journal_under_a_file_before_anything_starts(
+    tmp_path: Path, below: str
+) -> None:
+    notes = text_file(tmp_path)
+    before = notes.read_bytes()
+    target = notes / below
+    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(target), "-q"])
+    assert result.exit_code == 2, result.output
+    assert "is a file, not a folder; nothing started" in result.output
+    assert notes.read_bytes() == before

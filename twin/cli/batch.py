@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -204,6 +205,7 @@ def run(
         check_new_journal(journal_path)
     except JournalError as exc:
         raise _fail(f"{exc}; nothing started", EXIT_INVALID) from None
+    _journal_folder_or_exit(journal_path)
     site_users = users_for_batch(users)
     starter = _development_signature(site_users, loaded_bench, operator, password_file)
     _production_starter_or_exit(site_users, loaded_bench, operator)
@@ -261,6 +263,24 @@ def run(
 
 
 _MATERIALS = MATERIALS
+
+
+def _journal_folder_or_exit(journal_path: Path) -> None:
+    """The journal's folder is one (or can be made) and can be written: else exit 2, nothing
+    started (it failed only once the batch began, exit 1, after a signature, telemetry)."""
+    folder = journal_path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise _fail(
+            f"--journal {journal_path}: {folder} is a file, not a folder; nothing started",
+            EXIT_INVALID,
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):  # also a read-only file system, for root
+        raise _fail(
+            f"--journal {journal_path}: the folder {folder} cannot be written; nothing started",
+            EXIT_INVALID,
+        )
 
 
 def _starter_and_ids_or_exit(operator: str, patient_id: str | None, bag_id: str | None) -> None:
