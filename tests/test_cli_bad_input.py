@@ -435,3 +435,35 @@ def test_run_refuses_a_journal_under_a_file_before_anything_starts(
     assert result.exit_code == 2, result.output
     assert "is a file, not a folder; nothing started" in result.output
     assert notes.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "written", ["\ufeffquinn-pass-0001\n", "quinn-pass-0001\x00\n"], ids=["bom", "nul"]
+)
+def test_a_password_file_with_a_bom_or_a_nul_signs_nothing_and_counts_nothing(
+    tmp_path: Path, finished_journal: Path, site: Any, written: str
+) -> None:
+    from twin.access.users import UserStore
+
+    journal = tmp_path / "b.sqlite"
+    journal.write_bytes(finished_journal.read_bytes())
+    before = journal.read_bytes()
+    password = tmp_path / "quinn.pw"
+    password.write_text(written, encoding="utf-8")
+    password.chmod(0o600)
+    store = UserStore.open(site.users)
+    audited, quinn = len(store.audit()), store.get("quinn")
+    store.close()
+    result = cli.invoke(
+        app,
+        [
+            *("review", str(journal), "--comment", "record reviewed"),
+            *("--operator", "quinn", "--password-file", str(password)),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "control or invisible character" in result.output
+    assert journal.read_bytes() == before
+    store = UserStore.open(site.users)
+    assert len(store.audit()) == audited and store.get("quinn") == quinn  # nothing counted
+    store.close()

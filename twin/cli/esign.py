@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import stat
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -106,6 +107,14 @@ def read_password(user: str, password_file: Path | None, what: str = "password")
     if not password:  # never a password (8 characters at least): no one signs with it
         raise _fail(
             f"no {what} for {user} from {source}; nothing was signed or counted", EXIT_INVALID
+        )
+    unfit = next((c for c in password if unicodedata.category(c) in ("Cc", "Cf")), None)
+    if unfit is not None:  # a BOM an editor wrote, a NUL (HMAC pads with NULs: 'pw\0' is 'pw')
+        raise _fail(
+            f"the {what} for {user} from {source} holds a control or invisible character "
+            f"(U+{ord(unfit):04X}), which no password has (a file saved with a BOM?); "
+            "nothing was signed or counted",
+            EXIT_INVALID,
         )
     return password
 
