@@ -64,8 +64,19 @@ def _reads_per_minute(journal: Path, days: float) -> dict[str, float]:
 
 def _full() -> dict[str, float]:
     from twin.bench import load_bench
+    from twin.journal import Journal
     from twin.recipe import load_recipe
     from twin.runner import run_batch, summarize
+
+    # Commits that wrote something (each an fsync: synchronous=FULL), counted as they happen.
+    commits = [0]
+    commit = Journal.commit
+
+    def counted(journal: Journal) -> None:
+        commits[0] += journal._in_tx
+        commit(journal)
+
+    Journal.commit = counted  # type: ignore[method-assign]
 
     # the dose target out of reach: the batch runs its full 10 days, as measured before
     recipe = load_recipe(ROOT / "recipes" / "car_t_autologous.yaml", {"dose_margin": "100"})
@@ -97,6 +108,7 @@ def _full() -> dict[str, float]:
         "wall_s": wall,
         "days": summary.days,
         "events": summary.events,
+        "commits": commits[0],
         "bytes": size,
         **figures,
         **reads,
@@ -259,7 +271,8 @@ def main() -> None:
     print(f"ratio:    {statistics.median(ratios):7.1f}x  full / baseline (median of run pairs)")
     print(
         f"journal:  {full['events']:.0f} events, {full['events'] / full['days']:,.0f} events and "
-        f"{full['bytes'] / full['days'] / 1e6:.2f} MB per batch day"
+        f"{full['bytes'] / full['days'] / 1e6:.2f} MB per batch day; {full['commits']:,.0f} "
+        "fsynced commits"
     )
     reads = ", ".join(
         f"{k.removeprefix('reads_per_min_')} {v:.2f}"
