@@ -424,6 +424,46 @@ def test_a_running_batch_answers_a_command_while_its_users_file_is_locked(
     assert reply["status"] == "refused" and "cannot be used now" in reply["message"]
 
 
+async def test_a_running_batch_waits_on_a_locked_users_file_only_briefly(
+    tmp_path: Path, site: Any
+) -> None:
+    """A command reaches the batch while another process holds the users file: the batch
+    checks the signature on its own loop (its control modules and the twin's devices stand
+    still meanwhile), so it waits only briefly (BATCH_BUSY_TIMEOUT_S) before refusing, not
+    the 10 s a command line may wait. Before, a locked file stopped the batch for 10 s."""
+    import shutil
+    import time
+
+    from twin.access.users import BATCH_BUSY_TIMEOUT_S, UserStore
+    from twin.engine.inbox import send_command, serve_commands
+
+    class Target:  # the batch's side: a busy users file refuses before anything is done
+        status = "Running"
+        journal = None
+
+    copy = tmp_path / "users.sqlite"
+    shutil.copy(site.users, copy)
+    store = UserStore.open(copy)
+    journal = tmp_path / "j.sqlite"
+    server = await serve_commands(Target(), journal, store)  # type: ignore[arg-type]
+    holder = sqlite3.connect(copy, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        began = time.monotonic()
+        reply = await send_command(
+            journal, "hold", operator="kim", password="kim-pass-0001", reason="bag check"
+        )
+        waited = time.monotonic() - began
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        server.close()
+        await server.wait_closed()
+        store.close()
+    assert reply["status"] == "refused" and "cannot be used now" in reply["message"]
+    assert waited < 20 * BATCH_BUSY_TIMEOUT_S  # not the command line's 10 s
+
+
 @pytest.mark.parametrize("below", ["j.sqlite", "a/b/j.sqlite"])
 def test_run_refuses_a_journal_under_a_file_before_anything_starts(
     tmp_path: Path, below: str

@@ -54,6 +54,10 @@ MIN_PASSWORD = 8
 #: How long a command waits for another process's hold on the users file (SQLite's lock)
 #: before it says the file cannot be used now.
 BUSY_TIMEOUT_S = 10.0
+#: The same wait for a running batch, which checks a signed command on its own loop: its
+#: control modules and the twin's devices stand still meanwhile, so it waits only briefly
+#: (a real write by another process holds the file for milliseconds) and then refuses.
+BATCH_BUSY_TIMEOUT_S = 0.25
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -242,6 +246,11 @@ class UserStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def wait_for_lock_at_most(self, seconds: float) -> None:
+        """From now on, wait at most ``seconds`` for another process's lock on the file
+        (then :class:`UserStoreError`, nothing signed)."""
+        self._db.execute(f"PRAGMA busy_timeout = {max(0, round(seconds * 1000))}")
 
     # -- reading ---------------------------------------------------------------------
 

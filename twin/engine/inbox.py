@@ -26,7 +26,13 @@ from typing import Any, Protocol
 
 from twin.access.esign import SIMULATED_PERSON, journal_refusal
 from twin.access.roles import Act
-from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
+from twin.access.users import (
+    BATCH_BUSY_TIMEOUT_S,
+    AccessRefused,
+    Signer,
+    UserStore,
+    UserStoreError,
+)
 from twin.engine.alarms import is_critical
 from twin.engine.lots import MATERIALS, LotScan, NoScanWanted, expiry_date
 from twin.engine.states import LEVELS, Command
@@ -371,6 +377,8 @@ async def serve_commands(
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    if users is not None:  # signed on the batch's loop: never stall it for long
+        users.wait_for_lock_at_most(BATCH_BUSY_TIMEOUT_S)
     sock = claimed if claimed is not None else claim_command_address(journal_path)
     try:
         return await asyncio.start_unix_server(handle, sock=sock)
