@@ -162,6 +162,40 @@ def test_refused_while_a_batch_process_writes_the_journal(ended: Path, tmp_path:
 
 
 @pytest.mark.parametrize(
+    "result", ["cd3=7_0", "cd3=\u0669\u0660", "cd3=92.5 95", "cd3=92.5 mg", "cd3=", "vcn=0x1"]
+)
+def test_a_result_that_is_not_one_plain_number_is_refused_and_nothing_recorded(
+    ended: Path, tmp_path: Path, result: str
+) -> None:
+    """One number in ASCII digits, optionally its unit. Before, '7_0' was 70 and Arabic-Indic
+    '90' was 90 (Python's float takes both), '92.5 95' was 92.5 (the first word taken)."""
+    journal = tmp_path / "b.sqlite"
+    shutil.copy(ended, journal)
+    before = journal.read_bytes()
+    out = cli.invoke(
+        app,
+        ["qc", str(journal), "--result", result, "--operator", "qa", "--reason", "release"],
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 2, out.output
+    assert "is not a number in %" in out.output or "is not a number in copies" in out.output
+    assert journal.read_bytes() == before
+
+
+def test_results_are_read_with_or_without_their_unit_and_minus_zero_is_zero() -> None:
+    from twin.report.qc import parse_results
+
+    entries = parse_results(["cd3=92.5 %", "endotoxin = 0.25 EU/mL", "vcn=1.5e0", "car=-0"])
+    assert [(e.test, e.value) for e in entries] == [
+        ("cd3", 92.5),
+        ("endotoxin", 0.25),
+        ("vcn", 1.5),
+        ("car", 0.0),
+    ]
+    assert str(entries[-1].value) == "0.0"
+
+
+@pytest.mark.parametrize(
     "result",
     ["cd3=nan", "cd3=inf", "cd3=-1", "cd3=101", "car=1e999", "endotoxin=-0.1", "vcn=1e9"],
 )

@@ -10,6 +10,7 @@ one in the release table; both stay in the journal.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,24 @@ class QcEntry:
     value: float
 
 
+#: A number as a lab writes it: ASCII digits, a point, an exponent (no '_', no other
+#: script's digits, which ``float`` would take: '7_0' is 70 to it, '٩٠' 90).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _number(raw: str, unit: str) -> float | None:
+    """The value of one result: a number, optionally followed by its unit; None otherwise
+    (a second number, a word, a typo: never the first token of something else)."""
+    text = raw.strip()
+    match = _NUMBER.match(text)
+    if match is None:
+        return None
+    rest = text[match.end() :].strip()
+    if rest and rest.lower() != unit.lower():
+        return None
+    return float(match.group()) + 0.0  # -0 is 0
+
+
 def parse_results(items: list[str]) -> list[QcEntry]:
     """``cd3=92.5`` style entries; every problem named at once, nothing recorded otherwise."""
     entries: list[QcEntry] = []
@@ -48,10 +67,17 @@ def parse_results(items: list[str]) -> list[QcEntry]:
             problems.append(Problem("--result", n, 1, f"unknown test '{key}'; tests: {known}"))
             continue
         unit = CRITERIA_BY_KEY[key].unit
-        try:
-            value = float(raw.strip().split()[0])
-        except (ValueError, IndexError):
-            problems.append(Problem("--result", n, 1, f"{key}: '{raw}' is not a number ({unit})"))
+        value = _number(raw, unit)
+        if value is None:
+            problems.append(
+                Problem(
+                    "--result",
+                    n,
+                    1,
+                    f"{key}: '{raw}' is not a number in {unit} (digits 0-9 and a point, "
+                    f"optionally followed by '{unit}')",
+                )
+            )
             continue
         top = 100.0 if unit == "%" else 1e6
         if not (0.0 <= value <= top):  # also refuses NaN and inf
