@@ -335,6 +335,25 @@ def test_a_report_or_export_is_never_written_over_a_journal(
     assert cli.invoke(app, ["verify", str(target)]).exit_code == 0
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["report", "-o"], ["export", "--format", "csv", "-o"]],
+    ids=lambda v: v[0],
+)
+def test_a_report_or_export_under_a_file_is_invalid_input(
+    tmp_path: Path, finished_journal: Path, command: list[str]
+) -> None:
+    """An output path through a file (notes.sqlite/r.html) cannot be written: exit 2 naming
+    the file, nothing written, as `run --journal` says. Before, exit 1 'File exists'."""
+    journal = tmp_path / "b.sqlite"
+    journal.write_bytes(finished_journal.read_bytes())
+    notes = text_file(tmp_path)
+    result = cli.invoke(app, [command[0], str(journal), *command[1:], str(notes / "out" / "r")])
+    assert result.exit_code == 2, result.output
+    assert "is a file, not a folder; nothing written" in result.output
+    assert notes.read_text() == "shift handover notes\n"
+
+
 def test_a_journal_named_as_the_users_file_is_refused_and_left_unchanged(
     tmp_path: Path, finished_journal: Path, site: Any
 ) -> None:

@@ -23,6 +23,7 @@ from twin.cli.common import (
     DebugOpt,
     PaceOpt,
     ParamOpt,
+    _existing_folder,
     _fail,
     _load,
     _params,
@@ -268,9 +269,7 @@ _MATERIALS = MATERIALS
 def _journal_folder_or_exit(journal_path: Path) -> None:
     """The journal's folder is one (or can be made) and can be written: else exit 2, nothing
     started (it failed only once the batch began, exit 1, after a signature, telemetry)."""
-    folder = journal_path.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = _existing_folder(journal_path)
     if not folder.is_dir():
         raise _fail(
             f"--journal {journal_path}: {folder} is a file, not a folder; nothing started",

@@ -82,14 +82,30 @@ def _fail(message: str, code: int, debug: bool = False) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _existing_folder(target: Path) -> Path:
+    """The nearest existing folder-or-file above ``target``: what its folder, once made,
+    would be made under (a file there means ``target`` cannot be written at all)."""
+    folder = target.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def _output_file(target: Path, option: str) -> Path:
-    """``target`` if a command may write its output there: never a directory (exit 2)."""
+    """``target`` if a command may write its output there: never a directory, nor a path
+    under a file (exit 2; the write said 'File exists', exit 1)."""
     try:
         is_dir = target.is_dir()
+        folder = _existing_folder(target)
+        under_a_file = not folder.is_dir()
     except OSError as exc:  # a name too long for the file system
         raise _fail(f"{option} {target}: {exc.strerror}; nothing written", EXIT_INVALID) from None
     if is_dir:
         raise _fail(f"{option} {target} is a directory: name a file; nothing written", EXIT_INVALID)
+    if under_a_file:
+        raise _fail(
+            f"{option} {target}: {folder} is a file, not a folder; nothing written", EXIT_INVALID
+        )
     return target
 
 
