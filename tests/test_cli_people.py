@@ -276,6 +276,29 @@ def test_a_held_batchs_readings_reach_the_file_every_scan(
     assert len(readings_after(list(read_events(journal)))) >= 4
 
 
+def test_replay_of_a_running_batch_says_it_is_still_running(
+    tmp_path: Path, running: list[subprocess.Popen[str]], site: Site
+) -> None:
+    """A validator replays a journal whose batch still runs (held overnight): identical so
+    far, and the words say the batch is still running. Before, "the batch was interrupted
+    there", as for a batch whose process died; that is said once it is killed."""
+    journal = tmp_path / "live.sqlite"
+    proc = _start_run(journal, "eve", "--pace", "60")
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+    hold = _command("command", str(journal), "hold", *site.signed("kim"), "--reason", "overnight")
+    assert hold.returncode == 0, hold.stderr
+    _wait_for(journal, lambda ev: _procedure_states(ev)[-1:] == ["Held"], proc)
+    replayed = _command("replay", str(journal))
+    assert replayed.returncode == 0, replayed.stderr
+    assert "identical" in replayed.stdout and "the batch is still running" in replayed.stdout
+    proc.kill()
+    proc.communicate()
+    replayed = _command("replay", str(journal))
+    assert replayed.returncode == 0, replayed.stderr
+    assert "the batch was interrupted there" in replayed.stdout
+
+
 def test_a_run_whose_journal_another_process_claims_creates_no_file(tmp_path: Path) -> None:
     """The run claims its batch's command address before it creates the journal: while
     another process holds it (a resume starting on that path, say), the run writes nothing."""

@@ -56,11 +56,15 @@ def replay(
             highlight=False,
         )
     if result.identical:
-        ending = (
-            "the whole batch"
-            if result.record_ended
-            else "up to the end of the record (the batch was interrupted there)"
-        )
+        from twin.access.entries import batch_writes
+
+        if result.record_ended:
+            ending = "the whole batch"
+        elif batch_writes(journal):  # its process goes on writing it
+            ending = "up to the end of the record so far (the batch is still running)"
+        else:
+            ending = "up to the end of the record (the batch was interrupted there)"
+
         out.print(
             f"{journal}: identical — {result.reproduced} events reproduced, {ending}",
             highlight=False,
