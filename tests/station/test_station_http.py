@@ -469,3 +469,31 @@ def test_a_session_of_a_user_locked_or_disabled_since_ends_at_its_next_request(
         assert (await quinn.get("/batch/b1"))[:2] == (200, "/batch/b1")
 
     run(runs, own.users, scenario)
+
+
+def test_station_serve_on_port_0_names_the_port_it_bound(tmp_path: Path, site: Site) -> None:
+    """`station serve --http 127.0.0.1:0` asks for a free port: the line it prints names the
+    one bound, where a browser reaches the station. Before, it printed ':0'."""
+    import sys
+    import urllib.request
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    exe = str(Path(sys.executable).with_name("poc-twin"))
+    argv = [exe, "station", "serve", "--http", "127.0.0.1:0", "--runs", str(runs)]
+    proc = subprocess.Popen(
+        [*argv, "--users", str(site.users)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match is not None and match.group(1) != "0", line
+        with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/login", timeout=10) as page:
+            assert page.status == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -68,9 +68,13 @@ def station_serve(
             _print_problems(exc)
             raise typer.Exit(EXIT_INVALID) from None
         forecaster = Forecaster(forecast_spec.resolve(), members=forecast_members)
-    out.print(f"operator station on http://{host}:{port}/ for {runs}/", markup=False)
+
+    def listening(bound: int) -> None:  # the port bound: --http HOST:0 asks for a free one
+        shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+        out.print(f"operator station on http://{shown}:{bound}/ for {runs}/", markup=False)
+
     try:
-        asyncio.run(serve(runs, Station(path, key), host, port, forecaster))
+        asyncio.run(serve(runs, Station(path, key), host, port, forecaster, listening))
     except KeyboardInterrupt:
         return
     except (PocTwinError, OSError) as exc:

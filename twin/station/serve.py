@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -45,10 +46,16 @@ class StationServer:
 
 
 async def serve(
-    runs: Path, station: Station, host: str, port: int, forecaster: Forecaster | None = None
+    runs: Path,
+    station: Station,
+    host: str,
+    port: int,
+    forecaster: Forecaster | None = None,
+    listening: Callable[[int], None] = lambda port: None,
 ) -> None:
+    """Serve until cancelled; ``listening`` is told the port bound (0 asks for a free one)."""
     server = StationServer(runs, station, host, port, forecaster)
-    await server.start()
+    listening(await server.start())
     try:
         await asyncio.Event().wait()
     finally:
