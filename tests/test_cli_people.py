@@ -828,3 +828,14 @@ def test_an_enabled_site_user_may_start_a_production_batch(
     finally:
         store.close()
     _production_starter_or_exit(None, bench, "ghost")
+
+
+def test_forecast_of_an_unreadable_journal_names_it_once(tmp_path: Path) -> None:
+    """Before: 'bad.sqlite: bad.sqlite: not a readable journal (...)'."""
+    journal = tmp_path / "bad.sqlite"
+    journal.write_bytes(b"not a journal\n" * 100)
+    spec = ROOT / "recipes" / "specs" / "release-spec.yaml"
+    result = cli.invoke(app, ["forecast", str(journal), "--spec", str(spec)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count(str(journal)) == 1, result.stderr
+    assert "not a readable journal" in result.stderr

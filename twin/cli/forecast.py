@@ -93,7 +93,9 @@ def forecast_cmd(
         raise _fail(f"{journal}: no such journal", EXIT_INVALID)
     try:
         batch = batch_so_far(read_events(journal), at_day)
-    except (JournalError, ForecastError) as exc:
+    except JournalError as exc:  # names the journal itself
+        raise _fail(str(exc), EXIT_INVALID, debug) from None
+    except ForecastError as exc:
         raise _fail(f"{journal}: {exc}", EXIT_INVALID, debug) from None
     library_path = library or journal.parent / "forecast" / f"{journal.name}.library.sqlite"
     _output_file(library_path, "--library")
