@@ -178,3 +178,27 @@ def test_a_hold_of_the_procedure_is_one_hold_not_one_per_element(tmp_path: Path)
     assert major(record, "1 hold(s): ") == ["1 hold(s): bag inspection"]
     assert not element_rows(record) and not record.ended_early
     assert summary.hold_reasons == ["bag inspection"] and summary.ended_early == []
+
+
+def test_an_abort_after_an_earlier_stop_does_not_claim_the_phase_that_stop_ended(
+    tmp_path: Path,
+) -> None:
+    """The culture phase stopped at 2 h (it ran 2.0 h), the batch restarted on, and the unit
+    aborted later: the abort ended no culture, so its line does not say how much of one ran.
+    Before, it said "(phase culture ran 2.0 h of the 6.0 h planned)" again, as if the abort
+    had cut the culture short."""
+    path = tmp_path / "twice.sqlite"
+    unit = CULTURE.split("/")[0]
+    final, record, _ = smoke(
+        path,
+        [
+            (2 * HOUR, "stop", "phase", "bob", "density reached"),
+            # sam restarts the hold the stop brings 600 s on: the harvest's check then runs
+            (2 * HOUR + 630, "abort", "unit", "sam", "bag leak"),
+        ],
+    )
+    assert final is ProceduralState.ABORTED
+    [stopped] = major(record, f"Phase {PHASE} stopped")
+    assert stopped.endswith("(it ran 2.0 h of the 6.0 h planned).")
+    [aborted] = major(record, f"Unit {unit} aborted by sam")
+    assert "culture ran" not in aborted, aborted

@@ -530,6 +530,9 @@ class _Builder:
             planned = getattr(ph, "duration_h", None) if kind in ("culture", "wait") else None
             if planned is None or element["start"] is None:
                 continue
+            ended = [t for t, to, _ in element["why"] if to in _ENDED]
+            if ended and ended[0] < ep.start:  # an earlier stop or abort ended it: not this one
+                continue
             running, since = 0.0, None
             for t, to, _ in element["why"]:
                 if since is not None:
@@ -548,6 +551,10 @@ class _Builder:
             elif param is not None:
                 s.setpoint = self.setpoints.get(f"{equipment}.{param}", [])
             self.r.series.append(s)
+
+
+#: The states a phase ends in.
+_ENDED = ("Complete", "Stopped", "Aborted")
 
 
 def _recipe_header(text: str) -> dict[str, Any]:
