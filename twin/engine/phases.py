@@ -153,6 +153,7 @@ class AddMaterial(PhaseLogic):
         if pr.scan_lot and self.scanned_lot is None:
             self.scanned_lot = (await ctx.lots.wait(pr.material, expected)).lot
         volume, basis = await self._volume(ctx)
+        await ctx.safe_point()  # a hold, stop or abort accepted by now: nothing is dosed
 
         async def dose() -> Any:
             # Set as the write begins, once the interlocks let it and the setpoint is
@@ -437,6 +438,7 @@ class MediaExchange(PhaseLogic):
         if self.previous_ml_per_day is None:
             pv = await ctx.read(pr.bioreactor, "pv", br.read)
             self.previous_ml_per_day = pv.perfusion_ml_per_day
+        await ctx.safe_point()  # not begun once a hold, stop or abort is accepted
         rate = pr.rate_ml_per_h * 24.0
         await ctx.write(
             pr.bioreactor, "perfusion_sp", rate, lambda: br.set_perfusion(rate), unit="mL/d"
@@ -596,20 +598,32 @@ class Electroporate(PhaseLogic):
 
 
 class Harvest(PhaseLogic):
+    """Perfusion off, control handed over, a final count, then the bag is harvested.
+
+    A hold, stop or abort accepted before the harvest begins keeps the bag in the
+    bioreactor (a safe point comes first); the final count, once drawn, is the harvest's
+    (a restart does not draw a second sample from the bag).
+    """
+
     params: p.Harvest
     harvested: bool = False
+    final: CellSample | None = None
 
     async def run(self, ctx: BatchContext) -> None:
         pr = self.params
         br = ctx.bioreactor(pr.bioreactor)
         if self.harvested:
             return
+        await ctx.safe_point()
         await ctx.write(
             pr.bioreactor, "perfusion_sp", 0.0, lambda: br.set_perfusion(0.0), unit="mL/d"
         )
         ctx.forget(pr.bioreactor, "perfusion_sp")
         ctx.control.disengage(pr.bioreactor)
-        final = await take_sample(ctx, pr.bioreactor)
+        if self.final is None:
+            self.final = await take_sample(ctx, pr.bioreactor)
+        final = self.final
+        await ctx.safe_point()
         self.harvested = True
         volume = await ctx.write(pr.bioreactor, "harvest", True, br.harvest, restorable=False)
         harvest = {
