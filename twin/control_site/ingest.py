@@ -25,7 +25,7 @@ import aiomqtt
 
 from twin.control_site.messages import Poison, SiteMessage, check_message, refused_by_store
 from twin.control_site.store import Store
-from twin.telemetry.topics import ROOT, BrokerURL, TelemetryError, encode, topic
+from twin.telemetry.topics import ROOT, SITE_KINDS, BrokerURL, TelemetryError, encode, topic
 
 __all__ = ["Ingest"]
 
@@ -82,7 +82,7 @@ class Ingest:
         client.pending_calls_threshold = 10000
         async with client:
             self.client = client
-            for kind in ("event", "state", "head", "status"):
+            for kind in SITE_KINDS:
                 await client.subscribe(f"{ROOT}/+/+/+/{kind}", qos=1)
             writer = asyncio.create_task(self._writer())
             acker = asyncio.create_task(self._acker(client))

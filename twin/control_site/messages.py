@@ -144,11 +144,21 @@ class StatusBody(_Body):
     probe: Short | None = None
 
 
+class AnswerBody(_Body):
+    """A site's answer to one request: what became of it (docs/telemetry.md)."""
+
+    id: Annotated[str, Field(strict=True, pattern=r"^[0-9A-Za-z_.-]{1,64}$")]
+    status: Literal["accepted", "refused", "invalid", "not delivered"]
+    outcome: Long = ""
+    state: Short = ""
+
+
 _SCHEMAS: dict[str, type[_Body]] = {
     "event": EventBody,
     "state": StateBody,
     "head": HeadBody,
     "status": StatusBody,
+    "answer": AnswerBody,
 }
 
 

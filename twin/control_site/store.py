@@ -29,7 +29,10 @@ from twin.control_site.keys import SiteKeys
 from twin.control_site.messages import Poison
 from twin.journal import event_hash
 
-__all__ = ["Store", "open_store"]
+__all__ = ["SENDING", "Store", "open_store"]
+
+#: A request's outcome while it is published (then "sent", or the site's answer).
+SENDING = "sending"
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS events (
@@ -224,6 +227,7 @@ class Store:
         """
         states: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         statuses = []
+        answers = []
         for site, unit, batch, kind, body in messages:
             if kind == "event":
                 events.setdefault((site, batch), []).append((unit, body))
@@ -234,6 +238,8 @@ class Store:
                 heads.append((site, batch, body))
             elif kind == "status" and "probe" not in body and batch != "-":
                 statuses.append((1 if body.get("online") else 0, now, site, batch))
+            elif kind == "answer":
+                answers.append((_answered(body), str(body["id"]), site, batch))
         if states:
             self._upsert_states(
                 [
@@ -241,6 +247,9 @@ class Store:
                     for (site, batch), (unit, body) in states.items()
                 ]
             )
+        # A site's answer is what became of the request: it replaces "sent" (or "sending").
+        for answer in answers:
+            self._x("UPDATE requests SET outcome=? WHERE id=? AND site=? AND batch=?", answer)
         for status in statuses:
             self._x("UPDATE batches SET online=?, updated_at=? WHERE site=? AND batch=?", status)
         known = self._known(events)
@@ -446,9 +455,12 @@ class Store:
             )
 
     def settle_request(self, rid: str, outcome: str) -> None:
-        """A request's outcome once it was sent (or not); a sent suspension updates the site."""
+        """A request's outcome once it was sent (or not); a sent suspension updates the site.
+
+        Only a request still "sending" is settled: the site's answer may have come first."""
         with self._transaction():
-            self._x("UPDATE requests SET outcome=? WHERE id=?", (outcome, rid))
+            sql = "UPDATE requests SET outcome=? WHERE id=? AND outcome=?"
+            self._x(sql, (outcome, rid, SENDING))
             row = self._x(
                 "SELECT site, action, operator, reason FROM requests WHERE id=?", (rid,)
             ).fetchone()
@@ -460,6 +472,14 @@ class Store:
                     "reason=excluded.reason, at=excluded.at",
                     (site, 1 if action == "suspend" else 0, who, why, wall_seconds()),
                 )
+
+
+def _answered(body: dict[str, Any]) -> str:
+    """A site's ``answer`` as the audit's outcome: "refused at the site: <why>"."""
+    status, why, state = body["status"], body.get("outcome", ""), body.get("state", "")
+    if status == "accepted":
+        return f"accepted at the site ({state})" if state else "accepted at the site"
+    return f"{status} at the site: {why}" if why else f"{status} at the site"
 
 
 def open_store(url: str, keys: SiteKeys | None = None) -> Store:

@@ -36,7 +36,7 @@ has it: a clean session of the control login, taking over the ingest's, loses wh
 broker queued for it.
 
 Real waits here (the only ones): polling the journal for new events
-(``poll_s``), the back-off between reconnect attempts, the resend grace and the
+(``poll_s``), the back-off between reconnect attempts, the resend grace, the
 confirmation wait. All wait on the world (a batch writing, a broker coming back, a
 control site storing), not on batch time.
 """
@@ -81,7 +81,7 @@ from twin.telemetry.topics import (
 )
 from twin.words import UnfitText, check_reason, escaped
 
-__all__ = ["AckFile", "Forwarder"]
+__all__ = ["ANSWERS", "AckFile", "Forwarder"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ CONNECT_S = 30.0
 #: Longest wait for our batch process to take a request from the control site (it is
 #: starting, or a resume is handing the batch over); then the request is "not delivered".
 DELIVER_S = 30.0
+#: What a site answers a relayed request (``answer``'s ``status``, docs/telemetry.md).
+ANSWERS = ("accepted", "refused", "invalid", "not delivered")
 #: How long an ended batch's forwarder waits for a control site never heard for the batch.
 UNHEARD_S = 5.0
 #: Longest wait between two resends to a control site whose ack does not move.
@@ -248,6 +250,7 @@ class Forwarder:
         self._session_started = 0.0
         self._delivered_at: float | None = None
         self._parent_pid: int | None = None
+        self._handling = False  # the listener is handling a control request
         self._db: sqlite3.Connection | None = None
 
     # -- journal ------------------------------------------------------------------
@@ -416,7 +419,7 @@ class Forwarder:
             if body is None:
                 continue
             if kind is None:
-                self._not_ours(str(message.topic), body)
+                await self._not_ours(client, str(message.topic), body)
                 continue
             if kind == "ack":
                 seq = body.get("seq")
@@ -428,7 +431,13 @@ class Forwarder:
                     self.acked = min(self.acked, seq)
                 self._heard_control_ack(seq)
             elif kind == "command":
-                await self._forward_command(body)
+                self._handling = True
+                try:
+                    answer = await self._forward_command(body)
+                    state = self.state.status if self.state is not None else ""
+                    await self._answer(client, self._topic("answer"), body, answer, state)
+                finally:
+                    self._handling = False
             elif kind == "suspension" and self.record is not None:
                 action = "suspend" if body.get("suspended") else "reinstate"
                 self.record.record(
@@ -489,16 +498,43 @@ class Forwarder:
         self._lag_since = wall_monotonic()
         self._resend_wait = min(self._resend_wait * 2, max(RESEND_MAX_S, self.resend_after_s))
 
-    def _not_ours(self, name: str, body: dict[str, Any]) -> None:
+    async def _answer(
+        self,
+        client: aiomqtt.Client,
+        where: str,
+        body: dict[str, Any],
+        answer: tuple[str, str],
+        state: str = "",
+    ) -> None:
+        """Tell the control site what became of its request (``answer``, docs/telemetry.md):
+        its audit shows the site's outcome, not only that it was sent."""
+        status, why = answer
+        rid = body.get("id")
+        if not isinstance(rid, str) or not rid:
+            return  # nothing the control site could match it to
+        reply = {"id": escaped(rid, 64), "status": status, "outcome": why[:2000]}
+        if state:
+            reply["state"] = state[:200]
+        reply["at"] = wall_now().isoformat()
+        try:
+            await client.publish(where, encode("answer", reply), 1, False, timeout=CONNECT_S)
+        except aiomqtt.MqttError as exc:  # the site's record has it; the audit says "sent"
+            log.warning("%s: answer to request %s not sent: %s", self.journal_path.name, rid, exc)
+
+    async def _not_ours(self, client: aiomqtt.Client, name: str, body: dict[str, Any]) -> None:
         """A hold for another batch of this login reached us: it cannot reach its batch from
-        here, so say so in the site's record and the log rather than drop it silently."""
+        here, so say so in the site's record, the log and the answer rather than drop it."""
         where = parse_topic(name)
         if where is None or where[3] != "command" or where[0] != self.broker.site:
             return
         why = (
-            f"not delivered: received by the forwarder of batch {self.batch}, not of "
+            f"received by the forwarder of batch {self.batch}, not of "
             f"{where[2]} (one MQTT login, two batches at once; docs/telemetry.md, Identities)"
         )
+        with contextlib.suppress(TelemetryError):  # a topic level that is not a safe name
+            answer_topic = topic(where[0], where[1], where[2], "answer")
+            await self._answer(client, answer_topic, body, ("not delivered", why))
+        why = f"not delivered: {why}"
         log.warning(
             "%s: %s for batch %s %s",
             self.journal_path.name,
@@ -516,10 +552,11 @@ class Forwarder:
                 outcome=why,
             )
 
-    async def _forward_command(self, body: dict[str, Any]) -> None:
+    async def _forward_command(self, body: dict[str, Any]) -> tuple[str, str]:
         """A hold, or an alarm's acknowledgement, from the control site goes to the running
         batch like an operator's (journalled with who and why); the site's record keeps the
-        request and its outcome.
+        request and its outcome, which is also the answer returned: (status, why), status
+        one of ``ANSWERS``.
 
         What the site trusts is the broker's word that the message came from a control
         login (docs/access.md, "Relayed from the control site"), not its words: the user it
@@ -529,6 +566,7 @@ class Forwarder:
         """
         command = str(body.get("command", ""))
         operator, reason = body.get("operator"), body.get("reason")
+        rid = escaped(body.get("id", ""), 100)
         who = f"{RELAYED}{escaped(operator, 100)}"
         extra: dict[str, Any] = {"relay_token": os.environ.get(RELAY_ENV, "")}
         alarm = body.get("alarm")
@@ -536,18 +574,20 @@ class Forwarder:
             extra["alarm"] = alarm
         invalid = _unfit_request(operator, reason)
         if command not in RELAYED_COMMANDS:
-            outcome = (
-                f"refused: the control site may only request hold or acknowledge an alarm, "
-                f"not '{escaped(command, 40)}'"
+            answer = (
+                "refused",
+                f"the control site may only request hold or acknowledge an alarm, "
+                f"not '{escaped(command, 40)}'",
             )
         elif invalid is not None:
-            outcome = f"invalid: {invalid}; nothing was journalled"
+            answer = ("invalid", f"{invalid}; nothing was journalled")
         elif command == "acknowledge" and "alarm" not in extra:
-            outcome = "refused: an acknowledgement names its alarm's event number"
+            answer = ("refused", "an acknowledgement names its alarm's event number")
         else:
             assert isinstance(operator, str) and isinstance(reason, str)
             who = f"{RELAYED}{operator}"
-            outcome = await self._deliver(command, who, reason, extra)
+            answer = await self._deliver(command, who, reason, extra)
+        outcome = f"{answer[0]}: {answer[1]}" if answer[1] else answer[0]
         if outcome != "accepted":
             log.warning(
                 "%s: control-site %s by %s: %s",
@@ -557,7 +597,6 @@ class Forwarder:
                 outcome,
             )
         if self.record is not None:
-            rid = escaped(body.get("id", ""), 100)
             what = (
                 f"acknowledge alarm {extra['alarm']}" if "alarm" in extra else escaped(command, 40)
             )
@@ -569,11 +608,14 @@ class Forwarder:
                 request_id=rid,
                 outcome=outcome,
             )
+        return answer
 
-    async def _deliver(self, command: str, who: str, reason: str, extra: dict[str, Any]) -> str:
-        """Hand a checked request to the batch; its outcome. While our batch process lives
-        but does not take commands yet (starting, or a resume handing over), wait a little
-        (``DELIVER_S``) rather than drop the request."""
+    async def _deliver(
+        self, command: str, who: str, reason: str, extra: dict[str, Any]
+    ) -> tuple[str, str]:
+        """Hand a checked request to the batch; its answer (status, why). While our batch
+        process lives but does not take commands yet (starting, or a resume handing over),
+        wait a little (``DELIVER_S``) rather than drop the request."""
         deadline = wall_monotonic() + DELIVER_S
         while True:
             try:
@@ -590,11 +632,11 @@ class Forwarder:
                 if alive and wall_monotonic() < deadline:
                     await asyncio.sleep(self.poll_s)  # real time: the batch opens its inbox
                     continue
-                return f"not delivered: {exc}"
-            outcome = str(reply.get("status"))
-            if reply.get("status") != "accepted" and reply.get("message"):
-                outcome += f": {reply['message']}"
-            return outcome
+                return "not delivered", str(exc)
+            status = str(reply.get("status"))
+            if status not in ANSWERS:
+                status = "refused"  # an answer the control site can read (none other comes)
+            return status, "" if status == "accepted" else str(reply.get("message") or "")
 
     # -- the loop -----------------------------------------------------------------
 

@@ -32,8 +32,9 @@ __all__ = [
 
 ROOT = "poc-twin"
 SCHEMA_VERSION = 1
-#: What a site publishes: every journal event, retained state, retained chain head, online.
-SITE_KINDS = ("event", "state", "head", "status")
+#: What a site publishes: every journal event, retained state, retained chain head, online,
+#: and its answer to each request (what became of it).
+SITE_KINDS = ("event", "state", "head", "status", "answer")
 #: What the control site publishes to a site: hold requests, retained ack and suspension.
 CONTROL_KINDS = ("command", "ack", "suspension")
 
