@@ -1,7 +1,8 @@
 """The control site's audit of a request shows what the site did with it, not only "sent".
 
 The site answers every relayed request (``answer``, docs/telemetry.md) with its outcome;
-the control site writes that into its ``requests`` row.
+the control site writes that into its ``requests`` row. A request the site can no longer
+take (its batch ended, its forwarder gone) is recorded as not delivered, never left "sent".
 Real Mosquitto, real batches (``poc-twin run --broker``), the real control site.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboard import started_site
-from site_journals import running_batch, wait_until
+from site_journals import poc_twin, running_batch, wait_until
 from site_users import PEOPLE
 from test_supervision import post
 
@@ -21,7 +22,11 @@ from twin.control_site.serve import ControlSite
 from twin.engine.inbox import send_command
 from twin.journal import read_events
 from twin.telemetry.broker import BrokerConfig, free_port
+from twin.telemetry.forwarder import Forwarder
 from twin.telemetry.site import SiteRecord
+from twin.telemetry.topics import BrokerURL
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def outcome(site: ControlSite, batch: str, action: str = "hold") -> str:
@@ -92,3 +97,63 @@ def test_a_hold_the_site_refuses_is_audited_with_the_sites_answer(
     rows = SiteRecord.beside(journal).requests()
     holds = [r for r in rows if r[0] == "hold"]
     assert len(holds) == 1 and holds[0][3].startswith("refused: ")
+
+
+def test_a_hold_that_reaches_an_ended_batch_is_recorded_not_sent(
+    broker: BrokerConfig, tmp_path: Path
+) -> None:
+    """The batch finished its last phase and its forwarder left; the control site's view
+    still showed it running when alice pressed hold. Nothing at the site can take it: the
+    control site's audit says so (the batch ended Complete), never "sent" and silence."""
+    port = free_port()
+    journal = tmp_path / "ans2.sqlite"
+    base = f"http://127.0.0.1:{port}"
+
+    async def scenario() -> str:
+        site = await started_site(broker, tmp_path, port)
+        url = broker.url("site-a", unit="cleanroom-2")
+        try:
+            recipe = REPO / "recipes" / "smoke.yaml"
+            async with running_batch(recipe, journal, "ans2", url) as proc:
+                assert await proc.wait() == 0
+
+            def gone() -> bool:
+                rows = site.store.query(
+                    "SELECT online FROM batches WHERE site='site-a' AND batch='ans2'"
+                )
+                return bool(rows) and rows[0][0] == 0
+
+            await wait_until(gone)
+            stale(site)
+            status, text = await asyncio.to_thread(
+                post, f"{base}/batch/site-a/ans2/hold", "late check"
+            )
+            assert status == 200, text
+            return await settled(site, "ans2", timeout=5)
+        finally:
+            await site.stop()
+
+    final = asyncio.run(scenario())
+    assert final.startswith("not delivered: "), final
+    assert "ended Complete" in final and "nothing was journalled" in final
+
+
+def test_a_forwarder_refuses_a_request_for_its_ended_batch_at_once(tmp_path: Path) -> None:
+    """While an ended batch's forwarder still waits for the control site's last ack, a
+    hold that reaches it is refused at once, naming the final state, and recorded."""
+    journal = tmp_path / "ans3.sqlite"
+    ran = poc_twin("run", "recipes/smoke.yaml", "--journal", str(journal), "--batch-id", "ans3")
+    assert ran.returncode == 0, ran.stderr
+    record = SiteRecord.beside(journal)
+    forwarder = Forwarder(
+        journal, BrokerURL.parse("mqtt://site-a@127.0.0.1:1/?unit=cleanroom-2"), record=record
+    )
+    forwarder._prime()
+    forwarder._fold(forwarder._rows(0, 100_000))
+    body = {"id": "r1", "command": "hold", "operator": "alice", "reason": "late"}
+    started = wall_monotonic()
+    said = asyncio.run(forwarder._forward_command(body))
+    assert wall_monotonic() - started < 1.0
+    assert said == ("refused", "batch ans3 has ended Complete: nothing was journalled")
+    ended = "refused: batch ans3 has ended Complete: nothing was journalled"
+    assert record.requests()[0][3] == ended

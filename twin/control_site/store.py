@@ -29,10 +29,12 @@ from twin.control_site.keys import SiteKeys
 from twin.control_site.messages import Poison
 from twin.journal import event_hash
 
-__all__ = ["SENDING", "Store", "open_store"]
+__all__ = ["BATCH_ENDED", "SENDING", "SENT", "Store", "open_store"]
 
-#: A request's outcome while it is published (then "sent", or the site's answer).
-SENDING = "sending"
+#: A request's outcome while it is published, and once the broker took it (no answer yet).
+SENDING, SENT = "sending", "sent"
+#: A forwarder's last status for an ended batch: it takes no more requests for it.
+BATCH_ENDED = "batch ended"
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS events (
@@ -105,7 +107,8 @@ class Store:
             self._commit()
 
     def _migrate(self) -> None:
-        """Add the columns a store made by an older version lacks (signed heads, outcomes)."""
+        """Add the columns a store made by an older version lacks (signed heads, outcomes,
+        why a batch went offline)."""
         have = self._columns("heads")
         if "key_id" not in have:
             self._x("ALTER TABLE heads ADD COLUMN key_id TEXT")
@@ -113,6 +116,8 @@ class Store:
             self._x("ALTER TABLE heads ADD COLUMN verified INTEGER NOT NULL DEFAULT 0")
         if "outcome" not in self._columns("requests"):
             self._x("ALTER TABLE requests ADD COLUMN outcome TEXT NOT NULL DEFAULT 'sent'")
+        if "offline_why" not in self._columns("batches"):
+            self._x("ALTER TABLE batches ADD COLUMN offline_why TEXT NOT NULL DEFAULT ''")
 
     def _columns(self, table: str) -> set[str]:
         if self.postgres:
@@ -237,7 +242,9 @@ class Store:
             elif kind == "head":
                 heads.append((site, batch, body))
             elif kind == "status" and "probe" not in body and batch != "-":
-                statuses.append((1 if body.get("online") else 0, now, site, batch))
+                online = bool(body.get("online"))
+                why = "" if online else str(body.get("why", ""))
+                statuses.append((1 if online else 0, why, now, site, batch))
             elif kind == "answer":
                 answers.append((_answered(body), str(body["id"]), site, batch))
         if states:
@@ -247,11 +254,17 @@ class Store:
                     for (site, batch), (unit, body) in states.items()
                 ]
             )
-        # A site's answer is what became of the request: it replaces "sent" (or "sending").
+        # A site's answer is what became of the request: it replaces "sent" (or "sending",
+        # or a guess), before a "batch ended" status of the same flush is read.
         for answer in answers:
             self._x("UPDATE requests SET outcome=? WHERE id=? AND site=? AND batch=?", answer)
         for status in statuses:
-            self._x("UPDATE batches SET online=?, updated_at=? WHERE site=? AND batch=?", status)
+            self._x(
+                "UPDATE batches SET online=?, offline_why=?, updated_at=? WHERE site=? AND batch=?",
+                status,
+            )
+            if status[1] == BATCH_ENDED:
+                self._unreached(status[3], status[4])
         known = self._known(events)
         rows = []
         for (site, batch), items in events.items():
@@ -457,21 +470,48 @@ class Store:
     def settle_request(self, rid: str, outcome: str) -> None:
         """A request's outcome once it was sent (or not); a sent suspension updates the site.
 
-        Only a request still "sending" is settled: the site's answer may have come first."""
+        Only a request still "sending" is settled: the site's answer may have come first.
+        A request sent to a batch whose forwarder already said "batch ended" reached
+        nobody: it is recorded so (``_unreached``), not "sent"."""
         with self._transaction():
             sql = "UPDATE requests SET outcome=? WHERE id=? AND outcome=?"
             self._x(sql, (outcome, rid, SENDING))
             row = self._x(
-                "SELECT site, action, operator, reason FROM requests WHERE id=?", (rid,)
+                "SELECT site, action, operator, reason, batch FROM requests WHERE id=?", (rid,)
             ).fetchone()
+            if row is not None and row[4] != "-":
+                gone = self._x(
+                    "SELECT 1 FROM batches WHERE site=? AND batch=? AND online=0 AND offline_why=?",
+                    (row[0], row[4], BATCH_ENDED),
+                ).fetchone()
+                if gone is not None:
+                    self._unreached(row[0], row[4])
             if outcome == "sent" and row is not None and row[1] in ("suspend", "reinstate"):
-                site, action, who, why = row
+                site, action, who, why, _ = row
                 self._x(
                     "INSERT INTO sites VALUES (?,?,?,?,?) ON CONFLICT (site) DO UPDATE SET "
                     "suspended=excluded.suspended, operator=excluded.operator, "
                     "reason=excluded.reason, at=excluded.at",
                     (site, 1 if action == "suspend" else 0, who, why, wall_seconds()),
                 )
+
+    def _unreached(self, site: str, batch: str) -> None:
+        """Requests to a batch its site's forwarder left unanswered as it said "batch ended":
+        they came after it stopped taking requests (it answers every one it took first)."""
+        rows = self._x("SELECT state FROM batches WHERE site=? AND batch=?", (site, batch))
+        row = rows.fetchone()
+        state = str(json.loads(row[0]).get("state", "?")) if row is not None else "?"
+        self._x(
+            "UPDATE requests SET outcome=? WHERE site=? AND batch=? AND outcome IN (?,?)",
+            (
+                f"not delivered: batch {batch} had ended {state} and its site took no more "
+                "requests for it: nothing was journalled",
+                site,
+                batch,
+                SENDING,
+                SENT,
+            ),
+        )
 
 
 def _answered(body: dict[str, Any]) -> str:

@@ -37,8 +37,9 @@ broker queued for it.
 
 Real waits here (the only ones): polling the journal for new events
 (``poll_s``), the back-off between reconnect attempts, the resend grace, the
-confirmation wait. All wait on the world (a batch writing, a broker coming back, a
-control site storing), not on batch time.
+confirmation wait and, as an ended batch's forwarder leaves, its last requests'
+answers. All wait on the world (a batch writing, a broker coming back, a control
+site storing), not on batch time.
 """
 
 from __future__ import annotations
@@ -562,7 +563,8 @@ class Forwarder:
         login (docs/access.md, "Relayed from the control site"), not its words: the user it
         names must be a safe name, as every user id is, and the reason must be fit for the
         record (twin.words). Anything else is invalid: nothing reaches the batch, nothing is
-        journalled; the site's record and the log say what came, escaped.
+        journalled; the site's record and the log say what came, escaped. A batch that has
+        ended takes nothing: refused at once, naming its final state.
         """
         command = str(body.get("command", ""))
         operator, reason = body.get("operator"), body.get("reason")
@@ -583,6 +585,8 @@ class Forwarder:
             answer = ("invalid", f"{invalid}; nothing was journalled")
         elif command == "acknowledge" and "alarm" not in extra:
             answer = ("refused", "an acknowledgement names its alarm's event number")
+        elif (ended := self._ended()) is not None:
+            answer = ("refused", ended)
         else:
             assert isinstance(operator, str) and isinstance(reason, str)
             who = f"{RELAYED}{operator}"
@@ -610,12 +614,19 @@ class Forwarder:
             )
         return answer
 
+    def _ended(self) -> str | None:
+        """Why nothing can be asked of our batch any more (it ended), else None."""
+        if self.state is None or not self.state.ended:
+            return None
+        return f"batch {self.batch} has ended {self.state.state}: nothing was journalled"
+
     async def _deliver(
         self, command: str, who: str, reason: str, extra: dict[str, Any]
     ) -> tuple[str, str]:
         """Hand a checked request to the batch; its answer (status, why). While our batch
         process lives but does not take commands yet (starting, or a resume handing over),
-        wait a little (``DELIVER_S``) rather than drop the request."""
+        wait a little (``DELIVER_S``) rather than drop the request; once it has ended (its
+        last events read meanwhile), refuse it naming the final state."""
         deadline = wall_monotonic() + DELIVER_S
         while True:
             try:
@@ -631,8 +642,10 @@ class Forwarder:
                 alive = self._parent_pid is not None and os.getppid() == self._parent_pid
                 if alive and wall_monotonic() < deadline:
                     await asyncio.sleep(self.poll_s)  # real time: the batch opens its inbox
+                    if (ended := self._ended()) is not None:
+                        return "refused", ended
                     continue
-                return "not delivered", str(exc)
+                return "not delivered", self._ended() or str(exc)
             status = str(reply.get("status"))
             if status not in ANSWERS:
                 status = "refused"  # an answer the control site can read (none other comes)
@@ -720,6 +733,16 @@ class Forwarder:
         listener.result()  # re-raise why the connection ended
         raise aiomqtt.MqttError("the connection ended during a publish")
 
+    async def _answered(self, client: aiomqtt.Client, listener: asyncio.Task[None]) -> None:
+        """Until the listener has handled (and answered) every message it was given; at most
+        ``DELIVER_S`` and a publish's wait."""
+        deadline = wall_monotonic() + DELIVER_S + CONNECT_S
+        while (len(client.messages) or self._handling) and not listener.done():
+            if wall_monotonic() > deadline:
+                log.warning("%s: a control request is still unanswered", self.journal_path.name)
+                return
+            await asyncio.sleep(0.01)  # real time: the listener answers the site's requests
+
     async def _session(self, until_ended: bool, parent_pid: int | None) -> bool:
         """One connection: publish until done (True) or the connection drops (raises)."""
         async with self._client() as client:
@@ -747,13 +770,17 @@ class Forwarder:
                         await self._resend(client, listener)
                     if self._finished(until_ended, parent_pid) and self._confirmed():
                         why = "batch ended" if self.ended_seq is not None else "batch process ended"
-                        gone = {"online": False, "why": why, "batch": self.batch}
-                        await client.publish(self._topic("status"), encode("status", gone), 1, True)
                         if self.ended_seq is not None:
                             # The session outlives us: later acks and holds of an ended batch
                             # would wait there for the site's next forwarder, useless to it.
+                            # Before "batch ended": every request that reached us is answered
+                            # first, so the control site knows one answered after it never
+                            # reached the batch (docs/telemetry.md, "answer").
                             await client.unsubscribe(self._topic("command"))
                             await client.unsubscribe(self._topic("ack"))
+                            await self._answered(client, listener)
+                        gone = {"online": False, "why": why, "batch": self.batch}
+                        await client.publish(self._topic("status"), encode("status", gone), 1, True)
                         return True
                     await asyncio.sleep(self.poll_s)  # real time: waiting for the batch to write
             finally:
