@@ -9,9 +9,13 @@ Real Mosquitto, real batches (``poc-twin run --broker``), the real control site.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+from bedside import scanned_smoke
 from dashboard import started_site
 from site_journals import poc_twin, running_batch, wait_until
 from site_users import PEOPLE
@@ -24,7 +28,7 @@ from twin.journal import read_events
 from twin.telemetry.broker import BrokerConfig, free_port
 from twin.telemetry.forwarder import Forwarder
 from twin.telemetry.site import SiteRecord
-from twin.telemetry.topics import BrokerURL
+from twin.telemetry.topics import BrokerURL, encode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,3 +161,76 @@ def test_a_forwarder_refuses_a_request_for_its_ended_batch_at_once(tmp_path: Pat
     assert said == ("refused", "batch ans3 has ended Complete: nothing was journalled")
     ended = "refused: batch ans3 has ended Complete: nothing was journalled"
     assert record.requests()[0][3] == ended
+
+
+def test_a_request_delivered_twice_is_acted_on_once(broker: BrokerConfig, tmp_path: Path) -> None:
+    """MQTT delivers a request at least once: alice's hold comes again after the batch was
+    held and restarted (a reconnect's redelivery). The batch is not held a second time; the
+    repeat is answered with what became of the first."""
+    journal = tmp_path / "dup1.sqlite"
+    recipe = scanned_smoke(tmp_path)  # waits for a container's scan: a person's time
+    where = "poc-twin/site-a/cleanroom-2/dup1"
+    hold = {"id": "dup-1", "command": "hold", "operator": "alice", "reason": "smell check"}
+
+    def procedure(state: str) -> Callable[[], bool]:
+        def reached() -> bool:
+            states = [
+                e.data["to"]
+                for e in read_events(journal)
+                if e.kind == "transition" and e.source.startswith("procedure:")
+            ]
+            return bool(states) and states[-1] == state
+
+        return reached
+
+    async def scenario() -> list[dict[str, Any]]:
+        control = BrokerURL.parse(broker.url("control"))
+        url = broker.url("site-a", unit="cleanroom-2")
+        answers: list[dict[str, Any]] = []
+        async with aiomqtt.Client(**control.client_kwargs(), clean_session=True) as client:
+            await client.subscribe(f"{where}/answer", qos=1)
+
+            async def answered(n: int) -> None:
+                async with asyncio.timeout(30):
+                    while len(answers) < n:
+                        answers.append(json.loads((await anext(client.messages)).payload))
+
+            async with running_batch(recipe, journal, "dup1", url) as proc:
+                await wait_until(Path(f"{journal}.telemetry.json").exists)
+                for _ in range(2):
+                    await client.publish(f"{where}/command", encode("command", hold), qos=1)
+                    await answered(len(answers) + 1)
+                    if len(answers) == 1:
+                        await wait_until(procedure("Held"))
+                        restart = await send_command(
+                            journal,
+                            "restart",
+                            operator="sam",
+                            password=PEOPLE["sam"][2],
+                            reason="smell fine",
+                        )
+                        assert restart["status"] == "accepted", restart
+                        await wait_until(procedure("Running"))
+                abort = await send_command(
+                    journal, "abort", operator="sam", password=PEOPLE["sam"][2], reason="over"
+                )
+                assert abort["status"] == "accepted", abort
+                assert await proc.wait() == 3
+        return answers
+
+    first, repeat = asyncio.run(scenario())
+    holds = [
+        e
+        for e in read_events(journal)
+        if e.kind == "command" and e.data.get("command") == "hold" and e.data.get("accepted")
+    ]
+    assert [e.data["operator"] for e in holds] == ["control-site:alice"]
+    assert first["id"] == repeat["id"] == "dup-1"
+    assert first["status"] == repeat["status"] == "accepted"
+    assert "a repeat of request dup-1" in repeat["outcome"] and "not again" in repeat["outcome"]
+    states = [
+        e.data["to"]
+        for e in read_events(journal)
+        if e.kind == "transition" and e.source.startswith("procedure:")
+    ]
+    assert states.count("Held") == 1, states

@@ -585,6 +585,8 @@ class Forwarder:
             answer = ("invalid", f"{invalid}; nothing was journalled")
         elif command == "acknowledge" and "alarm" not in extra:
             answer = ("refused", "an acknowledgement names its alarm's event number")
+        elif (earlier := self._earlier(rid)) is not None:
+            return earlier  # a repeat (MQTT delivers at least once): answered, not acted on
         elif (ended := self._ended()) is not None:
             answer = ("refused", ended)
         else:
@@ -613,6 +615,20 @@ class Forwarder:
                 outcome=outcome,
             )
         return answer
+
+    def _earlier(self, rid: str) -> tuple[str, str] | None:
+        """The answer given to request ``rid`` before, if it came before (this site's record
+        keeps every request id, across a resume's new forwarder): a hold repeated after the
+        batch was restarted would otherwise hold it again."""
+        if not rid or self.record is None:
+            return None
+        outcome = self.record.outcome_of(rid)
+        if outcome is None:
+            return None
+        status = outcome.partition(": ")[0]
+        if status not in ANSWERS:
+            status = "refused"
+        return status, f"a repeat of request {rid}, taken once already ({outcome}): not again"
 
     def _ended(self) -> str | None:
         """Why nothing can be asked of our batch any more (it ended), else None."""

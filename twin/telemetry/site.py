@@ -79,6 +79,14 @@ class SiteRecord:
         )
         return cur.rowcount == 1
 
+    def outcome_of(self, request_id: str) -> str | None:
+        """What became of a request recorded before (its outcome), None if it is new: MQTT
+        may deliver a request twice, and a repeat is never acted on again."""
+        row = self._db.execute(
+            "SELECT outcome FROM control_requests WHERE request_id=?", (request_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def suspension(self, site: str) -> Suspension:
         """The last suspend/reinstate this site heard of (not suspended if none)."""
         row = self._db.execute(
