@@ -107,3 +107,49 @@ async def test_a_harvest_held_after_its_final_count_keeps_that_count(running: An
     (sample,) = run.kinds("sample")
     (harvest,) = run.kinds("harvest")
     assert harvest.data["viable_cells_per_ml"] == sample.data["viable_cells_per_ml"]
+
+
+#: Phases whose first act is a write: the phase and the setpoint it writes first.
+FIRST_WRITES = {
+    "1:set_rocking": "rocking_sp",
+    "2:set_gas": "air_flow_sp",
+    "3:set_temp": "temperature_sp",
+}
+
+SETTING_RECIPE = RECIPE.replace(
+    "          - {phase: set_rocking, rpm: 10}\n",
+    "          - {phase: set_rocking, rpm: 10}\n"
+    "          - {phase: set_gas, flows_sccm: {air: 190, co2: 10}}\n"
+    "          - {phase: set_temperature, name: set_temp, setpoint_c: 37.0}\n",
+)
+
+
+@pytest.mark.parametrize("phase", list(FIRST_WRITES))
+@pytest.mark.parametrize("command", ["hold", "stop", "abort"])
+async def test_a_command_at_the_phase_start_comes_before_its_first_write(
+    running: Any, phase: str, command: str
+) -> None:
+    """Before: the phase wrote its setpoint after the command was accepted (an abort at a
+    set_gas's start still set air and CO2 flowing)."""
+    run = await running("settings.yaml", text=SETTING_RECIPE)
+    _give_at_start(run, phase, command)
+    if command == "hold":
+        await run.until_state(S.HELD)
+    else:
+        await finished(run)
+    given = next(e for e in run.kinds("command") if e.data["command"] == command)
+    late = [
+        e
+        for e in run.kinds("setpoint")
+        if e.seq > given.seq and e.data["parameter"] == FIRST_WRITES[phase]
+    ]
+    assert late == [], f"{phase} wrote {FIRST_WRITES[phase]} after the {command} was accepted"
+    if command == "hold":
+        run.batch.command("restart", who="sam", why="checked")
+        assert await finished(run) is S.COMPLETE
+        written = [
+            e
+            for e in run.kinds("setpoint")
+            if e.data["parameter"] == FIRST_WRITES[phase] and not e.data.get("restored")
+        ]
+        assert len(written) == 1

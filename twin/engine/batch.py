@@ -690,7 +690,7 @@ class Batch:
 
     async def _supervise(self, step: PhaseStep) -> str:
         """Run the phase's logic once; say why it stopped: done, lower (a held element), or up."""
-        task = asyncio.create_task(step.logic.run(self.ctx), name=step.path)
+        task = asyncio.create_task(self._phase_logic(step), name=step.path)
         self.phase_task = task
         while True:
             change = asyncio.create_task(self._wait_change())
@@ -734,6 +734,13 @@ class Batch:
                     await task
                 return "lower" if self.state is S.RUNNING else "up"
             # Pausing, Paused or Running again: the phase goes on to its next safe point.
+
+    async def _phase_logic(self, step: PhaseStep) -> None:
+        """The phase's logic, begun at a safe point: a hold, stop, abort or pause accepted
+        after the phase was started but before its task's first turn is met there, before
+        the phase writes anything (a set_gas aborted as it began opened its gases)."""
+        await self._safe_point()
+        await step.logic.run(self.ctx)
 
     async def _hold_below(self, step: PhaseStep) -> bool:
         """A hold at unit, operation or phase level; True when the phase may run again."""
