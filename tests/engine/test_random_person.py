@@ -1,5 +1,5 @@
 """A random person at the batch: commands, scans and waits at random batch times, each seed
-one batch (the real engine on the in-process twin, virtual time), checked as a user would:
+one batch (the real engine on the sim bench's twin, virtual time), checked as a user would:
 
 - a command the contract (STATE_MODEL.md) and docs/recipes.md allow is accepted, one they
   do not is refused naming the state and the valid commands, and changes nothing;
@@ -13,9 +13,8 @@ one batch (the real engine on the in-process twin, virtual time), checked as a u
 The person acts where a command from the socket lands: when the engine waits (the loop
 polls before its clock jumps), or on the loop turn after a phase starts. Commands given
 while the engine is part-way through its reaction to another one (two in one loop turn, or
-one while a hold's drive waits for the control modules' lock) can make the replay diverge:
-seeds 60 and 68 of 12:112 do (replay places an input after the event before it, not where
-the engine had got to).
+one while a hold's drive waits for the control modules' lock) can make the replay diverge
+(replay places an input after the event before it, not where the engine had got to).
 """
 
 from __future__ import annotations
@@ -406,7 +405,7 @@ async def _one_batch(tmp_path: Path, seed: int) -> None:
     run = asyncio.create_task(
         run_batch_async(
             load_recipe(recipe_path),
-            load_bench(ROOT / "benches" / "sim-in-process.yaml"),
+            load_bench(ROOT / "benches" / "sim.yaml"),
             journal_path,
             batch_id=f"R{seed}",
             operator="eve",

@@ -738,8 +738,11 @@ class Batch:
     async def _phase_logic(self, step: PhaseStep) -> None:
         """The phase's logic, begun at a safe point: a hold, stop, abort or pause accepted
         after the phase was started but before its task's first turn is met there, before
-        the phase writes anything (a set_gas aborted as it began opened its gases)."""
-        await self._safe_point()
+        the phase writes anything (a set_gas aborted as it began set its gases flowing).
+        Checked without yielding: a phase nothing stopped begins on the same loop turn as
+        before, so records keep their order of readings and writes."""
+        if self.state is not S.RUNNING or step.phase.state is not S.RUNNING:
+            await self._safe_point()
         await step.logic.run(self.ctx)
 
     async def _hold_below(self, step: PhaseStep) -> bool:
