@@ -153,3 +153,41 @@ async def test_a_command_at_the_phase_start_comes_before_its_first_write(
             if e.data["parameter"] == FIRST_WRITES[phase] and not e.data.get("restored")
         ]
         assert len(written) == 1
+
+
+#: Phase writes that leave the bag changed (the dose) or the device moved: once on the wire,
+#: a hold or abort lets them finish, so the record has the device's answer.
+ON_THE_WIRE = {"2:add": "add_il2", "4:harvest": "harvest"}
+
+
+@pytest.mark.parametrize("phase", list(ON_THE_WIRE))
+@pytest.mark.parametrize("command", ["hold", "abort"])
+async def test_a_write_on_the_wire_when_a_hold_or_abort_comes_is_answered_and_replays(
+    running: Any, phase: str, command: str
+) -> None:
+    """The command comes while the dose (the harvest) is on the wire. Before: the phase was
+    cancelled mid-exchange: the dose was given, its answer never journalled (its replay:
+    tests/replay/test_replay.py)."""
+    run = await running("actions.yaml", text=RECIPE)
+    parameter = ON_THE_WIRE[phase]
+    loop = asyncio.get_running_loop()
+
+    def hear(event: Any) -> None:
+        writes = event.kind == "setpoint" and event.data["parameter"] == parameter
+        if writes and not run.kinds("command"):  # the request is about to go out
+            loop.call_soon(lambda: run.batch.command(command, who="kim", why="bag line"))
+
+    run.journal.subscribe(hear)
+    if command == "hold":
+        await run.until_state(S.HELD)
+        run.batch.command("restart", who="sam", why="line cleared")
+    assert await finished(run) is (S.COMPLETE if command == "hold" else S.ABORTED)
+    (write,) = _action_setpoints(run, parameter)
+    answered = [
+        e
+        for e in run.kinds("confirmed")
+        if e.source == write.source and e.data["parameter"] == parameter
+    ]
+    assert len(answered) == 1 and answered[0].seq > write.seq
+    given = next(e for e in run.kinds("command") if e.data["command"] == command)
+    assert write.seq < given.seq < answered[0].seq  # it was on the wire when the command came

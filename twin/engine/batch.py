@@ -155,7 +155,12 @@ class Batch:
         #: reaction is due when that element runs again, if the alarm is still raised then.
         self._pending_reactions: dict[Monitor, str] = {}
         self.ctx = BatchContext(
-            clock, journal, equipment, safe_point=self._safe_point, alarms=self.alarms
+            clock,
+            journal,
+            equipment,
+            safe_point=self._safe_point,
+            alarms=self.alarms,
+            cut_short=self._cut_short,
         )
         if patient_id and bag_id:
             self.ctx.ordered_identity = (patient_id, bag_id)
@@ -536,6 +541,14 @@ class Batch:
             return f"paused at {step.path}, waiting for {self._scan_awaited()}"
         return f"paused at {step.path}"
 
+    def _cut_short(self) -> str | None:
+        """Why the running phase is about to be cancelled (a hold or an abort accepted for
+        it or above), else None: it then begins no new write."""
+        for machine in self._chain():
+            if machine.state in (S.HOLDING, S.ABORTING):
+                return f"{machine.element} is {machine.state.label}"
+        return None
+
     async def _safe_point(self) -> None:
         # One turn of the loop first: a command due at this very batch time (an operator's
         # timer, or a replayed input) is seen here whichever of the two timers fires first,
@@ -691,7 +704,7 @@ class Batch:
     async def _supervise(self, step: PhaseStep) -> str:
         """Run the phase's logic once; say why it stopped: done, lower (a held element), or up."""
         task = asyncio.create_task(self._phase_logic(step), name=step.path)
-        self.phase_task = task
+        self.phase_task = self.ctx.phase_task = task
         while True:
             change = asyncio.create_task(self._wait_change())
             try:
@@ -702,22 +715,7 @@ class Batch:
                 raise
             if task in done:
                 change.cancel()
-                exc = task.exception()
-                if exc is None:
-                    step.phase.fire(Command.FINISH, why="phase logic finished")
-                    if step.phase.state is S.COMPLETE:
-                        self.alarms.deactivate(step.path)
-                        if step.last_of_operation:
-                            step.operation.fire(Command.FINISH, why="all its phases complete")
-                        if step.last_of_unit:
-                            step.unit.fire(Command.FINISH, why="all its operations complete")
-                        self.position += 1
-                        return "done"
-                    # Its logic ended while it was stopping: the element ends (below).
-                    return "lower" if self.state is S.RUNNING else "up"
-                if not isinstance(exc, PhaseInterrupted):
-                    self._fail(exc)
-                return "lower" if self.state is S.RUNNING else "up"
+                return self._phase_ended(step, task)
             states = {self.state} | {m.state for m in self._chain()[1:]}
             if (
                 S.STOPPING in states
@@ -728,12 +726,36 @@ class Batch:
             waiting_scan_pauses = S.PAUSING in states and self._awaiting_scan
             if states & {S.HOLDING, S.STOPPING, S.ABORTING} or waiting_scan_pauses:
                 # (A phase waiting for a person's scan is at a safe point: it pauses there
-                # and asks again on resume.)
+                # and asks again on resume.) A write already on the wire is answered first:
+                # the dose went out, and the record keeps what the device said.
+                await self.ctx.exchange_settled()
+                if task.done():  # it ended meanwhile (its last write, or its next one refused)
+                    return self._phase_ended(step, task)  # as a replay, answered at once, sees
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
                 return "lower" if self.state is S.RUNNING else "up"
             # Pausing, Paused or Running again: the phase goes on to its next safe point.
+
+    def _phase_ended(self, step: PhaseStep, task: asyncio.Task[None]) -> str:
+        """The phase's logic ended: finished (the phase completes, or its stop or hold ends
+        it), interrupted at a safe point, or failed (alarm and the recipe's reaction)."""
+        exc = task.exception()
+        if exc is None:
+            step.phase.fire(Command.FINISH, why="phase logic finished")
+            if step.phase.state is S.COMPLETE:
+                self.alarms.deactivate(step.path)
+                if step.last_of_operation:
+                    step.operation.fire(Command.FINISH, why="all its phases complete")
+                if step.last_of_unit:
+                    step.unit.fire(Command.FINISH, why="all its operations complete")
+                self.position += 1
+                return "done"
+            # Its logic ended while it was stopping: the element ends (below).
+            return "lower" if self.state is S.RUNNING else "up"
+        if not isinstance(exc, PhaseInterrupted):
+            self._fail(exc)
+        return "lower" if self.state is S.RUNNING else "up"
 
     async def _phase_logic(self, step: PhaseStep) -> None:
         """The phase's logic, begun at a safe point: a hold, stop, abort or pause accepted

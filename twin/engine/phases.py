@@ -581,8 +581,14 @@ class Electroporate(PhaseLogic):
     async def _pulse(self, ctx: BatchContext) -> None:
         pr = self.params
         ep = ctx.electroporator(pr.electroporator)
-        self.stage = "pulsing"  # first: a pulse that may have gone out is never repeated
-        result = await ctx.write(pr.electroporator, "pulse", True, ep.pulse, restorable=False)
+
+        async def fire() -> Any:
+            # As the pulse goes out (the write's interlocks passed, no hold or abort came):
+            # a pulse that may have gone out is never repeated, one never sent is fired.
+            self.stage = "pulsing"
+            return await ep.pulse()
+
+        result = await ctx.write(pr.electroporator, "pulse", True, fire, restorable=False)
         self.stage = "pulsed"
         ctx.journal.append("pulse", pr.electroporator, as_record(result))
 
@@ -624,8 +630,12 @@ class Harvest(PhaseLogic):
             self.final = await take_sample(ctx, pr.bioreactor)
         final = self.final
         await ctx.safe_point()
-        self.harvested = True
-        volume = await ctx.write(pr.bioreactor, "harvest", True, br.harvest, restorable=False)
+
+        async def harvest_bag() -> float:
+            self.harvested = True  # as the harvest goes out: never twice
+            return await br.harvest()
+
+        volume = await ctx.write(pr.bioreactor, "harvest", True, harvest_bag, restorable=False)
         harvest = {
             "volume_ml": round(volume, 3),
             "viable_cells": round(final.viable_cells_per_ml * volume, 0),
