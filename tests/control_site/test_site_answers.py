@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from bedside import scanned_smoke
 from dashboard import started_site
 from site_journals import poc_twin, running_batch, wait_until
 from site_users import PEOPLE
@@ -168,7 +167,10 @@ def test_a_request_delivered_twice_is_acted_on_once(broker: BrokerConfig, tmp_pa
     held and restarted (a reconnect's redelivery). The batch is not held a second time; the
     repeat is answered with what became of the first."""
     journal = tmp_path / "dup1.sqlite"
-    recipe = scanned_smoke(tmp_path)  # waits for a container's scan: a person's time
+    recipe = tmp_path / "long.yaml"  # a 30-day culture: still running while people act
+    recipe.write_text(
+        (REPO / "recipes" / "smoke.yaml").read_text().replace("duration_h: 6", "duration_h: 720")
+    )
     where = "poc-twin/site-a/cleanroom-2/dup1"
     hold = {"id": "dup-1", "command": "hold", "operator": "alice", "reason": "smell check"}
 
@@ -201,6 +203,7 @@ def test_a_request_delivered_twice_is_acted_on_once(broker: BrokerConfig, tmp_pa
                     await client.publish(f"{where}/command", encode("command", hold), qos=1)
                     await answered(len(answers) + 1)
                     if len(answers) == 1:
+                        assert answers[0]["status"] == "accepted", answers[0]
                         await wait_until(procedure("Held"))
                         restart = await send_command(
                             journal,
