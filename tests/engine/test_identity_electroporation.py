@@ -229,7 +229,7 @@ async def test_a_hold_mid_portion_pulses_every_portion_once(running: Any, at: st
     fired = [e for e in run.kinds("setpoint") if e.data["parameter"] == "pulse"]
     assert len(fired) == 45 and len(loads) == 45, (len(fired), loads)  # each portion once
     assert sum(loads) == pytest.approx(90_000.0)
-    # a pulse on the wire when the hold came is answered first: its result is in the record
-    assert len(run.kinds("pulse")) == 45
+    # a pulse cut short by the hold may have gone out without its result: never re-fired
+    assert len(run.kinds("pulse")) == (44 if at == "pulse" else 45)
     recovered = [e for e in run.kinds("setpoint") if e.data["parameter"] == "recover"]
     assert len(recovered) == 1

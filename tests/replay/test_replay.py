@@ -779,35 +779,3 @@ def test_a_restart_refused_by_a_silent_gas_unit_alarms_the_gas_dispenser(tmp_pat
     assert cleared
     result = replay(journal)
     assert result.identical, result.divergence and result.divergence.describe()
-
-
-@pytest.mark.parametrize("action", ["hold", "abort"])
-def test_a_dose_on_the_wire_when_a_hold_or_abort_comes_is_recorded_and_replays(
-    tmp_path: Path, action: str
-) -> None:
-    """The command comes while the activator's dose is on the wire: the dose is answered and
-    journalled before the phase is cut short, and the record replays. Before, the phase was
-    cancelled mid-exchange: no answer in the record, and its replay waited for one."""
-    batches: list[Batch] = []
-
-    def operator(event: Event) -> None:
-        loop = asyncio.get_running_loop()
-        dose = event.kind == "setpoint" and event.data["parameter"] == "add_activator"
-        if dose and not any(b.state is not S.RUNNING for b in batches):
-            loop.call_soon(lambda: batches[0].command(action, who="bob", why="bag line"))
-        held = event.kind == "transition" and event.source.startswith("procedure:")
-        if held and event.data["to"] == "Held":
-            loop.call_later(600.0, lambda: batches[0].command("restart", who="bob", why="ok"))
-
-    journal = tmp_path / f"{action}.sqlite"
-    final = run_smoke(journal, subscribers=[operator], on_batch=batches.append)
-    assert final is (S.COMPLETE if action == "hold" else S.ABORTED)
-    events = list(read_events(journal))
-    (dose,) = [e for e in events if e.kind == "setpoint" and e.data["parameter"] == "add_activator"]
-    given = next(e for e in events if e.kind == "command" and e.data["command"] == action)
-    answers = [
-        e for e in events if e.kind == "confirmed" and e.data["parameter"] == "add_activator"
-    ]
-    assert len(answers) == 1 and dose.seq < given.seq < answers[0].seq
-    result = replay(journal)
-    assert result.identical, result.divergence

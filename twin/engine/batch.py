@@ -726,11 +726,7 @@ class Batch:
             waiting_scan_pauses = S.PAUSING in states and self._awaiting_scan
             if states & {S.HOLDING, S.STOPPING, S.ABORTING} or waiting_scan_pauses:
                 # (A phase waiting for a person's scan is at a safe point: it pauses there
-                # and asks again on resume.) A write already on the wire is answered first:
-                # the dose went out, and the record keeps what the device said.
-                await self.ctx.exchange_settled()
-                if task.done():  # it ended meanwhile (its last write, or its next one refused)
-                    return self._phase_ended(step, task)  # as a replay, answered at once, sees
+                # and asks again on resume.)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -738,10 +734,10 @@ class Batch:
             # Pausing, Paused or Running again: the phase goes on to its next safe point.
 
     def _phase_ended(self, step: PhaseStep, task: asyncio.Task[None]) -> str:
-        """The phase's logic ended: finished (the phase completes, or its stop or hold ends
-        it), interrupted at a safe point, or failed (alarm and the recipe's reaction)."""
+        """The phase's logic ended: finished (the phase completes, or its stop ends it),
+        interrupted at a safe point, or failed (alarm and the recipe's reaction)."""
         exc = task.exception()
-        if exc is None:
+        if exc is None and self._cut_short() is None:
             step.phase.fire(Command.FINISH, why="phase logic finished")
             if step.phase.state is S.COMPLETE:
                 self.alarms.deactivate(step.path)
@@ -753,7 +749,9 @@ class Batch:
                 return "done"
             # Its logic ended while it was stopping: the element ends (below).
             return "lower" if self.state is S.RUNNING else "up"
-        if not isinstance(exc, PhaseInterrupted):
+        # Failed, interrupted, or finished on the turn a hold or abort came: the hold or
+        # abort is carried out (its drive, its end), and a restart re-runs what is left.
+        if exc is not None and not isinstance(exc, PhaseInterrupted):
             self._fail(exc)
         return "lower" if self.state is S.RUNNING else "up"
 

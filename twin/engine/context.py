@@ -235,9 +235,8 @@ class BatchContext:
         self._cut_short = cut_short
         self.alarms = alarms
         #: The running phase's task (set by the batch): its writes, and only its, are the
-        #: ones a hold or an abort stops before they begin and lets finish once begun.
+        #: ones a hold or an abort stops before they begin.
         self.phase_task: asyncio.Task[Any] | None = None
-        self._exchange_done: asyncio.Future[None] | None = None
         #: The batch's ordered identity (patient id, bag id), from the batch record.
         self.ordered_identity: tuple[str, str] | None = None
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
@@ -311,8 +310,7 @@ class BatchContext:
         confirmation (with its answer); remember the setpoint for a restart. ``basis``: what
         a calculated setpoint was worked out from, ``lot`` the material lot dosed (journalled
         with it, for the record)."""
-        phase = asyncio.current_task() is self.phase_task
-        if phase and (why := self._cut_short()) is not None:
+        if asyncio.current_task() is self.phase_task and (why := self._cut_short()) is not None:
             raise PhaseInterrupted(why)  # a hold or abort came: nothing new goes out
         check_write(
             equipment,
@@ -327,33 +325,10 @@ class BatchContext:
         if lot is not None:
             data["lot"] = lot
         self.journal.append("setpoint", equipment, data)
-        if phase:
-            result = await self._on_the_wire(equipment, parameter, action)
-        else:
-            result = await self._confirmed(equipment, parameter, action)
+        result = await self._confirmed(equipment, parameter, action)
         if restorable:
             self._restore[(equipment, parameter)] = (value, unit, action)
         return result
-
-    async def _on_the_wire(
-        self, equipment: str, parameter: str, action: Callable[[], Awaitable[T]]
-    ) -> T:
-        """A phase's write, which the batch lets finish (:meth:`exchange_settled`) before a
-        hold or abort cuts the phase short: a dose on the wire has been given, and the
-        record keeps the device's answer to it."""
-        done = self._exchange_done = asyncio.get_running_loop().create_future()
-        try:
-            return await self._confirmed(equipment, parameter, action)
-        finally:
-            self._exchange_done = None
-            if not done.done():
-                done.set_result(None)
-
-    async def exchange_settled(self) -> None:
-        """Until the phase's write in flight, if any, is answered (or failed) and journalled."""
-        done = self._exchange_done
-        if done is not None:
-            await asyncio.shield(done)
 
     async def _confirmed(
         self, equipment: str, parameter: str, action: Callable[[], Awaitable[T]]
