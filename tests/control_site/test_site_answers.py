@@ -22,6 +22,7 @@ from test_supervision import post
 
 from twin.clock import wall_monotonic
 from twin.control_site.serve import ControlSite
+from twin.control_site.store import open_store
 from twin.engine.inbox import send_command
 from twin.journal import read_events
 from twin.telemetry.broker import BrokerConfig, free_port
@@ -237,3 +238,26 @@ def test_a_request_delivered_twice_is_acted_on_once(broker: BrokerConfig, tmp_pa
         if e.kind == "transition" and e.source.startswith("procedure:")
     ]
     assert states.count("Held") == 1, states
+
+
+def test_only_a_site_that_answers_has_its_unanswered_requests_recorded_undelivered(
+    tmp_path: Path,
+) -> None:
+    """A site on older code (or behind a broker that refuses its answers) never answers:
+    its "batch ended" says nothing of the requests it took, so a hold it took stays "sent".
+    A site that answers says so in that status: one it left unanswered never reached it."""
+    store = open_store(str(tmp_path / "control.sqlite"))
+    outcomes = {}
+    for batch, answers in (("old1", False), ("new1", True)):
+        running = {"batch": batch, "state": "Running", "seq": 5, "ended": False}
+        store.ingest([("site-a", "cleanroom-2", batch, "state", running)])
+        store.record_request(f"r-{batch}", "site-a", batch, "hold", "alice", "check", "sending")
+        store.settle_request(f"r-{batch}", "sent")
+        ended: dict[str, Any] = {"online": False, "why": "batch ended", "batch": batch}
+        if answers:
+            ended["answered"] = True
+        store.ingest([("site-a", "cleanroom-2", batch, "status", ended)])
+        rows = store.query("SELECT outcome FROM requests WHERE id=?", (f"r-{batch}",))
+        outcomes[batch] = rows[0][0]
+    assert outcomes["old1"] == "sent"
+    assert outcomes["new1"].startswith("not delivered: batch new1 had ended")

@@ -142,6 +142,9 @@ class StatusBody(_Body):
     online: Annotated[bool, Field(strict=True)] = False
     why: Long = ""
     probe: Short | None = None
+    #: An ended batch's forwarder answered every request it took (a site that answers):
+    #: one still unanswered never reached the batch. Absent from older sites.
+    answered: Annotated[bool, Field(strict=True)] = False
 
 
 class AnswerBody(_Body):

@@ -244,6 +244,10 @@ class Store:
             elif kind == "status" and "probe" not in body and batch != "-":
                 online = bool(body.get("online"))
                 why = "" if online else str(body.get("why", ""))
+                if why == BATCH_ENDED and body.get("answered") is not True:
+                    # A site that does not answer (older code, or a broker refusing its
+                    # answers): its requests stay "sent", never inferred unreached.
+                    why = f"{BATCH_ENDED} (no answers)"
                 statuses.append((1 if online else 0, why, now, site, batch))
             elif kind == "answer":
                 answers.append((_answered(body), str(body["id"]), site, batch))

@@ -626,6 +626,8 @@ class Forwarder:
         if outcome is None:
             return None
         status = outcome.partition(": ")[0]
+        if status == "not delivered":
+            return None  # it never reached the batch (another batch's forwarder, a timeout)
         if status not in ANSWERS:
             status = "refused"
         return status, f"a repeat of request {rid}, taken once already ({outcome}): not again"
@@ -796,6 +798,8 @@ class Forwarder:
                             await client.unsubscribe(self._topic("ack"))
                             await self._answered(client, listener)
                         gone = {"online": False, "why": why, "batch": self.batch}
+                        if self.ended_seq is not None:
+                            gone["answered"] = True  # every request that reached us: answered
                         await client.publish(self._topic("status"), encode("status", gone), 1, True)
                         return True
                     await asyncio.sleep(self.poll_s)  # real time: waiting for the batch to write

@@ -70,11 +70,15 @@ class SiteRecord:
     def record(
         self, site: str, action: str, operator: str, reason: str, *, request_id: str, outcome: str
     ) -> bool:
-        """Record one request; False if this request id was recorded before (a duplicate)."""
+        """Record one request; False if this request id was recorded before (a duplicate).
+        A request recorded "not delivered" that comes again and is delivered is recorded so."""
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO control_requests "
+            "INSERT INTO control_requests "
             "(request_id, received_at, site, action, operator, reason, outcome) "
-            "VALUES (?,?,?,?,?,?,?)",
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (request_id) DO UPDATE SET "
+            "received_at=excluded.received_at, outcome=excluded.outcome "
+            "WHERE control_requests.outcome LIKE 'not delivered%' "
+            "AND excluded.outcome NOT LIKE 'not delivered%'",
             (request_id, wall_now().isoformat(), site, action, operator, reason, outcome),
         )
         return cur.rowcount == 1
