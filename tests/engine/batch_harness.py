@@ -25,6 +25,20 @@ S = ProceduralState
 HOUR = 3600.0
 
 
+def draft_recipe(recipe_id: str) -> str:
+    """The ``recipe:`` block of a draft commissioning recipe (no patient material): the
+    start of every recipe an engine test writes; its equipment and procedure follow."""
+    return (
+        "recipe:\n"
+        f"  id: {recipe_id}\n"
+        "  product: Commissioning test (no patient material)\n"
+        "  version: 1.0.0\n"
+        "  status: draft\n"
+        "  purpose: commissioning\n"
+        "  author: Process Development\n"
+    )
+
+
 @dataclass
 class Running:
     batch: Batch

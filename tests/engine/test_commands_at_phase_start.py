@@ -9,16 +9,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from batch_harness import S, finished
+from batch_harness import S, draft_recipe, finished
 
-RECIPE = """\
-recipe:
-  id: actions
-  product: Commissioning test (no patient material)
-  version: 1.0.0
-  status: draft
-  purpose: commissioning
-  author: Process Development
+RECIPE = (
+    draft_recipe("actions")
+    + """\
 equipment:
   bioreactor: {type: bioreactor}
   gas: {type: gas_dispenser}
@@ -32,6 +27,7 @@ procedure:
           - {phase: media_exchange, volume_ml: 50, rate_ml_per_h: 50}
           - {phase: harvest}
 """
+)
 
 #: The phase and the setpoint that is its action (the media exchange's is its fast rate).
 ACTIONS = {"2:add": "add_il2", "3:media_exchange": "perfusion_sp", "4:harvest": "harvest"}

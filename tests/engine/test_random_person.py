@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from batch_harness import draft_recipe
 
 from twin.bench import load_bench
 from twin.clock import Clock, VirtualTimeLoop
@@ -50,14 +51,9 @@ POLL_S = 60.0
 SLACK_S = 5.0
 PATIENT, BAG = "P-0042", "BAG-7781"
 
-RECIPE = """\
-recipe:
-  id: random-person
-  product: Commissioning test (no patient material)
-  version: 1.0.0
-  status: draft
-  purpose: commissioning
-  author: Process Development
+RECIPE = (
+    draft_recipe("random-person")
+    + """\
 equipment:
   bioreactor: {type: bioreactor}
   gas: {type: gas_dispenser}
@@ -92,6 +88,7 @@ procedure:
           - {phase: sample, min_viability_pct: 10}
           - {phase: harvest}
 """
+)
 
 #: Where a command, accepted, settles: the state the contract names after its '-ing' state.
 SETTLES = {

@@ -7,19 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from batch_harness import S, finished
+from batch_harness import S, draft_recipe, finished
 
 POLL_S = 60.0
 HOUR = 3600.0
 
-WAITS = """\
-recipe:
-  id: waits
-  product: Commissioning test (no patient material)
-  version: 1.0.0
-  status: draft
-  purpose: commissioning
-  author: Process Development
+WAITS = (
+    draft_recipe("waits")
+    + """\
 equipment:
   bioreactor: {type: bioreactor}
   gas: {type: gas_dispenser}
@@ -31,6 +26,7 @@ procedure:
           - {phase: set_rocking, rpm: 10}
           - {phase: wait, duration_h: 2, poll_s: 600}
 """
+)
 
 
 def took_effect(run: Any, action: str, state: str) -> float:

@@ -144,8 +144,6 @@ class Batch:
         self.alarm_events: dict[int, Event] = {}
         self.acknowledged: set[int] = set()
         journal.subscribe(self._remember_alarm)
-        #: The task running the current phase's logic (None between phases).
-        self.phase_task: asyncio.Task[None] | None = None
         #: The task re-establishing setpoints for a restart, while it does (a replay ends its
         #: call in flight where the batch's process died, as it ends the phase's).
         self.restoring_task: asyncio.Task[Any] | None = None
@@ -541,6 +539,12 @@ class Batch:
             return f"paused at {step.path}, waiting for {self._scan_awaited()}"
         return f"paused at {step.path}"
 
+    @property
+    def phase_task(self) -> asyncio.Task[None] | None:
+        """The task running the current phase's logic (the context's: its writes are the
+        phase's)."""
+        return self.ctx.phase_task
+
     def _cut_short(self) -> str | None:
         """Why the running phase is about to be cancelled (a hold or an abort accepted for
         it or above), else None: it then begins no new write."""
@@ -704,7 +708,7 @@ class Batch:
     async def _supervise(self, step: PhaseStep) -> str:
         """Run the phase's logic once; say why it stopped: done, lower (a held element), or up."""
         task = asyncio.create_task(self._phase_logic(step), name=step.path)
-        self.phase_task = self.ctx.phase_task = task
+        self.ctx.phase_task = task
         while True:
             change = asyncio.create_task(self._wait_change())
             try:

@@ -236,7 +236,7 @@ class BatchContext:
         self.alarms = alarms
         #: The running phase's task (set by the batch): its writes, and only its, are the
         #: ones a hold or an abort stops before they begin.
-        self.phase_task: asyncio.Task[Any] | None = None
+        self.phase_task: asyncio.Task[None] | None = None
         #: The batch's ordered identity (patient id, bag id), from the batch record.
         self.ordered_identity: tuple[str, str] | None = None
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
