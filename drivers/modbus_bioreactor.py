@@ -43,6 +43,7 @@ IR_PV_COUNT = 19
 IR_SAMPLE = 40  # SAMPLE_SEQ, then 5 float32
 IR_SAMPLE_COUNT = 11
 IR_HARVEST_VOLUME = 60
+IR_ADDED_VOLUME = 62
 IR_IDENTITY = 100  # 4 x ascii[8]
 # Holding registers (FC3/6/16)
 HR_TEMP_SP, HR_ROCKING_SP, HR_PERFUSION_SP = 0, 2, 4
@@ -339,6 +340,12 @@ class ModbusBioreactor:
 
         await self._wait("harvest", harvested)
         (volume,) = self._floats(await self.read_registers("input", IR_HARVEST_VOLUME, 2))
+        return volume
+
+    async def added_ml(self) -> float:
+        """What the current or last addition has pumped (mL): the pump's total, so an
+        addition a hold or abort stopped part-way is recorded as what went in."""
+        (volume,) = self._floats(await self.read_registers("input", IR_ADDED_VOLUME, 2))
         return volume
 
     async def safe_state(self) -> None:

@@ -135,6 +135,11 @@ class Bioreactor(Protocol):
         """Drain the bag to the final-product bag; returns the harvested volume in mL."""
         ...
 
+    async def added_ml(self) -> float:
+        """What the current or last addition has pumped (mL): the pump's own total, read
+        after a hold or abort stopped an addition part-way."""
+        ...
+
     async def safe_state(self) -> None:
         """Hold safe: keep temperature, stop perfusion and additions."""
         ...

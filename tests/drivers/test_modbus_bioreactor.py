@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
 import struct
@@ -105,6 +106,29 @@ async def test_addition_changes_volume_and_waits_for_the_pump(
     after = await bioreactor.read()
     assert not after.status & BioreactorStatus.PUMP_RUNNING
     assert after.volume_ml - before.volume_ml == pytest.approx(150.0, abs=5.0)
+
+
+async def test_the_pump_total_says_what_an_addition_stopped_part_way_put_in(
+    bioreactor: ModbusBioreactor, plant: Any, clock: Clock
+) -> None:
+    """ADDED_VOLUME: 0 before any addition, the running addition's total as it pumps, what
+    went in once a safe state stopped it part-way, the whole volume of one that finished."""
+    assert await bioreactor.added_ml() == 0.0
+    before = plant.bioreactor.state.volume_ml
+    dose = asyncio.ensure_future(bioreactor.add(Material.IL2, 100.0))  # 60 s at 100 mL/min
+    await clock.sleep(24.0)
+    assert await bioreactor.added_ml() == pytest.approx(40.0, abs=2.0)
+    dose.cancel()  # the engine gives up the call, then makes the bioreactor safe
+    with contextlib.suppress(asyncio.CancelledError):
+        await dose
+    await bioreactor.safe_state()
+    went_in = await bioreactor.added_ml()
+    await clock.sleep(120.0)
+    assert await bioreactor.added_ml() == went_in  # the pump stopped: nothing more went in
+    assert 35.0 < went_in < 50.0
+    assert plant.bioreactor.state.volume_ml - before == pytest.approx(went_in, abs=0.5)
+    await bioreactor.add(Material.MEDIUM, 30.0)
+    assert await bioreactor.added_ml() == pytest.approx(30.0)
 
 
 async def test_addition_that_would_overfill_is_refused(bioreactor: ModbusBioreactor) -> None:

@@ -65,7 +65,7 @@ class StoredBoard(BatchBoard):
     def _volume(self, event: Event) -> None:
         """The bag's volume as a trend too (feeds, perfusion, harvest), one point per step."""
         values = event.data.get("values") or {}
-        value = values.get("volume_ml") if "do_pct" in values else None
+        value = values.get("volume_ml") if isinstance(values, dict) and "do_pct" in values else None
         if not isinstance(value, int | float) or not math.isfinite(value):
             return
         points = self.trends.setdefault("volume_ml", [])

@@ -608,9 +608,10 @@ class Batch:
         ``control``: its control and monitoring go on, additions stop (a bioreactor's own
         safe state is exactly that: temperature and rocking kept, pumps and perfusion off).
         """
+        names = equipment if equipment is not None else list(self.equipment)
         async with self.modules.lock:
             self.modules.additions = False
-            for name in equipment if equipment is not None else list(self.equipment):
+            for name in names:
                 reaction = self._reaction(name, to)
                 if name in self.modules.released:
                     reaction = "safe"  # made safe already (an aborted phase): stays safe
@@ -628,6 +629,39 @@ class Batch:
                     )
                 else:
                     self.journal.append("safe_state", name, {"why": why, "reaction": reaction})
+            await self._settle_additions(to, names)
+
+    async def _settle_additions(self, to: str, names: list[str]) -> None:
+        """Doses the hold, stop or abort cut short, their pumps stopped by the drive: the
+        pump's total says what went in. Journalled (``addition_interrupted``, naming its
+        setpoint: the record's materials show what went in), and kept for a restart (an
+        ``add`` phase doses the rest). A dose the phase still runs (a controlled stop lets
+        it finish) is not settled here."""
+        task = self.ctx.phase_task
+        if task is not None and not task.done():
+            return
+        for name in names:
+            addition = self.ctx.dosing.pop(name, None)
+            if addition is None:
+                continue
+            data: dict[str, Any] = {
+                "parameter": addition.parameter,
+                "setpoint": addition.setpoint,
+                "requested_ml": addition.requested_ml,
+            }
+            try:
+                delivered = await self.ctx.read(name, "added", self.ctx.bioreactor(name).added_ml)
+            except EquipmentError as exc:
+                # recorded as a failed read (a replay's read fails the same way)
+                self.journal.append(
+                    "no_answer", name, {"what": "added", "message": str(exc)}, durable=False
+                )
+                data["message"] = f"the pump's total could not be read: {exc}"
+            else:
+                addition.delivered_ml = delivered
+            data["delivered_ml"] = addition.delivered_ml
+            data["on"] = to
+            self.journal.append("addition_interrupted", name, data)
 
     async def _restore(self, restarting: list[StateMachine]) -> bool:
         """Restarting: every remembered setpoint re-established, the loops act on all again.

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIRMED",
+    "Addition",
     "BatchContext",
     "PhaseInterrupted",
     "as_record",
@@ -202,6 +203,23 @@ def recorded_pair(value: Any) -> tuple[Any, Any]:
 CONFIRMED = "confirmed"
 
 Restorer = tuple[Any, str, Callable[[], Awaitable[Any]]]
+
+
+@dataclasses.dataclass(slots=True)
+class Addition:
+    """One dose on a bioreactor's addition pump, from its setpoint to what went in."""
+
+    equipment: str
+    parameter: str
+    requested_ml: float
+    #: The sequence number of its setpoint event (the record's materials link the two).
+    setpoint: int
+    #: What went in: the requested volume once the device confirmed the dose, the pump's
+    #: total once a hold or abort cut it short and stopped the pump; None until one of the
+    #: two (or when that total could not be read).
+    delivered_ml: float | None = None
+
+
 #: An identity scan as journalled: patient id, bag id, and whether it matched the batch's.
 Scan = tuple[str, str, bool]
 
@@ -237,6 +255,9 @@ class BatchContext:
         #: The running phase's task (set by the batch): its writes, and only its, are the
         #: ones a hold or an abort stops before they begin.
         self.phase_task: asyncio.Task[None] | None = None
+        #: The addition on each bioreactor's pump whose dose is not yet confirmed: one a
+        #: hold or abort cut short stays here until its drive reads the pump's total.
+        self.dosing: dict[str, Addition] = {}
         #: The batch's ordered identity (patient id, bag id), from the batch record.
         self.ordered_identity: tuple[str, str] | None = None
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
@@ -324,8 +345,16 @@ class BatchContext:
             data["basis"] = {k: as_record(v) for k, v in basis.items()}
         if lot is not None:
             data["lot"] = lot
-        self.journal.append("setpoint", equipment, data)
+        setpoint = self.journal.append("setpoint", equipment, data)
+        addition = None
+        if parameter.startswith("add_"):
+            addition = Addition(equipment, parameter, float(value), setpoint.seq)
+            self.dosing[equipment] = addition
         result = await self._confirmed(equipment, parameter, action)
+        if addition is not None:
+            addition.delivered_ml = addition.requested_ml
+            if self.dosing.get(equipment) is addition:
+                del self.dosing[equipment]
         if restorable:
             self._restore[(equipment, parameter)] = (value, unit, action)
         return result

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from twin.engine.context import BatchContext, as_record, as_recorded
+from twin.engine.context import Addition, BatchContext, as_record, as_recorded
 from twin.engine.modules import PerfusionLoop, PHLoop
 from twin.equipment import CellSample, Gas, Material, PulseProgram
 from twin.errors import PocTwinError
@@ -21,6 +21,9 @@ from twin.recipe.monitors import Monitor
 __all__ = ["PHASES", "PhaseFailed", "PhaseLogic", "make_phase"]
 
 HOUR = 3600.0
+#: Smallest rest of a dose cut short worth dosing after a restart (mL): below an addition
+#: pump's resolution, what is left is taken as dosed.
+MIN_DOSE_ML = 0.01
 
 
 class PhaseFailed(PocTwinError):
@@ -132,10 +135,15 @@ class SetRocking(PhaseLogic):
 
 
 class AddMaterial(PhaseLogic):
+    """A charge: the material dosed to its volume. A hold or abort that cuts the dose short
+    stops the pump (the record says what went in); a restart doses the rest."""
+
     params: p.AddMaterial
     dosed: bool = False
     #: The lot the operator's scan showed (scanned once: a hold after it keeps it).
     scanned_lot: str | None = None
+    #: The last dose written (the whole volume, or after a hold the rest of it).
+    addition: Addition | None = None
 
     def describe(self) -> str:
         pr = self.params
@@ -145,6 +153,7 @@ class AddMaterial(PhaseLogic):
 
     async def run(self, ctx: BatchContext) -> None:
         if self.dosed:
+            await self._rest(ctx)
             return
         pr = self.params
         br = ctx.bioreactor(pr.bioreactor)
@@ -157,9 +166,11 @@ class AddMaterial(PhaseLogic):
 
         async def dose() -> Any:
             # Set as the write begins, once the interlocks let it and the setpoint is
-            # journalled: after a hold mid-dose, never dose twice; after a refusal (no vector
-            # before the identity is confirmed), dose on restart.
+            # journalled: after a hold mid-dose, never dose twice (the restart doses what
+            # the pump had not); after a refusal (no vector before the identity is
+            # confirmed), dose on restart.
             self.dosed = True
+            self.addition = ctx.dosing.get(pr.bioreactor)
             return await br.add(material, volume)
 
         await ctx.write(
@@ -170,6 +181,40 @@ class AddMaterial(PhaseLogic):
             unit="mL",
             restorable=False,
             basis=basis,
+            lot=self.scanned_lot,
+        )
+
+    async def _rest(self, ctx: BatchContext) -> None:
+        """Restarted after a hold cut the dose short: the rest of it, by the pump's total
+        (none if the dose was confirmed whole, or its total could not be read: that
+        failure is in the record, and a person checks the bag)."""
+        done = self.addition
+        if done is None or done.delivered_ml is None:
+            return
+        rest = round(done.requested_ml - done.delivered_ml, 2)
+        if rest < MIN_DOSE_ML:
+            return
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        material = Material[pr.material.upper()]
+        await ctx.safe_point()
+
+        async def dose_rest() -> Any:
+            self.addition = ctx.dosing.get(pr.bioreactor)  # cut short again: its own rest
+            return await br.add(material, rest)
+
+        await ctx.write(
+            pr.bioreactor,
+            f"add_{pr.material}",
+            rest,
+            dose_rest,
+            unit="mL",
+            restorable=False,
+            basis={
+                "rest_of_ml": done.requested_ml,
+                "delivered_ml": done.delivered_ml,
+                "setpoint": done.setpoint,
+            },
             lot=self.scanned_lot,
         )
 

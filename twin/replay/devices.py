@@ -286,6 +286,12 @@ class ReplayBioreactor(_ReplayDevice):
         answer = await self._write(lambda d: d.harvest())
         return float(answer)
 
+    async def added_ml(self) -> float:
+        answer = await self._call("read", lambda d: d.added_ml(), "added")
+        if isinstance(answer, Event):
+            return float(answer.data["values"])
+        return answer  # type: ignore[no-any-return]
+
 
 class ReplayGasDispenser(_ReplayDevice):
     async def read(self) -> GasDispenserPV:

@@ -61,6 +61,14 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
             found.append(("critical", f"{res.name}: {res.value} fails {res.criterion}."))
     for sentence in r.timing:
         found.append(("major", f"Timing: {sentence}."))
+    short = [m.cut_short for m in r.materials if m.cut_short]
+    if short:
+        found.append(
+            (
+                "major",
+                f"{len(short)} addition(s) cut short: " + _first(short, where="Materials"),
+            )
+        )
     if r.purpose == "product":
         unlotted = [m for m in r.materials if m.lot == "not recorded"]
         if unlotted:

@@ -30,6 +30,8 @@ class MaterialUse:
     volume_ml: float
     lot: str
     basis: str
+    #: How a hold, stop or abort cut the dose short ("" if it went in whole).
+    cut_short: str = ""
 
 
 def _number(value: Any) -> float | None:
@@ -43,6 +45,8 @@ def materials(
 
     The lot is the one scanned at the bedside where the phase asked for a scan, else
     ``lots`` (given for the run, ``run --lot``), else ``phase_lots`` (fixed by the recipe)."""
+    # Doses a hold, stop or abort cut short: what the pump's total said went in.
+    cut = {e.data.get("setpoint"): e.data for e in events if e.kind == "addition_interrupted"}
     used: list[MaterialUse] = []
     for e in events:
         parameter = e.data.get("parameter") if e.kind == "setpoint" else None
@@ -54,10 +58,19 @@ def materials(
         material = parameter.removeprefix("add_")
         scanned = e.data.get("lot")  # the operator's scan of the container, checked
         lot = scanned or lots.get(material) or phase_lots.get(material) or "not recorded"
-        basis = e.data.get("basis")
-        used.append(
-            MaterialUse(e.seq, e.batch_time, material, volume, str(lot), _basis_text(basis))
-        )
+        basis = _basis_text(e.data.get("basis"))
+        stopped, short = cut.get(e.seq), ""
+        if stopped is not None:
+            delivered = _number(stopped.get("delivered_ml"))
+            by = f"cut short by a {stopped.get('on', 'hold')}"
+            if delivered is None:
+                short = f"{by}: what went in is not known ({volume:g} mL asked)"
+            else:
+                short = f"{by}: {delivered:g} of {volume:g} mL went in"
+                volume = delivered
+            basis += f"; {short}"
+            short = f"{material} (event {e.seq}) {short}"
+        used.append(MaterialUse(e.seq, e.batch_time, material, volume, str(lot), basis, short))
     return used
 
 
@@ -70,6 +83,11 @@ def _basis_text(basis: Any) -> str:
         return f"MOI {basis.get('moi')} x {cells:.3g} viable cells / {titre:.3g} TU/mL"
     if "below" in basis:
         return f"feed: glucose {basis.get('glucose_mm')} mM below {basis.get('below')} mM"
+    if "rest_of_ml" in basis:
+        return (
+            f"the rest of the {basis.get('rest_of_ml')} mL dose (event {basis.get('setpoint')}):"
+            f" {basis.get('delivered_ml')} mL went in before it was cut short"
+        )
     if "above" in basis:
         return f"feed: {basis.get('viable_cells_per_ml')} cells/mL above {basis.get('above')}"
     return ", ".join(f"{k} {v}" for k, v in basis.items())

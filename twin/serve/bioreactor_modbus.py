@@ -47,6 +47,7 @@ IR_MIRRORS = 20
 IR_SAMPLE_SEQ = 40
 IR_SAMPLE_FLOATS = 41  # 5 float32: VCD, viability, glucose, lactate, transduced
 IR_HARVEST_VOLUME = 60
+IR_ADDED_VOLUME = 62
 IR_IDENTITY = 100  # 4 x ascii[8]: vendor, model, serial, firmware
 IR_MAP_VERSION = 132
 IDENTITY_REGS = 8
@@ -185,7 +186,7 @@ _BLOCKS: dict[str, tuple[tuple[int, int], ...]] = {
         (IR_PV_FLOATS, IR_PUMP_REMAINING + 1),
         (IR_MIRRORS, IR_MIRRORS + 8),
         (IR_SAMPLE_SEQ, IR_SAMPLE_SEQ + 11),
-        (IR_HARVEST_VOLUME, IR_HARVEST_VOLUME + 2),
+        (IR_HARVEST_VOLUME, IR_ADDED_VOLUME + 2),
         (IR_IDENTITY, IR_MAP_VERSION + 1),
     ),
 }
@@ -237,6 +238,8 @@ class BioreactorModbusServer:
         self._sample: CellSample = CellSample(0.0, 0.0, 0.0, 0.0, 0.0)
         self._sample_seq = 0
         self._harvest_volume = 0.0
+        #: The current or last addition: its pump's total is ADDED_VOLUME.
+        self._last_add: _PumpRun | None = None
         self._latched = BioreactorStatus(0)  # SAMPLE_READY, HARVEST_DONE, SAFE_STATE
         self._add_volume = 0.0
         self._add_material = Material.MEDIUM
@@ -377,7 +380,9 @@ class BioreactorModbusServer:
             sample = [self._sample_seq] + [r for x in figures for r in self._f32(x)]
             return dict(enumerate(sample, IR_SAMPLE_SEQ))
         if start == IR_HARVEST_VOLUME:
-            return dict(enumerate(self._f32(self._harvest_volume), IR_HARVEST_VOLUME))
+            added = 0.0 if self._last_add is None else self._last_add.delivered_ml
+            totals = [*self._f32(self._harvest_volume), *self._f32(added)]
+            return dict(enumerate(totals, IR_HARVEST_VOLUME))
         model = self.plant.bioreactor
         pv = model.observe()
         if start == IR_MIRRORS:
@@ -487,7 +492,7 @@ class BioreactorModbusServer:
         s_per_ml = 60.0 / PUMP_ML_PER_MIN
         if command is BioreactorCommand.ADD:
             duration = self._add_volume * s_per_ml
-            self._pump = _PumpRun(
+            self._pump = self._last_add = _PumpRun(
                 command, now, now + duration, self._add_material, self._add_volume
             )
             self._latched &= ~BioreactorStatus.SAFE_STATE
