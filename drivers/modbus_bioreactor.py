@@ -339,6 +339,11 @@ class ModbusBioreactor:
             return bool(status & HARVEST_DONE) and not status & PUMP_RUNNING
 
         await self._wait("harvest", harvested)
+        return await self.harvested_ml()
+
+    async def harvested_ml(self) -> float:
+        """What the last harvest drained (mL): a completed one's volume, or what one a safe
+        state stopped part-way had moved into the product bag."""
         (volume,) = self._floats(await self.read_registers("input", IR_HARVEST_VOLUME, 2))
         return volume
 

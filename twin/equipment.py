@@ -135,6 +135,10 @@ class Bioreactor(Protocol):
         """Drain the bag to the final-product bag; returns the harvested volume in mL."""
         ...
 
+    async def harvested_ml(self) -> float:
+        """What the last harvest drained (mL), also one a hold or abort stopped part-way."""
+        ...
+
     async def added_ml(self) -> float:
         """What the current or last addition has pumped (mL): the pump's own total, read
         after a hold or abort stopped an addition part-way."""

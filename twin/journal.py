@@ -383,6 +383,12 @@ class Journal:
     def last_seq(self) -> int:
         return self._seq
 
+    def as_written(self, event: Event) -> Event:
+        """``event`` as the file holds it: itself (a resume's replay of the record hands back
+        events it derived past the record's end before writing them: they get their seq
+        then)."""
+        return event
+
     def subscribe(self, subscriber: Subscriber) -> None:
         """Hear every event after it is in the journal."""
         self._subscribers.append(subscriber)

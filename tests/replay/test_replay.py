@@ -779,3 +779,33 @@ def test_a_restart_refused_by_a_silent_gas_unit_alarms_the_gas_dispenser(tmp_pat
     assert cleared
     result = replay(journal)
     assert result.identical, result.divergence and result.divergence.describe()
+
+
+@pytest.mark.parametrize("killed", ["before its setpoint", "with its setpoint"])
+def test_a_batch_killed_as_a_dose_begins_resumes_with_it_settled_and_replays(
+    smoke_journal: Path, tmp_path: Path, killed: str
+) -> None:
+    """Killed as the smoke batch's first dose begins: its setpoint not yet in the file (the
+    resume derives it again, at the same instant, past the record's end) or in it. The
+    resume's hold settles the dose from the pump's total (the cut short dose's event names
+    its setpoint), the restart doses the rest, and the resumed batch replays identically.
+    Before: a dose derived past the record's end was named as event 0 and the replay of the
+    resumed batch diverged there."""
+    events = list(read_events(smoke_journal))
+    dose = next(
+        e for e in events if e.kind == "setpoint" and e.data["parameter"].startswith("add_")
+    )
+    last = dose.seq - 1 if killed == "before its setpoint" else dose.seq
+    short = cut(smoke_journal, tmp_path / "dose.sqlite", last)
+    assert resume(short, operator="carol", reason="power restored", restart=True) is S.COMPLETE
+    after = list(read_events(short))
+    (settled,) = [e for e in after if e.kind == "addition_interrupted"]
+    setpoint = after[settled.data["setpoint"] - 1]
+    assert setpoint.seq == settled.data["setpoint"]
+    assert setpoint.kind == "setpoint" and setpoint.data == dose.data
+    doses = [e for e in after if e.kind == "setpoint" and e.data == dose.data]
+    rest = [e for e in after if e.kind == "setpoint" and "rest_of_ml" in e.data.get("basis", {})]
+    went_in = settled.data["delivered_ml"]
+    assert len(doses) == 1 and went_in < dose.data["value"]
+    assert [e.data["value"] for e in rest] == [pytest.approx(dose.data["value"] - went_in)]
+    assert replay(short).identical, "a resumed batch replays like any other"

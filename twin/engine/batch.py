@@ -44,7 +44,7 @@ from twin.access.esign import sign_event
 from twin.access.users import Signer, UserStore
 from twin.clock import Clock
 from twin.engine.alarms import Alarms, is_critical
-from twin.engine.context import BatchContext, PhaseInterrupted
+from twin.engine.context import BatchContext, PhaseInterrupted, refusal
 from twin.engine.inbox import serve_commands
 from twin.engine.lots import LotScan, NoScanWanted
 from twin.engine.modules import ControlModules
@@ -629,39 +629,48 @@ class Batch:
                     )
                 else:
                     self.journal.append("safe_state", name, {"why": why, "reaction": reaction})
-            await self._settle_additions(to, names)
+            await self._settle_transfers(to, names)
 
-    async def _settle_additions(self, to: str, names: list[str]) -> None:
-        """Doses the hold, stop or abort cut short, their pumps stopped by the drive: the
-        pump's total says what went in. Journalled (``addition_interrupted``, naming its
-        setpoint: the record's materials show what went in), and kept for a restart (an
-        ``add`` phase doses the rest). A dose the phase still runs (a controlled stop lets
-        it finish) is not settled here."""
+    async def _settle_transfers(self, to: str, names: list[str]) -> None:
+        """Doses and harvests the hold, stop or abort cut short, their pumps stopped by the
+        drive: the pump's total says what it moved. Journalled (``addition_interrupted``,
+        ``harvest_interrupted``, naming the setpoint: the record shows what went in), and
+        kept for a restart (an ``add`` phase doses the rest, a ``harvest`` drains the rest of
+        the bag). A transfer the phase still runs (a controlled stop lets it finish) is not
+        settled here."""
         task = self.ctx.phase_task
         if task is not None and not task.done():
             return
         for name in names:
-            addition = self.ctx.dosing.pop(name, None)
-            if addition is None:
+            transfer = self.ctx.transfers.pop(name, None)
+            if transfer is None:
                 continue
-            data: dict[str, Any] = {
-                "parameter": addition.parameter,
-                "setpoint": addition.setpoint,
-                "requested_ml": addition.requested_ml,
-            }
-            try:
-                delivered = await self.ctx.read(name, "added", self.ctx.bioreactor(name).added_ml)
-            except EquipmentError as exc:
-                # recorded as a failed read (a replay's read fails the same way)
-                self.journal.append(
-                    "no_answer", name, {"what": "added", "message": str(exc)}, durable=False
-                )
-                data["message"] = f"the pump's total could not be read: {exc}"
+            device = self.ctx.bioreactor(name)
+            setpoint = self.journal.as_written(transfer.setpoint).seq
+            if transfer.parameter == "harvest":
+                kind, what, total = "harvest_interrupted", "harvested", device.harvested_ml
+                data: dict[str, Any] = {"setpoint": setpoint}
             else:
-                addition.delivered_ml = delivered
-            data["delivered_ml"] = addition.delivered_ml
+                kind, what, total = "addition_interrupted", "added", device.added_ml
+                data = {
+                    "parameter": transfer.parameter,
+                    "setpoint": setpoint,
+                    "requested_ml": transfer.requested_ml,
+                }
+            if transfer.delivered_ml is not None:  # the device refused it: nothing moved
+                data["message"] = "the device refused it"
+            else:
+                try:
+                    transfer.delivered_ml = await self.ctx.read(name, what, total)
+                except EquipmentError as exc:
+                    # recorded as a failed read (a replay's read fails the same way)
+                    self.journal.append(
+                        "no_answer", name, {"what": what, "message": str(exc)}, durable=False
+                    )
+                    data["message"] = f"the pump's total could not be read: {exc}"
+            data["delivered_ml" if what == "added" else "drained_ml"] = transfer.delivered_ml
             data["on"] = to
-            self.journal.append("addition_interrupted", name, data)
+            self.journal.append(kind, name, data)
 
     async def _restore(self, restarting: list[StateMachine]) -> bool:
         """Restarting: every remembered setpoint re-established, the loops act on all again.
@@ -705,6 +714,7 @@ class Batch:
                 "message": message,
                 "phase": step.path if step else "procedure",
                 "reaction": "hold",
+                **refusal(exc),
             },
         )
         if self.procedure.can(Command.HOLD):
@@ -721,7 +731,13 @@ class Batch:
         self.journal.append(
             "alarm",
             device or where,
-            {"alarm": kind, "message": message, "phase": where, "reaction": reaction},
+            {
+                "alarm": kind,
+                "message": message,
+                "phase": where,
+                "reaction": reaction,
+                **refusal(exc),
+            },
         )
         command = Command.ABORT if reaction == "abort" else Command.HOLD
         with contextlib.suppress(CommandRefused):  # held or ending already: alarm recorded

@@ -24,20 +24,21 @@ from twin.engine.alarms import Alarms
 from twin.engine.interlocks import check_write
 from twin.engine.lots import LotDesk
 from twin.equipment import Bioreactor, Electroporator, GasDispenser
-from twin.errors import PocTwinError
-from twin.journal import Journal
+from twin.errors import DeviceRefused, PocTwinError
+from twin.journal import Event, Journal
 
 if TYPE_CHECKING:
     from twin.engine.modules import ControlModules
 
 __all__ = [
     "CONFIRMED",
-    "Addition",
     "BatchContext",
     "PhaseInterrupted",
+    "Transfer",
     "as_record",
     "as_recorded",
     "recorded_pair",
+    "refusal",
 ]
 
 T = TypeVar("T")
@@ -205,18 +206,32 @@ CONFIRMED = "confirmed"
 Restorer = tuple[Any, str, Callable[[], Awaitable[Any]]]
 
 
+def refusal(exc: BaseException) -> dict[str, Any]:
+    """What a failure's record says beyond its message: that the device refused the call
+    (it answered with an error, so nothing was done), for a replay to raise the same kind."""
+    return {"refused": True} if isinstance(exc, DeviceRefused) else {}
+
+
+#: Setpoints that run a bioreactor's pump for a while (a dose, the harvest): a hold or abort
+#: may cut them short, and the record must then say what the pump moved.
+def is_transfer(parameter: str) -> bool:
+    return parameter.startswith("add_") or parameter == "harvest"
+
+
 @dataclasses.dataclass(slots=True)
-class Addition:
-    """One dose on a bioreactor's addition pump, from its setpoint to what went in."""
+class Transfer:
+    """One run of a bioreactor's pump (a dose, the harvest), from its setpoint to what it
+    moved."""
 
     equipment: str
     parameter: str
-    requested_ml: float
-    #: The sequence number of its setpoint event (the record's materials link the two).
-    setpoint: int
-    #: What went in: the requested volume once the device confirmed the dose, the pump's
-    #: total once a hold or abort cut it short and stopped the pump; None until one of the
-    #: two (or when that total could not be read).
+    #: The dose's volume (None for a harvest: it drains the bag).
+    requested_ml: float | None
+    #: Its setpoint event (the record links the two by its seq: ``Journal.as_written``).
+    setpoint: Event
+    #: What the pump moved: a dose's volume (a harvest's) once the device confirmed it, the
+    #: pump's total once a hold or abort cut it short and stopped the pump; None until one
+    #: of the two (or when that total could not be read).
     delivered_ml: float | None = None
 
 
@@ -255,9 +270,9 @@ class BatchContext:
         #: The running phase's task (set by the batch): its writes, and only its, are the
         #: ones a hold or an abort stops before they begin.
         self.phase_task: asyncio.Task[None] | None = None
-        #: The addition on each bioreactor's pump whose dose is not yet confirmed: one a
-        #: hold or abort cut short stays here until its drive reads the pump's total.
-        self.dosing: dict[str, Addition] = {}
+        #: The transfer on each bioreactor's pump not yet confirmed: one a hold or abort
+        #: cut short stays here until its drive reads the pump's total.
+        self.transfers: dict[str, Transfer] = {}
         #: The batch's ordered identity (patient id, bag id), from the batch record.
         self.ordered_identity: tuple[str, str] | None = None
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
@@ -346,15 +361,22 @@ class BatchContext:
         if lot is not None:
             data["lot"] = lot
         setpoint = self.journal.append("setpoint", equipment, data)
-        addition = None
-        if parameter.startswith("add_"):
-            addition = Addition(equipment, parameter, float(value), setpoint.seq)
-            self.dosing[equipment] = addition
-        result = await self._confirmed(equipment, parameter, action)
-        if addition is not None:
-            addition.delivered_ml = addition.requested_ml
-            if self.dosing.get(equipment) is addition:
-                del self.dosing[equipment]
+        transfer = None
+        if is_transfer(parameter):
+            dose = None if parameter == "harvest" else float(value)
+            transfer = Transfer(equipment, parameter, dose, setpoint)
+            self.transfers[equipment] = transfer
+        try:
+            result = await self._confirmed(equipment, parameter, action)
+        except DeviceRefused:
+            if transfer is not None:  # its command refused: the pump never ran
+                transfer.delivered_ml = 0.0
+            raise
+        if transfer is not None:
+            moved = transfer.requested_ml
+            transfer.delivered_ml = float(result) if moved is None else moved  # type: ignore[arg-type]
+            if self.transfers.get(equipment) is transfer:
+                del self.transfers[equipment]
         if restorable:
             self._restore[(equipment, parameter)] = (value, unit, action)
         return result

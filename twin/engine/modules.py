@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twin.engine.context import BatchContext
+from twin.engine.context import BatchContext, refusal
 from twin.engine.control import DOCascade, PHControl
 from twin.equipment import Gas, Material
 from twin.errors import EquipmentError
@@ -311,7 +311,7 @@ class ControlModules:
                 self.ctx.journal.append(
                     "no_answer",
                     self.equipment_of(exc) or exc.device,
-                    {"what": loop, "message": str(exc)},
+                    {"what": loop, "message": str(exc), **refusal(exc)},
                     durable=False,
                 )
             return False

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from twin.engine.context import Addition, BatchContext, as_record, as_recorded
+from twin.engine.context import BatchContext, Transfer, as_record, as_recorded
 from twin.engine.modules import PerfusionLoop, PHLoop
 from twin.equipment import CellSample, Gas, Material, PulseProgram
 from twin.errors import PocTwinError
@@ -143,7 +143,7 @@ class AddMaterial(PhaseLogic):
     #: The lot the operator's scan showed (scanned once: a hold after it keeps it).
     scanned_lot: str | None = None
     #: The last dose written (the whole volume, or after a hold the rest of it).
-    addition: Addition | None = None
+    addition: Transfer | None = None
 
     def describe(self) -> str:
         pr = self.params
@@ -170,7 +170,7 @@ class AddMaterial(PhaseLogic):
             # the pump had not); after a refusal (no vector before the identity is
             # confirmed), dose on restart.
             self.dosed = True
-            self.addition = ctx.dosing.get(pr.bioreactor)
+            self.addition = ctx.transfers.get(pr.bioreactor)
             return await br.add(material, volume)
 
         await ctx.write(
@@ -200,7 +200,7 @@ class AddMaterial(PhaseLogic):
         await ctx.safe_point()
 
         async def dose_rest() -> Any:
-            self.addition = ctx.dosing.get(pr.bioreactor)  # cut short again: its own rest
+            self.addition = ctx.transfers.get(pr.bioreactor)  # cut short again: its own rest
             return await br.add(material, rest)
 
         await ctx.write(
@@ -213,7 +213,7 @@ class AddMaterial(PhaseLogic):
             basis={
                 "rest_of_ml": done.requested_ml,
                 "delivered_ml": done.delivered_ml,
-                "setpoint": done.setpoint,
+                "setpoint": ctx.journal.as_written(done.setpoint).seq,
             },
             lot=self.scanned_lot,
         )
@@ -659,11 +659,17 @@ class Harvest(PhaseLogic):
     params: p.Harvest
     harvested: bool = False
     final: CellSample | None = None
+    #: The last harvest written, until its volume is journalled: one a hold cut short.
+    pump: Transfer | None = None
+    #: What harvests cut short drained into the product bag before the last one (mL).
+    drained_ml: float = 0.0
 
     async def run(self, ctx: BatchContext) -> None:
         pr = self.params
         br = ctx.bioreactor(pr.bioreactor)
         if self.harvested:
+            if self.pump is not None:  # a hold cut the harvest short: drain the rest
+                await self._rest(ctx)
             return
         await ctx.safe_point()
         await ctx.write(
@@ -673,14 +679,46 @@ class Harvest(PhaseLogic):
         ctx.control.disengage(pr.bioreactor)
         if self.final is None:
             self.final = await take_sample(ctx, pr.bioreactor)
-        final = self.final
         await ctx.safe_point()
 
         async def harvest_bag() -> float:
             self.harvested = True  # as the harvest goes out: never twice
+            self.pump = ctx.transfers.get(pr.bioreactor)
             return await br.harvest()
 
         volume = await ctx.write(pr.bioreactor, "harvest", True, harvest_bag, restorable=False)
+        self._record(ctx, volume)
+
+    async def _rest(self, ctx: BatchContext) -> None:
+        """Restarted after a hold cut the harvest short: what it drained is in the product
+        bag (the pump's total, journalled with the hold); the rest of the bag follows it,
+        and the harvest is the two together."""
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        cut = self.pump
+        assert cut is not None
+        drained = self.drained_ml + (cut.delivered_ml or 0.0)
+        await ctx.safe_point()
+
+        async def harvest_rest() -> float:
+            self.drained_ml, self.pump = drained, ctx.transfers.get(pr.bioreactor)
+            return await br.harvest()
+
+        rest = await ctx.write(
+            pr.bioreactor,
+            "harvest",
+            True,
+            harvest_rest,
+            restorable=False,
+            basis={"drained_ml": drained, "setpoint": ctx.journal.as_written(cut.setpoint).seq},
+        )
+        self._record(ctx, self.drained_ml + rest)
+
+    def _record(self, ctx: BatchContext, volume: float) -> None:
+        """The harvest as the product bag holds it, counted by the final sample."""
+        pr, final = self.params, self.final
+        assert final is not None
+        self.pump = None
         harvest = {
             "volume_ml": round(volume, 3),
             "viable_cells": round(final.viable_cells_per_ml * volume, 0),
@@ -688,6 +726,8 @@ class Harvest(PhaseLogic):
             "viability_pct": final.viability_pct,
             "transduced_pct": final.transduced_pct,
         }
+        if self.drained_ml:
+            harvest["drained_before_ml"] = round(self.drained_ml, 3)
         ctx.latest[f"{pr.bioreactor}.harvest"] = harvest  # what a formulation draws from
         ctx.journal.append("harvest", pr.bioreactor, harvest)
 

@@ -35,7 +35,7 @@ from twin.equipment import (
     PulseProgram,
     PulseResult,
 )
-from twin.errors import CommunicationError, EquipmentError
+from twin.errors import CommunicationError, DeviceRefused, EquipmentError
 from twin.journal import Event
 
 __all__ = [
@@ -72,6 +72,8 @@ def _recorded_error(event: Event) -> EquipmentError:
     """The error the original call raised, with its message exactly as recorded."""
     communication = event.data.get("alarm") == "communication" or event.kind == NO_ANSWER
     kind = CommunicationError if communication else EquipmentError
+    if event.data.get("refused") is True:  # the device answered with an error
+        kind = DeviceRefused
     error = kind(event.source, "")
     error.args = (event.data.get("message", ""),)
     return error
@@ -193,6 +195,12 @@ class Feed:
                 # the call was on the wire, at the same batch time) is handed over first.
                 await self.reached(pending + 1)
                 continue
+            if self.reached is not None and self.cursor() < at:
+                # What the record has before this answer at the same batch time (another
+                # call's answer due at that instant: a scan's reading as a dose's pump
+                # ends) comes first: two timers due at one instant fire in either order.
+                await self.reached(at)
+                continue
             if _take(queue, event):
                 break  # still ours: no other call took it while we waited
         if _is_failure(event):
@@ -287,7 +295,14 @@ class ReplayBioreactor(_ReplayDevice):
         return float(answer)
 
     async def added_ml(self) -> float:
-        answer = await self._call("read", lambda d: d.added_ml(), "added")
+        return await self._total("added", lambda d: d.added_ml())
+
+    async def harvested_ml(self) -> float:
+        return await self._total("harvested", lambda d: d.harvested_ml())
+
+    async def _total(self, what: str, live: Callable[[Any], Awaitable[Any]]) -> float:
+        """A pump's total, read after a hold cut its transfer short (a reading ``what``)."""
+        answer = await self._call("read", live, what)
         if isinstance(answer, Event):
             return float(answer.data["values"])
         return answer  # type: ignore[no-any-return]

@@ -66,6 +66,10 @@ class ReplayJournal(Journal):
         self.live: Journal | None = None
         #: Events derived past the end of the record, before the hand-over (resume only).
         self.beyond: list[tuple[float, str, str, dict[str, Any], bool]] = []
+        #: The events ``append`` handed back for those (seq 0: not yet written), and what
+        #: each became in the live journal (by the placeholder's id).
+        self._placeholders: list[Event] = []
+        self._written: dict[int, Event] = {}
         self._beyond_allowed = beyond_the_record
         self._batch_time = batch_time
         self._subscribers = []
@@ -106,6 +110,9 @@ class ReplayJournal(Journal):
         if self.divergence is None and self.exhausted:
             if self._beyond_allowed:
                 self.beyond.append((t, kind, source, data, durable))
+                placeholder = Event(0, t, "", kind, source, data, "", "")
+                self._placeholders.append(placeholder)
+                return placeholder
             else:
                 self.diverge(
                     None,
@@ -178,9 +185,15 @@ class ReplayJournal(Journal):
         self.live = live
         for subscriber in self._subscribers:
             live.subscribe(subscriber)
-        for t, kind, source, data, durable in self.beyond:
-            live.append(kind, source, data, durable=durable, at=t)
+        for placeholder, (t, kind, source, data, durable) in zip(
+            self._placeholders, self.beyond, strict=True
+        ):
+            self._written[id(placeholder)] = live.append(kind, source, data, durable=durable, at=t)
         return len(self.beyond)
+
+    def as_written(self, event: Event) -> Event:
+        """An event derived past the record's end as the live journal then wrote it."""
+        return self._written.get(id(event), event)
 
     def sign_head(self) -> Event | None:
         return self.live.sign_head() if self.live is not None else None

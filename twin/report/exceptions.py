@@ -61,6 +61,8 @@ def review_by_exception(r: BatchRecord) -> list[tuple[str, str]]:
             found.append(("critical", f"{res.name}: {res.value} fails {res.criterion}."))
     for sentence in r.timing:
         found.append(("major", f"Timing: {sentence}."))
+    for cut in r.harvest_cuts:
+        found.append(("major", cut[0].upper() + cut[1:] + "."))
     short = [m.cut_short for m in r.materials if m.cut_short]
     if short:
         found.append(

@@ -62,7 +62,9 @@ def materials(
         stopped, short = cut.get(e.seq), ""
         if stopped is not None:
             delivered = _number(stopped.get("delivered_ml"))
-            by = f"cut short by a {stopped.get('on', 'hold')}"
+            by = f"cut short by the {stopped.get('on', 'hold')}"
+            if stopped.get("message") == "the device refused it":
+                by = "refused by the device"
             if delivered is None:
                 short = f"{by}: what went in is not known ({volume:g} mL asked)"
             else:

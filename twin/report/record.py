@@ -138,6 +138,8 @@ class BatchRecord:
     in_process: list[Result] = field(default_factory=list)
     release: list[Result] = field(default_factory=list)
     harvest: dict[str, Any] | None = None
+    #: Harvests a hold, stop or abort cut short: what each had drained, and by what.
+    harvest_cuts: list[str] = field(default_factory=list)
     formulation: dict[str, Any] | None = None
     #: Events of QC results the twin's simulated lab entered (judged, labelled simulated).
     simulated_qc: set[int] = field(default_factory=set)
@@ -567,6 +569,16 @@ def _recipe_header(text: str) -> dict[str, Any]:
     return {}
 
 
+def _harvest_cut(e: Event) -> str:
+    drained = e.data.get("drained_ml")
+    by = f"harvest (event {e.data['setpoint']}) cut short by the {e.data.get('on', 'hold')}"
+    if e.data.get("message") == "the device refused it":
+        by = f"harvest (event {e.data['setpoint']}) refused by the device"
+    if type(drained) not in (int, float):
+        return f"{by}: what it drained is not known"
+    return f"{by}: {float(drained):g} mL drained into the product bag before it"
+
+
 def _malformed(e: Event, exc: Exception) -> str:
     """A sentence for an event that lacks what every writer records (forged or damaged)."""
     what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)[:80]
@@ -695,6 +707,8 @@ def build_record(
                 handler(e)
             elif e.kind == "harvest":
                 record.harvest = e.data
+            elif e.kind == "harvest_interrupted":
+                record.harvest_cuts.append(_harvest_cut(e))
             elif e.kind == "formulation":
                 record.formulation = e.data
             elif e.kind == "batch_ended":

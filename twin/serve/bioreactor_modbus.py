@@ -315,8 +315,9 @@ class BioreactorModbusServer:
                 self._pump = None
                 if run.kind is BioreactorCommand.ADD:
                     self._dose(run, run.t_end)
-                else:
-                    self._harvest_volume = model.harvest()
+                else:  # the bag is drained (whatever it holds now)
+                    run.delivered_ml += model.harvest()
+                    self._harvest_volume = run.delivered_ml
                     self._latched |= BioreactorStatus.HARVEST_DONE
             elif run.kind is BioreactorCommand.ADD:
                 self.plant.advance_to(now)
@@ -327,6 +328,13 @@ class BioreactorModbusServer:
             self._sample_seq = (self._sample_seq + 1) & 0xFFFF
             self._latched |= BioreactorStatus.SAMPLE_READY
         self.plant.advance_to(now)
+
+    def _drain(self, run: _PumpRun, t: float) -> None:
+        """A harvest stopped at time t: what the pump had moved is in the product bag."""
+        pumped = min(run.volume_ml, PUMP_ML_PER_MIN / 60.0 * (t - run.t_start))
+        if pumped > run.delivered_ml:
+            run.delivered_ml += self.plant.bioreactor.harvest(pumped - run.delivered_ml)
+        self._harvest_volume = run.delivered_ml
 
     def _dose(self, run: _PumpRun, t: float) -> None:
         """Deliver what the pump has moved by time t (the bag fills while it runs)."""
@@ -508,5 +516,7 @@ class BioreactorModbusServer:
             model.perfusion_ml_per_day = 0.0
             if self._pump is not None and self._pump.kind is BioreactorCommand.ADD:
                 self._dose(self._pump, now)
+            elif self._pump is not None:
+                self._drain(self._pump, now)
             self._pump = None
             self._latched |= BioreactorStatus.SAFE_STATE

@@ -411,11 +411,12 @@ class BioreactorModel:
             transduced_pct=quantize(min(100.0, max(0.0, car)), 0.1),
         )
 
-    def harvest(self) -> float:
-        """Drain the bag into the product bag; keeps the product figures in ``harvested``."""
+    def harvest(self, volume_ml: float | None = None) -> float:
+        """Drain the bag into the product bag (all of it, or ``volume_ml``: a harvest stopped
+        part-way); the product bag, ``harvested``, pools what each drain brought."""
         s = self.state
-        drained = self.withdraw(s.volume_ml)
-        self.harvested = HarvestRecord(
+        drained = self.withdraw(s.volume_ml if volume_ml is None else volume_ml)
+        part = HarvestRecord(
             t_s=self.t,
             volume_ml=drained.volume_ml,
             viable_cells=drained.viable_cells,
@@ -426,6 +427,8 @@ class BioreactorModel:
             vector_copies=drained.vector_copies,
             cd4_fraction=s.cd4_fraction,
         )
+        before = self.harvested
+        self.harvested = part if before is None else _pooled(before, part)
         return drained.volume_ml
 
     def observe(self) -> BioreactorReading:
@@ -470,3 +473,22 @@ class BioreactorModel:
         if not cells_per_ml > 0.0 or not math.isfinite(cells_per_ml):
             raise ValueError(f"contamination must be > 0 cells/mL, got {cells_per_ml}")
         self.state.contaminant_cells += cells_per_ml * self.state.volume_ml
+
+
+def _pooled(a: HarvestRecord, b: HarvestRecord) -> HarvestRecord:
+    """Two drains in one product bag: volumes and cells add, per-cell figures are the
+    viable-cell-weighted mean (the fraction of the whole product, not of either part)."""
+    cells = a.viable_cells + b.viable_cells
+
+    def mean(x: float, y: float) -> float:
+        return (x * a.viable_cells + y * b.viable_cells) / cells if cells > 0.0 else y
+
+    return HarvestRecord(
+        t_s=b.t_s,
+        volume_ml=a.volume_ml + b.volume_ml,
+        viable_cells=cells,
+        dead_cells=a.dead_cells + b.dead_cells,
+        transduced_fraction=mean(a.transduced_fraction, b.transduced_fraction),
+        vector_copies=mean(a.vector_copies, b.vector_copies),
+        cd4_fraction=mean(a.cd4_fraction, b.cd4_fraction),
+    )

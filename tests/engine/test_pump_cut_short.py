@@ -1,7 +1,11 @@
-"""A dose a hold or abort cuts short: its pump is stopped, the record says what went in (the
-pump's own total, read once the drive stopped it), and a restarted ``add`` phase doses the
-rest, so the bag gets what the recipe asked. Before: the record said 100 mL dosed when 35 mL
-had gone in, and the restart dosed nothing more. Virtual time, the twin's Modbus bioreactor."""
+"""A dose or a harvest a hold or abort cuts short: its pump is stopped, the record says what
+it moved (the pump's own total, read once the drive stopped it), and a restarted ``add``
+phase doses the rest (a restarted ``harvest`` drains the rest of the bag), so the bag gets
+what the recipe asked and the harvest is the whole product bag.
+
+Before: the record said 100 mL dosed when 35 mL had gone in, and the restart dosed nothing
+more; a harvest held part-way was never recorded (no harvest, nothing to formulate).
+Virtual time, the twin's Modbus bioreactor."""
 
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ procedure:
 
 @dataclass
 class Dosing:
-    """A batch of the recipe above run as ``poc-twin run`` runs it (its journal replays)."""
+    """A batch of a recipe below run as ``poc-twin run`` runs it (its journal replays)."""
 
     batch: Batch
     clock: Clock
@@ -71,12 +75,12 @@ class Dosing:
 
 
 @pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Callable[[], Any]]:
+async def running(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     tasks: list[asyncio.Task[Any]] = []
 
-    async def start() -> Dosing:
-        recipe_path = tmp_path / "dose.yaml"
-        recipe_path.write_text(RECIPE)
+    async def start(text: str = RECIPE) -> Dosing:
+        recipe_path = tmp_path / "pump.yaml"
+        recipe_path.write_text(text)
         listeners: list[Callable[[Event], None]] = []
         events: list[Event] = []
         opened: asyncio.Future[tuple[OpenBench, Clock]] = asyncio.get_running_loop().create_future()
@@ -129,17 +133,19 @@ def _bag_before_dosing(run: Any) -> list[float]:
     return seen
 
 
-def _command_into_dose(run: Any, command: str, after_s: float, dose: int = 1) -> None:
-    """A person gives ``command`` ``after_s`` batch seconds into the ``dose``-th dose's pump
-    run (0: on the loop turn after its setpoint, the write then on the wire)."""
+def _command_into_dose(
+    run: Any, command: str, after_s: float, dose: int = 1, parameter: str = "add_il2"
+) -> None:
+    """A person gives ``command`` ``after_s`` batch seconds into the ``dose``-th pump run
+    of ``parameter`` (0: on the loop turn after its setpoint, the write then on the wire)."""
     loop = asyncio.get_running_loop()
 
     def give() -> None:
         run.batch.command(command, who="kim", why="line looks kinked")
 
     def hear(event: Any) -> None:
-        is_dose = event.kind == "setpoint" and event.data["parameter"] == "add_il2"
-        if is_dose and len(_doses(run)) == dose:
+        runs = [e for e in run.kinds("setpoint") if e.data["parameter"] == parameter]
+        if event.kind == "setpoint" and event.data["parameter"] == parameter and len(runs) == dose:
             loop.call_later(after_s, give) if after_s else loop.call_soon(give)
 
     run.listeners.append(hear)
@@ -186,7 +192,7 @@ async def test_a_hold_mid_dose_records_what_went_in_and_the_restart_doses_the_re
     assert sum(m.volume_ml for m in record.materials) == pytest.approx(DOSE_ML, abs=0.01)
     (short,) = [m for m in record.materials if m.cut_short]
     assert f"{went_in:g} of {DOSE_ML:g} mL went in" in short.cut_short
-    assert any("cut short" in text for _, text in record.exceptions)
+    assert any("cut short by the hold" in text for _, text in record.exceptions)
     _replays_identically(run)
 
 
@@ -244,3 +250,105 @@ async def test_a_stop_mid_dose_lets_the_dose_finish(running: Any) -> None:
     assert await finished(run) is S.STOPPED
     assert not run.kinds("addition_interrupted")
     assert _bag_ml(run) - start_ml == pytest.approx(DOSE_ML, abs=0.05)
+
+
+HARVEST_RECIPE = RECIPE.replace(
+    "          - {phase: add, material: il2, volume_ml: 100.0}\n"
+    "          - {phase: set_rocking, name: after, rpm: 12}\n",
+    "          - {phase: add, material: medium, volume_ml: 400.0}\n          - {phase: harvest}\n",
+)
+
+
+def _harvests(run: Any) -> list[Any]:
+    return [e for e in run.kinds("setpoint") if e.data["parameter"] == "harvest"]
+
+
+def _product_ml(run: Any) -> float:
+    product = run.bench.twin.plant.bioreactor.harvested
+    return 0.0 if product is None else float(product.volume_ml)
+
+
+@pytest.mark.parametrize("after_s", [0.0, 120.0, 290.0])
+async def test_a_hold_mid_harvest_keeps_what_it_drained_and_the_restart_drains_the_rest(
+    running: Any, after_s: float
+) -> None:
+    run = await running(HARVEST_RECIPE)
+    _command_into_dose(run, "hold", after_s, parameter="harvest")
+    await run.until_phase_running("3:harvest")
+    await run.until_state(S.HELD)
+    (cut,) = run.kinds("harvest_interrupted")
+    drained = cut.data["drained_ml"]
+    assert cut.data["setpoint"] == _harvests(run)[0].seq and cut.data["on"] == "hold"
+    assert drained == pytest.approx(100.0 * after_s / 60.0, abs=2.0)  # 100 mL/min
+    assert _product_ml(run) == pytest.approx(drained, abs=0.01)
+    bag = _bag_ml(run)
+    await run.clock.sleep(1800.0)  # held half an hour: the pump stays stopped
+    assert _product_ml(run) == pytest.approx(drained, abs=0.01)
+    assert not run.kinds("harvest")
+
+    run.batch.command("restart", who="sam", why="line cleared")
+    assert await finished(run) is S.COMPLETE
+    first, rest = _harvests(run)
+    assert rest.data["basis"] == {"drained_ml": drained, "setpoint": first.seq}
+    assert len(run.kinds("sample")) == 1, "the final count is not drawn again"
+    (harvest,) = run.kinds("harvest")
+    assert harvest.data["volume_ml"] == pytest.approx(_product_ml(run), abs=0.01)
+    assert harvest.data["volume_ml"] == pytest.approx(drained + bag, abs=1.0)
+    assert _bag_ml(run) == pytest.approx(0.0, abs=0.01)
+    record = build_record(run.journal_path)
+    assert record.harvest is not None and record.harvest["volume_ml"] == harvest.data["volume_ml"]
+    cuts = [text for _, text in record.exceptions if text.startswith("Harvest (event")]
+    assert len(cuts) == 1 and f"cut short by the hold: {drained:g} mL drained" in cuts[0]
+    _replays_identically(run)
+
+
+async def test_an_abort_mid_harvest_records_what_it_drained(running: Any) -> None:
+    run = await running(HARVEST_RECIPE)
+    _command_into_dose(run, "abort", 120.0, parameter="harvest")
+    assert await finished(run) is S.ABORTED
+    (cut,) = run.kinds("harvest_interrupted")
+    assert cut.data["on"] == "abort"
+    assert cut.data["drained_ml"] == pytest.approx(200.0, abs=2.0)
+    assert _product_ml(run) == pytest.approx(cut.data["drained_ml"], abs=0.01)
+    assert len(_harvests(run)) == 1 and not run.kinds("harvest")
+    exceptions = [text for _, text in build_record(run.journal_path).exceptions]
+    assert any("cut short by the abort" in t for t in exceptions)
+    _replays_identically(run)
+
+
+async def test_a_dose_ending_as_the_scan_reads_replays_identically(running: Any) -> None:
+    """The 400 mL dose ends at 240 s, the instant of a scan's reading (both recorded at one
+    batch time). Before: the replay handed the dose its answer first and diverged at the
+    reading ("recorded reading, replayed confirmed"): answers due at one instant are now
+    handed out in the record's order. Uninterrupted, the harvest is the whole bag."""
+    run = await running(HARVEST_RECIPE)
+    assert await finished(run) is S.COMPLETE
+    confirmed = next(e for e in run.kinds("confirmed") if e.data["parameter"] == "add_medium")
+    tie = [e for e in run.kinds("reading") if e.batch_time == confirmed.batch_time]
+    assert tie and tie[0].seq < confirmed.seq, "the case this test is about"
+    (harvest,) = run.kinds("harvest")
+    assert harvest.data["volume_ml"] == pytest.approx(_product_ml(run), abs=0.01)
+    assert "drained_before_ml" not in harvest.data
+    _replays_identically(run)
+
+
+async def test_a_dose_the_device_refuses_is_recorded_as_nothing_in(running: Any) -> None:
+    """An overfilling dose: the bioreactor refuses the command, its pump never runs. The
+    pump's total is not asked (it still counts the last dose that ran): the record says
+    nothing went in, and the restart asks again."""
+    run = await running(RECIPE.replace("volume_ml: 100.0", "volume_ml: 950.0"))
+    await run.until_state(S.HELD)
+    (alarm,) = [e for e in run.kinds("alarm") if e.source == "bioreactor"]
+    assert "ILLEGAL DATA VALUE" in alarm.data["message"]
+    (cut,) = run.kinds("addition_interrupted")
+    assert cut.data["delivered_ml"] == 0.0 and cut.data["message"] == "the device refused it"
+    assert not [e for e in run.kinds("reading") if e.data["what"] == "added"]
+    (used,) = build_record(run.journal_path).materials
+    assert used.volume_ml == 0.0 and "refused by the device: 0 of 950 mL" in used.cut_short
+    run.batch.command("restart", who="sam", why="try once more")
+    while len(run.kinds("addition_interrupted")) < 2:
+        await run.clock.sleep(1.0)
+    assert len(_doses(run)) == 2 and _doses(run)[1].data["value"] == 950.0
+    run.batch.command("abort", who="sam", why="bag too small for this dose")
+    assert await finished(run) is S.ABORTED
+    _replays_identically(run)
