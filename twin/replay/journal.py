@@ -48,6 +48,12 @@ class Divergence:
         return "\n".join(lines)
 
 
+#: How much later than the replay makes it a wall-clock bench's record may have an event
+#: (batch seconds): the engine's work between two events, a timer the loop ran late. A
+#: record later than that (or earlier than the replay) is a divergence, as on the twin.
+WALL_LAG_S = 1.0
+
+
 class ReplayJournal(Journal):
     """Compares instead of writing (until a resume hands over to a live journal)."""
 
@@ -58,8 +64,12 @@ class ReplayJournal(Journal):
         *,
         path: Path,
         beyond_the_record: bool = False,
+        catch_up: Callable[[float], None] | None = None,
     ) -> None:
         self.path = path
+        #: A record of a wall-clock bench: moves the replay's clock on to a recorded event's
+        #: batch time when the engine makes it at most ``WALL_LAG_S`` earlier (see append).
+        self._catch_up = catch_up
         self.recorded = recorded
         self.cursor = 0
         self.divergence: Divergence | None = None
@@ -128,7 +138,12 @@ class ReplayJournal(Journal):
         elif _canonical(rec.data) != _canonical(data):
             reason = f"{kind} from {source} with other data"
         elif rec.batch_time != t:
-            reason = f"{kind} from {source} at another batch time ({t:.6f} s)"
+            if self._catch_up is not None and 0.0 < rec.batch_time - t <= WALL_LAG_S:
+                # On the wall the engine's own work (and a loop's late timer) took real
+                # time before this event; the replay's clock follows the record's on.
+                self._catch_up(rec.batch_time)
+            else:
+                reason = f"{kind} from {source} at another batch time ({t:.6f} s)"
         if reason:
             self.diverge(rec, reason, replayed=(kind, source, data))
             return Event(0, t, "", kind, source, data, "", "")

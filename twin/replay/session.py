@@ -66,6 +66,7 @@ class ReplaySession:
             self.clock.now,
             path=self.command_path,
             beyond_the_record=self.beyond_the_record,
+            catch_up=self._catch_up if self.bench.model.clock == "wall" else None,
         )
         self.feed = Feed(
             decisions,
@@ -103,11 +104,23 @@ class ReplaySession:
             return datetime.fromisoformat(zero)
         return datetime.fromisoformat(started.wall_time) - timedelta(seconds=started.batch_time)
 
+    def _catch_up(self, batch_time: float) -> None:
+        """The replay's clock on to ``batch_time`` (a wall-clock bench's record)."""
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        loop.advance_to(self.clock.origin + batch_time)
+
     async def start(self) -> asyncio.Task[object]:
         """Write the recorded header, start the inputs, the watchdog and the engine."""
         started = self.recording.started
         await self.clock.sleep_until(started.batch_time)
         self.journal.append(started.kind, started.source, started.data)
+        recorded = self.journal.recorded
+        if len(recorded) > 1:
+            # The engine began at its first event: on a wall-clock bench the runner's reads
+            # of the devices' identities and the starting person's signature took real time
+            # after batch_started (on the twin's virtual clock, none).
+            await self.clock.sleep_until(recorded[1].batch_time)
         self._tasks = [
             asyncio.create_task(self._inputs(), name="replay inputs"),
             asyncio.create_task(self._watchdog(), name="replay watchdog"),
