@@ -191,7 +191,7 @@ async def test_a_hold_mid_dose_records_what_went_in_and_the_restart_doses_the_re
     record = build_record(run.journal_path)
     assert sum(m.volume_ml for m in record.materials) == pytest.approx(DOSE_ML, abs=0.01)
     (short,) = [m for m in record.materials if m.cut_short]
-    assert f"{went_in:g} of {DOSE_ML:g} mL went in" in short.cut_short
+    assert f"{round(went_in, 2):g} of {DOSE_ML:g} mL went in" in short.cut_short
     assert any("cut short by the hold" in text for _, text in record.exceptions)
     _replays_identically(run)
 
@@ -298,7 +298,7 @@ async def test_a_hold_mid_harvest_keeps_what_it_drained_and_the_restart_drains_t
     record = build_record(run.journal_path)
     assert record.harvest is not None and record.harvest["volume_ml"] == harvest.data["volume_ml"]
     cuts = [text for _, text in record.exceptions if text.startswith("Harvest (event")]
-    assert len(cuts) == 1 and f"cut short by the hold: {drained:g} mL drained" in cuts[0]
+    assert len(cuts) == 1 and f"cut short by the hold: {round(drained, 2):g} mL drained" in cuts[0]
     _replays_identically(run)
 
 

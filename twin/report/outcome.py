@@ -66,14 +66,19 @@ def materials(
             if stopped.get("message") == "the device refused it":
                 by = "refused by the device"
             if delivered is None:
-                short = f"{by}: what went in is not known ({volume:g} mL asked)"
+                short = f"{by}: what went in is not known ({_ml(volume)} mL asked)"
             else:
-                short = f"{by}: {delivered:g} of {volume:g} mL went in"
+                short = f"{by}: {_ml(delivered)} of {_ml(volume)} mL went in"
                 volume = delivered
             basis += f"; {short}"
             short = f"{material} (event {e.seq}) {short}"
         used.append(MaterialUse(e.seq, e.batch_time, material, volume, str(lot), basis, short))
     return used
+
+
+def _ml(volume: float | None) -> str:
+    """A volume as the record shows it: to 0.01 mL, an addition pump's resolution."""
+    return "?" if volume is None else f"{round(volume, 2):g}"
 
 
 def _basis_text(basis: Any) -> str:
@@ -86,9 +91,10 @@ def _basis_text(basis: Any) -> str:
     if "below" in basis:
         return f"feed: glucose {basis.get('glucose_mm')} mM below {basis.get('below')} mM"
     if "rest_of_ml" in basis:
+        rest_of, went_in = _number(basis.get("rest_of_ml")), _number(basis.get("delivered_ml"))
         return (
-            f"the rest of the {basis.get('rest_of_ml')} mL dose (event {basis.get('setpoint')}):"
-            f" {basis.get('delivered_ml')} mL went in before it was cut short"
+            f"the rest of the {_ml(rest_of)} mL dose (event {basis.get('setpoint')}):"
+            f" {_ml(went_in)} mL went in before it was cut short"
         )
     if "above" in basis:
         return f"feed: {basis.get('viable_cells_per_ml')} cells/mL above {basis.get('above')}"

@@ -576,7 +576,7 @@ def _harvest_cut(e: Event) -> str:
         by = f"harvest (event {e.data['setpoint']}) refused by the device"
     if type(drained) not in (int, float):
         return f"{by}: what it drained is not known"
-    return f"{by}: {float(drained):g} mL drained into the product bag before it"
+    return f"{by}: {round(float(drained), 2):g} mL drained into the product bag before it"
 
 
 def _malformed(e: Event, exc: Exception) -> str:
