@@ -39,11 +39,18 @@ def _whatif(tmp_path: Path, *args: str, **kw: object) -> subprocess.Popen[str]:
 
 
 def _outcomes(results: Path) -> dict[int, dict]:
+    """The results so far ({} while the ensemble has made the file but not yet its table: a
+    reader polling as it starts found that moment on a busy machine)."""
     db = sqlite3.connect(results)
     try:
-        return {i: json.loads(o) for i, o in db.execute("SELECT idx, outcome FROM members")}
+        rows = db.execute("SELECT idx, outcome FROM members").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return {}
     finally:
         db.close()
+    return {i: json.loads(o) for i, o in rows}
 
 
 def _wait(condition, what: str, timeout_s: float = 120.0) -> None:  # type: ignore[no-untyped-def]
