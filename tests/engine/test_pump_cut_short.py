@@ -121,7 +121,7 @@ def _bag_ml(run: Any) -> float:
     return float(run.bench.twin.plant.bioreactor.state.volume_ml)
 
 
-def _bag_before_dosing(run: Any) -> list[float]:
+async def _bag_as_dosing_begins(run: Any) -> float:
     """The bag's volume (the twin's truth) as the first dose's setpoint is journalled."""
     seen: list[float] = []
 
@@ -130,7 +130,9 @@ def _bag_before_dosing(run: Any) -> list[float]:
             seen.append(_bag_ml(run))
 
     run.listeners.append(hear)
-    return seen
+    while not seen:
+        await run.clock.sleep(1.0)
+    return seen[0]
 
 
 def _command_into_dose(
@@ -166,9 +168,7 @@ async def test_a_hold_mid_dose_records_what_went_in_and_the_restart_doses_the_re
 ) -> None:
     run = await running()
     _command_into_dose(run, "hold", after_s)
-    before = _bag_before_dosing(run)
-    await run.until_phase_running("2:add")
-    (start_ml,) = before
+    start_ml = await _bag_as_dosing_begins(run)
     await run.until_state(S.HELD)
     (cut,) = run.kinds("addition_interrupted")
     went_in = cut.data["delivered_ml"]
@@ -201,9 +201,7 @@ async def test_an_abort_mid_dose_records_what_went_in_and_doses_nothing_more(
 ) -> None:
     run = await running()
     _command_into_dose(run, "abort", 24.0)
-    before = _bag_before_dosing(run)
-    await run.until_phase_running("2:add")
-    (start_ml,) = before
+    start_ml = await _bag_as_dosing_begins(run)
     assert await finished(run) is S.ABORTED
     (cut,) = run.kinds("addition_interrupted")
     assert cut.data["on"] == "abort"
@@ -220,9 +218,7 @@ async def test_a_rest_cut_short_again_is_topped_up_again(running: Any) -> None:
     run = await running()
     _command_into_dose(run, "hold", 24.0)
     _command_into_dose(run, "hold", 12.0, dose=2)
-    before = _bag_before_dosing(run)
-    await run.until_phase_running("2:add")
-    (start_ml,) = before
+    start_ml = await _bag_as_dosing_begins(run)
     await run.until_state(S.HELD)
     run.batch.command("restart", who="sam", why="line cleared")
     while len(run.kinds("addition_interrupted")) < 2 or run.batch.state is not S.HELD:
@@ -244,9 +240,7 @@ async def test_a_stop_mid_dose_lets_the_dose_finish(running: Any) -> None:
     """A controlled stop ends the phase at its next safe point: the dose goes in whole."""
     run = await running()
     _command_into_dose(run, "stop", 24.0)
-    before = _bag_before_dosing(run)
-    await run.until_phase_running("2:add")
-    (start_ml,) = before
+    start_ml = await _bag_as_dosing_begins(run)
     assert await finished(run) is S.STOPPED
     assert not run.kinds("addition_interrupted")
     assert _bag_ml(run) - start_ml == pytest.approx(DOSE_ML, abs=0.05)

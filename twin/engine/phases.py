@@ -156,19 +156,41 @@ class AddMaterial(PhaseLogic):
             await self._rest(ctx)
             return
         pr = self.params
-        br = ctx.bioreactor(pr.bioreactor)
-        material = Material[pr.material.upper()]
         expected = pr.lot or ctx.expected_lots.get(pr.material)
         if pr.scan_lot and self.scanned_lot is None:
             self.scanned_lot = (await ctx.lots.wait(pr.material, expected)).lot
         volume, basis = await self._volume(ctx)
         await ctx.safe_point()  # a hold, stop or abort accepted by now: nothing is dosed
+        await self._dose(ctx, volume, basis)
+
+    async def _rest(self, ctx: BatchContext) -> None:
+        """Restarted after a hold cut the dose short: the rest of it, by the pump's total
+        (none if the dose was confirmed whole, or its total could not be read: that
+        failure is in the record, and a person checks the bag)."""
+        done = self.addition
+        if done is None or done.delivered_ml is None or done.requested_ml is None:
+            return
+        rest = round(done.requested_ml - done.delivered_ml, 2)
+        if rest < MIN_DOSE_ML:
+            return
+        await ctx.safe_point()
+        basis = {
+            "rest_of_ml": done.requested_ml,
+            "delivered_ml": done.delivered_ml,
+            "setpoint": ctx.journal.as_written(done.setpoint).seq,
+        }
+        await self._dose(ctx, rest, basis)
+
+    async def _dose(self, ctx: BatchContext, volume: float, basis: dict[str, Any] | None) -> None:
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+        material = Material[pr.material.upper()]
 
         async def dose() -> Any:
             # Set as the write begins, once the interlocks let it and the setpoint is
             # journalled: after a hold mid-dose, never dose twice (the restart doses what
-            # the pump had not); after a refusal (no vector before the identity is
-            # confirmed), dose on restart.
+            # the pump had not: ``addition``, settled by the hold's drive); after a refusal
+            # (no vector before the identity is confirmed), dose on restart.
             self.dosed = True
             self.addition = ctx.transfers.get(pr.bioreactor)
             return await br.add(material, volume)
@@ -181,40 +203,6 @@ class AddMaterial(PhaseLogic):
             unit="mL",
             restorable=False,
             basis=basis,
-            lot=self.scanned_lot,
-        )
-
-    async def _rest(self, ctx: BatchContext) -> None:
-        """Restarted after a hold cut the dose short: the rest of it, by the pump's total
-        (none if the dose was confirmed whole, or its total could not be read: that
-        failure is in the record, and a person checks the bag)."""
-        done = self.addition
-        if done is None or done.delivered_ml is None:
-            return
-        rest = round(done.requested_ml - done.delivered_ml, 2)
-        if rest < MIN_DOSE_ML:
-            return
-        pr = self.params
-        br = ctx.bioreactor(pr.bioreactor)
-        material = Material[pr.material.upper()]
-        await ctx.safe_point()
-
-        async def dose_rest() -> Any:
-            self.addition = ctx.transfers.get(pr.bioreactor)  # cut short again: its own rest
-            return await br.add(material, rest)
-
-        await ctx.write(
-            pr.bioreactor,
-            f"add_{pr.material}",
-            rest,
-            dose_rest,
-            unit="mL",
-            restorable=False,
-            basis={
-                "rest_of_ml": done.requested_ml,
-                "delivered_ml": done.delivered_ml,
-                "setpoint": ctx.journal.as_written(done.setpoint).seq,
-            },
             lot=self.scanned_lot,
         )
 
