@@ -43,7 +43,8 @@ IR_PV_COUNT = 19
 IR_SAMPLE = 40  # SAMPLE_SEQ, then 5 float32
 IR_SAMPLE_COUNT = 11
 IR_HARVEST_VOLUME = 60
-IR_ADDED_VOLUME = 62
+IR_PUMP_RUNS = 64
+UNSENT = -1  # no PUMP_RUNS read yet for the pump command under way
 IR_IDENTITY = 100  # 4 x ascii[8]
 # Holding registers (FC3/6/16)
 HR_TEMP_SP, HR_ROCKING_SP, HR_PERFUSION_SP = 0, 2, 4
@@ -114,6 +115,10 @@ class ModbusBioreactor:
         self.counters = LinkCounters()
         self._clock = clock
         self._link: ModbusLink | None = None
+        #: PUMP_RUNS read just before this driver's last ADD or HARVEST command (UNSENT while
+        #: that call has not read it yet; None before any): whether the command reached the
+        #: pump, so a total is never an earlier run's.
+        self._runs_before: int | None = None
 
     # -- connection --------------------------------------------------------------------------
 
@@ -307,6 +312,7 @@ class ModbusBioreactor:
         material = Material(material)
         what = f"addition of {volume_ml:g} mL {material.name}"
         values = [*self._regs(volume_ml), int(material), CMD_ADD]
+        await self._before_pump_command()
         await self._write(f"starting {what}", HR_ADD_VOLUME, values)
         back = await self.read_registers("holding", HR_ADD_VOLUME, 3)
         if back != values[:3]:
@@ -332,6 +338,7 @@ class ModbusBioreactor:
 
     async def harvest(self) -> float:
         """Drain the bag to the final-product bag; returns the harvested volume in mL."""
+        await self._before_pump_command()
         await self._write("starting harvest", HR_COMMAND, [CMD_HARVEST])
 
         async def harvested() -> bool:
@@ -344,14 +351,27 @@ class ModbusBioreactor:
     async def harvested_ml(self) -> float:
         """What the last harvest drained (mL): a completed one's volume, or what one a safe
         state stopped part-way had moved into the product bag."""
-        (volume,) = self._floats(await self.read_registers("input", IR_HARVEST_VOLUME, 2))
-        return volume
+        return await self._total(0)
+
+    async def _before_pump_command(self) -> None:
+        """Note PUMP_RUNS before an ADD or HARVEST command (see :meth:`_total`)."""
+        self._runs_before = UNSENT  # cut short before even this read: the command never went
+        (self._runs_before,) = await self.read_registers("input", IR_PUMP_RUNS, 1)
+
+    async def _total(self, index: int) -> float:
+        """A pump total (0 HARVEST_VOLUME, 1 ADDED_VOLUME) of this driver's last pump
+        command; 0 if that command never reached the pump (PUMP_RUNS as it was before it):
+        the register would still hold an earlier run's volume."""
+        regs = await self.read_registers("input", IR_HARVEST_VOLUME, 5)
+        before = self._runs_before
+        if before == UNSENT or (before is not None and regs[4] == before):
+            return 0.0
+        return self._floats(regs[:4])[index]
 
     async def added_ml(self) -> float:
         """What the current or last addition has pumped (mL): the pump's total, so an
         addition a hold or abort stopped part-way is recorded as what went in."""
-        (volume,) = self._floats(await self.read_registers("input", IR_ADDED_VOLUME, 2))
-        return volume
+        return await self._total(1)
 
     async def safe_state(self) -> None:
         """Hold safe: keep temperature, stop perfusion and additions (checked on the status)."""

@@ -131,6 +131,27 @@ async def test_the_pump_total_says_what_an_addition_stopped_part_way_put_in(
     assert await bioreactor.added_ml() == pytest.approx(30.0)
 
 
+async def test_a_pump_command_that_never_reached_the_pump_has_moved_nothing(
+    bioreactor: ModbusBioreactor, plant: Any
+) -> None:
+    """An addition cut short while it waited for the line (a scan's read on the wire): its
+    total is 0, not the 30 mL of the addition before it, which ADDED_VOLUME still holds
+    (before: the record said '30 of 50 mL went in', and no rest was dosed)."""
+    await bioreactor.add(Material.MEDIUM, 30.0)
+    assert await bioreactor.added_ml() == pytest.approx(30.0)
+    bag = plant.bioreactor.state.volume_ml
+    scan = asyncio.ensure_future(bioreactor.read())
+    await asyncio.sleep(0)  # the scan's read takes the line
+    dose = asyncio.ensure_future(bioreactor.add(Material.IL2, 50.0))
+    await asyncio.sleep(0)  # the dose waits for it
+    dose.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await dose
+    await scan
+    assert await bioreactor.added_ml() == 0.0
+    assert plant.bioreactor.state.volume_ml == bag
+
+
 async def test_addition_that_would_overfill_is_refused(bioreactor: ModbusBioreactor) -> None:
     with pytest.raises(DeviceRefused, match="ILLEGAL DATA VALUE"):
         await bioreactor.add(Material.MEDIUM, 999.0)

@@ -346,3 +346,28 @@ async def test_a_dose_the_device_refuses_is_recorded_as_nothing_in(running: Any)
     run.batch.command("abort", who="sam", why="bag too small for this dose")
     assert await finished(run) is S.ABORTED
     _replays_identically(run)
+
+
+PH_RECIPE = RECIPE.replace(
+    "          - {phase: add, material: il2, volume_ml: 100.0}\n",
+    "          - {phase: culture, duration_h: 0.05, ph_setpoint: 8.0, base_interval_h: 0.01}\n"
+    "          - {phase: add, material: il2, volume_ml: 100.0}\n",
+)
+
+
+async def test_the_ph_loop_doses_no_base_while_a_phase_dose_runs_on_the_pump(
+    running: Any,
+) -> None:
+    """The pH loop (acid culture, base every 36 s) stays engaged after its culture; the
+    il2 dose runs the bag's one addition pump for 60 s. Before: the loop's base dose went to
+    the busy pump, the device refused it, and its alarm held the batch (the dose's own record
+    then lost to the base dose's)."""
+    run = await running(PH_RECIPE)
+    assert await finished(run) is S.COMPLETE
+    assert [e.data["parameter"] for e in run.kinds("alarm")] == []
+    (dose,) = _doses(run)
+    done = next(e for e in run.kinds("confirmed") if e.data["parameter"] == "add_il2")
+    base = [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_base"]
+    assert base, "the case this test is about: the loop doses base before and after"
+    assert not [e for e in base if dose.seq < e.seq < done.seq]
+    assert not run.kinds("addition_interrupted")

@@ -159,7 +159,11 @@ class Store:
             return list(self._x(sql, params).fetchall())
 
     def close(self) -> None:
-        self._conn.close()
+        """Close the connection once no query or ingest holds it: closing under a
+        transaction another thread runs (a control site stopped mid-ingest) crashed the
+        process in SQLite's C code (a segfault in a CI run)."""
+        with self._lock:
+            self._conn.close()
 
     def writable(self) -> bool:
         """Whether the database takes a write now: tells an outage from a row it refuses.

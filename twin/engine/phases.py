@@ -651,6 +651,8 @@ class Harvest(PhaseLogic):
     pump: Transfer | None = None
     #: What harvests cut short drained into the product bag before the last one (mL).
     drained_ml: float = 0.0
+    #: A harvest cut short whose pump total could not be read: the volume is too low.
+    drained_unknown: bool = False
 
     async def run(self, ctx: BatchContext) -> None:
         pr = self.params
@@ -688,8 +690,11 @@ class Harvest(PhaseLogic):
         drained = self.drained_ml + (cut.delivered_ml or 0.0)
         await ctx.safe_point()
 
+        unknown = self.drained_unknown or cut.delivered_ml is None
+
         async def harvest_rest() -> float:
             self.drained_ml, self.pump = drained, ctx.transfers.get(pr.bioreactor)
+            self.drained_unknown = unknown
             return await br.harvest()
 
         rest = await ctx.write(
@@ -714,8 +719,10 @@ class Harvest(PhaseLogic):
             "viability_pct": final.viability_pct,
             "transduced_pct": final.transduced_pct,
         }
-        if self.drained_ml:
+        if self.drained_ml or self.drained_unknown:
             harvest["drained_before_ml"] = round(self.drained_ml, 3)
+        if self.drained_unknown:  # its harvest_interrupted event says so too
+            harvest["drained_before_unknown"] = True
         ctx.latest[f"{pr.bioreactor}.harvest"] = harvest  # what a formulation draws from
         ctx.journal.append("harvest", pr.bioreactor, harvest)
 

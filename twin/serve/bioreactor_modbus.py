@@ -48,6 +48,7 @@ IR_SAMPLE_SEQ = 40
 IR_SAMPLE_FLOATS = 41  # 5 float32: VCD, viability, glucose, lactate, transduced
 IR_HARVEST_VOLUME = 60
 IR_ADDED_VOLUME = 62
+IR_PUMP_RUNS = 64
 IR_IDENTITY = 100  # 4 x ascii[8]: vendor, model, serial, firmware
 IR_MAP_VERSION = 132
 IDENTITY_REGS = 8
@@ -186,7 +187,7 @@ _BLOCKS: dict[str, tuple[tuple[int, int], ...]] = {
         (IR_PV_FLOATS, IR_PUMP_REMAINING + 1),
         (IR_MIRRORS, IR_MIRRORS + 8),
         (IR_SAMPLE_SEQ, IR_SAMPLE_SEQ + 11),
-        (IR_HARVEST_VOLUME, IR_ADDED_VOLUME + 2),
+        (IR_HARVEST_VOLUME, IR_PUMP_RUNS + 1),
         (IR_IDENTITY, IR_MAP_VERSION + 1),
     ),
 }
@@ -240,6 +241,8 @@ class BioreactorModbusServer:
         self._harvest_volume = 0.0
         #: The current or last addition: its pump's total is ADDED_VOLUME.
         self._last_add: _PumpRun | None = None
+        #: ADD and HARVEST commands accepted (wrapping): whether a command reached the pump.
+        self._pump_runs = 0
         self._latched = BioreactorStatus(0)  # SAMPLE_READY, HARVEST_DONE, SAFE_STATE
         self._add_volume = 0.0
         self._add_material = Material.MEDIUM
@@ -389,7 +392,7 @@ class BioreactorModbusServer:
             return dict(enumerate(sample, IR_SAMPLE_SEQ))
         if start == IR_HARVEST_VOLUME:
             added = 0.0 if self._last_add is None else self._last_add.delivered_ml
-            totals = [*self._f32(self._harvest_volume), *self._f32(added)]
+            totals = [*self._f32(self._harvest_volume), *self._f32(added), self._pump_runs]
             return dict(enumerate(totals, IR_HARVEST_VOLUME))
         model = self.plant.bioreactor
         pv = model.observe()
@@ -497,6 +500,8 @@ class BioreactorModbusServer:
     def _execute(self, command: BioreactorCommand, now: float) -> None:
         model = self.plant.bioreactor
         self._last_command = int(command)
+        if command in (BioreactorCommand.ADD, BioreactorCommand.HARVEST):
+            self._pump_runs = (self._pump_runs + 1) & 0xFFFF
         s_per_ml = 60.0 / PUMP_ML_PER_MIN
         if command is BioreactorCommand.ADD:
             duration = self._add_volume * s_per_ml
