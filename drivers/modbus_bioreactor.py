@@ -356,17 +356,28 @@ class ModbusBioreactor:
     async def _before_pump_command(self) -> None:
         """Note PUMP_RUNS before an ADD or HARVEST command (see :meth:`_total`)."""
         self._runs_before = UNSENT  # cut short before even this read: the command never went
-        (self._runs_before,) = await self.read_registers("input", IR_PUMP_RUNS, 1)
+        try:
+            (runs,) = await self.read_registers("input", IR_PUMP_RUNS, 1)
+        except ModbusRefused as refused:
+            if refused.code != 2:  # not "no such register": the line or device is wrong
+                raise
+            self._runs_before = None  # a map-1 controller: its totals are taken as they are
+            return
+        self._runs_before = runs
 
     async def _total(self, index: int) -> float:
         """A pump total (0 HARVEST_VOLUME, 1 ADDED_VOLUME) of this driver's last pump
         command; 0 if that command never reached the pump (PUMP_RUNS as it was before it):
         the register would still hold an earlier run's volume."""
-        regs = await self.read_registers("input", IR_HARVEST_VOLUME, 5)
         before = self._runs_before
-        if before == UNSENT or (before is not None and regs[4] == before):
+        if before == UNSENT:
             return 0.0
-        return self._floats(regs[:4])[index]
+        if before is None:  # no count to judge by (a map-1 controller, or none sent yet)
+            address = IR_HARVEST_VOLUME + 2 * index
+            (volume,) = self._floats(await self.read_registers("input", address, 2))
+            return volume
+        regs = await self.read_registers("input", IR_HARVEST_VOLUME, 5)
+        return 0.0 if regs[4] == before else self._floats(regs[:4])[index]
 
     async def added_ml(self) -> float:
         """What the current or last addition has pumped (mL): the pump's total, so an

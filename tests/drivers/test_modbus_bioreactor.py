@@ -14,6 +14,7 @@ import pydantic
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
+import twin.serve.bioreactor_modbus as bmod
 from drivers.modbus_bioreactor import ModbusBioreactor, ModbusBioreactorConfig
 from twin.clock import Clock
 from twin.equipment import Bioreactor, BioreactorLimits, Material
@@ -150,6 +151,25 @@ async def test_a_pump_command_that_never_reached_the_pump_has_moved_nothing(
     await scan
     assert await bioreactor.added_ml() == 0.0
     assert plant.bioreactor.state.volume_ml == bag
+
+
+async def test_a_map_1_controller_without_pump_totals_still_doses_and_harvests(
+    bioreactor: ModbusBioreactor, plant: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A controller of the first map (60-61 only: no ADDED_VOLUME, no PUMP_RUNS) refuses
+    those reads; a dose and a harvest still run, and only a cut short dose's total is not
+    known (the engine records it so)."""
+    blocks = dict(bmod._BLOCKS)
+    blocks[bmod.INPUT] = tuple(
+        (lo, bmod.IR_HARVEST_VOLUME + 2) if lo == bmod.IR_HARVEST_VOLUME else (lo, hi)
+        for lo, hi in blocks[bmod.INPUT]
+    )
+    monkeypatch.setattr(bmod, "_BLOCKS", blocks)
+    await bioreactor.add(Material.MEDIUM, 20.0)
+    with pytest.raises(DeviceRefused, match="ILLEGAL DATA ADDRESS"):
+        await bioreactor.added_ml()
+    volume = plant.bioreactor.state.volume_ml
+    assert await bioreactor.harvest() == pytest.approx(volume, rel=0.02)
 
 
 async def test_addition_that_would_overfill_is_refused(bioreactor: ModbusBioreactor) -> None:

@@ -9,7 +9,7 @@ import pytest
 from drivers.bronkhorst_gas import BronkhorstGasConfig, BronkhorstGasDispenser
 from drivers.modbus_bioreactor import ModbusBioreactor, ModbusRtuBioreactorConfig
 from twin.clock import Clock
-from twin.equipment import Bioreactor, Gas, GasDispenser
+from twin.equipment import Bioreactor, Gas, GasDispenser, Material
 from twin.errors import CommunicationError, DeviceRefused, EquipmentError, InterlockTripped
 from twin.serve.bioreactor_modbus import DEFAULT_BIOREACTOR_IDENTITY
 from twin.serve.bioreactor_rtu import BioreactorRtuServer
@@ -37,6 +37,26 @@ async def test_rtu_bioreactor_reads_writes_and_refuses() -> None:
         await br.read()
         # 8-byte request + 43-byte reply at 19200 8N1, each with its 3.5-char gap
         assert clock.now() - t0 == pytest.approx((8 + 43 + 7) * 10 / 19200, rel=0.05)
+    finally:
+        await br.close()
+        await server.stop()
+
+
+async def test_rtu_bioreactor_doses_harvests_and_gives_the_pump_totals() -> None:
+    """The RTU twin serves the same pump registers as the TCP one (60-64): a dose and a
+    harvest run, and the totals a hold's settling reads answer (before: register 64 was
+    not served over RTU, so every dose and harvest was refused there)."""
+    clock, plant = Clock(), Plant(seed=2)
+    server = BioreactorRtuServer(plant, clock, unit=7)
+    await server.start()
+    br = ModbusBioreactor("BR-1", ModbusRtuBioreactorConfig(port=server.path, unit=7), clock)
+    try:
+        await br.connect()
+        await br.add(Material.MEDIUM, 20.0)
+        assert await br.added_ml() == pytest.approx(20.0)
+        volume = plant.bioreactor.state.volume_ml
+        assert await br.harvest() == pytest.approx(volume, rel=0.02)
+        assert await br.harvested_ml() == pytest.approx(volume, rel=0.02)
     finally:
         await br.close()
         await server.stop()

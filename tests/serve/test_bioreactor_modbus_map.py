@@ -68,7 +68,12 @@ async def test_identity_block_is_ascii(raw: C) -> None:
     text = [C.convert_from_registers(regs[i : i + 8], C.DATATYPE.STRING) for i in (0, 8, 16, 24)]
     ident = DEFAULT_BIOREACTOR_IDENTITY
     assert text == [ident.vendor, ident.model, ident.serial, ident.firmware]
-    assert regs[32] == 1  # map version
+    assert regs[32] == 2  # map version
+
+
+async def test_pump_totals_block_reads_in_one_request(raw: C) -> None:
+    """60-64: HARVEST_VOLUME, ADDED_VOLUME and PUMP_RUNS, all 0 before any pump command."""
+    assert (await raw.read_input_registers(60, count=5)).registers == [0, 0, 0, 0, 0]
 
 
 async def test_word_order_register_and_switch(

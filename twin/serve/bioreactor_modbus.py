@@ -33,7 +33,7 @@ WordOrder = Literal["big", "little"]
 
 PUMP_ML_PER_MIN = 100.0  # addition and harvest pump (assumed: a peristaltic pump on a 1 L bag)
 SAMPLE_COUNT_S = 60.0  # off-line count of one sample (assumed)
-MAP_VERSION = 1
+MAP_VERSION = 2  # 2: ADDED_VOLUME and PUMP_RUNS (62-64)
 DEFAULT_BIOREACTOR_IDENTITY = DeviceIdentity(
     vendor="poc-twin", model="RB-1000 twin", serial="TWIN-RB-0001", firmware="1.0.0"
 )

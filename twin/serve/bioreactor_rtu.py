@@ -76,7 +76,11 @@ class BioreactorRtuServer(BioreactorModbusServer):
                     SimData(tcp.IR_PV_FLOATS, count=tcp.IR_PUMP_REMAINING + 1, datatype=regs),
                     SimData(tcp.IR_MIRRORS, count=8, datatype=regs),
                     SimData(tcp.IR_SAMPLE_SEQ, count=11, datatype=regs),
-                    SimData(tcp.IR_HARVEST_VOLUME, count=2, datatype=regs),
+                    SimData(
+                        tcp.IR_HARVEST_VOLUME,
+                        count=tcp.IR_PUMP_RUNS + 1 - tcp.IR_HARVEST_VOLUME,
+                        datatype=regs,
+                    ),
                     SimData(tcp.IR_IDENTITY, count=4 * tcp.IDENTITY_REGS + 1, datatype=regs),
                 ],
             ),
