@@ -72,7 +72,7 @@ def test_cli_prints_endpoints_and_serves_pymodbus_in_real_time() -> None:
         host, port = bioreactor.split("tcp://")[1].strip().rsplit(":", 1)
         assert any(ln.startswith("gas") and "/dev/pts/" in ln for ln in lines)
         with ModbusTcpClient(host, port=int(port), timeout=2.0) as client:
-            assert client.read_input_registers(132).registers == [1]  # map version
+            assert client.read_input_registers(132).registers == [2]  # map version
     finally:
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=10) == 0
