@@ -335,7 +335,7 @@ async def test_a_dose_the_device_refuses_is_recorded_as_nothing_in(running: Any)
     (alarm,) = [e for e in run.kinds("alarm") if e.source == "bioreactor"]
     assert "ILLEGAL DATA VALUE" in alarm.data["message"]
     (cut,) = run.kinds("addition_interrupted")
-    assert cut.data["delivered_ml"] == 0.0 and cut.data["message"] == "the device refused it"
+    assert cut.data["delivered_ml"] == 0.0 and cut.data["refused"] is True
     assert not [e for e in run.kinds("reading") if e.data["what"] == "added"]
     (used,) = build_record(run.journal_path).materials
     assert used.volume_ml == 0.0 and "refused by the device: 0 of 950 mL" in used.cut_short
@@ -371,3 +371,88 @@ async def test_the_ph_loop_doses_no_base_while_a_phase_dose_runs_on_the_pump(
     assert base, "the case this test is about: the loop doses base before and after"
     assert not [e for e in base if dose.seq < e.seq < done.seq]
     assert not run.kinds("addition_interrupted")
+
+
+#: The loop's base dose (50 mL: 30 s on the pump) starts with the culture, which ends 18 s
+#: later: the il2 dose comes while the base dose still runs.
+BASE_RECIPE = RECIPE.replace(
+    "          - {phase: add, material: il2, volume_ml: 100.0}\n",
+    "          - {phase: culture, duration_h: 0.005, ph_setpoint: 8.0, base_interval_h: 0.01,"
+    " base_dose_ml: 50}\n"
+    "          - {phase: add, material: il2, volume_ml: 100.0}\n",
+)
+
+
+def _confirmed(run: Any, parameter: str) -> list[Any]:
+    return [e for e in run.kinds("confirmed") if e.data["parameter"] == parameter]
+
+
+async def _bag_as(run: Any, parameter: str) -> list[float]:
+    """The bag's volume (the twin's truth) as the first ``parameter`` setpoint is journalled."""
+    seen: list[float] = []
+
+    def hear(event: Any) -> None:
+        if not seen and event.kind == "setpoint" and event.data["parameter"] == parameter:
+            seen.append(_bag_ml(run))
+
+    run.listeners.append(hear)
+    return seen
+
+
+async def test_a_phase_dose_that_comes_while_the_ph_loop_doses_base_waits_for_the_pump(
+    running: Any,
+) -> None:
+    """Before: the il2 dose went to the pump while the base dose ran, the device answered
+    BUSY, and its alarm held the batch (the dose recorded as refused). Now it waits for the
+    pump: its setpoint goes out once the base dose is confirmed, and both go in."""
+    run = await running(BASE_RECIPE)
+    bag = await _bag_as(run, "add_base")
+    assert await finished(run) is S.COMPLETE
+    assert run.kinds("alarm") == [] and not run.kinds("addition_interrupted")
+    running_add = next(
+        e
+        for e in run.kinds("transition")
+        if e.source.endswith(":add") and e.data["to"] == "Running"
+    )
+    (base,) = [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_base"]
+    (base_done,) = _confirmed(run, "add_base")
+    (dose,) = _doses(run)
+    assert base.seq < running_add.seq < base_done.seq < dose.seq, "the case: the dose waited"
+    assert _bag_ml(run) - bag[0] == pytest.approx(50.0 + DOSE_ML, abs=0.05)
+    _replays_identically(run)
+
+
+async def test_a_hold_while_a_phase_dose_waits_for_the_pump_sends_no_dose(
+    running: Any,
+) -> None:
+    """A person holds the batch while the il2 dose waits for the base dose: nothing of the
+    il2 dose goes out (no setpoint, the pump stays stopped while Held); the restart doses
+    all of it."""
+    run = await running(BASE_RECIPE)
+    bag = await _bag_as(run, "add_base")
+    loop = asyncio.get_running_loop()
+
+    def hear(event: Any) -> None:
+        add_runs = event.kind == "transition" and event.source.endswith(":add")
+        if add_runs and event.data["to"] == "Running" and not run.kinds("command"):
+            loop.call_later(
+                5.0, lambda: run.batch.command("hold", who="kim", why="bag clamp check")
+            )
+
+    run.listeners.append(hear)
+    await run.until_state(S.HELD)
+    assert _doses(run) == []
+    held_ml = _bag_ml(run)
+    await run.clock.sleep(3600.0)  # held an hour: nothing more goes in
+    assert _bag_ml(run) == pytest.approx(held_ml, abs=0.05)
+    assert _doses(run) == []
+
+    run.batch.command("restart", who="sam", why="clamp fine")
+    assert await finished(run) is S.COMPLETE
+    (dose,) = _doses(run)
+    assert dose.data["value"] == DOSE_ML
+    (done,) = _confirmed(run, "add_il2")
+    assert done.seq > dose.seq
+    assert _bag_ml(run) - held_ml == pytest.approx(DOSE_ML, abs=0.05)
+    assert held_ml - bag[0] <= 50.0 + 0.05
+    _replays_identically(run)

@@ -658,6 +658,7 @@ class Batch:
                     "requested_ml": transfer.requested_ml,
                 }
             if transfer.delivered_ml is not None:  # the device refused it: nothing moved
+                data["refused"] = True
                 data["message"] = "the device refused it"
             else:
                 try:

@@ -273,6 +273,10 @@ class BatchContext:
         #: The transfer on each bioreactor's pump not yet confirmed: one a hold or abort
         #: cut short stays here until its drive reads the pump's total.
         self.transfers: dict[str, Transfer] = {}
+        #: Each bioreactor's one pump, held by the transfer that runs it: a phase's dose
+        #: that comes while the pH loop's base dose runs waits for it instead of meeting a
+        #: busy pump (the device refuses a second command, and the refusal holds the batch).
+        self._pumps: dict[str, asyncio.Lock] = {}
         #: The batch's ordered identity (patient id, bag id), from the batch record.
         self.ordered_identity: tuple[str, str] | None = None
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
@@ -330,6 +334,11 @@ class BatchContext:
         finally:
             timer.cancel()
 
+    def pump_busy(self, equipment: str) -> bool:
+        """Whether a transfer runs, or waits to run, on this bioreactor's pump."""
+        pump = self._pumps.get(equipment)
+        return equipment in self.transfers or (pump is not None and pump.locked())
+
     async def write(
         self,
         equipment: str,
@@ -345,7 +354,29 @@ class BatchContext:
         """Check interlocks, journal the setpoint (committed), write it, journal the device's
         confirmation (with its answer); remember the setpoint for a restart. ``basis``: what
         a calculated setpoint was worked out from, ``lot`` the material lot dosed (journalled
-        with it, for the record)."""
+        with it, for the record). A dose or harvest first waits for the bioreactor's pump
+        (the setpoint is journalled once it has it)."""
+        if not is_transfer(parameter):
+            return await self._write(
+                equipment, parameter, value, action, unit, restorable, basis, lot
+            )
+        pump = self._pumps.setdefault(equipment, asyncio.Lock())
+        async with pump:
+            return await self._write(
+                equipment, parameter, value, action, unit, restorable, basis, lot
+            )
+
+    async def _write(
+        self,
+        equipment: str,
+        parameter: str,
+        value: Any,
+        action: Callable[[], Awaitable[T]],
+        unit: str,
+        restorable: bool,
+        basis: dict[str, Any] | None,
+        lot: str | None,
+    ) -> T:
         if asyncio.current_task() is self.phase_task and (why := self._cut_short()) is not None:
             raise PhaseInterrupted(why)  # a hold or abort came: nothing new goes out
         check_write(

@@ -382,7 +382,7 @@ class ControlModules:
             and due
             and self.additions
             and ph.bioreactor not in self.released
-            and ph.bioreactor not in ctx.transfers  # its pump runs a phase's dose or harvest
+            and not ctx.pump_busy(ph.bioreactor)  # a phase's dose or harvest has the pump
         ):
             br = ctx.bioreactor(ph.bioreactor)
             await ctx.write(

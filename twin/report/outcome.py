@@ -12,6 +12,13 @@ from typing import Any
 
 from twin.journal import Event
 
+
+def was_refused(cut: dict[str, Any]) -> bool:
+    """Whether a cut-short transfer's event says the device refused its command (nothing
+    moved): ``refused: true``; records made before 2026-12-08 say so only in the message."""
+    return cut.get("refused") is True or cut.get("message") == "the device refused it"
+
+
 __all__ = [
     "MaterialUse",
     "equipment_rows",
@@ -63,7 +70,7 @@ def materials(
         if stopped is not None:
             delivered = _number(stopped.get("delivered_ml"))
             by = f"cut short by the {stopped.get('on', 'hold')}"
-            if stopped.get("message") == "the device refused it":
+            if was_refused(stopped):
                 by = "refused by the device"
             if delivered is None:
                 short = f"{by}: what went in is not known ({_ml(volume)} mL asked)"

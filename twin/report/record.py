@@ -17,7 +17,13 @@ from twin.errors import PocTwinError
 from twin.journal import CHECKPOINT, Event, VerifyResult, read_events, verify
 from twin.report.criteria import Result, judge_release
 from twin.report.elements import HOLD_STATES, Episode, Episodes, span, timed
-from twin.report.outcome import MaterialUse, equipment_rows, materials, outcome_rows
+from twin.report.outcome import (
+    MaterialUse,
+    equipment_rows,
+    materials,
+    outcome_rows,
+    was_refused,
+)
 from twin.report.qc import QC_RESULT
 from twin.report.timing import anomalies, planned_hours
 from twin.signing import Anchor, SignatureCheck, check_signatures
@@ -572,7 +578,7 @@ def _recipe_header(text: str) -> dict[str, Any]:
 def _harvest_cut(e: Event) -> str:
     drained = e.data.get("drained_ml")
     by = f"harvest (event {e.data['setpoint']}) cut short by the {e.data.get('on', 'hold')}"
-    if e.data.get("message") == "the device refused it":
+    if was_refused(e.data):
         by = f"harvest (event {e.data['setpoint']}) refused by the device"
     if type(drained) not in (int, float):
         return f"{by}: what it drained is not known"
