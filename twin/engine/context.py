@@ -24,7 +24,7 @@ from twin.engine.alarms import Alarms
 from twin.engine.interlocks import check_write
 from twin.engine.lots import LotDesk
 from twin.equipment import Bioreactor, Electroporator, GasDispenser
-from twin.errors import DeviceRefused, PocTwinError
+from twin.errors import DeviceRefused, EquipmentError, PocTwinError
 from twin.journal import Event, Journal
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "Transfer",
     "as_record",
     "as_recorded",
+    "check_numbers",
     "recorded_pair",
     "refusal",
 ]
@@ -135,6 +136,43 @@ def as_record(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 6)  # a float subclass: its own round
     return value
+
+
+def _not_numbers(record: Any, at: str = "") -> list[str]:
+    """Where a recorded device answer holds NaN or an infinity (``ph``, ``flows.O2``)."""
+    if type(record) is float:
+        return [] if record - record == 0.0 else [at or "value"]
+    if isinstance(record, dict):
+        return [w for k, v in record.items() for w in _not_numbers(v, f"{at}.{k}" if at else k)]
+    if isinstance(record, list):
+        return [w for i, v in enumerate(record) for w in _not_numbers(v, f"{at}[{i}]")]
+    return []
+
+
+def check_numbers(equipment: str, what: str, record: Any) -> None:
+    """Refuse a device's answer that holds no number where a number belongs (NaN, an
+    infinity: a failed probe, a broken device stack): no control loop, monitor or phase may
+    act on it, and no journal can hold it. It is an equipment fault, alarmed and recorded as
+    any other (the message keeps the values that were numbers), which holds the batch."""
+    bad = _not_numbers(record)
+    if not bad:
+        return
+    given = ", ".join(f"{w} {_at(record, w)}" for w in bad)
+    rest = ""
+    if isinstance(record, dict):
+        good = [f"{k} {v:g}" for k, v in record.items() if type(v) is float and v - v == 0.0]
+        rest = f"; the rest read {', '.join(good)}" if good else ""
+    raise EquipmentError(
+        equipment, f"{what} answer is no number: {given} (a failed sensor or device){rest}"
+    )
+
+
+def _at(record: Any, where: str) -> Any:
+    """The value at ``where`` (as :func:`_not_numbers` names it) in ``record``."""
+    for part in where.replace("[", ".[").split(".") if isinstance(record, dict | list) else ():
+        if part:
+            record = record[int(part[1:-1])] if part.startswith("[") else record[part]
+    return record
 
 
 def as_recorded(value: T) -> T:
@@ -416,6 +454,7 @@ class BatchContext:
         self, equipment: str, parameter: str, action: Callable[[], Awaitable[T]]
     ) -> T:
         result, record = recorded_pair(await action())
+        check_numbers(equipment, parameter, record)
         self.journal.append(
             CONFIRMED,
             equipment,
@@ -427,6 +466,7 @@ class BatchContext:
     async def read(self, equipment: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Take a reading and journal it (made durable with the next setpoint or transition)."""
         value, record = recorded_pair(await action())
+        check_numbers(equipment, what, record)
         self.latest[f"{equipment}.{what}"] = value
         self.journal.append("reading", equipment, {"what": what, "values": record}, durable=False)
         if isinstance(record, dict):

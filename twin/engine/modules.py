@@ -23,7 +23,7 @@ from typing import Any
 from twin.engine.context import BatchContext, refusal
 from twin.engine.control import DOCascade, PHControl
 from twin.equipment import Gas, Material
-from twin.errors import EquipmentError
+from twin.errors import CommunicationError, EquipmentError
 
 __all__ = [
     "DEFAULT_PERIOD_S",
@@ -115,7 +115,9 @@ class ControlModules:
         #: Whether additions (perfusion start, base) may be made: not while held or ending.
         self.additions = True
         #: Items whose last read failed: the failure is reported once, its recovery once.
-        self.down: set[str] = set()
+        #: Devices whose reading fails, with the alarm their failure raised (communication,
+        #: device): cleared by that name when they read again.
+        self.down: dict[str, str] = {}
         #: Loop faults reported since the last clean scan or restart (reported once each).
         self.faults: set[str] = set()
         self.scans = 0
@@ -192,18 +194,25 @@ class ControlModules:
 
     # -- the scan ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="control modules")
+    def start(self, *, after: float = 0.0) -> None:
+        """Scan now (or ``after`` batch seconds), then every period until stopped."""
+        self._task = asyncio.create_task(self._run(after), name="control modules")
         self._task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         """The scan must run until the batch ends: if it ever ends otherwise, say so loudly
-        and start it again (monitoring never stops silently)."""
+        (once per kind of fault) and start it again a period later (monitoring never stops
+        silently, and a fault that recurs at every scan cannot spin the process with the
+        clock standing still)."""
         if task.cancelled() or self._task is not task:
             return
         exc = task.exception()
-        self._report(exc if exc is not None else RuntimeError("control modules ended"))
-        self.start()
+        failure = exc if exc is not None else RuntimeError("control modules ended")
+        key = f"scan: {failure!r}"
+        if key not in self.faults:
+            self.faults.add(key)
+            self._report(failure)
+        self.start(after=self.period_s)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -241,9 +250,11 @@ class ControlModules:
         self._scanned.append(fut)
         await fut
 
-    async def _run(self) -> None:
+    async def _run(self, after: float = 0.0) -> None:
         clock = self.ctx.clock
-        due = clock.now()
+        due = clock.now() + after
+        if after:
+            await clock.sleep_until(due)
         while True:
             async with self.lock:
                 await self.scan()
@@ -321,9 +332,13 @@ class ControlModules:
         """One reading (journalled, monitors checked); a failure is reported once per outage."""
         try:
             value = await self.ctx.read(name, "pv", action)
-        except EquipmentError as exc:
+        except Exception as exc:  # a driver's own fault too: this device's reading is lost
+            if not isinstance(exc, EquipmentError):
+                exc = EquipmentError(name, f"pv reading failed in the driver: {exc!r}")
             if name not in self.down:
-                self.down.add(name)
+                self.down[name] = (
+                    "communication" if isinstance(exc, CommunicationError) else "device"
+                )
                 self._report(exc, name)
             else:  # still silent: recorded (a replay must see this read fail too), no new alarm
                 self.ctx.journal.append(
@@ -331,10 +346,8 @@ class ControlModules:
                 )
             return None
         if name in self.down:
-            self.down.discard(name)
-            self.ctx.journal.append(
-                "alarm_cleared", name, {"alarm": "communication", "why": "answers again"}
-            )
+            alarm = self.down.pop(name)
+            self.ctx.journal.append("alarm_cleared", name, {"alarm": alarm, "why": "answers again"})
         return value
 
     async def _control_do(self, do: DOLoop, do_pct: float) -> None:

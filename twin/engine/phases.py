@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from twin.engine.context import BatchContext, Transfer, as_record, as_recorded
+from twin.engine.context import BatchContext, Transfer, as_record, as_recorded, check_numbers
 from twin.engine.modules import PerfusionLoop, PHLoop
 from twin.equipment import CellSample, Gas, Material, PulseProgram
 from twin.errors import PocTwinError
@@ -246,8 +246,9 @@ async def take_sample(
     lab will run on it, whose results come later)."""
     br = ctx.bioreactor(bioreactor)
     sample = as_recorded(await br.sample())
-    ctx.latest[f"{bioreactor}.sample"] = sample
     record = as_record(sample)
+    check_numbers(bioreactor, "sample", record)
+    ctx.latest[f"{bioreactor}.sample"] = sample
     if qc:
         record["qc_tests"] = list(qc)
     if name:
