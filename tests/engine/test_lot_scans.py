@@ -122,3 +122,29 @@ async def test_the_twins_simulated_person_scans_a_container_in_date(running: Any
     (accepted,) = run.kinds("lot_scan")
     assert accepted.data["accepted"] and accepted.data["expiry"] is not None
     assert accepted.data["expiry"] > str(run.clock.batch_datetime().date())
+
+
+async def test_a_second_scan_in_the_same_turn_is_told_the_first_was_taken(
+    running: Any, tmp_path: Path
+) -> None:
+    """A scanner that reads the label twice (or two people at the bag) within one loop turn:
+    the first scan passes, and from that moment the batch waits for no person and asks for
+    no scan; the second is told the first was taken, with its lot, and nothing of it is
+    journalled. Before: the second was told the addition still waited for a scan."""
+    run = await running(str(scanned_smoke(tmp_path)))
+    await run.until(lambda e: e.kind == "lot_requested")
+    assert run.batch.ctx.lots.waiting_for == "activator" and run.batch.awaiting_person
+    label = LotScan("activator", "TA-1", date(2099, 12, 31))
+    _, refused = run.batch.present_lot(label, who="kim", why="at the bag")
+    assert refused is None
+    assert run.batch.ctx.lots.waiting_for is None and not run.batch.awaiting_person
+    with pytest.raises(NoScanWanted, match=r"accepted just now \(lot TA-1\)") as again:
+        run.batch.present_lot(
+            LotScan("activator", "TA-2", date(2099, 12, 31)), who="ann", why="at the bag too"
+        )
+    assert "waits for" not in str(again.value)
+    assert await finished(run) is S.COMPLETE
+    (taken,) = run.kinds("lot_scan")
+    assert taken.data["lot"] == "TA-1" and taken.data["accepted"]
+    (dose,) = [e for e in run.kinds("setpoint") if e.data["parameter"] == "add_activator"]
+    assert dose.data["lot"] == "TA-1"

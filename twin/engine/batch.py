@@ -457,6 +457,12 @@ class Batch:
         """Why no lot scan is taken now: the addition waits while the batch does (paused,
         held: it asks again when it runs on), or no addition waits for one."""
         status, step = self.status, self.current
+        taken = self.ctx.lots.just_accepted
+        if taken is not None:  # a second scan at once (a double read, a second person)
+            return (
+                f"the {taken.material} container's scan was accepted just now (lot "
+                f"{taken.lot}): its addition doses that lot and wants no other scan"
+            )
         logic = step.logic if step is not None else None
         ending = (S.STOPPING, S.ABORTING)
         if (

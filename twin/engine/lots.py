@@ -172,8 +172,18 @@ class LotDesk:
 
     @property
     def waiting_for(self) -> str | None:
-        """The material an addition is waiting to see scanned, if any."""
-        return self._wanted.material if self._wanted is not None else None
+        """The material an addition is waiting to see scanned, if any (none once a scan of
+        it passed, though the addition has not yet taken it)."""
+        wanted = self._wanted
+        return wanted.material if wanted is not None and not wanted.future.done() else None
+
+    @property
+    def just_accepted(self) -> LotScan | None:
+        """A scan that passed and that its addition has not yet taken (the same loop turn)."""
+        wanted = self._wanted
+        if wanted is None or not wanted.future.done() or wanted.future.cancelled():
+            return None
+        return wanted.future.result()
 
     async def wait(self, material: str, expected_lot: str | None) -> LotScan:
         """Ask for a scan of ``material`` and wait (a person's act) until one passes."""
@@ -213,6 +223,7 @@ class LotDesk:
                 sign_event(self.journal, event, signer)
         if refused is None:
             wanted.future.set_result(scan)
+            self._on_waiting(False)  # no person awaited from now: the addition goes on
         return event, refused
 
     def _check(self, scan: LotScan, wanted: _Wanted) -> str | None:

@@ -119,6 +119,13 @@ class SensorDrift(_Entry):
     rate_per_h: float
 
 
+class SensorFailed(_Entry):
+    """A bag sensor fails: the controller reports no number for it (NaN) until replaced."""
+
+    fault: Literal["sensor_failed"]
+    sensor: Literal[BIOREACTOR_SENSORS]  # type: ignore[valid-type]
+
+
 class HeaterFailure(_Entry):
     """The bag's heater gives no more heat (the controller flags a load failure)."""
 
@@ -146,13 +153,22 @@ class Contamination(_Entry):
 
 
 FaultEntry = Annotated[
-    Silent | Late | Corrupt | SensorStuck | SensorDrift | HeaterFailure | SupplyOut | Contamination,
+    Silent
+    | Late
+    | Corrupt
+    | SensorStuck
+    | SensorDrift
+    | SensorFailed
+    | HeaterFailure
+    | SupplyOut
+    | Contamination,
     Field(discriminator="fault"),
 ]
 LINK_FAULTS = ("silent", "late", "corrupt")
 FAULT_DEVICE_TYPE = {
     "sensor_stuck": "bioreactor",
     "sensor_drift": "bioreactor",
+    "sensor_failed": "bioreactor",
     "heater_failure": "bioreactor",
     "contamination": "bioreactor",
     "supply_out": "gas_dispenser",

@@ -62,6 +62,8 @@ def apply_fault(entry: FaultEntry, plant: Any, server: Any, now: float) -> None:
         case "sensor_drift":
             fault = SensorFault("drift", t0=bag.t, rate_per_h=entry.rate_per_h)  # type: ignore[union-attr]
             bag.set_sensor_fault(entry.sensor, fault)  # type: ignore[union-attr]
+        case "sensor_failed":
+            bag.set_sensor_fault(entry.sensor, SensorFault("failed", t0=bag.t))  # type: ignore[union-attr]
         case "heater_failure":
             bag.heater_failed = True
         case "supply_out":
@@ -81,7 +83,7 @@ def clear_fault(entry: FaultEntry, plant: Any, server: Any, now: float) -> None:
             _link(server).delay_s = 0.0
         case "corrupt":
             _link(server, entry).corrupt_every = 0
-        case "sensor_stuck" | "sensor_drift":
+        case "sensor_stuck" | "sensor_drift" | "sensor_failed":
             bag.set_sensor_fault(entry.sensor, None)  # type: ignore[union-attr]
         case "heater_failure":
             bag.heater_failed = False

@@ -11,6 +11,7 @@ servers show the consequences on the wire (flags, alarms, values) and nothing el
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from twin.sim.params import BioreactorParams
@@ -23,15 +24,19 @@ BIOREACTOR_SENSORS = ("temperature", "do", "ph", "volume", "vcd")
 
 @dataclass
 class SensorFault:
-    """What is wrong with one sensor: stuck at a value, or drifting at a rate from ``t0``."""
+    """What is wrong with one sensor: stuck at a value, drifting at a rate from ``t0``, or
+    failed (it reports no number: NaN, as a controller shows a broken probe in a float
+    register)."""
 
-    kind: str  # "stuck" | "drift"
+    kind: str  # "stuck" | "drift" | "failed"
     t0: float  # plant time (s) the fault began
     value: float | None = None  # stuck: the frozen reading (None: the first reading after t0)
     rate_per_h: float = 0.0  # drift: reading units per hour
 
     def apply(self, reading: float, t: float) -> float:
         """The reading the faulty instrument shows instead of ``reading`` at plant time ``t``."""
+        if self.kind == "failed":
+            return math.nan
         if self.kind == "stuck":
             if self.value is None:
                 self.value = reading
