@@ -38,6 +38,7 @@ __all__ = [
     "as_record",
     "as_recorded",
     "check_numbers",
+    "journal_answer",
     "recorded_pair",
     "refusal",
 ]
@@ -165,6 +166,26 @@ def check_numbers(equipment: str, what: str, record: Any) -> None:
     raise EquipmentError(
         equipment, f"{what} answer is no number: {given} (a failed sensor or device){rest}"
     )
+
+
+def journal_answer(
+    journal: Journal,
+    kind: str,
+    equipment: str,
+    what: str,
+    data: dict[str, Any],
+    answer: Any,
+    *,
+    durable: bool = False,
+) -> Event:
+    """Journal a device's answer (``answer``: its record inside ``data``). The journal
+    refuses what holds NaN or an infinity before it changes anything: that is then the
+    device's fault (:func:`check_numbers`), found at no cost to an answer that is fine."""
+    try:
+        return journal.append(kind, equipment, data, durable=durable)
+    except ValueError:
+        check_numbers(equipment, what, answer)
+        raise
 
 
 def _at(record: Any, where: str) -> Any:
@@ -454,21 +475,16 @@ class BatchContext:
         self, equipment: str, parameter: str, action: Callable[[], Awaitable[T]]
     ) -> T:
         result, record = recorded_pair(await action())
-        check_numbers(equipment, parameter, record)
-        self.journal.append(
-            CONFIRMED,
-            equipment,
-            {"parameter": parameter, "result": record},
-            durable=False,
-        )
+        data = {"parameter": parameter, "result": record}
+        journal_answer(self.journal, CONFIRMED, equipment, parameter, data, record)
         return result
 
     async def read(self, equipment: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Take a reading and journal it (made durable with the next setpoint or transition)."""
         value, record = recorded_pair(await action())
-        check_numbers(equipment, what, record)
+        data = {"what": what, "values": record}
+        journal_answer(self.journal, "reading", equipment, what, data, record)
         self.latest[f"{equipment}.{what}"] = value
-        self.journal.append("reading", equipment, {"what": what, "values": record}, durable=False)
         if isinstance(record, dict):
             self.alarms.evaluate(equipment, record, self.clock.now())
         return value

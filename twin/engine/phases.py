@@ -11,7 +11,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from twin.engine.context import BatchContext, Transfer, as_record, as_recorded, check_numbers
+from twin.engine.context import (
+    BatchContext,
+    Transfer,
+    as_record,
+    as_recorded,
+    journal_answer,
+)
 from twin.engine.modules import PerfusionLoop, PHLoop
 from twin.equipment import CellSample, Gas, Material, PulseProgram
 from twin.errors import PocTwinError
@@ -247,13 +253,12 @@ async def take_sample(
     br = ctx.bioreactor(bioreactor)
     sample = as_recorded(await br.sample())
     record = as_record(sample)
-    check_numbers(bioreactor, "sample", record)
-    ctx.latest[f"{bioreactor}.sample"] = sample
     if qc:
         record["qc_tests"] = list(qc)
     if name:
         record["name"] = name
-    ctx.journal.append("sample", bioreactor, record)
+    journal_answer(ctx.journal, "sample", bioreactor, "sample", record, record, durable=True)
+    ctx.latest[f"{bioreactor}.sample"] = sample
     ctx.alarms.evaluate(bioreactor, record, ctx.clock.now())
     return sample
 
