@@ -119,3 +119,40 @@ def struct_error(message: str) -> Exception:
     import struct
 
     return struct.error(message)
+
+
+def _fail_probe(run: Any, failed: bool) -> None:
+    fault = SensorFault("stuck", 0.0, value=math.nan) if failed else None
+    run.bench.twin.plant.bioreactor.set_sensor_fault("ph", fault)
+
+
+async def test_a_restart_while_the_probe_still_fails_holds_the_batch_again(
+    running: Any,  # noqa: F811 (the fixture of test_pump_cut_short)
+) -> None:
+    """A person restarts before the failed probe is replaced: the controller takes the
+    restart's setpoints, but the first read after it still holds no number, and that raises
+    the alarm again and holds, at each such restart. Before: the batch ran on with the
+    bioreactor unread and only a ``no_answer`` per scan (no loop, no monitor on it). Once
+    the probe reads true, a restart runs on. (A controller that stops answering is held
+    by the restart itself: its setpoints cannot be re-established.)"""
+    run = await running(CULTURE)
+    await run.until_phase_running("culture")
+    await run.clock.sleep(600.0)
+    _fail_probe(run, True)
+    await _held_after(run, 120.0)
+    for attempt in (2, 3):
+        await run.clock.sleep(300.0)
+        run.batch.command("restart", who="sam", why="try it")
+        async with run.clock.timeout(60.0):
+            await run.until_state(S.RUNNING)
+        await _held_after(run, 120.0)
+        alarms = _device_alarms(run, "bioreactor")
+        assert len(alarms) == attempt and "ph nan" in alarms[-1].data["message"]
+    _fail_probe(run, False)
+    await run.clock.sleep(120.0)
+    (cleared,) = [e for e in run.kinds("alarm_cleared") if e.source == "bioreactor"]
+    assert cleared.data["alarm"] == "device"
+    run.batch.command("restart", who="sam", why="probe replaced")
+    assert await finished(run) is S.COMPLETE
+    assert len(_device_alarms(run, "bioreactor")) == 3
+    _replays_identically(run)

@@ -456,3 +456,34 @@ async def test_a_hold_while_a_phase_dose_waits_for_the_pump_sends_no_dose(
     assert _bag_ml(run) - held_ml == pytest.approx(DOSE_ML, abs=0.05)
     assert held_ml - bag[0] <= 50.0 + 0.05
     _replays_identically(run)
+
+
+@pytest.mark.parametrize("command", ["hold", "abort", "stop", "pause"])
+async def test_a_command_as_the_pump_is_handed_over_replays_identically(
+    running: Any, command: str
+) -> None:
+    """A person's command lands in the very turn the base dose is confirmed and the waiting
+    il2 dose is handed the pump: the command is seen first, live and in the replay (before,
+    the replay sent the il2 setpoint first and diverged from its record)."""
+    run = await running(BASE_RECIPE)
+
+    def hear(event: Any) -> None:
+        base_done = event.kind == "confirmed" and event.data["parameter"] == "add_base"
+        if base_done and not run.kinds("command"):
+            run.batch.command(command, who="kim", why="as the base dose ends")
+
+    run.listeners.append(hear)
+    async with run.clock.timeout(3600.0):
+        while not run.kinds("command"):
+            await run.clock.sleep(1.0)
+    (given,) = run.kinds("command")
+    if command in ("hold", "abort", "pause"):
+        assert not [e for e in _doses(run) if e.seq < given.seq]
+    if command in ("hold", "pause"):
+        await run.clock.sleep(600.0)
+        run.batch.command("restart" if command == "hold" else "resume", who="sam", why="go")
+    final = await finished(run)
+    assert final is {"hold": S.COMPLETE, "pause": S.COMPLETE, "stop": S.STOPPED}.get(
+        command, S.ABORTED
+    )
+    _replays_identically(run)

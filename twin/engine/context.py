@@ -336,6 +336,9 @@ class BatchContext:
         #: that comes while the pH loop's base dose runs waits for it instead of meeting a
         #: busy pump (the device refuses a second command, and the refusal holds the batch).
         self._pumps: dict[str, asyncio.Lock] = {}
+        #: Transfers that have or wait for each pump (a lock just released reads unlocked
+        #: until its next holder runs).
+        self._pump_users: dict[str, int] = {}
         #: The batch's ordered identity (patient id, bag id), from the batch record.
         self.ordered_identity: tuple[str, str] | None = None
         #: Set once an operator's scan matched the ordered identity: unlocks electroporation.
@@ -395,8 +398,7 @@ class BatchContext:
 
     def pump_busy(self, equipment: str) -> bool:
         """Whether a transfer runs, or waits to run, on this bioreactor's pump."""
-        pump = self._pumps.get(equipment)
-        return equipment in self.transfers or (pump is not None and pump.locked())
+        return equipment in self.transfers or self._pump_users.get(equipment, 0) > 0
 
     async def write(
         self,
@@ -420,10 +422,21 @@ class BatchContext:
                 equipment, parameter, value, action, unit, restorable, basis, lot
             )
         pump = self._pumps.setdefault(equipment, asyncio.Lock())
-        async with pump:
-            return await self._write(
-                equipment, parameter, value, action, unit, restorable, basis, lot
-            )
+        users = self._pump_users
+        users[equipment] = users.get(equipment, 0) + 1  # busy from the moment it waits
+        try:
+            waited = pump.locked()
+            async with pump:
+                if waited:
+                    # Handed the pump as another transfer ended: one turn of the loop first,
+                    # so a command due this instant is seen before the setpoint goes out,
+                    # live and in a replay alike (as at a phase's safe point).
+                    await asyncio.sleep(0)
+                return await self._write(
+                    equipment, parameter, value, action, unit, restorable, basis, lot
+                )
+        finally:
+            users[equipment] -= 1
 
     async def _write(
         self,

@@ -23,7 +23,7 @@ from typing import Any
 from twin.engine.context import BatchContext, refusal
 from twin.engine.control import DOCascade, PHControl
 from twin.equipment import Gas, Material
-from twin.errors import CommunicationError, EquipmentError
+from twin.errors import CommunicationError, EquipmentError, JournalError
 
 __all__ = [
     "DEFAULT_PERIOD_S",
@@ -118,6 +118,10 @@ class ControlModules:
         #: Devices whose reading fails, with the alarm their failure raised (communication,
         #: device): cleared by that name when they read again.
         self.down: dict[str, str] = {}
+        #: How the scan task itself ended (reported once each: it restarts every period).
+        self.scan_failures: set[str] = set()
+        #: Devices down when the batch was restarted: their next failed read alarms again.
+        self.report_again: set[str] = set()
         #: Loop faults reported since the last clean scan or restart (reported once each).
         self.faults: set[str] = set()
         self.scans = 0
@@ -187,10 +191,13 @@ class ControlModules:
         self.released.add(name)
 
     def resume(self) -> None:
-        """Restart: every item under control again, additions allowed, faults reported anew."""
+        """Restart: every item under control again, additions allowed, faults reported anew
+        (a device still failing at its next read raises its alarm again, and holds: a batch
+        does not run on without a device whose failure held it)."""
         self.released.clear()
         self.additions = True
         self.faults.clear()
+        self.report_again.update(self.down)
 
     # -- the scan ----------------------------------------------------------------------
 
@@ -208,9 +215,9 @@ class ControlModules:
             return
         exc = task.exception()
         failure = exc if exc is not None else RuntimeError("control modules ended")
-        key = f"scan: {failure!r}"
-        if key not in self.faults:
-            self.faults.add(key)
+        key = repr(failure)
+        if key not in self.scan_failures:
+            self.scan_failures.add(key)
             self._report(failure)
         self.start(after=self.period_s)
 
@@ -329,13 +336,17 @@ class ControlModules:
         return True
 
     async def _read(self, name: str, action: Callable[[], Any]) -> Any:
-        """One reading (journalled, monitors checked); a failure is reported once per outage."""
+        """One reading (journalled, monitors checked); a failure is reported once per outage
+        (and again at the first read after a restart)."""
         try:
             value = await self.ctx.read(name, "pv", action)
+        except JournalError:
+            raise  # the record failed, not the device: the batch stops on that
         except Exception as exc:  # a driver's own fault too: this device's reading is lost
             if not isinstance(exc, EquipmentError):
                 exc = EquipmentError(name, f"pv reading failed in the driver: {exc!r}")
-            if name not in self.down:
+            if name not in self.down or name in self.report_again:
+                self.report_again.discard(name)
                 self.down[name] = (
                     "communication" if isinstance(exc, CommunicationError) else "device"
                 )
@@ -345,6 +356,7 @@ class ControlModules:
                     "no_answer", name, {"what": "pv", "message": str(exc)}, durable=False
                 )
             return None
+        self.report_again.discard(name)
         if name in self.down:
             alarm = self.down.pop(name)
             self.ctx.journal.append("alarm_cleared", name, {"alarm": alarm, "why": "answers again"})
