@@ -139,10 +139,11 @@ def as_record(value: Any) -> Any:
     return value
 
 
-def _not_numbers(record: Any, at: str = "") -> list[str]:
-    """Where a recorded device answer holds NaN or an infinity (``ph``, ``flows.O2``)."""
+def _not_numbers(record: Any, at: str = "") -> list[tuple[str, float]]:
+    """Where a recorded device answer holds NaN or an infinity, and what: ``("ph", nan)``,
+    ``("mass_flow_sccm.n2", inf)``."""
     if type(record) is float:
-        return [] if record - record == 0.0 else [at or "value"]
+        return [] if record - record == 0.0 else [(at or "value", record)]
     if isinstance(record, dict):
         return [w for k, v in record.items() for w in _not_numbers(v, f"{at}.{k}" if at else k)]
     if isinstance(record, list):
@@ -158,7 +159,7 @@ def check_numbers(equipment: str, what: str, record: Any) -> None:
     bad = _not_numbers(record)
     if not bad:
         return
-    given = ", ".join(f"{w} {_at(record, w)}" for w in bad)
+    given = ", ".join(f"{where} {value}" for where, value in bad)
     rest = ""
     if isinstance(record, dict):
         good = [f"{k} {v:g}" for k, v in record.items() if type(v) is float and v - v == 0.0]
@@ -186,14 +187,6 @@ def journal_answer(
     except ValueError:
         check_numbers(equipment, what, answer)
         raise
-
-
-def _at(record: Any, where: str) -> Any:
-    """The value at ``where`` (as :func:`_not_numbers` names it) in ``record``."""
-    for part in where.replace("[", ".[").split(".") if isinstance(record, dict | list) else ():
-        if part:
-            record = record[int(part[1:-1])] if part.startswith("[") else record[part]
-    return record
 
 
 def as_recorded(value: T) -> T:

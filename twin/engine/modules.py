@@ -114,9 +114,8 @@ class ControlModules:
         self.released: set[str] = set()
         #: Whether additions (perfusion start, base) may be made: not while held or ending.
         self.additions = True
-        #: Items whose last read failed: the failure is reported once, its recovery once.
-        #: Devices whose reading fails, with the alarm their failure raised (communication,
-        #: device): cleared by that name when they read again.
+        #: Items whose last read failed, with the alarm it raised (communication, device):
+        #: the failure is reported once, its recovery once (cleared by that alarm's name).
         self.down: dict[str, str] = {}
         #: How the scan task itself ended (reported once each: it restarts every period).
         self.scan_failures: set[str] = set()
