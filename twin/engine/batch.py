@@ -615,8 +615,8 @@ class Batch:
         safe state is exactly that: temperature and rocking kept, pumps and perfusion off).
         """
         names = equipment if equipment is not None else list(self.equipment)
+        await self.modules.cut_additions(names)
         async with self.modules.lock:
-            self.modules.additions = False
             for name in names:
                 reaction = self._reaction(name, to)
                 if name in self.modules.released:
@@ -644,13 +644,11 @@ class Batch:
         kept for a restart (an ``add`` phase doses the rest, a ``harvest`` drains the rest of
         the bag). A transfer the phase still runs (a controlled stop lets it finish) is not
         settled here."""
-        task = self.ctx.phase_task
-        if task is not None and not task.done():
-            return
         for name in names:
-            transfer = self.ctx.transfers.pop(name, None)
-            if transfer is None:
+            transfer = self.ctx.transfers.get(name)
+            if transfer is None or not transfer.runner.done():
                 continue
+            del self.ctx.transfers[name]
             device = self.ctx.bioreactor(name)
             setpoint = self.journal.as_written(transfer.setpoint).seq
             if transfer.parameter == "harvest":

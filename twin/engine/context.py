@@ -281,6 +281,9 @@ class Transfer:
     requested_ml: float | None
     #: Its setpoint event (the record links the two by its seq: ``Journal.as_written``).
     setpoint: Event
+    #: The task that runs it (a phase's, or the pH loop's base dose): a transfer whose task
+    #: still runs (a controlled stop lets a phase finish) is not settled under it.
+    runner: asyncio.Future[Any]
     #: What the pump moved: a dose's volume (a harvest's) once the device confirmed it, the
     #: pump's total once a hold or abort cut it short and stopped the pump; None until one
     #: of the two (or when that total could not be read).
@@ -460,7 +463,9 @@ class BatchContext:
         transfer = None
         if is_transfer(parameter):
             dose = None if parameter == "harvest" else float(value)
-            transfer = Transfer(equipment, parameter, dose, setpoint)
+            runner = asyncio.current_task()
+            assert runner is not None  # a write is always made by a task
+            transfer = Transfer(equipment, parameter, dose, setpoint, runner)
             self.transfers[equipment] = transfer
         try:
             result = await self._confirmed(equipment, parameter, action)

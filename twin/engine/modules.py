@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,9 @@ class ControlModules:
         #: Loop faults reported since the last clean scan or restart (reported once each).
         self.faults: set[str] = set()
         self.scans = 0
+        #: The pH loop's base dose under way, and its bioreactor: its own task, so a hold,
+        #: stop or abort cuts it short at once instead of waiting for the pump to finish.
+        self._dosing: tuple[asyncio.Task[Any], str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._scanned: list[asyncio.Future[None]] = []
 
@@ -180,6 +183,17 @@ class ControlModules:
         self.do.pop(bioreactor, None)
         self.ph.pop(bioreactor, None)
         self.perfusion.pop(bioreactor, None)
+
+    async def cut_additions(self, names: Collection[str]) -> None:
+        """A hold, stop or abort is about to drive ``names``: no addition starts from here,
+        and a base dose running on one of them is cut short now (the drive stops its pump
+        and records what went in), not waited for behind the scan's lock: with a large
+        ``base_dose_ml`` that wait was minutes, pumping all the while."""
+        self.additions = False
+        dosing = self._dosing
+        if dosing is not None and dosing[1] in names and not dosing[0].done():
+            dosing[0].cancel()
+            await asyncio.wait([dosing[0]])
 
     def keep(self, name: str) -> None:
         """A hold keeps this item's control: its loops go on writing to it."""
@@ -409,7 +423,7 @@ class ControlModules:
             and not ctx.pump_busy(ph.bioreactor)  # a phase's dose or harvest has the pump
         ):
             br = ctx.bioreactor(ph.bioreactor)
-            await ctx.write(
+            dose = ctx.write(
                 ph.bioreactor,
                 "add_base",
                 ph.base_dose_ml,
@@ -417,7 +431,24 @@ class ControlModules:
                 unit="mL",
                 restorable=False,
             )
-            ph.last_base_at = now
+            if await self._dosed(ph.bioreactor, dose):
+                ph.last_base_at = now
+
+    async def _dosed(self, bioreactor: str, dose: Awaitable[Any]) -> bool:
+        """Run a base dose to its end; False if a drive cut it short (:meth:`cut_additions`:
+        the drive settles it, and the loop decides anew once additions are allowed again)."""
+        task = asyncio.ensure_future(dose)
+        self._dosing = (task, bioreactor)
+        try:
+            await task
+        except asyncio.CancelledError:
+            scan = asyncio.current_task()
+            if task.cancelled() and scan is not None and not scan.cancelling():
+                return False  # the dose was cancelled, not the scan
+            raise
+        finally:
+            self._dosing = None
+        return True
 
     async def _control_perfusion(self, loop: PerfusionLoop, pv: Any) -> None:
         if loop.taken >= len(loop.steps) or not loop.armed or not self.additions:
