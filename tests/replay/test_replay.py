@@ -809,3 +809,86 @@ def test_a_batch_killed_as_a_dose_begins_resumes_with_it_settled_and_replays(
     assert len(doses) == 1 and went_in < dose.data["value"]
     assert [e.data["value"] for e in rest] == [pytest.approx(dose.data["value"] - went_in)]
     assert replay(short).identical, "a resumed batch replays like any other"
+
+
+@pytest.mark.parametrize("fault", ["silent", "nan"])
+def test_a_device_that_fails_at_resume_is_alarmed_and_the_batch_comes_back_held(
+    tmp_path: Path, fault: str
+) -> None:
+    """The batch's process died; when it is resumed, the bioreactor does not answer (its
+    link is down) or its pH probe reads NaN. The resume alarms it and brings the batch back
+    Held, monitoring the rest, as a failure while running would: the alarm clears when the
+    device answers again, a person restarts, the batch completes and replays. Before, the
+    re-read's error ended the resume: the batch could not be brought back at all."""
+    import math
+
+    from twin.clock import run_batch_loop
+    from twin.replay.resume import resume_async
+    from twin.sim.faults import SensorFault
+
+    journal = tmp_path / "down.sqlite"
+
+    async def three_hours(batch: Batch) -> None:
+        await asyncio.sleep(3 * 3600.0)
+
+    run_batch_loop(lambda: smoke_process_that_dies(journal, three_hours), virtual=True)
+    died = list(read_events(journal))[-1].seq
+    benches: list[OpenBench] = []
+
+    def failing(opened: OpenBench, clock: Clock) -> None:
+        assert opened.twin is not None
+        if fault == "silent":
+            opened.twin.servers["bioreactor"].link.silent = True
+        else:
+            plant = opened.twin.plant.bioreactor
+            plant.set_sensor_fault("ph", SensorFault("stuck", 0.0, value=math.nan))
+        benches.append(opened)
+
+    async def resumed() -> ProceduralState:
+        batches: list[Batch] = []
+        task = asyncio.create_task(
+            resume_async(
+                load_recording(journal),
+                operator="carol",
+                reason="power back",
+                pace=None,
+                on_bench=failing,
+                on_live=batches.append,
+            )
+        )
+        while not batches:
+            await asyncio.sleep(1.0)
+            if task.done():
+                task.result()  # the resume failed: say how
+        batch = batches[0]
+        while batch.state is not S.HELD:
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(3600.0)  # an hour held, the probe or link still failing
+        twin = benches[0].twin
+        assert twin is not None
+        twin.servers["bioreactor"].link.silent = False
+        twin.plant.bioreactor.set_sensor_fault("ph", None)
+        await asyncio.sleep(600.0)
+        batch.command("restart", who="carol", why="probe replaced, link back")
+        return await task
+
+    final = run_batch_loop(resumed, virtual=True, pace=None)
+    assert final is S.COMPLETE
+    after = list(read_events(journal, after=died))
+    deviation = next(e for e in after if e.kind == "deviation")
+    kind = "communication" if fault == "silent" else "device"
+    alarms = [e for e in after if e.kind == "alarm" and e.source == "bioreactor"]
+    (alarm,) = [e for e in alarms if e.data["alarm"] == kind]
+    assert alarm.seq > deviation.seq
+    # a silent device cannot be made safe either: the hold's drive says so
+    assert [e.data["alarm"] for e in alarms if e is not alarm] == (
+        ["safe_state_failed"] if fault == "silent" else []
+    )
+    # held after the interruption, monitoring on: the gas line read, the bioreactor tried
+    restart = next(e for e in after if e.kind == "command" and e.data["command"] == "restart")
+    held = [e for e in after if alarm.seq < e.seq < restart.seq]
+    assert sum(e.kind == "reading" and e.source == "gas" for e in held) >= 50
+    assert sum(e.kind == "no_answer" and e.source == "bioreactor" for e in held) >= 50
+    (cleared,) = [e for e in after if e.kind == "alarm_cleared" and e.source == "bioreactor"]
+    assert cleared.data["alarm"] == kind and cleared.seq < restart.seq
+    assert replay(journal).identical

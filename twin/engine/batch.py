@@ -707,6 +707,22 @@ class Batch:
         """The control modules hit a fault (a device stopped answering, an interlock refused
         a loop's write, or a fault of the modules themselves): alarm, and hold if running.
         The alarm names the equipment item (a replay takes a device's failure from it)."""
+        self._device_alarm(exc, equipment)
+        if self.procedure.can(Command.HOLD):
+            self.command(Command.HOLD, who="engine", why=str(exc) or type(exc).__name__)
+
+    def device_failed_at_resume(self, name: str, exc: Exception) -> None:
+        """A device failed its re-read as the batch came back after an interruption (its
+        link down, a probe reading NaN): its alarm, as the control modules raise one (the
+        resume then holds the batch, for its own reason), and the device is down for them:
+        a further failed read is recorded without a new alarm, the alarm clears when it
+        answers again, and a restart while it still fails alarms and holds again."""
+        if not isinstance(exc, EquipmentError):
+            exc = EquipmentError(name, f"re-read failed in the driver: {exc!r}")
+        self.modules.down[name] = self._device_alarm(exc, name)
+
+    def _device_alarm(self, exc: Exception, equipment: str | None) -> str:
+        """Journal a device's (or the control modules') failure as an alarm; its kind."""
         device = equipment or getattr(exc, "device", None)
         kind = _alarm_kind(exc, device, otherwise="control_modules")
         message = str(exc) or type(exc).__name__
@@ -722,8 +738,7 @@ class Batch:
                 **refusal(exc),
             },
         )
-        if self.procedure.can(Command.HOLD):
-            self.command(Command.HOLD, who="engine", why=message)
+        return kind
 
     def _fail(self, exc: BaseException) -> None:
         """A phase failed: alarm naming the device or phase, then the recipe's reaction."""

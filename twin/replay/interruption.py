@@ -13,7 +13,7 @@ from typing import Any
 
 from twin.engine.batch import Batch
 from twin.engine.states import Command
-from twin.errors import CommandRefused
+from twin.errors import CommandRefused, JournalError
 from twin.replay.devices import Boundary, Feed
 
 __all__ = ["RE_READ", "hold_after_interruption"]
@@ -38,6 +38,9 @@ async def hold_after_interruption(
 ) -> None:
     """Record the interruption, re-read every device, hold, then let waiting calls go on.
 
+    A device that fails its re-read (no answer, a reading with no number) is alarmed and
+    the batch comes back Held all the same, the control modules watching for it to answer.
+
     Calls the phase had in flight at the interruption end as interrupted (the hold
     cancels the phase); others (a hold's safe states) go on once the boundary is passed.
     On replay, ``recorded_on`` says whether the record goes on before its next boundary: a
@@ -57,7 +60,12 @@ async def hold_after_interruption(
         if not recorded_on():
             return  # the resume that wrote this record died here; so does its re-enactment
         what, method = RE_READ[kinds[name]]
-        await batch.ctx.read(name, what, getattr(device, method))
+        try:
+            await batch.ctx.read(name, what, getattr(device, method))
+        except JournalError:
+            raise  # the record failed, not the device
+        except Exception as exc:  # alarmed; the batch is held below all the same
+            batch.device_failed_at_resume(name, exc)
     if not recorded_on():
         return
     try:
