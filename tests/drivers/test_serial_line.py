@@ -157,3 +157,17 @@ async def test_port_closed_while_waiting_is_a_communication_error(
     with pytest.raises(CommunicationError, match="closed"):
         await line.transact(b"mute\r", device="dev", timeout=0.5)
     await plug
+
+
+async def test_bytes_waiting_in_the_port_after_a_timeout_never_answer_the_next_request(
+    device: tuple[Scripted, PtyEndpoint], line: SerialLine
+) -> None:
+    """A reply that came too late sits in the port's input queue, not yet read, when the
+    next request goes out: it is flushed, and the next request gets its own reply. (After a
+    clean exchange the port is not flushed: nothing can be waiting there.)"""
+    script, endpoint = device
+    script.replies[b"mute"] = None
+    with pytest.raises(CommunicationError):
+        await line.transact(b"mute\r", device="dev", timeout=0.5)
+    endpoint._write(b"LATE mute\r")  # the late reply, not yet seen by the loop
+    assert await line.transact(b"next\r", device="dev", timeout=0.5) == b"ECHO next\r"
