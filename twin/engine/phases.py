@@ -285,6 +285,9 @@ class Culture(PhaseLogic):
     decided: int = 0
     #: Whether a sample showed the target reached (the culture ends early).
     reached: bool = False
+    #: The last feed written (a bolus, or after a hold the rest of it) and its rule's
+    #: number: one a hold cut short is topped up after the restart.
+    feeding: tuple[Transfer, int] | None = None
 
     def describe(self) -> str:
         pr = self.params
@@ -332,6 +335,8 @@ class Culture(PhaseLogic):
         woken = False  # the last wait was cut short by a change with no time passing
         while self.elapsed_s < duration and not self.reached:
             await ctx.safe_point()
+            if self.feeding is not None:
+                await self._feed_rest(ctx)  # a hold cut the last feed short
             latest = ctx.latest.get(f"{pr.bioreactor}.sample")
             if self.decided < self.samples_taken and latest is not None:
                 await self._decide(ctx, latest)  # a hold cut this sample's decisions short
@@ -376,6 +381,50 @@ class Culture(PhaseLogic):
             woken = not reached and ran <= 0.0
         ctx.control.disarm_perfusion(pr.bioreactor)
 
+    async def _feed(
+        self, ctx: BatchContext, rule: int, material: Material, volume: float, basis: Any
+    ) -> None:
+        """Dose a feed (or the rest of one), keeping its transfer for a top-up."""
+        pr = self.params
+        br = ctx.bioreactor(pr.bioreactor)
+
+        async def dose() -> Any:
+            transfer = ctx.transfers.get(pr.bioreactor)
+            self.feeding = (transfer, rule) if transfer is not None else None
+            return await br.add(material, volume)
+
+        await ctx.write(
+            pr.bioreactor,
+            f"add_{material.name.lower()}",
+            volume,
+            dose,
+            unit="mL",
+            restorable=False,
+            basis=basis,
+        )
+        self.feeding = None  # dosed whole
+
+    async def _feed_rest(self, ctx: BatchContext) -> None:
+        """Restarted after a hold cut a feed short: the rest of it, by the pump's total (none
+        if its total could not be read: that failure is in the record, a person checks)."""
+        assert self.feeding is not None
+        done, rule = self.feeding
+        if done.delivered_ml is None or done.requested_ml is None:
+            self.feeding = None
+            return
+        rest = round(done.requested_ml - done.delivered_ml, 2)
+        if rest < MIN_DOSE_ML:
+            self.feeding = None
+            return
+        material = Material[done.parameter.removeprefix("add_").upper()]
+        basis = {
+            "feed": rule + 1,
+            "rest_of_ml": done.requested_ml,
+            "delivered_ml": done.delivered_ml,
+            "setpoint": ctx.journal.as_written(done.setpoint).seq,
+        }
+        await self._feed(ctx, rule, material, rest, basis)
+
     async def _decide(self, ctx: BatchContext, sample: CellSample) -> None:
         """What a scheduled sample decides: feeds (by glucose or density) and the target."""
         pr = self.params
@@ -405,15 +454,7 @@ class Culture(PhaseLogic):
                     "above": feed.when_cells_per_ml_above,
                 }
             )
-            await ctx.write(
-                pr.bioreactor,
-                f"add_{feed.material}",
-                feed.volume_ml,
-                lambda m=material, v=feed.volume_ml: br.add(m, v),
-                unit="mL",
-                restorable=False,
-                basis={"feed": k + 1, **why},
-            )
+            await self._feed(ctx, k, material, feed.volume_ml, {"feed": k + 1, **why})
         if pr.target is None or self.elapsed_s < pr.target.not_before_h * HOUR:
             self.decided = self.samples_taken  # no target, or too early to judge it
             return
