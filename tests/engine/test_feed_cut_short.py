@@ -46,9 +46,7 @@ async def test_a_feed_cut_short_by_a_hold_is_topped_up_after_the_restart(
             bag.append(_bag_ml(run))  # as the rest is in (no sample drawn between)
         if event.kind == "setpoint" and event.data["parameter"] == "add_medium" and not bag:
             bag.append(_bag_ml(run))
-            loop.call_later(
-                after_s, lambda: run.batch.command("hold", who="kim", why="line check")
-            )
+            loop.call_later(after_s, lambda: run.batch.command("hold", who="kim", why="line check"))
 
     run.listeners.append(hear)
     await run.until_state(S.HELD)
