@@ -13,8 +13,9 @@ one batch (the real engine on the sim bench's twin, virtual time), checked as a 
 The person acts where a command from the socket lands: when the engine waits (the loop
 polls before its clock jumps), or on the loop turn after a phase starts. Commands given
 while the engine is part-way through its reaction to another one (two in one loop turn, or
-one while a hold's drive waits for the control modules' lock) can make the replay diverge
-(replay places an input after the event before it, not where the engine had got to).
+one while a hold's drive runs) are placed by the replay after the event before them: a
+drive journals where it begins (``drive``), so an input that landed while it ran is replayed
+after that, where the engine had got to.
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ procedure:
           - {phase: set_gas, flows_sccm: {air: 190, co2: 10}}
           - {phase: set_temperature, setpoint_c: 37.0, tolerance_c: 0.5}
           - {phase: add, material: activator, volume_ml: 2.0, scan_lot: true}
-          - {phase: culture, duration_h: 2, do_setpoint_pct: 40, sample_every_h: 1}
+          - phase: culture
+            duration_h: 2
+            do_setpoint_pct: 40
+            sample_every_h: 1
+            ph_setpoint: 8.0  # acid for the bag: base doses of 72 s, more than a poll
+            base_dose_ml: 120
+            base_interval_h: 0.5
       - operation: gene_transfer
         phases:
           - {phase: confirm_identity}
@@ -344,12 +351,27 @@ async def _watch_the_clock(batch: Batch, told: list[bool], problems: list[str]) 
 
 
 def _action_problems(events: list[Event]) -> list[str]:
-    """Actions begun twice, or begun while a hold, stop or abort accepted stood."""
+    """Actions begun twice, or begun while a hold, stop or abort accepted stood. The rest of
+    a dose or harvest a hold cut short (its ``basis`` names the cut setpoint) continues it:
+    given once per cut, and a dose's rest is exactly what its pump had not moved."""
     problems: list[str] = []
     begun: dict[str, int] = {}
     blocking: dict[str, int] = {}  # element -> seq of the hold/stop/abort that stands
+    cut: dict[int, Event] = {}  # setpoint seq -> its addition/harvest_interrupted
     for e in events:
-        if e.kind == "command" and e.data["accepted"]:
+        if e.kind in ("addition_interrupted", "harvest_interrupted"):
+            cut[e.data["setpoint"]] = e
+        elif e.kind == "setpoint" and "setpoint" in (e.data.get("basis") or {}):
+            of = cut.pop(e.data["basis"]["setpoint"], None)
+            if of is None:
+                problems.append(f"seq {e.seq}: a rest of no cut transfer (or a second one)")
+            elif of.kind == "addition_interrupted":
+                rest = of.data["requested_ml"] - of.data["delivered_ml"]
+                if abs(e.data["value"] - rest) > 0.01:
+                    problems.append(f"seq {e.seq}: rest {e.data['value']} mL, not {rest:g}")
+            if blocking:
+                problems.append(f"seq {e.seq}: a rest begun after {blocking} accepted")
+        elif e.kind == "command" and e.data["accepted"]:
             if e.data["command"] in ("hold", "stop", "abort"):
                 blocking.setdefault(e.source, e.seq)
         elif e.kind == "transition":
@@ -444,6 +466,16 @@ async def _one_batch(tmp_path: Path, seed: int) -> None:
 FIRST, LAST = (int(n) for n in os.environ.get("POC_TWIN_PERSON_SEEDS", "0:12").split(":"))
 
 
-@pytest.mark.parametrize("seed", range(FIRST, LAST))
+#: Seeds beyond the default range that once found a bug, kept in every run: two commands
+#: in one instant, the second landing while the first's drive had begun, which the record
+#: did not show (22, 68: replay placed it before the drive); a hold landing before the
+#: phase supervisor's wait for a change was registered (60: the hold waited for the phase,
+#: forever in the replay, as its cut dose never answered).
+FOUND_BUGS = (22, 60, 68)
+
+
+@pytest.mark.parametrize(
+    "seed", sorted(set(range(FIRST, LAST)) | ({*FOUND_BUGS} if (FIRST, LAST) == (0, 12) else set()))
+)
 async def test_a_random_person(tmp_path: Path, seed: int) -> None:
     await _one_batch(tmp_path, seed)

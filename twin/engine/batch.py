@@ -615,6 +615,9 @@ class Batch:
         safe state is exactly that: temperature and rocking kept, pumps and perfusion off).
         """
         names = equipment if equipment is not None else list(self.equipment)
+        # Where the drive begins, in the record: a command that lands while it runs is
+        # replayed after this, where the engine had got to (not before the drive began).
+        self.journal.append("drive", "batch", {"on": to, "why": why, "equipment": names})
         await self.modules.cut_additions(names)
         async with self.modules.lock:
             for name in names:
@@ -780,7 +783,11 @@ class Batch:
         task = asyncio.create_task(self._phase_logic(step), name=step.path)
         self.ctx.phase_task = task
         while True:
-            change = asyncio.create_task(self._wait_change())
+            # Registered now, not in a task's first turn: a command landing before that turn
+            # (in the same loop turn as the phase's last step) would not wake this wait,
+            # and the hold would wait for the phase (forever, for a dose whose answer the
+            # cut pump never gives in a replay).
+            change = self._next_change()
             try:
                 done, _ = await asyncio.wait({task, change}, return_when=asyncio.FIRST_COMPLETED)
             except BaseException:  # the batch itself cancelled (its journal failed): no orphans

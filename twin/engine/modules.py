@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,8 +124,8 @@ class ControlModules:
         #: Loop faults reported since the last clean scan or restart (reported once each).
         self.faults: set[str] = set()
         self.scans = 0
-        #: The pH loop's base dose under way, and its bioreactor: its own task, so a hold,
-        #: stop or abort cuts it short at once instead of waiting for the pump to finish.
+        #: The pH loop's base dose under way, and its bioreactor: a task of its own, so the
+        #: scans go on while the pump runs and a hold, stop or abort cuts it short at once.
         self._dosing: tuple[asyncio.Task[Any], str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._scanned: list[asyncio.Future[None]] = []
@@ -186,9 +186,10 @@ class ControlModules:
 
     async def cut_additions(self, names: Collection[str]) -> None:
         """A hold, stop or abort is about to drive ``names``: no addition starts from here,
-        and a base dose running on one of them is cut short now (the drive stops its pump
-        and records what went in), not waited for behind the scan's lock: with a large
-        ``base_dose_ml`` that wait was minutes, pumping all the while."""
+        and a base dose running on one of them is cancelled first, so nothing of it crosses
+        the drive's safe-state commands on the wire and its pump's total (read once the
+        drive stopped the pump) records what went in. Before, the dose ran inside the scan
+        and the drive waited for it: with a large ``base_dose_ml``, minutes of pumping."""
         self.additions = False
         dosing = self._dosing
         if dosing is not None and dosing[1] in names and not dosing[0].done():
@@ -236,10 +237,12 @@ class ControlModules:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        dosing, self._dosing = self._dosing, None
+        for ending in (task, dosing[0] if dosing is not None else None):
+            if ending is not None:
+                ending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ending
 
     def equipment_of(self, exc: BaseException) -> str | None:
         """The equipment item a device error names (a driver may name a unit on its line:
@@ -334,19 +337,24 @@ class ControlModules:
         try:
             await action
         except Exception as exc:  # a loop's fault must not end monitoring or the other loops
-            key = f"{loop}: {exc!r}"
-            if key not in self.faults:
-                self.faults.add(key)
-                self._report(exc)
-            elif isinstance(exc, EquipmentError):  # recorded (a replay sees it fail), no alarm
-                self.ctx.journal.append(
-                    "no_answer",
-                    self.equipment_of(exc) or exc.device,
-                    {"what": loop, "message": str(exc), **refusal(exc)},
-                    durable=False,
-                )
+            self._loop_fault(loop, exc)
             return False
         return True
+
+    def _loop_fault(self, loop: str, exc: Exception) -> None:
+        """A loop's fault: reported the first time (until a clean scan or a restart), else
+        recorded as a failed call (a replay sees it fail), no alarm."""
+        key = f"{loop}: {exc!r}"
+        if key not in self.faults:
+            self.faults.add(key)
+            self._report(exc)
+        elif isinstance(exc, EquipmentError):
+            self.ctx.journal.append(
+                "no_answer",
+                self.equipment_of(exc) or exc.device,
+                {"what": loop, "message": str(exc), **refusal(exc)},
+                durable=False,
+            )
 
     async def _read(self, name: str, action: Callable[[], Any]) -> Any:
         """One reading (journalled, monitors checked); a failure is reported once per outage
@@ -431,24 +439,28 @@ class ControlModules:
                 unit="mL",
                 restorable=False,
             )
-            if await self._dosed(ph.bioreactor, dose):
-                ph.last_base_at = now
+            self._dose_base(ph, dose, now)
 
-    async def _dosed(self, bioreactor: str, dose: Awaitable[Any]) -> bool:
-        """Run a base dose to its end; False if a drive cut it short (:meth:`cut_additions`:
-        the drive settles it, and the loop decides anew once additions are allowed again)."""
-        task = asyncio.ensure_future(dose)
-        self._dosing = (task, bioreactor)
-        try:
-            await task
-        except asyncio.CancelledError:
-            scan = asyncio.current_task()
-            if task.cancelled() and scan is not None and not scan.cancelling():
-                return False  # the dose was cancelled, not the scan
-            raise
-        finally:
-            self._dosing = None
-        return True
+    def _dose_base(self, ph: PHLoop, dose: Coroutine[Any, Any, Any], now: float) -> None:
+        """Start a base dose as a task of its own: the scan does not wait for the pump (the
+        unit goes on reading at its poll period while a large dose runs; the next scans see
+        the pump busy), and a hold, stop or abort cuts it short at once
+        (:meth:`cut_additions`). A dose that fails is reported as a loop's fault is."""
+        task = asyncio.create_task(dose, name=f"base dose {ph.bioreactor}")
+        self._dosing = (task, ph.bioreactor)
+
+        def ended(task: asyncio.Task[Any]) -> None:
+            if self._dosing is not None and self._dosing[0] is task:
+                self._dosing = None
+            if task.cancelled():
+                return  # cut short: the drive settles it; the loop decides anew later
+            exc = task.exception()
+            if exc is None:
+                ph.last_base_at = now
+            elif isinstance(exc, Exception):
+                self._loop_fault(f"pH {ph.bioreactor}", exc)
+
+        task.add_done_callback(ended)
 
     async def _control_perfusion(self, loop: PerfusionLoop, pv: Any) -> None:
         if loop.taken >= len(loop.steps) or not loop.armed or not self.additions:
