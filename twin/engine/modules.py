@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from twin.engine.context import BatchContext, refusal
+from twin.engine.context import BatchContext, PhaseInterrupted, refusal
 from twin.engine.control import DOCascade, PHControl
 from twin.equipment import Gas, Material
 from twin.errors import CommunicationError, EquipmentError, JournalError
@@ -124,9 +124,9 @@ class ControlModules:
         #: Loop faults reported since the last clean scan or restart (reported once each).
         self.faults: set[str] = set()
         self.scans = 0
-        #: The pH loop's base dose under way, and its bioreactor: a task of its own, so the
-        #: scans go on while the pump runs and a hold, stop or abort cuts it short at once.
-        self._dosing: tuple[asyncio.Task[Any], str] | None = None
+        #: The pH loops' base doses under way, by bioreactor: tasks of their own, so the
+        #: scans go on while a pump runs and a hold, stop or abort cuts them short at once.
+        self._dosing: dict[str, asyncio.Task[Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._scanned: list[asyncio.Future[None]] = []
 
@@ -191,10 +191,16 @@ class ControlModules:
         drive stopped the pump) records what went in. Before, the dose ran inside the scan
         and the drive waited for it: with a large ``base_dose_ml``, minutes of pumping."""
         self.additions = False
-        dosing = self._dosing
-        if dosing is not None and dosing[1] in names and not dosing[0].done():
-            dosing[0].cancel()
-            await asyncio.wait([dosing[0]])
+        cut = [task for name, task in self._dosing.items() if name in names and not task.done()]
+        for task in cut:
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut)
+
+    def dose_tasks(self) -> list[asyncio.Task[Any]]:
+        """The base doses under way (a replay interrupts their calls in flight where the
+        batch's process died, as a phase's: a dose is never sent twice)."""
+        return list(self._dosing.values())
 
     def keep(self, name: str) -> None:
         """A hold keeps this item's control: its loops go on writing to it."""
@@ -237,8 +243,8 @@ class ControlModules:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        dosing, self._dosing = self._dosing, None
-        for ending in (task, dosing[0] if dosing is not None else None):
+        dosing, self._dosing = list(self._dosing.values()), {}
+        for ending in [task, *dosing]:
             if ending is not None:
                 ending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -431,34 +437,35 @@ class ControlModules:
             and not ctx.pump_busy(ph.bioreactor)  # a phase's dose or harvest has the pump
         ):
             br = ctx.bioreactor(ph.bioreactor)
-            dose = ctx.write(
-                ph.bioreactor,
-                "add_base",
-                ph.base_dose_ml,
-                lambda: br.add(Material.BASE, ph.base_dose_ml),
-                unit="mL",
-                restorable=False,
-            )
-            self._dose_base(ph, dose, now)
 
-    def _dose_base(self, ph: PHLoop, dose: Coroutine[Any, Any, Any], now: float) -> None:
+            async def dose() -> None:
+                # The interval counts from the dose's start, whether it ends whole, cut short
+                # by a hold, or refused: never a second dose within it.
+                ph.last_base_at = now
+                await br.add(Material.BASE, ph.base_dose_ml)
+
+            write = ctx.write(
+                ph.bioreactor, "add_base", ph.base_dose_ml, dose, unit="mL", restorable=False
+            )
+            self._dose_base(ph, write)
+
+    def _dose_base(self, ph: PHLoop, dose: Coroutine[Any, Any, Any]) -> None:
         """Start a base dose as a task of its own: the scan does not wait for the pump (the
         unit goes on reading at its poll period while a large dose runs; the next scans see
         the pump busy), and a hold, stop or abort cuts it short at once
         (:meth:`cut_additions`). A dose that fails is reported as a loop's fault is."""
-        task = asyncio.create_task(dose, name=f"base dose {ph.bioreactor}")
-        self._dosing = (task, ph.bioreactor)
+        name = ph.bioreactor
+        task = asyncio.create_task(dose, name=f"base dose {name}")
+        self._dosing[name] = task
 
         def ended(task: asyncio.Task[Any]) -> None:
-            if self._dosing is not None and self._dosing[0] is task:
-                self._dosing = None
-            if task.cancelled():
-                return  # cut short: the drive settles it; the loop decides anew later
+            if self._dosing.get(name) is task:
+                del self._dosing[name]
+            if task.cancelled() or self._task is None:
+                return  # cut short (the drive settles it), or the batch has ended
             exc = task.exception()
-            if exc is None:
-                ph.last_base_at = now
-            elif isinstance(exc, Exception):
-                self._loop_fault(f"pH {ph.bioreactor}", exc)
+            if isinstance(exc, Exception) and not isinstance(exc, PhaseInterrupted):
+                self._loop_fault(f"pH {name}", exc)  # (interrupted: the resume's hold settles it)
 
         task.add_done_callback(ended)
 

@@ -109,12 +109,14 @@ class Feed:
         phase_task: Callable[[], asyncio.Task[None] | None],
         inputs: Callable[[Event], bool] = lambda event: False,
         restoring_task: Callable[[], asyncio.Task[Any] | None] = lambda: None,
+        dose_tasks: Callable[[], list[asyncio.Task[Any]]] = list,
         reached: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.clock = clock
         self.cursor = cursor
         self.reached = reached
         self.restoring_task = restoring_task
+        self.dose_tasks = dose_tasks
         #: Where the record has a person's input (a command, a scan), in order.
         self.inputs = [i for i, e in enumerate(events) if inputs(e)] if reached else []
         self.phase_task = phase_task
@@ -162,7 +164,11 @@ class Feed:
 
     def _interrupted_if_phase(self) -> None:
         current = asyncio.current_task()
-        if current is self.phase_task() or current is self.restoring_task():
+        if (
+            current is self.phase_task()
+            or current is self.restoring_task()
+            or current in self.dose_tasks()
+        ):
             raise PhaseInterrupted("held: the batch's process was interrupted here")
 
     async def answer(self, device: str, call: str, what: str = "") -> Event | None:

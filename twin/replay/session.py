@@ -76,6 +76,7 @@ class ReplaySession:
             phase_task=lambda: self.batch.phase_task,
             inputs=is_input,
             restoring_task=lambda: self.batch.restoring_task,
+            dose_tasks=lambda: self.batch.modules.dose_tasks(),
             reached=self.journal.reached,
         )
         self.kinds = {name: self.bench.spec(name).equipment_type for name in self.bench.configs}
