@@ -110,3 +110,42 @@ def test_a_bench_out_of_its_physical_range_is_refused_on_its_line(
     assert any(p.line == line and expect in p.message for p in caught.value.problems), [
         str(p) for p in caught.value.problems
     ]
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "", "../../etc/passwd", "UTC+1", "x" * 300])
+def test_a_time_zone_that_is_no_iana_zone_is_refused_on_its_line(
+    tmp_path: Path, zone: str
+) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        f"bench: t\nclock: wall\ntimezone: {zone!r}\nequipment:\n"
+        "  gas: {type: gas_dispenser, driver: alicat_gas, config: {port: /dev/ttyUSB0}}\n"
+    )
+    with pytest.raises(InvalidInput) as err:
+        load_bench(path)
+    (problem,) = [str(p).replace(str(path), "B") for p in err.value.problems]
+    assert problem.startswith("B:3:") and "unknown time zone" in problem
+    assert len(problem) < 300
+
+
+def test_the_site_date_is_the_benchs_time_zone_not_utc(tmp_path: Path) -> None:
+    """Half past midnight in London in summer is still yesterday in UTC: a lot that expired
+    yesterday (London) is expired there, whatever UTC says."""
+    import asyncio
+    from datetime import UTC, date, datetime
+
+    from twin.clock import Clock
+
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        "bench: t\nclock: wall\ntimezone: Europe/London\nequipment:\n"
+        "  gas: {type: gas_dispenser, driver: alicat_gas, config: {port: /dev/ttyUSB0}}\n"
+    )
+    london = load_bench(path).zone
+    assert load_bench(ROOT / "benches" / "sim.yaml").model.timezone == "UTC"  # the default
+
+    async def dates() -> tuple[date, date]:
+        start = datetime(2027, 7, 1, 23, 30, tzinfo=UTC)  # 00:30 BST on 2 July
+        return Clock(start, zone=london).batch_date(), Clock(start).batch_date()
+
+    assert asyncio.run(dates()) == (date(2027, 7, 2), date(2027, 7, 1))

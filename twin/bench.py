@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from drivers.registry import DRIVERS, DriverSpec
 from twin.clock import Clock
@@ -103,9 +104,22 @@ class Bench(_Strict):
     bench: str
     description: str = ""
     clock: Literal["virtual", "wall"] = "wall"
+    #: The site's time zone (an IANA name): the day a lot's expiry date ends is the site's.
+    timezone: str = "UTC"
     development: bool = False
     twin: TwinSection | None = None
     equipment: dict[str, EquipmentBinding] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name[:60]!r}: give an IANA name such as Europe/London"
+            ) from None
+        return name
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,11 @@ class LoadedBench:
     @property
     def virtual_clock(self) -> bool:
         return self.model.clock == "virtual"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The site's time zone (dates on labels are the site's dates)."""
+        return ZoneInfo(self.model.timezone)
 
     def spec(self, name: str) -> DriverSpec:
         return DRIVERS[self.model.equipment[name].driver]

@@ -31,7 +31,7 @@ import selectors
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
 __all__ = [
@@ -319,7 +319,7 @@ def _wake(future: asyncio.Future[None]) -> None:
 class Clock:
     """Batch time in seconds since the clock was started, and every wait the batch makes."""
 
-    def __init__(self, started_at: datetime | None = None) -> None:
+    def __init__(self, started_at: datetime | None = None, zone: tzinfo = UTC) -> None:
         # The loop is kept: asyncio.get_running_loop() costs a getpid() system call on
         # Python 3.11, and batch time is read about 12 times a simulated minute (plus a
         # timer per serial exchange).
@@ -327,6 +327,8 @@ class Clock:
         self._t0 = self._loop.time()
         #: The wall date and time of batch time 0 (a replay takes the record's).
         self._wall0 = started_at if started_at is not None else wall_now()
+        #: The site's time zone: what day it is there (a lot expires at the end of its day).
+        self.zone = zone
 
     @property
     def started_at(self) -> datetime:
@@ -345,6 +347,10 @@ class Clock:
     def batch_datetime(self) -> datetime:
         """The batch-clock reading as a calendar date, for displays and reports."""
         return self._wall0 + timedelta(seconds=self.now())
+
+    def batch_date(self) -> date:
+        """The site's date at the batch-clock reading (its own time zone, not UTC's)."""
+        return self.batch_datetime().astimezone(self.zone).date()
 
     async def sleep(self, seconds: float) -> None:
         """Wait on the batch clock (jumps ahead on the twin, really waits on hardware)."""

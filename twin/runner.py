@@ -224,7 +224,7 @@ async def run_batch_async(
             f"bench {bench.model.bench}: the simulated QC lab measures only the twin's bag; "
             "real samples go to a real lab (poc-twin qc)"
         )
-    clock = Clock()
+    clock = Clock(zone=bench.zone)
     bedside = BedsideOperator(clock, bedside_after_s) if bedside_after_s is not None else None
     signer = load_site_key(site_key) if site_key is not None else None
     if signer is not None:

@@ -351,7 +351,7 @@ class BatchContext:
         #: Where an addition waits for its container's scan.
         self.lots = LotDesk(
             journal,
-            lambda: clock.batch_datetime().date(),
+            clock.batch_date,
             lambda waiting: self.on_awaiting_scan(waiting),
         )
         self._restore: dict[tuple[str, str], Restorer] = {}

@@ -59,7 +59,7 @@ class ReplaySession:
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self.clock = Clock(started_at=self._clock_zero())
+        self.clock = Clock(started_at=self._clock_zero(), zone=self.bench.zone)
         decisions = self.recording.decisions
         self.journal = ReplayJournal(
             decisions,

@@ -67,7 +67,7 @@ class BedsideOperator:
         if self.batch is not None and not self.batch.state.is_final:
             with contextlib.suppress(NoScanWanted):  # a hold came first: it asks again
                 self.scans += 1
-                expiry = self.clock.batch_datetime().date() + SHELF_LIFE
+                expiry = self.clock.batch_date() + SHELF_LIFE
                 self.batch.present_lot(
                     LotScan(material, lot, expiry), who=NAME, why="the twin's simulated operator"
                 )
