@@ -113,9 +113,7 @@ def test_a_bench_out_of_its_physical_range_is_refused_on_its_line(
 
 
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "", "../../etc/passwd", "UTC+1", "x" * 300])
-def test_a_time_zone_that_is_no_iana_zone_is_refused_on_its_line(
-    tmp_path: Path, zone: str
-) -> None:
+def test_a_time_zone_that_is_no_iana_zone_is_refused_on_its_line(tmp_path: Path, zone: str) -> None:
     path = tmp_path / "b.yaml"
     path.write_text(
         f"bench: t\nclock: wall\ntimezone: {zone!r}\nequipment:\n"
