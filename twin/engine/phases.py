@@ -32,6 +32,24 @@ HOUR = 3600.0
 MIN_DOSE_ML = 0.01
 
 
+def rest_of(ctx: BatchContext, done: Transfer | None) -> tuple[float, dict[str, Any]] | None:
+    """The rest of a dose a hold cut short, by the pump's total, and its basis (the setpoint
+    it completes); None if there is none to give: confirmed whole, below a pump's
+    resolution, or its total could not be read (that failure is in the record, and a person
+    checks the bag)."""
+    if done is None or done.delivered_ml is None or done.requested_ml is None:
+        return None
+    rest = round(done.requested_ml - done.delivered_ml, 2)
+    if rest < MIN_DOSE_ML:
+        return None
+    basis = {
+        "rest_of_ml": done.requested_ml,
+        "delivered_ml": done.delivered_ml,
+        "setpoint": ctx.journal.as_written(done.setpoint).seq,
+    }
+    return rest, basis
+
+
 class PhaseFailed(PocTwinError):
     """The phase could not reach its goal (an in-process check missed, a setpoint not reached)."""
 
@@ -173,19 +191,11 @@ class AddMaterial(PhaseLogic):
         """Restarted after a hold cut the dose short: the rest of it, by the pump's total
         (none if the dose was confirmed whole, or its total could not be read: that
         failure is in the record, and a person checks the bag)."""
-        done = self.addition
-        if done is None or done.delivered_ml is None or done.requested_ml is None:
-            return
-        rest = round(done.requested_ml - done.delivered_ml, 2)
-        if rest < MIN_DOSE_ML:
+        rest = rest_of(ctx, self.addition)
+        if rest is None:
             return
         await ctx.safe_point()
-        basis = {
-            "rest_of_ml": done.requested_ml,
-            "delivered_ml": done.delivered_ml,
-            "setpoint": ctx.journal.as_written(done.setpoint).seq,
-        }
-        await self._dose(ctx, rest, basis)
+        await self._dose(ctx, *rest)
 
     async def _dose(self, ctx: BatchContext, volume: float, basis: dict[str, Any] | None) -> None:
         pr = self.params
@@ -409,21 +419,13 @@ class Culture(PhaseLogic):
         if its total could not be read: that failure is in the record, a person checks)."""
         assert self.feeding is not None
         done, rule = self.feeding
-        if done.delivered_ml is None or done.requested_ml is None:
+        rest = rest_of(ctx, done)
+        if rest is None:
             self.feeding = None
             return
-        rest = round(done.requested_ml - done.delivered_ml, 2)
-        if rest < MIN_DOSE_ML:
-            self.feeding = None
-            return
+        volume, basis = rest
         material = Material[done.parameter.removeprefix("add_").upper()]
-        basis = {
-            "feed": rule + 1,
-            "rest_of_ml": done.requested_ml,
-            "delivered_ml": done.delivered_ml,
-            "setpoint": ctx.journal.as_written(done.setpoint).seq,
-        }
-        await self._feed(ctx, rule, material, rest, basis)
+        await self._feed(ctx, rule, material, volume, {"feed": rule + 1, **basis})
 
     async def _decide(self, ctx: BatchContext, sample: CellSample) -> None:
         """What a scheduled sample decides: feeds (by glucose or density) and the target."""
