@@ -551,6 +551,16 @@ class Batch:
         phase's)."""
         return self.ctx.phase_task
 
+    def ends_at_interruption(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether a device call made by ``task`` ends where the batch's process died, never
+        sent again by a resume: the phase's, a restart's rewrite, a base dose (a dose or a
+        setpoint is never given twice; a safe state or a reading goes on)."""
+        return task is not None and (
+            task is self.phase_task
+            or task is self.restoring_task
+            or task in self.modules.dose_tasks()
+        )
+
     def _cut_short(self) -> str | None:
         """Why the running phase is about to be cancelled (a hold or an abort accepted for
         it or above), else None: it then begins no new write."""

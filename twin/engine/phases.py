@@ -392,7 +392,12 @@ class Culture(PhaseLogic):
         ctx.control.disarm_perfusion(pr.bioreactor)
 
     async def _feed(
-        self, ctx: BatchContext, rule: int, material: Material, volume: float, basis: Any
+        self,
+        ctx: BatchContext,
+        rule: int,
+        material: Material,
+        volume: float,
+        basis: dict[str, Any],
     ) -> None:
         """Dose a feed (or the rest of one), keeping its transfer for a top-up."""
         pr = self.params

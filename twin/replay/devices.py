@@ -106,20 +106,16 @@ class Feed:
         clock: Clock,
         *,
         cursor: Callable[[], int],
-        phase_task: Callable[[], asyncio.Task[None] | None],
+        ends_at_interruption: Callable[[asyncio.Task[Any] | None], bool],
         inputs: Callable[[Event], bool] = lambda event: False,
-        restoring_task: Callable[[], asyncio.Task[Any] | None] = lambda: None,
-        dose_tasks: Callable[[], list[asyncio.Task[Any]]] = list,
         reached: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.clock = clock
         self.cursor = cursor
         self.reached = reached
-        self.restoring_task = restoring_task
-        self.dose_tasks = dose_tasks
         #: Where the record has a person's input (a command, a scan), in order.
         self.inputs = [i for i, e in enumerate(events) if inputs(e)] if reached else []
-        self.phase_task = phase_task
+        self.ends_at_interruption = ends_at_interruption
         self.queues: dict[str, deque[tuple[int, Event]]] = {name: deque() for name in equipment}
         for index, event in enumerate(events):
             if _is_answer(event, equipment):
@@ -151,7 +147,7 @@ class Feed:
             if asyncio.current_task() is task:
                 return
             await boundary.passed.wait()
-            self._interrupted_if_phase()
+            self._end_if_interrupted()
 
     def _input_before(self, index: int | None) -> int | None:
         """The first recorded input not yet reproduced that the record has before ``index``."""
@@ -162,13 +158,8 @@ class Feed:
             return self.inputs[i]
         return None
 
-    def _interrupted_if_phase(self) -> None:
-        current = asyncio.current_task()
-        if (
-            current is self.phase_task()
-            or current is self.restoring_task()
-            or current in self.dose_tasks()
-        ):
+    def _end_if_interrupted(self) -> None:
+        if self.ends_at_interruption(asyncio.current_task()):
             raise PhaseInterrupted("held: the batch's process was interrupted here")
 
     async def answer(self, device: str, call: str, what: str = "") -> Event | None:
@@ -191,7 +182,7 @@ class Feed:
                 # process died (or the engine diverged: then the journal's comparison and the
                 # watchdog name the first event it does not reproduce).
                 await ahead.passed.wait()
-                self._interrupted_if_phase()
+                self._end_if_interrupted()
                 return None
             at, event = found
             await self.clock.sleep_until(event.batch_time)

@@ -73,10 +73,8 @@ class ReplaySession:
             set(self.bench.model.equipment),
             self.clock,
             cursor=lambda: self.journal.cursor,
-            phase_task=lambda: self.batch.phase_task,
+            ends_at_interruption=lambda task: self.batch.ends_at_interruption(task),
             inputs=is_input,
-            restoring_task=lambda: self.batch.restoring_task,
-            dose_tasks=lambda: self.batch.modules.dose_tasks(),
             reached=self.journal.reached,
         )
         self.kinds = {name: self.bench.spec(name).equipment_type for name in self.bench.configs}
