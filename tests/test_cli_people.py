@@ -388,6 +388,21 @@ def test_what_a_ctrl_c_means_in_each_state(
     assert batch.given == ([(given, "dan", WHY)] if given else [])
 
 
+@pytest.mark.parametrize("state", [S.RUNNING, S.HELD])
+def test_without_site_users_a_ctrl_c_does_not_send_the_person_to_another_terminal(
+    state: ProceduralState, tmp_path: Path
+) -> None:
+    """No site users file: no command can be signed from another terminal, so the note
+    says so instead of naming a `poc-twin command ... restart` that would be refused."""
+    batch = _Batch(state)
+    ctrl_c = CtrlC("dan", tmp_path / "j.sqlite", Console(file=io.StringIO()), signable=False)
+    note = ctrl_c.act(batch)  # type: ignore[arg-type]
+    assert "Ctrl-C again aborts it" in note and "poc-twin command" not in note
+    assert "no site users file" in note
+    signable = CtrlC("dan", tmp_path / "j.sqlite", Console(file=io.StringIO()))
+    assert "poc-twin command" in signable.act(_Batch(state))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("state", [S.RUNNING, S.HELD, S.STOPPING])
 def test_a_second_ctrl_c_aborts_until_the_batch_runs_again(
     state: ProceduralState, tmp_path: Path

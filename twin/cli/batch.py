@@ -224,7 +224,7 @@ def run(
         subscribers.append(display)
     # Through the live panel's own console while it is shown: a line printed past it (on
     # stderr) is drawn over by its next refresh, and the person never reads "again aborts".
-    ctrl_c = CtrlC(operator, journal_path, lines_to(display, err))
+    ctrl_c = CtrlC(operator, journal_path, lines_to(display, err), signable=site_users is not None)
     subscribers.append(ctrl_c)
     try:
         with display if display is not None else contextlib.nullcontext():

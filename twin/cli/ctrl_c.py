@@ -60,10 +60,15 @@ class CtrlC:
     #: turn the batch's exit code into death by SIGINT). In-process callers get theirs back.
     process_exits_after = False
 
-    def __init__(self, operator: str, journal_path: Path, console: Console) -> None:
+    def __init__(
+        self, operator: str, journal_path: Path, console: Console, *, signable: bool = True
+    ) -> None:
         self.operator = operator
         self.journal_path = journal_path
         self.console = console
+        #: Whether a command from another terminal can be signed for this batch (a site
+        #: users file): without one, a hold is left only by the next Ctrl-C.
+        self.signable = signable
         #: The batch once it exists: its state says what an interrupt interrupted.
         self.batch: Batch | None = None
         #: Whether SIGINT reaches the batch (False: not on the main thread, or before the
@@ -102,11 +107,7 @@ class CtrlC:
         first, self.pressed_before = not self.pressed_before, True
         wanted = _wanted(state)
         if first and wanted == [Command.ABORT]:  # not held from here: one press never aborts
-            return (
-                f"Ctrl-C: the batch is {state.label}; Ctrl-C again aborts it (or from another "
-                f"terminal: poc-twin command {self.journal_path} restart --operator NAME "
-                "--reason TEXT)"
-            )
+            return f"Ctrl-C: the batch is {state.label}; Ctrl-C again aborts it{self._elsewhere()}"
         for cmd in wanted:
             try:
                 batch.command(cmd, who=self.operator, why=WHY, via="ctrl-c")
@@ -114,9 +115,8 @@ class CtrlC:
                 continue
             if cmd is Command.HOLD:
                 return (
-                    f"Ctrl-C: batch held by {self.operator}; Ctrl-C again aborts it, or from "
-                    f"another terminal: poc-twin command {self.journal_path} restart "
-                    "--operator NAME --reason TEXT (or stop, abort)"
+                    f"Ctrl-C: batch held by {self.operator}; Ctrl-C again aborts it"
+                    f"{self._elsewhere(' (or stop, abort)')}"
                 )
             return (
                 f"Ctrl-C: batch aborted by {self.operator} (it was {state.label}); it drives "
@@ -125,6 +125,18 @@ class CtrlC:
         return (
             f"Ctrl-C: the batch is {state.label}, where neither hold nor abort is valid; "
             "it finishes on its own"
+        )
+
+    def _elsewhere(self, more: str = "") -> str:
+        """What another terminal can do: restart it, or nothing (no command can be signed)."""
+        if not self.signable:
+            return (
+                " (no site users file: no command from another terminal can be signed for "
+                "this batch)"
+            )
+        return (
+            f", or from another terminal: poc-twin command {self.journal_path} restart "
+            f"--operator NAME --reason TEXT{more}"
         )
 
     def __call__(self, event: Event) -> None:
