@@ -96,6 +96,36 @@ def test_qa_reviews_and_approves_and_nobody_else_does(tmp_path: Path, site: Site
     ]
 
 
+def test_nothing_is_signed_into_a_batch_whose_process_died(tmp_path: Path, site: Site) -> None:
+    """A journal with no end and no process: the batch is to be resumed, not released. QA's
+    approval, QC results and an alarm acknowledgement are refused (exit 4) before any
+    password, naming the state it stopped in and `poc-twin resume`; nothing is written.
+    Before, the approval was accepted and a resume then ran on after it."""
+    clock = iter(float(t) for t in range(0, 100000, 60))
+    journal = tmp_path / "died.sqlite"
+    j = Journal(journal, lambda: next(clock), signer=None)
+    j.append("batch_started", "batch", {"batch_id": "B-1", "operator": "kim", REQUIRED_FLAG: True})
+    j.append("transition", "procedure:p", {"command": "start", "from": "Idle", "to": "Running"})
+    j.append("alarm", "bioreactor", {"alarm": "do", "kind": "limit", "reaction": "hold"})
+    j.append("transition", "procedure:p", {"command": "hold", "from": "Running", "to": "Held"})
+    j.close()
+    before = kinds(journal)
+    acts = [
+        ["review", str(journal), *site.signed("quinn"), "--comment", "release", "--approve"],
+        ["review", str(journal), *site.signed("quinn"), "--comment", "read"],
+        ["qc", str(journal), "--result", "cd3=90", *site.signed("quinn"), "--reason", "lab"],
+        ["ack", str(journal), "3", *site.signed("sam"), "--comment", "seen"],
+    ]
+    for act in acts:
+        refused = cli.invoke(app, act)
+        assert refused.exit_code == 4, (act[0], refused.output)
+        said = " ".join(refused.output.split())
+        assert "has not ended" in said and "last Held" in said, said
+        assert f"poc-twin resume {journal}" in said
+    assert kinds(journal) == before  # not even a refused signature: nobody was asked
+    assert cli.invoke(app, ["verify", str(journal)]).exit_code == 1  # INCOMPLETE, as before
+
+
 def test_a_password_file_others_can_read_is_refused(tmp_path: Path, site: Site) -> None:
     journal = ended_batch(tmp_path / "b.sqlite")
     loose = site.password_file("sam")

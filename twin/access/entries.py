@@ -29,6 +29,7 @@ __all__ = [
     "alarm_to_acknowledge",
     "batch_is_running",
     "batch_running",
+    "ended_batch",
     "ended_journal",
     "journal_refusal_in",
     "record_to_sign",
@@ -104,13 +105,20 @@ class EndedJournal:
 
 @contextlib.contextmanager
 def ended_journal(
-    journal: Path, what: str, *, site_signer: HeadSigner | None = None, held: bool = False
+    journal: Path,
+    what: str,
+    *,
+    site_signer: HeadSigner | None = None,
+    held: bool = False,
+    ended: bool = True,
 ) -> Iterator[EndedJournal]:
     """Reopen ``journal`` for signed entries; JournalError while its batch still runs.
 
     The batch's command address is claimed while the entry is written (one process writes
     a journal: not while a batch runs, starts or is being resumed); ``held``: the caller
-    (a resume refusing its supervisor's signature) holds it already.
+    (a resume refusing its supervisor's signature) holds it already. ``ended``: the batch
+    must have ended (EntryRefused otherwise); a refused signature, an audit entry, is
+    journalled in a batch whose process died too.
     """
     claimed = None
     if not held:
@@ -126,6 +134,8 @@ def ended_journal(
         events = list(read_events(journal))
         if not any(e.kind == "batch_started" for e in events):
             raise JournalError(f"{journal}: no batch in this journal")
+        if ended:
+            _ended_in(journal, events, what)
         last = max((e.batch_time for e in events), default=0.0)
         book = Journal.reopen(journal, lambda: last, signer=site_signer)
         try:
@@ -143,7 +153,7 @@ def journal_refusal_in(journal: Path, refused: AccessRefused, *, held: bool = Fa
     :func:`ended_journal`."""
     with (
         contextlib.suppress(JournalError, OSError),
-        ended_journal(journal, "refusals are journalled", held=held) as ended,
+        ended_journal(journal, "refusals are journalled", held=held, ended=False) as ended,
     ):
         journal_refusal(ended.book, refused)
 
@@ -157,11 +167,50 @@ class EntryRefused(PocTwinError):
         self.refused = refused
 
 
+def _ended_in(journal: Path, events: list[Event], what: str) -> Event:
+    """The ``batch_ended`` event of ``events``; refused (state) when the batch never ended.
+
+    A journal with no end and no process writing it is a batch whose process died: its
+    record is not final (``poc-twin resume`` carries it on, after anything signed now), so
+    nothing is signed into it as if it were an ended batch's."""
+    end = next((e for e in reversed(events) if e.kind == "batch_ended"), None)
+    if end is not None:
+        return end
+    state = next(
+        (
+            e.data.get("to")
+            for e in reversed(events)
+            if e.kind == "transition" and e.source.startswith("procedure:")
+        ),
+        None,
+    )
+    last = f", last {state}" if state else ""
+    raise EntryRefused(
+        f"{journal}: the batch has not ended (its process stopped{last}, after event "
+        f"{events[-1].seq if events else 0}); {what} once it has ended: bring it back with "
+        f"poc-twin resume {journal}",
+        refused=True,
+    )
+
+
+def ended_batch(journal: Path, what: str) -> Event:
+    """The end of ``journal``'s batch; EntryRefused (a state refusal) if it has not ended.
+
+    Asked before anyone signs (a password is not asked for an entry refused anyway), and
+    again by :func:`ended_journal` as the entry is written."""
+    events = list(read_events(journal))
+    if not any(e.kind == "batch_started" for e in events):
+        raise JournalError(f"{journal}: no batch in this journal")
+    return _ended_in(journal, events, what)
+
+
 def alarm_to_acknowledge(journal: Path, alarm: int) -> tuple[Event, Act]:
     """The alarm event ``alarm`` of an ended batch and the act acknowledging it needs."""
     from twin.engine.alarms import is_critical
 
     events = list(read_events(journal))
+    if any(e.kind == "batch_started" for e in events):
+        _ended_in(journal, events, "acknowledge its alarms")
     raised = next((e for e in events if e.seq == alarm and e.kind == "alarm"), None)
     if raised is None:
         raise EntryRefused(f"event {alarm} of {journal} is not an alarm")
@@ -188,6 +237,7 @@ def record_to_sign(journal: Path) -> VerifyResult:
     intact = verify(journal)
     if not intact.ok:
         raise EntryRefused(f"{journal} does not verify: a broken record is not signed")
+    ended_batch(journal, "review or approve its record")
     return intact
 
 

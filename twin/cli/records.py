@@ -11,6 +11,7 @@ from twin.access.roles import Act
 from twin.cli.common import (
     EXIT_FAIL,
     EXIT_INVALID,
+    EXIT_REFUSED,
     _fail,
     _text_output,
     app,
@@ -352,6 +353,14 @@ def qc(
             check_scanned_id(lab_ref, "--lab-ref")
         except UnfitText as exc:
             raise _fail(f"{exc}; nothing was signed or written", EXIT_INVALID) from None
+    from twin.access.entries import EntryRefused, ended_batch
+
+    try:  # before the password: an entry into a batch that never ended is refused anyway
+        ended_batch(journal, "enter QC results")
+    except EntryRefused as exc:
+        raise _fail(str(exc), EXIT_REFUSED) from None
+    except PocTwinError as exc:
+        raise _fail(str(exc), EXIT_INVALID) from None
     person = _sign_entry(journal, operator, password_file, users, Act.QC_RESULT)
     try:
         signer = load_site_key(site_key) if site_key is not None else None

@@ -94,8 +94,8 @@ def review(
 
     try:
         intact = record_to_sign(journal)
-    except EntryRefused as exc:
-        raise _fail(str(exc), EXIT_FAIL) from None
+    except EntryRefused as exc:  # not ended: a state refusal; a broken chain: a failure
+        raise _fail(str(exc), EXIT_REFUSED if exc.refused else EXIT_FAIL) from None
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_INVALID) from None
     _comment(comment)

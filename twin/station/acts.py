@@ -21,6 +21,7 @@ from twin.access.entries import (
     EntryRefused,
     alarm_to_acknowledge,
     batch_running,
+    ended_batch,
     journal_refusal_in,
     record_to_sign,
     write_alarm_ack,
@@ -239,6 +240,7 @@ class Station:
             if lab_ref:
                 check_scanned_id(lab_ref, "lab ref")
             entries = parse_results(results)
+            ended_batch(journal, "enter QC results")
             person = self._sign(journal, user, password, Act.QC_RESULT)
             written = record_qc_results(
                 journal,
