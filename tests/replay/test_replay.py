@@ -423,6 +423,60 @@ def test_the_twin_keeps_its_plant_across_the_interruption(tmp_path: Path) -> Non
     assert replay(journal).identical
 
 
+class _Marks:
+    """A pickle that, loaded by plain ``pickle.load``, calls a function of the reader's
+    choosing (here: makes a file); the kept plant must never be read that way."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_damaged_or_foreign_kept_plant_refuses_the_resume_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """The kept plant beside the journal is read only as a plant: a pickle that would run
+    code as it loads, garbage, a file cut short and one naming a module that does not
+    exist (an older version's) each refuse the resume in one sentence naming the file.
+    Nothing runs and the journal gains nothing. Before, the pickle ran, the others gave a
+    traceback, and each failed attempt journalled a signed "resumed" deviation."""
+    import pickle
+
+    from twin.clock import run_batch_loop
+    from twin.errors import PocTwinError
+    from twin.runner import twin_keep_path
+
+    journal = tmp_path / "kept.sqlite"
+
+    async def an_hour(batch: Batch) -> None:
+        await asyncio.sleep(3600.0)
+
+    run_batch_loop(lambda: smoke_process_that_dies(journal, an_hour), virtual=True)
+    keep = twin_keep_path(journal)
+    good = keep.read_bytes()
+    marker = tmp_path / "ran"
+    foreign = pickle.dumps(_Marks(marker), protocol=pickle.HIGHEST_PROTOCOL)
+    for bad in (
+        foreign,
+        b"garbage",
+        good[: len(good) // 2],
+        b"cnonexistent_module\nPlant\n.",
+        pickle.dumps({"plant": 1}),
+    ):
+        keep.write_bytes(bad)
+        before = list(read_events(journal))
+        with pytest.raises(PocTwinError, match="kept plant cannot be read|not this bench") as err:
+            resume(journal, operator="carol", reason="restarted PC")
+        assert str(keep) in str(err.value) and "\n" not in str(err.value)
+        assert not marker.exists()
+        assert list(read_events(journal)) == before
+    keep.write_bytes(good)  # the real one: the batch comes back
+    assert resume(journal, operator="carol", reason="restarted PC", restart=True) is S.COMPLETE
+    assert replay(journal).identical
+
+
 def test_a_batch_that_died_mid_restart_is_resumed_held_without_the_rest_of_the_rewrite(
     tmp_path: Path,
 ) -> None:

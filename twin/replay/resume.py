@@ -42,6 +42,7 @@ from twin.replay.interruption import hold_after_interruption
 from twin.replay.recording import Recording, load_recording
 from twin.replay.session import ReplaySession
 from twin.runner import run_while_recorded, twin_keep_path
+from twin.serve.keeping import restore_plant
 from twin.signing import load_site_key
 from twin.sim.bedside import BedsideOperator
 from twin.sim.qc_lab import TwinQcLab
@@ -148,6 +149,11 @@ async def resume_async(
                 f"{recording.path}: the engine does not reproduce this record, so it cannot "
                 f"know the batch's state; not resumed.\n{why}"
             )
+        keep = twin_keep_path(recording.path)
+        if bench.model.twin is not None and keep.exists():
+            # Read before anything is written: a damaged kept plant refuses the resume
+            # here, not after a deviation "resumed" that never happened is in the record.
+            restore_plant(keep, bench.model.twin.seed)
         signer = load_site_key(site_key) if site_key is not None else None
         live = Journal.reopen(recording.path, clock.now, signer=signer)
         derived = journal.hand_over(live)
@@ -157,7 +163,6 @@ async def resume_async(
             async with contextlib.AsyncExitStack() as stack:
 
                 async def open_equipment() -> None:
-                    keep = twin_keep_path(recording.path)
                     opened = await stack.enter_async_context(
                         open_bench(bench, clock, twin_keep=keep, twin_restore=True)
                     )

@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 from twin.clock import Clock
 from twin.errors import PocTwinError
@@ -30,12 +31,36 @@ _log = logging.getLogger(__name__)
 KEEP_EVERY_S = 7200.0
 
 
+#: What a kept plant is made of besides the twin's own classes (``twin.sim``).
+_KEPT_OUTSIDE_SIM = {("random", "Random"), ("twin.equipment", "Gas")}
+
+
+class _PlantUnpickler(pickle.Unpickler):
+    """Unpickles a plant and nothing else: the file sits beside the journal, where anyone
+    who can write the runs folder could put a pickle that runs code as it loads (a
+    ``__reduce__`` naming ``os.system``). Only classes of the twin's models (and the few
+    they hold) are found; any other name in the file refuses it before anything runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        ours = module == "twin.sim" or module.startswith("twin.sim.")
+        if "." in name or not (ours or (module, name) in _KEPT_OUTSIDE_SIM):
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a twin plant")
+        found = super().find_class(module, name)
+        if not isinstance(found, type) or found.__module__ != module:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a twin plant")
+        return found
+
+
 def restore_plant(path: Path, seed: int) -> Plant:
-    """The plant as last kept; refuses a file of another bench's seed or not a plant."""
+    """The plant as last kept; refuses a file of another bench's seed or not a plant.
+
+    Whatever is wrong with the file (cut short, garbage, written by another version, a
+    pickle that is not a plant) is one PocTwinError naming it: never a traceback, and
+    nothing outside the twin's model classes is ever called to read it."""
     try:
         with path.open("rb") as f:
-            plant = pickle.load(f)  # our own file, beside the journal
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+            plant = _PlantUnpickler(f).load()
+    except Exception as exc:  # a damaged or foreign file can raise anything while loading
         raise PocTwinError(f"{path}: the twin's kept plant cannot be read ({exc})") from None
     if not isinstance(plant, Plant) or plant.seed != seed:
         raise PocTwinError(f"{path}: not this bench's twin plant (seed {seed})")
