@@ -26,6 +26,19 @@ def text_file(tmp: Path) -> Path:
     return path
 
 
+def one_byte_file(tmp: Path) -> Path:
+    """Too short for SQLite's header: SQLite itself takes it for an empty database."""
+    path = tmp / "x"
+    path.write_bytes(b"x")
+    return path
+
+
+def sqlite_header_cut_short(tmp: Path) -> Path:
+    path = tmp / "cut.sqlite"
+    path.write_bytes(b"SQLite format")
+    return path
+
+
 def empty_file(tmp: Path) -> Path:
     path = tmp / "empty.sqlite"
     path.write_bytes(b"")
@@ -88,7 +101,11 @@ def test_every_journal_reader_names_a_bad_file_in_one_line(
     assert str(path) in result.output and ("error" in said or "broken" in said)
 
 
-@pytest.mark.parametrize("make", [text_file, foreign_sqlite, directory], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "make",
+    [text_file, one_byte_file, sqlite_header_cut_short, foreign_sqlite, directory],
+    ids=lambda f: f.__name__,
+)
 def test_run_never_writes_its_journal_over_something_else(
     tmp_path: Path, make: Callable[[Path], Path]
 ) -> None:
@@ -298,6 +315,29 @@ def test_run_lot_is_refused_only_where_no_addition_would_dose_it(tmp_path: Path)
     recipe.write_text(both)
     result = cli.invoke(app, [*args, "--journal", str(tmp_path / "b.sqlite")])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--lot", "activator=A-1", "--lot", "activator=B-2"], "--lot activator given twice"),
+        (["--param", "moi=5", "--param", "moi=50"], "moi given twice"),
+        (["--param", "moi=50", "--param", "moi=5"], "moi given twice"),  # either order
+    ],
+)
+def test_an_option_given_twice_with_two_values_is_refused_not_taken_by_its_order(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    """Which of two values is meant is not for the order of the options to decide: before,
+    the last lot was taken silently, and the last --param decided whether a recipe was
+    valid at all."""
+    journal = tmp_path / "j.sqlite"
+    result = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), *args])
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.output.split()) and not journal.exists()
+    again = ["--lot", "activator=A-1", "--lot", "activator=A-1"]  # the same twice: one
+    same = cli.invoke(app, ["run", SMOKE, "--bench", SIM, "--journal", str(journal), *again, "-q"])
+    assert same.exit_code == 0, same.output
 
 
 @pytest.fixture(scope="module")

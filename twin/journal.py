@@ -187,6 +187,10 @@ def _journal_file(path: Path) -> Path:
     return path
 
 
+#: The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def check_new_journal(path: Path) -> Path:
     """``path`` if a new batch may write its journal there; else JournalError.
 
@@ -202,7 +206,14 @@ def check_new_journal(path: Path) -> Path:
         raise JournalError(f"{path} is not a regular file: a journal is a file of its own")
     if size > 0:
         try:
+            # SQLite takes a file too short for its header (a byte or two) for an empty
+            # database and would write over it: only a file that starts as SQLite is opened.
+            with path.open("rb") as f:
+                if f.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+                    raise sqlite3.DatabaseError("not SQLite")
             holds_batch = _has_events(path)
+        except OSError as exc:
+            raise JournalError(f"{path} cannot be a journal file ({exc.strerror})") from None
         except sqlite3.DatabaseError:
             raise JournalError(
                 f"{path} is not a journal (not SQLite); choose a new journal file, "
