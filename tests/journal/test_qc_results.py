@@ -132,6 +132,20 @@ def test_bad_entries_are_refused_and_nothing_is_written(ended: Path, tmp_path: P
     assert len(list(read_events(journal))) == before
 
 
+def test_a_test_entered_twice_in_one_entry_is_refused(ended: Path, tmp_path: Path) -> None:
+    """cd3=90 and cd3=10 at once: the record would judge release by the last one alone."""
+    journal = tmp_path / "b.sqlite"
+    shutil.copy(ended, journal)
+    before = len(list(read_events(journal)))
+    out = cli.invoke(
+        app,
+        ["qc", str(journal), "--result", "cd3=90", "--result", "CD3 = 10", "--operator", "qa"]
+        + ["--reason", "r"],
+    )
+    assert out.exit_code == 2 and "cd3 given twice" in out.output, out.output
+    assert len(list(read_events(journal))) == before
+
+
 def test_refused_while_a_batch_process_writes_the_journal(ended: Path, tmp_path: Path) -> None:
     journal = tmp_path / "b.sqlite"
     shutil.copy(ended, journal)

@@ -398,6 +398,29 @@ def test_the_record_prints_to_pdf_and_every_section_is_on_its_pages(
     assert bad.exit_code == 2 and "is a directory" in bad.output
 
 
+def test_report_o_file_pdf_is_the_record_as_pdf(smoke_journal: Path, tmp_path: Path) -> None:
+    """`report JOURNAL -o FILE.pdf` (CLI.md) prints the record to that PDF and writes no
+    HTML anywhere. Before, HTML was written under the .pdf name."""
+    from pypdf import PdfReader
+
+    where = tmp_path / "out"
+    where.mkdir()
+    journal = tmp_path / "batch.sqlite"
+    journal.write_bytes(smoke_journal.read_bytes())
+    for name in ("record.pdf", "RECORD.PDF"):
+        pdf = where / name
+        result = runner.invoke(app, ["report", str(journal), "-o", str(pdf)])
+        assert result.exit_code == 0, result.output
+        assert pdf.read_bytes()[:5] == b"%PDF-" and f"{pdf} (PDF)" in result.output
+        assert "Batch record" in PdfReader(pdf).pages[0].extract_text()
+    assert sorted(p.name for p in where.iterdir()) == ["RECORD.PDF", "record.pdf"]
+    assert not list(tmp_path.glob("*.html"))  # nothing beside the journal either
+    two = runner.invoke(
+        app, ["report", str(journal), "-o", str(where / "a.pdf"), "--pdf", str(where / "b.pdf")]
+    )
+    assert two.exit_code == 2 and "two PDFs" in two.output
+
+
 def dosed_journal(path: Path, text: str, parameters: dict[str, str] | None = None) -> Path:
     """A batch of the recipe ``text`` that harvested 3.2e9 viable cells, 40 % CAR+."""
     j = Journal(path, lambda: 0.0, signer=None)

@@ -311,6 +311,12 @@ def _lots(values: list[str] | None) -> dict[str, str]:
             )
         if not lot or len(lot) > 64 or not lot.isprintable():
             raise _fail(f"--lot '{item}': a lot is 1-64 printable characters", EXIT_INVALID)
+        if lots.get(material, lot) != lot:  # which one is meant is not for the order to say
+            raise _fail(
+                f"--lot {material} given twice ({lots[material]}, {lot}): give each material's "
+                "lot once; nothing started",
+                EXIT_INVALID,
+            )
         lots[material] = lot
     return lots
 

@@ -147,7 +147,12 @@ def _params(values: list[str] | None) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise typer.BadParameter(f"'{item}': write --param NAME=VALUE (e.g. vector=6mL)")
-        params[name.strip()] = value.strip()
+        name, value = name.strip(), value.strip()
+        if params.get(name, value) != value:  # which one is meant is not for the order to say
+            raise typer.BadParameter(
+                f"{name} given twice ({params[name]}, {value}): give each parameter once"
+            )
+        params[name] = value
     return params
 
 

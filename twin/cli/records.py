@@ -212,7 +212,12 @@ def _beside(journal: Path, suffix: str) -> Path:
 def report(
     journal: Annotated[Path, typer.Argument(help="Journal file")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="HTML file (default: JOURNAL.html)")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="HTML file (default: JOURNAL.html); a FILE.pdf gets the record as PDF only",
+        ),
     ] = None,
     public_key: PublicKeyOpt = None,
     anchor: AnchorOpt = None,
@@ -224,28 +229,41 @@ def report(
 ) -> None:
     """Write the self-contained HTML batch record (and its PDF); exit 1 if the journal does
     not verify."""
+    import tempfile
+
     from twin.report import write_report
     from twin.report.pdf import print_pdf
 
-    target = (
-        _text_output(output, "--output")
-        if output
-        else _text_output(_beside(journal, ".html"), "default --output", given=False)
+    only_pdf = output is not None and output.suffix.lower() == ".pdf"  # -o FILE.pdf (CLI.md)
+    if only_pdf and pdf is not None and pdf != output:
+        raise _fail(
+            f"-o {output} and --pdf {pdf}: two PDFs of one record; give one; nothing written",
+            EXIT_INVALID,
+        )
+    printed = (
+        _text_output(pdf or output, "--pdf" if pdf else "--output") if pdf or only_pdf else None
     )
-    printed = _text_output(pdf, "--pdf") if pdf is not None else None
-    try:
-        key, anchors = _signature_inputs(journal, public_key, anchor, control_password_file)
-        record = write_report(journal, target, key, anchors)
-        if printed is not None:
-            print_pdf(target, printed)
-    except PocTwinError as exc:
-        raise _fail(str(exc), EXIT_FAIL) from None
-    except OSError as exc:
-        raise _fail(f"cannot write {target}: {exc.strerror}", EXIT_FAIL) from None
+    with tempfile.TemporaryDirectory(prefix="poc-twin-report-") as scratch:
+        if only_pdf:  # the HTML the PDF is printed from is nobody's file
+            target = Path(scratch) / "record.html"
+        elif output:
+            target = _text_output(output, "--output")
+        else:
+            target = _text_output(_beside(journal, ".html"), "default --output", given=False)
+        try:
+            key, anchors = _signature_inputs(journal, public_key, anchor, control_password_file)
+            record = write_report(journal, target, key, anchors)
+            if printed is not None:
+                print_pdf(target, printed)
+        except PocTwinError as exc:
+            raise _fail(str(exc), EXIT_FAIL) from None
+        except OSError as exc:
+            raise _fail(f"cannot write {target}: {exc.strerror}", EXIT_FAIL) from None
     worst = record.exceptions[0][0] if record.exceptions else "none"
+    written = f"{printed} (PDF)" if only_pdf else str(target)
     out.print(
-        f"batch record: {target} — {len(record.exceptions)} exceptions (worst: {worst})"
-        + (f"; PDF {printed}" if printed is not None else ""),
+        f"batch record: {written} — {len(record.exceptions)} exceptions (worst: {worst})"
+        + (f"; PDF {printed}" if printed is not None and not only_pdf else ""),
         highlight=False,
         markup=False,
     )

@@ -85,6 +85,11 @@ def parse_results(items: list[str]) -> list[QcEntry]:
                 Problem("--result", n, 1, f"{key}: {raw.strip()} is outside 0-{top:g} {unit}")
             )
             continue
+        if any(e.test == key for e in entries):  # the record would judge by the last one
+            problems.append(
+                Problem("--result", n, 1, f"{key} given twice: enter each test's result once")
+            )
+            continue
         entries.append(QcEntry(key, value))
     if not items:
         problems.append(Problem("--result", 1, 1, f"no result given; tests: {known}"))
