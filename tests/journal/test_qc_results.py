@@ -137,11 +137,8 @@ def test_a_test_entered_twice_in_one_entry_is_refused(ended: Path, tmp_path: Pat
     journal = tmp_path / "b.sqlite"
     shutil.copy(ended, journal)
     before = len(list(read_events(journal)))
-    out = cli.invoke(
-        app,
-        ["qc", str(journal), "--result", "cd3=90", "--result", "CD3 = 10", "--operator", "qa"]
-        + ["--reason", "r"],
-    )
+    twice = ["--result", "cd3=90", "--result", "CD3 = 10"]
+    out = cli.invoke(app, ["qc", str(journal), *twice, "--operator", "qa", "--reason", "r"])
     assert out.exit_code == 2 and "cd3 given twice" in out.output, out.output
     assert len(list(read_events(journal))) == before
 

@@ -467,7 +467,7 @@ def test_a_damaged_or_foreign_kept_plant_refuses_the_resume_before_anything_is_w
     ):
         keep.write_bytes(bad)
         before = list(read_events(journal))
-        with pytest.raises(PocTwinError, match="kept plant cannot be read|not this bench") as err:
+        with pytest.raises(PocTwinError, match=r"kept plant cannot be read|not this bench") as err:
             resume(journal, operator="carol", reason="restarted PC")
         assert str(keep) in str(err.value) and "\n" not in str(err.value)
         assert not marker.exists()
