@@ -112,6 +112,16 @@ MAX_DIGITS = 30
 #: Characters no recipe needs: C0 controls but tab and line ends, DEL, a byte-order mark
 #: inside the text (NUL bytes among them: a binary file renamed .yaml).
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff]")
+#: Characters that act on a terminal or reorder text as it is shown: C1 controls (U+009B
+#: starts an escape sequence as ESC [ does) and the bidirectional controls a "Trojan
+#: Source" file uses to show a reviewer other text than the parser reads (CVE-2021-42574).
+#: Refused in the file's text (a comment included) and, as :data:`_IN_VALUE`, in every
+#: value and key as the parser decodes it (``"\e[2J"``, ``"\u202e"``, ``"\x9b"``).
+_FORMAT = re.compile("[\x80-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: What no decoded value may hold: the above, and C0 controls but tab and line ends.
+_IN_VALUE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def _decode(file: str, raw: bytes) -> str:
@@ -132,6 +142,8 @@ def _decode(file: str, raw: bytes) -> str:
         ) from None
     text = text.removeprefix("\ufeff")
     bad = _CONTROL.search(text)
+    if bad is None and not _RECORDED.get():  # a recorded text is read as it ran
+        bad = _FORMAT.search(text)
     if bad is not None:
         i = bad.start()
         line = text.count("\n", 0, i) + 1
@@ -231,7 +243,14 @@ def _check_events(file: str, text: str) -> None:
                 )
         elif kind in ("MappingEndEvent", "SequenceEndEvent"):
             open_.pop()
-        elif kind == "ScalarEvent" and event.style is None:
+        if kind == "ScalarEvent" and not _RECORDED.get():
+            bad = _IN_VALUE.search(event.value)
+            if bad is not None:  # written as an escape: the text itself passed _decode
+                code = ord(event.value[bad.start()])
+                raise InvalidInput(
+                    [Problem(file, *where, f"control character U+{code:04X} in a value")]
+                )
+        if kind == "ScalarEvent" and event.style is None:
             digits = event.value.lstrip("+-").replace("_", "")
             if digits.isdigit() and len(digits) > MAX_DIGITS:
                 raise InvalidInput(

@@ -46,6 +46,46 @@ def test_a_control_character_anywhere_is_named_with_its_line(tmp_path: Path, byt
     assert ":7:11: control character" in out
 
 
+ESCAPES = [
+    *(f"\\x{b:02x}" for b in [*range(0, 9), 11, 12, *range(14, 32), *range(0x7F, 0xA0)]),
+    "\\e[2J",  # clears the screen of whoever validates it
+    "\\a",
+    "\\0",
+    "\\u202e",  # right-to-left override
+    "\\u2066",
+    "\\u200f",
+    "\\U0000202A",
+]
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
+def test_a_control_character_written_as_an_escape_is_named_with_its_line(
+    tmp_path: Path, escape: str
+) -> None:
+    """The text passes the byte check, but the double-quoted value decodes to a terminal
+    escape or a bidirectional control: refused at its value, for a product name (shown on
+    every console, report and dashboard) as for a key."""
+    value = f'  product: "Smoke{escape}[31mRED"\n'
+    lines = SMOKE.splitlines(keepends=True)
+    assert lines[3].startswith("  product:")
+    lines[3] = value
+    out = refused(tmp_path, "".join(lines))
+    assert ":4:12: control character U+" in out and "in a value" in out, out
+    lines[3] = f'  "prod{escape}uct": Smoke\n'
+    assert ":4:3: control character U+" in refused(tmp_path, "".join(lines))
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2067", "\u200e", "\x9b", "\x85"])
+def test_a_bidirectional_or_c1_control_in_the_text_is_refused_even_in_a_comment(
+    tmp_path: Path, char: str
+) -> None:
+    """A comment that reorders what a reviewer sees (Trojan Source) or a C1 control that a
+    terminal reads as an escape: named at its line and column like a C0 control."""
+    lines = SMOKE.splitlines(keepends=True)
+    lines[0] = lines[0][:10] + char + lines[0][10:]
+    assert ":1:11: control character" in refused(tmp_path, "".join(lines))
+
+
 @pytest.mark.parametrize(
     ("content", "expect"),
     [
