@@ -137,6 +137,22 @@ def test_a_password_file_others_can_read_is_refused(tmp_path: Path, site: Site) 
     assert result.exit_code == 2 and "chmod 600" in result.output
 
 
+def test_a_password_file_of_something_else_is_refused_before_anything_is_sent(
+    tmp_path: Path, site: Site
+) -> None:
+    """A 70,000-character first line is no password (the wrong file): exit 2, nothing
+    signed, counted or journalled (before, it went to the batch, over its line limit)."""
+    journal = ended_batch(tmp_path / "b.sqlite")
+    before = kinds(journal)
+    huge = tmp_path / "huge.pw"
+    huge.write_text("a" * 70_000 + "\n")
+    huge.chmod(0o600)
+    args = ["ack", str(journal), "2", "--operator", "sam", "--password-file", str(huge)]
+    result = cli.invoke(app, [*args, "--comment", "x"])
+    assert result.exit_code == 2 and "longer than 1024 characters" in result.output
+    assert kinds(journal) == before
+
+
 def rechain(path: Path, rows: list[tuple]) -> None:
     """Rewrite the journal as someone without the site key could: every hash recomputed."""
     db = sqlite3.connect(path)

@@ -163,6 +163,32 @@ async def test_commands_from_another_terminal(running: Any) -> None:
     assert [e.data["act"] for e in run.kinds("access_refused")] == ["abort"]
 
 
+async def test_a_request_over_the_line_limit_is_answered_not_a_traceback(
+    running: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A request line longer than the command socket's 64 KiB limit (a 70,000-character
+    "password" from the wrong file, by a script) is answered as invalid, and the batch
+    runs on. Before, the batch's console got asyncio's traceback for the connection and
+    the sender was told no batch answered."""
+    run = await running()
+    await run.until(lambda e: e.kind == "transition" and "2:culture" in e.source)
+    before = len(run.events)
+    reply = await send_command(
+        run.journal.path, "hold", operator="kim", password="x" * 70_000, reason="check"
+    )
+    assert reply["status"] == "invalid" and "longer than 64 KiB" in reply["message"], reply
+    assert not [
+        e for e in run.events[before:] if e.kind in ("command", "signature", "access_refused")
+    ]
+    assert run.batch.state is S.RUNNING
+    said = capsys.readouterr()
+    assert "Traceback" not in said.err and "Unhandled exception" not in said.err
+    accepted = await send_command(
+        run.journal.path, "hold", operator="kim", password=PEOPLE["kim"][2], reason="check"
+    )
+    assert accepted["status"] == "accepted"  # the socket still takes the next request
+
+
 @pytest.mark.parametrize(
     ("operator", "reason", "extra"),
     [

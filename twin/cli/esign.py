@@ -73,6 +73,10 @@ RunPasswordFileOpt = Annotated[
 ]
 
 
+#: Longest password read: far beyond any passphrase, far below what a request may carry.
+MAX_PASSWORD = 1024
+
+
 def read_password(user: str, password_file: Path | None, what: str = "password") -> str:
     """The signer's password: from the file, the terminal, or a line of standard input.
 
@@ -104,6 +108,12 @@ def read_password(user: str, password_file: Path | None, what: str = "password")
     else:
         line = sys.stdin.readline() if sys.stdin is not None else ""
         password, source = line.rstrip("\r\n"), "standard input"
+    if len(password) > MAX_PASSWORD:  # a file of something else: never sent to the batch
+        raise _fail(
+            f"the {what} for {user} from {source} is longer than {MAX_PASSWORD} characters, "
+            "which no password is (the wrong file?); nothing was signed or counted",
+            EXIT_INVALID,
+        )
     if not password:  # never a password (8 characters at least): no one signs with it
         raise _fail(
             f"no {what} for {user} from {source}; nothing was signed or counted", EXIT_INVALID

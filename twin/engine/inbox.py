@@ -360,15 +360,22 @@ async def serve_commands(
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
-            if not line:
-                return  # connected and gone: a reader asking whether the batch runs
             try:
-                request = json.loads(line)
-            except ValueError:
-                reply: dict[str, Any] = {"status": "invalid", "message": "not a JSON request"}
+                line = await reader.readline()
+            except (ValueError, asyncio.LimitOverrunError):  # longer than the stream's limit
+                line = None
+            if line == b"":
+                return  # connected and gone: a reader asking whether the batch runs
+            reply: dict[str, Any]
+            if line is None:  # answered, not a traceback on the batch's console
+                reply = {"status": "invalid", "message": _TOO_LONG}
             else:
-                reply = _answer(target, request, users, relay_token)
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    reply = {"status": "invalid", "message": "not a JSON request"}
+                else:
+                    reply = _answer(target, request, users, relay_token)
             writer.write(json.dumps(reply).encode() + b"\n")
             with contextlib.suppress(ConnectionError):  # the sender gave up: it is journalled
                 await writer.drain()
@@ -385,6 +392,10 @@ async def serve_commands(
     except Exception:  # never served; a cancel may land once it is (the server has it then)
         sock.close()
         raise
+
+
+#: What a request over the command socket's line limit (64 KiB) is told.
+_TOO_LONG = "request longer than 64 KiB: no command, password or reason is that long"
 
 
 async def send_command(
