@@ -340,6 +340,29 @@ def test_an_option_given_twice_with_two_values_is_refused_not_taken_by_its_order
     assert same.exit_code == 0, same.output
 
 
+def test_pace_on_a_bench_on_the_wall_clock_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """--pace is the twin's (how fast a waiting batch's clock follows the wall); real
+    equipment keeps real time, so a --pace there is refused, as --simulated-operator is.
+    Before, it was taken and ignored."""
+    lab = tmp_path / "served.yaml"  # a development bench reached over the wire, as a real one
+    lab.write_text(
+        "bench: served\nclock: wall\ndevelopment: true\nequipment:\n"
+        "  bioreactor:\n    type: bioreactor\n    driver: modbus_tcp_bioreactor\n"
+        "    config: {host: 127.0.0.1, port: 9, unit: 1}\n"
+        "  gas:\n    type: gas_dispenser\n    driver: alicat_gas\n"
+        "    config: {port: /dev/null}\n"
+    )
+    journal = tmp_path / "j.sqlite"
+    args = ["run", SMOKE, "--bench", str(lab), "--journal", str(journal), "--pace", "60", "-q"]
+    result = cli.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "--pace 60: bench" in said and "wall's clock" in said and "nothing started" in said
+    assert not journal.exists()
+
+
 @pytest.fixture(scope="module")
 def finished_journal(tmp_path_factory: pytest.TempPathFactory, _site_users: object) -> Path:
     """The journal of one ended smoke batch, copied by each test that could change it."""

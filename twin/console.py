@@ -30,6 +30,9 @@ def main() -> None:
     CtrlC.process_exits_after = True  # a batch's end note stays until the process exits
     try:
         cli_main()
+    except KeyboardInterrupt:  # before the command began: typer building its command tree
+        sys.stderr.write("poc-twin: interrupted while starting; nothing was started\n")
+        sys.exit(EXIT_INTERRUPTED)
     except SystemExit as exc:
         if exc.code == EXIT_INTERRUPTED:  # typer's silent answer to a Ctrl-C in a command
             sys.stderr.write("poc-twin: interrupted (Ctrl-C)\n")

@@ -31,6 +31,7 @@ from twin.cli.common import (
     app,
     err,
     out,
+    pace_for,
     said,
 )
 from twin.cli.esign import (
@@ -143,7 +144,7 @@ def run(
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
-    pace: PaceOpt = 1.0,
+    pace: PaceOpt = None,
     users: UsersOpt = None,
     password_file: RunPasswordFileOpt = None,
     debug: DebugOpt = False,
@@ -188,6 +189,7 @@ def run(
             "a person scans there; nothing started",
             EXIT_INVALID,
         )
+    pace = pace_for(loaded_bench, pace)
     if simulated_qc_lab and loaded_bench.model.twin is None:
         raise _fail(
             f"--simulated-qc-lab: bench {loaded_bench.model.bench} has real equipment; "

@@ -6,7 +6,7 @@ import contextlib
 import io
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -55,16 +55,31 @@ BenchOpt = Annotated[
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks")]
 
 
-def _pace(value: float) -> float:
+def _pace(value: float | None) -> float | None:
     """1 (a person's real time) to 86400: slower than the wall, a waiting batch's clock all
-    but stops (at 1e-300 no reading in minutes), and nothing is gained by it."""
-    if not (1 <= value <= 86400):  # also refuses NaN and inf
+    but stops (at 1e-300 no reading in minutes), and nothing is gained by it. None: not
+    given (1 on the twin; a bench on the wall's clock takes no pace)."""
+    if value is not None and not (1 <= value <= 86400):  # also refuses NaN and inf
         raise typer.BadParameter("from 1 (real time) to 86400 batch seconds per wall second")
     return value
 
 
+def pace_for(bench: Any, pace: float | None) -> float:
+    """The pace a batch on ``bench`` runs at: a given ``--pace`` only on a virtual clock
+    (exit 2 on a bench whose clock is the wall's: real equipment keeps real time)."""
+    if pace is None:
+        return 1.0
+    if not bench.virtual_clock:
+        raise _fail(
+            f"--pace {pace:g}: bench {bench.model.bench} runs on the wall's clock (real "
+            "equipment keeps real time); --pace is for the twin; nothing started",
+            EXIT_INVALID,
+        )
+    return pace
+
+
 PaceOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--pace",
         callback=_pace,

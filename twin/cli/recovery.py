@@ -167,7 +167,7 @@ def resume(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display")] = False,
-    pace: PaceOpt = 1.0,
+    pace: PaceOpt = None,
     users: UsersOpt = None,
     password_file: PasswordFileOpt = None,
     debug: DebugOpt = False,
@@ -233,7 +233,7 @@ def resume(
                 restart=restart,
                 site_key=site_key,
                 subscribers=subscribers,
-                pace=pace,
+                pace=1.0 if pace is None else pace,  # a wall bench goes live: no pace
                 users=users_for_batch(users),
                 person=signer,
                 restarter=restarter,
