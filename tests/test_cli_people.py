@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -854,3 +855,94 @@ def test_forecast_of_an_unreadable_journal_names_it_once(tmp_path: Path) -> None
     assert result.exit_code == 2, result.output
     assert result.stderr.count(str(journal)) == 1, result.stderr
     assert "not a readable journal" in result.stderr
+
+
+# -- kill -9 while a person is awaited: the twin's bag as the batch last left it -----------
+
+WAITS_FOR_A_SCAN = """\
+recipe: {id: kept-bag, product: kept bag test, version: 1.0.0, status: draft, author: test,
+         purpose: commissioning}
+equipment:
+  bioreactor: {type: bioreactor}
+  gas: {type: gas_dispenser}
+procedure:
+  - unit_procedure: u
+    operations:
+      - operation: o
+        phases:
+          - {phase: set_rocking, rpm: 12}
+          - {phase: set_gas, flows_sccm: {air: 190, co2: 10}}
+          - {phase: add, material: medium, volume_ml: 60}
+          - {phase: add, material: activator, volume_ml: 2.0, scan_lot: true}
+          - {phase: culture, duration_h: 1}
+"""
+
+
+def test_a_kill_while_a_scan_is_awaited_resumes_the_twins_bag_as_it_was_left(
+    tmp_path: Path, running: list[subprocess.Popen[str]], site: Site
+) -> None:
+    """kill -9 of `run` while the batch waits for a lot scan, after it set rocking and gas
+    and dosed 60 mL: the resumed twin's bag is the one the batch left (the dose in, rocking
+    and gas on), as a real bag would be. Before, the twin came back as it was last
+    pictured, at the batch's start: without the 60 mL, rocking and gas off."""
+    recipe = tmp_path / "kept.yaml"
+    recipe.write_text(WAITS_FOR_A_SCAN)
+    journal = tmp_path / "kept.sqlite"
+    argv = [EXE, "run", str(recipe), "--bench", SIM, "--journal", str(journal), "-q"]
+    proc = subprocess.Popen(
+        [*argv, "--lot", "activator=TA-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    running.append(proc)
+    _wait_for(journal, lambda ev: any(e.kind == "lot_requested" for e in ev), proc)
+    wall_sleep(0.5)  # a person's moment at the bag, the batch clock following the wall
+    proc.kill()
+    proc.wait(timeout=30)
+    events = list(read_events(journal))
+    dosed = [e for e in events if e.kind == "confirmed" and e.data["parameter"] == "add_medium"]
+    assert dosed and events[-1].kind == "lot_requested"  # the dose was in before the wait
+    bag = [e.data["values"] for e in events if e.kind == "reading" and e.source == "bioreactor"]
+    expected_ml = bag[0]["volume_ml"] + 60.0
+    resumed = subprocess.Popen(
+        [EXE, "resume", str(journal), *site.signed("sam"), "--reason", "PC back", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    running.append(resumed)
+
+    def reread(ev: list[Event]) -> bool:
+        deviation = next((e.seq for e in ev if e.kind == "deviation"), None)
+        read = {e.source for e in ev if e.kind == "reading" and e.seq > (deviation or 1e9)}
+        return {"bioreactor", "gas"} <= read
+
+    after = _wait_for(journal, reread, resumed)
+    resumed.kill()
+    deviation = next(e for e in after if e.kind == "deviation")
+    first: dict[str, dict[str, Any]] = {}
+    for e in after:
+        if e.seq > deviation.seq and e.kind == "reading":
+            first.setdefault(e.source, e.data["values"])
+    assert abs(first["bioreactor"]["volume_ml"] - expected_ml) < 3.0, (first, expected_ml)
+    assert first["bioreactor"]["rocking_rpm"] == 12.0
+    assert first["gas"]["mass_flow_sccm"]["air"] > 150.0
+
+
+def test_a_ctrl_c_while_the_command_line_is_built_is_one_line_not_a_traceback() -> None:
+    """A Ctrl-C in the moment typer builds the command tree (before any command runs): one
+    line and exit 130. Before, a traceback ending in KeyboardInterrupt."""
+    script = (
+        "import os, signal, sys, typer.main as t\n"
+        "built = t.get_group\n"
+        "def interrupted(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return built(*a, **k)\n"
+        "t.get_group = interrupted\n"
+        "sys.argv = ['poc-twin', 'verify', 'nothing.sqlite']\n"
+        "from twin.console import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "poc-twin: interrupted while starting; nothing was started"

@@ -197,6 +197,8 @@ class TwinBench:
                 if factory is None:  # the bench validator refuses this before we get here
                     raise ValueError(f"the twin has no in-process {binding.driver} device")
                 server = factory(self.plant, self.clock, binding.config)
+                if self.keeper is not None and hasattr(server, "on_request"):
+                    server.on_request = self.keeper.heard  # the bag's changes are kept
                 await server.start()
                 self.servers[name] = server
                 self.endpoints[name] = device.endpoint(server)

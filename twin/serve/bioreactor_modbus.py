@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Any, Literal, Protocol
@@ -233,6 +234,10 @@ class BioreactorModbusServer:
         self.identity, self.limits = identity, limits
         self._server: TwinModbusTcpServer | None = None
         self.link = LinkFaults()  # faults this controller shows on the wire
+        #: Told after each request whether it changed the bag (a write taken, a dose or
+        #: harvest that ended): the twin's keeper pictures the plant then
+        #: (twin/serve/keeping.py). None: nobody listens.
+        self.on_request: Callable[[bool], None] | None = None
         self.functions = FUNCTIONS
         self._pump: _PumpRun | None = None
         self._sample_due: tuple[float, CellSample] | None = None
@@ -290,7 +295,9 @@ class BioreactorModbusServer:
         if isinstance(block, ExcCodes):
             return block
         now = self.clock.now()
-        self._service(now)
+        ended = self._service(now)
+        if self.on_request is not None:
+            self.on_request(ended)
         if table == DISCRETE:
             word = self._status_word()
             return [bool(word >> i & 1) for i in range(address, address + count)]
@@ -306,14 +313,20 @@ class BioreactorModbusServer:
             return block
         now = self.clock.now()
         self._service(now)
-        return self._write(address, values, now)
+        refused = self._write(address, values, now)
+        if self.on_request is not None:
+            self.on_request(refused is None)
+        return refused
 
-    def _service(self, now: float) -> None:
-        """Bring the plant to ``now``, completing what fell due on the way."""
+    def _service(self, now: float) -> bool:
+        """Bring the plant to ``now``, completing what fell due on the way; True when a
+        dose or harvest ended on the way."""
         model = self.plant.bioreactor
         run = self._pump
+        ended = False
         if run is not None:
             if now >= run.t_end:
+                ended = True
                 self.plant.advance_to(run.t_end)
                 self._pump = None
                 if run.kind is BioreactorCommand.ADD:
@@ -331,6 +344,7 @@ class BioreactorModbusServer:
             self._sample_seq = (self._sample_seq + 1) & 0xFFFF
             self._latched |= BioreactorStatus.SAMPLE_READY
         self.plant.advance_to(now)
+        return ended
 
     def _drain(self, run: _PumpRun, t: float) -> None:
         """A harvest stopped at time t: what the pump had moved is in the product bag."""

@@ -10,6 +10,7 @@ every error disarms; FIRE fires once and disarms.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from twin.clock import Clock
@@ -101,6 +102,9 @@ class ElectroporatorServer:
         self._program: tuple[float, float, int, float] | None = None
         self._armed_at: float | None = None
         self._fault = "NONE"
+        #: Told after each request whether it was a command (not a query ending in ``?``):
+        #: the twin's keeper pictures the plant after a load, a pulse or a recovery.
+        self.on_request: Callable[[bool], None] | None = None
 
     @property
     def path(self) -> str:
@@ -140,6 +144,8 @@ class ElectroporatorServer:
             self._disarm()  # any error leaves the device safe
             self._fault = f"E{err.code} {err.text}"
             reply = f"ERR {err.code} {err.text}"
+        if self.on_request is not None:
+            self.on_request(not line.strip().endswith(b"?"))
         return (reply + "\r\n").encode("ascii")
 
     def _dispatch(self, line: bytes) -> str:
