@@ -190,6 +190,10 @@ def test_schema_and_reference_problems_come_together(tmp_path: Path) -> None:
         ),
         ("{phase: add, material: vector, volume_ml: 5, moi: 5}", "exactly one of 'volume_ml'"),
         ("{phase: culture, duration_h: 2, target: {viable_cells: 1e9}}", "give 'sample_every_h'"),
+        # samples with no culture time between them: a 1 h culture ran 37 h, draining the bag
+        ("{phase: culture, duration_h: 1, sample_every_h: 1e-9}", "greater than or equal to 0.25"),
+        ("{phase: culture, duration_h: 1, sample_every_h: 0.2}", "greater than or equal to 0.25"),
+        ("{phase: culture, duration_h: 1, sample_every_h: 10 min}", "greater than or equal to 0.2"),
         (
             "{phase: culture, duration_h: 48, sample_every_h: 24,"
             " target: {car_positive_cells_per_kg: 2e6 cells/kg}}",

@@ -211,6 +211,10 @@ class Target(BaseModel):
         return dose * self.margin, True
 
 
+#: Shortest interval between a culture's scheduled samples (hours).
+MIN_SAMPLE_EVERY_H = 0.25
+
+
 class Culture(_Phase):
     """Hold culture conditions for a time: DO control, perfusion, daily samples."""
 
@@ -226,7 +230,11 @@ class Culture(_Phase):
     ph_deadband: Annotated[float, Field(ge=0, le=0.5)] = 0.05
     base_dose_ml: Annotated[Volume, Field(gt=0)] = 1.0
     base_interval_h: Annotated[Hours, Field(gt=0)] = 1.0
-    sample_every_h: Annotated[Hours, Field(gt=0)] | None = None
+    #: At most every 15 min: a sample is drawn, counted off-line and decided on (the twin's
+    #: count takes a minute, a lab's longer), and each one takes volume from the bag.
+    #: Sooner, samples followed each other with no culture time between (a 1 h culture
+    #: sampled every 1e-9 h ran 37 h and drained the bag).
+    sample_every_h: Annotated[Hours, Field(ge=MIN_SAMPLE_EVERY_H)] | None = None
     poll_s: Annotated[Seconds, Field(ge=1, le=600)] = 60.0
     #: Feeds decided on each scheduled sample (by glucose or density).
     feeds: list[Feed] = Field(default_factory=list)
