@@ -3,6 +3,8 @@ level the recipe declares. Unit checks on a real journal, then whole batches on 
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +183,47 @@ async def test_ph_control_by_co2(running: Any) -> None:
     assert abs(sum(ph[-30:]) / 30 - 7.15) < 0.05  # held at the setpoint by the end
     co2 = [e.data["value"] for e in run.kinds("setpoint") if e.data["parameter"] == "co2_flow_sp"]
     assert max(co2) > 10.0  # more CO2 than the 10 sccm set at the start
+
+
+async def test_a_pause_during_a_media_exchange_stops_the_line_until_the_batch_resumes(
+    running: Any,
+) -> None:
+    """Paused mid-exchange for 2 h: the line goes back to its rate before the exchange for
+    the pause and to the exchange rate after; the phase moves 50 mL in all (its Running
+    time is 50 min). Before, the line ran on at the exchange rate through the pause,
+    uncounted: 170 mL through the line for 50 mL asked."""
+    text = SMOKE.replace(
+        "          - {phase: sample, name: in-process check, min_viability_pct: 50}\n",
+        "          - {phase: media_exchange, volume_ml: 50, rate_ml_per_h: 60}\n"
+        "          - {phase: sample, name: in-process check, min_viability_pct: 50}\n",
+    )
+    run = await running("mx.yaml", text)
+    start = await run.until_phase_running("media_exchange")
+    await asyncio.sleep(20 * 60.0)
+    run.batch.command("pause", who="bob", why="swap the waste bag")
+    await run.until_state(S.PAUSED)
+    paused_at = run.clock.now()
+    await asyncio.sleep(2 * 3600.0)
+    run.batch.command("resume", who="bob", why="bag swapped")
+    assert await finished(run) is S.COMPLETE
+    end = next(
+        e
+        for e in run.kinds("transition")
+        if "media_exchange" in e.source and e.data["to"] == "Complete"
+    )
+    rates = [
+        (e.batch_time, e.data["value"])
+        for e in run.kinds("setpoint")
+        if e.data["parameter"] == "perfusion_sp" and start.seq < e.seq <= end.seq
+    ]
+    # through the line at 1440 mL/d (60 mL/h): only while the phase ran, 50 min in all
+    through = sum(
+        (t1 - t0) / 3600.0 * 60.0 for (t0, r), (t1, _) in itertools.pairwise(rates) if r == 1440.0
+    )
+    assert through == pytest.approx(50.0, abs=1.1), rates
+    stopped = [t for t, r in rates if r != 1440.0]
+    assert any(t <= paused_at + 61.0 for t in stopped if t >= paused_at - 61.0), rates
+    assert end.batch_time - start.batch_time == pytest.approx(50 * 60 + 2 * 3600, abs=180)
 
 
 async def test_media_exchange_through_the_perfusion_line(running: Any) -> None:

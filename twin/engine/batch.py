@@ -159,6 +159,7 @@ class Batch:
             safe_point=self._safe_point,
             alarms=self.alarms,
             cut_short=self._cut_short,
+            pausing=lambda: self.state in (S.PAUSING, S.PAUSED),
         )
         if patient_id and bag_id:
             self.ctx.ordered_identity = (patient_id, bag_id)

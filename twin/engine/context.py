@@ -315,8 +315,13 @@ class BatchContext:
         safe_point: Callable[[], Awaitable[None]],
         alarms: Alarms,
         cut_short: Callable[[], str | None] = lambda: None,
+        pausing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.clock = clock
+        #: Whether the next safe point pauses (the batch is Pausing or Paused): a phase
+        #: whose equipment runs on between safe points (a media exchange's line) stops it
+        #: for the pause.
+        self.pausing = pausing
         self.journal = journal
         self.equipment = equipment
         self._safe_point = safe_point

@@ -531,6 +531,18 @@ class MediaExchange(PhaseLogic):
             pr.bioreactor, "perfusion_sp", rate, lambda: br.set_perfusion(rate), unit="mL/d"
         )
         while self.exchanged_ml < pr.volume_ml - 1e-9:
+            if ctx.pausing():
+                # A pause stops the exchange: the line goes back to its rate before it until
+                # the batch resumes. Before, it ran on at the exchange rate through the pause,
+                # uncounted (80.8 mL exchanged of 80 mL asked after a 49-minute pause).
+                await ctx.write(
+                    pr.bioreactor, "perfusion_sp", self.previous_ml_per_day,
+                    lambda: br.set_perfusion(self.previous_ml_per_day), unit="mL/d",
+                )  # fmt: skip
+                await ctx.safe_point()
+                await ctx.write(
+                    pr.bioreactor, "perfusion_sp", rate, lambda: br.set_perfusion(rate), unit="mL/d"
+                )
             await ctx.safe_point()
             step_h = min(60.0 / 3600.0, (pr.volume_ml - self.exchanged_ml) / pr.rate_ml_per_h)
             await ctx.clock.sleep(step_h * HOUR)
