@@ -28,6 +28,53 @@ def validate(tmp_path: Path, text: str, *params: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+ADDS = """\
+recipe: {{id: adds, product: adds test, version: 1.0.0, status: draft, author: me}}
+equipment:
+  bioreactor: {{type: bioreactor}}
+  gas: {{type: gas_dispenser}}
+procedure:
+  - unit_procedure: u
+    operations:
+      - operation: o
+        phases:
+{phases}
+"""
+
+
+@pytest.mark.parametrize(
+    ("phases", "refused_at"),
+    [
+        (["{phase: add, material: medium, volume_ml: 900}"] * 2, 11),  # 100 + 900 + 900
+        (["{phase: add, material: medium, volume_ml: 450}"] * 3, 12),  # the third one
+        (
+            [
+                "{phase: add, material: medium, volume_ml: 800}",
+                "{phase: harvest}",  # the bag is drained: room again
+                "{phase: add, material: medium, volume_ml: 800}",
+                "{phase: add, material: il2, volume_ml: 250}",  # 800 + 250 after the harvest
+            ],
+            13,
+        ),
+        (["{phase: add, material: medium, volume_ml: 450}"] * 2, None),  # 1,000 mL: fits
+    ],
+)
+def test_additions_that_together_overfill_the_bag_are_refused_at_the_one_that_would(
+    tmp_path: Path, phases: list[str], refused_at: int | None
+) -> None:
+    """Each addition fits the bag alone, but together with the twin's 100 mL inoculum and
+    those before it one would take the bag past its working volume (1,000 mL): refused
+    at that one before the batch starts. Before, the recipe validated, ran, and the
+    device refused the addition mid-batch (the batch held)."""
+    text = ADDS.format(phases="\n".join(f"          - {p}" for p in phases))
+    code, out = validate(tmp_path, text)
+    if refused_at is None:
+        assert code == 0, out
+        return
+    assert code == 2 and f"r.yaml:{refused_at}:" in out, out
+    assert "over its working volume of 1000 mL" in out and out.count("r.yaml:") == 1, out
+
+
 @pytest.mark.parametrize(
     ("old", "new", "field"),
     [

@@ -67,6 +67,7 @@ def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Proble
         return problems
     counted: set[str] = set()  # bioreactors with a cell count taken before this phase
     harvested: set[str] = set()  # bioreactors harvested before this phase
+    bags = _BagTotals(bench)  # what the add phases put in each bag, one after another
     for u, unit in enumerate(recipe.model.procedure):
         for o, op in enumerate(unit.operations):
             for i, phase in enumerate(op.phases):
@@ -83,6 +84,7 @@ def check_against_bench(recipe: LoadedRecipe, bench: LoadedBench) -> list[Proble
                         )
                     )
                 problems += _check_phase(recipe, bench, phase, loc)
+                problems += bags.after(src, phase, loc)
                 uncounted = isinstance(phase, AddMaterial) and phase.bioreactor not in counted
                 if uncounted and phase.moi is not None:
                     problems.append(
@@ -213,6 +215,43 @@ def _check_electroporation(
                 )
             )
     return out + _fits_the_bag(src, bench, phase, loc, "electroporating")
+
+
+class _BagTotals:
+    """The volume each bag holds by the recipe's own add phases, in order: what the twin's
+    inoculum starts it with (a real bag's is not known before the batch: none counted),
+    plus every addition since its last harvest. Each phase alone may fit the bag while
+    the second of two 900 mL additions to a 1,000 mL bag can never go in: the device
+    refuses it mid-batch and the batch holds. Refused before it starts instead. Feeds are
+    decided on samples (none may be needed) and withdrawals are small: not counted."""
+
+    def __init__(self, bench: LoadedBench) -> None:
+        self.bench = bench
+        twin = bench.model.twin
+        self.start = twin.inoculum.volume_ml if twin is not None else 0.0
+        self.held: dict[str, float] = {}
+
+    def after(self, src: Any, phase: Any, loc: list[Any]) -> list[Problem]:
+        if isinstance(phase, Harvest):
+            self.held[phase.bioreactor] = 0.0  # drained to the product bag
+            return []
+        if not isinstance(phase, AddMaterial):
+            return []
+        before = self.held.get(phase.bioreactor, self.start)
+        total = before + phase.planned_ml
+        self.held[phase.bioreactor] = total
+        top = _limits(self.bench, phase.bioreactor).working_volume_ml[1]
+        if total <= top or phase.planned_ml > top:  # (one too large alone is said already)
+            return []
+        field = "volume_ml" if phase.volume_ml is not None else "max_volume_ml"
+        start = " (the twin's inoculum and" if self.start and before > 0 else " ("
+        return [
+            src.problem(
+                [*loc, field],
+                f"adding {phase.planned_ml:g} mL brings {phase.bioreactor} to {total:g} mL"
+                f"{start} the additions before it), over its working volume of {top:g} mL",
+            )
+        ]
 
 
 def _fits_the_bag(
