@@ -590,3 +590,22 @@ async def test_ending_an_element_below_a_held_one_is_refused_naming_the_held_one
     await run.clock.sleep(10 * 60)
     step_unit = [e for e in run.kinds("transition") if e.source == "unit:expansion"][-1]
     assert step_unit.data["to"] in ("Stopped", "Aborted")
+
+
+async def test_a_restart_above_a_held_element_names_the_held_one(running: Any) -> None:
+    """The unit held while the procedure runs: a restart of the procedure (what a person
+    asks seeing "held" on the station) is refused naming the unit and its level, as a
+    restart below it is. Before, the refusal only said restart is not valid in Running."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(HOUR)
+    run.batch.command("hold", who="kim", why="look", level="unit")
+    await run.clock.sleep(10 * 60)
+    with pytest.raises(CommandRefused) as refused:
+        run.batch.command("restart", who="kim", why="go on")
+    said = str(refused.value)
+    assert "'restart' is not valid in state Running" in said
+    assert "unit:expansion is Held: restart it (--level unit)" in said
+    run.batch.command("restart", who="kim", why="go on", level="unit")
+    await run.clock.sleep(10 * 60)
+    assert run.batch.current is not None and run.batch.current.unit.state is S.RUNNING

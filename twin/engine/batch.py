@@ -400,6 +400,19 @@ class Batch:
                 f"{held.element} is {held.state.label}: {verb} it "
                 f"(--level {LEVELS[self._chain().index(held)]}), which {verb}s what is below it"
             )
+        elif (
+            cmd is Command.RESTART
+            and not accepted
+            and (
+                below := [m for m in self._chain()[LEVELS.index(level) + 1 :] if m.state is S.HELD]
+            )
+        ):
+            # A restart here while an element below it is held: that one is the one to
+            # restart (the person asked for the procedure, seeing "held" on the station).
+            held = below[0]
+            why_not = (
+                f"{held.element} is Held: restart it (--level {LEVELS[self._chain().index(held)]})"
+            )
         with self.journal.together():  # the command and its signature: one commit
             event = self.journal.append(
                 "command",
