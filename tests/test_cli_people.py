@@ -946,3 +946,44 @@ def test_a_ctrl_c_while_the_command_line_is_built_is_one_line_not_a_traceback() 
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.strip() == "poc-twin: interrupted while starting; nothing was started"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_holds_the_batch_and_ends_the_run_for_resume(
+    tmp_path: Path, running: list[subprocess.Popen[str]], site: Site, signum: int
+) -> None:
+    """SIGTERM (a service stopped, `kill PID`) or SIGHUP (the terminal closed) at `run`:
+    the batch is held (journalled, naming the signal), its equipment driven as the hold
+    declares, and once Held the run ends with exit 4 and the summary, no traceback; the
+    batch comes back with `poc-twin resume`. Before, the process died mid-step with
+    nothing in the record."""
+    journal = tmp_path / "stopped.sqlite"
+    proc = _start_run(journal, "eve")
+    running.append(proc)
+    _wait_for(journal, lambda ev: "Running" in _procedure_states(ev), proc)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert "Traceback" not in err and "Traceback" not in out
+    name = "SIGTERM" if signum == signal.SIGTERM else "SIGHUP"
+    assert name in err and "holding it" in err and f"poc-twin resume {journal}" in err
+    assert "Held" in out  # the summary
+    events = list(read_events(journal))
+    hold = [e.data for e in events if e.kind == "command"]
+    assert [(c["command"], c["accepted"], c["operator"]) for c in hold] == [
+        ("hold", True, "system")
+    ]
+    assert name in hold[0]["reason"] and hold[0]["via"] == "signal"
+    assert _procedure_states(events)[-2:] == ["Holding", "Held"]
+    assert any(e.kind == "safe_state" for e in events)  # driven before the run ended
+    assert not any(e.kind == "batch_ended" for e in events)
+    resumed = subprocess.Popen(
+        [EXE, "resume", str(journal), *site.signed("sam"), "--reason", "service back", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running.append(resumed)
+    _wait_for(journal, lambda ev: any(e.kind == "deviation" for e in ev), resumed)
+    resumed.kill()
+    assert cli.invoke(app, ["replay", str(journal)]).exit_code == 0  # the signal's hold too

@@ -158,6 +158,7 @@ def run(
     the batch is never killed mid-step, and ends as any other batch does.
     """
     from twin.cli.ctrl_c import CtrlC, lines_to
+    from twin.cli.stop_signals import StopSignals
     from twin.display import BatchDisplay
     from twin.runner import run_batch, summarize
 
@@ -228,6 +229,13 @@ def run(
     # stderr) is drawn over by its next refresh, and the person never reads "again aborts".
     ctrl_c = CtrlC(operator, journal_path, lines_to(display, err), signable=site_users is not None)
     subscribers.append(ctrl_c)
+    stops = StopSignals(journal_path, lines_to(display, err))  # SIGTERM, SIGHUP: hold, stop
+    subscribers.append(stops)
+
+    def attach(batch: Any) -> None:
+        ctrl_c.attach(batch)
+        stops.attach(batch)
+
     try:
         with display if display is not None else contextlib.nullcontext():
             final = run_batch(
@@ -242,7 +250,7 @@ def run(
                 bag_id=bag_id,
                 site=site,
                 site_key=site_key,
-                on_batch=ctrl_c.attach,
+                on_batch=attach,
                 pace=pace,
                 users=site_users,
                 starter=starter,
@@ -257,6 +265,10 @@ def run(
         raise _fail(str(exc), EXIT_FAIL, debug) from None
     except KeyboardInterrupt:
         final = _interrupted(ctrl_c, journal_path)
+    except asyncio.CancelledError:  # the run ended by a stop signal, the batch left Held
+        if stops.stopped_by is None or stops.batch is None:
+            raise
+        final = stops.batch.state
     with ctrl_c.ended(final):
         summary = summarize(journal_path)
         out.print()
