@@ -523,6 +523,9 @@ async def test_a_running_batch_waits_on_a_locked_users_file_only_briefly(
         status = "Running"
         journal = None
 
+        async def between_scans(self) -> None:
+            """No control modules here: always between scans."""
+
     copy = tmp_path / "users.sqlite"
     shutil.copy(site.users, copy)
     store = UserStore.open(copy)

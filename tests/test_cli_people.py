@@ -984,6 +984,17 @@ def test_a_stop_signal_holds_the_batch_and_ends_the_run_for_resume(
         text=True,
     )
     running.append(resumed)
-    _wait_for(journal, lambda ev: any(e.kind == "deviation" for e in ev), resumed)
-    resumed.kill()
+
+    def back_held(ev: list[Event]) -> bool:
+        deviation = next((e.seq for e in ev if e.kind == "deviation"), None)
+        return deviation is not None and any(  # its hold driven again (Held when it died)
+            e.seq > deviation and e.kind in ("safe_state", "control_kept") for e in ev
+        )
+
+    _wait_for(journal, back_held, resumed)
+    wall_sleep(1.0)  # the resumed batch takes commands (and signals) once it is back
+    resumed.send_signal(signum)  # the resumed process is stopped the same way
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 4 and "Traceback" not in err, err
+    assert "it is Held" in err and "Held" in out
     assert cli.invoke(app, ["replay", str(journal)]).exit_code == 0  # the signal's hold too

@@ -82,6 +82,7 @@ class CtrlC:
         #: A Ctrl-C was pressed here and the batch has not been restarted since: the next
         #: one aborts.
         self.pressed_before = False
+        self._acting: set[asyncio.Task[None]] = set()
 
     # -- while the batch runs ---------------------------------------------------------
 
@@ -96,7 +97,15 @@ class CtrlC:
         self.attached = True
 
     def pressed(self, batch: Batch) -> None:
-        """One Ctrl-C: give the command it means and say so on one line of stderr."""
+        """One Ctrl-C: give the command it means, between two scans of the control modules
+        (``Batch.between_scans``: replay then finds it where the run took it), and say so
+        on one line of stderr."""
+        task = asyncio.get_running_loop().create_task(self._between_scans(batch))
+        self._acting.add(task)
+        task.add_done_callback(self._acting.discard)
+
+    async def _between_scans(self, batch: Batch) -> None:
+        await batch.between_scans()
         self.console.print(self.act(batch), highlight=False, markup=False)
 
     def act(self, batch: Batch) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Annotated, Any
@@ -183,6 +184,7 @@ def resume(
     """
     from twin.cli.ctrl_c import CtrlC, lines_to
     from twin.cli.recorded import read_recorded
+    from twin.cli.stop_signals import StopSignals
     from twin.display import BatchDisplay
     from twin.engine.inbox import BatchProcessRunning, claim_command_address
     from twin.replay.resume import resume as run_resume
@@ -224,6 +226,13 @@ def resume(
     subscribers: list[Any] = [display] if display is not None else []
     ctrl_c = CtrlC(operator, journal, lines_to(display, err))
     subscribers.append(ctrl_c)
+    stops = StopSignals(journal, lines_to(display, err))  # SIGTERM, SIGHUP: hold, then stop
+    subscribers.append(stops)
+
+    def live(batch: Any) -> None:
+        ctrl_c.attach(batch)
+        stops.attach(batch)
+
     try:
         with display if display is not None else contextlib.nullcontext():
             final = run_resume(
@@ -237,7 +246,7 @@ def resume(
                 users=users_for_batch(users),
                 person=signer,
                 restarter=restarter,
-                on_live=ctrl_c.attach,
+                on_live=live,
                 claimed=claimed,
                 relay_token=telemetry.relay_token if telemetry is not None else None,
             )
@@ -246,6 +255,10 @@ def resume(
         raise typer.Exit(EXIT_INVALID) from None
     except PocTwinError as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None
+    except asyncio.CancelledError:  # the run ended by a stop signal, the batch left Held
+        if stops.stopped_by is None or stops.batch is None:
+            raise
+        final = stops.batch.state
     except KeyboardInterrupt:
         if ctrl_c.batch is None or not ctrl_c.batch.state.is_final:
             # before the batch was back (re-run, re-read), or a Ctrl-C that did not reach it

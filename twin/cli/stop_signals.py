@@ -46,6 +46,7 @@ class StopSignals:
         #: The signal that asked the process to stop (None: none came).
         self.stopped_by: str | None = None
         self._run: asyncio.Task[object] | None = None
+        self._acting: set[asyncio.Task[None]] = set()
 
     def attach(self, batch: Batch) -> None:
         """From now until the batch ends, SIGTERM and SIGHUP hold it and end the run."""
@@ -59,6 +60,21 @@ class StopSignals:
                 return  # no Unix signals on this loop, or not the main thread
 
     def received(self, signum: int) -> None:
+        """A signal: acted on between two scans of the control modules (see
+        ``Batch.between_scans``); a second one ends the run at once."""
+        if self.stopped_by is not None and self.batch is not None:
+            self.act(signum)
+            return
+        task = asyncio.get_running_loop().create_task(self._between_scans(signum))
+        self._acting.add(task)
+        task.add_done_callback(self._acting.discard)
+
+    async def _between_scans(self, signum: int) -> None:
+        if self.batch is not None:
+            await self.batch.between_scans()
+        self.act(signum)
+
+    def act(self, signum: int) -> None:
         """Hold the batch (once Held, the run ends); a second signal ends it at once."""
         batch = self.batch
         if batch is None or batch.state.is_final:

@@ -69,6 +69,8 @@ class CommandTarget(Protocol):
     journal: Journal
     alarm_events: dict[int, Event]
 
+    async def between_scans(self) -> None: ...
+
     def command(
         self,
         command: str,
@@ -375,6 +377,7 @@ async def serve_commands(
                 except ValueError:
                     reply = {"status": "invalid", "message": "not a JSON request"}
                 else:
+                    await target.between_scans()  # where replay finds it (Batch.between_scans)
                     reply = _answer(target, request, users, relay_token)
             writer.write(json.dumps(reply).encode() + b"\n")
             with contextlib.suppress(ConnectionError):  # the sender gave up: it is journalled
