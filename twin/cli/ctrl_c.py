@@ -18,7 +18,6 @@ command has printed its summary and exits with the code that says how the batch 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from twin.cli.signals import BetweenScans, on_signal
 from twin.engine.states import TABLE, Command, ProceduralState
 from twin.errors import CommandRefused
 
@@ -82,31 +82,21 @@ class CtrlC:
         #: A Ctrl-C was pressed here and the batch has not been restarted since: the next
         #: one aborts.
         self.pressed_before = False
-        self._acting: set[asyncio.Task[None]] = set()
+        self._acting = BetweenScans()
 
     # -- while the batch runs ---------------------------------------------------------
 
     def attach(self, batch: Batch) -> None:
         """From now until the batch ends, SIGINT commands ``batch``."""
         self.batch = batch
-        loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGINT, self.pressed, batch)
-        except (NotImplementedError, RuntimeError, ValueError):
-            return  # no Unix signals on this loop, or not the main thread
-        self.attached = True
+        self.attached = on_signal(signal.SIGINT, self.pressed, batch)
 
     def pressed(self, batch: Batch) -> None:
         """One Ctrl-C: give the command it means, between two scans of the control modules
-        (``Batch.between_scans``: replay then finds it where the run took it), and say so
-        on one line of stderr."""
-        task = asyncio.get_running_loop().create_task(self._between_scans(batch))
-        self._acting.add(task)
-        task.add_done_callback(self._acting.discard)
-
-    async def _between_scans(self, batch: Batch) -> None:
-        await batch.between_scans()
-        self.console.print(self.act(batch), highlight=False, markup=False)
+        (replay then finds it where the run took it), and say so on one line of stderr."""
+        self._acting.then(
+            batch, lambda: self.console.print(self.act(batch), highlight=False, markup=False)
+        )
 
     def act(self, batch: Batch) -> str:
         """Give the command this Ctrl-C means now; return what happened, in one line."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from twin.cli.signals import BetweenScans, on_signal
 from twin.engine.states import Command, ProceduralState
 from twin.errors import CommandRefused
 
@@ -46,33 +47,22 @@ class StopSignals:
         #: The signal that asked the process to stop (None: none came).
         self.stopped_by: str | None = None
         self._run: asyncio.Task[object] | None = None
-        self._acting: set[asyncio.Task[None]] = set()
+        self._acting = BetweenScans()
 
     def attach(self, batch: Batch) -> None:
         """From now until the batch ends, SIGTERM and SIGHUP hold it and end the run."""
         self.batch = batch
         self._run = asyncio.current_task()
-        loop = asyncio.get_running_loop()
         for signum in SIGNALS:
-            try:
-                loop.add_signal_handler(signum, self.received, signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                return  # no Unix signals on this loop, or not the main thread
+            on_signal(signum, self.received, signum)
 
     def received(self, signum: int) -> None:
-        """A signal: acted on between two scans of the control modules (see
-        ``Batch.between_scans``); a second one ends the run at once."""
-        if self.stopped_by is not None and self.batch is not None:
+        """A signal: acted on between two scans of the control modules; a second one ends
+        the run at once."""
+        if self.stopped_by is not None or self.batch is None:
             self.act(signum)
-            return
-        task = asyncio.get_running_loop().create_task(self._between_scans(signum))
-        self._acting.add(task)
-        task.add_done_callback(self._acting.discard)
-
-    async def _between_scans(self, signum: int) -> None:
-        if self.batch is not None:
-            await self.batch.between_scans()
-        self.act(signum)
+        else:
+            self._acting.then(self.batch, lambda: self.act(signum))
 
     def act(self, signum: int) -> None:
         """Hold the batch (once Held, the run ends); a second signal ends it at once."""
