@@ -26,6 +26,7 @@ __all__ = [
     "JournalWriteFailed",
     "PocTwinError",
     "Problem",
+    "SetpointLost",
 ]
 
 
@@ -84,6 +85,11 @@ class CommunicationError(EquipmentError):
 
 class DeviceRefused(EquipmentError):
     """The device answered with an explicit error (Modbus exception code, error reply)."""
+
+
+class SetpointLost(EquipmentError):
+    """A device no longer holds a setpoint the batch wrote (it restarted, or was changed at
+    its panel): its readback differs."""
 
 
 class InterlockTripped(PocTwinError):

@@ -609,3 +609,92 @@ async def test_a_restart_above_a_held_element_names_the_held_one(running: Any) -
     run.batch.command("restart", who="kim", why="go on", level="unit")
     await run.clock.sleep(10 * 60)
     assert run.batch.current is not None and run.batch.current.unit.state is S.RUNNING
+
+
+def lost_alarms(run: Any) -> list[Any]:
+    return [e for e in run.kinds("alarm") if e.data["alarm"] == "setpoint_lost"]
+
+
+async def test_a_device_that_loses_its_setpoints_while_held_is_alarmed_and_rewritten(
+    running: Any,
+) -> None:
+    """A held culture's controller restarts at its power-up setpoints (20 °C, no rocking) and
+    a mass-flow controller comes back closed: the batch sees it in what the devices report
+    back, alarms it once per device, writes its own setpoints again and the culture stays
+    at temperature (its replay: tests/replay/test_replay.py). Before, the engine went on
+    believing its own setpoints: the bag cooled to room temperature with nothing alarmed."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    held_at = await hold_dense_culture(run)
+    plant = run.bench.twin.plant
+    plant.bioreactor.temperature_sp_c = 20.0
+    plant.bioreactor.rocking_rpm = 0.0
+    plant.gas.mfc_for(Gas.AIR).setpoint_sccm = 0.0
+    await run.clock.sleep(2 * HOUR)
+    alarms = lost_alarms(run)
+    assert sorted(e.source for e in alarms) == ["bioreactor", "gas"]
+    by_source = {e.source: e.data["message"] for e in alarms}
+    assert "temperature_sp 20 (the batch set 37)" in by_source["bioreactor"]
+    assert "rocking_sp 0 (the batch set 15)" in by_source["bioreactor"]
+    assert "air_flow_sp 0 (the batch set 190)" in by_source["gas"]
+    rewritten = {
+        (e.source, e.data["parameter"]): e.data["value"]
+        for e in run.kinds("setpoint")
+        if e.batch_time > held_at and "device_held" in e.data.get("basis", {})
+    }
+    assert rewritten == {
+        ("bioreactor", "temperature_sp"): 37.0,
+        ("bioreactor", "rocking_sp"): 15,
+        ("gas", "air_flow_sp"): 190,
+    }
+    cleared = sorted(
+        e.source for e in run.kinds("alarm_cleared") if e.data["alarm"] == "setpoint_lost"
+    )
+    assert cleared == ["bioreactor", "gas"]
+    assert plant.bioreactor.temperature_sp_c == 37.0 and plant.bioreactor.rocking_rpm == 15
+    assert min(values(run, "bioreactor", "temperature_c", held_at + HOUR)) > 36.5
+    assert run.batch.state is S.HELD  # held still: a person restarts
+    run.batch.command("restart", who="kim", why="controller checked")
+    assert await finished(run) is S.COMPLETE
+    assert len(lost_alarms(run)) == 2  # the restart's rewrite is no new loss
+
+
+async def test_a_setpoint_changed_at_the_panel_while_running_holds_the_batch(
+    running: Any,
+) -> None:
+    """Someone turns the temperature setpoint down at the controller's panel mid-culture:
+    the running batch holds on the alarm and its setpoint is written back. A panel in local
+    mode that overrides every write is alarmed and written to once, then left to the person
+    the alarm called (not fought over every scan)."""
+    run = await running("dense.yaml", dense(), bench_text=DENSE_BENCH)
+    await run.until_phase_running("4:culture")
+    await run.clock.sleep(HOUR)
+    bag = run.bench.twin.plant.bioreactor
+    bag.temperature_sp_c = 30.0
+    await run.until_state(S.HELD)
+    (alarm,) = lost_alarms(run)
+    assert alarm.data["reaction"] == "hold" and "temperature_sp 30" in alarm.data["message"]
+    assert any(
+        e.data.get("who") == "engine" and "temperature_sp 30" in e.data.get("why", "")
+        for e in run.kinds("transition")
+    )
+    await run.clock.sleep(10 * 60)
+    assert bag.temperature_sp_c == 37.0
+    cleared = [e for e in run.kinds("alarm_cleared") if e.data["alarm"] == "setpoint_lost"]
+    assert len(cleared) == 1
+
+    async def panel_in_local_mode() -> None:  # whatever the batch writes, 30 °C it is
+        while True:
+            bag.temperature_sp_c = 30.0
+            await run.clock.sleep(10.0)
+
+    panel = asyncio.create_task(panel_in_local_mode())
+    await run.clock.sleep(HOUR)
+    panel.cancel()
+    rewrites = [
+        e
+        for e in run.kinds("setpoint")
+        if e.data["parameter"] == "temperature_sp" and "device_held" in e.data.get("basis", {})
+    ]
+    assert len(rewrites) == 2 and len(lost_alarms(run)) == 2  # once more, then left alone
+    assert bag.temperature_sp_c == 30.0
+    assert len([e for e in run.kinds("alarm_cleared") if e.data["alarm"] == "setpoint_lost"]) == 1

@@ -113,6 +113,83 @@ def faulted_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return journal
 
 
+def test_a_power_loss_while_held_is_alarmed_rewritten_and_replays_identically(
+    tmp_path: Path,
+) -> None:
+    """Both controllers lose power mid-culture and come back at their power-up setpoints
+    (20 °C, no rocking, every flow 0): the silence holds the batch; when they answer again
+    the batch finds its setpoints lost in what they report back (``setpoint_lost``, once
+    per device) and writes them again while still held, so the bag warms back to 37 °C
+    before anyone restarts; the record replays event for event. Before, the held batch
+    believed its own setpoints: the bag sat unheated, unrocked and ungassed, unalarmed."""
+    scenario_file = tmp_path / "power.yaml"
+    scenario_file.write_text(
+        textwrap.dedent(
+            """\
+            scenario: power-cut
+            faults:
+              - {at: 3h, device: bioreactor, fault: power_loss, until: 3h 30m}
+              - {at: 3h, device: gas, fault: power_loss, until: 3h 30m}
+            """
+        )
+    )
+    scenario = load_scenario(scenario_file)
+    batches: list[Batch] = []
+    plants: list[Any] = []
+
+    def start_faults(opened: OpenBench, clock: Clock) -> None:
+        plants.append(opened.twin.plant)
+        FaultScheduler(
+            scenario.model, plant=opened.twin.plant, servers=opened.twin.servers, clock=clock
+        ).start()
+
+    def operator(event: Event) -> None:
+        procedure = event.kind == "transition" and event.source.startswith("procedure:")
+        if procedure and event.data["to"] == "Held":  # once power is back and the bag warm
+            asyncio.get_running_loop().call_later(
+                3 * 3600.0,
+                lambda: batches[0].command("restart", who="bob", why="power back, checked"),
+            )
+
+    journal = tmp_path / "power.sqlite"
+    final = run_smoke(
+        journal, subscribers=[operator], on_batch=batches.append, on_bench=start_faults
+    )
+    assert final is S.COMPLETE
+    events = list(read_events(journal))
+    lost = [e for e in events if e.kind == "alarm" and e.data["alarm"] == "setpoint_lost"]
+    assert sorted(e.source for e in lost) == ["bioreactor", "gas"]
+    assert "temperature_sp 20 (the batch set 37)" in next(
+        e.data["message"] for e in lost if e.source == "bioreactor"
+    )
+    power_back = 3.5 * 3600.0
+    assert all(power_back <= e.batch_time < power_back + 120.0 for e in lost)
+    rewritten = {
+        (e.source, e.data["parameter"])
+        for e in events
+        if e.kind == "setpoint" and "device_held" in e.data.get("basis", {})
+    }
+    assert {("bioreactor", "temperature_sp"), ("bioreactor", "rocking_sp")} <= rewritten
+    assert {("gas", "air_flow_sp"), ("gas", "co2_flow_sp")} <= rewritten
+    restart = next(
+        e.batch_time
+        for e in events
+        if e.kind == "transition"
+        and e.source.startswith("procedure:")
+        and e.data["to"] == "Restarting"
+    )
+    before_restart = [
+        e.data["values"]["temperature_c"]
+        for e in events
+        if e.kind == "reading"
+        and e.source == "bioreactor"
+        and restart - 600 <= e.batch_time < restart
+    ]
+    assert before_restart and min(before_restart) > 36.5  # warm again while still held
+    result = replay(journal)
+    assert result.identical, result.divergence and result.divergence.describe()
+
+
 def test_a_batch_replays_identically_event_for_event(smoke_journal: Path) -> None:
     result = replay(smoke_journal)
     assert result.identical, result.divergence and result.divergence.describe()
@@ -537,6 +614,74 @@ def test_a_batch_that_died_mid_restart_is_resumed_held_without_the_rest_of_the_r
         e.data["to"] for e in after if e.kind == "transition" and e.source.startswith("procedure")
     ]
     assert procedure[-1] == "Held" and "Running" not in procedure, procedure
+    assert replay(journal).identical
+
+
+def test_a_controller_that_restarted_while_the_batch_was_down_is_rewritten_once_resumed(
+    tmp_path: Path,
+) -> None:
+    """The batch's process died mid-culture, and while it was down the bioreactor's
+    controller restarted at its power-up setpoints (20 °C, no rocking). The resumed batch
+    is held for a person; its first scan finds the setpoints lost (``setpoint_lost``) and
+    writes the batch's own again, so the bag is warm when the supervisor comes; the record
+    replays event for event. Before, the resume's hold kept "temperature control" with the
+    controller at 20 °C until someone restarted the batch."""
+    from twin.clock import run_batch_loop
+    from twin.replay.resume import resume_async
+
+    journal = tmp_path / "restarted.sqlite"
+
+    async def dies_in_culture(batch: Batch) -> None:
+        await asyncio.sleep(3 * 3600.0)
+
+    run_batch_loop(
+        lambda: smoke_process_that_dies(journal, dies_in_culture), virtual=True, pace=None
+    )
+    died = list(read_events(journal))[-1].seq
+
+    def controller_restarted(opened: OpenBench, clock: Clock) -> None:
+        bag = opened.twin.plant.bioreactor
+        bag.temperature_sp_c, bag.rocking_rpm = 20.0, 0.0
+
+    async def resumed_and_held() -> None:
+        task = asyncio.create_task(
+            resume_async(
+                load_recording(journal),
+                operator="carol",
+                reason="power back",
+                pace=None,
+                on_bench=controller_restarted,
+            )
+        )
+        while not any(e.kind == "deviation" for e in read_events(journal, after=died)):
+            await asyncio.sleep(60.0)  # the re-run, on the same clock
+        await asyncio.sleep(2 * 3600.0)  # nobody restarts it
+        if task.done():
+            task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run_batch_loop(resumed_and_held, virtual=True, pace=None)
+    after = list(read_events(journal, after=died))
+    (lost,) = [e for e in after if e.kind == "alarm" and e.data["alarm"] == "setpoint_lost"]
+    assert lost.source == "bioreactor" and "temperature_sp 20" in lost.data["message"]
+    rewritten = [
+        e.data["parameter"]
+        for e in after
+        if e.kind == "setpoint" and "device_held" in e.data.get("basis", {})
+    ]
+    assert sorted(rewritten) == ["rocking_sp", "temperature_sp"]
+    temperatures = [
+        e.data["values"]["temperature_c"]
+        for e in after
+        if e.kind == "reading" and e.source == "bioreactor"
+    ]
+    assert temperatures[-1] > 36.5  # warm, still held: nobody restarted
+    procedure = [
+        e.data["to"] for e in after if e.kind == "transition" and e.source.startswith("procedure")
+    ]
+    assert procedure[-1] == "Held"
     assert replay(journal).identical
 
 

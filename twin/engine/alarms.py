@@ -19,7 +19,14 @@ __all__ = ["CRITICAL_KINDS", "AlarmState", "Alarms", "is_critical"]
 
 #: Alarms that are critical whatever their reaction: equipment safety or the batch's record.
 CRITICAL_KINDS = frozenset(
-    {"communication", "interlock", "device", "safe_state_failed", "control_modules"}
+    {
+        "communication",
+        "interlock",
+        "device",
+        "safe_state_failed",
+        "control_modules",
+        "setpoint_lost",
+    }
 )
 
 

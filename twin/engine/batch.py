@@ -50,7 +50,13 @@ from twin.engine.lots import LotScan, NoScanWanted
 from twin.engine.modules import ControlModules
 from twin.engine.phases import AddMaterial, PhaseLogic, make_phase
 from twin.engine.states import LEVELS, Command, ProceduralState, StateMachine
-from twin.errors import CommandRefused, CommunicationError, EquipmentError, InterlockTripped
+from twin.errors import (
+    CommandRefused,
+    CommunicationError,
+    EquipmentError,
+    InterlockTripped,
+    SetpointLost,
+)
 from twin.journal import Event, Journal
 from twin.recipe import LoadedRecipe
 from twin.recipe.monitors import Monitor
@@ -80,6 +86,8 @@ def _alarm_kind(exc: BaseException, device: str | None, *, otherwise: str) -> st
         return "communication"
     if isinstance(exc, InterlockTripped):
         return "interlock"
+    if isinstance(exc, SetpointLost):
+        return "setpoint_lost"
     return "device" if device else otherwise
 
 

@@ -360,6 +360,10 @@ class BatchContext:
             lambda waiting: self.on_awaiting_scan(waiting),
         )
         self._restore: dict[tuple[str, str], Restorer] = {}
+        #: Device writes begun and ended: a scan compares what a device reports back with
+        #: the setpoints in force only if no write was on the wire while it read.
+        self.writes_begun = 0
+        self.writes_ended = 0
         self.latest: dict[str, Any] = {}
         #: The unit's control modules (set by the batch): phases engage loops on them.
         self.control: ControlModules = None  # type: ignore[assignment]
@@ -487,10 +491,21 @@ class BatchContext:
             self._restore[(equipment, parameter)] = (value, unit, action)
         return result
 
+    @property
+    def in_force(self) -> dict[tuple[str, str], Restorer]:
+        """The setpoints the batch has put in force, by (item, parameter): (value, unit,
+        write), as a restart re-establishes them."""
+        return self._restore
+
     async def _confirmed(
         self, equipment: str, parameter: str, action: Callable[[], Awaitable[T]]
     ) -> T:
-        result, record = recorded_pair(await action())
+        self.writes_begun += 1
+        try:
+            answer = await action()
+        finally:
+            self.writes_ended += 1
+        result, record = recorded_pair(answer)
         data = {"parameter": parameter, "result": record}
         journal_answer(self.journal, CONFIRMED, equipment, parameter, data, record)
         return result

@@ -22,8 +22,9 @@ from typing import Any
 
 from twin.engine.context import BatchContext, PhaseInterrupted, refusal
 from twin.engine.control import DOCascade, PHControl
+from twin.engine.setpoints import lost
 from twin.equipment import Gas, Material
-from twin.errors import CommunicationError, EquipmentError, JournalError
+from twin.errors import CommunicationError, EquipmentError, JournalError, SetpointLost
 
 __all__ = [
     "DEFAULT_PERIOD_S",
@@ -123,6 +124,9 @@ class ControlModules:
         self.report_again: set[str] = set()
         #: Loop faults reported since the last clean scan or restart (reported once each).
         self.faults: set[str] = set()
+        #: Items whose device no longer holds a setpoint of the batch (alarmed), with the
+        #: parameters written again since (once each, until it holds them all).
+        self.lost: dict[str, set[str]] = {}
         self.scans = 0
         #: The pH loops' base doses under way, by bioreactor: tasks of their own, so the
         #: scans go on while a pump runs and a hold, stop or abort cuts them short at once.
@@ -217,6 +221,8 @@ class ControlModules:
         self.released.clear()
         self.additions = True
         self.faults.clear()
+        for rewritten in self.lost.values():  # the restart wrote them all: once more if lost
+            rewritten.clear()
         self.report_again.update(self.down)
 
     # -- the scan ----------------------------------------------------------------------
@@ -306,13 +312,23 @@ class ControlModules:
         others go on.
         """
         self.scans += 1
+        ctx = self.ctx
+        # A write on the wire while the devices are read may or may not be in what they
+        # report back: their setpoints are checked at a scan no write overlapped.
+        begun = ctx.writes_begun if ctx.writes_begun == ctx.writes_ended else -1
         pv: dict[str, Any] = {}
         for name, kind in self.kinds.items():
             if kind == "bioreactor":
-                pv[name] = await self._read(name, lambda n=name: self.ctx.bioreactor(n).read())
+                pv[name] = await self._read(name, lambda n=name: ctx.bioreactor(n).read())
             elif kind == "gas_dispenser":
-                pv[name] = await self._read(name, lambda n=name: self.ctx.gas_dispenser(n).read())
+                pv[name] = await self._read(name, lambda n=name: ctx.gas_dispenser(n).read())
         clean = True
+        if begun == ctx.writes_begun:
+            for name, reading in pv.items():
+                if reading is not None and name not in self.released:
+                    clean &= await self._guarded(
+                        f"setpoints {name}", self._check_setpoints(name, reading)
+                    )
         for do in list(self.do.values()):
             reading = pv.get(do.bioreactor)
             if (
@@ -388,6 +404,38 @@ class ControlModules:
             alarm = self.down.pop(name)
             self.ctx.journal.append("alarm_cleared", name, {"alarm": alarm, "why": "answers again"})
         return value
+
+    async def _check_setpoints(self, name: str, reading: Any) -> None:
+        """Alarm the setpoints item ``name`` no longer holds (once until it holds them all
+        again: ``setpoint_lost``, which holds a running batch) and write each one again, once
+        per loss: a device that does not keep a setpoint written again (a panel in local
+        mode) is left to the person the alarm calls, not rewritten every scan."""
+        found = lost(self.kinds[name], reading, self.ctx.in_force, name)
+        rewritten = self.lost.get(name)
+        if not found:
+            if rewritten is not None:
+                del self.lost[name]
+                self.ctx.journal.append(
+                    "alarm_cleared",
+                    name,
+                    {"alarm": "setpoint_lost", "why": "the device holds the batch's setpoints"},
+                )
+            return
+        if rewritten is None:
+            rewritten = self.lost[name] = set()
+            said = ", ".join(f"{p} {held:g} (the batch set {value:g})" for p, held, value in found)
+            self._report(
+                SetpointLost(name, f"the device holds {said}: restarted, or changed at its panel"),
+                name,
+            )
+        for parameter, held, _ in found:
+            if parameter in rewritten:
+                continue
+            rewritten.add(parameter)
+            value, unit, write = self.ctx.in_force[(name, parameter)]
+            await self.ctx.write(
+                name, parameter, value, write, unit=unit, basis={"device_held": held}
+            )
 
     async def _control_do(self, do: DOLoop, do_pct: float) -> None:
         split = do.cascade.update(do.setpoint_pct, do_pct, self.period_s)

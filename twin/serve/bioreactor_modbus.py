@@ -112,6 +112,7 @@ class _BioreactorModel(Protocol):
     temperature_sp_c: float
     rocking_rpm: float
     perfusion_ml_per_day: float
+    powered: bool
 
     def add(self, material: Material, volume_ml: float) -> None: ...
     def harvest(self) -> float: ...
@@ -317,6 +318,32 @@ class BioreactorModbusServer:
         if self.on_request is not None:
             self.on_request(refused is None)
         return refused
+
+    def lose_power(self, now: float) -> None:
+        """The controller loses power (a scenario's ``power_loss``): it answers nothing, its
+        pump stops where it is (what it moved stays moved), perfusion and rocking stop and
+        the bag is no longer heated."""
+        self._service(now)
+        run, self._pump = self._pump, None
+        if run is not None and run.kind is BioreactorCommand.ADD:
+            self._dose(run, now)
+        elif run is not None:
+            self._drain(run, now)
+        self._sample_due = None
+        model = self.plant.bioreactor
+        model.perfusion_ml_per_day = 0.0
+        model.rocking_rpm = 0.0
+        model.powered = False
+        self.link.silent = True
+
+    def power_up(self, temperature_sp_c: float) -> None:
+        """Power is back: the controller starts at its power-up setpoints (it keeps none in
+        memory: ``temperature_sp_c``, no rocking, no perfusion) and answers again."""
+        model = self.plant.bioreactor
+        model.temperature_sp_c = temperature_sp_c
+        model.powered = True
+        self._latched = BioreactorStatus(0)
+        self.link.silent = False
 
     def _service(self, now: float) -> bool:
         """Bring the plant to ``now``, completing what fell due on the way; True when a

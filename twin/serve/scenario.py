@@ -139,6 +139,17 @@ class SupplyOut(_Entry):
     unit: str = Field(pattern=r"^[A-Z]$")
 
 
+class PowerLoss(_Entry):
+    """The device loses power: it answers nothing; a bioreactor stops heating, rocking,
+    perfusing and pumping, a gas dispenser's valves close. At ``until`` it starts again at
+    its power-up setpoints, as a controller that keeps none in memory: a bioreactor at
+    ``power_up_temperature_c`` with no rocking, every flow at 0. Without ``until`` it stays
+    dead."""
+
+    fault: Literal["power_loss"]
+    power_up_temperature_c: float = Field(20.0, ge=0.0, le=60.0)
+
+
 class Contamination(_Entry):
     """Bacteria enter the bag: they cannot be cleared, so no ``until``."""
 
@@ -161,17 +172,19 @@ FaultEntry = Annotated[
     | SensorFailed
     | HeaterFailure
     | SupplyOut
+    | PowerLoss
     | Contamination,
     Field(discriminator="fault"),
 ]
 LINK_FAULTS = ("silent", "late", "corrupt")
-FAULT_DEVICE_TYPE = {
-    "sensor_stuck": "bioreactor",
-    "sensor_drift": "bioreactor",
-    "sensor_failed": "bioreactor",
-    "heater_failure": "bioreactor",
-    "contamination": "bioreactor",
-    "supply_out": "gas_dispenser",
+FAULT_DEVICE_TYPE: dict[str, tuple[str, ...]] = {
+    "sensor_stuck": ("bioreactor",),
+    "sensor_drift": ("bioreactor",),
+    "sensor_failed": ("bioreactor",),
+    "heater_failure": ("bioreactor",),
+    "contamination": ("bioreactor",),
+    "supply_out": ("gas_dispenser",),
+    "power_loss": ("bioreactor", "gas_dispenser"),
 }
 """Plant faults act on one kind of equipment; link faults on any device."""
 
@@ -180,7 +193,7 @@ class ExpectedAlarm(BaseModel):
     """The alarm a fault must raise: its kind and the device (or process value) it names."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    kind: Literal["communication", "limit", "phase_failure", "interlock", "device"]
+    kind: Literal["communication", "limit", "phase_failure", "interlock", "device", "setpoint_lost"]
     source: str | None = None
     pv: str | None = None
 
@@ -215,7 +228,7 @@ class Scenario(BaseModel):
 
 _MODELS = (Scenario, Expectation, ExpectedAlarm, Silent, Late, Corrupt, SensorStuck)
 _MODELS += (SensorDrift, HeaterFailure)
-_MODELS += (SupplyOut, Contamination)
+_MODELS += (SupplyOut, PowerLoss, Contamination)
 
 
 class LoadedScenario:
@@ -234,8 +247,9 @@ class LoadedScenario:
                 known = ", ".join(sorted(device_types)) or "none"
                 message = f"no device '{entry.device}' on this bench (devices: {known})"
                 problems.append(self.source.problem(["faults", i, "device"], message))
-            elif need is not None and kind != need:
-                message = f"fault '{entry.fault}' needs a {need}, '{entry.device}' is a {kind}"
+            elif need is not None and kind not in need:
+                needs = " or a ".join(need)
+                message = f"fault '{entry.fault}' needs a {needs}, '{entry.device}' is a {kind}"
                 problems.append(self.source.problem(["faults", i, "fault"], message))
             elif getattr(entry, "unit", None) and kind != "gas_dispenser":
                 message = (

@@ -70,6 +70,13 @@ def apply_fault(entry: FaultEntry, plant: Any, server: Any, now: float) -> None:
             plant.gas.mfcs[entry.unit].supply_available = False  # type: ignore[union-attr]
         case "contamination":
             bag.contaminate(entry.cells_per_ml)  # type: ignore[union-attr]
+        case "power_loss":
+            if hasattr(server, "lose_power"):  # a bioreactor controller
+                server.lose_power(now)
+            else:  # a gas dispenser: its valves close, its controllers answer nothing
+                for mfc in plant.gas.mfcs.values():
+                    mfc.setpoint_sccm = 0.0
+                _link(server).silent = True
 
 
 def clear_fault(entry: FaultEntry, plant: Any, server: Any, now: float) -> None:
@@ -89,6 +96,11 @@ def clear_fault(entry: FaultEntry, plant: Any, server: Any, now: float) -> None:
             bag.heater_failed = False
         case "supply_out":
             plant.gas.mfcs[entry.unit].supply_available = True  # type: ignore[union-attr]
+        case "power_loss":
+            if hasattr(server, "power_up"):  # back at its power-up setpoints
+                server.power_up(entry.power_up_temperature_c)  # type: ignore[union-attr]
+            else:  # the controllers start closed (setpoint 0), as they stopped
+                _link(server).silent = False
 
 
 class FaultScheduler:

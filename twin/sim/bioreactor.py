@@ -58,6 +58,10 @@ class BioreactorReading:
 class BioreactorModel:
     """One rocking bag; setpoints are plain attributes the device server writes."""
 
+    #: The controller has power (a scenario's ``power_loss`` takes it away: no heat).
+    #: A class default, so a plant kept before it existed unpickles with it.
+    powered: bool = True
+
     def __init__(
         self,
         params: BioreactorParams | None = None,
@@ -151,7 +155,7 @@ class BioreactorModel:
         p, s = self.params, self.state
         self.t += dt_s
         v = s.volume_ml
-        if self.heater_failed:  # only losses: cools towards ambient
+        if self.heater_failed or not self.powered:  # only losses: cools towards ambient
             tau = heat_capacity_j_per_k(v, p) / p.loss_ua_w_per_k
             s.temperature_c = p.ambient_c + (s.temperature_c - p.ambient_c) * math.exp(-dt_s / tau)
         else:
