@@ -98,6 +98,7 @@ class Store:
         self.postgres = postgres
         self._lock = threading.Lock()
         self._contiguous: dict[tuple[str, str], int] = {}
+        self._state_seq: dict[tuple[str, str], int] = {}  # seq of each batch's stored state
         self._above: dict[tuple[str, str], set[int]] = {}  # stored seqs past the contiguous
         self.anchoring = Anchoring(self._x, self._flag, keys)
         with self._lock:
@@ -242,7 +243,9 @@ class Store:
                 events.setdefault((site, batch), []).append((unit, body))
                 touched.add((site, unit, batch))
             elif kind == "state":
-                states[(site, batch)] = (unit, body)  # only the latest counts
+                held = states.get((site, batch))
+                if held is None or body["seq"] >= held[1]["seq"]:  # only the latest counts
+                    states[(site, batch)] = (unit, body)
             elif kind == "head":
                 heads.append((site, batch, body))
             elif kind == "status" and "probe" not in body and batch != "-":
@@ -368,13 +371,33 @@ class Store:
         )
 
     def _upsert_states(self, rows: list[tuple[Any, ...]]) -> None:
-        """Each batch's latest retained state (site, batch, unit, state JSON, now)."""
+        """Each batch's latest retained state (site, batch, unit, state JSON, now); a state
+        older than the one stored (a lower ``seq``: a broker that restarted from its
+        persistence file hands out stale retained messages, anyone may publish one) is not
+        taken. Before, the last received won: an ended batch showed Held or Running again."""
+        rows = [row for row in rows if self._newer_state(row[0], row[1], row[3])]
+        if not rows:
+            return
         self._many(
             "INSERT INTO batches (site, batch, unit, state, online, updated_at) "
             "VALUES (?,?,?,?,1,?) ON CONFLICT (site, batch) DO UPDATE SET "
             "unit=excluded.unit, state=excluded.state, updated_at=excluded.updated_at",
             rows,
         )
+
+    def _newer_state(self, site: str, batch: str, text: str) -> bool:
+        """Whether a state message (JSON) is at least as new as the batch's stored one;
+        the stored seq is read once per batch, then kept (under the lock)."""
+        key, seq = (site, batch), int(json.loads(text)["seq"])
+        stored = self._state_seq.get(key)
+        if stored is None:
+            row = self._x("SELECT state FROM batches WHERE site=? AND batch=?", key).fetchone()
+            stored = int(json.loads(row[0]).get("seq", 0)) if row is not None else 0
+        if seq < stored:
+            self._state_seq[key] = stored
+            return False
+        self._state_seq[key] = seq
+        return True
 
     def contiguous(self, site: str, batch: str) -> int:
         """Highest seq up to which every event of the batch is stored: the control ack.
