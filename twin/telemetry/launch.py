@@ -50,6 +50,13 @@ async def fetch_suspension(broker: BrokerURL, timeout_s: float = 5.0) -> Suspens
         clean_session=False,
         timeout=timeout_s,
     )
+    # The session's queued messages come too: a hold or acknowledgement the control site
+    # sent while the batch's process was dead. Only what this check reads is acknowledged;
+    # the broker sends the rest again to the forwarder, which takes the session next.
+    # (Before, each was acknowledged here and dropped: a hold never reached the resumed
+    # batch.) aiomqtt does not expose paho's manual acknowledgement: its client does.
+    paho = client._client
+    paho.manual_ack_set(True)
     try:
         async with asyncio.timeout(timeout_s), client:
             await client.subscribe(suspension_topic, qos=1)
@@ -58,10 +65,14 @@ async def fetch_suspension(broker: BrokerURL, timeout_s: float = 5.0) -> Suspens
             async for message in client.messages:
                 body = decode(message.payload) or {}
                 if message.topic.matches(suspension_topic):
+                    paho.ack(message.mid, message.qos)
                     found = Suspension.from_payload(body)
                 elif message.topic.matches(probe_topic) and body.get("probe") == probe:
+                    paho.ack(message.mid, message.qos)
                     await client.unsubscribe(probe_topic)
                     return found
+                elif message.topic.matches(probe_topic):
+                    paho.ack(message.mid, message.qos)  # an earlier check's probe: ours too
     except (aiomqtt.MqttError, TimeoutError, OSError):
         return None
     return None
