@@ -231,6 +231,9 @@ def test_a_request_delivered_twice_is_acted_on_once(broker: BrokerConfig, tmp_pa
     assert [e.data["operator"] for e in holds] == ["control-site:alice"]
     assert first["id"] == repeat["id"] == "dup-1"
     assert first["status"] == repeat["status"] == "accepted"
+    # the batch's state after the hold, as the batch said it (before: the forwarder's last
+    # read, "Running", as if the hold had changed nothing)
+    assert first["state"].startswith("Holding"), first
     assert "a repeat of request dup-1" in repeat["outcome"] and "not again" in repeat["outcome"]
     states = [
         e.data["to"]

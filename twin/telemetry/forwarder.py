@@ -252,6 +252,8 @@ class Forwarder:
         self._delivered_at: float | None = None
         self._parent_pid: int | None = None
         self._handling = False  # the listener is handling a control request
+        #: The state the batch said it is in after the request being handled (its reply).
+        self._delivered_state: str | None = None
         self._db: sqlite3.Connection | None = None
 
     # -- journal ------------------------------------------------------------------
@@ -434,8 +436,13 @@ class Forwarder:
             elif kind == "command":
                 self._handling = True
                 try:
+                    self._delivered_state = None
                     answer = await self._forward_command(body)
-                    state = self.state.status if self.state is not None else ""
+                    # The batch's own word of its state after the request ("Holding"), else
+                    # the last this forwarder read (it lags: "Running" for an accepted hold).
+                    state = self._delivered_state
+                    if state is None:
+                        state = self.state.status if self.state is not None else ""
                     await self._answer(client, self._topic("answer"), body, answer, state)
                 finally:
                     self._handling = False
@@ -665,6 +672,8 @@ class Forwarder:
                     continue
                 return "not delivered", self._ended() or str(exc)
             status = str(reply.get("status"))
+            if isinstance(reply.get("state"), str):
+                self._delivered_state = reply["state"]
             if status not in ANSWERS:
                 status = "refused"  # an answer the control site can read (none other comes)
             return status, "" if status == "accepted" else str(reply.get("message") or "")
