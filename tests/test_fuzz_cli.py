@@ -113,7 +113,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (cwd / "adir").mkdir(parents=True)
     (base / "home").mkdir()
     (cwd / "notes.txt").write_text("shift handover notes\n")
-    for secret, text in (("pw.txt", "p\n"), ("empty-pw.txt", "")):
+    for secret, text in (("pw.txt", "long-enough\n"), ("empty-pw.txt", "")):
         (cwd / secret).write_text(text)
         (cwd / secret).chmod(0o600)
     (cwd / "empty.sqlite").write_bytes(b"")

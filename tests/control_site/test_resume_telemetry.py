@@ -61,6 +61,10 @@ def test_a_resumed_batch_forwards_what_the_control_site_lacks_and_takes_its_requ
                 run.kill()  # the site's batch process dies, its batch held by the alarm
                 await run.wait()
             before = len(list(read_events(journal)))
+            # Its forwarder has delivered what the journal holds and gone (a request it
+            # still heard would be answered "not delivered": no batch process).
+            offline = "SELECT offline_why FROM batches WHERE batch='rs1' AND online=0"
+            await wait_until(lambda: site.store.query(offline))
             # Sent while the process is dead: it waits at the broker for the resumed batch
             # (before, resume's suspension check took it from the site's session and
             # dropped it: the request showed "sent" until the batch ended).

@@ -138,7 +138,7 @@ def control_serve(
     debug: DebugOpt = False,
 ) -> None:
     """Ingest every site's telemetry into the store and serve the dashboard."""
-    from twin.control_site.serve import serve
+    from twin.control_site.serve import NotStarted, serve
     from twin.telemetry.credentials import BROKER_ENV, password_in_url, resolve_broker
     from twin.telemetry.topics import TelemetryError
 
@@ -153,15 +153,30 @@ def control_serve(
             f"give the URL in {BROKER_ENV}, or the password in POC_TWIN_BROKER_PASSWORD_FILE",
             markup=False,
         )
-    out.print(
-        f"control site: dashboard on http://{host}:{port}/, store {db.split('@')[-1]}", markup=False
-    )
+
+    def started() -> None:  # said once it is true: bound, store open, subscribed
+        out.print(
+            f"control site: dashboard on http://{host}:{port}/, store {db.split('@')[-1]}",
+            markup=False,
+        )
+
     try:
         asyncio.run(
-            serve(broker, db, host, port, users, site_keys=site_keys or [], refresh_s=refresh_s)
+            serve(
+                broker,
+                db,
+                host,
+                port,
+                users,
+                site_keys=site_keys or [],
+                refresh_s=refresh_s,
+                on_started=started,
+            )
         )
     except KeyboardInterrupt:
         return
+    except NotStarted as exc:  # its address, store or users file: nothing started
+        raise _fail(f"{exc}; nothing started", EXIT_INVALID, debug) from None
     except (PocTwinError, OSError) as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None
     except Exception as exc:  # a driver's own error (psycopg, aiomqtt): one sentence
@@ -179,24 +194,52 @@ def control_add_user(
             "or read as one line of standard input (never on the command line)"
         ),
     ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Give an existing user a new password")
+    ] = False,
 ) -> None:
     """Allow a control-site user to sign in to the dashboard, hold batches, suspend sites."""
+    from twin.access.users import MIN_PASSWORD
     from twin.cli.esign import read_password
     from twin.control_site.web import Users
+    from twin.telemetry.topics import TelemetryError
 
     (name,) = _names([name], "user name")  # one line of NAME:scrypt:SALT:HASH per user
-    password = read_password(name, password_file)
-    if not password:
-        raise _fail("the password may not be empty; nothing written", EXIT_INVALID)
     try:  # a regular file of its own (never a directory or a device: it is chmod-ed 0600)
         if users.exists() and not users.is_file():
             raise _fail(f"{users} is not a regular file; nothing written", EXIT_INVALID)
-        with users.open("a") as f:
-            f.write(Users.line(name, password) + "\n")
-        users.chmod(0o600)
+        known = Users(users if users.exists() else None)
+    except TelemetryError as exc:
+        raise _fail(f"{exc}; nothing written", EXIT_INVALID) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise _fail(f"cannot read {users}: {why}; nothing written", EXIT_INVALID) from None
+    if name in known and not replace:
+        raise _fail(
+            f"{name} is already a user in {users}; to give them a new password: "
+            f"poc-twin control-site add-user {users} {name} --replace; nothing written",
+            EXIT_INVALID,
+        )
+    if name not in known and replace:
+        raise _fail(f"{name} is not a user in {users}: nothing to replace", EXIT_INVALID)
+    password = read_password(name, password_file)
+    if len(password) < MIN_PASSWORD:
+        raise _fail(
+            f"a password has at least {MIN_PASSWORD} characters; nothing written", EXIT_INVALID
+        )
+    line = Users.line(name, password)
+    try:
+        kept = users.read_text().splitlines() if users.exists() else []
+        if replace:  # every other line as it was; written whole, then renamed over the file
+            kept = [k for k in kept if k.strip().split(":", 1)[0] != name]
+        tmp = users.with_name(users.name + ".tmp")
+        tmp.write_text("".join(f"{k}\n" for k in [*kept, line]))
+        tmp.chmod(0o600)
+        tmp.replace(users)
     except OSError as exc:
         raise _fail(f"cannot write {users}: {exc.strerror}", EXIT_INVALID) from None
-    out.print(f"{name} added to {users}", markup=False)
+    said = "has a new password in" if replace else "added to"
+    out.print(f"{name} {said} {users}", markup=False)
 
 
 @control_app.command("broker")

@@ -53,6 +53,8 @@ class Ingest:
         self.queue: asyncio.Queue[SiteMessage | Poison] = asyncio.Queue()
         self.client: aiomqtt.Client | None = None
         self.ready = asyncio.Event()
+        #: Why the last connection to the broker failed or ended (None: never did).
+        self.last_error: str | None = None
         self.stored = 0
         self.quarantined = 0
         self.pending: list[SiteMessage | Poison] = []
@@ -64,8 +66,8 @@ class Ingest:
         while True:
             try:
                 await self._session()
-            except aiomqtt.MqttError:
-                pass
+            except aiomqtt.MqttError as exc:
+                self.last_error = str(exc) or type(exc).__name__
             except Exception:  # a bug must cost a reconnect, not the control site's ingest
                 log.exception("ingest session failed; reconnecting")
             self.ready.clear()

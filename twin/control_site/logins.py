@@ -50,15 +50,35 @@ class Users:
     def __init__(self, path: Path | None) -> None:
         self._users: dict[str, tuple[bytes, bytes]] = {}
         if path is not None:
-            for line in Path(path).read_text().splitlines():
+            for number, line in enumerate(Path(path).read_text().splitlines(), 1):
                 if line.strip() and not line.startswith("#"):
-                    name, _, salt, digest = line.strip().split(":")
-                    try:  # its name goes to sites with every request it signs: a user id
-                        check_safe_name(name, f"{path}: user")
-                    except UnsafeName as exc:
-                        raise TelemetryError(f"{exc} (control-site add-user makes one)") from None
-                    self._users[name] = (bytes.fromhex(salt), bytes.fromhex(digest))
+                    self._take(f"{path}:{number}", line.strip())
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(64))
+
+    def _take(self, where: str, line: str) -> None:
+        """One ``name:scrypt:SALT:HASH`` line; anything else names its line (a typo, a line
+        cut short) and says what makes a good one. A name twice is refused: which of two
+        passwords would be hers?"""
+        fields = line.split(":")
+        try:
+            name, scheme, salt, digest = fields
+            if scheme != "scrypt":
+                raise ValueError(f"scheme {scheme!r}")
+            hashed = (bytes.fromhex(salt), bytes.fromhex(digest))
+        except ValueError:
+            raise TelemetryError(
+                f"{where}: not a user line (NAME:scrypt:SALT:HASH); control-site add-user makes one"
+            ) from None
+        try:  # its name goes to sites with every request it signs: a user id
+            check_safe_name(name, f"{where}: user")
+        except UnsafeName as exc:
+            raise TelemetryError(f"{exc} (control-site add-user makes one)") from None
+        if name in self._users:
+            raise TelemetryError(f"{where}: user {name} is in the file twice; keep one line")
+        self._users[name] = hashed
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._users
 
     def __len__(self) -> int:
         return len(self._users)

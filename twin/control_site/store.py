@@ -28,6 +28,7 @@ from twin.control_site.anchoring import Anchoring
 from twin.control_site.keys import SiteKeys
 from twin.control_site.messages import Poison
 from twin.journal import event_hash
+from twin.telemetry.topics import TelemetryError
 
 __all__ = ["BATCH_ENDED", "SENDING", "SENT", "Store", "open_store"]
 
@@ -554,15 +555,22 @@ def _answered(body: dict[str, Any]) -> str:
 
 
 def open_store(url: str, keys: SiteKeys | None = None) -> Store:
-    """``postgresql://user:pass@host:port/db``, ``sqlite:///path.sqlite`` or a bare path."""
+    """``postgresql://user:pass@host:port/db``, ``sqlite:///path.sqlite`` or a bare path; one
+    that cannot be opened is a TelemetryError naming it (without its password)."""
+    shown = url.split("@")[-1]
     if url.startswith(("postgresql://", "postgres://")):
         import psycopg
 
-        return Store(
-            psycopg.connect(url), postgres=True, keys=keys, reconnect=lambda: psycopg.connect(url)
-        )
+        try:
+            conn = psycopg.connect(url)
+        except psycopg.Error as exc:
+            raise TelemetryError(f"--db {shown}: cannot connect: {exc}".strip()) from None
+        return Store(conn, postgres=True, keys=keys, reconnect=lambda: psycopg.connect(url))
     path = url.removeprefix("sqlite:///")  # sqlite:///rel.sqlite, sqlite:////abs.sqlite
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return Store(conn, postgres=False, keys=keys)
+    try:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return Store(conn, postgres=False, keys=keys)
+    except sqlite3.Error as exc:
+        raise TelemetryError(f"--db {shown}: cannot open the store: {exc}") from None
