@@ -175,6 +175,8 @@ UNFIT_REASONS = [
     "\u200b\u200b",  # reads blank
     "ok \u202eevil",  # a bidirectional override: reads other than it is
     "x" * 1001,
+    "bad \ufffd\ufffd bytes",  # what a decoder left of bytes that were not text (a station
+    # form posted in another encoding was signed as "���")
 ]
 
 

@@ -36,9 +36,15 @@ def _unfit_character(text: str) -> str | None:
     """The first character no record line may hold, named, or None."""
     for char in text:
         category = unicodedata.category(char)
-        if category[0] == "C" or category in ("Zl", "Zp"):
+        if category[0] == "C" or category in ("Zl", "Zp") or char == _GARBLED:
             return f"U+{ord(char):04X} ({unicodedata.name(char, category)})"
     return None
+
+
+#: U+FFFD REPLACEMENT CHARACTER: what a decoder puts where bytes were not text (a form
+#: posted in another encoding, a garbled scan); nobody types it, and a record that shows
+#: "���" for a reason says nothing of what was meant.
+_GARBLED = "\ufffd"
 
 
 def check_reason(text: str, what: str = "reason") -> str:

@@ -126,6 +126,62 @@ def test_nothing_is_signed_into_a_batch_whose_process_died(tmp_path: Path, site:
     assert cli.invoke(app, ["verify", str(journal)]).exit_code == 1  # INCOMPLETE, as before
 
 
+def test_qa_on_a_batch_still_running_is_told_it_runs_not_to_resume_it(
+    tmp_path: Path, site: Site
+) -> None:
+    """QC results or a review given while the batch's process still runs: refused (exit 4)
+    saying the batch is still running. Before, the refusal said its process had stopped
+    and to bring it back with ``poc-twin resume``, which then refused: it runs."""
+    from twin.engine.inbox import claim_command_address
+
+    clock = iter(float(t) for t in range(0, 100000, 60))
+    journal = tmp_path / "running.sqlite"
+    j = Journal(journal, lambda: next(clock), signer=None)
+    j.append("batch_started", "batch", {"batch_id": "B-2", "operator": "kim", REQUIRED_FLAG: True})
+    j.append("transition", "procedure:p", {"command": "start", "from": "Idle", "to": "Running"})
+    j.append("transition", "procedure:p", {"command": "hold", "from": "Running", "to": "Held"})
+    j.close()
+    before = kinds(journal)
+    process = claim_command_address(journal)  # as the batch's own process holds it
+    try:
+        for act in (
+            ["review", str(journal), *site.signed("quinn"), "--comment", "read"],
+            ["qc", str(journal), "--result", "cd3=90", *site.signed("quinn"), "--reason", "lab"],
+        ):
+            refused = cli.invoke(app, act)
+            assert refused.exit_code == 4, (act[0], refused.output)
+            said = " ".join(refused.output.split())
+            assert "the batch is still running (Held)" in said, said
+            assert "resume" not in said and "process stopped" not in said
+    finally:
+        process.close()
+    assert kinds(journal) == before
+
+
+def test_a_review_into_a_journal_another_program_holds_says_try_again(
+    tmp_path: Path, site: Site
+) -> None:
+    """Another program holds the ended batch's journal (an auditor's sqlite3 in a write
+    transaction): QA's review is refused saying so, nothing written. Before, it read that
+    the batch had been stopped where it stood, equipment left as last set, and to resume
+    it (an ended batch, no equipment)."""
+    journal = ended_batch(tmp_path / "b.sqlite")
+    before = kinds(journal)
+    other = sqlite3.connect(journal, isolation_level=None, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        args = ["review", str(journal), *site.signed("quinn"), "--comment", "read"]
+        refused = cli.invoke(app, args)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    said = " ".join(refused.output.split())
+    assert refused.exit_code != 0, said
+    assert "locked" in said and "try again" in said, said
+    assert "stopped where it stood" not in said and "resume" not in said
+    assert kinds(journal) == before
+
+
 def test_a_password_file_others_can_read_is_refused(tmp_path: Path, site: Site) -> None:
     journal = ended_batch(tmp_path / "b.sqlite")
     loose = site.password_file("sam")

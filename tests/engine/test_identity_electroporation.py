@@ -233,3 +233,51 @@ async def test_a_hold_mid_portion_pulses_every_portion_once(running: Any, at: st
     assert len(run.kinds("pulse")) == (44 if at == "pulse" else 45)
     recovered = [e for e in run.kinds("setpoint") if e.data["parameter"] == "recover"]
     assert len(recovered) == 1
+
+
+@pytest.mark.parametrize(("command", "level"), [("stop", "phase"), ("abort", "operation")])
+async def test_the_identity_check_cannot_be_ended_early_below_the_procedure(
+    running: Any, command: str, level: str
+) -> None:
+    """A supervisor stops the waiting confirm_identity phase (or aborts its operation): that
+    would let a restart go on with no chain of identity (before: a dose and the harvest ran
+    on unconfirmed cells, or the vector's interlock held every restart, leaving only an
+    abort the station did not point to). Refused, naming the phase; the procedure itself
+    can still be stopped or aborted, and a confirmed identity lifts the refusal."""
+    from twin.errors import CommandRefused
+
+    run = await running("nv.yaml", short(NONVIRAL), patient_id="P-0042", bag_id="BAG-7781")
+    await run.until(lambda e: e.kind == "identity_requested")
+    with pytest.raises(CommandRefused) as refused:
+        run.batch.command(command, who="sam", why="no wristband", level=level)
+    assert "confirm_identity" in str(refused.value) and "chain of identity" in str(refused.value)
+    assert f"{command} the procedure" in str(refused.value)
+    assert command not in refused.value.valid
+    await run.clock.sleep(HOUR)
+    assert run.batch.state is S.RUNNING and not run.kinds("pulse")
+    run.batch.command(command, who="sam", why="no wristband")  # the whole procedure: fine
+    assert await finished(run) in (S.STOPPED, S.ABORTED)
+    assert not run.kinds("pulse") and not run.kinds("harvest")
+
+
+async def test_a_confirmed_identity_lets_a_later_element_end_early(running: Any) -> None:
+    """Once the scan matched, a later phase may be stopped. The phase stopped here (the
+    post-electroporation check) reaches its end before any safe point: it ends Stopped and
+    the procedure holds for a decision. Before, it was finished Stopped on its own and the
+    procedure waited for ever (Running, nothing to restart)."""
+    run = await running("nv.yaml", short(NONVIRAL), patient_id="P-0042", bag_id="BAG-7781")
+    await run.until(lambda e: e.kind == "identity_requested")
+    run.batch.present_identity("P-0042", "BAG-7781", who="nurse.kim", why="scanned at the bag")
+    await run.until(lambda e: e.kind == "identity_confirmation")
+    await run.clock.sleep(60.0)
+    run.batch.command("stop", who="sam", why="skip it", level="phase")  # not refused
+    async with run.clock.timeout(6 * HOUR):
+        await run.until(
+            lambda e: (
+                e.kind == "transition"
+                and e.source.startswith("procedure:")
+                and e.data["to"] == "Held"
+            )
+        )
+    stopped = [e for e in run.kinds("transition") if e.data["to"] == "Stopped"]
+    assert stopped and stopped[0].source.startswith("phase:")

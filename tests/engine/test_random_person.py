@@ -155,6 +155,15 @@ class Person:
                 return False
             if any(m.state is not S.RUNNING for m in chain[1:index]):
                 return False  # a held element above: restart or end that one
+        if cmd in (C.STOP, C.ABORT) and self.batch.ctx.identity is None:
+            # docs/recipes.md: no element ends early past an unconfirmed chain of identity
+            rest = self.batch.steps[self.batch.position :]
+            if any(
+                target in (s.unit, s.operation, s.phase)
+                and s.logic.params.phase == "confirm_identity"
+                for s in rest
+            ):
+                return False
         return cmd not in (C.STOP, C.ABORT) or target.state in ENDS_EARLY_FROM
 
     async def command(self, cmd: C, level: str, watch: bool) -> None:

@@ -119,6 +119,78 @@ def test_after_sign_in_only_a_path_of_this_station(runs: Path, site: Site) -> No
     run(runs, site.users, scenario)
 
 
+@pytest.mark.parametrize("target", ["/\t/evil.example", "/\n/evil.example", "/ /evil.example"])
+def test_a_next_path_with_a_control_character_cannot_leave_the_station(
+    runs: Path, site: Site, target: str
+) -> None:
+    """``/<TAB>/evil.example`` passed the check and aiohttp, writing the Location header,
+    dropped the TAB: the browser went to //evil.example after signing in (an open redirect
+    a phishing link could use, ?next= in the sign-in form included)."""
+    import aiohttp
+
+    async def scenario(station: RunningStation) -> None:
+        form = {"user": "kim", "password": PEOPLE["kim"][2], "next": target}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(station.base + "/login", data=form, allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == "/"
+            async with http.get(station.base + "/login", params={"next": target}) as r:
+                page = await r.text()
+                assert 'name="next" value="/"' in page and "evil" not in page
+
+    run(runs, site.users, scenario)
+
+
+def test_a_page_refreshing_itself_does_not_keep_a_station_signed_in(
+    runs: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A station left alone with a batch page open: its 2 s refresh (/live) is not a
+    person's use, so the 15 min idle sign-out comes (EU GMP Annex 11 §12). Before, every
+    refresh restarted the idle timer: signed in for ever."""
+    import twin.station.sessions as sessions
+
+    now = [1000.0]
+    monkeypatch.setattr(sessions, "wall_monotonic", lambda: now[0])
+
+    async def scenario(station: RunningStation) -> None:
+        person = await signed_in(station, "kim")
+        assert (await person.get("/batch/b1"))[1] == "/batch/b1"
+        for _ in range(8):  # 16 min of a page refreshing itself every 2 min
+            now[0] += 120.0
+            status = (await person.get("/batch/b1/live"))[0]
+        assert status == 401
+        assert (await person.get("/batch/b1"))[1] == "/login"
+        person = await signed_in(station, "kim")
+        now[0] += 14 * 60.0
+        assert (await person.get("/batch/b1"))[1] == "/batch/b1"  # a person's use
+        now[0] += 14 * 60.0
+        assert (await person.get("/batch/b1/live"))[0] == 200
+
+    run(runs, site.users, scenario)
+
+
+@pytest.mark.parametrize("user", ["k\x1bim", "kim\x00", "k" * 5000, "kim\n"])
+def test_a_sign_in_with_no_user_id_is_refused_unaudited_and_not_shown(
+    runs: Path, site: Site, user: str
+) -> None:
+    """Anyone who reaches the form could write an escape sequence, a NUL or 5,000
+    characters into the users file's audit and get them echoed on the page."""
+    import sqlite3
+
+    def audited() -> int:
+        with sqlite3.connect(site.users) as db:
+            return int(db.execute("SELECT count(*) FROM audit").fetchone()[0])
+
+    before = audited()
+
+    async def scenario(station: RunningStation) -> None:
+        status, _, page = await station.person().sign_in(user, "whatever-password")
+        assert status == 401 and "not a user id" in page
+        assert "\x1b" not in page and "\x00" not in page and "k" * 100 not in page
+
+    run(runs, site.users, scenario)
+    assert audited() == before
+
+
 def test_a_form_without_this_sessions_token_is_refused(runs: Path, site: Site) -> None:
     journal = runs / "b1.sqlite"
     before = kinds(journal)
@@ -497,3 +569,32 @@ def test_station_serve_on_port_0_names_the_port_it_bound(tmp_path: Path, site: S
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_the_batch_page_says_who_held_the_batch_and_why(tmp_path: Path) -> None:
+    """The operator at the bag reads who held the batch and why on its page (before: only
+    "Held", the reason in the record alone). Escaped, as everything people wrote."""
+    from twin.access.roles import Role
+    from twin.journal import Journal
+    from twin.station.board import BatchBoard
+    from twin.station.pages import batch_live
+
+    clock = iter(float(t) for t in range(0, 10**6, 60))
+    path = tmp_path / "h1.sqlite"
+    j = Journal(path, lambda: next(clock), signer=None)
+    j.append("batch_started", "batch", {"batch_id": "h1", "operator": "kim", "recipe": {}})
+    j.append("transition", "procedure:p", {"from": "Idle", "to": "Running", "who": "kim"})
+    hold = {"from": "Running", "to": "Holding", "who": "sam", "why": "bag <leak> check"}
+    j.append("transition", "procedure:p", hold)
+    j.append("transition", "procedure:p", {"from": "Holding", "to": "Held", "who": "engine"})
+    j.close()
+    board = BatchBoard(path)
+    board.refresh()
+    page = batch_live(board, True, frozenset({Role.OPERATOR}))
+    assert 'id="held">Held by sam: bag &lt;leak&gt; check' in page
+    j = Journal.reopen(path, lambda: next(clock))
+    j.append("transition", "procedure:p", {"from": "Held", "to": "Restarting", "who": "sam"})
+    j.append("transition", "procedure:p", {"from": "Restarting", "to": "Running"})
+    j.close()
+    board.refresh()
+    assert 'id="held"' not in batch_live(board, True, frozenset({Role.OPERATOR}))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sqlite3
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,13 @@ from typing import Any
 from twin.access.esign import journal_refusal, sign_event
 from twin.access.roles import Act
 from twin.access.users import AccessRefused, Signer
-from twin.engine.inbox import BatchProcessRunning, claim_command_address, command_address
-from twin.errors import JournalError, PocTwinError
+from twin.engine.inbox import (
+    BatchProcessRunning,
+    address_held,
+    claim_command_address,
+    command_address,
+)
+from twin.errors import JournalError, JournalWriteFailed, PocTwinError
 from twin.journal import Event, HeadSigner, Journal, VerifyResult, read_events, verify
 
 __all__ = [
@@ -140,6 +146,15 @@ def ended_journal(
         book = Journal.reopen(journal, lambda: last, signer=site_signer)
         try:
             yield EndedJournal(book)
+        except JournalWriteFailed as exc:
+            # An entry into a record, not a running batch: nothing stopped, no equipment,
+            # nothing to resume (before, QA read that the batch was stopped where it stood).
+            busy = isinstance(exc.cause, sqlite3.OperationalError) and "locked" in str(exc.cause)
+            hint = "another program holds it; try again" if busy else "mend the file or disk"
+            raise JournalError(
+                f"{journal}: the entry could not be written ({exc.cause}); nothing of it is in "
+                f"the record: {hint}"
+            ) from None
         finally:
             book.close()
     finally:
@@ -184,6 +199,12 @@ def _ended_in(journal: Path, events: list[Event], what: str) -> Event:
         ),
         None,
     )
+    if address_held(journal):  # its process is there: running, or a resume taking over
+        now = f" ({state})" if state else ""
+        raise EntryRefused(
+            f"{journal}: the batch is still running{now}; {what} once it has ended",
+            refused=True,
+        )
     last = f", last {state}" if state else ""
     raise EntryRefused(
         f"{journal}: the batch has not ended (its process stopped{last}, after event "

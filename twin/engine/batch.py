@@ -48,7 +48,7 @@ from twin.engine.context import BatchContext, PhaseInterrupted, refusal
 from twin.engine.inbox import serve_commands
 from twin.engine.lots import LotScan, NoScanWanted
 from twin.engine.modules import ControlModules
-from twin.engine.phases import AddMaterial, PhaseLogic, make_phase
+from twin.engine.phases import AddMaterial, ConfirmIdentity, PhaseLogic, make_phase
 from twin.engine.states import LEVELS, Command, ProceduralState, StateMachine
 from twin.errors import (
     CommandRefused,
@@ -212,6 +212,17 @@ class Batch:
                         last_of_operation=i == len(op.phases) - 1,
                         last_of_unit=i == len(op.phases) - 1 and o == len(unit.operations) - 1,
                     )
+
+    def _identity_skipped(self, element: StateMachine) -> str | None:
+        """The confirm_identity phase ending ``element`` early would skip (it or one after
+        the current phase within it), while no scan has confirmed the chain of identity."""
+        if self.ctx.identity is not None:
+            return None
+        for step in self.steps[self.position :]:
+            inside = element in (step.unit, step.operation, step.phase)
+            if inside and isinstance(step.logic, ConfirmIdentity):
+                return f"phase {step.path}"
+        return None
 
     @property
     def current(self) -> PhaseStep | None:
@@ -404,6 +415,20 @@ class Batch:
             why_not = (
                 f"a {level} is ended early while it runs, is held, holding or restarting; "
                 f"this one is {target.state.label}"
+            )
+        elif (
+            level != "procedure"
+            and cmd in (Command.STOP, Command.ABORT)
+            and (skipped := self._identity_skipped(target)) is not None
+        ):
+            # Going on after an element ended early would go on without the chain of
+            # identity: the rest of the procedure (a dose, the harvest) on cells nobody
+            # confirmed are this patient's, and a vector's interlock holding each restart.
+            accepted = False
+            valid = [c for c in valid if c not in ("stop", "abort")]
+            why_not = (
+                f"ending it early would skip {skipped}, and the chain of identity is not "
+                f"confirmed: the batch cannot go on without it; {cmd.value} the procedure"
             )
         elif cmd in (Command.RESTART, Command.STOP, Command.ABORT) and (
             above := [m for m in self._chain()[1 : LEVELS.index(level)] if m.state is not S.RUNNING]
@@ -863,6 +888,12 @@ class Batch:
         interrupted at a safe point, or failed (alarm and the recipe's reaction)."""
         exc = task.exception()
         if exc is None and self._cut_short() is None:
+            if step.phase.state is S.STOPPING and self.state is S.RUNNING:
+                # Stopped below the procedure, and its logic reached its end before any
+                # safe point: the element ends as a stopped one does (_end_below), the
+                # procedure holds for a decision. Before, the phase was finished Stopped
+                # here and the procedure waited for ever for a restart nothing could give.
+                return "lower"
             step.phase.fire(Command.FINISH, why="phase logic finished")
             if step.phase.state is S.COMPLETE:
                 self.alarms.deactivate(step.path)

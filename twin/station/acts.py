@@ -32,6 +32,7 @@ from twin.access.users import AccessRefused, Signer, UserStore, UserStoreError
 from twin.engine.inbox import NoRunningBatch, address_held, send_command
 from twin.engine.lots import scan_from
 from twin.errors import InvalidInput, PocTwinError
+from twin.names import UnsafeName, check_safe_name
 from twin.words import UnfitText, check_reason, check_scanned_id
 
 __all__ = ["Outcome", "Station"]
@@ -122,7 +123,17 @@ class Station:
             return False  # no users file to check against: nobody acts
 
     async def sign_in(self, user: str, password: str) -> tuple[Signer, frozenset[Role]]:
-        """Check id and password (lockout counts here too); the user's printed name and roles."""
+        """Check id and password (lockout counts here too); the user's printed name and roles.
+
+        An id that is no user id at all (control characters, a NUL, thousands of characters)
+        is refused before the users file is opened: not audited (anyone can reach the form)
+        and not shown back on the page."""
+        try:
+            check_safe_name(user, "user id")
+        except UnsafeName:
+            raise PocTwinError(
+                "that is not a user id (letters, digits and . _ - only); nothing was checked"
+            ) from None
 
         def check() -> tuple[Signer, frozenset[Role]]:
             store = UserStore.open(self.users)

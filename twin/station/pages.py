@@ -335,6 +335,14 @@ def batch_live(board: BatchBoard, running: bool, roles: frozenset[Role]) -> str:
         ]
         buttons += _levelled_buttons(board, roles)
         commands = "<p>" + "".join(buttons) + "</p>" if buttons else ""
+    held = ""
+    view = board.view
+    if view.state in ("Holding", "Held") and (view.held_by or view.hold_reason):
+        # Who held it and why, where the operator at the bag reads it (not only in the record)
+        held = (
+            f'<p id="held">Held by {escape(view.held_by or "?")}: '
+            f"{escape(view.hold_reason or '(no reason given)')}</p>"
+        )
     scan = ""
     if board.scan_wanted:
         scan = '<p class="critical" role="alert">The batch waits for the identity scan.</p>'
@@ -346,7 +354,7 @@ def batch_live(board: BatchBoard, running: bool, roles: frozenset[Role]) -> str:
     return (
         f'<p><span class="state" id="state">{escape(board.shown_state)}</span> — '
         f"phase {escape(board.view.phase.split(':', 1)[-1])}, day {board.day:.2f}, "
-        f"last data {_age(board, now)}, process {status}</p>{scan}{commands}"
+        f"last data {_age(board, now)}, process {status}</p>{held}{scan}{commands}"
         f"<h2>Process values</h2>{_process_values(board)}"
         f"<h2>Alarms</h2>{_alarms(board, running, roles)}"
         f"<h2>Forecast</h2>{forecast_panel(board.forecast)}"

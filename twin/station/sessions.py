@@ -53,13 +53,16 @@ class Sessions:
         self._by_id[sid] = session
         return sid
 
-    def get(self, sid: str | None) -> Session | None:
-        """The live session of ``sid`` (its idle timer restarted), None if none."""
+    def get(self, sid: str | None, *, used: bool = True) -> Session | None:
+        """The live session of ``sid``, None if none; ``used``: a person's request (a page,
+        a form), which restarts its idle timer. A page's own refresh is not: a station left
+        alone with a batch page open must still sign its user out (before, the 2 s refresh
+        kept every session alive for ever)."""
         now = wall_monotonic()
         for key in [k for k, s in self._by_id.items() if now - s.seen > self.idle_s]:
             del self._by_id[key]
         session = self._by_id.get(sid or "")
-        if session is not None:
+        if session is not None and used:
             session.seen = now
         return session
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -112,7 +112,7 @@ def make_app(
         if request.path == "/login":
             return await handler(request)
         sid = request.cookies.get(COOKIE)
-        session = sessions.get(sid)
+        session = sessions.get(sid, used=not request.path.endswith("/live"))
         ended = ""
         if session is not None and not await station.in_good_standing(session.user):
             # Locked (wrong passwords in a signature) or disabled since signing in: the
@@ -314,5 +314,14 @@ def make_app(
 
 
 def _local(url: str) -> str:
-    """Where to go after signing in: a path on this station only (no open redirect)."""
-    return url if url.startswith("/") and not url.startswith("//") and "\\" not in url else "/"
+    """Where to go after signing in: a path on this station only (no open redirect). No
+    control character or space either: a browser, or aiohttp writing the Location header,
+    drops them, and ``/<TAB>/evil.example`` became ``//evil.example``."""
+    if (
+        not url.startswith("/")
+        or "\\" in url
+        or any(c.isspace() or not c.isprintable() for c in url)
+    ):
+        return "/"
+    parts = urlsplit(url)
+    return "/" if url.startswith("//") or parts.scheme or parts.netloc else url

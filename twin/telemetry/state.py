@@ -49,6 +49,8 @@ class BatchState:
     pv: dict[str, float] = field(default_factory=dict)
     alarms: list[dict[str, Any]] = field(default_factory=list)
     hold_reason: str = ""
+    #: Who held the procedure (a user id, ``engine``, ``alarm:...``); shown at the station.
+    held_by: str = ""
     #: Why the procedure holds, pauses, stops or aborts (its "-ing" transition's why).
     procedure_why: str = ""
     recipe: str = ""
@@ -108,8 +110,9 @@ class BatchState:
                 self.state = to or self.state
                 if self.state == "Holding":
                     self.hold_reason = data.get("why", "")
+                    self.held_by = str(data.get("who", ""))
                 elif self.state == "Running":
-                    self.hold_reason = ""
+                    self.hold_reason = self.held_by = ""
                 if self.state in ("Holding", "Pausing", "Stopping", "Aborting"):
                     self.procedure_why = str(data.get("why", ""))
                 elif self.state in ("Running", "Restarting"):
