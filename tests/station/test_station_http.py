@@ -571,6 +571,30 @@ def test_station_serve_on_port_0_names_the_port_it_bound(tmp_path: Path, site: S
         proc.communicate(timeout=30)
 
 
+def test_station_serve_on_an_address_in_use_says_so_in_one_line(
+    tmp_path: Path, site: Site
+) -> None:
+    """Before: a raw errno, exit 1."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from twin.cli import app
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["station", "serve", "--http", f"127.0.0.1:{port}", "--runs", str(runs)]
+        result = CliRunner().invoke(app, [*argv, "--users", str(site.users)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert f"--http 127.0.0.1:{port}: cannot listen there" in said and "in use" in said
+    assert "another station?" in said and "nothing started" in said and "Errno" not in said
+
+
 def test_the_batch_page_says_who_held_the_batch_and_why(tmp_path: Path) -> None:
     """The operator at the bag reads who held the batch and why on its page (before: only
     "Held", the reason in the record alone). Escaped, as everything people wrote."""

@@ -46,7 +46,7 @@ def station_serve(
     from twin.access.users import UserStore, UserStoreError, users_path
     from twin.signing import load_site_key
     from twin.station.acts import Station
-    from twin.station.serve import serve
+    from twin.station.serve import NotListening, serve
 
     host, port = _host_port(http, 8090)
     if not runs.is_dir():
@@ -77,5 +77,7 @@ def station_serve(
         asyncio.run(serve(runs, Station(path, key), host, port, forecaster, listening))
     except KeyboardInterrupt:
         return
+    except NotListening as exc:  # where it cannot listen: nothing started
+        raise _fail(f"{exc}; nothing started", EXIT_INVALID, debug) from None
     except (PocTwinError, OSError) as exc:
         raise _fail(str(exc), EXIT_FAIL, debug) from None

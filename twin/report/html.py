@@ -118,6 +118,20 @@ def _banner(r: BatchRecord) -> str:
     )
 
 
+def _approval(h: dict[str, Any]) -> str:
+    """Who approved the recipe, as its text states, and whether that was checked: a
+    production bench runs only a text whose hash is in the site's register; a development
+    bench runs any, so a copy edited after approval would show an approval that never
+    covered it (a tester's edited CAR-T recipe read "QA Release 2026-12-06")."""
+    stated = f"{h.get('approved_by') or '—'} {h.get('approved_on') or ''}".strip()
+    if not h.get("development"):
+        return f"{stated} (this text's hash was in the site's register at the start)"
+    return (
+        f"{stated} as the recipe's text states; a development bench does not check it "
+        "against the site's register of approved texts"
+    )
+
+
 def _header(r: BatchRecord) -> str:
     h = r.header
     rows = [
@@ -127,7 +141,7 @@ def _header(r: BatchRecord) -> str:
         ("Bag id", h.get("bag_id") or "—"),
         ("Recipe", f"{h.get('recipe_id')} v{h.get('recipe_version')} ({h.get('recipe_status')})"),
         ("Purpose", h.get("purpose") or "product"),
-        ("Recipe approval", f"{h.get('approved_by') or '—'} {h.get('approved_on') or ''}"),
+        ("Recipe approval", _approval(h)),
         ("Recipe SHA-256", Raw(f'<td class="mono">{escape(str(h.get("recipe_sha256")))}</td>')),
         ("Site", h.get("site") or "not recorded (journal not signed by a site key)"),
         (

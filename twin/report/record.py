@@ -266,6 +266,7 @@ class _Builder:
             "site": d.get("site"),
             "bench": (d.get("bench") or {}).get("name"),
             "seed": (d.get("bench") or {}).get("seed"),
+            "development": bool((d.get("bench") or {}).get("development")),
             "software": d.get("poc_twin_version"),
             "started_wall": e.wall_time,
         }

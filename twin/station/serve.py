@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from twin.errors import PocTwinError
 from twin.station.acts import Station
 from twin.station.forecasts import Forecaster
 from twin.station.web import make_app
 
-__all__ = ["StationServer", "serve"]
+__all__ = ["NotListening", "StationServer", "serve"]
+
+
+class NotListening(PocTwinError):
+    """The station's ``--http`` address cannot be listened on (in use, not this machine's)."""
 
 
 class StationServer:
@@ -35,7 +41,15 @@ class StationServer:
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # in use, or not this machine's address: one sentence
+            await self.stop()
+            why = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                why += " (another station?)"
+            where = f"--http {self.host}:{self.port}"
+            raise NotListening(f"{where}: cannot listen there: {why}") from None
         server = site._server  # aiohttp keeps the listening socket here
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else self.port
