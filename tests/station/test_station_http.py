@@ -571,9 +571,7 @@ def test_station_serve_on_port_0_names_the_port_it_bound(tmp_path: Path, site: S
         proc.communicate(timeout=30)
 
 
-def test_station_serve_on_an_address_in_use_says_so_in_one_line(
-    tmp_path: Path, site: Site
-) -> None:
+def test_station_serve_on_an_address_in_use_says_so_in_one_line(tmp_path: Path, site: Site) -> None:
     """Before: a raw errno, exit 1."""
     import socket
 
