@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from twin.control_site.keys import SiteKeys
 from twin.control_site.logins import LoginGuard
 from twin.control_site.store import open_store
 from twin.control_site.web import Users, make_app
+from twin.listening import listen
 from twin.telemetry.credentials import resolve_broker
 from twin.telemetry.topics import TelemetryError
 
@@ -70,14 +70,10 @@ class ControlSite:
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
         try:
-            await web.TCPSite(self._runner, self.host, self.port).start()
+            await listen(self._runner, self.host, self.port, "control site")
         except OSError as exc:
             await self.stop()
-            why = exc.strerror or str(exc)
-            if exc.errno == errno.EADDRINUSE:
-                why += " (another control site?)"
-            where = f"--http {self.host}:{self.port}"
-            raise NotStarted(f"{where}: cannot listen there: {why}") from None
+            raise NotStarted(exc.strerror) from None
         self._task = asyncio.create_task(self.ingest.run())
         try:
             await asyncio.wait_for(self.ingest.ready.wait(), CONNECT_S)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from twin.errors import PocTwinError
+from twin.listening import listen
 from twin.station.acts import Station
 from twin.station.forecasts import Forecaster
 from twin.station.web import make_app
@@ -40,16 +40,11 @@ class StationServer:
         """Listen; the port actually bound (0 asks for a free one)."""
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
         try:
-            await site.start()
+            site = await listen(self._runner, self.host, self.port, "station")
         except OSError as exc:  # in use, or not this machine's address: one sentence
             await self.stop()
-            why = exc.strerror or str(exc)
-            if exc.errno == errno.EADDRINUSE:
-                why += " (another station?)"
-            where = f"--http {self.host}:{self.port}"
-            raise NotListening(f"{where}: cannot listen there: {why}") from None
+            raise NotListening(exc.strerror) from None
         server = site._server  # aiohttp keeps the listening socket here
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else self.port
