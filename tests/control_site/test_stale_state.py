@@ -55,3 +55,20 @@ def test_a_restarted_control_site_knows_the_stored_state_is_newer(
     again = open_store(str(tmp_path / "cs.sqlite"))  # a new process: nothing in memory
     again.ingest([state(40, "Running", batch="b3")])
     assert again.batch_state("site-a", "b3") == "Aborted"
+
+
+def test_a_dead_batch_process_is_told_apart_from_a_site_gone_offline(store: Store) -> None:
+    """The forwarder's last status says the batch's process died: the overview says so and
+    what brings it back, not only "site offline" (nobody knew to run resume)."""
+    from twin.control_site.views import overview_rows
+
+    def status(batch: str, why: str) -> tuple[str, str, str, str, dict[str, Any]]:
+        body = {"v": 1, "batch": batch, "online": False, "why": why}
+        return ("site-a", "cleanroom-1", batch, "status", body)
+
+    store.ingest([state(7, "Held", batch="d1"), state(7, "Running", batch="d2")])
+    store.ingest([status("d1", "batch process ended"), status("d2", "connection lost")])
+    reasons = {r["batch"]: " ".join(r["attention"]) for r in overview_rows(store)}
+    assert "its batch process died at the site: poc-twin resume" in reasons["d1"]
+    assert "site offline" not in reasons["d1"]
+    assert "site offline" in reasons["d2"] and "resume" not in reasons["d2"]

@@ -30,12 +30,14 @@ from twin.control_site.messages import Poison
 from twin.journal import event_hash
 from twin.telemetry.topics import TelemetryError
 
-__all__ = ["BATCH_ENDED", "SENDING", "SENT", "Store", "open_store"]
+__all__ = ["BATCH_ENDED", "PROCESS_ENDED", "SENDING", "SENT", "Store", "open_store"]
 
 #: A request's outcome while it is published, and once the broker took it (no answer yet).
 SENDING, SENT = "sending", "sent"
 #: A forwarder's last status for an ended batch: it takes no more requests for it.
 BATCH_ENDED = "batch ended"
+#: A forwarder's last status when the batch's process died under it (docs/telemetry.md).
+PROCESS_ENDED = "batch process ended"
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS events (

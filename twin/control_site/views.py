@@ -21,7 +21,7 @@ from twin.control_site.live import live_region, overview_token
 from twin.control_site.pages import act_button, fmt, page, sign_dialog, table
 from twin.control_site.plans import Plans, overrun
 from twin.control_site.quarantine import quarantine_html
-from twin.control_site.store import Store
+from twin.control_site.store import PROCESS_ENDED, Store
 from twin.control_site.supervision import held_below
 from twin.station.sessions import Session
 
@@ -119,8 +119,9 @@ def overview_rows(
         )
     }
     rows = []
-    for site, batch, unit, state_json, online, updated in store.query(
-        "SELECT site, batch, unit, state, online, updated_at FROM batches ORDER BY site, batch"
+    for site, batch, unit, state_json, online, updated, offline_why in store.query(
+        "SELECT site, batch, unit, state, online, updated_at, offline_why FROM batches "
+        "ORDER BY site, batch"
     ):
         state = json.loads(state_json)
         chain = flags.get((site, batch), [])
@@ -138,7 +139,11 @@ def overview_rows(
         if alarms is not None:
             reasons.append(alarms)
         age = now - float(updated)
-        if not online and not state.get("ended"):
+        if not online and not state.get("ended") and offline_why == PROCESS_ENDED:
+            # The site is there; the batch's own process died (its forwarder said so as it
+            # left): somebody at the site must bring the batch back.
+            reasons.append("its batch process died at the site: poc-twin resume brings it back")
+        elif not online and not state.get("ended"):
             reasons.append("site offline")
         elif not state.get("ended") and age > STALE_AFTER_S:
             reasons.append(f"no data for {data_age(age)}: its journal stopped moving?")
