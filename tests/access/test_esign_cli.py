@@ -96,19 +96,25 @@ def test_qa_reviews_and_approves_and_nobody_else_does(tmp_path: Path, site: Site
     ]
 
 
+def held_not_ended(journal: Path, *, alarm: bool) -> Path:
+    """A batch's journal that stops Held with no end (its alarm, event 3, if ``alarm``)."""
+    clock = iter(float(t) for t in range(0, 100000, 60))
+    j = Journal(journal, lambda: next(clock), signer=None)
+    j.append("batch_started", "batch", {"batch_id": "B-1", "operator": "kim", REQUIRED_FLAG: True})
+    j.append("transition", "procedure:p", {"command": "start", "from": "Idle", "to": "Running"})
+    if alarm:
+        j.append("alarm", "bioreactor", {"alarm": "do", "kind": "limit", "reaction": "hold"})
+    j.append("transition", "procedure:p", {"command": "hold", "from": "Running", "to": "Held"})
+    j.close()
+    return journal
+
+
 def test_nothing_is_signed_into_a_batch_whose_process_died(tmp_path: Path, site: Site) -> None:
     """A journal with no end and no process: the batch is to be resumed, not released. QA's
     approval, QC results and an alarm acknowledgement are refused (exit 4) before any
     password, naming the state it stopped in and `poc-twin resume`; nothing is written.
     Before, the approval was accepted and a resume then ran on after it."""
-    clock = iter(float(t) for t in range(0, 100000, 60))
-    journal = tmp_path / "died.sqlite"
-    j = Journal(journal, lambda: next(clock), signer=None)
-    j.append("batch_started", "batch", {"batch_id": "B-1", "operator": "kim", REQUIRED_FLAG: True})
-    j.append("transition", "procedure:p", {"command": "start", "from": "Idle", "to": "Running"})
-    j.append("alarm", "bioreactor", {"alarm": "do", "kind": "limit", "reaction": "hold"})
-    j.append("transition", "procedure:p", {"command": "hold", "from": "Running", "to": "Held"})
-    j.close()
+    journal = held_not_ended(tmp_path / "died.sqlite", alarm=True)
     before = kinds(journal)
     acts = [
         ["review", str(journal), *site.signed("quinn"), "--comment", "release", "--approve"],
@@ -134,13 +140,7 @@ def test_qa_on_a_batch_still_running_is_told_it_runs_not_to_resume_it(
     and to bring it back with ``poc-twin resume``, which then refused: it runs."""
     from twin.engine.inbox import claim_command_address
 
-    clock = iter(float(t) for t in range(0, 100000, 60))
-    journal = tmp_path / "running.sqlite"
-    j = Journal(journal, lambda: next(clock), signer=None)
-    j.append("batch_started", "batch", {"batch_id": "B-2", "operator": "kim", REQUIRED_FLAG: True})
-    j.append("transition", "procedure:p", {"command": "start", "from": "Idle", "to": "Running"})
-    j.append("transition", "procedure:p", {"command": "hold", "from": "Running", "to": "Held"})
-    j.close()
+    journal = held_not_ended(tmp_path / "running.sqlite", alarm=False)
     before = kinds(journal)
     process = claim_command_address(journal)  # as the batch's own process holds it
     try:

@@ -61,31 +61,35 @@ def smoke_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return journal
 
 
+def faults_on_the_twin(path: Path, text: str) -> Callable[[OpenBench, Clock], None]:
+    """A fault scenario (written to ``path``) run on the twin of the bench a batch opens:
+    the batch's ``on_bench``."""
+    path.write_text(textwrap.dedent(text))
+    scenario = load_scenario(path)
+
+    def start_faults(opened: OpenBench, clock: Clock) -> None:
+        FaultScheduler(
+            scenario.model, plant=opened.twin.plant, servers=opened.twin.servers, clock=clock
+        ).start()
+
+    return start_faults
+
+
 @pytest.fixture(scope="module")
 def faulted_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Smoke batch with a silent controller (communication hold), an operator restart while
     it is still silent (a second hold), a restart that succeeds, and a pause/resume."""
     tmp = tmp_path_factory.mktemp("replay-faults")
-    scenario_file = tmp / "silent.yaml"
-    scenario_file.write_text(
-        textwrap.dedent(
-            """\
-            scenario: silent-then-back
-            faults:
-              - {at: 1h, device: bioreactor, fault: silent, until: 1h 20m}
-            """
-        )
+    start_faults = faults_on_the_twin(
+        tmp / "silent.yaml",
+        """\
+        scenario: silent-then-back
+        faults:
+          - {at: 1h, device: bioreactor, fault: silent, until: 1h 20m}
+        """,
     )
-    scenario = load_scenario(scenario_file)
     batches: list[Batch] = []
-    clocks: list[Clock] = []
     restarts: list[float] = []
-
-    def start_faults(opened: OpenBench, clock: Clock) -> None:
-        clocks.append(clock)
-        FaultScheduler(
-            scenario.model, plant=opened.twin.plant, servers=opened.twin.servers, clock=clock
-        ).start()
 
     def command(action: str, why: str) -> None:
         with contextlib.suppress(CommandRefused):
@@ -122,26 +126,16 @@ def test_a_power_loss_while_held_is_alarmed_rewritten_and_replays_identically(
     per device) and writes them again while still held, so the bag warms back to 37 °C
     before anyone restarts; the record replays event for event. Before, the held batch
     believed its own setpoints: the bag sat unheated, unrocked and ungassed, unalarmed."""
-    scenario_file = tmp_path / "power.yaml"
-    scenario_file.write_text(
-        textwrap.dedent(
-            """\
-            scenario: power-cut
-            faults:
-              - {at: 3h, device: bioreactor, fault: power_loss, until: 3h 30m}
-              - {at: 3h, device: gas, fault: power_loss, until: 3h 30m}
-            """
-        )
+    start_faults = faults_on_the_twin(
+        tmp_path / "power.yaml",
+        """\
+        scenario: power-cut
+        faults:
+          - {at: 3h, device: bioreactor, fault: power_loss, until: 3h 30m}
+          - {at: 3h, device: gas, fault: power_loss, until: 3h 30m}
+        """,
     )
-    scenario = load_scenario(scenario_file)
     batches: list[Batch] = []
-    plants: list[Any] = []
-
-    def start_faults(opened: OpenBench, clock: Clock) -> None:
-        plants.append(opened.twin.plant)
-        FaultScheduler(
-            scenario.model, plant=opened.twin.plant, servers=opened.twin.servers, clock=clock
-        ).start()
 
     def operator(event: Event) -> None:
         procedure = event.kind == "transition" and event.source.startswith("procedure:")
@@ -940,19 +934,13 @@ def test_a_restart_refused_by_a_silent_gas_unit_alarms_the_gas_dispenser(tmp_pat
     still silent fails its rewrite and holds again. That failure's alarm names the
     equipment item ("gas"), as the read's alarm and its clearing do: before, it named "gas
     unit B", an alarm no "answers again" ever cleared. The record replays identically."""
-    scenario_file = tmp_path / "silent-b.yaml"
-    scenario_file.write_text(
+    start_faults = faults_on_the_twin(
+        tmp_path / "silent-b.yaml",
         "scenario: silent-b\nfaults:\n  - {at: 1h, device: gas, fault: silent, unit: B, "
-        "until: 1h 15m}\n"
+        "until: 1h 15m}\n",
     )
-    scenario = load_scenario(scenario_file)
     batches: list[Batch] = []
     restarts: list[float] = []
-
-    def start_faults(opened: OpenBench, clock: Clock) -> None:
-        FaultScheduler(
-            scenario.model, plant=opened.twin.plant, servers=opened.twin.servers, clock=clock
-        ).start()
 
     def command(action: str, why: str) -> None:
         with contextlib.suppress(CommandRefused):
